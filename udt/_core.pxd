@@ -1,0 +1,574 @@
+# cython: language_level=3
+"""C API of the UDT protocol engine: one connection's state machine plus the stateless listener.
+
+Sans-IO (aioquic style): the engine consumes datagrams and time and produces datagrams, timer
+deadlines and event bits.  It never touches a socket or a clock; ``now`` is integer microseconds
+from any monotonic origin, passed in by the caller.  Everything here is C structs and
+``noexcept nogil`` functions: no Python object, no allocation on the packet path (buffers are
+allocated by ``conn_accept``/``conn_connect`` completion and freed by ``conn_free``).
+
+Threading contract: the engine has no locks.  The caller (the multiplexer) serialises every call
+on one ``Conn`` with that connection's mutex; a ``Listener`` likewise.
+
+Return conventions: functions returning ``ssize_t``/``int`` use ``>= 0`` for success and
+``-code`` for failure, where ``code`` is UDT4's error number (spec §8, ``ERR_*`` below), e.g.
+``conn_write`` returning ``-5012`` means "message too large".
+"""
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
+from udt._net cimport sockaddr_storage
+
+
+# ---------------------------------------------------------------------------------------------
+# Constants
+# ---------------------------------------------------------------------------------------------
+cdef enum:
+    UDT_VERSION = 4
+    HEADER_SIZE = 16                  # UDT header bytes
+    HANDSHAKE_CIF_SIZE = 48           # a listener ignores any other CIF length
+    HANDSHAKE_SIZE = 64               # header + CIF
+    IP_UDP_OVERHEAD = 28              # what UDT4 subtracts from the MSS (IPv4 + UDP)
+    IP_UDP_OVERHEAD_V6 = 48           # what udt subtracts when *sending* over IPv6
+    MIN_MSS = 76
+    DEFAULT_MSS = 1500
+    DEFAULT_FLIGHT_FLAG_SIZE = 25600
+    DEFAULT_BUFFER_PACKETS = 8192
+    MIN_FLIGHT_FLAG_SIZE = 32
+    MAX_CONTROL_SIZE = 1500           # largest control datagram the engine emits (NAKs are capped)
+    ACK_HISTORY_SIZE = 1024           # ACK numbers remembered for ACK2/RTT (UDT4's ACK window)
+    ARRIVAL_WINDOW = 16               # receive-rate median window
+    PROBE_WINDOW = 64                 # packet-pair median window
+    LIGHT_ACK_PACKETS = 64
+    PENDING_ACK2 = 32
+    PENDING_NAK_RANGES = 64
+    PENDING_DROPS = 16
+
+# Socket types carried in the handshake (spec §4: 1 = STREAM, 2 = DGRAM).
+cdef enum SocketType:
+    SOCK_TYPE_STREAM = 1
+    SOCK_TYPE_DGRAM = 2
+
+# UDT_STATE values (UDT4's UDTSTATUS).
+cdef enum ConnState:
+    STATE_INIT = 1
+    STATE_OPENED = 2
+    STATE_LISTENING = 3
+    STATE_CONNECTING = 4
+    STATE_CONNECTED = 5
+    STATE_BROKEN = 6
+    STATE_CLOSING = 7
+    STATE_CLOSED = 8
+    STATE_NONEXIST = 9
+
+# Control packet types (spec §3).
+cdef enum PacketType:
+    PKT_HANDSHAKE = 0
+    PKT_KEEPALIVE = 1
+    PKT_ACK = 2
+    PKT_NAK = 3
+    PKT_CONGESTION_WARNING = 4
+    PKT_SHUTDOWN = 5
+    PKT_ACK2 = 6
+    PKT_DROP_REQUEST = 7
+    PKT_ERROR_SIGNAL = 8
+    PKT_USER_DEFINED = 0x7FFF
+    PKT_DATA = -1                     # packet_peek's kind for a data packet
+
+# Handshake request types (spec §4).
+cdef enum RequestType:
+    REQ_INDUCTION = 1
+    REQ_RENDEZVOUS = 0
+    REQ_CONCLUSION = -1
+    REQ_RENDEZVOUS_AGREEMENT = -2
+    REQ_REJECTED = 1002
+
+# Message boundary bits (word1 of a data packet, top two bits).
+cdef enum Boundary:
+    BOUNDARY_MIDDLE = 0
+    BOUNDARY_LAST = 1
+    BOUNDARY_FIRST = 2
+    BOUNDARY_SOLO = 3
+
+# Event bits returned by conn_on_datagram / conn_on_timer / conn_accept and friends.
+cdef enum EventBits:
+    EV_READABLE = 0x001         # new data (stream) or a complete message became readable
+    EV_WRITABLE = 0x002         # send buffer space was released by an ACK
+    EV_CONNECTED = 0x004        # handshake completed
+    EV_CONNECT_FAILED = 0x008   # connect failed: conn.error = 1001 timeout, 1002 rejected, 1004 security
+    EV_BROKEN = 0x010           # peer silent too long (conn.error = 2001)
+    EV_CLOSED = 0x020           # our close completed (drained or linger expired): state CLOSED
+    EV_PEER_SHUTDOWN = 0x040    # the peer sent SHUTDOWN: readable data stays readable, then EOF
+    EV_WANT_TRANSMIT = 0x080    # something is due to send: re-check conn_next_send_time
+    EV_PEER_ERROR = 0x100       # the peer sent an error signal (conn.error = 7000)
+
+# UDT4 error numbers (spec §8); functions return them negated.
+cdef enum ErrorCode:
+    ERR_SUCCESS = 0
+    ERR_CONN_SETUP = 1000
+    ERR_NO_SERVER = 1001
+    ERR_REJECTED = 1002
+    ERR_SOCKET_FAILURE = 1003
+    ERR_SECURITY = 1004
+    ERR_CONN_FAILURE = 2000
+    ERR_CONN_BROKEN = 2001
+    ERR_NO_CONNECTION = 2002
+    ERR_RESOURCES = 3000
+    ERR_NO_MEMORY = 3002
+    ERR_INVALID_OP = 5000
+    ERR_ALREADY_CONNECTED = 5002
+    ERR_BAD_PARAMETER = 5003
+    ERR_NOT_STREAM = 5009
+    ERR_NOT_MESSAGE = 5010
+    ERR_MESSAGE_TOO_LARGE = 5012
+    ERR_WOULD_BLOCK = 6000
+    ERR_NO_BUFFER = 6001
+    ERR_NO_DATA = 6002
+    ERR_TIMEOUT = 6003
+    ERR_PEER = 7000
+
+# Why a datagram was dropped as invalid (index into Stats.invalid[]).
+cdef enum InvalidReason:
+    INVALID_TOO_SHORT = 0            # shorter than a header (or than the control type needs)
+    INVALID_CONTROL_TYPE = 1         # unknown control type
+    INVALID_LENGTH = 2               # control CIF of a wrong size
+    INVALID_HANDSHAKE = 3            # handshake CIF not 48 bytes, bad version/type/fields
+    INVALID_ACK_RANGE = 4            # ACK beyond what was sent, or before ISN window
+    INVALID_NAK_RANGE = 5            # NAK entry first > last, beyond last sent, truncated range
+    INVALID_ACK2 = 6                 # ACK2 for an unknown/too old ACK number
+    INVALID_DATA_SEQ = 7             # data seq outside the receive window
+    INVALID_DATA_LENGTH = 8          # data payload larger than the payload size or empty
+    INVALID_DROP_REQUEST = 9         # message drop request with a bad range
+    INVALID_STATE = 10               # packet meaningless in the current state
+    INVALID_WRONG_PEER = 11          # handshake with a wrong ISN/socket ID (security)
+    INVALID_COOKIE = 12              # listener: conclusion with a bad cookie
+    INVALID_BUFFER_FULL = 13         # data beyond the receive buffer (not a protocol error)
+    INVALID_REASON_COUNT = 14
+
+
+cdef struct CCOps
+cdef struct AcceptRequest
+
+# ---------------------------------------------------------------------------------------------
+# Congestion control: a callback table.  The native DAIMD is one implementation; udt/cc.py's
+# Python base class is another, reached through a GIL-taking trampoline (python_cc_ops()).
+# ---------------------------------------------------------------------------------------------
+cdef struct CCState:
+    # --- knobs the algorithm sets (read by the engine after every callback) ---
+    double period_us            # µs between data packets (pacing); >= 0
+    double cwnd                 # congestion window, packets
+    int ack_interval            # receiver: full ACK every N data packets (0 = only the timer)
+    int64_t ack_period_us       # receiver: full ACK timer (0 = SYN, 10 ms)
+    int64_t rto_us              # sender: user-defined EXP timeout (0 = spec §6 formula)
+    # --- inputs maintained by the engine (read-only for the algorithm) ---
+    int64_t rtt_us
+    int64_t rttvar_us
+    int64_t rcv_rate            # peer's packet receiving rate, pkts/s (smoothed from ACKs)
+    int64_t bandwidth           # estimated link capacity, pkts/s (smoothed from ACKs)
+    int mss
+    int max_cwnd                # flight flag size negotiated (cap of the window)
+    int32_t snd_curr_seq        # largest sequence number sent so far
+    int64_t max_bw_period_us    # pacing floor from UDT_MAXBW (0 = none); the engine enforces it
+    # --- native DAIMD state (spec §7) ---
+    bint slow_start
+    bint loss_since_increase
+    int32_t last_ack            # last ACK seq seen by on_ack
+    int32_t last_dec_seq
+    double last_dec_period
+    int avg_nak
+    int nak_count
+    int dec_count
+    int dec_random
+    int64_t last_rc_time
+    uint64_t rng
+    # --- plumbing ---
+    const CCOps* ops
+    void* user                  # the algorithm's own object (the Python CC instance for python_cc_ops)
+
+cdef struct CCOps:
+    # Every entry may be NULL (= no reaction).  Called with the connection lock held.
+    void (*init)(CCState* cc, int64_t now) noexcept nogil                 # connection established
+    void (*close)(CCState* cc) noexcept nogil                             # from conn_free
+    void (*on_ack)(CCState* cc, int32_t ack, int64_t now) noexcept nogil  # full ACK received
+    # NAK received; `loss` is the list in wire encoding (a range is first|0x80000000, last)
+    void (*on_loss)(CCState* cc, const int32_t* loss, int count, int64_t now) noexcept nogil
+    void (*on_timeout)(CCState* cc, int64_t now) noexcept nogil           # EXP with unacked data
+    void (*on_pkt_sent)(CCState* cc, int32_t seq, int size, int64_t now) noexcept nogil
+    void (*on_pkt_received)(CCState* cc, int32_t seq, int size, int64_t now) noexcept nogil
+    void (*on_custom)(CCState* cc, const uint8_t* data, int size, int64_t now) noexcept nogil
+
+cdef const CCOps* native_cc_ops() noexcept nogil
+# The trampoline into a udt.cc.CongestionControl instance: set ConnOptions.cc_ops to this and
+# cc_user to the instance (borrowed; the engine INCREFs it in init and DECREFs it in close).
+# Each callback takes the GIL for that connection only (~1 µs per call); on_packet_sent /
+# on_packet_received are only called when the subclass overrides them.
+cdef const CCOps* python_cc_ops() noexcept nogil
+
+
+# ---------------------------------------------------------------------------------------------
+# Options
+# ---------------------------------------------------------------------------------------------
+cdef struct ConnOptions:
+    int mss                     # whole IP packet (UDT_MSS), >= 76, default 1500
+    int sock_type               # SOCK_TYPE_STREAM / SOCK_TYPE_DGRAM
+    int flight_flag_size        # UDT_FC, packets, >= 32, default 25600
+    int snd_buf_packets         # UDT_SNDBUF converted to packets (bytes // (mss - 28)), default 8192
+    int rcv_buf_packets         # UDT_RCVBUF converted to packets, default 8192
+    bint rendezvous             # UDT_RENDEZVOUS
+    int64_t max_bandwidth       # UDT_MAXBW bytes/s, -1 unlimited (may be changed while connected)
+    int64_t broken_timeout_us   # silence after which the connection is broken, default 10 s
+    int64_t linger_us           # close(): max time to drain; 0 = abort at once
+    int64_t msg_ttl_us          # TTL of messages written with ttl_us < 0 (-1 = forever)
+    int64_t connect_timeout_us  # 0 = spec default (3 s, rendezvous 30 s)
+    const CCOps* cc_ops         # NULL = native DAIMD
+    void* cc_user               # passed to the CC as CCState.user
+    uint64_t random_seed        # ISN and CC randomness; 0 = derive from socket ID and time (tests)
+
+
+# ---------------------------------------------------------------------------------------------
+# Protocol units (implemented in udt/core/*.pxi, included by _core.pyx)
+# ---------------------------------------------------------------------------------------------
+cdef struct LossList:
+    # Sorted, range-compressed set of 31-bit sequence numbers: [first[i], last[i]] inclusive.
+    int32_t* first
+    int32_t* last
+    int count                   # ranges in use
+    int capacity                # ranges allocated
+    int64_t length              # sequence numbers in the set
+
+cdef struct SendSlot:
+    int32_t length              # payload bytes in the slot
+    uint32_t msg_word           # word1 as sent: boundary | in-order | msgno
+    int64_t origin_time         # when the message was written (TTL)
+    int64_t ttl_us              # -1 = forever
+
+cdef struct SendBuffer:
+    # Ring of fixed-size packet slots: slot of seq s = (head + seqoff(snd_una, s)) % capacity.
+    uint8_t* data
+    SendSlot* slots
+    int capacity
+    int slot_size
+    int head                    # slot of the oldest unacknowledged packet
+    int count                   # packets held (unacknowledged + unsent)
+    int64_t bytes               # payload bytes held
+    int32_t next_msgno          # 1 .. 2^26-1, wraps to 1
+    bint tail_open              # stream mode: the last slot is unsent and may take more bytes
+
+cdef struct RecvSlot:
+    int32_t length
+    uint32_t msg_word
+    uint8_t state               # RSLOT_EMPTY / RSLOT_FILLED / RSLOT_DROPPED / RSLOT_TAKEN
+
+cdef struct RecvBuffer:
+    # Ring indexed by sequence offset from read_seq: out-of-order packets land in place.
+    uint8_t* data
+    RecvSlot* slots
+    int capacity
+    int slot_size
+    int head                    # slot of read_seq
+    int32_t read_seq            # first sequence not yet consumed by the application
+    int32_t read_offset         # bytes of the head slot already read (stream mode)
+    int64_t contiguous_bytes    # stream: bytes readable from read_seq up to the first hole
+    int32_t ooo_messages        # message mode: complete out-of-order messages waiting
+
+cdef struct AckRecord:
+    int32_t ack_no              # the ACK sequence number (word1)
+    int32_t ack_seq             # the data sequence it acknowledged
+    int64_t sent_time
+
+cdef struct RateEstimator:
+    int64_t arrival_gap[ARRIVAL_WINDOW]
+    int arrival_pos
+    int arrival_count
+    int64_t last_arrival
+    int64_t probe_gap[PROBE_WINDOW]
+    int probe_pos
+    int probe_count
+    int64_t probe1_time
+    int32_t probe1_seq
+
+cdef struct PendingDrop:
+    int32_t msgno
+    int32_t first
+    int32_t last
+
+
+# ---------------------------------------------------------------------------------------------
+# Statistics (UDT4 perfmon, spec §8) — conn_stats fills one
+# ---------------------------------------------------------------------------------------------
+cdef struct Stats:
+    int64_t ms_timestamp        # ms since the connection was created
+    # totals since start
+    int64_t pkt_sent_total
+    int64_t pkt_recv_total
+    int64_t pkt_snd_loss_total  # packets the peer reported lost (NAK) or EXP re-queued
+    int64_t pkt_rcv_loss_total  # gaps seen by our receiver
+    int64_t pkt_retrans_total
+    int64_t pkt_sent_ack_total
+    int64_t pkt_recv_ack_total
+    int64_t pkt_sent_nak_total
+    int64_t pkt_recv_nak_total
+    int64_t us_snd_duration_total
+    int64_t bytes_sent_total    # data payload bytes, retransmissions included
+    int64_t bytes_recv_total
+    int64_t pkt_dropped_total   # receiver: packets discarded by message drop requests / TTL
+    # the same since the last clear
+    int64_t pkt_sent
+    int64_t pkt_recv
+    int64_t pkt_snd_loss
+    int64_t pkt_rcv_loss
+    int64_t pkt_retrans
+    int64_t pkt_sent_ack
+    int64_t pkt_recv_ack
+    int64_t pkt_sent_nak
+    int64_t pkt_recv_nak
+    int64_t us_snd_duration
+    double mbps_send_rate
+    double mbps_recv_rate
+    # instant values
+    double us_pkt_snd_period
+    int64_t pkt_flow_window
+    int64_t pkt_congestion_window
+    int64_t pkt_flight_size
+    double ms_rtt
+    double mbps_bandwidth
+    int64_t byte_avail_snd_buf
+    int64_t byte_avail_rcv_buf
+    # invalid datagrams dropped, per InvalidReason
+    int64_t invalid[INVALID_REASON_COUNT]
+    int64_t duplicate_packets   # data already received (not invalid, but worth seeing)
+
+
+# ---------------------------------------------------------------------------------------------
+# The connection
+# ---------------------------------------------------------------------------------------------
+cdef struct Conn:
+    ConnOptions opts
+    int state                   # ConnState
+    int error                   # UDT error code of a failure (connect/broken/peer), 0 if none
+    uint32_t socket_id
+    uint32_t peer_socket_id
+    sockaddr_storage peer_addr
+    bint is_ipv6
+    bint rendezvous
+    bint peer_shutdown          # peer sent SHUTDOWN
+    bint closing                # conn_close called, draining
+    int mss                     # negotiated
+    int payload_size            # what we put in one data packet
+    int recv_payload_size       # largest payload we accept (mss - 44, as UDT4 sends)
+    int flight_flag_size        # ours, as announced
+    int64_t start_time          # conn_init's now: origin of header timestamps
+    uint64_t rng
+    # --- handshake ---
+    int32_t isn                 # our sending ISN
+    int32_t peer_isn            # first sequence we expect from the peer
+    int hs_req_type             # request type we are sending while connecting
+    uint32_t hs_cookie
+    int64_t hs_next_time        # next (re)transmission of our request
+    int64_t connect_deadline
+    bint hs_peer_seen           # rendezvous: a handshake from the peer was received
+    bint hs_reply_due           # answer a handshake with the stored response
+    uint8_t hs_response[HANDSHAKE_SIZE]   # stored response (server) / agreement (rendezvous)
+    bint hs_response_valid
+    uint8_t peer_ip[16]         # address bytes the peer sent to (our address as it sees it)
+    # --- buffers and loss lists ---
+    SendBuffer snd
+    RecvBuffer rcv
+    LossList snd_loss
+    LossList rcv_loss
+    # --- sender ---
+    int32_t snd_una             # oldest unacknowledged seq (data ACK)
+    int32_t snd_last_ack        # last ACK seen (flow window accounting; light ACKs too)
+    int32_t snd_next_seq        # next new sequence number
+    int32_t snd_curr_seq        # largest sequence sent (snd_next_seq - 1)
+    int64_t flow_window
+    int64_t delivery_rate       # pkts/s, from ACK word 4
+    int64_t bandwidth           # pkts/s, from ACK word 5
+    int64_t next_send_time      # pacing schedule
+    int64_t snd_busy_since      # start of the current "buffer not empty" period (stats)
+    int32_t last_ack2_ack_no
+    int32_t pending_ack2[PENDING_ACK2]
+    int pending_ack2_count
+    PendingDrop pending_drop[PENDING_DROPS]
+    int pending_drop_count
+    CCState cc
+    # --- receiver ---
+    int32_t rcv_largest         # largest seq received (peer_isn - 1 initially)
+    int32_t rcv_last_ack        # ack point of the last full ACK sent
+    int32_t rcv_last_ack_ack    # ack point confirmed by the peer's ACK2
+    int64_t rcv_last_ack_time   # when the last full ACK was sent
+    int64_t rcv_last_6word_time
+    int32_t ack_no              # last full ACK number used
+    AckRecord ack_history[ACK_HISTORY_SIZE]
+    int ack_history_pos
+    int ack_history_count
+    int64_t rtt_us
+    int64_t rttvar_us
+    int pkts_since_ack          # data packets since the last full ACK
+    int light_ack_count
+    bint full_ack_due
+    bint light_ack_due
+    int64_t next_ack_time
+    int64_t next_nak_time
+    int32_t pending_nak_first[PENDING_NAK_RANGES]
+    int32_t pending_nak_last[PENDING_NAK_RANGES]
+    int pending_nak_count
+    bint nak_report_due         # send the whole receiver loss list
+    RateEstimator rate
+    # --- liveness ---
+    int exp_count
+    int64_t last_rsp_time       # EXP reference (reset by peer packets and by each expiry)
+    int64_t last_peer_activity  # last packet from the peer (broken detection)
+    bint keepalive_due
+    bint shutdown_due
+    int64_t linger_deadline
+    # --- stats ---
+    Stats stats
+    Stats stats_at_clear        # totals at the last clear (interval = total - this)
+    int64_t last_clear_time
+
+
+# ---------------------------------------------------------------------------------------------
+# Connection lifecycle
+# ---------------------------------------------------------------------------------------------
+# Defaults of spec §9 (MSS 1500, FC 25600, buffers 8192 packets, broken 10 s, linger 3 s, native CC).
+cdef void conn_options_default(ConnOptions* opts) noexcept nogil
+# Zero the connection and record options, socket ID and the time origin.  State OPENED.
+# Returns 0 or -5003 (bad option values).  Allocates nothing yet.
+cdef int conn_init(Conn* conn, const ConnOptions* opts, uint32_t socket_id, int64_t now) noexcept nogil
+# Release the buffers and loss lists (and the CC via ops.close).  Safe on any state, idempotent.
+cdef void conn_free(Conn* conn) noexcept nogil
+# Start connecting to `peer` (client/server, or rendezvous when opts.rendezvous).  Allocates the
+# buffers; the first handshake is due at once (conn_next_send_time == now).  0 or -error.
+cdef int conn_connect(Conn* conn, const sockaddr_storage* peer, int64_t now) noexcept nogil
+# Server side: initialise a conn_init'ed Conn from a listener's AcceptRequest, state CONNECTED,
+# and write the conclusion response (64 B) into out.  The response is stored: duplicate
+# conclusions routed to this Conn are answered with it again.  Returns the response length or
+# -error (-3002 no memory, -1002 unacceptable parameters: send listener_reject's answer then).
+cdef ssize_t conn_accept(Conn* conn, const AcceptRequest* req, int64_t now,
+                         uint8_t* out, size_t cap) noexcept nogil
+# Graceful close: keep sending until every byte written is acknowledged, then send SHUTDOWN and
+# go CLOSED (EV_CLOSED from a later call), bounded by opts.linger_us (0 = conn_abort).
+# Returns event bits (EV_CLOSED at once when nothing is left to drain).
+cdef uint32_t conn_close(Conn* conn, int64_t now) noexcept nogil
+# Abort: queue SHUTDOWN (if connected) and go CLOSED at once; pending data is discarded.
+cdef uint32_t conn_abort(Conn* conn, int64_t now) noexcept nogil
+
+# ---------------------------------------------------------------------------------------------
+# Network side
+# ---------------------------------------------------------------------------------------------
+# Feed one datagram addressed to this connection.  Invalid datagrams are counted in
+# stats.invalid[reason] and dropped.  Returns EventBits.
+cdef uint32_t conn_on_datagram(Conn* conn, const uint8_t* buf, size_t length, int64_t now) noexcept nogil
+# Write the next datagram due at `now` into out (control first, then retransmissions, then new
+# data within flow window, congestion window and pacing).  Returns its length, 0 if nothing is
+# due, -6001 if cap is too small (cap >= mss is always enough).
+cdef ssize_t conn_next_datagram(Conn* conn, int64_t now, uint8_t* out, size_t cap) noexcept nogil
+# Zero-copy variant: writes the 16-byte header of a data packet into out and points *payload at
+# the payload inside the send buffer slot (*payload_len bytes); a control packet is written
+# whole into out with *payload_len = 0.  Returns the bytes written into out (0 = nothing due).
+# The payload pointer stays valid while the caller holds the connection lock and until the next
+# conn_write/conn_free; a slot is only reused after the peer acknowledged its sequence, so a
+# stale payload can only reach a peer that already has (and ignores) that packet.
+cdef ssize_t conn_next_datagram_zc(Conn* conn, int64_t now, uint8_t* out, size_t cap,
+                                   const uint8_t** payload, size_t* payload_len) noexcept nogil
+# When the next datagram is due: -1 nothing to send, else a time (<= now means now).
+cdef int64_t conn_next_send_time(Conn* conn, int64_t now) noexcept nogil
+
+# ---------------------------------------------------------------------------------------------
+# Timers
+# ---------------------------------------------------------------------------------------------
+# Earliest deadline of ACK/NAK/EXP/broken/handshake-retry/connect/linger timers, -1 if none.
+cdef int64_t conn_next_timer(Conn* conn) noexcept nogil
+# Run every timer due at `now`.  Returns EventBits (EV_WANT_TRANSMIT when packets got queued).
+cdef uint32_t conn_on_timer(Conn* conn, int64_t now) noexcept nogil
+
+# ---------------------------------------------------------------------------------------------
+# Application side
+# ---------------------------------------------------------------------------------------------
+# Queue data.  Stream: accepts what fits (0 < n <= length), -6001 when the buffer is full.
+# Message (DGRAM): the whole message or nothing: length, -6001 no room now, -5012 larger than
+# the send buffer.  ttl_us < 0 = opts.msg_ttl_us; inorder only matters in message mode.
+# -2001 broken / peer shut down, -2002 not connected, -5003 zero length message.
+cdef ssize_t conn_write(Conn* conn, const uint8_t* data, size_t length, int64_t ttl_us,
+                        bint inorder, int64_t now) noexcept nogil
+# Stream read: copies up to cap readable bytes (data readable as soon as it is in order).
+# Returns bytes, 0 at EOF (peer shut down or we closed, nothing left), -6002 nothing yet,
+# -2001 broken and nothing left, -5009 not a stream socket.
+cdef ssize_t conn_read(Conn* conn, uint8_t* out, size_t cap, int64_t now) noexcept nogil
+# Message read: one whole message (boundaries kept).  Copies min(size, cap) bytes; a longer
+# message is truncated (the rest is discarded, *truncated = 1).  *msg_length = full size.
+# Same negative codes as conn_read (-5010 not a message socket).
+cdef ssize_t conn_read_message(Conn* conn, uint8_t* out, size_t cap, size_t* msg_length,
+                               bint* truncated, int64_t now) noexcept nogil
+# Stream: bytes readable now.  Message mode: size of the next deliverable message (0 if none).
+cdef int64_t conn_readable_bytes(Conn* conn) noexcept nogil
+# Bytes conn_write would accept now (message mode: the largest message that fits now).
+cdef int64_t conn_writable_bytes(Conn* conn) noexcept nogil
+# Bytes written but not yet acknowledged (UDT_SNDDATA, in bytes).
+cdef int64_t conn_pending_send_bytes(Conn* conn) noexcept nogil
+# UDT_STATE value.
+cdef int conn_state(Conn* conn) noexcept nogil
+# UDT_EVENT readiness bits: IN 1 (readable or EOF/error), OUT 4 (writable), ERR 8 (broken/failed).
+cdef int conn_poll_events(Conn* conn) noexcept nogil
+# Fill *out with perfmon values; clear=1 restarts the interval counters.
+cdef void conn_stats(Conn* conn, Stats* out, bint clear, int64_t now) noexcept nogil
+# Change UDT_MAXBW while running (bytes/s, -1 unlimited).
+cdef void conn_set_max_bandwidth(Conn* conn, int64_t bytes_per_second) noexcept nogil
+
+
+# ---------------------------------------------------------------------------------------------
+# Listener (stateless: keeps no per-client state for inductions)
+# ---------------------------------------------------------------------------------------------
+cdef struct Listener:
+    uint8_t key[16]             # SipHash key of the cookie (random, from the caller)
+    int64_t start_time
+    int64_t slice_us            # cookie time slice (default 60 s); current and previous accepted
+    int sock_type               # only this type is accepted (else rejection 1002)
+    int mss                     # our MSS (the answer carries min(client, ours))
+    int flight_flag_size        # announced in the conclusion response
+    int64_t inductions
+    int64_t accepted
+    int64_t rejected
+    int64_t invalid[INVALID_REASON_COUNT]
+
+cdef struct AcceptRequest:
+    uint32_t peer_socket_id     # the client's socket ID (mux key: (peer address, this))
+    int32_t isn                 # client's ISN: both directions start here
+    int mss                     # negotiated: min(client, listener)
+    int peer_flight_flag_size
+    int sock_type
+    uint32_t cookie
+    uint8_t self_ip[16]         # our address as the client sent to (raw address bytes)
+    sockaddr_storage peer_addr
+
+# Listener decision codes.
+cdef enum ListenerVerdict:
+    LISTENER_DROP = 0           # ignore (invalid / bad cookie); counted
+    LISTENER_REPLY = 1          # send out[:*out_len] back to the peer (induction or rejection)
+    LISTENER_ACCEPT = 2         # valid conclusion: *req filled; look up (peer, peer_socket_id):
+                                # existing -> conn_on_datagram on it; backlog full ->
+                                # listener_reject; else conn_init + conn_accept
+
+# key: 16 random bytes (os.urandom); slice_us 0 = 60 s.
+cdef void listener_init(Listener* lst, const uint8_t* key, int sock_type, int mss,
+                        int flight_flag_size, int64_t now) noexcept nogil
+cdef int listener_on_handshake(Listener* lst, const uint8_t* buf, size_t length,
+                               const sockaddr_storage* peer, int64_t now, uint8_t* out,
+                               size_t cap, size_t* out_len, AcceptRequest* req) noexcept nogil
+# Write the 1002 rejection answering req (full backlog).  Returns its length (64) or -6001.
+cdef ssize_t listener_reject(Listener* lst, const AcceptRequest* req, uint8_t* out, size_t cap) noexcept nogil
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers for the multiplexer
+# ---------------------------------------------------------------------------------------------
+cdef struct PacketInfo:
+    uint32_t dst_id             # destination socket ID (0: listener / connecting socket)
+    int kind                    # PKT_DATA or the control type
+    int32_t seq                 # data: sequence number
+    int hs_req_type             # handshake: request type
+    uint32_t hs_socket_id       # handshake: the sender's socket ID
+    int hs_sock_type
+
+# Validate a raw datagram's header (and a handshake's CIF) and describe it.  0 or -1 - reason
+# (InvalidReason) when it must be dropped before routing.
+cdef int packet_peek(const uint8_t* buf, size_t length, PacketInfo* info) noexcept nogil
