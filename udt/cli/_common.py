@@ -1,0 +1,461 @@
+"""What ``udt-send`` and ``udt-recv`` share: exit codes, argument parsing, sockets, supervision.
+
+The transfer itself runs in a worker thread; the main thread only draws the progress bar and
+waits, so Ctrl-C (or SIGTERM) is always noticed at once even while the worker sits in a blocking
+socket call.  On interruption the main thread closes the worker's sockets, waits briefly for it,
+prints one short line and exits 130 (143 for SIGTERM) without a traceback.
+"""
+from __future__ import annotations
+
+import errno
+import json
+import os
+import re
+import signal
+import socket as _pysocket
+import sys
+import threading
+import traceback
+from collections.abc import Callable
+from dataclasses import asdict, is_dataclass
+from enum import IntEnum
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+class ExitCode(IntEnum):
+    """Process exit codes of both tools (listed in their --help)."""
+
+    OK = 0
+    FAILURE = 1  # unexpected internal error
+    USAGE = 2  # bad command line (argparse's own code)
+    CONNECT_FAILED = 3  # refused, rejected, unreachable or unknown host
+    TIMEOUT = 4  # no answer to the handshake, or the peer stopped answering
+    PEER_LOST = 5  # the connection broke mid-transfer (peer died, network gone)
+    VERIFY_FAILED = 6  # sha256 mismatch, or the receiver refused a file
+    FILE_ERROR = 7  # a local file cannot be read or written (missing, permissions, disk full)
+    PROTOCOL_ERROR = 8  # the peer does not speak this tool's protocol (or its version)
+    BIND_FAILED = 9  # cannot bind or listen on the local address
+    INTERRUPTED = 130  # Ctrl-C (SIGINT)
+    TERMINATED = 143  # SIGTERM
+
+
+EXIT_CODES_HELP = """\
+exit codes:
+  0    success
+  1    internal error
+  2    bad arguments
+  3    connection refused, rejected, unreachable or unknown host
+  4    timed out (no answer to the handshake, or the peer stopped answering)
+  5    connection lost mid-transfer (the peer died or the network went away)
+  6    verification failed (sha256 mismatch) or the receiver refused a file
+  7    local file error (cannot read or write, disk full)
+  8    protocol error (the peer is not udt-send/udt-recv or speaks another version)
+  9    cannot bind or listen on the local address
+  130  interrupted (Ctrl-C)
+  143  terminated (SIGTERM)"""
+
+UNITS_HELP = """\
+units: sizes take K, M, G, T as powers of 1024 (1G = 1 GiB), KB, MB, GB as powers of 1000;
+rates (--max-bw) are bytes per second with K, M, G as powers of 1000 (100M = 100 MB/s), or bits
+per second when followed by "bit" or "bps" (800Mbit = 100 MB/s)."""
+
+
+class CliError(Exception):
+    """A failure with a message for the user and the exit code that goes with it."""
+
+    def __init__(self, code: ExitCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class Interrupted(Exception):
+    """The user interrupted the tool; the message has been printed already."""
+
+    def __init__(self, code: ExitCode) -> None:
+        super().__init__(code.name)
+        self.code = code
+
+
+class _Terminated(BaseException):
+    """Raised in the main thread by our SIGTERM handler."""
+
+
+# --------------------------------------------------------------------------- argument parsing
+
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z/]*)\s*$")
+_BINARY = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40,
+           "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40,
+           "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
+_DECIMAL = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}
+
+
+def parse_size(text: str) -> int:
+    """``"64M"`` → 67108864.  K/M/G/T are binary, KB/MB/GB/TB decimal, KiB... binary."""
+    match = _SIZE_RE.match(text)
+    unit = match.group(2).lower() if match else None
+    if not match or unit not in _BINARY:
+        raise ValueError(f"invalid size {text!r} (examples: 4096, 64M, 1G, 10GB)")
+    value = int(float(match.group(1)) * _BINARY[unit])
+    if value < 0:
+        raise ValueError(f"invalid size {text!r}")
+    return value
+
+
+def parse_rate(text: str) -> int:
+    """A rate in bytes/s: ``"100M"`` → 100_000_000, ``"800Mbit"`` → 100_000_000.
+
+    Suffixes K, M, G, T are decimal (network convention); a trailing ``B``, ``B/s`` or ``/s``
+    keeps bytes; ``bit``, ``bps``, ``bit/s`` or ``b/s`` means bits per second.
+    """
+    match = _SIZE_RE.match(text)
+    if not match:
+        raise ValueError(f"invalid rate {text!r} (examples: 100M, 1G, 800Mbit)")
+    number, unit = float(match.group(1)), match.group(2)
+    bits = False
+    lowered = unit.lower()
+    for suffix in ("bit/s", "bits/s", "bps", "bit", "bits", "b/s"):
+        if lowered.endswith(suffix) and not (suffix == "b/s" and unit.endswith("B/s")):
+            bits, lowered = True, lowered[: -len(suffix)]
+            break
+    else:
+        for suffix in ("b/s", "/s", "b"):
+            if lowered.endswith(suffix):
+                lowered = lowered[: -len(suffix)]
+                break
+    if lowered not in _DECIMAL:
+        raise ValueError(f"invalid rate {text!r} (examples: 100M, 1G, 800Mbit)")
+    value = number * _DECIMAL[lowered] / (8 if bits else 1)
+    if value < 1:
+        raise ValueError(f"rate {text!r} is below 1 byte/s")
+    return int(value)
+
+
+def parse_host_port(text: str, *, allow_zero: bool = False) -> tuple[str, int]:
+    """``"host:9000"``, ``"10.0.0.1:9000"`` or ``"[::1]:9000"`` → (host, port)."""
+    if text.startswith("["):
+        close = text.find("]")
+        if close < 0 or text[close + 1 : close + 2] != ":":
+            raise ValueError(f"invalid address {text!r}: write IPv6 as [ADDR]:PORT")
+        host, port_text = text[1:close], text[close + 2 :]
+    else:
+        host, sep, port_text = text.rpartition(":")
+        if not sep or not host:
+            raise ValueError(f"invalid address {text!r}: expected HOST:PORT")
+        if ":" in host:
+            raise ValueError(f"invalid address {text!r}: write IPv6 as [ADDR]:PORT")
+    return host, parse_port(port_text, allow_zero=allow_zero)
+
+
+def parse_port(text: str, *, allow_zero: bool = True) -> int:
+    if not text.isdigit():
+        raise ValueError(f"invalid port {text!r}")
+    port = int(text)
+    if not (0 if allow_zero else 1) <= port <= 65535:
+        raise ValueError(f"port {port} out of range")
+    return port
+
+
+def parse_mss(text: str) -> int:
+    """UDT's MSS counts the whole IP packet (spec §8): 76 .. 65535 bytes."""
+    if not text.isdigit() or not 76 <= int(text) <= 65535:
+        raise ValueError(f"invalid MSS {text!r}: an integer from 76 to 65535 (bytes per IP packet)")
+    return int(text)
+
+
+def argtype(fn: Callable[[str], T], name: str | None = None) -> Callable[[str], T]:
+    """Adapt a ValueError-raising parser so argparse prints its message and exits 2."""
+    import argparse
+
+    def convert(text: str) -> T:
+        try:
+            return fn(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    convert.__name__ = name or fn.__name__.removeprefix("parse_")
+    return convert
+
+
+def format_address(addr: Any) -> str:
+    host, port = addr[0], addr[1]
+    return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+
+
+def format_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")
+
+
+def mbit_per_s(nbytes: int, seconds: float) -> float:
+    return nbytes * 8 / seconds / 1e6 if seconds > 0 else 0.0
+
+
+# --------------------------------------------------------------------------- sockets
+
+def load_udt() -> Any:
+    """Import the udt socket layer, or fail with a clear message."""
+    try:
+        import udt
+        import udt.socket  # noqa: F401  (the socket API module)
+
+        udt.socket  # noqa: B018
+    except (ImportError, AttributeError) as exc:
+        raise CliError(ExitCode.FAILURE, f"the udt socket layer is not available: {exc}") from None
+    return udt
+
+
+def resolve(host: str, port: int, *, passive: bool = False) -> tuple[int, tuple]:
+    """Resolve to (address family, socket address); unknown hosts are a connection failure."""
+    try:
+        infos = _pysocket.getaddrinfo(host or None, port, 0, _pysocket.SOCK_DGRAM, 0,
+                                      _pysocket.AI_PASSIVE if passive else 0)
+    except _pysocket.gaierror as exc:
+        raise CliError(ExitCode.CONNECT_FAILED, f"cannot resolve {host!r}: {exc.strerror}") from None
+    for family, _type, _proto, _name, sockaddr in infos:
+        if family in (_pysocket.AF_INET, _pysocket.AF_INET6):
+            return family, sockaddr[:2] if family == _pysocket.AF_INET else sockaddr
+    raise CliError(ExitCode.CONNECT_FAILED, f"{host!r} has no IPv4 or IPv6 address")
+
+
+def new_socket(udt: Any, family: int, *, mss: int | None, max_bw: int | None,
+               rendezvous: bool = False) -> Any:
+    """A udt stream socket with the options the command line asked for (set before bind)."""
+    sock = udt.socket(family, udt.SOCK_STREAM)
+    try:
+        if mss is not None:
+            sock.setsockopt(udt.UDT_MSS, mss)
+        if max_bw is not None:
+            sock.setsockopt(udt.UDT_MAXBW, max_bw)
+        if rendezvous:
+            sock.setsockopt(udt.UDT_RENDEZVOUS, True)
+    except ValueError as exc:
+        sock.close()
+        raise CliError(ExitCode.USAGE, f"invalid socket option: {exc}") from None
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def negotiated_mss(udt: Any, sock: Any, requested: int | None) -> int | None:
+    """The MSS the connection ended up with (the smaller of both sides' after the handshake)."""
+    try:
+        return int(sock.getsockopt(udt.UDT_MSS))
+    except (OSError, ValueError, TypeError, AttributeError):
+        return requested
+
+
+def abort_socket(sock: Any) -> None:
+    """Close a socket another thread may be blocked on, without lingering."""
+    for action in (lambda: sock.shutdown(_pysocket.SHUT_RDWR), sock.close):
+        try:
+            action()
+        except (OSError, ValueError):
+            pass
+
+
+def _as_dict(stats: Any) -> dict[str, Any]:
+    if isinstance(stats, dict):
+        return stats
+    if is_dataclass(stats):
+        return asdict(stats)
+    if hasattr(stats, "_asdict"):
+        return stats._asdict()
+    return {k: getattr(stats, k) for k in dir(stats) if not k.startswith("_")
+            and not callable(getattr(stats, k, None))}
+
+
+def _first(stats: dict[str, Any], *names: str) -> Any:
+    for name in names:
+        if name in stats and stats[name] is not None:
+            return stats[name]
+    return None
+
+
+def perf_summary(sock: Any, *, sender: bool) -> dict[str, Any]:
+    """The perfmon figures the reports show (UDT4's TRACEINFO fields in snake_case)."""
+    try:
+        stats = _as_dict(sock.perfmon())
+    except (OSError, AttributeError, ValueError):
+        return {"retransmitted": None, "lost": None}
+    retrans = _first(stats, "pkt_retrans_total", "pkt_retrans")
+    snd_loss = _first(stats, "pkt_snd_loss_total", "pkt_snd_loss")
+    rcv_loss = _first(stats, "pkt_rcv_loss_total", "pkt_recv_loss_total", "pkt_rcv_loss")
+    summary = {
+        "retransmitted": retrans,
+        "lost": snd_loss if sender else rcv_loss,
+        "rtt_ms": _first(stats, "ms_rtt", "rtt_ms"),
+        "bandwidth_mbit_per_s": _first(stats, "mbps_bandwidth", "bandwidth_mbps"),
+        "packets_sent": _first(stats, "pkt_sent_total", "pkt_sent"),
+        "packets_received": _first(stats, "pkt_recv_total", "pkt_recv"),
+    }
+    return summary
+
+
+def network_error(exc: BaseException, peer: str, *, connecting: bool) -> CliError:
+    """Turn a socket exception into the user's message and exit code."""
+    if isinstance(exc, CliError):
+        return exc
+    detail = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    if isinstance(exc, TimeoutError):
+        what = "no answer from" if connecting else "timed out talking to"
+        return CliError(ExitCode.TIMEOUT, f"{what} {peer}: {detail}")
+    if isinstance(exc, ConnectionRefusedError):
+        return CliError(ExitCode.CONNECT_FAILED, f"connection to {peer} refused: {detail}")
+    if connecting:
+        return CliError(ExitCode.CONNECT_FAILED, f"cannot connect to {peer}: {detail}")
+    if isinstance(exc, EOFError):
+        return CliError(ExitCode.PEER_LOST, f"{peer} closed the connection mid-transfer")
+    return CliError(ExitCode.PEER_LOST, f"connection to {peer} lost: {detail}")
+
+
+def file_error(exc: OSError, path: str, verb: str) -> CliError:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return CliError(ExitCode.FILE_ERROR, f"cannot {verb} {path}: disk full")
+    return CliError(ExitCode.FILE_ERROR, f"cannot {verb} {path}: {exc.strerror or exc}")
+
+
+def recv_exact(sock: Any, size: int) -> bytes:
+    """Exactly ``size`` bytes from a stream socket; EOFError if the peer closes first."""
+    buf = bytearray(size)
+    view = memoryview(buf)
+    while view:
+        n = sock.recv_into(view)
+        if not n:
+            raise EOFError("peer closed the connection")
+        view = view[n:]
+    return bytes(buf)
+
+
+# --------------------------------------------------------------------------- supervision
+
+class Cancel:
+    """Shared between the main thread and the workers: a flag plus the sockets to abort."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self._lock = threading.Lock()
+        self._sockets: set[Any] = set()
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    def register(self, sock: Any) -> None:
+        with self._lock:
+            self._sockets.add(sock)
+            cancelled = self._event.is_set()
+        if cancelled:
+            abort_socket(sock)
+
+    def unregister(self, sock: Any) -> None:
+        with self._lock:
+            self._sockets.discard(sock)
+
+    def cancel(self) -> None:
+        with self._lock:
+            self._event.set()
+            sockets = list(self._sockets)
+        for sock in sockets:
+            abort_socket(sock)
+
+
+def supervise(prog: str, job: Callable[[], T], cancel: Cancel,
+              tick: Callable[[], None] | None = None, *, tick_interval: float = 0.2,
+              grace: float = 5.0) -> T:
+    """Run ``job`` in a worker thread; call ``tick`` (progress drawing) while it runs.
+
+    On SIGINT/SIGTERM: cancel, wait up to ``grace`` seconds for the worker, print one line and
+    raise Interrupted.  A worker still stuck after that ends the process with os._exit.
+    """
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["value"] = job()
+        except BaseException as exc:  # handed to the main thread
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=run, name=f"{prog}-worker")
+    previous_term = _install_sigterm()
+    try:
+        worker.start()
+        while worker.is_alive():
+            worker.join(tick_interval)
+            if tick is not None:
+                tick()
+    except (KeyboardInterrupt, _Terminated) as exc:
+        code = ExitCode.INTERRUPTED if isinstance(exc, KeyboardInterrupt) else ExitCode.TERMINATED
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not leave a traceback
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        cancel.cancel()
+        worker.join(grace)
+        word = "interrupted" if code == ExitCode.INTERRUPTED else "terminated"
+        print(f"\r\x1b[K{prog}: {word}" if sys.stderr.isatty() else f"{prog}: {word}",
+              file=sys.stderr, flush=True)
+        if worker.is_alive():
+            sys.stdout.flush()
+            os._exit(code)
+        raise Interrupted(code) from None
+    finally:
+        _restore_sigterm(previous_term)
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
+def _install_sigterm() -> Any:
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def on_term(signum: int, frame: Any) -> None:
+        raise _Terminated()
+
+    return signal.signal(signal.SIGTERM, on_term)
+
+
+def _restore_sigterm(previous: Any) -> None:
+    if previous is not None and threading.current_thread() is threading.main_thread():
+        try:
+            signal.signal(signal.SIGTERM, previous)
+        except (ValueError, TypeError):
+            pass
+
+
+def run_main(prog: str, run: Callable[[], int]) -> int:
+    """Top level of both tools: map every failure to a message and an exit code."""
+    try:
+        return int(run())
+    except CliError as exc:
+        print(f"{prog}: {exc.message}", file=sys.stderr, flush=True)
+        return int(exc.code)
+    except Interrupted as exc:
+        return int(exc.code)
+    except (KeyboardInterrupt, _Terminated) as exc:
+        print(f"{prog}: {'interrupted' if isinstance(exc, KeyboardInterrupt) else 'terminated'}",
+              file=sys.stderr, flush=True)
+        return int(ExitCode.INTERRUPTED if isinstance(exc, KeyboardInterrupt) else ExitCode.TERMINATED)
+    except BrokenPipeError:  # our stdout went away (e.g. piped into head): nothing left to say
+        return int(ExitCode.FAILURE)
+    except Exception as exc:  # a bug: say so plainly, show the trace only when asked
+        print(f"{prog}: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        if os.environ.get("UDT_CLI_DEBUG"):
+            traceback.print_exc()
+        else:
+            print(f"{prog}: set UDT_CLI_DEBUG=1 to see the traceback", file=sys.stderr)
+        return int(ExitCode.FAILURE)
+
+
+def emit_result(result: dict[str, Any], human: str, *, as_json: bool) -> None:
+    """With --json: exactly one JSON object on stdout (human line on stderr); else the line."""
+    if as_json:
+        print(human, file=sys.stderr, flush=True)
+        sys.stdout.write(json.dumps(result) + "\n")
+        sys.stdout.flush()
+    else:
+        print(human, flush=True)

@@ -1,0 +1,119 @@
+"""A one-line progress bar with rate and ETA, drawn on stderr only when stderr is a terminal.
+
+Workers only bump integer counters on :class:`Meter` objects (no locking needed under the GIL);
+the main thread calls :meth:`ProgressBar.draw` a few times a second.  In a pipe or a file the bar
+is disabled entirely, so logs and JSON consumers never see carriage returns.
+"""
+from __future__ import annotations
+
+import shutil
+import sys
+import threading
+import time
+from collections import deque
+from typing import TextIO
+
+
+class Meter:
+    """Progress of one transfer: bytes done, total if known, or a deadline for timed transfers."""
+
+    __slots__ = ("label", "done", "total", "deadline")
+
+    def __init__(self, label: str, total: int | None = None, deadline: float | None = None) -> None:
+        self.label = label
+        self.done = 0
+        self.total = total
+        self.deadline = deadline  # time.monotonic() at which a timed (--mem) transfer stops
+
+
+class ProgressBar:
+    """Draws the sum of all registered meters: percentage, bar, bytes, rate, ETA."""
+
+    RATE_WINDOW = 2.0  # seconds of history behind the displayed rate
+
+    def __init__(self, stream: TextIO | None = None, *, enabled: bool | None = None) -> None:
+        self.stream = stream if stream is not None else sys.stderr
+        if enabled is None:
+            try:
+                enabled = self.stream.isatty()
+            except (AttributeError, ValueError):
+                enabled = False
+        self.enabled = enabled
+        self._meters: list[Meter] = []
+        self._lock = threading.Lock()
+        self._history: deque[tuple[float, int]] = deque()
+        self._finished_bytes = 0  # bytes of meters already removed, so the rate stays continuous
+        self._drawn = False
+
+    def add(self, meter: Meter) -> Meter:
+        with self._lock:
+            self._meters.append(meter)
+        return meter
+
+    def remove(self, meter: Meter) -> None:
+        with self._lock:
+            if meter in self._meters:
+                self._meters.remove(meter)
+                self._finished_bytes += meter.done
+
+    def draw(self) -> None:
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        with self._lock:
+            meters = list(self._meters)
+            finished = self._finished_bytes
+        done = sum(m.done for m in meters)
+        self._history.append((now, finished + done))
+        while len(self._history) > 2 and now - self._history[0][0] > self.RATE_WINDOW:
+            self._history.popleft()
+        t0, b0 = self._history[0]
+        rate = (finished + done - b0) / (now - t0) if now > t0 else 0.0
+        if not meters:
+            self.clear()
+            return
+        line = self._format(meters, done, rate, now)
+        width = shutil.get_terminal_size((80, 24)).columns
+        self.stream.write("\r" + line[: max(width - 1, 10)] + "\x1b[K")
+        self.stream.flush()
+        self._drawn = True
+
+    def _format(self, meters: list[Meter], done: int, rate: float, now: float) -> str:
+        label = meters[0].label if len(meters) == 1 else f"{len(meters)} transfers"
+        totals = [m.total for m in meters]
+        known_total = None if any(t is None for t in totals) else sum(totals)
+        rate_text = f"{rate * 8 / 1e6:8.1f} Mbit/s"
+        if known_total:
+            fraction = min(done / known_total, 1.0)
+            bar_width = 20
+            filled = int(fraction * bar_width)
+            bar = "#" * filled + "-" * (bar_width - filled)
+            eta = (known_total - done) / rate if rate > 0 else None
+            return (f"{label} {fraction * 100:5.1f}% [{bar}] {_size(done)}/{_size(known_total)} "
+                    f"{rate_text} ETA {_duration(eta)}")
+        deadlines = [m.deadline for m in meters if m.deadline is not None]
+        eta = max(deadlines) - now if deadlines else None
+        return f"{label} {_size(done)} {rate_text}" + (f" ETA {_duration(eta)}" if deadlines else "")
+
+    def clear(self) -> None:
+        if self.enabled and self._drawn:
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()
+            self._drawn = False
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024:
+            return f"{n:.0f}{unit}" if unit == "B" else f"{n:.1f}{unit}"
+        n /= 1024
+    return f"{n:.2f}TiB"
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "--:--"
+    seconds = max(0, int(seconds + 0.5))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes:02d}:{secs:02d}"

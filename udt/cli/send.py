@@ -1,0 +1,456 @@
+"""``udt-send``: send files (or generated data, ``--mem``) to a ``udt-recv`` over one UDT connection.
+
+All files travel over one connection, one after another, each followed by its sha256; the
+receiver checks every file and answers per file, and ``udt-send`` exits 0 only when the receiver
+has verified all of them.  File data goes out with the socket's ``sendfile`` while a second
+thread hashes the same file from the page cache, so hashing overlaps sending.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import socket
+import stat
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from udt.cli import _wire as wire
+from udt.cli._common import (
+    EXIT_CODES_HELP,
+    UNITS_HELP,
+    Cancel,
+    CliError,
+    ExitCode,
+    argtype,
+    emit_result,
+    file_error,
+    format_address,
+    format_bytes,
+    load_udt,
+    mbit_per_s,
+    negotiated_mss,
+    network_error,
+    new_socket,
+    parse_host_port,
+    parse_mss,
+    parse_rate,
+    perf_summary,
+    recv_exact,
+    resolve,
+    run_main,
+    supervise,
+)
+from udt.cli._progress import Meter, ProgressBar
+
+PROG = "udt-send"
+SENDFILE_STEP = 8 << 20  # bytes per sendfile call: small enough for a lively progress bar
+HASH_BLOCK = 1 << 20
+MEM_CHUNK = 1 << 20  # bytes per memory-mode chunk record
+MEM_STRIDE = 4093  # chunk start moves by a prime through the random pool: no two neighbours equal
+REPLY_TIMEOUT = 120.0  # seconds to wait for the receiver's verdict after the last byte
+
+DESCRIPTION = """\
+Send files to udt-recv over UDT (a reliable, congestion-controlled transport over UDP).
+
+  udt-send FILE... HOST:PORT        send files; the receiver verifies each one by sha256
+  udt-send --mem SECONDS HOST:PORT  stream generated data for SECONDS (memory to memory)
+
+All files go over one connection, one after another, under their base names.  A progress bar
+with rate and ETA appears when stderr is a terminal.  The final line gives the throughput; with
+--json, stdout carries exactly one JSON object instead: bytes, seconds, mbit_per_s, sha256,
+retransmitted, lost, mss, rtt_ms, peer, mode, and for files a "files" list (name, path, bytes,
+sha256, status).  "sha256" is the file's sha256 for one file; for several files it is the sha256
+of their raw 32-byte digests concatenated in order; in --mem mode, the sha256 of all bytes sent
+(udt-recv --mem prints the same value for the bytes it received)."""
+
+
+@dataclass
+class SourceFile:
+    path: str
+    name: str
+    size: int
+    digest: bytes = b""
+    status: str = "pending"
+
+
+@dataclass
+class Replies:
+    """Verdicts from the receiver, collected by a reader thread while we keep sending."""
+
+    expected: int
+    items: list[tuple[wire.ReplyStatus, int, bytes]] = field(default_factory=list)
+    error: BaseException | None = None
+    done: threading.Event = field(default_factory=threading.Event)
+
+    def fatal(self) -> tuple[wire.ReplyStatus, int, bytes] | None:
+        for item in self.items:
+            if item[0] not in (wire.ReplyStatus.OK, wire.ReplyStatus.DIGEST_MISMATCH):
+                return item
+        return None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG, description=DESCRIPTION, epilog=EXIT_CODES_HELP + "\n\n" + UNITS_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("files", nargs="*", metavar="FILE", help="files to send (not with --mem)")
+    parser.add_argument("destination", metavar="HOST:PORT", type=argtype(parse_host_port, "address"),
+                        help="the receiver; IPv6 as [ADDR]:PORT")
+    parser.add_argument("--mem", type=argtype(_positive_seconds, "seconds"), metavar="SECONDS",
+                        help="memory mode: send generated data for SECONDS instead of files")
+    parser.add_argument("--json", action="store_true",
+                        help="print one JSON object with the results on stdout")
+    parser.add_argument("--mss", type=argtype(parse_mss), metavar="BYTES",
+                        help="UDT maximum segment size, whole IP packet (default 1500)")
+    parser.add_argument("--max-bw", type=argtype(parse_rate), metavar="RATE",
+                        help="cap the sending rate, e.g. 100M (bytes/s) or 800Mbit")
+    parser.add_argument("--rendezvous", action="store_true",
+                        help="rendezvous connection (both sides connect; the peer runs "
+                             "udt-recv --rendezvous); the local port is --bind's or HOST:PORT's")
+    parser.add_argument("--bind", metavar="[ADDR:]PORT",
+                        help="local address and/or port to send from")
+    parser.add_argument("--timeout", type=argtype(_positive_seconds, "seconds"), default=10.0,
+                        metavar="SECONDS", help="connection set-up timeout (default 10)")
+    return parser
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"invalid duration {text!r}") from None
+    if not 0 < value < 1e7:
+        raise ValueError(f"duration must be positive, got {text!r}")
+    return value
+
+
+def _parse_bind(text: str | None) -> tuple[str, int | None]:
+    """``--bind``: ``PORT``, ``ADDR:PORT`` or ``[ADDR6]:PORT``."""
+    if text is None:
+        return "", None
+    if text.isdigit():
+        return "", int(text)
+    host, port = parse_host_port(text, allow_zero=True)
+    return host, port
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point ``udt-send``; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.mem is not None and args.files:
+        parser.error("--mem sends generated data: give no FILE with it")
+    if args.mem is None and not args.files:
+        parser.error("nothing to send: give FILE arguments or --mem SECONDS")
+    try:
+        bind = _parse_bind(args.bind)
+    except ValueError as exc:
+        parser.error(f"argument --bind: {exc}")
+    return run_main(PROG, lambda: _run(args, bind))
+
+
+def _run(args: argparse.Namespace, bind: tuple[str, int | None]) -> int:
+    sources = [] if args.mem is not None else _check_sources(args.files)
+    udt = load_udt()
+    host, port = args.destination
+    family, sockaddr = resolve(host, port)
+    cancel = Cancel()
+    bar = ProgressBar()
+    peer = format_address(sockaddr)
+
+    def job() -> dict[str, Any]:
+        sock = _connect(udt, family, sockaddr, peer, args, bind, cancel)
+        try:
+            if args.mem is not None:
+                result = _send_memory(sock, peer, args.mem, bar, cancel)
+            else:
+                result = _send_files(udt, sock, peer, sources, bar, cancel)
+            result["mss"] = negotiated_mss(udt, sock, args.mss)
+            return result
+        finally:
+            cancel.unregister(sock)
+            sock.close()
+
+    try:
+        result = supervise(PROG, job, cancel, bar.draw)
+    finally:
+        bar.clear()
+    emit_result(result, _human_line(result), as_json=args.json)
+    failed = [f for f in result.get("files", []) if f["status"] != "verified"]
+    if failed:
+        names = ", ".join(f["name"] for f in failed)
+        raise CliError(ExitCode.VERIFY_FAILED, f"verification failed for {names}")
+    return ExitCode.OK
+
+
+def _check_sources(paths: list[str]) -> list[SourceFile]:
+    """Every file must be a readable regular file before we connect; names must be sendable."""
+    sources = []
+    for path in paths:
+        try:
+            st = os.stat(path)
+        except OSError as exc:
+            raise file_error(exc, path, "read") from None
+        if not stat.S_ISREG(st.st_mode):
+            raise CliError(ExitCode.FILE_ERROR, f"cannot send {path}: not a regular file")
+        if not os.access(path, os.R_OK):
+            raise CliError(ExitCode.FILE_ERROR, f"cannot read {path}: permission denied")
+        name = os.path.basename(os.path.normpath(path))
+        try:
+            wire.check_file_name(name.encode("utf-8", "surrogateescape"))
+        except ValueError as exc:
+            raise CliError(ExitCode.USAGE, f"cannot send {path}: {exc}") from None
+        sources.append(SourceFile(path=path, name=name, size=st.st_size))
+    return sources
+
+
+def _connect(udt: Any, family: int, sockaddr: tuple, peer: str, args: argparse.Namespace,
+             bind: tuple[str, int | None], cancel: Cancel) -> Any:
+    sock = new_socket(udt, family, mss=args.mss, max_bw=args.max_bw, rendezvous=args.rendezvous)
+    cancel.register(sock)
+    try:
+        local_host, local_port = bind
+        if args.rendezvous and local_port is None:
+            local_port = sockaddr[1]  # UDT4's convention: both peers use the same port
+        if local_host or local_port is not None:
+            wildcard = "0.0.0.0" if family == socket.AF_INET else "::"
+            _family, laddr = resolve(local_host or wildcard, local_port or 0, passive=True)
+            try:
+                sock.bind(laddr)
+            except OSError as exc:
+                raise CliError(ExitCode.BIND_FAILED,
+                               f"cannot bind to {format_address(laddr)}: {exc.strerror or exc}") from None
+        sock.settimeout(args.timeout)
+        try:
+            sock.connect(sockaddr)
+        except OSError as exc:
+            if cancel.is_set():
+                raise
+            raise network_error(exc, peer, connecting=True) from None
+        sock.settimeout(None)
+    except BaseException:
+        cancel.unregister(sock)
+        sock.close()
+        raise
+    return sock
+
+
+def _start_reply_reader(sock: Any, replies: Replies, peer: str) -> threading.Thread:
+    def read() -> None:
+        try:
+            while len(replies.items) < replies.expected:
+                item = wire.unpack_reply(recv_exact(sock, wire.REPLY.size))
+                replies.items.append(item)
+                if replies.fatal() is not None:
+                    break
+        except BaseException as exc:  # kept for the sending thread to interpret
+            replies.error = exc
+        finally:
+            replies.done.set()
+
+    reader = threading.Thread(target=read, name=f"{PROG}-replies", daemon=True)
+    reader.start()
+    return reader
+
+
+def _fatal_reply_error(item: tuple[wire.ReplyStatus, int, bytes], what: str) -> CliError:
+    status = item[0]
+    code = ExitCode.PROTOCOL_ERROR if status == wire.ReplyStatus.PROTOCOL_ERROR else ExitCode.VERIFY_FAILED
+    return CliError(code, f"{what}: {wire.STATUS_TEXT[status]}")
+
+
+def _send_files(udt: Any, sock: Any, peer: str, sources: list[SourceFile], bar: ProgressBar,
+                cancel: Cancel) -> dict[str, Any]:
+    total = sum(s.size for s in sources)
+    meter = bar.add(Meter(sources[0].name if len(sources) == 1 else f"{len(sources)} files", total))
+    replies = Replies(expected=len(sources) + 1)
+    started = time.monotonic()
+    reader = None
+    current = sources[0]
+    try:
+        sock.sendall(wire.pack_session_header(wire.SessionKind.FILES))
+        reader = _start_reply_reader(sock, replies, peer)
+        sent_before = 0
+        for current in sources:
+            if replies.fatal() is not None:
+                break
+            current.digest = _send_one(udt, sock, current, meter, sent_before)
+            sent_before += current.size
+        else:
+            digests = [s.digest for s in sources]
+            sock.sendall(wire.pack_end(len(sources), wire.session_digest(digests)))
+        if not replies.done.wait(REPLY_TIMEOUT):
+            raise CliError(ExitCode.TIMEOUT, f"no verdict from {peer} within {REPLY_TIMEOUT:.0f} s")
+    except OSError as exc:
+        if cancel.is_set():
+            raise
+        _raise_with_reply(replies, exc, peer, f"sending {current.name}")
+    seconds = time.monotonic() - started
+    bar.remove(meter)
+    fatal = replies.fatal()
+    if fatal is not None:
+        index = replies.items.index(fatal)
+        name = sources[index].name if index < len(sources) else "the session"
+        raise _fatal_reply_error(fatal, name)
+    if replies.error is not None or len(replies.items) < replies.expected:
+        raise network_error(replies.error or EOFError(), peer, connecting=False)
+    for source, (status, nbytes, digest) in zip(sources, replies.items):
+        if status == wire.ReplyStatus.OK and (digest != source.digest or nbytes != source.size):
+            raise CliError(ExitCode.PROTOCOL_ERROR, f"{peer} confirmed {source.name} with a different sha256")
+        source.status = "verified" if status == wire.ReplyStatus.OK else "sha256 mismatch"
+    perf = perf_summary(sock, sender=True)
+    if reader is not None:
+        reader.join(1.0)
+    session = wire.session_digest([s.digest for s in sources])
+    return {
+        "tool": PROG, "mode": "files", "peer": peer,
+        "bytes": total, "seconds": round(seconds, 6), "mbit_per_s": round(mbit_per_s(total, seconds), 3),
+        "sha256": session.hex(), **perf,
+        "files": [{"name": s.name, "path": s.path, "bytes": s.size, "sha256": s.digest.hex(),
+                   "status": s.status} for s in sources],
+    }
+
+
+def _raise_with_reply(replies: Replies, exc: OSError, peer: str, what: str) -> None:
+    """A send failed: if the receiver explained why before closing, report its reason."""
+    replies.done.wait(2.0)
+    fatal = replies.fatal()
+    if fatal is not None:
+        raise _fatal_reply_error(fatal, what) from None
+    if getattr(exc, "udt_code", 0) in (4001, 4002) or (exc.filename is not None):
+        raise file_error(exc, what.removeprefix("sending "), "read") from None
+    raise network_error(exc, peer, connecting=False) from None
+
+
+class _Hasher(threading.Thread):
+    """sha256 of the first ``size`` bytes of a file, read on its own descriptor."""
+
+    def __init__(self, path: str, size: int) -> None:
+        super().__init__(name=f"{PROG}-hash", daemon=True)
+        self.path, self.size = path, size
+        self.digest: bytes | None = None
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            hasher = hashlib.sha256()
+            buf = bytearray(HASH_BLOCK)
+            view = memoryview(buf)
+            remaining = self.size
+            with open(self.path, "rb", buffering=0) as f:
+                while remaining:
+                    n = f.readinto(view[: min(remaining, HASH_BLOCK)])
+                    if not n:
+                        raise CliError(ExitCode.FILE_ERROR, f"{self.path} shrank while being sent")
+                    hasher.update(view[:n])
+                    remaining -= n
+            self.digest = hasher.digest()
+        except BaseException as exc:
+            self.error = exc
+
+
+def _send_one(udt: Any, sock: Any, source: SourceFile, meter: Meter, sent_before: int) -> bytes:
+    try:
+        f = open(source.path, "rb")
+    except OSError as exc:
+        raise file_error(exc, source.path, "read") from None
+    with f:
+        size = os.fstat(f.fileno()).st_size
+        if size != source.size:
+            raise CliError(ExitCode.FILE_ERROR, f"{source.path} changed size while queued")
+        hasher = _Hasher(source.path, size)
+        hasher.start()
+        try:
+            sock.sendall(wire.pack_file_header(source.name, size))
+            offset = 0
+            while offset < size:
+                count = min(SENDFILE_STEP, size - offset)
+                sent = sock.sendfile(f, offset, count)
+                if not sent:
+                    raise CliError(ExitCode.FILE_ERROR, f"{source.path} shrank while being sent")
+                offset += sent
+                meter.done = sent_before + offset
+        finally:
+            hasher.join()
+        if hasher.error is not None:
+            if isinstance(hasher.error, OSError):
+                raise file_error(hasher.error, source.path, "read")
+            raise hasher.error
+        assert hasher.digest is not None
+        sock.sendall(wire.pack_digest(hasher.digest))
+        return hasher.digest
+
+
+def _send_memory(sock: Any, peer: str, seconds: float, bar: ProgressBar, cancel: Cancel) -> dict[str, Any]:
+    pool = os.urandom(2 * MEM_CHUNK)
+    pool_view = memoryview(pool)
+    header = wire.pack_chunk_header(MEM_CHUNK)
+    hasher = hashlib.sha256()
+    replies = Replies(expected=1)
+    started = time.monotonic()
+    deadline = started + seconds
+    meter = bar.add(Meter("memory", deadline=deadline))
+    total = 0
+    offset = 0
+    try:
+        sock.sendall(wire.pack_session_header(wire.SessionKind.MEMORY))
+        _start_reply_reader(sock, replies, peer)
+        while time.monotonic() < deadline and not replies.done.is_set():
+            chunk = pool_view[offset : offset + MEM_CHUNK]
+            sock.sendall(header)
+            sock.sendall(chunk)
+            hasher.update(chunk)
+            total += MEM_CHUNK
+            meter.done = total
+            offset = (offset + MEM_STRIDE) % MEM_CHUNK
+        digest = hasher.digest()
+        if not replies.done.is_set():
+            sock.sendall(wire.pack_end(total, digest))
+        if not replies.done.wait(REPLY_TIMEOUT):
+            raise CliError(ExitCode.TIMEOUT, f"no verdict from {peer} within {REPLY_TIMEOUT:.0f} s")
+    except OSError as exc:
+        if cancel.is_set():
+            raise
+        _raise_with_reply(replies, exc, peer, "memory transfer")
+    elapsed = time.monotonic() - started
+    bar.remove(meter)
+    if replies.error is not None or not replies.items:
+        raise network_error(replies.error or EOFError(), peer, connecting=False)
+    status, nbytes, their_digest = replies.items[0]
+    if status != wire.ReplyStatus.OK:
+        raise _fatal_reply_error(replies.items[0], "memory transfer")
+    if nbytes != total or their_digest != digest:
+        raise CliError(ExitCode.VERIFY_FAILED, f"{peer} received {nbytes} bytes with another sha256")
+    return {
+        "tool": PROG, "mode": "memory", "peer": peer,
+        "bytes": total, "seconds": round(elapsed, 6), "mbit_per_s": round(mbit_per_s(total, elapsed), 3),
+        "sha256": digest.hex(), **perf_summary(sock, sender=True),
+    }
+
+
+def _human_line(result: dict[str, Any]) -> str:
+    nbytes, seconds = result["bytes"], result["seconds"]
+    if result["mode"] == "files":
+        count = len(result["files"])
+        what = f"{count} file{'s' if count != 1 else ''}, {format_bytes(nbytes)}"
+        ok = all(f["status"] == "verified" for f in result["files"])
+        verdict = "verified by the receiver" if ok else "VERIFICATION FAILED"
+    else:
+        what = f"{format_bytes(nbytes)} of generated data"
+        verdict = "sha256 " + result["sha256"][:16] + "… matches the receiver's"
+    return (f"{PROG}: sent {what} to {result['peer']} in {seconds:.2f} s: "
+            f"{result['mbit_per_s']:.1f} Mbit/s ({nbytes / seconds / 1e6 if seconds else 0:.1f} MB/s), "
+            f"{_count(result.get('retransmitted'))} retransmitted, {_count(result.get('lost'))} lost; "
+            f"{verdict}")
+
+
+def _count(value: Any) -> str:
+    return "?" if value is None else str(value)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
