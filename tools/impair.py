@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import collections
 import dataclasses
+import errno
 import heapq
 import json
 import math
@@ -78,6 +79,22 @@ DEFAULT_QUEUE_PACKETS = 1000
 FINE_WAIT = 0.002
 #: select(2) cannot watch file descriptors at or above this (glibc's fd_set size).
 FD_SETSIZE = 1024
+
+
+# UDP GSO (Linux >= 4.18): values from <linux/udp.h>; Python 3.11's socket module lacks them.
+SOL_UDP = getattr(socket, "SOL_UDP", 17)
+UDP_SEGMENT = getattr(socket, "UDP_SEGMENT", 103)
+UDP_GRO = getattr(socket, "UDP_GRO", 104)
+#: Room for the UDP_GRO control message (an int: the segment size) in recvmsg.
+GRO_CMSG_SPACE = socket.CMSG_SPACE(4)
+GSO_AVAILABLE = sys.platform.startswith("linux")
+#: Segments per GSO send (the kernel's UDP_MAX_SEGMENTS is at least 64) and payload bytes per
+#: send (an IPv4 datagram holds at most 65507).
+GSO_MAX_SEGMENTS = 64
+GSO_MAX_BYTES = 65000
+#: Larger datagrams need IP fragmentation on common MTUs, which GSO refuses: send them singly.
+GSO_MAX_SEGMENT_SIZE = 8192
+GSO_UNSUPPORTED_ERRNOS = frozenset({errno.EINVAL, errno.EIO, errno.ENOPROTOOPT, errno.EOPNOTSUPP})
 
 
 class RelayError(RuntimeError):
@@ -379,6 +396,8 @@ class _DirectionState:
         # (due, tiebreak, data, sock, addr, arrival): duplicates sent later
         self.later: list[tuple[float, int, bytes, socket.socket, Optional[Address], float]] = []
         self.later_seq = 0
+        self.gso = GSO_AVAILABLE  # send runs of equal-sized datagrams with one sendmsg
+        self.gso_limit = GSO_MAX_SEGMENT_SIZE
 
     def next_due(self) -> float:
         due = math.inf
@@ -476,14 +495,19 @@ class _DirectionState:
 
     # -- release: send what is due
     def release(self, now: float) -> None:
+        """Send everything due by ``now``."""
         fifo = self.fifo
-        while fifo and fifo[0][0] <= now:
-            _due, data, sock, addr, arrival, duplicate = fifo.popleft()
-            self._send(data, sock, addr, arrival, now)
-            if duplicate:
-                self._duplicate(data, sock, addr, arrival, now)
-            if self.held:
-                self._overtaken(now)
+        if fifo and fifo[0][0] <= now:
+            if self.gso and not self.held:
+                self._release_batched(now)
+            else:
+                while fifo and fifo[0][0] <= now:
+                    _due, data, sock, addr, arrival, duplicate = fifo.popleft()
+                    self._send(data, sock, addr, arrival, now)
+                    if duplicate:
+                        self._duplicate(data, sock, addr, arrival, now)
+                    if self.held:
+                        self._overtaken(now)
         if self.later:
             later = self.later
             while later and later[0][0] <= now:
@@ -492,6 +516,67 @@ class _DirectionState:
         if self.held:
             for held in [h for h in self.held if h.deadline <= now]:
                 self._release_held(held, now)
+
+    def _release_batched(self, now: float) -> None:
+        """Send due datagrams, each run of equal-sized ones to one destination as a single
+        ``sendmsg`` with UDP GSO: the kernel cuts it into the same datagrams at a fraction of
+        the cost of one send each (which is what limits the relay's rate)."""
+        fifo = self.fifo
+        while fifo and fifo[0][0] <= now:
+            first = fifo.popleft()
+            _due, data, sock, addr, arrival, duplicate = first
+            size = len(data)
+            if duplicate or not 0 < size <= self.gso_limit or not fifo or fifo[0][0] > now:
+                self._send(data, sock, addr, arrival, now)
+                if duplicate:
+                    self._duplicate(data, sock, addr, arrival, now)
+                continue
+            batch = [first]
+            total = size
+            while fifo and len(batch) < GSO_MAX_SEGMENTS:
+                entry = fifo[0]
+                length = len(entry[1])
+                if (entry[0] > now or entry[2] is not sock or entry[3] != addr or entry[5]
+                        or length > size or length == 0 or total + length > GSO_MAX_BYTES):
+                    break
+                batch.append(fifo.popleft())
+                total += length
+                if length < size:  # only the last segment may be shorter
+                    break
+            if len(batch) == 1:
+                self._send(data, sock, addr, arrival, now)
+            else:
+                self._send_gso(batch, size, total, sock, addr, now)
+
+    def _send_gso(self, batch: list[tuple[float, bytes, socket.socket, Optional[Address], float, bool]],
+                  size: int, total: int, sock: socket.socket, addr: Optional[Address], now: float) -> None:
+        stats = self.stats
+        ancillary = [(SOL_UDP, UDP_SEGMENT, size.to_bytes(2, sys.byteorder))]
+        try:
+            if addr is None:
+                sock.sendmsg([entry[1] for entry in batch], ancillary)
+            else:
+                sock.sendmsg([entry[1] for entry in batch], ancillary, 0, addr)
+        except OSError as exc:
+            if exc.errno in GSO_UNSUPPORTED_ERRNOS:
+                if exc.errno == errno.EINVAL:  # segment too large for the route's MTU
+                    self.gso_limit = size - 1
+                else:  # no GSO here after all: one by one from now on
+                    self.gso = False
+                for _due, data, _sock, _addr, arrival, _dup in batch:
+                    self._send(data, sock, addr, arrival, now)
+            else:  # EAGAIN, ECONNREFUSED, ENOBUFS: the whole batch is lost
+                stats.dropped_send += len(batch)
+            return
+        stats.forwarded += len(batch)
+        stats.bytes_out += total
+        for entry in batch:
+            spent = now - entry[4]
+            stats.delay_sum += spent
+            if spent < stats.delay_min:
+                stats.delay_min = spent
+            if spent > stats.delay_max:
+                stats.delay_max = spent
 
     def _overtaken(self, now: float) -> None:
         for held in list(self.held):
@@ -534,18 +619,37 @@ class _DirectionState:
             stats.delay_max = spent
 
 
-def _set_buffers(sock: socket.socket) -> None:
-    for force, plain in ((getattr(socket, "SO_RCVBUFFORCE", None), socket.SO_RCVBUF),
-                         (getattr(socket, "SO_SNDBUFFORCE", None), socket.SO_SNDBUF)):
-        try:
-            if force is None:
-                raise PermissionError
-            sock.setsockopt(socket.SOL_SOCKET, force, SOCKET_BUFFER_BYTES)
-        except PermissionError:
+# Python's socket module lacks the FORCE variants (values from <asm-generic/socket.h>, Linux);
+# they let root exceed net.core.[rw]mem_max.
+SO_SNDBUFFORCE = getattr(socket, "SO_SNDBUFFORCE", 32 if sys.platform.startswith("linux") else None)
+SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33 if sys.platform.startswith("linux") else None)
+
+
+def _set_buffers(sock: socket.socket, size: int = SOCKET_BUFFER_BYTES) -> None:
+    """Ask for large socket buffers: forced if privileged, else as much as the sysctl allows."""
+    for force, plain in ((SO_RCVBUFFORCE, socket.SO_RCVBUF), (SO_SNDBUFFORCE, socket.SO_SNDBUF)):
+        if force is not None:
             try:
-                sock.setsockopt(socket.SOL_SOCKET, plain, SOCKET_BUFFER_BYTES)
-            except OSError:
+                sock.setsockopt(socket.SOL_SOCKET, force, size)
+                continue
+            except OSError:  # EPERM without CAP_NET_ADMIN
                 pass
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, plain, size)
+        except OSError:
+            pass
+
+
+def _enable_gro(sock: socket.socket) -> bool:
+    """Ask the kernel to hand over a GSO sender's batch as one buffer (cut by us), not one
+    datagram per read. False where the kernel has no UDP GRO."""
+    if not GSO_AVAILABLE:
+        return False
+    try:
+        sock.setsockopt(SOL_UDP, UDP_GRO, 1)
+    except OSError:
+        return False
+    return True
 
 
 def _resolve(address: Address, what: str) -> tuple[int, Address]:
@@ -580,6 +684,7 @@ class _Engine:
         self.lock = threading.Lock()
         self.rejected_clients = 0
         self.upstream: dict[Address, socket.socket] = {}        # A address -> socket towards B
+        self.gro_sockets: set[socket.socket] = set()
         self.stopping = False
         self.selector = selectors.DefaultSelector()
         self.wake_r = self.wake_w = -1
@@ -595,6 +700,8 @@ class _Engine:
             self.public.bind(listen_addr)
             self.public.setblocking(False)
             _set_buffers(self.public)
+            if _enable_gro(self.public):
+                self.gro_sockets.add(self.public)
             self.selector.register(self.public, selectors.EVENT_READ, None)
             os.set_blocking(self.wake_r, False)
             self.selector.register(self.wake_r, selectors.EVENT_READ, "wake")
@@ -614,6 +721,7 @@ class _Engine:
         for sock in [self.public, *self.upstream.values()]:
             sock.close()
         self.upstream.clear()
+        self.gro_sockets.clear()
         self.selector.close()
         for fd in (self.wake_r, self.wake_w):
             if fd >= 0:
@@ -659,6 +767,8 @@ class _Engine:
             sock.connect(self.target)  # replies from anyone but B are filtered by the kernel
             sock.setblocking(False)
             _set_buffers(sock)
+            if _enable_gro(sock):
+                self.gro_sockets.add(sock)
             self.selector.register(sock, selectors.EVENT_READ, client)
         except BaseException:
             sock.close()
@@ -668,32 +778,45 @@ class _Engine:
         return sock
 
     def _read(self, sock: socket.socket, client: Optional[Address]) -> None:
-        """Read up to READ_BATCH datagrams from one socket and admit them."""
-        recvfrom = sock.recvfrom
+        """Read up to READ_BATCH datagrams (or GRO batches) from one socket and admit them."""
         monotonic = time.monotonic
         if client is None:  # the public socket: from some A, towards B
             state = self.directions["a_to_b"]
-            for _ in range(READ_BATCH):
-                try:
-                    data, source = recvfrom(MAX_DATAGRAM)
-                except (BlockingIOError, InterruptedError):
-                    return
-                except OSError:  # an ICMP error queued on the socket; the next read goes on
-                    continue
-                up = self._upstream_for(source)
-                if up is not None:
-                    state.admit(data, up, None, monotonic())
+            public = True
         else:  # an upstream socket: from B, back to the A it belongs to
             state = self.directions["b_to_a"]
-            public = self.public
-            for _ in range(READ_BATCH):
-                try:
-                    data, _source = recvfrom(MAX_DATAGRAM)
-                except (BlockingIOError, InterruptedError):
-                    return
-                except OSError:  # ECONNREFUSED: B's port was closed when we sent; not fatal
+            public = False
+        admit = state.admit
+        gro = sock in self.gro_sockets
+        for _ in range(READ_BATCH):
+            try:
+                if gro:
+                    data, ancillary, _flags, source = sock.recvmsg(MAX_DATAGRAM, GRO_CMSG_SPACE)
+                else:
+                    data, source = sock.recvfrom(MAX_DATAGRAM)
+                    ancillary = None
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:  # an ICMP error (B's port closed when we sent): not fatal, go on
+                continue
+            if public:
+                out = self._upstream_for(source)
+                if out is None:
                     continue
-                state.admit(data, public, client, monotonic())
+                dest = None
+            else:
+                out, dest = self.public, client
+            now = monotonic()
+            if ancillary:
+                segment = 0
+                for level, kind, value in ancillary:
+                    if level == SOL_UDP and kind == UDP_GRO and len(value) >= 4:
+                        segment = int.from_bytes(value[:4], sys.byteorder)
+                if 0 < segment < len(data):  # a GRO batch: the sender's datagrams, cut again
+                    for start in range(0, len(data), segment):
+                        admit(data[start:start + segment], out, dest, now)
+                    continue
+            admit(data, out, dest, now)
 
     def run(self, on_command: Optional[Callable[[], bool]] = None, command_fd: Optional[int] = None) -> None:
         """Serve until :meth:`stop` (or ``on_command`` returns False). Sleeps exactly until a
