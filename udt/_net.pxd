@@ -195,7 +195,7 @@ cdef object raise_errno(int error)
 # ---- batch structures (no GIL; NULL on ENOMEM) ----
 cdef CSendBatch* send_batch_new(int max_datagrams, int max_iovecs) noexcept nogil
 cdef void send_batch_free(CSendBatch* batch) noexcept nogil
-cdef CRecvBatch* recv_batch_new(int slots, size_t slot_size) noexcept nogil
+cdef CRecvBatch* recv_batch_new(int slots, size_t slot_size, int max_datagrams) noexcept nogil
 cdef void recv_batch_free(CRecvBatch* batch) noexcept nogil
 
 
@@ -301,4 +301,6 @@ cdef class Channel:
     cdef _name(self, bint peer)
     cdef int _destination(self, object address, socklen_t* length) except -1
     cdef object _recvfrom_gro(self, Py_buffer* view, int64_t wait_us)
+    cdef CRecvBatch* _shared_rx(self) except NULL
+    cdef bint _rx_has_datagrams(self) noexcept
     cdef int _set_buffer(self, int forced, int plain, object value) except -1

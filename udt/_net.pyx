@@ -304,8 +304,10 @@ cdef void send_batch_free(CSendBatch* batch) noexcept nogil:
     free(batch)
 
 
-cdef CRecvBatch* recv_batch_new(int slots, size_t slot_size) noexcept nogil:
-    """``slots`` receive buffers of ``slot_size`` bytes (GRO needs GRO_BUFFER_SIZE)."""
+cdef CRecvBatch* recv_batch_new(int slots, size_t slot_size, int max_datagrams) noexcept nogil:
+    """``slots`` receive buffers of ``slot_size`` bytes (GRO needs GRO_BUFFER_SIZE) delivering at
+    most ``max_datagrams`` datagrams per receive (0: every datagram a full GRO buffer can hold;
+    what does not fit stays pending for the next receive)."""
     cdef CRecvBatch* batch
     cdef int i
     if slots <= 0 or slot_size == 0:
@@ -316,8 +318,9 @@ cdef CRecvBatch* recv_batch_new(int slots, size_t slot_size) noexcept nogil:
     batch.slots = slots
     batch.slot_size = slot_size
     batch.control_size = GRO_CONTROL_SPACE
-    # A GRO buffer holds up to GRO_MAX_SEGMENTS datagrams; more are kept pending, never lost.
-    batch.max_datagrams = slots * (GRO_MAX_SEGMENTS if slot_size >= GRO_BUFFER_SIZE else 1)
+    if max_datagrams <= 0:
+        max_datagrams = slots * (GRO_MAX_SEGMENTS if slot_size >= GRO_BUFFER_SIZE else 1)
+    batch.max_datagrams = max_datagrams
     batch.area = <char*>malloc(slots * slot_size)
     batch.messages = <mmsghdr*>calloc(slots, sizeof(mmsghdr))
     batch.iov = <iovec*>calloc(slots, sizeof(iovec))
@@ -501,12 +504,15 @@ cdef class RecvBatch:
     receive into it; ``batch[i]`` is ``(bytes, address)``.
     """
 
-    def __cinit__(self, int slots=64, size_t slot_size=GRO_BUFFER_SIZE):
+    def __cinit__(self, int slots=64, size_t slot_size=GRO_BUFFER_SIZE, int max_datagrams=0):
+        # max_datagrams: the most datagrams one receive delivers (0: all a GRO buffer can hold).
         if slots <= 0:
             raise ValueError("slots must be positive")
         if slot_size == 0 or slot_size > GRO_BUFFER_SIZE:
             raise ValueError(f"slot_size must be 1-{GRO_BUFFER_SIZE}")
-        self.c = recv_batch_new(slots, slot_size)
+        if max_datagrams < 0:
+            raise ValueError("max_datagrams must be positive (or 0 for the default)")
+        self.c = recv_batch_new(slots, slot_size, max_datagrams)
         if self.c == NULL:
             raise MemoryError()
 
@@ -873,7 +879,13 @@ cdef class Channel:
                 batch.iov[i].iov_len = batch.slot_size
             received = recvmmsg(self.fd, batch.messages, batch.slots, MSG_DONTWAIT, NULL)
             if received > 0:
-                break
+                batch.pending_message = 0
+                batch.pending_messages = received
+                batch.pending_offset = 0
+                _recv_batch_split(batch)
+                if batch.count > 0:
+                    break
+                continue                       # every message was dropped (truncated): again
             result = errno
             if received == 0:                  # cannot happen for UDP; never spin on it
                 result = EAGAIN
@@ -890,10 +902,6 @@ cdef class Channel:
                 self.c_release()
                 return result
         self.c_release()
-        batch.pending_message = 0
-        batch.pending_messages = received
-        batch.pending_offset = 0
-        _recv_batch_split(batch)
         return batch.count
 
     # ---- Python API ----
@@ -1126,7 +1134,7 @@ cdef class Channel:
         cdef int result = 0
         PyObject_GetBuffer(buffer, &view, PyBUF_WRITABLE)
         try:
-            if self._gro:
+            if self._gro or self._rx_has_datagrams():
                 return self._recvfrom_gro(&view, wait_us)
             check(self.c_acquire())
             with nogil:
@@ -1156,15 +1164,14 @@ cdef class Channel:
             PyBuffer_Release(&view)
 
     cdef object _recvfrom_gro(self, Py_buffer* view, int64_t wait_us):
-        """recvfrom_into on a GRO socket: a buffer may hold several datagrams, so receive into a
+        """recvfrom_into on a GRO socket: a buffer may hold several datagrams, so receive into the
         shared GRO batch and hand them out one per call."""
         cdef CRecvBatch* rx
         cdef int result = 0, index = 0
         cdef size_t length
-        if self._rx is None:
-            self._rx = RecvBatch(4, GRO_BUFFER_SIZE)
-            self._rx_next = 0
-        rx = self._rx.c
+        cdef sockaddr_storage source
+        cdef socklen_t source_length = 0
+        rx = self._shared_rx()
         with nogil:
             udt_mutex_lock(self._rx_lock)
             while self._rx_next >= rx.count:
@@ -1181,18 +1188,19 @@ cdef class Channel:
                 if length > <size_t>view.len:
                     length = view.len
                 memcpy(view.buf, rx.data[index], length)
+                source_length = recv_batch_source_length(rx, index)
+                memcpy(&source, recv_batch_source(rx, index), source_length)
                 result = <int>length
             udt_mutex_unlock(self._rx_lock)
         check(result)
-        return result, self._source_tuple(recv_batch_source(rx, index),
-                                          recv_batch_source_length(rx, index))
+        return result, self._source_tuple(<sockaddr*>&source, source_length)
 
     def poll(self, short events=C_POLLIN, timeout=None) -> int:
         """Wait until the socket is ready for ``events``: the poll revents, 0 on expiry or
         interrupt; OSError(EBADF) when closed before or during the wait."""
         cdef int64_t wait_us = _timeout_us(timeout)
         cdef int result
-        if (events & C_POLLIN) and self._rx is not None and self._rx_next < self._rx.c.count:
+        if (events & C_POLLIN) and self._rx_has_datagrams():
             return C_POLLIN                    # datagrams already split from a GRO buffer
         with nogil:
             result = self.c_wait(events, wait_us)
@@ -1250,13 +1258,55 @@ cdef class Channel:
                 return check(result)
 
     def recvmany(self, int max_datagrams=64, timeout=None) -> list:
-        """Receive up to ``max_datagrams`` datagrams waiting now: a list of (bytes, address)."""
-        cdef RecvBatch batch
+        """Receive up to ``max_datagrams`` datagrams: a list of ``(bytes, address)``.
+
+        Waits (as recvfrom_into) for the first one only, then takes what has already arrived.
+        Shares its receive area with recvfrom_into, so the two can be mixed without loss.
+        """
+        cdef int64_t wait_us = _timeout_us(timeout)
+        cdef CRecvBatch* rx
+        cdef int result = 0, index
+        cdef list received = []
         if max_datagrams <= 0:
             raise ValueError("max_datagrams must be positive")
-        batch = RecvBatch(min(max_datagrams, 64), GRO_BUFFER_SIZE)
-        self.recv_batch(batch, timeout)
-        return [batch[i] for i in range(min(len(batch), max_datagrams))]
+        rx = self._shared_rx()
+        with nogil:
+            udt_mutex_lock(self._rx_lock)
+        try:
+            while len(received) < max_datagrams:
+                if self._rx_next < rx.count:
+                    index = self._rx_next
+                    self._rx_next += 1
+                    received.append((
+                        PyBytes_FromStringAndSize(rx.data[index], rx.length[index]),
+                        self._source_tuple(recv_batch_source(rx, index),
+                                           recv_batch_source_length(rx, index))))
+                    continue
+                with nogil:
+                    result = self.c_recv_batch(rx, 0 if received else wait_us)
+                if result < 0:
+                    if received:
+                        break
+                    if result == -EINTR:
+                        continue
+                    check(result)
+                self._rx_next = 0
+        finally:
+            with nogil:
+                udt_mutex_unlock(self._rx_lock)
+        return received
+
+    cdef CRecvBatch* _shared_rx(self) except NULL:
+        """The receive area shared by recvfrom_into (on GRO sockets) and recvmany."""
+        if self._rx is None:
+            self._rx = RecvBatch(4, GRO_BUFFER_SIZE)
+            self._rx_next = 0
+        return self._rx.c
+
+    cdef bint _rx_has_datagrams(self) noexcept:
+        return self._rx is not None and (
+            self._rx_next < self._rx.c.count
+            or self._rx.c.pending_message < self._rx.c.pending_messages)
 
     # ---- options ----
 
