@@ -252,8 +252,12 @@ def negotiated_mss(udt: Any, sock: Any, requested: int | None) -> int | None:
 
 
 def abort_socket(sock: Any) -> None:
-    """Close a socket another thread may be blocked on, without lingering."""
-    for action in (lambda: sock.shutdown(_pysocket.SHUT_RDWR), sock.close):
+    """Close a socket another thread may be blocked on, without lingering (linger 0 aborts)."""
+    import udt
+
+    linger = getattr(udt, "UDT_LINGER", None)
+    for action in (lambda: linger is not None and sock.setsockopt(linger, 0),
+                   lambda: sock.shutdown(_pysocket.SHUT_RDWR), sock.close):
         try:
             action()
         except (OSError, ValueError):

@@ -222,6 +222,7 @@ def _serve(settings: Settings, family: int, local: tuple, args: argparse.Namespa
                     break
                 raise
             conn.settimeout(None)
+            print(f"{PROG}: connection from {format_address(addr)}", file=sys.stderr, flush=True)
             if args.once:
                 settings.cancel.unregister(listener)
                 listener.close()

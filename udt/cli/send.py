@@ -155,9 +155,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace, bind: tuple[str, int | None]) -> int:
     sources = [] if args.mem is not None else _check_sources(args.files)
-    udt = load_udt()
     host, port = args.destination
     family, sockaddr = resolve(host, port)
+    udt = load_udt()
     cancel = Cancel()
     bar = ProgressBar()
     peer = format_address(sockaddr)

@@ -1,0 +1,418 @@
+#!/usr/bin/env python3
+"""Bulk transfer over loopback: udt next to raw UDP, TCP, iperf3, SRT and UDT4, in one run.
+
+    python bench/bench_transfer.py [--size 1G] [--runs 3] [--seconds 5] [--quick] [--json FILE]
+
+Every system runs in separate processes (sender and receiver), one after another, ``--runs``
+times; the table shows the median, the spread (min–max) and the ratio to udt of the same kind
+(file transfer or memory to memory).  Missing peers are skipped with a note.  ``--json FILE``
+keeps the raw numbers for ``tools/benchplot.py``.  See bench/README.md.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+UDP_PAYLOAD = 1456  # what UDT carries per datagram at MSS 1500 (1500 - 28 IP/UDP - 16 UDT)
+TCP_BLOCK = 1 << 20
+RUN_TIMEOUT = 600.0
+
+
+class Skip(Exception):
+    """This system cannot run here; the message says why (shown in the table)."""
+
+
+@dataclass
+class Row:
+    system: str
+    kind: str  # "file" or "memory"
+    what: str
+    mb_per_s: list[float] = field(default_factory=list)
+    note: str = ""
+
+    @property
+    def median(self) -> float | None:
+        return statistics.median(self.mb_per_s) if self.mb_per_s else None
+
+
+# --------------------------------------------------------------------------- helpers
+
+def parse_size(text: str) -> int:
+    from udt.cli._common import parse_size as parse
+
+    return parse(text)
+
+
+def cli(tool: str, *args: object) -> list[str]:
+    return [sys.executable, "-m", f"udt.cli.{tool}", *map(str, args)]
+
+
+def wait_line(path: Path, prefix: str, proc: subprocess.Popen, timeout: float = 30.0) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for line in path.read_text().splitlines():
+            if line.startswith(prefix):
+                return line[len(prefix):].strip()
+        if proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode}: {path.read_text()[-1500:]}")
+        time.sleep(0.02)
+    raise RuntimeError(f"no {prefix!r} within {timeout} s")
+
+
+def finish(proc: subprocess.Popen, timeout: float = RUN_TIMEOUT) -> int:
+    try:
+        return proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        raise RuntimeError("timed out") from None
+
+
+def kill(*procs: subprocess.Popen) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def worker(*args: object) -> list[str]:
+    return [sys.executable, str(Path(__file__).resolve()), "_worker", *map(str, args)]
+
+
+# --------------------------------------------------------------------------- udt
+
+def run_udt(work: Path, *, memory: bool, source: Path, seconds: float, mss: int) -> float:
+    """One udt-send → udt-recv run; MB/s from the receiver's own timing (header to end record)."""
+    err, out = work / "recv.err", work / "recv.out"
+    target = work / "udt-out"
+    shutil.rmtree(target, ignore_errors=True)
+    mode = ["--mem"] if memory else ["--output", target]
+    with open(out, "wb") as o, open(err, "wb") as e:
+        recv = subprocess.Popen(cli("recv", "--port", 0, "--bind", "127.0.0.1", "--once", "--json",
+                                    "--mss", mss, *mode), stdout=o, stderr=e, env=ENV)
+    send = None
+    try:
+        address = wait_line(err, "udt-recv: listening on ", recv)
+        what = ["--mem", seconds] if memory else [source]
+        send = subprocess.Popen(cli("send", *what, address, "--json", "--mss", mss),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV)
+        sout, serr = send.communicate(timeout=RUN_TIMEOUT)
+        if send.returncode != 0:
+            raise RuntimeError(f"udt-send exited {send.returncode}: {serr.decode()[-800:]}")
+        if finish(recv) != 0:
+            raise RuntimeError(f"udt-recv exited {recv.returncode}: {err.read_text()[-800:]}")
+        received = json.loads(out.read_text())
+        sent = json.loads(sout)
+        if received["sha256"] != sent["sha256"] or received["bytes"] != sent["bytes"]:
+            raise RuntimeError("udt transfer not byte-identical")
+        return received["bytes"] / received["seconds"] / 1e6
+    finally:
+        kill(*(p for p in (recv, send) if p is not None))
+        shutil.rmtree(target, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- peers (tools/peers.py)
+
+def _peers() -> Any:
+    try:
+        from tools import peers
+    except ImportError as exc:
+        raise Skip(f"tools/peers.py not available ({exc})") from None
+    return peers
+
+
+def run_srt(work: Path, *, source: Path, size: int) -> float:
+    peers = _peers()
+    reason = peers.srt_unavailable_reason()
+    if reason:
+        raise Skip(reason)
+    output = work / "srt-out.bin"
+    port = peers.free_udp_port()
+    try:
+        with peers.srt_recv(port, output, timeout=RUN_TIMEOUT) as server:
+            server.ready()
+            with peers.srt_send(("127.0.0.1", port), source, timeout=RUN_TIMEOUT) as client:
+                client.result()
+            report = server.result()
+        if report["bytes"] != size:
+            raise RuntimeError(f"srt-file-transmit delivered {report['bytes']} of {size} bytes")
+        return report["bytes"] / report["seconds"] / 1e6
+    finally:
+        output.unlink(missing_ok=True)
+
+
+def run_udt4(work: Path, *, memory: bool, source: Path, size: int, mss: int) -> float:
+    peers = _peers()
+    reason = peers.udt4_unavailable_reason()
+    if reason:
+        raise Skip(reason)
+    output = work / "udt4-out.bin"
+    try:
+        if memory:
+            recv_kw: dict[str, Any] = {"nbytes": size}
+            send_kw: dict[str, Any] = {"nbytes": size}
+        else:
+            recv_kw = {"nbytes": size, "path": output, "api": "file"}
+            send_kw = {"path": source, "api": "file"}
+        with peers.udt4("recv", mss=mss, timeout=RUN_TIMEOUT, **recv_kw) as server:
+            port = server.ready()["port"]
+            with peers.udt4("send", connect=("127.0.0.1", port), mss=mss, timeout=RUN_TIMEOUT,
+                            **send_kw) as client:
+                client.result()
+            report = server.result()
+        if report["bytes"] != size:
+            raise RuntimeError(f"UDT4 delivered {report['bytes']} of {size} bytes")
+        return report["bytes"] / report["seconds"] / 1e6
+    finally:
+        output.unlink(missing_ok=True)
+
+
+# --------------------------------------------------------------------------- kernel baselines
+
+def _pair(recv_args: list[object], send_args: Callable[[str], list[object]]) -> dict[str, Any]:
+    recv = subprocess.Popen(worker(*recv_args), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=ENV, text=True)
+    send = None
+    try:
+        assert recv.stdout is not None
+        port = recv.stdout.readline().strip()
+        if not port.isdigit():
+            raise RuntimeError(f"receiver failed: {recv.stderr.read() if recv.stderr else ''}")
+        send = subprocess.Popen(worker(*send_args(port)), stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, env=ENV, text=True)
+        _sout, serr = send.communicate(timeout=RUN_TIMEOUT)
+        if send.returncode != 0:
+            raise RuntimeError(f"sender failed: {serr[-800:]}")
+        rout, rerr = recv.communicate(timeout=RUN_TIMEOUT)
+        if recv.returncode != 0:
+            raise RuntimeError(f"receiver failed: {rerr[-800:]}")
+        return json.loads(rout)
+    finally:
+        kill(*(p for p in (recv, send) if p is not None))
+
+
+def run_udp(seconds: float) -> float:
+    report = _pair(["udp-recv"], lambda port: ["udp-send", port, seconds])
+    return report["bytes"] / report["seconds"] / 1e6
+
+
+def run_tcp(size: int) -> float:
+    report = _pair(["tcp-recv"], lambda port: ["tcp-send", port, size])
+    return report["bytes"] / report["seconds"] / 1e6
+
+
+def run_iperf3(seconds: float) -> float:
+    tool = shutil.which("iperf3")
+    if tool is None:
+        raise Skip("iperf3 not installed (apt-get install iperf3)")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen([tool, "-s", "-1", "-B", "127.0.0.1", "-p", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while True:  # a refused client never reaches the one-shot server: retry until it listens
+            proc = subprocess.run([tool, "-c", "127.0.0.1", "-p", str(port), "-t", str(seconds), "-J"],
+                                  capture_output=True, text=True, timeout=seconds + 60)
+            report = json.loads(proc.stdout or "{}")
+            if proc.returncode == 0:
+                break
+            if "refused" not in str(report.get("error", "")) or time.monotonic() > deadline:
+                raise RuntimeError(f"iperf3 failed: {report.get('error', proc.stderr)}")
+            time.sleep(0.05)
+        return report["end"]["sum_received"]["bits_per_second"] / 8 / 1e6
+    finally:
+        try:
+            server.wait(10)  # the one-shot server ends after its client
+        except subprocess.TimeoutExpired:
+            pass
+        kill(server)
+
+
+# --------------------------------------------------------------------------- worker processes
+
+def _worker_main(args: list[str]) -> int:
+    role = args[0]
+    if role == "udp-recv":
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, getattr(socket, "SO_RCVBUFFORCE", socket.SO_RCVBUF), 32 << 20)
+        except OSError:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 << 20)
+        sock.bind(("127.0.0.1", 0))
+        print(sock.getsockname()[1], flush=True)
+        buf = bytearray(65536)
+        total, first, last = 0, None, None
+        sock.settimeout(30)
+        while True:
+            n, _addr = sock.recvfrom_into(buf)
+            if n == 4 and buf[:4] == b"END!":
+                break
+            last = time.perf_counter()
+            if first is None:
+                first = last
+                sock.settimeout(5)
+            total += n
+        seconds = (last - first) if first is not None and last != first else 0.0
+        print(json.dumps({"bytes": total, "seconds": seconds}), flush=True)
+        return 0
+    if role == "udp-send":
+        port, seconds = int(args[1]), float(args[2])
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        payload = os.urandom(UDP_PAYLOAD)
+        target = ("127.0.0.1", port)
+        sent = 0
+        deadline = time.perf_counter() + seconds
+        sendto = sock.sendto
+        while time.perf_counter() < deadline:
+            for _ in range(256):
+                sendto(payload, target)
+            sent += 256
+        for _ in range(50):
+            sock.sendto(b"END!", target)
+            time.sleep(0.002)
+        print(json.dumps({"datagrams": sent}), flush=True)
+        return 0
+    if role == "tcp-recv":
+        listener = socket.create_server(("127.0.0.1", 0))
+        print(listener.getsockname()[1], flush=True)
+        conn, _ = listener.accept()
+        buf = bytearray(TCP_BLOCK)
+        total, first = 0, None
+        while True:
+            n = conn.recv_into(buf)
+            if not n:
+                break
+            if first is None:
+                first = time.perf_counter()
+            total += n
+        seconds = time.perf_counter() - first if first is not None else 0.0
+        print(json.dumps({"bytes": total, "seconds": seconds}), flush=True)
+        return 0
+    if role == "tcp-send":
+        port, size = int(args[1]), int(args[2])
+        block = os.urandom(TCP_BLOCK)
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            remaining = size
+            while remaining > 0:
+                sock.sendall(block if remaining >= TCP_BLOCK else block[:remaining])
+                remaining -= TCP_BLOCK
+        return 0
+    raise SystemExit(f"unknown worker role {role!r}")
+
+
+# --------------------------------------------------------------------------- table
+
+def table(rows: list[Row]) -> str:
+    reference = {row.kind: row.median for row in rows if row.system.startswith("udt ") and row.median}
+    head = f"| {'system':<38} | {'kind':<6} | {'median MB/s':>11} | {'Mbit/s':>8} | {'min–max MB/s':>15} | runs | {'× udt':>6} |"
+    lines = [head, "|" + "|".join("-" * (len(c)) for c in head.split("|")[1:-1]) + "|"]
+    for row in rows:
+        if row.median is None:
+            lines.append(f"| {row.system:<38} | {row.kind:<6} | {'—':>11} | {'—':>8} | {'—':>15} | {0:>4} | {'—':>6} |")
+            continue
+        ref = reference.get(row.kind)
+        ratio = f"{row.median / ref:.2f}" if ref else "—"
+        spread = f"{min(row.mb_per_s):.0f}–{max(row.mb_per_s):.0f}"
+        lines.append(f"| {row.system:<38} | {row.kind:<6} | {row.median:>11.1f} | {row.median * 8:>8.0f} | "
+                     f"{spread:>15} | {len(row.mb_per_s):>4} | {ratio:>6} |")
+    notes = [f"- {row.system}: {row.note}" for row in rows if row.note]
+    return "\n".join(lines + ([""] + notes if notes else []))
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "_worker":
+        return _worker_main(argv[1:])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size", default="1G", help="bytes per file transfer (default 1G = 1 GiB)")
+    parser.add_argument("--runs", type=int, default=3, help="runs per system (default 3; median shown)")
+    parser.add_argument("--seconds", type=float, default=5.0,
+                        help="duration of timed runs: udt --mem, raw UDP, iperf3 (default 5)")
+    parser.add_argument("--mss", type=int, default=1500, help="MSS for udt and UDT4 (default 1500)")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 64 MiB, 1 run, 1 s")
+    parser.add_argument("--only", help="comma-separated substrings: run only matching systems")
+    parser.add_argument("--json", metavar="FILE", help="write the raw results here (for tools/benchplot.py)")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.size, args.runs, args.seconds = "64M", 1, 1.0
+    size = parse_size(args.size)
+    with tempfile.TemporaryDirectory(prefix="udt-bench-", dir=os.environ.get("UDT_BENCH_DIR")) as tmp:
+        work = Path(tmp)
+        source = work / "payload.bin"
+        with open(source, "wb") as f:  # random content, written in blocks (no 1 GiB in memory)
+            block = os.urandom(16 << 20)
+            remaining = size
+            while remaining:
+                f.write(block[: min(remaining, len(block))])
+                remaining -= min(remaining, len(block))
+        mss = args.mss
+        systems: list[tuple[Row, Callable[[], float]]] = [
+            (Row("udt udt-send → udt-recv", "file", f"{args.size} file"),
+             lambda: run_udt(work, memory=False, source=source, seconds=args.seconds, mss=mss)),
+            (Row("srt-file-transmit (SRT file mode)", "file", f"{args.size} file"),
+             lambda: run_srt(work, source=source, size=size)),
+            (Row("UDT4 via udt4py sendfile/recvfile", "file", f"{args.size} file"),
+             lambda: run_udt4(work, memory=False, source=source, size=size, mss=mss)),
+            (Row("udt memory mode (--mem)", "memory", f"{args.seconds:g} s"),
+             lambda: run_udt(work, memory=True, source=source, seconds=args.seconds, mss=mss)),
+            (Row("UDT4 via udt4py send/recv", "memory", f"{args.size}"),
+             lambda: run_udt4(work, memory=True, source=source, size=size, mss=mss)),
+            (Row("raw UDP, Python sendto/recvfrom_into", "memory", f"{args.seconds:g} s"),
+             lambda: run_udp(args.seconds)),
+            (Row("TCP, Python sendall 1 MiB", "memory", f"{args.size}"), lambda: run_tcp(size)),
+            (Row("TCP, iperf3", "memory", f"{args.seconds:g} s"), lambda: run_iperf3(args.seconds)),
+        ]
+        if args.only:
+            wanted = [w.strip().lower() for w in args.only.split(",")]
+            systems = [(row, fn) for row, fn in systems if any(w in row.system.lower() for w in wanted)]
+        print(f"# bulk transfer over loopback: {args.size} files, {args.seconds:g} s timed runs, "
+              f"{args.runs} run(s) each, MSS {mss}", flush=True)
+        rows = []
+        for row, fn in systems:
+            for run in range(args.runs):
+                try:
+                    value = fn()
+                except Skip as exc:
+                    row.note = f"skipped: {exc}"
+                    break
+                except Exception as exc:  # one failing system must not hide the others
+                    row.note = f"run {run + 1} failed: {exc}".replace("\n", " ")[:300]
+                    break
+                row.mb_per_s.append(value)
+                print(f"  {row.system}: run {run + 1}: {value:.1f} MB/s", flush=True)
+            rows.append(row)
+    print()
+    print(table(rows))
+    if args.json:
+        Path(args.json).write_text(json.dumps({
+            "meta": {"size": size, "size_text": args.size, "runs": args.runs, "seconds": args.seconds,
+                     "mss": mss, "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                     "host": platform.node(), "cpus": os.cpu_count(), "python": platform.python_version()},
+            "results": [{"system": r.system, "kind": r.kind, "what": r.what, "mb_per_s": r.mb_per_s,
+                         "median_mb_per_s": r.median, "note": r.note} for r in rows],
+        }, indent=2) + "\n")
+        print(f"\nraw results: {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

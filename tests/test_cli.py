@@ -1,0 +1,492 @@
+"""udt-send / udt-recv as real processes over loopback (plus their pure helpers in-process)."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from udt.cli import _wire as wire
+from udt.cli._common import parse_host_port, parse_rate, parse_size
+
+ROOT = Path(__file__).resolve().parent.parent
+ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+ENV.pop("UDT_CLI_DEBUG", None)
+JSON_KEYS = {"bytes", "seconds", "mbit_per_s", "sha256", "retransmitted", "lost"}
+WAIT = 60.0  # generous: two cores shared with other busy processes
+
+
+def cli(tool: str, *args: object) -> list[str]:
+    return [sys.executable, "-m", f"udt.cli.{tool}", *map(str, args)]
+
+
+def sha256_file(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def wait_for(predicate, timeout: float = WAIT, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+class Proc:
+    """A CLI process whose stdout and stderr go to files (never a pipe that could fill up)."""
+
+    def __init__(self, tmp: Path, name: str, argv: list[str]) -> None:
+        self.out_path, self.err_path = tmp / f"{name}.out", tmp / f"{name}.err"
+        with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
+            self.popen = subprocess.Popen(argv, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
+                                          env=ENV, cwd=str(ROOT))
+
+    @property
+    def stdout(self) -> str:
+        return self.out_path.read_text()
+
+    @property
+    def stderr(self) -> str:
+        return self.err_path.read_text()
+
+    def wait(self, timeout: float = WAIT) -> int:
+        try:
+            return self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            self.popen.wait()
+            raise AssertionError(f"process did not finish: {self.stderr}") from None
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGINT)
+            try:
+                self.popen.wait(15)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+
+    def json(self) -> dict:
+        lines = [line for line in self.stdout.splitlines() if line.strip()]
+        assert len(lines) == 1, f"expected exactly one JSON line, got {lines!r}"
+        return json.loads(lines[0])
+
+
+class Receiver(Proc):
+    def __init__(self, tmp: Path, *args: object, name: str = "recv", bind: str = "127.0.0.1") -> None:
+        super().__init__(tmp, name, cli("recv", "--port", 0, "--bind", bind, *args))
+        marker = wait_for(lambda: self._listening() or self.popen.poll() is not None,
+                          what="udt-recv to listen")
+        assert marker is not True or self.popen.poll() is None, f"udt-recv exited: {self.stderr}"
+        self.address = self._listening()
+        assert self.address, f"udt-recv did not announce its port: {self.stderr}"
+
+    def _listening(self) -> str | None:
+        for line in self.stderr.splitlines():
+            if line.startswith("udt-recv: listening on "):
+                return line.rsplit(" ", 1)[1]
+        return None
+
+    def __enter__(self) -> "Receiver":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def sender(tmp: Path, *args: object, name: str = "send") -> Proc:
+    return Proc(tmp, name, cli("send", *args))
+
+
+def run_sender(tmp: Path, *args: object, name: str = "send") -> tuple[int, Proc]:
+    proc = sender(tmp, *args, name=name)
+    return proc.wait(), proc
+
+
+def make_file(path: Path, size: int) -> Path:
+    path.write_bytes(os.urandom(size))
+    return path
+
+
+def no_traceback(proc: Proc) -> None:
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert "\r" not in proc.stderr, "progress bar drawn into a pipe"
+
+
+# --------------------------------------------------------------------------- pure helpers
+
+@pytest.mark.parametrize("text,expected", [
+    ("4096", 4096), ("64M", 64 << 20), ("1G", 1 << 30), ("1GiB", 1 << 30), ("10GB", 10 * 10**9),
+    ("1.5K", 1536),
+])
+def test_parse_size(text, expected):
+    assert parse_size(text) == expected
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("100M", 100_000_000), ("1G", 10**9), ("800Mbit", 100_000_000), ("800Mbps", 100_000_000),
+    ("5MB/s", 5_000_000), ("12500", 12500), ("1Gbit/s", 125_000_000),
+])
+def test_parse_rate(text, expected):
+    assert parse_rate(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "fast", "10X", "-5M", "0.1"])
+def test_parse_rate_rejects(text):
+    with pytest.raises(ValueError):
+        parse_rate(text)
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("127.0.0.1:9000", ("127.0.0.1", 9000)), ("[::1]:9000", ("::1", 9000)),
+    ("example.org:1", ("example.org", 1)),
+])
+def test_parse_host_port(text, expected):
+    assert parse_host_port(text) == expected
+
+
+@pytest.mark.parametrize("text", ["::1:9000", "host", "host:", "host:0", "host:70000", "[::1]9000"])
+def test_parse_host_port_rejects(text):
+    with pytest.raises(ValueError):
+        parse_host_port(text)
+
+
+@pytest.mark.parametrize("raw", [b"..", b".", b"../evil", b"a/b", b"/etc/passwd", b"a\\b", b"",
+                                 b"x\x00y", b"bell\x07", b"\xff\xfe", b"a" * 256,
+                                 wire.PARTIAL_PREFIX.encode() + b"abc", "evil\u202etxt".encode()])
+def test_unsafe_names_are_refused(raw):
+    with pytest.raises(ValueError):
+        wire.check_file_name(raw)
+
+
+@pytest.mark.parametrize("name", ["data.bin", ".hidden", "résumé.pdf", "a" * 255, "..dots..", "日本"])
+def test_safe_names_are_accepted(name):
+    assert wire.check_file_name(name.encode()) == name
+
+
+def test_session_digest_of_one_file_is_its_sha256():
+    digest = hashlib.sha256(b"abc").digest()
+    assert wire.session_digest([digest]) == digest
+    assert wire.session_digest([digest, digest]) == hashlib.sha256(digest + digest).digest()
+
+
+# --------------------------------------------------------------------------- argument errors
+
+@pytest.mark.parametrize("tool,args,message", [
+    ("send", [], "HOST:PORT"),
+    ("send", ["127.0.0.1:9000"], "nothing to send"),
+    ("send", ["file", "::1:9000"], "IPv6"),
+    ("send", ["file", "127.0.0.1:99999"], "out of range"),
+    ("send", ["--mem", "2", "file", "127.0.0.1:9000"], "--mem"),
+    ("send", ["--mem", "-1", "127.0.0.1:9000"], "positive"),
+    ("send", ["--mss", "20", "f", "127.0.0.1:9000"], "MSS"),
+    ("send", ["--max-bw", "fast", "f", "127.0.0.1:9000"], "invalid rate"),
+    ("recv", ["--port", "9000"], "--output"),
+    ("recv", ["--port", "x", "--mem"], "invalid port"),
+    ("recv", ["--mem", "--output", "/tmp"], "--mem"),
+    ("recv", ["--mem", "--rendezvous", "nohost"], "HOST:PORT"),
+])
+def test_bad_arguments_exit_2(tmp_path, tool, args, message):
+    proc = Proc(tmp_path, tool, cli(tool, *args))
+    assert proc.wait() == 2
+    assert message in proc.stderr and "usage:" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_help_documents_exit_codes(tmp_path):
+    for tool in ("send", "recv"):
+        proc = Proc(tmp_path, tool, cli(tool, "--help"))
+        assert proc.wait() == 0
+        assert "exit codes:" in proc.stdout and "130" in proc.stdout and "--json" in proc.stdout
+
+
+def test_missing_file_exit_7(tmp_path):
+    code, proc = run_sender(tmp_path, tmp_path / "absent.bin", "127.0.0.1:9")
+    assert code == 7
+    assert "absent.bin" in proc.stderr and "No such file" in proc.stderr
+    no_traceback(proc)
+
+
+def test_unknown_host_exit_3(tmp_path):
+    make_file(tmp_path / "f", 10)
+    code, proc = run_sender(tmp_path, tmp_path / "f", "no-such-host.invalid:9000")
+    assert code == 3, proc.stderr
+    assert "cannot resolve" in proc.stderr
+    no_traceback(proc)
+
+
+# --------------------------------------------------------------------------- transfers
+
+def test_unreachable_port_fails_fast_with_its_code(tmp_path):
+    make_file(tmp_path / "f", 10)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    started = time.monotonic()
+    code, proc = run_sender(tmp_path, "--timeout", "2", tmp_path / "f", f"127.0.0.1:{port}")
+    assert time.monotonic() - started < 30
+    assert code in (3, 4), proc.stderr
+    assert f"127.0.0.1:{port}" in proc.stderr
+    assert ("refused" in proc.stderr) if code == 3 else ("no answer" in proc.stderr)
+    no_traceback(proc)
+
+
+def test_send_several_files_verified(tmp_path):
+    src, out = tmp_path / "src", tmp_path / "out"
+    src.mkdir()
+    files = [make_file(src / "empty.bin", 0), make_file(src / "one.bin", 1),
+             make_file(src / "multi.bin", 3 * 1024 * 1024 + 17), make_file(src / "small.txt", 4096)]
+    with Receiver(tmp_path, "--output", out, "--once", "--json") as recv:
+        code, send = run_sender(tmp_path, *files, recv.address, "--json")
+        assert code == 0, send.stderr
+        assert recv.wait() == 0, recv.stderr
+    for f in files:
+        assert sha256_file(out / f.name) == sha256_file(f)
+    assert sorted(p.name for p in out.iterdir()) == sorted(f.name for f in files)  # no partials left
+    digests = [hashlib.sha256(f.read_bytes()).digest() for f in files]
+    expected = hashlib.sha256(b"".join(digests)).hexdigest()
+    total = sum(f.stat().st_size for f in files)
+    for result in (send.json(), recv.json()):
+        assert JSON_KEYS <= result.keys()
+        assert result["bytes"] == total and result["sha256"] == expected
+        assert result["seconds"] > 0 and result["mbit_per_s"] > 0
+        assert [f["sha256"] for f in result["files"]] == [d.hex() for d in digests]
+        assert all(f["status"] == "verified" for f in result["files"])
+        assert isinstance(result["retransmitted"], int) and isinstance(result["lost"], int)
+    assert "verified" in send.stderr  # the human line goes to stderr with --json
+    no_traceback(send)
+    no_traceback(recv)
+
+
+def test_human_output_without_json(tmp_path):
+    f = make_file(tmp_path / "data.bin", 100_000)
+    with Receiver(tmp_path, "--output", tmp_path / "out", "--once") as recv:
+        code, send = run_sender(tmp_path, f, recv.address)
+        assert code == 0, send.stderr
+        assert recv.wait() == 0
+    assert "Mbit/s" in send.stdout and "verified" in send.stdout
+    assert "received 1 file" in recv.stdout and "Mbit/s" in recv.stdout
+
+
+@pytest.mark.slow
+def test_two_senders_at_once(tmp_path):
+    out = tmp_path / "out"
+    a = make_file(tmp_path / "a.bin", 8 * 1024 * 1024)
+    b = make_file(tmp_path / "b.bin", 6 * 1024 * 1024 + 5)
+    with Receiver(tmp_path, "--output", out) as recv:
+        first = sender(tmp_path, a, recv.address, "--max-bw", "8M", name="send-a")
+        second = sender(tmp_path, b, recv.address, "--max-bw", "8M", name="send-b")
+        # both connections are open before either can finish (each needs about a second)
+        wait_for(lambda: recv.stderr.count("connection from") >= 2, what="two connections")
+        assert first.wait() == 0, first.stderr
+        assert second.wait() == 0, second.stderr
+        wait_for(lambda: recv.stdout.count("received 1 file") == 2, what="two reports")
+        recv.stop()
+        assert recv.popen.returncode == 130
+    assert sha256_file(out / "a.bin") == sha256_file(a)
+    assert sha256_file(out / "b.bin") == sha256_file(b)
+    no_traceback(recv)
+
+
+@pytest.mark.slow
+def test_killed_sender_leaves_server_serving_and_no_partial(tmp_path):
+    out = tmp_path / "out"
+    big = make_file(tmp_path / "big.bin", 32 * 1024 * 1024)
+    with Receiver(tmp_path, "--output", out) as recv:
+        victim = sender(tmp_path, big, recv.address, "--max-bw", "4M", name="victim")
+        wait_for(lambda: any(p.name.startswith(wire.PARTIAL_PREFIX) and p.stat().st_size > 0
+                             for p in out.iterdir()), what="a partial file")
+        victim.popen.kill()
+        victim.popen.wait()
+        wait_for(lambda: "failed" in recv.stderr, what="the receiver to notice the dead sender")
+        assert "big.bin" in recv.stderr and "partial file discarded" in recv.stderr
+        assert list(out.iterdir()) == []
+        assert recv.popen.poll() is None  # still serving
+        small = make_file(tmp_path / "after.bin", 200_000)
+        code, send = run_sender(tmp_path, small, recv.address)
+        assert code == 0, send.stderr
+        recv.stop()
+    assert sorted(p.name for p in out.iterdir()) == ["after.bin"]
+    assert sha256_file(out / "after.bin") == sha256_file(small)
+    no_traceback(recv)
+
+
+def test_memory_mode_both_sides_agree(tmp_path):
+    with Receiver(tmp_path, "--mem", "--once", "--json") as recv:
+        code, send = run_sender(tmp_path, "--mem", "1", recv.address, "--json")
+        assert code == 0, send.stderr
+        assert recv.wait() == 0, recv.stderr
+    sent, got = send.json(), recv.json()
+    for result in (sent, got):
+        assert JSON_KEYS <= result.keys() and result["mode"] == "memory"
+    assert sent["bytes"] == got["bytes"] > 0
+    assert sent["sha256"] == got["sha256"]
+    assert got["mbit_per_s"] > 0 and sent["mbit_per_s"] > 0
+
+
+def test_file_server_also_takes_memory_mode_and_mem_server_refuses_files(tmp_path):
+    with Receiver(tmp_path, "--output", tmp_path / "out", "--once", name="filesrv") as recv:
+        code, send = run_sender(tmp_path, "--mem", "0.3", recv.address)
+        assert code == 0, send.stderr
+        assert recv.wait() == 0
+    assert list((tmp_path / "out").iterdir()) == []
+    f = make_file(tmp_path / "f.bin", 1000)
+    with Receiver(tmp_path, "--mem", "--once", name="memsrv") as recv:
+        code, send = run_sender(tmp_path, f, recv.address, name="send2")
+        assert code == 6, send.stderr
+        assert "does not accept" in send.stderr
+        assert recv.wait() == 8
+    no_traceback(send)
+
+
+def test_ipv6_loopback(tmp_path):
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        pytest.skip("no IPv6 loopback on this machine")
+    f = make_file(tmp_path / "v6.bin", 300_000)
+    with Receiver(tmp_path, "--output", tmp_path / "out", "--once", bind="::1") as recv:
+        assert recv.address.startswith("[::1]:")
+        code, send = run_sender(tmp_path, f, recv.address)
+        assert code == 0, send.stderr
+        assert recv.wait() == 0
+    assert sha256_file(tmp_path / "out" / "v6.bin") == sha256_file(f)
+
+
+# --------------------------------------------------------------------------- hostile senders
+
+def _raw_session(address: str, records: bytes) -> list[tuple[wire.ReplyStatus, int, bytes]]:
+    """Speak the framing by hand over a real udt connection; return the replies until close."""
+    import udt
+
+    host, port = parse_host_port(address)
+    replies = []
+    with udt.create_connection((host, port), timeout=10) as conn:
+        conn.settimeout(30)
+        conn.sendall(wire.pack_session_header(wire.SessionKind.FILES) + records)
+        buf = b""
+        while True:
+            try:
+                data = conn.recv(4096)
+            except (ConnectionError, OSError):
+                break
+            if not data:
+                break
+            buf += data
+            while len(buf) >= wire.REPLY.size:
+                replies.append(wire.unpack_reply(buf[: wire.REPLY.size]))
+                buf = buf[wire.REPLY.size:]
+    return replies
+
+
+@pytest.mark.parametrize("name", ["../evil.bin", "..", "sub/evil.bin", "/tmp/evil.bin"])
+def test_path_traversal_names_refused(tmp_path, name):
+    out = tmp_path / "out"
+    payload = b"owned"
+    record = (wire.Tag.FILE + wire.FILE_HEADER.pack(len(payload), len(name.encode())) + name.encode()
+              + payload + wire.pack_digest(hashlib.sha256(payload).digest()))
+    with Receiver(tmp_path, "--output", out, "--once") as recv:
+        replies = _raw_session(recv.address, record)
+        assert recv.wait() == 6
+    assert replies and replies[0][0] == wire.ReplyStatus.NAME_REFUSED
+    assert "refused file name" in recv.stderr
+    assert list(out.iterdir()) == []
+    assert not (tmp_path / "evil.bin").exists() and not Path("/tmp/evil.bin").exists()
+
+
+def test_digest_mismatch_discards_the_file(tmp_path):
+    out = tmp_path / "out"
+    payload = os.urandom(50_000)
+    good = b"good.bin"
+    records = (wire.Tag.FILE + wire.FILE_HEADER.pack(len(payload), 7) + b"bad.bin" + payload
+               + wire.pack_digest(hashlib.sha256(b"something else").digest())
+               + wire.Tag.FILE + wire.FILE_HEADER.pack(len(payload), len(good)) + good + payload
+               + wire.pack_digest(hashlib.sha256(payload).digest()))
+    digests = [hashlib.sha256(payload).digest()] * 2
+    records += wire.pack_end(2, wire.session_digest(digests))
+    with Receiver(tmp_path, "--output", out, "--once", "--json") as recv:
+        replies = _raw_session(recv.address, records)
+        assert recv.wait() == 6
+    assert [r[0] for r in replies] == [wire.ReplyStatus.DIGEST_MISMATCH, wire.ReplyStatus.OK,
+                                       wire.ReplyStatus.OK]
+    assert sorted(p.name for p in out.iterdir()) == ["good.bin"]
+    result = recv.json()
+    assert [f["status"] for f in result["files"]] == ["sha256 mismatch", "verified"]
+
+
+def test_garbage_session_is_a_protocol_error(tmp_path):
+    import udt
+
+    with Receiver(tmp_path, "--mem", "--once") as recv:
+        host, port = parse_host_port(recv.address)
+        with udt.create_connection((host, port), timeout=10) as conn:
+            conn.sendall(b"GET / HTTP/1.1\r\n\r\n")
+            assert recv.wait() == 8
+    assert "not a udt-send session" in recv.stderr
+    no_traceback(recv)
+
+
+# --------------------------------------------------------------------------- signals
+
+def test_sigint_idle_server_exits_130(tmp_path):
+    with Receiver(tmp_path, "--mem") as recv:
+        recv.popen.send_signal(signal.SIGINT)
+        assert recv.wait(15) == 130
+    assert recv.stderr.strip().endswith("udt-recv: interrupted")
+    no_traceback(recv)
+
+
+def test_sigint_mid_transfer_sender_exits_130_and_server_survives(tmp_path):
+    with Receiver(tmp_path, "--mem") as recv:
+        proc = sender(tmp_path, "--mem", "60", recv.address)
+        wait_for(lambda: "connection from" in recv.stderr, what="the sender to connect")
+        proc.popen.send_signal(signal.SIGINT)
+        assert proc.wait(15) == 130
+        assert "udt-send: interrupted" in proc.stderr
+        no_traceback(proc)
+        wait_for(lambda: "failed" in recv.stderr, what="the server to drop the session")
+        assert recv.popen.poll() is None
+        recv.popen.send_signal(signal.SIGTERM)
+        assert recv.wait(15) == 143
+    no_traceback(recv)
+
+
+def test_progress_bar_only_on_a_terminal(tmp_path):
+    import pty
+
+    f = make_file(tmp_path / "tty.bin", 4 * 1024 * 1024)
+    with Receiver(tmp_path, "--output", tmp_path / "out", "--once") as recv:
+        leader, follower = pty.openpty()
+        try:
+            proc = subprocess.Popen(cli("send", f, recv.address, "--max-bw", "4M"), stdout=subprocess.DEVNULL,
+                                    stderr=follower, stdin=subprocess.DEVNULL, env=ENV, cwd=str(ROOT))
+            os.close(follower)
+            follower = -1
+            seen = b""
+            while True:
+                try:
+                    data = os.read(leader, 4096)
+                except OSError:  # EIO: the child closed the terminal
+                    break
+                if not data:
+                    break
+                seen += data
+            assert proc.wait(WAIT) == 0, seen
+        finally:
+            os.close(leader)
+            if follower >= 0:
+                os.close(follower)
+        assert recv.wait() == 0
+    text = seen.decode(errors="replace")
+    assert "\r" in text and "Mbit/s" in text and "ETA" in text and "%" in text

@@ -1,0 +1,106 @@
+#!/usr/bin/env python3
+"""Bar chart of a bench_transfer.py result: median throughput per system with the run spread.
+
+    python bench/bench_transfer.py --json results.json
+    python tools/benchplot.py results.json -o throughput.png [--log]
+
+Bars are medians (MB/s), grouped by kind (file transfer, memory to memory) and coloured with udt
+highlighted; the whisker spans min–max of the runs and each run is a dot.  Skipped systems appear
+as a labelled empty slot so a missing peer is visible, not silently absent.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def load(path: Path) -> dict[str, Any]:
+    data = json.loads(path.read_text())
+    if not isinstance(data, dict) or "results" not in data:
+        raise ValueError(f"{path} is not a bench_transfer.py --json result")
+    for row in data["results"]:
+        for key in ("system", "kind", "mb_per_s"):
+            if key not in row:
+                raise ValueError(f"{path}: result without {key!r}: {row}")
+    return data
+
+
+def plot(data: dict[str, Any], output: Path, *, log_scale: bool = False, title: str | None = None) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display needed
+    import matplotlib.pyplot as plt
+
+    rows = sorted(data["results"], key=lambda r: (r["kind"] != "file", r["kind"]))
+    labels, medians, lows, highs, colours = [], [], [], [], []
+    for row in rows:
+        runs = row["mb_per_s"]
+        labels.append(f"{row['system']}\n({row['kind']})")
+        if runs:
+            median = statistics.median(runs)
+            medians.append(median)
+            lows.append(median - min(runs))
+            highs.append(max(runs) - median)
+        else:
+            medians.append(0.0)
+            lows.append(0.0)
+            highs.append(0.0)
+        colours.append("#d62728" if row["system"].startswith("udt ") else
+                       "#1f77b4" if row["kind"] == "file" else "#7f7f7f")
+    fig, ax = plt.subplots(figsize=(10, 0.55 * len(rows) + 1.8))
+    positions = list(range(len(rows)))[::-1]
+    ax.barh(positions, medians, color=colours, xerr=[lows, highs], capsize=4,
+            error_kw={"elinewidth": 1, "ecolor": "black"})
+    for pos, row, median in zip(positions, rows, medians):
+        for value in row["mb_per_s"]:
+            ax.plot(value, pos, "o", color="black", markersize=3, zorder=3)
+        if row["mb_per_s"]:
+            ax.annotate(f"{median:.0f} MB/s", (median, pos), xytext=(6, -10), textcoords="offset points",
+                        fontsize=8)
+        else:
+            reason = row.get("note") or "no result"
+            ax.annotate(reason[:90], (0.01, pos), xycoords=("axes fraction", "data"), va="center",
+                        fontsize=8, color="#555555")
+    ax.set_yticks(positions)
+    ax.set_yticklabels(labels, fontsize=8)
+    ax.set_xlabel("throughput, MB/s (median; whisker min–max; dots: runs)")
+    if log_scale:
+        ax.set_xscale("log")
+    meta = data.get("meta", {})
+    ax.set_title(title or (f"loopback bulk transfer — {meta.get('size_text', '?')} files, "
+                           f"{meta.get('seconds', '?')} s timed runs, {meta.get('runs', '?')} runs, "
+                           f"MSS {meta.get('mss', '?')} ({meta.get('date', '')})"), fontsize=9)
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(output, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("results", type=Path, help="JSON written by bench/bench_transfer.py --json")
+    parser.add_argument("-o", "--output", type=Path, help="PNG to write (default: results with .png)")
+    parser.add_argument("--log", action="store_true", help="logarithmic throughput axis (TCP dwarfs the rest)")
+    parser.add_argument("--title", help="chart title")
+    args = parser.parse_args(argv)
+    try:
+        data = load(args.results)
+    except (OSError, ValueError) as exc:
+        print(f"benchplot: {exc}", file=sys.stderr)
+        return 1
+    output = args.output or args.results.with_suffix(".png")
+    try:
+        plot(data, output, log_scale=args.log, title=args.title)
+    except ImportError:
+        print("benchplot: matplotlib is needed (pip install matplotlib)", file=sys.stderr)
+        return 1
+    print(output)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
