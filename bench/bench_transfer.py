@@ -386,20 +386,24 @@ def main(argv: list[str] | None = None) -> int:
             systems = [(row, fn) for row, fn in systems if any(w in row.system.lower() for w in wanted)]
         print(f"# bulk transfer over loopback: {args.size} files, {args.seconds:g} s timed runs, "
               f"{args.runs} run(s) each, MSS {mss}", flush=True)
-        rows = []
-        for row, fn in systems:
-            for run in range(args.runs):
+        # Runs are interleaved (every system once, then again) so that load changes on a shared
+        # machine hit every system alike instead of spoiling one system's runs.
+        active = list(systems)
+        for run in range(args.runs):
+            for row, fn in list(active):
                 try:
                     value = fn()
                 except Skip as exc:
                     row.note = f"skipped: {exc}"
-                    break
+                    active.remove((row, fn))
+                    continue
                 except Exception as exc:  # one failing system must not hide the others
                     row.note = f"run {run + 1} failed: {exc}".replace("\n", " ")[:300]
-                    break
+                    active.remove((row, fn))
+                    continue
                 row.mb_per_s.append(value)
-                print(f"  {row.system}: run {run + 1}: {value:.1f} MB/s", flush=True)
-            rows.append(row)
+                print(f"  run {run + 1}: {row.system}: {value:.1f} MB/s", flush=True)
+        rows = [row for row, _fn in systems]
     print()
     print(table(rows))
     if args.json:
