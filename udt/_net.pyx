@@ -24,7 +24,7 @@ from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memcmp, memcpy, memset, strerror
 
 __all__ = ["Channel", "SendBatch", "RecvBatch", "GSO_MAX_SEGMENTS", "GRO_BUFFER_SIZE",
-           "POLLIN", "POLLOUT"]
+           "POLLIN", "POLLOUT", "address_to_sockaddr", "sockaddr_to_address"]
 
 
 cdef extern from "<arpa/inet.h>" nogil:
@@ -167,11 +167,23 @@ cdef bytes _host_bytes(object host):
 
 cdef int _resolve(bytes host, int port, int family, sockaddr_storage* out,
                   socklen_t* out_length) except -1:
-    """Resolve a host name with getaddrinfo (socket.gaierror on failure), first answer wins."""
+    """Resolve a host name (or a scoped IPv6 literal such as ``fe80::1%eth0``) with getaddrinfo;
+    the first answer of ``family`` wins; socket.gaierror when there is none."""
+    cdef sockaddr_in* v4 = <sockaddr_in*>out
+    cdef sockaddr_in6* v6 = <sockaddr_in6*>out
+    cdef bytes numeric
     infos = _socket.getaddrinfo(host, port, family, _socket.SOCK_DGRAM, _socket.IPPROTO_UDP)
     for info_family, _, _, _, sockaddr_tuple in infos:
-        if info_family == family:
-            return sockaddr_from_address(sockaddr_tuple, family, out, out_length)
+        if info_family != family:
+            continue
+        # getaddrinfo answers with numeric hosts; a scoped one carries "%scope" as text and the
+        # number in the tuple, so only the part before "%" is parsed here.
+        numeric = (<str>sockaddr_tuple[0]).partition("%")[0].encode("ascii")
+        if family == AF_INET and inet_pton(AF_INET, numeric, &v4.sin_addr) == 1:
+            return 0
+        if family == AF_INET6 and inet_pton(AF_INET6, numeric, &v6.sin6_addr) == 1:
+            v6.sin6_scope_id = <uint32_t>sockaddr_tuple[3]
+            return 0
     raise _socket.gaierror(_socket.EAI_FAMILY, "no address of the requested family")
 
 
@@ -262,6 +274,31 @@ cdef object address_from_sockaddr(const sockaddr* addr, socklen_t length):
         return (host.decode("ascii"), ntohs(v6.sin6_port), ntohl(v6.sin6_flowinfo),
                 v6.sin6_scope_id)
     raise ValueError(f"unsupported address family {addr.sa_family}")
+
+
+def address_to_sockaddr(address, int family=AF_INET) -> bytes:
+    """The kernel's ``struct sockaddr_in``/``sockaddr_in6`` bytes for a socket-module address
+    (validated and resolved exactly as every Channel method does)."""
+    cdef sockaddr_storage storage
+    cdef socklen_t length = 0
+    sockaddr_from_address(address, family, &storage, &length)
+    return PyBytes_FromStringAndSize(<char*>&storage, length)
+
+
+def sockaddr_to_address(raw) -> tuple | None:
+    """The socket-module address tuple for raw sockaddr bytes (the inverse of the above)."""
+    cdef sockaddr_storage storage
+    cdef const unsigned char[:] view = raw
+    cdef socklen_t length = view.shape[0]
+    if length > sizeof(storage):
+        raise ValueError("longer than a sockaddr_storage")
+    memset(&storage, 0, sizeof(storage))
+    if length:
+        memcpy(&storage, &view[0], length)
+    if (storage.ss_family == AF_INET and length < sizeof(sockaddr_in)) or (
+            storage.ss_family == AF_INET6 and length < sizeof(sockaddr_in6)):
+        raise ValueError("sockaddr bytes too short for their family")
+    return address_from_sockaddr(<sockaddr*>&storage, length)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1080,7 +1117,11 @@ cdef class Channel:
             with nogil:
                 deadline = -1 if wait_us < 0 else udt_monotonic_us() + wait_us
                 while True:
-                    sent = sendmsg(self.fd, &header, MSG_DONTWAIT)
+                    if pieces == 1:     # sendto(2) skips the msghdr/iovec import of sendmsg
+                        sent = sendto(self.fd, iov[0].iov_base, iov[0].iov_len, MSG_DONTWAIT,
+                                      <sockaddr*>header.msg_name, header.msg_namelen)
+                    else:
+                        sent = sendmsg(self.fd, &header, MSG_DONTWAIT)
                     if sent >= 0:
                         break
                     result = errno
