@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import os
 import signal
@@ -366,13 +367,16 @@ def test_ipv6_loopback(tmp_path):
 
 # --------------------------------------------------------------------------- hostile senders
 
+def udt_sockets():
+    """The socket API module (udt.socket), whether or not the package re-exports it."""
+    return importlib.import_module("udt.socket")
+
+
 def _raw_session(address: str, records: bytes) -> list[tuple[wire.ReplyStatus, int, bytes]]:
     """Speak the framing by hand over a real udt connection; return the replies until close."""
-    import udt
-
     host, port = parse_host_port(address)
     replies = []
-    with udt.create_connection((host, port), timeout=10) as conn:
+    with udt_sockets().create_connection((host, port), timeout=10) as conn:
         conn.settimeout(30)
         conn.sendall(wire.pack_session_header(wire.SessionKind.FILES) + records)
         buf = b""
@@ -426,11 +430,9 @@ def test_digest_mismatch_discards_the_file(tmp_path):
 
 
 def test_garbage_session_is_a_protocol_error(tmp_path):
-    import udt
-
     with Receiver(tmp_path, "--mem", "--once") as recv:
         host, port = parse_host_port(recv.address)
-        with udt.create_connection((host, port), timeout=10) as conn:
+        with udt_sockets().create_connection((host, port), timeout=10) as conn:
             conn.sendall(b"GET / HTTP/1.1\r\n\r\n")
             assert recv.wait() == 8
     assert "not a udt-send session" in recv.stderr

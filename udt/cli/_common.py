@@ -8,6 +8,7 @@ prints one short line and exits 130 (143 for SIGTERM) without a traceback.
 from __future__ import annotations
 
 import errno
+import importlib
 import json
 import os
 import re
@@ -19,6 +20,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import asdict, is_dataclass
 from enum import IntEnum
+from types import SimpleNamespace
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -199,15 +201,20 @@ def mbit_per_s(nbytes: int, seconds: float) -> float:
 # --------------------------------------------------------------------------- sockets
 
 def load_udt() -> Any:
-    """Import the udt socket layer, or fail with a clear message."""
-    try:
-        import udt
-        import udt.socket  # noqa: F401  (the socket API module)
+    """The udt socket API as a namespace (``socket``, ``SOCK_STREAM``, ``UDT_MSS`` ...).
 
-        udt.socket  # noqa: B018
-    except (ImportError, AttributeError) as exc:
+    Taken from ``udt.socket`` and ``udt.options`` directly, so it works whether or not the
+    package re-exports them at top level.
+    """
+    try:
+        sockets = importlib.import_module("udt.socket")
+        from udt.options import SocketOption
+    except ImportError as exc:
         raise CliError(ExitCode.FAILURE, f"the udt socket layer is not available: {exc}") from None
-    return udt
+    return SimpleNamespace(
+        socket=sockets.socket, SOCK_STREAM=sockets.SOCK_STREAM,
+        UDT_MSS=SocketOption.UDT_MSS, UDT_MAXBW=SocketOption.UDT_MAXBW,
+        UDT_RENDEZVOUS=SocketOption.UDT_RENDEZVOUS, UDT_LINGER=SocketOption.UDT_LINGER)
 
 
 def resolve(host: str, port: int, *, passive: bool = False) -> tuple[int, tuple]:
@@ -253,9 +260,12 @@ def negotiated_mss(udt: Any, sock: Any, requested: int | None) -> int | None:
 
 def abort_socket(sock: Any) -> None:
     """Close a socket another thread may be blocked on, without lingering (linger 0 aborts)."""
-    import udt
+    try:
+        from udt.options import SocketOption
 
-    linger = getattr(udt, "UDT_LINGER", None)
+        linger: Any = SocketOption.UDT_LINGER
+    except ImportError:
+        linger = None
     for action in (lambda: linger is not None and sock.setsockopt(linger, 0),
                    lambda: sock.shutdown(_pysocket.SHUT_RDWR), sock.close):
         try:
