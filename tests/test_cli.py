@@ -492,3 +492,55 @@ def test_progress_bar_only_on_a_terminal(tmp_path):
         assert recv.wait() == 0
     text = seen.decode(errors="replace")
     assert "\r" in text and "Mbit/s" in text and "ETA" in text and "%" in text
+
+
+def test_disk_full_is_reported_and_leaves_nothing(tmp_path):
+    out = tmp_path / "small-fs"
+    out.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(out)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.strip()}")
+    try:
+        f = make_file(tmp_path / "too-big.bin", 3 * 1024 * 1024)
+        with Receiver(tmp_path, "--output", out, "--once") as recv:
+            code, send = run_sender(tmp_path, f, recv.address)
+            assert recv.wait() == 7, recv.stderr
+        assert code == 6, send.stderr
+        assert "could not write" in send.stderr
+        assert "disk full" in recv.stderr and "too-big.bin" in recv.stderr
+        assert list(out.iterdir()) == []
+        no_traceback(send)
+        no_traceback(recv)
+    finally:
+        subprocess.run(["umount", str(out)], check=False)
+
+
+def _free_udp_ports(count: int) -> list[int]:
+    probes = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(count)]
+    try:
+        for probe in probes:
+            probe.bind(("127.0.0.1", 0))
+        return [probe.getsockname()[1] for probe in probes]
+    finally:
+        for probe in probes:
+            probe.close()
+
+
+def test_rendezvous_transfer(tmp_path):
+    recv_port, send_port = _free_udp_ports(2)
+    f = make_file(tmp_path / "rv.bin", 500_000)
+    recv = Proc(tmp_path, "recv", cli("recv", "--bind", "127.0.0.1", "--port", recv_port,
+                                      "--rendezvous", f"127.0.0.1:{send_port}", "--output",
+                                      tmp_path / "out", "--json"))
+    try:
+        wait_for(lambda: "rendezvous from" in recv.stderr or recv.popen.poll() is not None,
+                 what="the rendezvous receiver to bind")
+        code, send = run_sender(tmp_path, "--rendezvous", "--bind", f"127.0.0.1:{send_port}", f,
+                                f"127.0.0.1:{recv_port}", "--json")
+        assert code == 0, send.stderr
+        assert recv.wait() == 0, recv.stderr
+    finally:
+        recv.stop()
+    assert sha256_file(tmp_path / "out" / "rv.bin") == sha256_file(f)
+    assert send.json()["sha256"] == recv.json()["sha256"] == sha256_file(f)

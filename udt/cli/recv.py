@@ -253,6 +253,8 @@ def _rendezvous(settings: Settings, family: int, local: tuple, args: argparse.Na
         except OSError as exc:
             raise CliError(ExitCode.BIND_FAILED,
                            f"cannot bind to {format_address(local)}: {exc.strerror or exc}") from None
+        print(f"{PROG}: rendezvous from {format_address(sock.getsockname())} with "
+              f"{format_address(peer_addr)}", file=sys.stderr, flush=True)
         sock.settimeout(args.timeout)
         try:
             sock.connect(peer_addr)
