@@ -1,0 +1,803 @@
+"""UDT sockets with Python's ``socket`` conventions.
+
+``udt.socket`` behaves like :class:`socket.socket` where the two overlap (bind, listen, accept,
+connect, send/recv, timeouts, shutdown, context manager, makefile) and adds UDT's powers: message
+mode (``SOCK_DGRAM``) with ``sendmsg``/``recvmsg`` and time-to-live, ``sendfile``/``recvfile``
+moving data in large blocks with the GIL released, rendezvous connections, every UDT4 option
+(:mod:`udt.options`) and UDT4's ``perfmon`` statistics.
+
+A udt socket has **no file descriptor** (many udt sockets share one UDP socket and are served by
+two worker threads per port), so ``fileno()`` raises and ``select``/``selectors`` cannot watch it;
+use blocking calls with timeouts, threads, or the readiness bits of ``getsockopt(UDT_EVENT)``.
+
+``close()`` first lets queued data drain and then shuts the connection down, waiting at most the
+linger time: 3 seconds by default (UDT4 waits 180 s), set by ``setsockopt(UDT_LINGER, seconds)``
+or ``(on, seconds)``; a linger of 0 (or ``(False, …)``) aborts at once and drops unsent data.
+"""
+from __future__ import annotations
+
+import errno as _errno
+import io
+import os
+import socket as _pysocket
+import threading
+import warnings
+import weakref
+from typing import Any, BinaryIO, Iterable
+
+from . import _mux
+from .errors import (
+    BadSocketError,
+    ConnectTimeoutError,
+    ErrorCode,
+    FileTransferError,
+    InvalidOperationError,
+    InvalidParameterError,
+    NotConnectedError,
+    PortHasListenerError,
+    WouldBlockError,
+    error_from_code,
+)
+from .options import OPTION_SPECS, Phase, SocketOption, SocketState, coerce_option, defaults, validate
+
+__all__ = [
+    "socket", "create_connection", "create_server", "PerfMon",
+    "AF_INET", "AF_INET6", "SOCK_STREAM", "SOCK_DGRAM", "SHUT_RD", "SHUT_WR", "SHUT_RDWR",
+]
+
+AF_INET = _pysocket.AF_INET
+AF_INET6 = _pysocket.AF_INET6
+SOCK_STREAM = _pysocket.SOCK_STREAM  # UDT_STREAM: a byte stream
+SOCK_DGRAM = _pysocket.SOCK_DGRAM  # UDT_DGRAM: reliable messages with boundaries (message mode)
+SHUT_RD = _pysocket.SHUT_RD
+SHUT_WR = _pysocket.SHUT_WR
+SHUT_RDWR = _pysocket.SHUT_RDWR
+
+_FILE_BLOCK = 8 << 20  # bytes moved per GIL-free step of sendfile/recvfile
+_GLOBAL_DEFAULT_TIMEOUT = _pysocket._GLOBAL_DEFAULT_TIMEOUT  # type: ignore[attr-defined]
+
+_live_sockets: "weakref.WeakSet[socket]" = weakref.WeakSet()
+
+
+class PerfMon(dict):
+    """UDT4's TRACEINFO in snake_case (``pkt_sent_total``, ``ms_rtt`` …) as a dict whose keys are
+    also attributes, plus udt's counters of invalid datagrams dropped (``invalid_*``)."""
+
+    __slots__ = ()
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def __dir__(self):
+        return list(self.keys()) + list(super().__dir__())
+
+
+def _check_timeout(value: float | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"timeout must be a number or None, not {type(value).__name__}") from None
+    if value != value or value < 0.0:
+        raise ValueError("Timeout value out of range")
+    return value
+
+
+class socket:
+    """A UDT socket: ``socket(family=AF_INET, type=SOCK_STREAM, proto=0)``."""
+
+    def __init__(self, family: int = AF_INET, type: int = SOCK_STREAM, proto: int = 0) -> None:
+        if family not in (AF_INET, AF_INET6):
+            raise InvalidParameterError(ErrorCode.BAD_PARAMETER,
+                                        f"family must be AF_INET or AF_INET6, got {family!r}",
+                                        errno=_errno.EAFNOSUPPORT)
+        if type not in (SOCK_STREAM, SOCK_DGRAM):
+            raise InvalidParameterError(ErrorCode.BAD_PARAMETER,
+                                        f"type must be SOCK_STREAM or SOCK_DGRAM, got {type!r}",
+                                        errno=_errno.ESOCKTNOSUPPORT)
+        if proto not in (0, _pysocket.IPPROTO_UDP):
+            raise InvalidParameterError(ErrorCode.BAD_PARAMETER, f"unsupported protocol {proto!r}",
+                                        errno=_errno.EPROTONOSUPPORT)
+        self._family = int(family)
+        self._type = int(type)
+        self._options: dict[SocketOption, Any] = defaults()
+        default_timeout = _pysocket.getdefaulttimeout()
+        self._send_timeout: float | None = default_timeout  # seconds; 0 = non-blocking
+        self._recv_timeout: float | None = default_timeout
+        self._state = SocketState.INIT
+        self._mux: _mux.Multiplexer | None = None
+        self._listener: _mux.Listener | None = None
+        self._conn: _mux.Connection | None = None
+        self._lock = threading.RLock()  # serialises state changes; never held while waiting on data
+        self._closed = False
+        self._io_refs = 0
+        self._read_shut = False
+        _live_sockets.add(self)
+
+    @classmethod
+    def _from_connection(cls, listener: "socket", conn: "_mux.Connection") -> "socket":
+        sock = cls(listener._family, listener._type)
+        sock._options = dict(listener._options)  # UDT4: accepted sockets inherit the options
+        sock._options[SocketOption.UDT_RENDEZVOUS] = False
+        # Python: accepted sockets are blocking unless a default timeout is set.
+        sock._send_timeout = sock._recv_timeout = _pysocket.getdefaulttimeout()
+        sock._options[SocketOption.UDT_SNDSYN] = sock._options[SocketOption.UDT_RCVSYN] = True
+        sock._mux = listener._mux
+        sock._mux.retain()
+        sock._conn = conn
+        sock._state = SocketState.CONNECTED
+        return sock
+
+    # ---- properties -----------------------------------------------------------------------
+    @property
+    def family(self) -> _pysocket.AddressFamily:
+        return _pysocket.AddressFamily(self._family)
+
+    @property
+    def type(self) -> _pysocket.SocketKind:
+        return _pysocket.SocketKind(self._type)
+
+    @property
+    def proto(self) -> int:
+        return 0
+
+    @property
+    def socket_id(self) -> int | None:
+        """UDT's 32-bit socket ID of this socket (None before it is connected or listening)."""
+        if self._conn is not None:
+            return self._conn.socket_id
+        return None
+
+    def fileno(self) -> int:
+        """A udt socket has no file descriptor of its own: always raises ``OSError(EOPNOTSUPP)``."""
+        raise OSError(_errno.EOPNOTSUPP,
+                      "udt sockets have no file descriptor (many share one UDP socket); "
+                      "use timeouts or threads instead of select()")
+
+    def __repr__(self) -> str:
+        parts = [f"state={self._state.name}", f"family={self.family.name}", f"type={self.type.name}"]
+        if self._closed:
+            return f"<udt.socket [closed] {' '.join(parts[1:])}>"
+        try:
+            parts.append(f"laddr={self.getsockname()}")
+        except OSError:
+            pass
+        if self._conn is not None:
+            try:
+                parts.append(f"raddr={self._conn.peer_address}")
+            except OSError:
+                pass
+            parts.append(f"id={self._conn.socket_id:#010x}")
+        return f"<udt.socket {' '.join(parts)}>"
+
+    def __enter__(self) -> "socket":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        if not getattr(self, "_closed", True):
+            warnings.warn(f"unclosed {self!r}", ResourceWarning, stacklevel=2, source=self)
+            try:
+                self._close(abort=True)
+            except Exception:
+                pass
+
+    def __getstate__(self):
+        raise TypeError(f"cannot pickle {type(self).__name__!r} object")
+
+    # ---- helpers --------------------------------------------------------------------------
+    def _check_open(self) -> None:
+        if self._closed:
+            raise BadSocketError(ErrorCode.BAD_SOCKET, "Bad file descriptor: socket is closed")
+
+    def _connected(self) -> "_mux.Connection":
+        self._check_open()
+        conn = self._conn
+        if conn is None or self._state not in (SocketState.CONNECTED, SocketState.BROKEN,
+                                               SocketState.CONNECTING):
+            raise NotConnectedError(ErrorCode.NO_CONNECTION, "socket is not connected")
+        if self._state == SocketState.CONNECTING:
+            self._finish_connect(self._send_timeout if self._send_timeout != 0 else 0.0)
+        return conn
+
+    def _resolve(self, address: Any, *, passive: bool = False) -> tuple:
+        """A numeric address tuple of our family for *address* (host names resolved)."""
+        if not isinstance(address, tuple) or len(address) not in ((2,) if self._family == AF_INET
+                                                                 else (2, 3, 4)):
+            want = "(host, port)" if self._family == AF_INET else "(host, port[, flowinfo, scope_id])"
+            raise TypeError(f"{self.family.name} address must be a tuple {want}, got {address!r}")
+        host, port = address[0], address[1]
+        if not isinstance(port, int) or isinstance(port, bool):
+            raise TypeError(f"port must be an int, got {type(port).__name__}")
+        if not 0 <= port <= 65535:
+            raise OverflowError("port must be 0-65535.")
+        if host is None or host == "":
+            host = "0.0.0.0" if self._family == AF_INET else "::"
+        if isinstance(host, (bytes, bytearray)):
+            host = host.decode("idna")
+        if not isinstance(host, str):
+            raise TypeError(f"host must be a str, got {type(host).__name__}")
+        if host == "<broadcast>":
+            raise InvalidParameterError(ErrorCode.BAD_PARAMETER, "UDT cannot use the broadcast address")
+        flags = _pysocket.AI_PASSIVE if passive else 0
+        infos = _pysocket.getaddrinfo(host, port, self._family, _pysocket.SOCK_DGRAM, 0, flags)
+        sockaddr = infos[0][4]
+        if self._family == AF_INET6:
+            flowinfo = address[2] if len(address) > 2 else 0
+            scope_id = address[3] if len(address) > 3 else sockaddr[3]
+            return (sockaddr[0].split("%")[0], sockaddr[1], flowinfo, scope_id)
+        return (sockaddr[0], sockaddr[1])
+
+    def _mux_options(self) -> dict:
+        o = self._options
+        return {
+            "reuse_addr": o[SocketOption.UDT_REUSEADDR],
+            "udp_sndbuf": o[SocketOption.UDP_SNDBUF],
+            "udp_rcvbuf": o[SocketOption.UDP_RCVBUF],
+        }
+
+    def _engine_config(self) -> dict:
+        o = self._options
+        return {
+            "message_mode": self._type == SOCK_DGRAM,
+            "mss": o[SocketOption.UDT_MSS],
+            "flow_window": o[SocketOption.UDT_FC],
+            "sndbuf": o[SocketOption.UDT_SNDBUF],
+            "rcvbuf": o[SocketOption.UDT_RCVBUF],
+            "max_bandwidth": o[SocketOption.UDT_MAXBW],
+            "peer_idle_timeout_ms": o[SocketOption.UDT_PEERIDLETIMEO],
+            "congestion_control": o[SocketOption.UDT_CC],
+        }
+
+    def _send_wait(self) -> float | None:
+        return self._send_timeout if self._options[SocketOption.UDT_SNDSYN] else 0.0
+
+    def _recv_wait(self) -> float | None:
+        return self._recv_timeout if self._options[SocketOption.UDT_RCVSYN] else 0.0
+
+    # ---- addresses ------------------------------------------------------------------------
+    def bind(self, address: tuple) -> None:
+        """Bind to a local (host, port); sockets binding the same address share its UDP port
+        when ``UDT_REUSEADDR`` is on (the default)."""
+        with self._lock:
+            self._check_open()
+            if self._state != SocketState.INIT:
+                raise error_from_code(ErrorCode.ALREADY_BOUND)
+            local = self._resolve(address, passive=True)
+            self._mux = _mux.Multiplexer.acquire(self._family, local, **self._mux_options())
+            self._state = SocketState.OPENED
+
+    def bind_socket(self, udp_socket: _pysocket.socket) -> None:
+        """Bind to an existing UDP socket (UDT4's ``bind(UDPSOCKET)``), e.g. one that punched a
+        NAT.  The udt socket takes ownership: *udp_socket* is detached and must not be used."""
+        with self._lock:
+            self._check_open()
+            if self._state != SocketState.INIT:
+                raise error_from_code(ErrorCode.ALREADY_BOUND)
+            if not isinstance(udp_socket, _pysocket.socket):
+                raise InvalidParameterError(ErrorCode.BAD_PARAMETER,
+                                            f"expected a socket.socket, got {type(udp_socket).__name__}")
+            if udp_socket.type != _pysocket.SOCK_DGRAM:
+                raise InvalidParameterError(ErrorCode.BAD_PARAMETER, "bind_socket needs a UDP socket")
+            if udp_socket.family != self._family:
+                raise InvalidParameterError(ErrorCode.BAD_PARAMETER,
+                                            f"the UDP socket is {udp_socket.family.name}, "
+                                            f"this udt socket is {self.family.name}")
+            self._mux = _mux.Multiplexer.adopt(udp_socket, **self._mux_options())
+            self._state = SocketState.OPENED
+
+    def getsockname(self) -> tuple:
+        self._check_open()
+        if self._mux is None:
+            return ("0.0.0.0", 0) if self._family == AF_INET else ("::", 0, 0, 0)
+        return self._mux.local_address
+
+    def getpeername(self) -> tuple:
+        self._check_open()
+        if self._conn is None or self._state not in (SocketState.CONNECTED, SocketState.BROKEN):
+            raise NotConnectedError(ErrorCode.NO_CONNECTION, "Transport endpoint is not connected")
+        return self._conn.peer_address
+
+    # ---- server side ----------------------------------------------------------------------
+    def listen(self, backlog: int = 128) -> None:
+        """Accept connections (at most *backlog* waiting); one listener per port (else UDT 5011)."""
+        with self._lock:
+            self._check_open()
+            if self._options[SocketOption.UDT_RENDEZVOUS]:
+                raise error_from_code(ErrorCode.RENDEZVOUS_NO_LISTEN)
+            if self._state == SocketState.LISTENING:
+                if self._listener is not None:
+                    self._listener.set_backlog(max(1, int(backlog)))
+                return
+            if self._state == SocketState.INIT:
+                raise error_from_code(ErrorCode.UNBOUND, "bind() before listen()")
+            if self._state != SocketState.OPENED:
+                raise error_from_code(ErrorCode.ALREADY_CONNECTED)
+            if isinstance(backlog, bool) or not isinstance(backlog, int):
+                raise TypeError("backlog must be an int")
+            self._listener = self._mux.listen(self._engine_config(), max(1, backlog))
+            self._state = SocketState.LISTENING
+
+    def accept(self) -> tuple["socket", tuple]:
+        """Wait for a connection: returns ``(socket, address)``."""
+        self._check_open()
+        if self._options[SocketOption.UDT_RENDEZVOUS]:
+            raise error_from_code(ErrorCode.RENDEZVOUS_NO_LISTEN)
+        listener = self._listener
+        if self._state != SocketState.LISTENING or listener is None:
+            raise error_from_code(ErrorCode.NOT_LISTENING)
+        conn = listener.accept(self._recv_wait())
+        with self._lock:
+            if self._closed:
+                conn.close(0.0)
+                raise BadSocketError(ErrorCode.BAD_SOCKET, "socket closed while accepting")
+            sock = socket._from_connection(self, conn)
+        return sock, conn.peer_address
+
+    # ---- client side ----------------------------------------------------------------------
+    def connect(self, address: tuple) -> None:
+        """Connect to a listening peer, or with ``UDT_RENDEZVOUS`` meet a peer connecting back.
+        Fails with ``ConnectionRefusedError`` when rejected and ``TimeoutError`` when nobody
+        answers (3 s client/server, 30 s rendezvous, bounded by the socket timeout)."""
+        rendezvous = self._options[SocketOption.UDT_RENDEZVOUS]
+        with self._lock:
+            self._check_open()
+            if self._state == SocketState.LISTENING:
+                raise error_from_code(ErrorCode.ALREADY_CONNECTED, "a listening socket cannot connect")
+            if self._state in (SocketState.CONNECTING, SocketState.CONNECTED, SocketState.BROKEN):
+                if self._state == SocketState.CONNECTING and self._recv_wait() == 0:
+                    raise BlockingIOError(_errno.EALREADY, "connection already in progress")
+                raise error_from_code(ErrorCode.ALREADY_CONNECTED)
+            peer = self._resolve(address)
+            if self._state == SocketState.INIT:
+                if rendezvous:
+                    raise error_from_code(ErrorCode.RENDEZVOUS_NEEDS_BIND)
+                wildcard = ("0.0.0.0", 0) if self._family == AF_INET else ("::", 0, 0, 0)
+                self._mux = _mux.Multiplexer.acquire(self._family, wildcard, **self._mux_options())
+                self._state = SocketState.OPENED
+            connect_ms = self._options[SocketOption.UDT_CONNTIMEO] * (10 if rendezvous else 1)
+            self._conn = self._mux.connect(self._engine_config(), peer, rendezvous, connect_ms)
+            self._state = SocketState.CONNECTING
+        wait = self._recv_wait()
+        if wait == 0:
+            raise BlockingIOError(_errno.EINPROGRESS, "Operation now in progress")
+        self._finish_connect(wait)
+
+    def _finish_connect(self, timeout: float | None) -> None:
+        conn = self._conn
+        try:
+            conn.wait_connected(timeout)
+        except (BlockingIOError, InterruptedError, KeyboardInterrupt):
+            raise
+        except TimeoutError as exc:
+            if self._state == SocketState.CONNECTING and not isinstance(exc, ConnectTimeoutError):
+                # the user's timeout ran out first: abandon the attempt, as socket.connect does
+                self._abandon_connect()
+                raise ConnectTimeoutError(ErrorCode.NO_SERVER, "timed out") from None
+            self._abandon_connect()
+            raise
+        except OSError:
+            self._abandon_connect()
+            raise
+        with self._lock:
+            if self._state == SocketState.CONNECTING:
+                self._state = SocketState.CONNECTED
+
+    def _abandon_connect(self) -> None:
+        with self._lock:
+            conn, self._conn = self._conn, None
+            if conn is not None:
+                conn.close(0.0)
+            if self._state == SocketState.CONNECTING:
+                self._state = SocketState.OPENED
+
+    def connect_ex(self, address: tuple) -> int:
+        """Like :meth:`connect` but returns an errno (0 on success) instead of raising."""
+        try:
+            self.connect(address)
+        except BlockingIOError as exc:
+            return exc.errno or _errno.EINPROGRESS
+        except OSError as exc:
+            if exc.errno is None:
+                raise
+            return exc.errno
+        return 0
+
+    # ---- timeouts -------------------------------------------------------------------------
+    def settimeout(self, value: float | None) -> None:
+        """None: block forever; 0: non-blocking; > 0: seconds (sets UDT_SNDTIMEO/RCVTIMEO too)."""
+        value = _check_timeout(value)
+        self._send_timeout = self._recv_timeout = value
+        blocking = value != 0.0
+        self._options[SocketOption.UDT_SNDSYN] = self._options[SocketOption.UDT_RCVSYN] = blocking
+        ms = -1 if value is None or value == 0.0 else max(1, round(value * 1000))
+        self._options[SocketOption.UDT_SNDTIMEO] = self._options[SocketOption.UDT_RCVTIMEO] = ms
+
+    def gettimeout(self) -> float | None:
+        return self._recv_wait()
+
+    def setblocking(self, flag: bool) -> None:
+        self.settimeout(None if flag else 0.0)
+
+    def getblocking(self) -> bool:
+        return self._recv_wait() != 0.0
+
+    # ---- options --------------------------------------------------------------------------
+    def setsockopt(self, option: int, value: Any, *_unused: Any) -> None:
+        """Set a UDT option (``udt.UDT_*``; spec §8 and :mod:`udt.options` for units)."""
+        self._check_open()
+        opt = coerce_option(option)
+        spec = OPTION_SPECS[opt]
+        canonical = validate(opt, value)
+        with self._lock:
+            state = self._state
+            if spec.phase is Phase.BEFORE_BIND and state != SocketState.INIT:
+                raise error_from_code(ErrorCode.ALREADY_BOUND, f"{opt.name} must be set before bind()")
+            if spec.phase is Phase.BEFORE_CONNECT and state not in (SocketState.INIT, SocketState.OPENED):
+                code = ErrorCode.ALREADY_CONNECTED if state != SocketState.LISTENING else ErrorCode.INVALID_OPERATION
+                raise error_from_code(code, f"{opt.name} must be set before connect()/listen()")
+            if opt == SocketOption.UDT_RCVBUF:
+                mss = self._options[SocketOption.UDT_MSS]
+                limit = self._options[SocketOption.UDT_FC] * (mss - 28 - 16)
+                if canonical > limit:  # spec §8: RCVBUF ≤ FC packets
+                    canonical = limit
+            self._options[opt] = canonical
+            if opt == SocketOption.UDT_SNDTIMEO:
+                self._send_timeout = None if canonical < 0 else canonical / 1000.0
+            elif opt == SocketOption.UDT_RCVTIMEO:
+                self._recv_timeout = None if canonical < 0 else canonical / 1000.0
+            elif opt == SocketOption.UDT_MAXBW and self._conn is not None:
+                self._conn.set_max_bandwidth(canonical)
+            elif opt == SocketOption.UDT_RENDEZVOUS and canonical and state == SocketState.LISTENING:
+                raise error_from_code(ErrorCode.RENDEZVOUS_NO_LISTEN)
+
+    def getsockopt(self, option: int, *_unused: Any) -> Any:
+        """The value of a UDT option; read-only ones report live state (UDT_STATE, UDT_EVENT,
+        UDT_SNDDATA/UDT_RCVDATA in bytes)."""
+        opt = coerce_option(option)
+        if opt == SocketOption.UDT_STATE:
+            return self._live_state()
+        self._check_open()
+        conn = self._conn
+        if opt == SocketOption.UDT_EVENT:
+            if self._listener is not None:
+                return self._listener.events()
+            return conn.events() if conn is not None else 0
+        if opt == SocketOption.UDT_SNDDATA:
+            return conn.send_buffered() if conn is not None else 0
+        if opt == SocketOption.UDT_RCVDATA:
+            return conn.recv_buffered() if conn is not None else 0
+        if opt == SocketOption.UDT_MSS and conn is not None and self._state == SocketState.CONNECTED:
+            return conn.mss  # the negotiated value
+        if opt in (SocketOption.UDP_SNDBUF, SocketOption.UDP_RCVBUF) and self._mux is not None:
+            return self._mux.udp_buffer_size(opt == SocketOption.UDP_SNDBUF)
+        return self._options[opt]
+
+    def _live_state(self) -> SocketState:
+        if self._closed:
+            return SocketState.CLOSED
+        if self._conn is not None and self._state in (SocketState.CONNECTED, SocketState.CONNECTING):
+            return SocketState(self._conn.state)
+        return self._state
+
+    # ---- stream data ----------------------------------------------------------------------
+    def send(self, data, flags: int = 0) -> int:
+        """Queue as much of *data* as the send buffer takes (waiting for some room while it is
+        full); returns the bytes taken.  On a ``SOCK_DGRAM`` socket: ``sendmsg(data)``."""
+        if flags:
+            raise InvalidParameterError(ErrorCode.BAD_PARAMETER, "send flags are not supported")
+        if self._type == SOCK_DGRAM:
+            return self.sendmsg(data)
+        return self._connected().send(data, self._send_wait(), False)
+
+    def sendall(self, data, flags: int = 0) -> None:
+        """Queue all of *data*; the timeout bounds the whole call (as in Python's socket)."""
+        if flags:
+            raise InvalidParameterError(ErrorCode.BAD_PARAMETER, "send flags are not supported")
+        if self._type == SOCK_DGRAM:
+            self.sendmsg(data)
+            return None
+        self._connected().send(data, self._send_wait(), True)
+        return None
+
+    def recv(self, bufsize: int, flags: int = 0) -> bytes:
+        """Up to *bufsize* bytes; ``b""`` at orderly end of stream.  ``SOCK_DGRAM``: one message."""
+        if flags:
+            raise InvalidParameterError(ErrorCode.BAD_PARAMETER, "recv flags are not supported")
+        if isinstance(bufsize, bool) or not isinstance(bufsize, int):
+            raise TypeError("bufsize must be an int")
+        if bufsize < 0:
+            raise ValueError("negative buffersize in recv")
+        buffer = bytearray(bufsize)
+        n = self.recv_into(buffer, bufsize)
+        del buffer[n:]
+        return bytes(buffer)
+
+    def recv_into(self, buffer, nbytes: int = 0, flags: int = 0) -> int:
+        """Receive into *buffer* (at most *nbytes* bytes when given); returns the count, 0 at EOF."""
+        if flags:
+            raise InvalidParameterError(ErrorCode.BAD_PARAMETER, "recv flags are not supported")
+        view = memoryview(buffer).cast("B")
+        if nbytes < 0:
+            raise ValueError("negative buffersize in recv_into")
+        if nbytes:
+            if nbytes > len(view):
+                raise ValueError("buffer too small for requested bytes")
+            view = view[:nbytes]
+        conn = self._connected()
+        if self._read_shut:
+            return 0
+        if self._type == SOCK_DGRAM:
+            return conn.recvmsg_into(view, self._recv_wait())
+        return conn.recv_into(view, self._recv_wait())
+
+    # ---- messages -------------------------------------------------------------------------
+    def sendmsg(self, data, ttl: float | None = None, inorder: bool = True) -> int:
+        """Send *data* as one message (``SOCK_DGRAM`` only).  *ttl* seconds: drop it if not
+        delivered in time (None: UDT_MSGTTL, default forever); *inorder*: deliver in order."""
+        if self._type != SOCK_DGRAM:
+            raise error_from_code(ErrorCode.NOT_MESSAGE_MODE)
+        if ttl is None:
+            ttl_ms = self._options[SocketOption.UDT_MSGTTL]
+        else:
+            ttl = _check_timeout(ttl)
+            ttl_ms = max(1, round(ttl * 1000))
+        view = memoryview(data).cast("B")
+        limit = self._options[SocketOption.UDT_MAXMSG]
+        if limit > 0 and len(view) > limit:
+            raise error_from_code(ErrorCode.MESSAGE_TOO_LARGE, f"message of {len(view)} bytes "
+                                  f"exceeds UDT_MAXMSG = {limit}")
+        return self._connected().sendmsg(view, ttl_ms, bool(inorder), self._send_wait())
+
+    def recvmsg(self, bufsize: int) -> bytes:
+        """The next whole message, truncated to *bufsize* bytes (``SOCK_DGRAM`` only); ``b""``
+        once the peer has closed."""
+        if self._type != SOCK_DGRAM:
+            raise error_from_code(ErrorCode.NOT_MESSAGE_MODE)
+        return self.recv(bufsize)
+
+    # ---- files ----------------------------------------------------------------------------
+    def sendfile(self, file, offset: int = 0, count: int | None = None) -> int:
+        """Send *count* bytes (None: to the end) of *file* (a path or a binary file object)
+        starting at *offset*, in large blocks with the GIL released; returns the bytes sent and,
+        for a file object, leaves its position just after them (like ``socket.sendfile``)."""
+        if self._type != SOCK_STREAM:
+            raise error_from_code(ErrorCode.NOT_STREAM_MODE)
+        offset, count = self._check_range(offset, count)
+        conn = self._connected()
+        with _FileHandle(file, writing=False) as handle:
+            size = os.fstat(handle.fd).st_size
+            if offset > size:
+                raise FileTransferError(ErrorCode.FILE_READ_OFFSET,
+                                        f"offset {offset} is beyond the end of the file ({size} bytes)")
+            todo = size - offset if count is None else count
+            if count is not None and offset + count > size:
+                raise FileTransferError(ErrorCode.FILE_READ,
+                                        f"count {count} from offset {offset} runs past the end "
+                                        f"of the file ({size} bytes)")
+            sent = conn.sendfile(handle.fd, offset, todo, self._send_wait(), _FILE_BLOCK)
+            handle.advance(offset + sent)
+        return sent
+
+    def recvfile(self, file, offset: int = 0, count: int | None = None) -> int:
+        """Receive *count* bytes (None: until the peer closes) into *file* (a path, created if
+        needed and not truncated, or a binary file object) at *offset*; returns the bytes written.
+        Raises ``ConnectionResetError`` if the stream ends before *count* bytes."""
+        if self._type != SOCK_STREAM:
+            raise error_from_code(ErrorCode.NOT_STREAM_MODE)
+        offset, count = self._check_range(offset, count)
+        conn = self._connected()
+        with _FileHandle(file, writing=True) as handle:
+            received = conn.recvfile(handle.fd, offset, -1 if count is None else count,
+                                     self._recv_wait(), _FILE_BLOCK)
+            handle.advance(offset + received)
+        if count is not None and received < count:
+            raise error_from_code(ErrorCode.CONNECTION_BROKEN,
+                                  f"stream ended after {received} of {count} bytes")
+        return received
+
+    @staticmethod
+    def _check_range(offset: int, count: int | None) -> tuple[int, int | None]:
+        if isinstance(offset, bool) or not isinstance(offset, int):
+            raise TypeError("offset must be an int")
+        if offset < 0:
+            raise InvalidParameterError(ErrorCode.BAD_PARAMETER, f"negative offset {offset}")
+        if count is not None:
+            if isinstance(count, bool) or not isinstance(count, int):
+                raise TypeError("count must be an int or None")
+            if count < 0:
+                raise InvalidParameterError(ErrorCode.BAD_PARAMETER, f"negative count {count}")
+        return offset, count
+
+    # ---- statistics -----------------------------------------------------------------------
+    def perfmon(self, clear: bool = False) -> PerfMon:
+        """UDT4's performance counters (TRACEINFO) in snake_case; *clear* restarts the interval."""
+        self._check_open()
+        if self._conn is None:
+            raise NotConnectedError(ErrorCode.NO_CONNECTION, "perfmon needs a connected socket")
+        return PerfMon(self._conn.perfmon(bool(clear)))
+
+    # ---- ending ---------------------------------------------------------------------------
+    def shutdown(self, how: int) -> None:
+        """SHUT_WR: send what is queued, then tell the peer (it reads EOF); UDT has no half-close
+        on the wire, so the peer cannot answer after it.  SHUT_RD: further recv returns EOF."""
+        if how not in (SHUT_RD, SHUT_WR, SHUT_RDWR):
+            raise InvalidParameterError(ErrorCode.BAD_PARAMETER, f"invalid shutdown mode {how!r}")
+        conn = self._connected()
+        if how in (SHUT_RD, SHUT_RDWR):
+            self._read_shut = True
+            conn.shutdown_read()
+        if how in (SHUT_WR, SHUT_RDWR):
+            conn.shutdown_write(self._linger_seconds())
+
+    def _linger_seconds(self) -> float:
+        on, seconds = self._options[SocketOption.UDT_LINGER]
+        return float(seconds) if on else 0.0
+
+    def close(self) -> None:
+        """Drain queued data (at most the linger time), shut the connection down, free the port."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            if self._io_refs > 0:  # makefile() streams still open: close when the last one does
+                self._deferred_close = True
+                return
+        self._real_close(abort=False)
+
+    def _close(self, abort: bool) -> None:
+        with self._lock:
+            if getattr(self, "_really_closed", False):
+                return
+            self._closed = True
+        self._real_close(abort)
+
+    def _real_close(self, abort: bool) -> None:
+        with self._lock:
+            if getattr(self, "_really_closed", False):
+                return
+            self._really_closed = True
+            conn, self._conn = self._conn, None
+            listener, self._listener = self._listener, None
+            mux, self._mux = self._mux, None
+            self._state = SocketState.CLOSED
+        try:
+            if listener is not None:
+                listener.close()
+            if conn is not None:
+                conn.close(0.0 if abort else self._linger_seconds())
+        finally:
+            if mux is not None:
+                mux.release()
+
+    def detach(self):
+        raise OSError(_errno.EOPNOTSUPP, "udt sockets have no file descriptor to detach")
+
+    # ---- file objects ---------------------------------------------------------------------
+    def makefile(self, mode: str = "r", buffering: int | None = None, *, encoding: str | None = None,
+                 errors: str | None = None, newline: str | None = None):
+        """A file object reading/writing the stream (as :meth:`socket.socket.makefile`)."""
+        if not set(mode) <= {"r", "w", "b"}:
+            raise ValueError(f"invalid mode {mode!r} (only r, w, b allowed)")
+        writing = "w" in mode
+        reading = "r" in mode or not writing
+        binary = "b" in mode
+        raw = _pysocket.SocketIO(self, ("r" if reading else "") + ("w" if writing else ""))
+        self._io_refs += 1
+        if buffering is None or buffering < 0:
+            buffering = io.DEFAULT_BUFFER_SIZE
+        if buffering == 0:
+            if not binary:
+                raise ValueError("unbuffered streams must be binary")
+            return raw
+        if reading and writing:
+            buffer = io.BufferedRWPair(raw, raw, buffering)
+        elif reading:
+            buffer = io.BufferedReader(raw, buffering)
+        else:
+            buffer = io.BufferedWriter(raw, buffering)
+        if binary:
+            return buffer
+        text = io.TextIOWrapper(buffer, io.text_encoding(encoding), errors, newline)
+        text.mode = mode
+        return text
+
+    def _decref_socketios(self) -> None:
+        if self._io_refs > 0:
+            self._io_refs -= 1
+        if self._closed and self._io_refs == 0 and getattr(self, "_deferred_close", False):
+            self._real_close(abort=False)
+
+
+class _FileHandle:
+    """A raw descriptor for sendfile/recvfile from a path or a file object (kept open by us only
+    when we opened it)."""
+
+    def __init__(self, file, *, writing: bool) -> None:
+        self._opened = False
+        self._file = None
+        if isinstance(file, (str, bytes, os.PathLike)):
+            flags = (os.O_WRONLY | os.O_CREAT) if writing else os.O_RDONLY
+            self.fd = os.open(file, flags | getattr(os, "O_CLOEXEC", 0), 0o666)
+            self._opened = True
+        else:
+            try:
+                self.fd = file.fileno()
+            except (AttributeError, io.UnsupportedOperation):
+                raise InvalidParameterError(ErrorCode.BAD_PARAMETER,
+                                            "expected a path or a file object with a fileno()") from None
+            if isinstance(file, io.TextIOBase):
+                raise InvalidParameterError(ErrorCode.BAD_PARAMETER, "the file must be opened in binary mode")
+            if writing:
+                file.flush()
+            self._file = file
+
+    def advance(self, position: int) -> None:
+        if self._file is not None:
+            try:
+                self._file.seek(position)
+            except (OSError, ValueError):
+                pass
+
+    def __enter__(self) -> "_FileHandle":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if self._opened:
+            os.close(self.fd)
+
+
+def create_connection(address: tuple, timeout: float | None = _GLOBAL_DEFAULT_TIMEOUT,
+                      source_address: tuple | None = None, *, type: int = SOCK_STREAM,
+                      options: dict | None = None) -> socket:
+    """Connect to (host, port) and return the connected udt socket (as
+    :func:`socket.create_connection`: every address of *host* is tried in turn).  *options*:
+    ``{udt.UDT_MSS: 9000, …}`` applied before connecting."""
+    host, port = address[0], address[1]
+    errors: list[Exception] = []
+    for family, _kind, _proto, _name, sockaddr in _pysocket.getaddrinfo(host, port, 0, _pysocket.SOCK_DGRAM):
+        if family not in (AF_INET, AF_INET6):
+            continue
+        sock = None
+        try:
+            sock = socket(family, type)
+            for option, value in (options or {}).items():
+                sock.setsockopt(option, value)
+            if timeout is not _GLOBAL_DEFAULT_TIMEOUT:
+                sock.settimeout(timeout)
+            if source_address:
+                sock.bind(source_address)
+            sock.connect(sockaddr)
+            return sock
+        except OSError as exc:
+            errors.append(exc)
+            if sock is not None:
+                sock.close()
+    if not errors:
+        raise OSError(_errno.EADDRNOTAVAIL, f"getaddrinfo returned no usable address for {host!r}")
+    if len(errors) == 1:
+        raise errors[0]
+    raise errors[0] from ExceptionGroup("create_connection failed", errors)
+
+
+def create_server(address: tuple, *, family: int = AF_INET, backlog: int | None = None,
+                  reuse_port: bool = False, type: int = SOCK_STREAM, options: dict | None = None) -> socket:
+    """A udt socket bound to *address* and listening (as :func:`socket.create_server`)."""
+    sock = socket(family, type)
+    try:
+        if reuse_port:
+            sock.setsockopt(SocketOption.UDT_REUSEADDR, True)
+        for option, value in (options or {}).items():
+            sock.setsockopt(option, value)
+        sock.bind(address)
+        sock.listen(128 if backlog is None else backlog)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
