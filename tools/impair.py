@@ -85,8 +85,12 @@ FD_SETSIZE = 1024
 SOL_UDP = getattr(socket, "SOL_UDP", 17)
 UDP_SEGMENT = getattr(socket, "UDP_SEGMENT", 103)
 UDP_GRO = getattr(socket, "UDP_GRO", 104)
-#: Room for the UDP_GRO control message (an int: the segment size) in recvmsg.
-GRO_CMSG_SPACE = socket.CMSG_SPACE(4)
+#: Kernel receive timestamps (struct timespec, CLOCK_REALTIME) as a control message.
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
+SCM_TIMESTAMPNS = getattr(socket, "SCM_TIMESTAMPNS", SO_TIMESTAMPNS)
+TIMESPEC = struct.Struct("@qq")
+#: Room for both control messages in recvmsg: UDP_GRO (an int) and the timestamp.
+CMSG_BUFFER = socket.CMSG_SPACE(4) + socket.CMSG_SPACE(TIMESPEC.size)
 GSO_AVAILABLE = sys.platform.startswith("linux")
 #: Segments per GSO send (the kernel's UDP_MAX_SEGMENTS is at least 64) and payload bytes per
 #: send (an IPv4 datagram holds at most 65507).
@@ -364,12 +368,13 @@ class RelayStats:
 class _Held:
     """A datagram held back for reordering."""
 
-    __slots__ = ("data", "sock", "addr", "arrival", "duplicate", "remaining", "deadline")
+    __slots__ = ("data", "sock", "addr", "arrival", "duplicate", "remaining", "deadline", "index")
 
     def __init__(self, data: bytes, sock: socket.socket, addr: Optional[Address], arrival: float,
-                 duplicate: bool, remaining: int, deadline: float):
+                 duplicate: bool, remaining: int, deadline: float, index: int):
         self.data, self.sock, self.addr, self.arrival = data, sock, addr, arrival
         self.duplicate, self.remaining, self.deadline = duplicate, remaining, deadline
+        self.index = index  # admission number: only datagrams admitted later overtake it
 
 
 class _DirectionState:
@@ -390,12 +395,13 @@ class _DirectionState:
         self.queue: collections.deque[tuple[float, int]] = collections.deque()  # (finish, size)
         self.queue_bytes = 0
         self.last_due = 0.0                        # FIFO: release no earlier than the previous one
-        # (due, data, sock, addr, arrival, duplicate); due times never decrease
-        self.fifo: collections.deque[tuple[float, bytes, socket.socket, Optional[Address], float, bool]] = collections.deque()
+        # (due, data, sock, addr, arrival, duplicate, admission number); due times never decrease
+        self.fifo: collections.deque[tuple[float, bytes, socket.socket, Optional[Address], float, bool, int]] = collections.deque()
         self.held: list[_Held] = []
         # (due, tiebreak, data, sock, addr, arrival): duplicates sent later
         self.later: list[tuple[float, int, bytes, socket.socket, Optional[Address], float]] = []
         self.later_seq = 0
+        self.admitted = 0  # datagrams that passed loss and queue (numbers them for reordering)
         self.gso = GSO_AVAILABLE  # send runs of equal-sized datagrams with one sendmsg
         self.gso_limit = GSO_MAX_SEGMENT_SIZE
 
@@ -466,14 +472,15 @@ class _DirectionState:
         if due < self.last_due:
             due = self.last_due
         duplicate = bool(subject and imp.duplicate and self.rng_duplicate.random() < imp.duplicate)
+        self.admitted += 1
         if subject and imp.reorder and self.rng_reorder.random() < imp.reorder:
             # Held back: it leaves the FIFO, so the datagrams after it are not delayed by it.
             stats.reordered += 1
             self.held.append(_Held(data, sock, addr, now, duplicate, imp.reorder_distance,
-                                   due + imp.reorder_timeout))
+                                   due + imp.reorder_timeout, self.admitted))
             return
         self.last_due = due
-        self.fifo.append((due, data, sock, addr, now, duplicate))
+        self.fifo.append((due, data, sock, addr, now, duplicate, self.admitted))
 
     def _burst_loses(self, model: GilbertElliott) -> bool:
         rng = self.rng_burst
@@ -502,12 +509,12 @@ class _DirectionState:
                 self._release_batched(now)
             else:
                 while fifo and fifo[0][0] <= now:
-                    _due, data, sock, addr, arrival, duplicate = fifo.popleft()
+                    _due, data, sock, addr, arrival, duplicate, index = fifo.popleft()
                     self._send(data, sock, addr, arrival, now)
                     if duplicate:
                         self._duplicate(data, sock, addr, arrival, now)
                     if self.held:
-                        self._overtaken(now)
+                        self._overtaken(index, now)
         if self.later:
             later = self.later
             while later and later[0][0] <= now:
@@ -524,7 +531,7 @@ class _DirectionState:
         fifo = self.fifo
         while fifo and fifo[0][0] <= now:
             first = fifo.popleft()
-            _due, data, sock, addr, arrival, duplicate = first
+            _due, data, sock, addr, arrival, duplicate, _index = first
             size = len(data)
             if duplicate or not 0 < size <= self.gso_limit or not fifo or fifo[0][0] > now:
                 self._send(data, sock, addr, arrival, now)
@@ -548,7 +555,7 @@ class _DirectionState:
             else:
                 self._send_gso(batch, size, total, sock, addr, now)
 
-    def _send_gso(self, batch: list[tuple[float, bytes, socket.socket, Optional[Address], float, bool]],
+    def _send_gso(self, batch: list[tuple[float, bytes, socket.socket, Optional[Address], float, bool, int]],
                   size: int, total: int, sock: socket.socket, addr: Optional[Address], now: float) -> None:
         stats = self.stats
         ancillary = [(SOL_UDP, UDP_SEGMENT, size.to_bytes(2, sys.byteorder))]
@@ -563,7 +570,7 @@ class _DirectionState:
                     self.gso_limit = size - 1
                 else:  # no GSO here after all: one by one from now on
                     self.gso = False
-                for _due, data, _sock, _addr, arrival, _dup in batch:
+                for _due, data, _sock, _addr, arrival, _dup, _index in batch:
                     self._send(data, sock, addr, arrival, now)
             else:  # EAGAIN, ECONNREFUSED, ENOBUFS: the whole batch is lost
                 stats.dropped_send += len(batch)
@@ -578,8 +585,11 @@ class _DirectionState:
             if spent > stats.delay_max:
                 stats.delay_max = spent
 
-    def _overtaken(self, now: float) -> None:
+    def _overtaken(self, index: int, now: float) -> None:
+        """Datagram number ``index`` was just sent: it overtook the held ones admitted before it."""
         for held in list(self.held):
+            if held.index > index:
+                continue
             held.remaining -= 1
             if held.remaining <= 0:
                 self._release_held(held, now)
@@ -640,6 +650,13 @@ def _set_buffers(sock: socket.socket, size: int = SOCKET_BUFFER_BYTES) -> None:
             pass
 
 
+def _enable_timestamps(sock: socket.socket) -> None:
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+    except OSError:  # without stamps a datagram counts as arriving when it is read
+        pass
+
+
 def _enable_gro(sock: socket.socket) -> bool:
     """Ask the kernel to hand over a GSO sender's batch as one buffer (cut by us), not one
     datagram per read. False where the kernel has no UDP GRO."""
@@ -684,7 +701,6 @@ class _Engine:
         self.lock = threading.Lock()
         self.rejected_clients = 0
         self.upstream: dict[Address, socket.socket] = {}        # A address -> socket towards B
-        self.gro_sockets: set[socket.socket] = set()
         self.stopping = False
         self.selector = selectors.DefaultSelector()
         self.wake_r = self.wake_w = -1
@@ -700,8 +716,8 @@ class _Engine:
             self.public.bind(listen_addr)
             self.public.setblocking(False)
             _set_buffers(self.public)
-            if _enable_gro(self.public):
-                self.gro_sockets.add(self.public)
+            _enable_timestamps(self.public)
+            _enable_gro(self.public)
             self.selector.register(self.public, selectors.EVENT_READ, None)
             os.set_blocking(self.wake_r, False)
             self.selector.register(self.wake_r, selectors.EVENT_READ, "wake")
@@ -721,7 +737,6 @@ class _Engine:
         for sock in [self.public, *self.upstream.values()]:
             sock.close()
         self.upstream.clear()
-        self.gro_sockets.clear()
         self.selector.close()
         for fd in (self.wake_r, self.wake_w):
             if fd >= 0:
@@ -767,8 +782,8 @@ class _Engine:
             sock.connect(self.target)  # replies from anyone but B are filtered by the kernel
             sock.setblocking(False)
             _set_buffers(sock)
-            if _enable_gro(sock):
-                self.gro_sockets.add(sock)
+            _enable_timestamps(sock)
+            _enable_gro(sock)
             self.selector.register(sock, selectors.EVENT_READ, client)
         except BaseException:
             sock.close()
@@ -778,8 +793,9 @@ class _Engine:
         return sock
 
     def _read(self, sock: socket.socket, client: Optional[Address]) -> None:
-        """Read up to READ_BATCH datagrams (or GRO batches) from one socket and admit them."""
-        monotonic = time.monotonic
+        """Read up to READ_BATCH datagrams (or GRO batches) from one socket and admit them, each
+        at the time the kernel received it: a relay that reads late (its CPU was busy) must not
+        make the emulated link idle or the delay longer."""
         if client is None:  # the public socket: from some A, towards B
             state = self.directions["a_to_b"]
             public = True
@@ -787,14 +803,12 @@ class _Engine:
             state = self.directions["b_to_a"]
             public = False
         admit = state.admit
-        gro = sock in self.gro_sockets
+        now = time.monotonic()
+        realtime_offset = time.time() - now  # kernel stamps are CLOCK_REALTIME
+        recvmsg = sock.recvmsg
         for _ in range(READ_BATCH):
             try:
-                if gro:
-                    data, ancillary, _flags, source = sock.recvmsg(MAX_DATAGRAM, GRO_CMSG_SPACE)
-                else:
-                    data, source = sock.recvfrom(MAX_DATAGRAM)
-                    ancillary = None
+                data, ancillary, _flags, source = recvmsg(MAX_DATAGRAM, CMSG_BUFFER)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:  # an ICMP error (B's port closed when we sent): not fatal, go on
@@ -806,17 +820,21 @@ class _Engine:
                 dest = None
             else:
                 out, dest = self.public, client
-            now = monotonic()
-            if ancillary:
-                segment = 0
-                for level, kind, value in ancillary:
-                    if level == SOL_UDP and kind == UDP_GRO and len(value) >= 4:
-                        segment = int.from_bytes(value[:4], sys.byteorder)
-                if 0 < segment < len(data):  # a GRO batch: the sender's datagrams, cut again
-                    for start in range(0, len(data), segment):
-                        admit(data[start:start + segment], out, dest, now)
-                    continue
-            admit(data, out, dest, now)
+            arrival = now
+            segment = 0
+            for level, kind, value in ancillary:
+                if level == socket.SOL_SOCKET and kind == SCM_TIMESTAMPNS and len(value) >= 16:
+                    seconds, nanoseconds = TIMESPEC.unpack_from(value)
+                    stamped = seconds + nanoseconds * 1e-9 - realtime_offset
+                    if stamped < arrival:
+                        arrival = stamped
+                elif level == SOL_UDP and kind == UDP_GRO and len(value) >= 4:
+                    segment = int.from_bytes(value[:4], sys.byteorder)
+            if 0 < segment < len(data):  # a GRO batch: the sender's datagrams, cut again
+                for start in range(0, len(data), segment):
+                    admit(data[start:start + segment], out, dest, arrival)
+            else:
+                admit(data, out, dest, arrival)
 
     def run(self, on_command: Optional[Callable[[], bool]] = None, command_fd: Optional[int] = None) -> None:
         """Serve until :meth:`stop` (or ``on_command`` returns False). Sleeps exactly until a
