@@ -164,12 +164,21 @@ def test_gso_batches_from_the_sender_arrive_as_the_original_datagrams(ab):
     segment = 1200
     block = [struct.pack("!I", i) + random.Random(i).randbytes(segment - 4) for i in range(20)]
     block[-1] = block[-1][:700]  # GSO allows a shorter last segment
+    gso = [(SOL_UDP, UDP_SEGMENT, segment.to_bytes(2, sys.byteorder))]
     with Relay(b.getsockname()) as relay:
-        a.sendmsg(block, [(SOL_UDP, UDP_SEGMENT, segment.to_bytes(2, sys.byteorder))], 0, relay.address)
-        got = [b.recv(65536) for _ in block]
+        a.sendmsg(block, gso, 0, relay.address)
+        got = []
+        for _ in block:
+            data, via = b.recvfrom(65536)
+            got.append(data)
         assert got == block
-        stats = relay.stats().a_to_b
-    assert stats.received == stats.forwarded == len(block)
+        b.sendmsg(block[::-1], [], 0, via)  # one datagram: B -> A
+        assert a.recv(65536) == b"".join(block[::-1])
+        b.sendmsg(block, gso, 0, via)
+        assert [a.recv(65536) for _ in block] == block
+        stats = relay.stats()
+    assert stats.a_to_b.received == stats.a_to_b.forwarded == len(block)
+    assert stats.b_to_a.received == stats.b_to_a.forwarded == len(block) + 1
 
 
 def test_relay_survives_a_target_that_is_not_listening():

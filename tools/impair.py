@@ -777,7 +777,11 @@ class _Engine:
         if len(self.upstream) >= self.max_clients:
             self.rejected_clients += 1
             return None
-        sock = socket.socket(self.target_family, socket.SOCK_DGRAM)
+        try:
+            sock = socket.socket(self.target_family, socket.SOCK_DGRAM)
+        except OSError:  # out of file descriptors: refuse this client, keep serving the others
+            self.rejected_clients += 1
+            return None
         try:
             sock.connect(self.target)  # replies from anyone but B are filtered by the kernel
             sock.setblocking(False)
@@ -920,19 +924,36 @@ def _read_message(fd: int) -> Any:
     return pickle.loads(_read_exactly(fd, size))
 
 
+def _error_reply(exc: BaseException) -> tuple[str, BaseException]:
+    """The exception itself if it survives pickling (keeps its type and errno), else its text."""
+    try:
+        pickle.loads(pickle.dumps(exc))
+    except Exception:
+        return ("error", RelayError(f"{type(exc).__name__}: {exc}"))
+    return ("error", exc)
+
+
+def _remote_error(exc: BaseException) -> BaseException:
+    """What the parent raises for an error reported by the child."""
+    if isinstance(exc, (ValueError, OSError, RelayError)):
+        return exc
+    return RelayError(f"relay process: {type(exc).__name__}: {exc}")
+
+
 def _serve_child(command_fd: int, reply_fd: int) -> int:
     """Entry point of ``Relay(process=True)``'s child: build the engine from the first message,
     then answer commands (stats, set, clients, close) from inside the relay loop."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when we stop
     try:
         kind, sys_path, config = _read_message(command_fd)
-        assert kind == "init"
+        if kind != "init":
+            raise RelayError(f"relay child expected 'init', got {kind!r}")
         for entry in reversed(sys_path):  # so picklable predicates from the caller's modules load
             if entry not in sys.path:
                 sys.path.insert(0, entry)
         engine = _Engine(**pickle.loads(config))
     except BaseException as exc:  # report, do not die silently
-        _write_message(reply_fd, ("error", f"{type(exc).__name__}: {exc}"))
+        _write_message(reply_fd, _error_reply(exc))
         return 1
     _write_message(reply_fd, ("ready", engine.address))
 
@@ -954,9 +975,9 @@ def _serve_child(command_fd: int, reply_fd: int) -> int:
                 _write_message(reply_fd, ("ok", engine.snapshot()))
                 return False
             else:
-                _write_message(reply_fd, ("error", f"unknown relay command {op!r}"))
+                _write_message(reply_fd, ("error", RelayError(f"unknown relay command {op!r}")))
         except Exception as exc:
-            _write_message(reply_fd, ("error", f"{type(exc).__name__}: {exc}"))
+            _write_message(reply_fd, _error_reply(exc))
         return True
 
     try:
@@ -1046,12 +1067,7 @@ class Relay:
             raise RelayError(f"relay process died while starting: {exc}") from None
         if reply[0] != "ready":
             self._reap_child()
-            text = reply[1]
-            if text.startswith(("ValueError", "gaierror")):
-                raise ValueError(text)
-            if text.startswith(("OSError", "PermissionError")) or "Error: [Errno" in text:
-                raise OSError(text)
-            raise RelayError(text)
+            raise _remote_error(reply[1])
         self.address = reply[1]
 
     def _call(self, *message: Any) -> Any:
@@ -1062,9 +1078,7 @@ class Relay:
             except (EOFError, OSError) as exc:
                 raise RelayError(f"relay process is gone: {exc}") from None
         if status != "ok":
-            if value.startswith("ValueError"):
-                raise ValueError(value)
-            raise RelayError(value)
+            raise _remote_error(value)
         return value
 
     def _reap_child(self) -> None:
