@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import json
 import os
 import socket
 import subprocess
@@ -579,6 +580,10 @@ def test_bad_ports_and_addresses():
             s.send(b"x")                                   # no port, not connected
         with pytest.raises(socket.gaierror):
             s.send(b"x", 9, "no-such-host.invalid")
+        with pytest.raises(ValueError):
+            s.send(b"x", 9, "::1")                          # IPv6 on a 'udp4' socket
+        with pytest.raises(ValueError):
+            s.bind(0, "::1")
 
 
 def test_everything_on_a_closed_socket_raises():
@@ -639,7 +644,8 @@ print(s.address().port, flush=True)
 def _start_ref_script(mode: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-c", _REF_SCRIPT, mode], cwd=REPO_ROOT,
                             stdout=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+                            env={**os.environ, "PYTHONPATH": os.pathsep.join(
+                                filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))})
 
 
 def test_unref_socket_does_not_keep_the_interpreter_alive():
@@ -677,3 +683,37 @@ def test_repr_and_context_manager():
         s.bind(0, "127.0.0.1")
         assert "127.0.0.1" in repr(s)
     assert s.closed and "closed" in repr(s)
+
+
+# ---- the kernel send queue, made visible by a slow link ------------------------------------------
+_QUEUE_SCRIPT = r"""
+import json, time
+from udt import dgram
+with dgram.create_socket("udp4") as s:
+    s.bind(0, "10.2.0.1")
+    for _ in range(20):
+        s.send(bytes(1000), 9, "10.2.0.2")
+    queued = s.get_send_queue_size()
+    deadline = time.monotonic() + 20
+    while s.get_send_queue_size() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    print(json.dumps({"queued": queued, "drained": s.get_send_queue_size()}))
+"""
+
+
+@pytest.mark.netns
+def test_send_queue_size_shows_datagrams_held_by_a_slow_link():
+    """Datagrams waiting in a 1 Mbit/s token-bucket qdisc still count against the socket: the
+    send queue size is non-zero right after a burst and drains to zero."""
+    from netns import Topology, require_netns
+
+    require_netns()
+    with Topology() as net:
+        a, b = net.namespace("q-a"), net.namespace("q-b")
+        link = net.veth(a, b, ipv4=("10.2.0.1/24", "10.2.0.2/24"))
+        a.run(["tc", "qdisc", "add", "dev", link.left_name, "root", "tbf", "rate", "1mbit",
+               "burst", "2000", "limit", "100000"])
+        result = a.python(_QUEUE_SCRIPT)
+        figures = json.loads(result.stdout.strip().splitlines()[-1])
+    assert figures["queued"] > 10 * 1000
+    assert figures["drained"] == 0

@@ -465,10 +465,13 @@ class Socket:
         if not isinstance(host, str):
             raise TypeError(f"address must be a str, not {type(host).__name__}")
         try:
-            ipaddress.ip_address(host)
-            return host
+            literal = ipaddress.ip_address(host)
         except ValueError:
-            pass
+            literal = None
+        if literal is not None:
+            if literal.version == 6 and self._family == _socket.AF_INET:
+                raise ValueError(f"{host} is an IPv6 address; this is a 'udp4' socket")
+            return host                  # an IPv4 literal on 'udp6' becomes ::ffff:a.b.c.d
         resolved = self._lookup(host, self._family)
         if not isinstance(resolved, str):
             raise TypeError(f"lookup() must return an address string, not {resolved!r}")
