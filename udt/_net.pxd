@@ -272,6 +272,7 @@ cdef class Channel:
     cdef bint _gso
     cdef bint _gro
     cdef int _max_payload
+    cdef uint32_t _gso_segment_limit    # lowered when a GSO run of larger segments got EINVAL
     # Python-level receive path when GRO is on: one shared GRO batch under a lock.
     cdef RecvBatch _rx
     cdef int _rx_next

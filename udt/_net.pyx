@@ -695,6 +695,7 @@ cdef class Channel:
         self._closed = 0
         self._released = 0
         self._max_payload = MAX_UDP_PAYLOAD_V4 if family == AF_INET else MAX_UDP_PAYLOAD_V6
+        self._gso_segment_limit = self._max_payload
         try:
             if reuse_addr:
                 check(_set_int_option(fd, SOL_SOCKET, SO_REUSEADDR, 1))
@@ -818,7 +819,7 @@ cdef class Channel:
             message.msg_hdr.msg_flags = 0
             j = i + 1
             segment = batch.length[i]
-            if use_gso and segment > 0:
+            if use_gso and 0 < segment <= self._gso_segment_limit:
                 total = segment
                 while (j < batch.count and j - i < GSO_MAX_SEGMENTS
                        and batch.length[j - 1] == segment and 0 < batch.length[j] <= segment
@@ -852,6 +853,7 @@ cdef class Channel:
         cdef int result, messages, first = 0, sent, t, error
         cdef int start = batch.done
         cdef bint use_gso = self._gso
+        cdef uint32_t suspect_segment = 0
         cdef long long deadline = -1 if timeout_us < 0 else udt_monotonic_us() + timeout_us
         if batch.done >= batch.count:
             return 0
@@ -865,6 +867,9 @@ cdef class Channel:
                 for t in range(first, first + sent):
                     batch.done += batch.message_datagrams[t]
                 first += sent
+                if suspect_segment and suspect_segment <= self._gso_segment_limit:
+                    self._gso_segment_limit = suspect_segment - 1
+                suspect_segment = 0
                 continue
             error = errno
             if error == EINTR:
@@ -877,11 +882,16 @@ cdef class Channel:
                 if result < 0:
                     break
                 continue
-            if use_gso and batch.message_datagrams[first] > 1 and (error == EIO or error == EINVAL):
-                # The path cannot segment this run (no checksum offload: EIO, for good; a segment
-                # above the device MTU: EINVAL, for this batch): send the rest one by one.
+            if use_gso and batch.message_datagrams[first] > 1 and (
+                    error == EIO or error == EINVAL or error == EMSGSIZE):
+                # The path cannot segment this run. EIO: the device has no checksum offload (older
+                # kernels), so GSO is off for good. EMSGSIZE or EINVAL: a segment above the path
+                # MTU (GSO never fragments; the run itself is within the UDP limits); if the same
+                # datagrams then go out one by one (fragmented), GSO stops for segments this large.
                 if error == EIO:
                     self._gso = False
+                else:
+                    suspect_segment = batch.length[batch.done]
                 use_gso = False
                 messages = self._plan_messages(batch, False)
                 first = 0
@@ -965,6 +975,11 @@ cdef class Channel:
     def gso_enabled(self) -> bool:
         """Batches are sent as GSO runs (supported, asked for, and not disabled by an EIO)."""
         return self._gso
+
+    @property
+    def gso_segment_limit(self) -> int:
+        """The largest segment sent with GSO: lowered when the path refused a larger one."""
+        return self._gso_segment_limit
 
     @property
     def gro_enabled(self) -> bool:
