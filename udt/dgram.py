@@ -58,7 +58,7 @@ import socket as _socket
 import threading
 import weakref
 from collections import deque
-from typing import Any, Callable, Iterable, NamedTuple, Optional, Sequence, Union
+from typing import Any, Callable, NamedTuple, Optional, Sequence, Union
 
 from udt import _mcast
 from udt._net import Channel
@@ -402,7 +402,7 @@ class Socket:
         self._recv_buffer_size = recv_buffer_size
         self._send_buffer_size = send_buffer_size
         self._lock = threading.RLock()
-        self._closed = False
+        self._closed = True                   # until the channel exists
         self._bound = False
         self._peer: Optional[tuple] = None
         self._memberships: dict[tuple, Membership] = {}
@@ -410,6 +410,7 @@ class Socket:
         self._queue: deque = deque()          # (callable, args) for the worker, in order
         self._worker: Optional[threading.Thread] = None
         self._worker_polling = False
+        self._reader_failed = False           # poll() itself failed: stop feeding listeners
         self._work_ready = threading.Condition(self._lock)
         self._pending_sends = 0
         self._referenced = True
@@ -423,6 +424,7 @@ class Socket:
         except BaseException:
             self._channel.close()
             raise
+        self._closed = False
         _live_sockets.add(self)
         if callback is not None:
             self.on("message", callback)
@@ -450,7 +452,10 @@ class Socket:
         if self._closed:
             state = "closed"
         elif self._bound:
-            state = f"bound={self.address()}"
+            try:
+                state = "bound=%s:%d" % self.address()[::2]
+            except OSError:
+                state = "bound"
         else:
             state = "unbound"
         return f"<udt.dgram.Socket {self._type} {state}>"
@@ -1141,7 +1146,8 @@ class Socket:
                 self._wake_worker()
 
     def _reading(self) -> bool:
-        return self._bound and not self._closed and bool(self._listeners["message"])
+        return (self._bound and not self._closed and not self._reader_failed
+                and bool(self._listeners["message"]))
 
     def _wake_worker(self) -> None:
         """Caller holds the lock."""
@@ -1209,6 +1215,9 @@ class Socket:
             except OSError as error:
                 ready = 0
                 if not self._closed:
+                    # Not a datagram error but the wait itself: retrying would spin.
+                    with self._lock:
+                        self._reader_failed = True
                     self._emit("error", error)
             finally:
                 with self._lock:
