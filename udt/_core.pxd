@@ -126,7 +126,7 @@ cdef enum ErrorCode:
     ERR_PEER = 7000
 
 # Why a datagram was dropped as invalid (index into Stats.invalid[]).
-cdef enum InvalidReason:
+cdef enum:                          # InvalidReason
     INVALID_TOO_SHORT = 0            # shorter than a header (or than the control type needs)
     INVALID_CONTROL_TYPE = 1         # unknown control type
     INVALID_LENGTH = 2               # control CIF of a wrong size
@@ -166,7 +166,9 @@ cdef struct CCState:
     int mss
     int max_cwnd                # flight flag size negotiated (cap of the window)
     int32_t snd_curr_seq        # largest sequence number sent so far
-    int64_t max_bw_period_us    # pacing floor from UDT_MAXBW (0 = none); the engine enforces it
+    double max_bw_period_us     # pacing floor from UDT_MAXBW (0 = none); the engine enforces it
+    bint want_pkt_sent          # call ops.on_pkt_sent (set by the CC's init; off = no per-packet cost)
+    bint want_pkt_received      # call ops.on_pkt_received
     # --- native DAIMD state (spec §7) ---
     bint slow_start
     bint loss_since_increase
@@ -266,6 +268,7 @@ cdef struct RecvBuffer:
     int head                    # slot of read_seq
     int32_t read_seq            # first sequence not yet consumed by the application
     int32_t read_offset         # bytes of the head slot already read (stream mode)
+    int32_t frontier_seq        # first sequence not yet received in order (the ACK point)
     int64_t contiguous_bytes    # stream: bytes readable from read_seq up to the first hole
     int32_t ooo_messages        # message mode: complete out-of-order messages waiting
 
@@ -351,6 +354,9 @@ cdef struct Conn:
     bint rendezvous
     bint peer_shutdown          # peer sent SHUTDOWN
     bint closing                # conn_close called, draining
+    bint is_server              # created by conn_accept (answers duplicate conclusions)
+    bint buffers_ready          # buffers and loss lists allocated
+    bint cc_ready               # CC ops.init called (ops.close due in conn_free)
     int mss                     # negotiated
     int payload_size            # what we put in one data packet
     int recv_payload_size       # largest payload we accept (mss - 44, as UDT4 sends)
@@ -365,6 +371,8 @@ cdef struct Conn:
     int64_t hs_next_time        # next (re)transmission of our request
     int64_t connect_deadline
     bint hs_peer_seen           # rendezvous: a handshake from the peer was received
+    int peer_mss                # from the peer's handshake (rendezvous completion)
+    int peer_flight_flag_size
     bint hs_reply_due           # answer a handshake with the stored response
     uint8_t hs_response[HANDSHAKE_SIZE]   # stored response (server) / agreement (rendezvous)
     bint hs_response_valid
@@ -383,6 +391,7 @@ cdef struct Conn:
     int64_t delivery_rate       # pkts/s, from ACK word 4
     int64_t bandwidth           # pkts/s, from ACK word 5
     int64_t next_send_time      # pacing schedule
+    double next_send_exact      # the same with sub-µs precision (period may be < 1 µs apart)
     int64_t snd_busy_since      # start of the current "buffer not empty" period (stats)
     int32_t last_ack2_ack_no
     int32_t pending_ack2[PENDING_ACK2]

@@ -1,0 +1,114 @@
+# Native congestion control: UDT's DAIMD ("CUDTCC", spec §7), without UDT4's ceil() of the
+# period and its inverted cwnd/(RTT+RC) slow-start exit formula.  Included by udt/_core.pyx.
+
+cdef enum:
+    RC_INTERVAL_US = 10000       # rate control interval = SYN
+
+
+cdef inline double _cc_rate_period(CCState* cc) noexcept nogil:
+    """Packet period matching the peer's receive rate, or the window over RTT+RC."""
+    if cc.rcv_rate > 0:
+        return 1e6 / <double>cc.rcv_rate
+    if cc.cwnd > 0:
+        return <double>(cc.rtt_us + RC_INTERVAL_US) / cc.cwnd
+    return 1.0
+
+
+cdef void native_cc_init(CCState* cc, int64_t now) noexcept nogil:
+    cc.cwnd = 16.0
+    cc.period_us = 1.0
+    cc.slow_start = True
+    cc.loss_since_increase = False
+    cc.last_ack = cc.snd_curr_seq + 1 if cc.snd_curr_seq < SEQ_MAX else 0
+    cc.last_dec_seq = cc.snd_curr_seq
+    cc.last_dec_period = 1.0
+    cc.avg_nak = 1
+    cc.nak_count = 1
+    cc.dec_count = 1
+    cc.dec_random = 1
+    cc.last_rc_time = now
+
+
+cdef void native_cc_on_ack(CCState* cc, int32_t ack, int64_t now) noexcept nogil:
+    cdef double b, inc, bandwidth
+    if now - cc.last_rc_time < RC_INTERVAL_US:
+        return
+    cc.last_rc_time = now
+    if cc.slow_start:
+        if seq_cmp(ack, cc.last_ack) > 0:
+            cc.cwnd += <double>seq_off(cc.last_ack, ack)
+        cc.last_ack = ack
+        if cc.cwnd > cc.max_cwnd:
+            cc.slow_start = False
+            cc.period_us = _cc_rate_period(cc)
+        else:
+            return
+    else:
+        cc.last_ack = ack
+        cc.cwnd = <double>cc.rcv_rate * <double>(cc.rtt_us + RC_INTERVAL_US) / 1e6 + 16.0
+    if cc.loss_since_increase:
+        cc.loss_since_increase = False
+        return
+    bandwidth = <double>cc.bandwidth
+    b = bandwidth - 1e6 / cc.period_us
+    if cc.period_us > cc.last_dec_period and bandwidth / 9.0 < b:
+        b = bandwidth / 9.0
+    if b <= 0:
+        inc = 0.01
+    else:
+        inc = pow(10.0, ceil(log10(b * cc.mss * 8.0))) * 0.0000015 / cc.mss
+        if inc < 0.01:
+            inc = 0.01
+    cc.period_us = (cc.period_us * RC_INTERVAL_US) / (cc.period_us * inc + RC_INTERVAL_US)
+
+
+cdef void native_cc_on_loss(CCState* cc, const int32_t* loss, int count, int64_t now) noexcept nogil:
+    cdef int32_t first_lost
+    if count <= 0:
+        return
+    if cc.slow_start:
+        cc.slow_start = False
+        if cc.rcv_rate > 0:
+            cc.period_us = 1e6 / <double>cc.rcv_rate
+            return
+        cc.period_us = _cc_rate_period(cc)
+    cc.loss_since_increase = True
+    first_lost = <int32_t>(<uint32_t>loss[0] & SEQ_MAX)
+    if seq_cmp(first_lost, cc.last_dec_seq) > 0:
+        cc.last_dec_period = cc.period_us
+        cc.period_us *= 1.125
+        cc.avg_nak = <int>ceil(cc.avg_nak * 0.875 + cc.nak_count * 0.125)
+        cc.nak_count = 1
+        cc.dec_count = 1
+        cc.last_dec_seq = cc.snd_curr_seq
+        cc.dec_random = <int>ceil(cc.avg_nak * (<double>(splitmix64(&cc.rng) >> 11) / 9007199254740992.0))
+        if cc.dec_random < 1:
+            cc.dec_random = 1
+    else:
+        cc.dec_count += 1
+        if cc.dec_count <= 5:
+            cc.nak_count += 1
+            if cc.nak_count % cc.dec_random == 0:
+                cc.period_us *= 1.125
+                cc.last_dec_seq = cc.snd_curr_seq
+
+
+cdef void native_cc_on_timeout(CCState* cc, int64_t now) noexcept nogil:
+    if cc.slow_start:
+        cc.slow_start = False
+        cc.period_us = _cc_rate_period(cc)
+
+
+cdef CCOps NATIVE_CC_OPS
+NATIVE_CC_OPS.init = native_cc_init
+NATIVE_CC_OPS.close = NULL
+NATIVE_CC_OPS.on_ack = native_cc_on_ack
+NATIVE_CC_OPS.on_loss = native_cc_on_loss
+NATIVE_CC_OPS.on_timeout = native_cc_on_timeout
+NATIVE_CC_OPS.on_pkt_sent = NULL
+NATIVE_CC_OPS.on_pkt_received = NULL
+NATIVE_CC_OPS.on_custom = NULL
+
+
+cdef const CCOps* native_cc_ops() noexcept nogil:
+    return &NATIVE_CC_OPS

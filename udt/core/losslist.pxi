@@ -1,0 +1,194 @@
+# Range-compressed loss lists (sender and receiver, spec §5): a sorted array of inclusive
+# [first, last] ranges of 31-bit sequence numbers that all lie within half the sequence space.
+# Memory is allocated once (capacity ranges) when the connection's buffers are created.
+# Included by udt/_core.pyx.
+
+
+cdef int losslist_alloc(LossList* ll, int capacity) noexcept nogil:
+    ll.first = <int32_t*>malloc(capacity * sizeof(int32_t))
+    ll.last = <int32_t*>malloc(capacity * sizeof(int32_t))
+    ll.count = 0
+    ll.length = 0
+    ll.capacity = capacity
+    if ll.first == NULL or ll.last == NULL:
+        losslist_free(ll)
+        return -1
+    return 0
+
+
+cdef void losslist_free(LossList* ll) noexcept nogil:
+    free(ll.first)
+    free(ll.last)
+    ll.first = NULL
+    ll.last = NULL
+    ll.count = 0
+    ll.capacity = 0
+    ll.length = 0
+
+
+cdef inline int losslist_lower(LossList* ll, int32_t seq) noexcept nogil:
+    """Index of the first range whose last >= seq (count if none)."""
+    cdef int lo = 0, hi = ll.count, mid
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if seq_cmp(ll.last[mid], seq) < 0:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+cdef int64_t losslist_insert(LossList* ll, int32_t first, int32_t last) noexcept nogil:
+    """Add [first, last]; merges with overlapping/adjacent ranges.  Returns how many sequence
+    numbers were new, or -1 when the range array is full (nothing changed)."""
+    cdef int i, j, k
+    cdef int64_t removed = 0, added
+    cdef int32_t nf, nl
+    if seq_cmp(first, last) > 0:
+        return 0
+    # first range that could touch [first, last]: its last >= first - 1
+    i = losslist_lower(ll, seq_dec(first))
+    j = i
+    nf = first
+    nl = last
+    while j < ll.count and seq_cmp(ll.first[j], seq_inc(last)) <= 0:
+        if seq_cmp(ll.first[j], nf) < 0:
+            nf = ll.first[j]
+        if seq_cmp(ll.last[j], nl) > 0:
+            nl = ll.last[j]
+        removed += seq_off(ll.first[j], ll.last[j]) + 1
+        j += 1
+    added = seq_off(nf, nl) + 1 - removed
+    if i == j:
+        if ll.count >= ll.capacity:
+            return -1
+        if i < ll.count:
+            memmove(&ll.first[i + 1], &ll.first[i], (ll.count - i) * sizeof(int32_t))
+            memmove(&ll.last[i + 1], &ll.last[i], (ll.count - i) * sizeof(int32_t))
+        ll.count += 1
+    elif j - i > 1:
+        k = ll.count - j
+        if k > 0:
+            memmove(&ll.first[i + 1], &ll.first[j], k * sizeof(int32_t))
+            memmove(&ll.last[i + 1], &ll.last[j], k * sizeof(int32_t))
+        ll.count -= (j - i - 1)
+    ll.first[i] = nf
+    ll.last[i] = nl
+    ll.length += added
+    return added
+
+
+cdef bint losslist_contains(LossList* ll, int32_t seq) noexcept nogil:
+    cdef int i = losslist_lower(ll, seq)
+    return i < ll.count and seq_cmp(ll.first[i], seq) <= 0
+
+
+cdef bint losslist_remove(LossList* ll, int32_t seq) noexcept nogil:
+    """Remove one sequence number; True if it was present.  May split a range (needs one free
+    slot; when the array is full the split keeps the larger half and drops the rest)."""
+    cdef int i = losslist_lower(ll, seq)
+    if i >= ll.count or seq_cmp(ll.first[i], seq) > 0:
+        return False
+    ll.length -= 1
+    if ll.first[i] == seq and ll.last[i] == seq:
+        if i + 1 < ll.count:
+            memmove(&ll.first[i], &ll.first[i + 1], (ll.count - i - 1) * sizeof(int32_t))
+            memmove(&ll.last[i], &ll.last[i + 1], (ll.count - i - 1) * sizeof(int32_t))
+        ll.count -= 1
+    elif ll.first[i] == seq:
+        ll.first[i] = seq_inc(seq)
+    elif ll.last[i] == seq:
+        ll.last[i] = seq_dec(seq)
+    else:
+        if ll.count >= ll.capacity:
+            # cannot split: forget the lower half (the receiver re-discovers it via EXP/NAK)
+            ll.length -= seq_off(ll.first[i], seq)
+            ll.first[i] = seq_inc(seq)
+            return True
+        memmove(&ll.first[i + 1], &ll.first[i], (ll.count - i) * sizeof(int32_t))
+        memmove(&ll.last[i + 1], &ll.last[i], (ll.count - i) * sizeof(int32_t))
+        ll.count += 1
+        ll.last[i] = seq_dec(seq)
+        ll.first[i + 1] = seq_inc(seq)
+    return True
+
+
+cdef int64_t losslist_remove_range(LossList* ll, int32_t first, int32_t last) noexcept nogil:
+    """Remove every number in [first, last]; returns how many were present."""
+    cdef int64_t n = 0
+    cdef int32_t s
+    cdef int i
+    if seq_cmp(first, last) > 0:
+        return 0
+    while True:
+        i = losslist_lower(ll, first)
+        if i >= ll.count or seq_cmp(ll.first[i], last) > 0:
+            return n
+        s = ll.first[i] if seq_cmp(ll.first[i], first) > 0 else first
+        # remove [s, min(last, ll.last[i])] from range i
+        if seq_cmp(ll.first[i], s) < 0 and seq_cmp(ll.last[i], last) > 0:
+            # strictly inside: split
+            if ll.count >= ll.capacity:
+                n += seq_off(ll.first[i], last) + 1
+                ll.length -= seq_off(ll.first[i], last) + 1
+                ll.first[i] = seq_inc(last)
+                return n
+            memmove(&ll.first[i + 1], &ll.first[i], (ll.count - i) * sizeof(int32_t))
+            memmove(&ll.last[i + 1], &ll.last[i], (ll.count - i) * sizeof(int32_t))
+            ll.count += 1
+            ll.last[i] = seq_dec(s)
+            ll.first[i + 1] = seq_inc(last)
+            n += seq_off(s, last) + 1
+            ll.length -= seq_off(s, last) + 1
+            return n
+        if seq_cmp(ll.first[i], s) < 0:
+            # cut the tail of range i
+            n += seq_off(s, ll.last[i]) + 1
+            ll.length -= seq_off(s, ll.last[i]) + 1
+            ll.last[i] = seq_dec(s)
+            first = seq_inc(ll.last[i])
+            continue
+        if seq_cmp(ll.last[i], last) > 0:
+            # cut the head of range i
+            n += seq_off(ll.first[i], last) + 1
+            ll.length -= seq_off(ll.first[i], last) + 1
+            ll.first[i] = seq_inc(last)
+            return n
+        # range i entirely inside: delete it
+        n += seq_off(ll.first[i], ll.last[i]) + 1
+        ll.length -= seq_off(ll.first[i], ll.last[i]) + 1
+        if i + 1 < ll.count:
+            memmove(&ll.first[i], &ll.first[i + 1], (ll.count - i - 1) * sizeof(int32_t))
+            memmove(&ll.last[i], &ll.last[i + 1], (ll.count - i - 1) * sizeof(int32_t))
+        ll.count -= 1
+
+
+cdef void losslist_remove_before(LossList* ll, int32_t seq) noexcept nogil:
+    """Remove every number < seq (acknowledged)."""
+    cdef int i = losslist_lower(ll, seq)
+    cdef int k
+    for k in range(i):
+        ll.length -= seq_off(ll.first[k], ll.last[k]) + 1
+    if i > 0:
+        if i < ll.count:
+            memmove(&ll.first[0], &ll.first[i], (ll.count - i) * sizeof(int32_t))
+            memmove(&ll.last[0], &ll.last[i], (ll.count - i) * sizeof(int32_t))
+        ll.count -= i
+    if ll.count > 0 and seq_cmp(ll.first[0], seq) < 0:
+        ll.length -= seq_off(ll.first[0], seq)
+        ll.first[0] = seq
+
+
+cdef int32_t losslist_pop_first(LossList* ll) noexcept nogil:
+    """Remove and return the smallest number, -1 if empty."""
+    cdef int32_t s
+    if ll.count == 0:
+        return -1
+    s = ll.first[0]
+    losslist_remove(ll, s)
+    return s
+
+
+cdef void losslist_clear(LossList* ll) noexcept nogil:
+    ll.count = 0
+    ll.length = 0

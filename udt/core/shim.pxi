@@ -1,0 +1,475 @@
+# Python-visible test shim: drives one engine (Endpoint) or a listener (ListenerShim) with
+# bytes and an explicit `now`, plus codec helpers.  Used by tests/test_engine_*.py; not a public
+# API (the socket layer uses the C API).  Included by udt/_core.pyx.
+
+import socket as _pysocket
+from udt._net cimport htons, ntohs
+
+INVALID_REASONS = (
+    "too_short", "control_type", "length", "handshake", "ack_range", "nak_range", "ack2",
+    "data_seq", "data_length", "drop_request", "state", "wrong_peer", "cookie", "buffer_full",
+)
+
+cdef enum:
+    SHIM_OUT_SIZE = 65536
+
+
+cdef int _to_sockaddr(object address, sockaddr_storage* out) except -1:
+    cdef sockaddr_in* a4
+    cdef sockaddr_in6* a6
+    cdef bytes packed
+    host, port = address[0], int(address[1])
+    memset(out, 0, sizeof(sockaddr_storage))
+    if ":" in host:
+        packed = _pysocket.inet_pton(_pysocket.AF_INET6, host)
+        a6 = <sockaddr_in6*>out
+        a6.sin6_family = AF_INET6_VALUE
+        a6.sin6_port = htons(port)
+        memcpy(&a6.sin6_addr, <const char*>packed, 16)
+    else:
+        packed = _pysocket.inet_pton(_pysocket.AF_INET, host)
+        a4 = <sockaddr_in*>out
+        a4.sin_family = AF_INET_VALUE
+        a4.sin_port = htons(port)
+        memcpy(&a4.sin_addr, <const char*>packed, 4)
+    return 0
+
+
+cdef dict _stats_dict(Stats* s):
+    d = {
+        "ms_timestamp": s.ms_timestamp,
+        "pkt_sent_total": s.pkt_sent_total, "pkt_recv_total": s.pkt_recv_total,
+        "pkt_snd_loss_total": s.pkt_snd_loss_total, "pkt_rcv_loss_total": s.pkt_rcv_loss_total,
+        "pkt_retrans_total": s.pkt_retrans_total,
+        "pkt_sent_ack_total": s.pkt_sent_ack_total, "pkt_recv_ack_total": s.pkt_recv_ack_total,
+        "pkt_sent_nak_total": s.pkt_sent_nak_total, "pkt_recv_nak_total": s.pkt_recv_nak_total,
+        "us_snd_duration_total": s.us_snd_duration_total,
+        "bytes_sent_total": s.bytes_sent_total, "bytes_recv_total": s.bytes_recv_total,
+        "pkt_dropped_total": s.pkt_dropped_total,
+        "pkt_sent": s.pkt_sent, "pkt_recv": s.pkt_recv, "pkt_snd_loss": s.pkt_snd_loss,
+        "pkt_rcv_loss": s.pkt_rcv_loss, "pkt_retrans": s.pkt_retrans,
+        "pkt_sent_ack": s.pkt_sent_ack, "pkt_recv_ack": s.pkt_recv_ack,
+        "pkt_sent_nak": s.pkt_sent_nak, "pkt_recv_nak": s.pkt_recv_nak,
+        "us_snd_duration": s.us_snd_duration,
+        "mbps_send_rate": s.mbps_send_rate, "mbps_recv_rate": s.mbps_recv_rate,
+        "us_pkt_snd_period": s.us_pkt_snd_period, "pkt_flow_window": s.pkt_flow_window,
+        "pkt_congestion_window": s.pkt_congestion_window, "pkt_flight_size": s.pkt_flight_size,
+        "ms_rtt": s.ms_rtt, "mbps_bandwidth": s.mbps_bandwidth,
+        "byte_avail_snd_buf": s.byte_avail_snd_buf, "byte_avail_rcv_buf": s.byte_avail_rcv_buf,
+        "duplicate_packets": s.duplicate_packets,
+    }
+    d["invalid"] = {INVALID_REASONS[i]: s.invalid[i] for i in range(INVALID_REASON_COUNT)}
+    return d
+
+
+cdef class AcceptedRequest:
+    """A listener's AcceptRequest, handed to Endpoint.accept."""
+    cdef AcceptRequest req
+
+    @property
+    def peer_socket_id(self):
+        return self.req.peer_socket_id
+
+    @property
+    def isn(self):
+        return self.req.isn
+
+    @property
+    def mss(self):
+        return self.req.mss
+
+    @property
+    def sock_type(self):
+        return self.req.sock_type
+
+    @property
+    def peer_flight_flag_size(self):
+        return self.req.peer_flight_flag_size
+
+    @property
+    def self_ip(self):
+        return bytes(self.req.self_ip[:16])
+
+
+cdef class ListenerShim:
+    """The stateless listener driven with bytes: handle() -> (verdict, reply, request)."""
+    cdef Listener lst
+    cdef uint8_t out[HANDSHAKE_SIZE]
+
+    def __cinit__(self, bytes key=b"k" * 16, int sock_type=1, int mss=1500, int ffs=8192,
+                  int64_t now=0, int64_t slice_us=0):
+        if len(key) != 16:
+            raise ValueError("key must be 16 bytes")
+        listener_init(&self.lst, <const uint8_t*><const char*>key, sock_type, mss, ffs, now)
+        if slice_us > 0:
+            self.lst.slice_us = slice_us
+
+    def handle(self, bytes data, object peer, int64_t now):
+        cdef sockaddr_storage addr
+        cdef size_t out_len = 0
+        cdef AcceptedRequest req = AcceptedRequest()
+        _to_sockaddr(peer, &addr)
+        verdict = listener_on_handshake(&self.lst, <const uint8_t*><const char*>data, len(data),
+                                        &addr, now, self.out, HANDSHAKE_SIZE, &out_len, &req.req)
+        reply = bytes(self.out[:out_len]) if out_len else None
+        return verdict, reply, (req if verdict == LISTENER_ACCEPT else None)
+
+    def reject(self, AcceptedRequest req):
+        n = listener_reject(&self.lst, &req.req, self.out, HANDSHAKE_SIZE)
+        return bytes(self.out[:n])
+
+    @property
+    def invalid(self):
+        return {INVALID_REASONS[i]: self.lst.invalid[i] for i in range(INVALID_REASON_COUNT)}
+
+    @property
+    def accepted(self):
+        return self.lst.accepted
+
+    @property
+    def rejected(self):
+        return self.lst.rejected
+
+    @property
+    def inductions(self):
+        return self.lst.inductions
+
+
+cdef class Endpoint:
+    """One engine connection driven with bytes and an explicit fake clock (µs)."""
+    cdef Conn* c
+    cdef uint8_t* out
+    cdef object _cc
+
+    def __cinit__(self, uint32_t socket_id=1, *, int64_t now=0, int mss=1500, int sock_type=1,
+                  bint rendezvous=False, int snd_buf=8192, int rcv_buf=8192, int ffs=25600,
+                  int64_t broken_timeout_us=0, int64_t linger_us=3000000,
+                  int64_t msg_ttl_us=-1, int64_t max_bandwidth=-1, uint64_t seed=1,
+                  object cc=None, int64_t connect_timeout_us=0):
+        cdef ConnOptions opts
+        conn_options_default(&opts)
+        opts.mss = mss
+        opts.sock_type = sock_type
+        opts.rendezvous = rendezvous
+        opts.snd_buf_packets = snd_buf
+        opts.rcv_buf_packets = rcv_buf
+        opts.flight_flag_size = ffs
+        if broken_timeout_us > 0:
+            opts.broken_timeout_us = broken_timeout_us
+        opts.linger_us = linger_us
+        opts.msg_ttl_us = msg_ttl_us
+        opts.max_bandwidth = max_bandwidth
+        opts.random_seed = seed
+        opts.connect_timeout_us = connect_timeout_us
+        if cc is not None:
+            opts.cc_ops = python_cc_ops()
+            opts.cc_user = <void*>cc
+            self._cc = cc
+        self.c = <Conn*>calloc(1, sizeof(Conn))
+        self.out = <uint8_t*>malloc(SHIM_OUT_SIZE)
+        if self.c == NULL or self.out == NULL:
+            raise MemoryError()
+        rc = conn_init(self.c, &opts, socket_id, now)
+        if rc < 0:
+            raise ValueError(f"conn_init failed: {-rc}")
+
+    def __dealloc__(self):
+        if self.c != NULL:
+            conn_free(self.c)
+            free(self.c)
+            self.c = NULL
+        free(self.out)
+        self.out = NULL
+
+    def connect(self, object address, int64_t now, isn=None):
+        cdef sockaddr_storage addr
+        _to_sockaddr(address, &addr)
+        rc = conn_connect(self.c, &addr, now)
+        if rc < 0:
+            raise OSError(-rc, "conn_connect failed")
+        if isn is not None:
+            self.c.isn = <int32_t>isn
+        return rc
+
+    def accept(self, AcceptedRequest req, int64_t now):
+        n = conn_accept(self.c, &req.req, now, self.out, SHIM_OUT_SIZE)
+        if n < 0:
+            return int(n)
+        return bytes(self.out[:n])
+
+    def receive(self, const uint8_t[:] data, int64_t now):
+        if data.shape[0] == 0:
+            return conn_on_datagram(self.c, self.out, 0, now)
+        return conn_on_datagram(self.c, &data[0], data.shape[0], now)
+
+    def next_datagram(self, int64_t now):
+        n = conn_next_datagram(self.c, now, self.out, SHIM_OUT_SIZE)
+        if n < 0:
+            raise OSError(-n, "conn_next_datagram failed")
+        return bytes(self.out[:n]) if n > 0 else None
+
+    def next_datagram_zc(self, int64_t now):
+        cdef const uint8_t* payload
+        cdef size_t plen
+        n = conn_next_datagram_zc(self.c, now, self.out, SHIM_OUT_SIZE, &payload, &plen)
+        if n <= 0:
+            return None
+        return bytes(self.out[:n]), (bytes(payload[:plen]) if plen else b"")
+
+    def next_send_time(self, int64_t now):
+        return conn_next_send_time(self.c, now)
+
+    def next_timer(self):
+        return conn_next_timer(self.c)
+
+    def on_timer(self, int64_t now):
+        return conn_on_timer(self.c, now)
+
+    def write(self, const uint8_t[:] data, int64_t now, int64_t ttl_us=-1, bint inorder=True):
+        if data.shape[0] == 0:
+            return conn_write(self.c, self.out, 0, ttl_us, inorder, now)
+        return conn_write(self.c, &data[0], data.shape[0], ttl_us, inorder, now)
+
+    def read(self, size_t n, int64_t now):
+        """bytes read, or a negative UDT error code."""
+        buf = bytearray(n)
+        cdef uint8_t* p = buf
+        r = conn_read(self.c, p, n, now)
+        if r < 0:
+            return int(r)
+        return bytes(buf[:r])
+
+    def read_message(self, size_t n, int64_t now):
+        """(bytes, full length, truncated) or a negative UDT error code."""
+        cdef size_t full = 0
+        cdef bint trunc = False
+        buf = bytearray(n if n > 0 else 1)
+        cdef uint8_t* p = buf
+        r = conn_read_message(self.c, p, n, &full, &trunc, now)
+        if r < 0:
+            return int(r)
+        return bytes(buf[:r]), full, bool(trunc)
+
+    def close(self, int64_t now):
+        return conn_close(self.c, now)
+
+    def abort(self, int64_t now):
+        return conn_abort(self.c, now)
+
+    def set_max_bandwidth(self, int64_t bps):
+        conn_set_max_bandwidth(self.c, bps)
+
+    def stats(self, int64_t now, bint clear=False):
+        cdef Stats s
+        conn_stats(self.c, &s, clear, now)
+        return _stats_dict(&s)
+
+    def set_cc(self, double period_us=-1, double cwnd=-1):
+        """Test hook: force the CC knobs."""
+        if period_us >= 0:
+            self.c.cc.period_us = period_us
+        if cwnd >= 0:
+            self.c.cc.cwnd = cwnd
+
+    @property
+    def state(self): return self.c.state
+    @property
+    def error(self): return self.c.error
+    @property
+    def readable_bytes(self): return conn_readable_bytes(self.c)
+    @property
+    def writable_bytes(self): return conn_writable_bytes(self.c)
+    @property
+    def pending_send_bytes(self): return conn_pending_send_bytes(self.c)
+    @property
+    def poll_events(self): return conn_poll_events(self.c)
+    @property
+    def socket_id(self): return self.c.socket_id
+    @property
+    def peer_socket_id(self): return self.c.peer_socket_id
+    @property
+    def isn(self): return self.c.isn
+    @property
+    def peer_isn(self): return self.c.peer_isn
+    @property
+    def mss(self): return self.c.mss
+    @property
+    def payload_size(self): return self.c.payload_size
+    @property
+    def rtt_us(self): return self.c.rtt_us
+    @property
+    def rttvar_us(self): return self.c.rttvar_us
+    @property
+    def flow_window(self): return self.c.flow_window
+    @property
+    def cwnd(self): return self.c.cc.cwnd
+    @property
+    def period_us(self): return self.c.cc.period_us
+    @property
+    def slow_start(self): return bool(self.c.cc.slow_start)
+    @property
+    def delivery_rate(self): return self.c.delivery_rate
+    @property
+    def bandwidth(self): return self.c.bandwidth
+    @property
+    def snd_una(self): return self.c.snd_una
+    @property
+    def snd_next_seq(self): return self.c.snd_next_seq
+    @property
+    def rcv_frontier(self): return self.c.rcv.frontier_seq
+    @property
+    def rcv_largest(self): return self.c.rcv_largest
+    @property
+    def snd_loss_length(self): return self.c.snd_loss.length
+    @property
+    def rcv_loss_length(self): return self.c.rcv_loss.length
+    @property
+    def exp_count(self): return self.c.exp_count
+    @property
+    def ack_no(self): return self.c.ack_no
+    @property
+    def peer_shutdown(self): return bool(self.c.peer_shutdown)
+    @property
+    def peer_ip(self): return bytes(self.c.peer_ip[:16])
+    @property
+    def hs_cookie(self): return self.c.hs_cookie
+    @property
+    def hs_req_type(self): return self.c.hs_req_type
+
+
+cdef class LossListShim:
+    """A loss list for unit tests."""
+    cdef LossList ll
+
+    def __cinit__(self, int capacity=64):
+        if losslist_alloc(&self.ll, capacity) < 0:
+            raise MemoryError()
+
+    def __dealloc__(self):
+        losslist_free(&self.ll)
+
+    def insert(self, int32_t first, int32_t last):
+        return losslist_insert(&self.ll, first, last)
+
+    def remove(self, int32_t seq):
+        return losslist_remove(&self.ll, seq)
+
+    def remove_range(self, int32_t first, int32_t last):
+        return losslist_remove_range(&self.ll, first, last)
+
+    def remove_before(self, int32_t seq):
+        losslist_remove_before(&self.ll, seq)
+
+    def pop_first(self):
+        return losslist_pop_first(&self.ll)
+
+    def contains(self, int32_t seq):
+        return losslist_contains(&self.ll, seq)
+
+    @property
+    def length(self):
+        return self.ll.length
+
+    def ranges(self):
+        return [(self.ll.first[i], self.ll.last[i]) for i in range(self.ll.count)]
+
+
+# ---- codec helpers ----
+def py_seq_cmp(int32_t a, int32_t b):
+    return seq_cmp(a, b)
+
+def py_seq_off(int32_t a, int32_t b):
+    return seq_off(a, b)
+
+def py_seq_add(int32_t a, int64_t n):
+    return seq_add(a, n)
+
+def py_msgno_inc(int32_t m):
+    return msgno_inc(m)
+
+def py_siphash24(bytes key, bytes data):
+    return siphash24(<const uint8_t*><const char*>key, <const uint8_t*><const char*>data, len(data))
+
+
+def peek(const uint8_t[:] data):
+    """packet_peek as a dict; raises ValueError(reason name) for invalid datagrams."""
+    cdef PacketInfo info
+    rc = packet_peek(&data[0] if data.shape[0] else NULL, data.shape[0], &info)
+    if rc < 0:
+        raise ValueError(INVALID_REASONS[-1 - rc])
+    return {"dst_id": info.dst_id, "kind": info.kind, "seq": info.seq,
+            "hs_req_type": info.hs_req_type, "hs_socket_id": info.hs_socket_id,
+            "hs_sock_type": info.hs_sock_type}
+
+
+def decode_packet(const uint8_t[:] data):
+    """Decode any datagram into a dict of its fields (handshake peer IP quirk undone)."""
+    cdef Handshake hs
+    cdef size_t n = data.shape[0]
+    if n < HEADER_SIZE:
+        raise ValueError("too_short")
+    cdef const uint8_t* p = &data[0]
+    w0 = get_u32(p)
+    w1 = get_u32(p + 4)
+    d = {"timestamp": get_u32(p + 8), "dst": get_u32(p + 12), "length": n}
+    if w0 & CONTROL_FLAG:
+        d.update(control=True, type=(w0 >> 16) & 0x7FFF, ext_type=w0 & 0xFFFF, info=w1,
+                 cif=[get_u32(p + HEADER_SIZE + 4 * i) for i in range((n - HEADER_SIZE) // 4)])
+        if d["type"] == PKT_HANDSHAKE and n == HANDSHAKE_SIZE:
+            handshake_decode(p + HEADER_SIZE, &hs)
+            d["handshake"] = {"version": hs.version, "sock_type": hs.sock_type, "isn": hs.isn,
+                              "mss": hs.mss, "flight_flag_size": hs.flight_flag_size,
+                              "req_type": hs.req_type, "socket_id": hs.socket_id,
+                              "cookie": hs.cookie, "peer_ip": bytes(hs.peer_ip[:16])}
+    else:
+        d.update(control=False, seq=w0 & SEQ_MAX, boundary=w1 >> 30, inorder=bool(w1 & MSG_INORDER_BIT),
+                 msgno=w1 & MSG_NUMBER_MASK, payload=bytes(data[HEADER_SIZE:]))
+    return d
+
+
+def encode_handshake(*, int version=4, int sock_type=1, int32_t isn=0, int mss=1500, int ffs=8192,
+                     int req_type=1, uint32_t socket_id=0, uint32_t cookie=0, bytes peer_ip=b"\0" * 16,
+                     uint32_t dst=0):
+    cdef Handshake hs
+    cdef uint8_t out[HANDSHAKE_SIZE]
+    hs.version = version
+    hs.sock_type = sock_type
+    hs.isn = isn
+    hs.mss = mss
+    hs.flight_flag_size = ffs
+    hs.req_type = req_type
+    hs.socket_id = socket_id
+    hs.cookie = cookie
+    if len(peer_ip) != 16:
+        raise ValueError("peer_ip must be 16 raw address bytes")
+    memcpy(hs.peer_ip, <const char*>peer_ip, 16)
+    handshake_encode(out, &hs, dst)
+    return bytes(out[:HANDSHAKE_SIZE])
+
+
+def encode_control(int ctrl_type, uint32_t info=0, uint32_t dst=0, cif=(0,), uint32_t timestamp=0):
+    """A control packet with the given CIF words."""
+    cdef uint8_t hdr[HEADER_SIZE]
+    put_header(hdr, control_word0(ctrl_type, 0), info, timestamp, dst)
+    body = bytearray(4 * len(cif))
+    for i, w in enumerate(cif):
+        body[4 * i:4 * i + 4] = (int(w) & 0xFFFFFFFF).to_bytes(4, "big")
+    return bytes(hdr[:HEADER_SIZE]) + bytes(body)
+
+
+def encode_data(int32_t seq, int boundary, bint inorder, int32_t msgno, uint32_t timestamp,
+                uint32_t dst, bytes payload):
+    cdef uint8_t hdr[HEADER_SIZE]
+    put_header(hdr, <uint32_t>seq & SEQ_MAX, msg_word(boundary, inorder, msgno), timestamp, dst)
+    return bytes(hdr[:HEADER_SIZE]) + payload
+
+
+# event / state constants for Python tests
+EVENTS = {"READABLE": EV_READABLE, "WRITABLE": EV_WRITABLE, "CONNECTED": EV_CONNECTED,
+          "CONNECT_FAILED": EV_CONNECT_FAILED, "BROKEN": EV_BROKEN, "CLOSED": EV_CLOSED,
+          "PEER_SHUTDOWN": EV_PEER_SHUTDOWN, "WANT_TRANSMIT": EV_WANT_TRANSMIT,
+          "PEER_ERROR": EV_PEER_ERROR}
+STATES = {"INIT": STATE_INIT, "OPENED": STATE_OPENED, "LISTENING": STATE_LISTENING,
+          "CONNECTING": STATE_CONNECTING, "CONNECTED": STATE_CONNECTED, "BROKEN": STATE_BROKEN,
+          "CLOSING": STATE_CLOSING, "CLOSED": STATE_CLOSED, "NONEXIST": STATE_NONEXIST}
+LISTENER_VERDICTS = {"DROP": LISTENER_DROP, "REPLY": LISTENER_REPLY, "ACCEPT": LISTENER_ACCEPT}
