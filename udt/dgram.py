@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import ipaddress
 import os
 import socket as _socket
@@ -183,6 +184,16 @@ def _ip(text: Any, what: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
         return ipaddress.ip_address(text)
     except ValueError:
         raise ValueError(f"{what} {text!r} is not an IP address") from None
+
+
+@functools.lru_cache(maxsize=1024)
+def _literal_version(host: str) -> int:
+    """4 or 6 for an IP literal, 0 for anything else (a name to look up); cached because every
+    send checks its destination."""
+    try:
+        return ipaddress.ip_address(host).version
+    except ValueError:
+        return 0
 
 
 def _check_port(port: Any, *, allow_zero: bool) -> int:
@@ -361,12 +372,13 @@ else:  # pragma: no cover - every supported CPython has it
 _thread_buffers = threading.local()
 
 
-def _receive_buffer() -> bytearray:
+def _receive_buffer() -> memoryview:
     """A per-thread buffer large enough for any datagram (pull-mode receives share nothing)."""
     buffer = getattr(_thread_buffers, "buffer", None)
     if buffer is None:
-        buffer = _thread_buffers.buffer = bytearray(_MAX_DATAGRAM)
+        buffer = _thread_buffers.buffer = memoryview(bytearray(_MAX_DATAGRAM))
     return buffer
+
 
 
 # ---- the socket ----------------------------------------------------------------------------------
@@ -413,6 +425,9 @@ class Socket:
         self._reader_failed = False           # poll() itself failed: stop feeding listeners
         self._work_ready = threading.Condition(self._lock)
         self._pending_sends = 0
+        self._last_destination: Optional[tuple] = None           # (address, port) as given
+        self._last_destination_resolved: Optional[tuple] = None  # ... with the address looked up
+        self._family_text = _family_name(family)
         self._referenced = True
         self._async_waiter: Optional[tuple[asyncio.AbstractEventLoop, asyncio.Future]] = None
         self._channel = Channel(family, reuse_addr=reuse_addr, reuse_port=reuse_port,
@@ -469,12 +484,9 @@ class Socket:
         """An IP literal for *host* (names go through ``lookup``)."""
         if not isinstance(host, str):
             raise TypeError(f"address must be a str, not {type(host).__name__}")
-        try:
-            literal = ipaddress.ip_address(host)
-        except ValueError:
-            literal = None
-        if literal is not None:
-            if literal.version == 6 and self._family == _socket.AF_INET:
+        version = _literal_version(host)
+        if version:
+            if version == 6 and self._family == _socket.AF_INET:
                 raise ValueError(f"{host} is an IPv6 address; this is a 'udp4' socket")
             return host                  # an IPv4 literal on 'udp6' becomes ::ffff:a.b.c.d
         resolved = self._lookup(host, self._family)
@@ -672,10 +684,16 @@ class Socket:
                 self._pending_sends += 1
         try:
             if destination is not None:
-                destination = (self._resolve(destination[0]), destination[1])
-            with self._lock:
-                self._check_open()
-                self._implicit_bind()
+                if destination == self._last_destination:
+                    destination = self._last_destination_resolved    # the channel caches it
+                else:
+                    key = destination
+                    destination = (self._resolve(destination[0]), destination[1])
+                    self._last_destination, self._last_destination_resolved = key, destination
+            if not self._bound:
+                with self._lock:
+                    self._check_open()
+                    self._implicit_bind()
             sent = self._channel.sendto(payload, destination)
         except OSError as error:
             if self._closed and not isinstance(error, SocketClosedError):
@@ -701,6 +719,8 @@ class Socket:
     @staticmethod
     def _payload(data: Any, offset: int, length: Optional[int]) -> Any:
         """Validate *data* and apply offset/length (Node allows them on one buffer only)."""
+        if data.__class__ is bytes and offset == 0 and length is None:
+            return data                                  # the common case, checked cheaply
         if isinstance(data, str) or (isinstance(data, (list, tuple))
                                      and any(isinstance(part, str) for part in data)):
             raise TypeError("data must be bytes-like (encode str first)")
@@ -729,7 +749,7 @@ class Socket:
 
     # ---- receiving ----
     def _rinfo(self, size: int, source: tuple) -> RemoteInfo:
-        return RemoteInfo(source[0], _family_name(self._family), source[1], size)
+        return _new_rinfo(RemoteInfo, (source[0], self._family_text, source[1], size))
 
     def _check_pull(self) -> None:
         self._check_open()
@@ -751,7 +771,7 @@ class Socket:
             if self._closed and error.errno == errno.EBADF:
                 raise SocketClosedError("the socket was closed") from None
             raise
-        return bytes(buffer[:size]), self._rinfo(size, source)
+        return buffer[:size].tobytes(), self._rinfo(size, source)
 
     def __aiter__(self) -> "Socket":
         return self
@@ -769,7 +789,7 @@ class Socket:
                     raise RuntimeError("another coroutine is already waiting for a datagram")
                 try:
                     size, source = self._channel.recvfrom_into(buffer, 0)
-                    return bytes(buffer[:size]), self._rinfo(size, source)
+                    return buffer[:size].tobytes(), self._rinfo(size, source)
                 except BlockingIOError:
                     pass
                 future = loop.create_future()
@@ -1189,7 +1209,7 @@ class Socket:
 
     def _run_worker(self) -> None:
         """Deliver queued events and callbacks; feed ``message`` listeners while any exist."""
-        buffer = bytearray(_MAX_DATAGRAM)
+        buffer = memoryview(bytearray(_MAX_DATAGRAM))
         while True:
             with self._lock:
                 while True:
@@ -1225,7 +1245,7 @@ class Socket:
             if ready:
                 self._read_burst(buffer)
 
-    def _read_burst(self, buffer: bytearray) -> None:
+    def _read_burst(self, buffer: memoryview) -> None:
         """Hand the datagrams waiting now (up to a burst) to the ``message`` listeners."""
         for _ in range(_READ_BURST):
             with self._lock:
@@ -1239,7 +1259,10 @@ class Socket:
                 if not self._closed:
                     self._emit("error", error)
                 return
-            self._dispatch("message", bytes(buffer[:size]), self._rinfo(size, source))
+            self._dispatch("message", buffer[:size].tobytes(), self._rinfo(size, source))
+
+
+_new_rinfo = tuple.__new__      # RemoteInfo without the Python-level __new__ (per datagram)
 
 
 def _resolve_future(future: asyncio.Future) -> None:
