@@ -119,7 +119,8 @@ POLLIN = C_POLLIN
 POLLOUT = C_POLLOUT
 
 cdef enum:
-    GRO_CONTROL_SPACE = 64         # room for the UDP_GRO cmsg (an int) with headers and padding
+    # Room for the UDP_GRO cmsg plus what other enabled options (packet info, timestamps) add.
+    GRO_CONTROL_SPACE = 256
     DEFAULT_SEND_DATAGRAMS = 1024
     PY_SCATTER_ON_STACK = 16
 
@@ -344,7 +345,7 @@ cdef void send_batch_free(CSendBatch* batch) noexcept nogil:
 cdef CRecvBatch* recv_batch_new(int slots, size_t slot_size, int max_datagrams) noexcept nogil:
     """``slots`` receive buffers of ``slot_size`` bytes (GRO needs GRO_BUFFER_SIZE) delivering at
     most ``max_datagrams`` datagrams per receive (0: every datagram a full GRO buffer can hold;
-    what does not fit stays pending for the next receive)."""
+    never fewer than ``slots``; what does not fit stays pending for the next receive)."""
     cdef CRecvBatch* batch
     cdef int i
     if slots <= 0 or slot_size == 0:
@@ -357,6 +358,8 @@ cdef CRecvBatch* recv_batch_new(int slots, size_t slot_size, int max_datagrams) 
     batch.control_size = GRO_CONTROL_SPACE
     if max_datagrams <= 0:
         max_datagrams = slots * (GRO_MAX_SEGMENTS if slot_size >= GRO_BUFFER_SIZE else 1)
+    elif max_datagrams < slots:
+        max_datagrams = slots                  # every receive buffer needs an entry at least
     batch.max_datagrams = max_datagrams
     batch.area = <char*>malloc(slots * slot_size)
     batch.messages = <mmsghdr*>calloc(slots, sizeof(mmsghdr))
@@ -498,9 +501,15 @@ cdef class SendBatch:
             raise ValueError("a datagram needs at least one buffer")
         if c.count >= c.max_datagrams or c.iov_count + pieces > c.max_iovecs:
             raise_errno(ENOBUFS)  # the batch is full
-        for i in range(pieces):
-            PyObject_GetBuffer(parts[i], &views[self._view_count], PyBUF_SIMPLE)
-            self._view_count += 1
+        try:
+            for i in range(pieces):
+                PyObject_GetBuffer(parts[i], &views[self._view_count], PyBUF_SIMPLE)
+                self._view_count += 1
+        except BaseException:
+            while self._view_count > first_view:      # not a bytes-like: undo this datagram
+                self._view_count -= 1
+                PyBuffer_Release(&views[self._view_count])
+            raise
         for i in range(pieces):
             c.iov[c.iov_count + i].iov_base = views[first_view + i].buf
             c.iov[c.iov_count + i].iov_len = views[first_view + i].len
@@ -615,7 +624,9 @@ cdef inline int64_t _timeout_us(object timeout) except? -2:
         raise ValueError("timeout must be a non-negative number or None")
     if seconds > 2000000.0:  # ~23 days: beyond that, waiting forever is what was meant
         return -1
-    return <int64_t>(seconds * 1e6 + 0.5) if seconds > 0 else 0
+    if seconds == 0:
+        return 0
+    return max(<int64_t>(seconds * 1e6 + 0.5), 1)   # a positive timeout never means "don't wait"
 
 
 cdef inline int _set_int_option(int fd, int level, int option, int value) noexcept nogil:
