@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
 import select
 import signal
@@ -33,6 +32,7 @@ from tools.impair import (
     parse_address,
     parse_burst,
     parse_duration,
+    parse_interval,
     parse_probability,
     parse_queue,
     parse_rate,
@@ -762,10 +762,12 @@ def test_cli_value_parsers():
     assert parse_queue("1MiB") == (1 << 20, None)
     assert parse_burst("5%,4").mean_burst == pytest.approx(4)
     assert parse_burst("ge:1%,25%,0,100%") == GilbertElliott(0.01, 0.25, 0.0, 1.0)
+    assert parse_interval("1") == 1.0 and parse_interval("250ms") == pytest.approx(0.25)
     assert parse_address("[::1]:9000") == ("::1", 9000) and parse_address("127.0.0.1:1") == ("127.0.0.1", 1)
     for parser, text in [(parse_duration, "20"), (parse_duration, "fast"), (parse_probability, "150%"),
                          (parse_rate, "100"), (parse_rate, "100mb"), (parse_queue, "lots"),
-                         (parse_burst, "5%"), (parse_address, "localhost"), (parse_address, "h:99999")]:
+                         (parse_burst, "5%"), (parse_address, "localhost"), (parse_address, "h:99999"),
+                         (parse_interval, "0"), (parse_interval, "soon")]:
         with pytest.raises(ValueError):
             parser(text)
 
@@ -796,6 +798,36 @@ def test_cli_relays_and_prints_counters_on_ctrl_c(ab, how):
     counters = json.loads(out.strip().splitlines()[-1])
     assert counters["a_to_b"]["received"] == counters["a_to_b"]["forwarded"] == 5
     assert counters["a_to_b"]["delay_min"] >= 0.005
+
+
+def test_cli_shapes_each_direction_separately_over_ipv6():
+    if not HAVE_IPV6:
+        pytest.skip("no IPv6 loopback here")
+    a, b = endpoint("::1"), endpoint("::1")
+    proc = subprocess.Popen([sys.executable, "-m", "tools.impair", "--listen", "[::1]:0",
+                             "--target", f"[::1]:{b.getsockname()[1]}", "--b-to-a-loss", "100%",
+                             "--stats-interval", "0.2", "--json"],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        banner = proc.stderr.readline()
+        relay_port = int(banner.split()[2].rsplit(":", 1)[1])
+        a.sendto(b"ping", ("::1", relay_port))
+        data, via = b.recvfrom(10)
+        assert data == b"ping"
+        b.sendto(b"pong", via)  # lost: B->A loses everything
+        periodic = json.loads(proc.stdout.readline())  # the --stats-interval report
+        while periodic["b_to_a"]["received"] < 1:
+            periodic = json.loads(proc.stdout.readline())
+        assert periodic["b_to_a"]["dropped_loss"] == 1 and periodic["a_to_b"]["forwarded"] == 1
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+        a.close()
+        b.close()
+    assert proc.returncode == 0
 
 
 def test_cli_rejects_bad_values_clearly():

@@ -1115,8 +1115,9 @@ class Relay:
         return self._engine.snapshot()
 
     def set_impairment(self, direction: Direction, impairment: Impairment) -> None:
-        """Replace one direction's impairment from now on; datagrams already scheduled keep their
-        release times. Random streams and counters continue."""
+        """Replace one direction's impairment from now on. Datagrams already scheduled keep their
+        release times and later ones never overtake them (the direction stays FIFO); random
+        streams and counters continue."""
         if direction not in DIRECTIONS:
             raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
         if not isinstance(impairment, Impairment):
@@ -1202,6 +1203,17 @@ def parse_duration(text: str) -> float:
             raise ValueError(f"duration {text!r} needs a unit: e.g. {text}ms or {text}s")
         return 0.0
     return value * _DURATION_UNITS[unit]
+
+
+def parse_interval(text: str) -> float:
+    """A reporting interval: a bare number is seconds ('1'), or a duration ('500ms'); > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = parse_duration(text)
+    if not (value > 0 and math.isfinite(value)):
+        raise ValueError(f"interval {text!r} must be > 0")
+    return value
 
 
 def parse_probability(text: str) -> float:
@@ -1321,8 +1333,8 @@ def _build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--target", type=_argument_type(parse_address), required=True,
                         help="address of B, HOST:PORT or [IPV6]:PORT")
     parser.add_argument("--seed", type=int, default=0, help="seed for every random decision (default 0)")
-    parser.add_argument("--stats-interval", type=_argument_type(parse_duration), default=None,
-                        metavar="DURATION", help="print counters this often, e.g. 1s")
+    parser.add_argument("--stats-interval", type=_argument_type(parse_interval), default=None,
+                        metavar="SECONDS", help="print counters this often: seconds (1) or a duration (500ms)")
     parser.add_argument("--json", action="store_true", help="print counters as JSON lines")
     parser.add_argument("--max-clients", type=int, default=1024, help="most A-side sources served (default 1024)")
     for prefix, label in (("", "A->B"), ("b-to-a-", "B->A")):
