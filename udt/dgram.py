@@ -4,10 +4,11 @@
 
     from udt import dgram
     with dgram.create_socket("udp4", reuse_addr=True) as s:
-        s.bind(port=0, address="127.0.0.1")
+        s.bind(port=0)                                            # 0.0.0.0: unicast and groups
         s.on("message", lambda data, rinfo: print(data, rinfo))   # called on another thread
         m = s.add_membership("239.1.2.3", "127.0.0.1")            # a Membership (Java-style)
-        s.send(b"hi", s.address().port, "127.0.0.1")
+        s.set_multicast_interface("127.0.0.1")                    # keep multicast on lo
+        s.send(b"hi", s.address().port, "239.1.2.3")
 
 Every socket call goes through :class:`udt._net.Channel`, the same UDP socket object the UDT
 multiplexer uses, so both share one implementation of the system calls; the multicast and
@@ -45,6 +46,12 @@ concurrent readers).
 - ``bind(exclusive=True)`` makes the port unshareable (SO_REUSEADDR/SO_REUSEPORT cleared): Python
   has no cluster module whose handle sharing Node's flag controls.
 - ``address().family`` and ``rinfo.family`` are ``"IPv4"``/``"IPv6"``, as in Node.
+- ``send`` hands each datagram to the kernel before returning (waiting for buffer space like a
+  blocking socket), so there is no user-space queue as in libuv: ``get_send_queue_size()`` is
+  the kernel's send queue (SIOCOUTQ, bytes not yet on the wire) and ``get_send_queue_count()``
+  the sends whose callback has not run yet.
+- Errors are exceptions of the :class:`DgramError` family (OSError subclasses with an errno)
+  instead of Node's ``ERR_SOCKET_*`` codes; each class names the Node code it stands for.
 - Unknown event names raise ``ValueError`` instead of being silently accepted.
 - ``create_socket``'s ``signal`` (AbortSignal) has no Python counterpart; use ``close()``.
 """
