@@ -69,8 +69,9 @@ cdef extern from *:
     static inline int mux_atomic_add(int *p, int v) { return __atomic_add_fetch(p, v, __ATOMIC_ACQ_REL); }
     static inline int mux_atomic_load(int *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
     static inline void mux_atomic_store(int *p, int v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
-    static inline void mux_count(long long *p, long long v) { __atomic_add_fetch(p, v, __ATOMIC_RELAXED); }
-    static inline long long mux_read_count(long long *p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
+    #include <stdint.h>
+    static inline void mux_count(int64_t *p, int64_t v) { __atomic_add_fetch(p, v, __ATOMIC_RELAXED); }
+    static inline int64_t mux_read_count(int64_t *p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
     #include <errno.h>
     static inline int mux_errno(void) { return errno; }
     """
@@ -1443,7 +1444,7 @@ cdef object raise_result(ssize_t result, bint sending, int os_error=0):
     if result == RC_OS_ERROR:
         raise OSError(os_error, os.strerror(os_error))
     code = -result
-    if code == ErrorCode.NO_BUFFER or code == ErrorCode.NO_DATA:
+    if code == ErrorCode.NO_SEND_BUFFER or code == ErrorCode.NO_DATA:
         raise error_from_code(code)
     if code == ErrorCode.CONNECTION_BROKEN and sending:
         raise _errors.BrokenPipeUDTError(code, "connection broken")

@@ -16,6 +16,7 @@ or ``(on, seconds)``; a linger of 0 (or ``(False, …)``) aborts at once and dro
 """
 from __future__ import annotations
 
+import atexit
 import errno as _errno
 import io
 import os
@@ -57,6 +58,19 @@ _FILE_BLOCK = 8 << 20  # bytes moved per GIL-free step of sendfile/recvfile
 _GLOBAL_DEFAULT_TIMEOUT = _pysocket._GLOBAL_DEFAULT_TIMEOUT  # type: ignore[attr-defined]
 
 _live_sockets: "weakref.WeakSet[socket]" = weakref.WeakSet()
+
+
+def _close_live_sockets() -> None:
+    """atexit: close what the program left open, each bounded by its linger time, so queued data
+    still drains and the interpreter never hangs (``udt._mux`` then stops what is left)."""
+    for sock in list(_live_sockets):
+        try:
+            sock.close()
+        except Exception:
+            pass
+
+
+atexit.register(_close_live_sockets)
 
 
 class PerfMon(dict):

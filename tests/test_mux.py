@@ -1,0 +1,135 @@
+"""The multiplexer: port sharing, many connections on one port, idle cost of the workers."""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import threading
+import time
+
+import pytest
+
+import udt
+from udt import _mux
+
+LOOP4 = "127.0.0.1"
+
+
+def mux_of(sock):
+    return sock._mux
+
+
+def test_sockets_binding_one_address_share_a_multiplexer():
+    with udt.create_server((LOOP4, 0)) as server:
+        with udt.socket() as other:
+            other.bind(server.getsockname())
+            assert mux_of(other) is mux_of(server)
+        with udt.socket() as separate:
+            separate.setsockopt(udt.UDT_REUSEADDR, False)
+            with pytest.raises(OSError):
+                separate.bind(server.getsockname())  # no sharing asked: the kernel refuses
+
+
+def test_multiplexer_stops_with_its_last_socket():
+    server = udt.create_server((LOOP4, 0))
+    mux = mux_of(server)
+    threads = [t for t in threading.enumerate() if t.name.startswith(f"udt-mux-{server.getsockname()[1]}")]
+    assert len(threads) == 2
+    client = udt.create_connection(server.getsockname(), timeout=5)
+    conn, _ = server.accept()
+    server.close()  # the accepted socket still holds the multiplexer
+    assert not mux.closed
+    client.sendall(b"still here")
+    assert conn.recv(100) == b"still here"
+    conn.close()
+    client.close()
+    assert mux.closed
+    for t in threads:
+        t.join(5)
+        assert not t.is_alive()
+
+
+def test_idle_connection_costs_no_wakeups():
+    """UDT4 wakes ~119 times a second per idle socket; here only the keep-alive timers run."""
+    with udt.create_server((LOOP4, 0)) as server:
+        with udt.create_connection(server.getsockname(), timeout=5) as client:
+            conn, _ = server.accept()
+            with conn:
+                client.sendall(b"x" * 100_000)
+                assert len(conn.recv(200_000)) > 0
+                time.sleep(0.5)  # let ACK/ACK2 traffic settle
+                muxes = {id(mux_of(s)): mux_of(s) for s in (client, conn)}.values()
+                before = [m.stats() for m in muxes]
+                time.sleep(1.0)
+                after = [m.stats() for m in muxes]
+                wakeups = sum(a["mux_receive_wakeups"] - b["mux_receive_wakeups"]
+                              + a["mux_send_wakeups"] - b["mux_send_wakeups"]
+                              for a, b in zip(after, before))
+                print(f"\nworker wake-ups over one idle second (both ends): {wakeups}")
+                assert wakeups <= 12, wakeups
+
+
+@pytest.mark.slow
+def test_hundred_concurrent_connections_on_one_port():
+    count = 100
+    small = {udt.UDT_SNDBUF: 256 * 1456, udt.UDT_RCVBUF: 256 * 1456}
+    server = udt.create_server((LOOP4, 0), backlog=count, options=small)
+    server.settimeout(20)
+    accepted = []
+    errors = []
+
+    def serve():
+        try:
+            for _ in range(count):
+                conn, _ = server.accept()
+                accepted.append(conn)
+                conn.settimeout(30)
+        except Exception as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    acceptor = threading.Thread(target=serve)
+    acceptor.start()
+    clients = []
+    try:
+        client_port = None
+        for i in range(count):
+            c = udt.socket()
+            for option, value in small.items():
+                c.setsockopt(option, value)
+            c.settimeout(20)
+            c.bind((LOOP4, client_port or 0))  # all clients share one port too
+            client_port = c.getsockname()[1]
+            c.connect(server.getsockname())
+            clients.append(c)
+        acceptor.join(30)
+        assert not errors, errors
+        assert len(accepted) == count
+        assert len({mux_of(c) for c in clients}) == 1
+        assert len({mux_of(c) for c in accepted}) == 1
+        payloads = {c.getsockname(): None for c in clients}
+        # every connection carries its own data, all at once
+        blobs = [os.urandom(50_000) for _ in range(count)]
+        by_peer = {}
+        for conn in accepted:
+            by_peer[conn.getpeername()] = conn
+        assert len(by_peer) == 1  # one client port: the server tells them apart by socket ID
+        senders = [threading.Thread(target=c.sendall, args=(blob,)) for c, blob in zip(clients, blobs)]
+        for t in senders:
+            t.start()
+        digests = set()
+        for conn in accepted:
+            data = b""
+            while len(data) < 50_000:
+                chunk = conn.recv(100_000)
+                assert chunk
+                data += chunk
+            digests.add(hashlib.sha256(data).digest())
+        for t in senders:
+            t.join(30)
+        assert digests == {hashlib.sha256(b).digest() for b in blobs}
+    finally:
+        for s in clients + accepted:
+            s.setsockopt(udt.UDT_LINGER, 0)
+            s.close()
+        server.close()
+        acceptor.join(5)
