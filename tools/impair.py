@@ -101,6 +101,12 @@ GSO_MAX_SEGMENT_SIZE = 8192
 GSO_UNSUPPORTED_ERRNOS = frozenset({errno.EINVAL, errno.EIO, errno.ENOPROTOOPT, errno.EOPNOTSUPP})
 
 
+#: How long the parent waits for the relay child to start, and to answer a command (it answers
+#: from its loop between batches, so only a stuck predicate or a starved machine takes long).
+CHILD_START_TIMEOUT = 30.0
+CHILD_REPLY_TIMEOUT = 10.0
+
+
 class RelayError(RuntimeError):
     """The relay's worker (thread or child process) failed or could not be reached."""
 
@@ -908,9 +914,13 @@ def _write_message(fd: int, message: Any) -> None:
         view = view[written:]
 
 
-def _read_exactly(fd: int, size: int) -> bytes:
+def _read_exactly(fd: int, size: int, deadline: Optional[float]) -> bytes:
     chunks = []
     while size:
+        if deadline is not None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
+                raise TimeoutError("relay process did not answer in time")
         chunk = os.read(fd, size)
         if not chunk:
             raise EOFError("relay pipe closed")
@@ -919,9 +929,10 @@ def _read_exactly(fd: int, size: int) -> bytes:
     return b"".join(chunks)
 
 
-def _read_message(fd: int) -> Any:
-    (size,) = struct.unpack("!I", _read_exactly(fd, 4))
-    return pickle.loads(_read_exactly(fd, size))
+def _read_message(fd: int, timeout: Optional[float] = None) -> Any:
+    deadline = None if timeout is None else time.monotonic() + timeout
+    (size,) = struct.unpack("!I", _read_exactly(fd, 4, deadline))
+    return pickle.loads(_read_exactly(fd, size, deadline))
 
 
 def _error_reply(exc: BaseException) -> tuple[str, BaseException]:
@@ -1061,7 +1072,7 @@ class Relay:
         self._command_w, self._reply_r = cmd_w, rep_r
         try:
             _write_message(cmd_w, ("init", list(sys.path), payload))
-            reply = _read_message(rep_r)
+            reply = _read_message(rep_r, CHILD_START_TIMEOUT)
         except (EOFError, OSError) as exc:
             self._reap_child()
             raise RelayError(f"relay process died while starting: {exc}") from None
@@ -1074,9 +1085,9 @@ class Relay:
         with self._pipe_lock:
             try:
                 _write_message(self._command_w, message)
-                status, value = _read_message(self._reply_r)
-            except (EOFError, OSError) as exc:
-                raise RelayError(f"relay process is gone: {exc}") from None
+                status, value = _read_message(self._reply_r, CHILD_REPLY_TIMEOUT)
+            except (EOFError, OSError) as exc:  # TimeoutError is an OSError
+                raise RelayError(f"relay process is gone or stuck: {exc}") from None
         if status != "ok":
             raise _remote_error(value)
         return value
@@ -1151,7 +1162,7 @@ class Relay:
             try:
                 with self._pipe_lock:
                     _write_message(self._command_w, ("close",))
-                    status, value = _read_message(self._reply_r)
+                    status, value = _read_message(self._reply_r, CHILD_REPLY_TIMEOUT)
                 if status == "ok":
                     self._final = value
             except (EOFError, OSError):
