@@ -172,6 +172,23 @@ def test_pass_through_is_byte_exact_both_directions(host, process):
         b.close()
 
 
+def test_relays_between_address_families():
+    """A on IPv4, B on IPv6: the relay's socket towards B follows B's family."""
+    if not HAVE_IPV6:
+        pytest.skip("no IPv6 loopback here")
+    a, b = endpoint("127.0.0.1"), endpoint("::1")
+    try:
+        with Relay(b.getsockname(), ("127.0.0.1", 0)) as relay:
+            a.sendto(b"v4 to v6", relay.address)
+            data, via = b.recvfrom(20)
+            assert data == b"v4 to v6" and via[0] == "::1"
+            b.sendto(b"v6 to v4", via)
+            assert a.recvfrom(20) == (b"v6 to v4", relay.address)
+    finally:
+        a.close()
+        b.close()
+
+
 def test_gso_batches_from_the_sender_arrive_as_the_original_datagrams(ab):
     """A GSO sender (as udt is) hands the relay one buffer with many datagrams (GRO); B must
     still see every datagram separately and unchanged, and the relay's own GSO sends too."""
