@@ -123,7 +123,7 @@ class Net:
             profile = self._profile
             if self._reverse is not None and src > dst:
                 profile = self._reverse
-            d = _Direction(profile, random.Random(hash((self.seed, src, dst)) & 0xFFFFFFFF))
+            d = _Direction(profile, random.Random(f"{self.seed}|{src}|{dst}"))
             self._directions[key] = d
         return d
 

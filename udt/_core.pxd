@@ -411,6 +411,7 @@ cdef struct Conn:
     int ack_history_count
     int64_t rtt_us
     int64_t rttvar_us
+    bint rtt_sampled            # the first measurement replaces the 100 ms / 50 ms guesses
     int pkts_since_ack          # data packets since the last full ACK
     int light_ack_count
     bint full_ack_due

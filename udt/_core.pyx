@@ -114,6 +114,13 @@ cdef inline int64_t _rcv_available(Conn* c) noexcept nogil:
     return a if a > MIN_AVAILABLE_BUFFER else MIN_AVAILABLE_BUFFER
 
 
+cdef inline void _rtt_update(Conn* c, int64_t rtt) noexcept nogil:
+    """Spec §5: RTTVar = (3·RTTVar + |rtt − RTT|)/4, RTT = (7·RTT + rtt)/8."""
+    cdef int64_t diff = rtt - c.rtt_us if rtt > c.rtt_us else c.rtt_us - rtt
+    c.rttvar_us = (c.rttvar_us * 3 + diff) >> 2
+    c.rtt_us = (c.rtt_us * 7 + rtt) >> 3
+
+
 cdef void _cc_sync_inputs(Conn* c) noexcept nogil:
     c.cc.rtt_us = c.rtt_us
     c.cc.rttvar_us = c.rttvar_us
@@ -260,7 +267,7 @@ cdef uint32_t _established(Conn* c, int64_t now, int32_t peer_isn, int peer_ffs,
     c.next_ack_time = now + SYN_US
     c.next_nak_time = now + _nak_interval(c)
     _peer_alive(c, now)
-    c.rcv_last_6word_time = now
+    c.rcv_last_6word_time = now - SYN_US - 1     # the first full ACK carries all 6 words
     # congestion control
     c.cc.max_cwnd = c.flow_window
     _cc_sync_inputs(c)
@@ -424,10 +431,19 @@ cdef uint32_t _on_handshake(Conn* c, const uint8_t* buf, size_t length, int64_t 
         if hs.req_type == REQ_INDUCTION:
             _invalid(c, INVALID_STATE)          # a rendezvous socket ignores req 1
             return 0
+        if hs.req_type == REQ_RENDEZVOUS_AGREEMENT:
+            # UDT4 sends its -2 answer with version 0, type 0 and no peer IP: only the socket
+            # ID matters, and it completes the connection once we have the peer's request.
+            if not c.hs_peer_seen or hs.socket_id != c.peer_socket_id:
+                _invalid(c, INVALID_STATE)
+                return 0
+            if c.hs_req_type != REQ_CONCLUSION:
+                _invalid(c, INVALID_STATE)
+                return 0
+            return _rendezvous_complete(c, now, False)
         if (hs.version != UDT_VERSION or hs.sock_type != c.opts.sock_type or hs.mss < MIN_MSS
                 or hs.socket_id == 0 or hs.isn < 0
-                or (hs.req_type != REQ_RENDEZVOUS and hs.req_type != REQ_CONCLUSION
-                    and hs.req_type != REQ_RENDEZVOUS_AGREEMENT)):
+                or (hs.req_type != REQ_RENDEZVOUS and hs.req_type != REQ_CONCLUSION)):
             _invalid(c, INVALID_HANDSHAKE)
             return 0
         if c.hs_peer_seen and hs.socket_id != c.peer_socket_id:
@@ -532,8 +548,13 @@ cdef uint32_t _on_ack(Conn* c, const uint8_t* buf, size_t length, int64_t now) n
         if c.snd.count == 0 and c.snd_busy_since > 0:
             c.stats.us_snd_duration_total += now - c.snd_busy_since
             c.snd_busy_since = 0
-    c.rttvar_us = (c.rttvar_us * 3 + (rtt - c.rtt_us if rtt > c.rtt_us else c.rtt_us - rtt)) >> 2
-    c.rtt_us = (c.rtt_us * 7 + rtt) >> 3
+    if not c.rtt_sampled:
+        # the peer's first estimate replaces our initial guess (UDT4 converges over ~20 ACKs)
+        c.rtt_sampled = True
+        c.rtt_us = rtt
+        c.rttvar_us = rttvar
+    else:
+        _rtt_update(c, rtt)
     if cif >= 24:
         rate = <int32_t>get_u32(buf + HEADER_SIZE + 16)
         bw = <int32_t>get_u32(buf + HEADER_SIZE + 20)
@@ -563,8 +584,13 @@ cdef uint32_t _on_ack2(Conn* c, const uint8_t* buf, size_t length, int64_t now) 
             rtt = now - rec.sent_time
             if rtt < 0:
                 rtt = 0
-            c.rttvar_us = (c.rttvar_us * 3 + (rtt - c.rtt_us if rtt > c.rtt_us else c.rtt_us - rtt)) >> 2
-            c.rtt_us = (c.rtt_us * 7 + rtt) >> 3
+            if not c.rtt_sampled:
+                # first measurement: RTT = sample, RTTVar = sample / 2 (as TCP does)
+                c.rtt_sampled = True
+                c.rtt_us = rtt
+                c.rttvar_us = rtt // 2
+            else:
+                _rtt_update(c, rtt)
             if seq_cmp(rec.ack_seq, c.rcv_last_ack_ack) > 0:
                 c.rcv_last_ack_ack = rec.ack_seq
             rec.ack_no = -1        # answered: a replayed ACK2 cannot skew the RTT again
@@ -793,14 +819,14 @@ cdef int64_t _receive_rate(Conn* c) noexcept nogil:
     cdef double mean = _median_mean(c.rate.arrival_gap, c.rate.arrival_count, 9)
     if mean <= 0:
         return 0
-    return <int64_t>(1e6 / mean)
+    return <int64_t>ceil(1e6 / mean)        # UDT4 rounds up
 
 
 cdef int64_t _link_capacity(Conn* c) noexcept nogil:
     cdef double mean = _median_mean(c.rate.probe_gap, c.rate.probe_count, 1)
     if mean <= 0:
         return 1000
-    return <int64_t>(1e6 / mean)
+    return <int64_t>ceil(1e6 / mean)
 
 
 cdef bint _message_complete_at(Conn* c, int64_t off) noexcept nogil:

@@ -473,3 +473,22 @@ STATES = {"INIT": STATE_INIT, "OPENED": STATE_OPENED, "LISTENING": STATE_LISTENI
           "CONNECTING": STATE_CONNECTING, "CONNECTED": STATE_CONNECTED, "BROKEN": STATE_BROKEN,
           "CLOSING": STATE_CLOSING, "CLOSED": STATE_CLOSED, "NONEXIST": STATE_NONEXIST}
 LISTENER_VERDICTS = {"DROP": LISTENER_DROP, "REPLY": LISTENER_REPLY, "ACCEPT": LISTENER_ACCEPT}
+
+
+def request_from_conclusion(const uint8_t[:] data, object peer, int listener_mss=1500):
+    """Test hook: the AcceptRequest a listener would produce for this conclusion, without the
+    cookie check (to replay captured handshakes whose cookie came from another listener)."""
+    cdef Handshake hs
+    cdef AcceptedRequest r = AcceptedRequest()
+    if data.shape[0] != HANDSHAKE_SIZE:
+        raise ValueError("not a handshake")
+    handshake_decode(&data[HEADER_SIZE], &hs)
+    r.req.peer_socket_id = hs.socket_id
+    r.req.isn = hs.isn
+    r.req.mss = hs.mss if hs.mss < listener_mss else listener_mss
+    r.req.peer_flight_flag_size = hs.flight_flag_size
+    r.req.sock_type = hs.sock_type
+    r.req.cookie = hs.cookie
+    memcpy(r.req.self_ip, hs.peer_ip, 16)
+    _to_sockaddr(peer, &r.req.peer_addr)
+    return r
