@@ -581,6 +581,10 @@ cdef uint32_t _on_ack2(Conn* c, const uint8_t* buf, size_t length, int64_t now) 
         rec = &c.ack_history[idx]
         if rec.ack_no == ack_no:
             _peer_alive(c, now)
+            if rec.sent_time < 0:
+                # already answered: a duplicated datagram must not skew the RTT again
+                c.stats.duplicate_packets += 1
+                return 0
             rtt = now - rec.sent_time
             if rtt < 0:
                 rtt = 0
@@ -593,7 +597,7 @@ cdef uint32_t _on_ack2(Conn* c, const uint8_t* buf, size_t length, int64_t now) 
                 _rtt_update(c, rtt)
             if seq_cmp(rec.ack_seq, c.rcv_last_ack_ack) > 0:
                 c.rcv_last_ack_ack = rec.ack_seq
-            rec.ack_no = -1        # answered: a replayed ACK2 cannot skew the RTT again
+            rec.sent_time = -1     # answered
             return 0
     _invalid(c, INVALID_ACK2)
     return 0
@@ -1564,7 +1568,8 @@ cdef ssize_t conn_read_message(Conn* c, uint8_t* out, size_t cap, size_t* msg_le
         from_head = False
         b.ooo_messages -= 1
     for k in range(start, start + npk):
-        idx = rcvbuf_index(b, k)
+        # reading from the head consumes as it goes, so the head is always the next packet
+        idx = b.head if from_head else rcvbuf_index(b, k)
         n = <size_t>b.slots[idx].length
         if n > cap - done:
             n = cap - done

@@ -264,6 +264,10 @@ cdef class Endpoint:
         conn_stats(self.c, &s, clear, now)
         return _stats_dict(&s)
 
+    def set_next_msgno(self, int32_t msgno):
+        """Test hook: the message number the next write gets (wrap-around tests)."""
+        self.c.snd.next_msgno = msgno
+
     def set_cc(self, double period_us=-1, double cwnd=-1):
         """Test hook: force the CC knobs."""
         if period_us >= 0:

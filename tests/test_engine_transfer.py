@@ -1,0 +1,388 @@
+"""Reliable delivery on a fake clock: bulk transfers through loss, bursts, reordering and
+duplication; wrap-around; message mode with TTL; flow control; close, linger, broken links."""
+from __future__ import annotations
+
+import os
+import random
+
+import pytest
+
+from engine_harness import LinkProfile, Net, connected_pair, sha, transfer
+from udt import _core
+
+ST = _core.STATES
+EV = _core.EVENTS
+MB = 1 << 20
+
+
+def payload(n: int, seed: int = 0) -> bytes:
+    return random.Random(seed).randbytes(n)
+
+
+@pytest.mark.parametrize("name,profile,size", [
+    ("clean", LinkProfile(delay_us=2000), 8 * MB),
+    ("loss1", LinkProfile(loss=0.01, delay_us=5000), 5 * MB),
+    ("loss5", LinkProfile(loss=0.05, delay_us=5000), 5 * MB),
+    ("loss20", LinkProfile(loss=0.20, delay_us=5000), 3 * MB),
+    ("bursts", LinkProfile(burst_enter=0.01, burst_exit=0.2, delay_us=5000), 4 * MB),
+    ("reorder_dup", LinkProfile(reorder=0.05, reorder_delay_us=4000, duplicate=0.05,
+                                jitter_us=500, delay_us=3000), 4 * MB),
+    ("everything", LinkProfile(loss=0.05, burst_enter=0.005, reorder=0.03, duplicate=0.03,
+                               jitter_us=300, delay_us=10000, rate_pps=20000,
+                               queue_packets=200), 3 * MB),
+])
+def test_bulk_transfer_is_byte_exact(name, profile, size):
+    net = Net(seed=11, profile=profile)
+    net, c, s = connected_pair(net)
+    data = payload(size, seed=size)
+    got = transfer(net, c, s, data, timeout_us=300_000_000)
+    assert len(got) == len(data) and sha(got) == sha(data)
+    cs, ss = c.stats(net.now), s.stats(net.now)
+    assert all(v == 0 for v in cs["invalid"].values()), cs["invalid"]
+    assert all(v == 0 for v in ss["invalid"].values()), ss["invalid"]
+    if profile.loss or profile.burst_enter:
+        assert cs["pkt_retrans_total"] > 0 and ss["pkt_sent_nak_total"] > 0
+        # retransmissions stay close to what was really lost (no storm of duplicates)
+        lost = sum(d.dropped for d in net._directions.values())
+        assert cs["pkt_retrans_total"] < 3 * lost + 50
+    if name == "clean":
+        assert cs["pkt_retrans_total"] == 0
+        assert cs["pkt_sent_total"] == -(-size // 1456)
+
+
+def test_both_directions_at_once():
+    net = Net(seed=2, profile=LinkProfile(loss=0.03, delay_us=4000))
+    net, c, s = connected_pair(net)
+    a, b = payload(2 * MB, 1), payload(2 * MB, 2)
+    got_s, got_c = bytearray(), bytearray()
+    off = [0, 0]
+
+    def pump():
+        for i, (ep, data) in enumerate(((c, a), (s, b))):
+            while off[i] < len(data):
+                n = ep.write(data[off[i]:off[i] + 65536], net.now)
+                if n <= 0:
+                    break
+                off[i] += n
+        for ep, sink in ((s, got_s), (c, got_c)):
+            while isinstance(r := ep.read(1 << 20, net.now), bytes) and r:
+                sink.extend(r)
+        return len(got_s) == len(a) and len(got_c) == len(b)
+
+    assert net.run(120_000_000, pump)
+    assert bytes(got_s) == a and bytes(got_c) == b
+
+
+@pytest.mark.parametrize("isn", [0x7FFFFFFF - 700, 0x7FFFFFFF, 0x40000000 - 5])
+def test_sequence_wrap_around(isn):
+    net = Net(seed=4, profile=LinkProfile(loss=0.05, delay_us=3000))
+    net, c, s = connected_pair(net, isn=isn)
+    data = payload(3 * MB, 9)
+    assert transfer(net, c, s, data) == data
+    assert c.snd_next_seq == (isn + c.stats(net.now)["pkt_sent_total"]
+                              - c.stats(net.now)["pkt_retrans_total"]) & 0x7FFFFFFF
+
+
+def test_data_readable_before_any_ack():
+    net, c, s = connected_pair()
+    c.write(b"hello", net.now)
+    d = c.next_datagram(net.now)
+    assert s.receive(d, net.now) & EV["READABLE"]
+    assert s.read(100, net.now) == b"hello"
+    assert s.read(100, net.now) == -6002
+
+
+# ---- message mode ----
+def dgram_pair(net=None, **kw):
+    return connected_pair(net, client_options={"sock_type": 2, **kw},
+                          server_options={"sock_type": 2})
+
+
+def test_message_boundaries_and_truncation():
+    net, c, s = dgram_pair()
+    sizes = [1, 1456, 1457, 4000, 10_000, 3]
+    msgs = [payload(n, n) for n in sizes]
+    for m in msgs:
+        assert c.write(m, net.now) == len(m)
+    got = []
+    net.run(1_000_000, lambda: (r := s.read_message(20_000, net.now)) != -6002 and not got.append(r) and len(got) == len(msgs) or len(got) == len(msgs))
+    assert [g[0] for g in got] == msgs
+    c.write(b"a" * 5000, net.now)
+    net.run(1_000_000, lambda: s.readable_bytes > 0)
+    assert s.readable_bytes == 5000
+    data, full, truncated = s.read_message(100, net.now)
+    assert data == b"a" * 100 and full == 5000 and truncated
+    assert s.read_message(100, net.now) == -6002
+    assert s.read(10, net.now) == -5009
+    stream_net, sc, ss = connected_pair()
+    assert ss.read_message(10, stream_net.now) == -5010
+
+
+def test_message_boundary_bits_on_the_wire():
+    net, c, s = dgram_pair()
+    net.sent_log = []
+    c.write(b"m" * 4000, net.now, inorder=False)
+    net.run(100_000, lambda: s.readable_bytes > 0)
+    data = [_core.decode_packet(d) for t, src, dst, d in net.sent_log
+            if not _core.decode_packet(d)["control"]]
+    assert [(p["boundary"], p["inorder"]) for p in data] == [(2, False), (0, False), (1, False)]
+    assert len({p["msgno"] for p in data}) == 1
+
+
+def test_too_large_message_and_full_buffer():
+    net, c, s = dgram_pair(snd_buf=16)
+    assert c.write(b"x" * (17 * 1456), net.now) == -5012
+    assert c.write(b"x" * (10 * 1456), net.now) == 10 * 1456
+    assert c.write(b"x" * (7 * 1456), net.now) == -6001
+    assert c.write(b"", net.now) == -5003
+
+
+def data_datagrams(ep, now, count):
+    out = []
+    for step in range(100):
+        if len(out) == count:
+            break
+        d = ep.next_datagram(now + 10 * step)
+        if d is None:
+            continue
+        if not _core.decode_packet(d)["control"]:
+            out.append(d)
+    return out
+
+
+def test_out_of_order_messages_delivered_when_complete():
+    net, c, s = dgram_pair()
+    c.write(b"first", net.now, inorder=False)
+    c.write(b"second", net.now, inorder=False)
+    d1, d2 = data_datagrams(c, net.now, 2)
+    s.receive(d2, net.now)                 # the first message's packet is late
+    assert s.read_message(100, net.now)[0] == b"second"
+    s.receive(d1, net.now)
+    assert s.read_message(100, net.now)[0] == b"first"
+    assert s.read_message(100, net.now) == -6002
+
+
+def test_in_order_messages_wait_for_their_turn():
+    net, c, s = dgram_pair()
+    c.write(b"first", net.now, inorder=True)
+    c.write(b"second", net.now, inorder=True)
+    d1, d2 = data_datagrams(c, net.now, 2)
+    s.receive(d2, net.now)
+    assert s.read_message(100, net.now) == -6002
+    s.receive(d1, net.now)
+    assert s.read_message(100, net.now)[0] == b"first"
+    assert s.read_message(100, net.now)[0] == b"second"
+
+
+def test_message_ttl_drop_request():
+    """A message whose packets are lost and whose TTL passed is dropped on both sides; the
+    messages around it arrive and the connection carries on."""
+    net = Net(seed=1, profile=LinkProfile(delay_us=5000))
+    net, c, s = dgram_pair(net)
+    net.sent_log = []
+    c.write(b"A" * 3000, net.now, ttl_us=-1)
+    c.write(b"B" * 3000, net.now, ttl_us=20_000)
+    c.write(b"C" * 3000, net.now, ttl_us=-1)
+    # lose every transmission of message B's packets
+    orig = net.transmit
+
+    def transmit(src, dst, data):
+        p = _core.decode_packet(data)
+        if not p["control"] and p["payload"][:1] == b"B":
+            return
+        orig(src, dst, data)
+
+    net.transmit = transmit
+    got = []
+
+    def pump():
+        while not isinstance(r := s.read_message(10_000, net.now), int):
+            got.append(r[0])
+        return len(got) == 2
+
+    assert net.run(2_000_000, pump)
+    assert got == [b"A" * 3000, b"C" * 3000]
+    drops = [_core.decode_packet(d) for _, src, _, d in net.sent_log
+             if _core.decode_packet(d)["control"] and _core.decode_packet(d)["type"] == 7]
+    assert drops and drops[0]["length"] == 24
+    assert drops[0]["cif"][1] - drops[0]["cif"][0] == 2        # B's three packets
+    assert s.stats(net.now)["pkt_dropped_total"] >= 1
+    c.write(b"D" * 10, net.now)
+    assert net.run(1_000_000, lambda: s.readable_bytes > 0)
+    assert s.read_message(100, net.now)[0] == b"D" * 10
+    assert c.pending_send_bytes == 0 or net.run(1_000_000, lambda: c.pending_send_bytes == 0)
+
+
+def test_msgno_wraps_at_2_pow_26():
+    net, c, s = dgram_pair()
+    c.set_next_msgno((1 << 26) - 2)
+    net.sent_log = []
+    for i in range(3):
+        c.write(bytes([i]) * 10, net.now)
+    got = []
+    net.run(1_000_000, lambda: not isinstance(r := s.read_message(100, net.now), int) and not got.append(r[0]) and len(got) == 3 or len(got) == 3)
+    assert got == [bytes([i]) * 10 for i in range(3)]
+    msgnos = [_core.decode_packet(d)["msgno"] for _, _, _, d in net.sent_log
+              if not _core.decode_packet(d)["control"]]
+    assert msgnos == [(1 << 26) - 2, (1 << 26) - 1, 1]
+
+
+# ---- flow control ----
+def test_receive_buffer_full_stops_sender_and_resumes():
+    net = Net()
+    h = net.listen(("10.0.0.2", 9000), rcv_buf=64)
+    c = net.endpoint(("10.0.0.1", 5000), ("10.0.0.2", 9000))
+    net.connect(c)
+    assert net.run(1_000_000, lambda: c.state == ST["CONNECTED"] and h.accepted)
+    s = h.accepted[0]
+    data = payload(1456 * 500, 3)
+    off = 0
+    while off < len(data) and (n := c.write(data[off:], net.now)) > 0:
+        off += n
+    net.run(2_000_000)                          # nobody reads
+    assert s.readable_bytes <= 64 * 1456
+    assert s.stats(net.now)["pkt_recv_total"] < 120
+    assert c.flow_window <= 64
+    total = bytearray()
+
+    def pump():
+        nonlocal off
+        while off < len(data) and (n := c.write(data[off:], net.now)) > 0:
+            off += n
+        while not isinstance(r := s.read(1 << 20, net.now), int) and r:
+            total.extend(r)
+        return len(total) == len(data)
+
+    assert net.run(30_000_000, pump)
+    assert bytes(total) == data
+
+
+def test_stream_write_accepts_what_fits():
+    net, c, s = connected_pair(client_options={"snd_buf": 8})
+    n = c.write(b"z" * 100_000, net.now)
+    assert n == 8 * 1456
+    assert c.write(b"z", net.now) == -6001
+    assert c.writable_bytes == 0
+    assert net.run(1_000_000, lambda: c.writable_bytes == 8 * 1456)
+    assert net.events[id(c)] & EV["WRITABLE"]
+
+
+def test_small_writes_coalesce_into_full_packets():
+    net, c, s = connected_pair()
+    c.set_cc(period_us=1000)                # slow pacing: the writes pile up
+    c.next_datagram(net.now)
+    for _ in range(100):
+        assert c.write(b"0123456789", net.now) == 10
+    data = transfer(net, c, s, b"")
+    got = bytearray()
+    net.run(1_000_000, lambda: (not isinstance(r := s.read(5000, net.now), int) and got.extend(r)) or len(got) >= 1000)
+    assert bytes(got) == b"0123456789" * 100
+    assert s.stats(net.now)["pkt_recv_total"] <= 2
+
+
+# ---- closing ----
+def test_close_drains_then_shutdown():
+    net = Net(seed=3, profile=LinkProfile(loss=0.05, delay_us=5000))
+    net, c, s = connected_pair(net)
+    data = payload(MB, 5)
+    off = 0
+    got = bytearray()
+
+    def pump():
+        nonlocal off
+        while off < len(data) and (n := c.write(data[off:off + 65536], net.now)) > 0:
+            off += n
+        while not isinstance(r := s.read(1 << 20, net.now), int) and r:
+            got.extend(r)
+        return off == len(data)
+
+    net.run(60_000_000, pump)
+    ev = c.close(net.now)
+    assert c.state == ST["CLOSING"] and not ev & EV["CLOSED"]
+    assert net.run(60_000_000, lambda: (pump() and False) or s.peer_shutdown)
+    assert c.state == ST["CLOSED"] and net.events[id(c)] & EV["CLOSED"]
+    while not isinstance(r := s.read(1 << 20, net.now), int) and r:
+        got.extend(r)
+    assert bytes(got) == data
+    assert s.read(10, net.now) == b""            # EOF after the data
+    assert s.write(b"x", net.now) == -2001
+    assert net.events[id(s)] & EV["PEER_SHUTDOWN"]
+
+
+def test_linger_expires_when_peer_is_gone():
+    net, c, s = connected_pair(client_options={"linger_us": 500_000})
+    net.endpoints.remove(s)                     # the server vanishes
+    net.hosts[("10.0.0.2", 9000)].conns.clear()
+    c.write(b"x" * 10_000, net.now)
+    t0 = net.now
+    c.close(net.now)
+    assert net.run(5_000_000, lambda: c.state == ST["CLOSED"])
+    assert 500_000 <= net.now - t0 <= 520_000
+
+
+def test_abort_sends_shutdown_at_once():
+    net, c, s = connected_pair(client_options={"linger_us": 0})
+    c.write(b"x" * 100_000, net.now)
+    ev = c.close(net.now)
+    assert ev & EV["CLOSED"] and c.state == ST["CLOSED"]
+    d = c.next_datagram(net.now)
+    assert _core.decode_packet(d)["type"] == 5 and len(d) == 20
+    assert c.next_datagram(net.now) is None
+    s.receive(d, net.now)
+    assert s.peer_shutdown and s.state == ST["BROKEN"]
+
+
+# ---- liveness ----
+def test_idle_connection_keepalives_and_no_broken():
+    net, c, s = connected_pair()
+    net.sent_log = []
+    net.run(30_000_000)
+    assert c.state == s.state == ST["CONNECTED"]
+    kinds = [_core.decode_packet(d)["type"] for *_, d in net.sent_log]
+    assert set(kinds) == {1}                     # only keep-alives while idle
+    assert len(kinds) < 30 * 2 * 5               # a few per second, not a flood
+
+
+@pytest.mark.parametrize("timeout_us", [0, 3_000_000])
+def test_broken_detection_timing(timeout_us):
+    opts = {"broken_timeout_us": timeout_us} if timeout_us else {}
+    net, c, s = connected_pair(client_options=opts)
+    net.endpoints.remove(s)
+    net.hosts[("10.0.0.2", 9000)].conns.clear()
+    c.write(b"x" * 50_000, net.now)
+    t0 = net.now
+    assert net.run(60_000_000, lambda: c.state == ST["BROKEN"])
+    expected = timeout_us or 10_000_000
+    assert expected <= net.now - t0 <= expected + 50_000
+    assert c.error == 2001 and net.events[id(c)] & EV["BROKEN"]
+    assert c.write(b"x", net.now) == -2001
+    assert c.poll_events & 8
+
+
+def test_exp_retransmits_when_acks_vanish():
+    """All feedback is lost for 2 s: the sender's EXP re-queues everything unacknowledged,
+    keeps retransmitting, and the transfer completes once the path heals."""
+    net = Net(seed=8, profile=LinkProfile(delay_us=5000))
+    net, c, s = connected_pair(net)
+    data = payload(MB, 8)
+    c.write(data[:200_000], net.now)
+    net.set_profile(LinkProfile(delay_us=5000), reverse=LinkProfile(loss=1.0))
+    net._directions.clear()
+    net.run(2_000_000)
+    assert c.stats(net.now)["pkt_retrans_total"] > 0
+    assert c.exp_count > 1
+    net.set_profile(LinkProfile(delay_us=5000))
+    net._directions.clear()
+    got = bytearray()
+    off = 200_000
+
+    def pump():
+        nonlocal off
+        while off < len(data) and (n := c.write(data[off:off + 65536], net.now)) > 0:
+            off += n
+        while not isinstance(r := s.read(1 << 20, net.now), int) and r:
+            got.extend(r)
+        return len(got) == len(data)
+
+    assert net.run(60_000_000, pump)
+    assert bytes(got) == data
