@@ -268,6 +268,7 @@ cdef uint32_t _established(Conn* c, int64_t now, int32_t peer_isn, int peer_ffs,
     c.next_nak_time = now + _nak_interval(c)
     _peer_alive(c, now)
     c.rcv_last_6word_time = now - SYN_US - 1     # the first full ACK carries all 6 words
+    c.light_ack_count = 1
     # congestion control
     c.cc.max_cwnd = c.flow_window
     _cc_sync_inputs(c)
@@ -548,13 +549,10 @@ cdef uint32_t _on_ack(Conn* c, const uint8_t* buf, size_t length, int64_t now) n
         if c.snd.count == 0 and c.snd_busy_since > 0:
             c.stats.us_snd_duration_total += now - c.snd_busy_since
             c.snd_busy_since = 0
-    if not c.rtt_sampled:
-        # the peer's first estimate replaces our initial guess (UDT4 converges over ~20 ACKs)
-        c.rtt_sampled = True
-        c.rtt_us = rtt
-        c.rttvar_us = rttvar
-    else:
-        _rtt_update(c, rtt)
+    # The receiver's RTT/RTTVar are already smoothed from ACK2 round trips: adopt them (UDT4
+    # smooths them a second time, which lags a changing path by a few dozen ACKs).
+    c.rtt_us = rtt
+    c.rttvar_us = rttvar
     if cif >= 24:
         rate = <int32_t>get_u32(buf + HEADER_SIZE + 16)
         bw = <int32_t>get_u32(buf + HEADER_SIZE + 20)
