@@ -392,6 +392,7 @@ cdef struct Conn:
     int64_t bandwidth           # pkts/s, from ACK word 5
     int64_t next_send_time      # pacing schedule
     double next_send_exact      # the same with sub-µs precision (period may be < 1 µs apart)
+    bint probe_sent             # the last packet opened a packet pair (next goes at once)
     int64_t snd_busy_since      # start of the current "buffer not empty" period (stats)
     int32_t last_ack2_ack_no
     int32_t pending_ack2[PENDING_ACK2]

@@ -1187,7 +1187,14 @@ cdef ssize_t _emit_data(Conn* c, int32_t seq, int64_t now, bint retransmit, uint
     c.stats.bytes_sent_total += slot.length
     if retransmit:
         c.stats.pkt_retrans_total += 1
-    if (seq & 0xF) != 0:           # a packet with seq % 16 == 0 is followed at once (packet pair)
+    # Packet pair (spec §7): a packet with seq % 16 == 0 is followed by the next one at once;
+    # that one then waits two periods, so the average rate still obeys the period (and MAXBW).
+    if (seq & 0xF) == 0:
+        c.probe_sent = True
+    elif c.probe_sent:
+        c.probe_sent = False
+        c.next_send_exact += 2 * _pacing_period(c)
+    else:
         c.next_send_exact += _pacing_period(c)
     c.next_send_time = <int64_t>c.next_send_exact
     if c.cc.want_pkt_sent and c.cc.ops.on_pkt_sent != NULL:

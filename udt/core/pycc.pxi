@@ -3,6 +3,20 @@
 # object, calls the method, and reads the knobs back.  Exceptions are reported through
 # sys.unraisablehook and leave the knobs as they were.  Included by udt/_core.pyx.
 
+import sys as _sys
+import types as _types
+
+
+cdef void _py_cc_report(object obj, BaseException exc):
+    """Hand a user CC exception to sys.unraisablehook (it cannot propagate into the engine)."""
+    try:
+        _sys.unraisablehook(_types.SimpleNamespace(
+            exc_type=type(exc), exc_value=exc, exc_traceback=exc.__traceback__,
+            err_msg="Exception ignored in udt congestion control callback", object=obj))
+    except BaseException:
+        pass
+
+
 cdef void _py_cc_push(object obj, CCState* cc):
     obj.rtt_us = cc.rtt_us
     obj.rttvar_us = cc.rttvar_us
@@ -33,8 +47,8 @@ cdef void _py_cc_init(CCState* cc, int64_t now) noexcept nogil:
             _py_cc_push(obj, cc)
             obj.init()
             _py_cc_pull(obj, cc)
-        except BaseException:
-            PyErr_WriteUnraisable(obj)
+        except BaseException as exc:
+            _py_cc_report(obj, exc)
 
 
 cdef void _py_cc_close(CCState* cc) noexcept nogil:
@@ -42,8 +56,8 @@ cdef void _py_cc_close(CCState* cc) noexcept nogil:
         obj = <object>cc.user
         try:
             obj.close()
-        except BaseException:
-            PyErr_WriteUnraisable(obj)
+        except BaseException as exc:
+            _py_cc_report(obj, exc)
         Py_DECREF(obj)
 
 
@@ -54,8 +68,8 @@ cdef void _py_cc_on_ack(CCState* cc, int32_t ack, int64_t now) noexcept nogil:
             _py_cc_push(obj, cc)
             obj.on_ack(ack)
             _py_cc_pull(obj, cc)
-        except BaseException:
-            PyErr_WriteUnraisable(obj)
+        except BaseException as exc:
+            _py_cc_report(obj, exc)
 
 
 cdef void _py_cc_on_loss(CCState* cc, const int32_t* loss, int count, int64_t now) noexcept nogil:
@@ -76,8 +90,8 @@ cdef void _py_cc_on_loss(CCState* cc, const int32_t* loss, int count, int64_t no
             _py_cc_push(obj, cc)
             obj.on_loss(ranges)
             _py_cc_pull(obj, cc)
-        except BaseException:
-            PyErr_WriteUnraisable(obj)
+        except BaseException as exc:
+            _py_cc_report(obj, exc)
 
 
 cdef void _py_cc_on_timeout(CCState* cc, int64_t now) noexcept nogil:
@@ -87,8 +101,8 @@ cdef void _py_cc_on_timeout(CCState* cc, int64_t now) noexcept nogil:
             _py_cc_push(obj, cc)
             obj.on_timeout()
             _py_cc_pull(obj, cc)
-        except BaseException:
-            PyErr_WriteUnraisable(obj)
+        except BaseException as exc:
+            _py_cc_report(obj, exc)
 
 
 cdef void _py_cc_on_pkt_sent(CCState* cc, int32_t seq, int size, int64_t now) noexcept nogil:
@@ -98,8 +112,8 @@ cdef void _py_cc_on_pkt_sent(CCState* cc, int32_t seq, int size, int64_t now) no
             _py_cc_push(obj, cc)
             obj.on_packet_sent(seq, size)
             _py_cc_pull(obj, cc)
-        except BaseException:
-            PyErr_WriteUnraisable(obj)
+        except BaseException as exc:
+            _py_cc_report(obj, exc)
 
 
 cdef void _py_cc_on_pkt_received(CCState* cc, int32_t seq, int size, int64_t now) noexcept nogil:
@@ -109,8 +123,8 @@ cdef void _py_cc_on_pkt_received(CCState* cc, int32_t seq, int size, int64_t now
             _py_cc_push(obj, cc)
             obj.on_packet_received(seq, size)
             _py_cc_pull(obj, cc)
-        except BaseException:
-            PyErr_WriteUnraisable(obj)
+        except BaseException as exc:
+            _py_cc_report(obj, exc)
 
 
 cdef void _py_cc_on_custom(CCState* cc, const uint8_t* data, int size, int64_t now) noexcept nogil:
@@ -120,8 +134,8 @@ cdef void _py_cc_on_custom(CCState* cc, const uint8_t* data, int size, int64_t n
             _py_cc_push(obj, cc)
             obj.on_custom_message((<const char*>data)[:size])
             _py_cc_pull(obj, cc)
-        except BaseException:
-            PyErr_WriteUnraisable(obj)
+        except BaseException as exc:
+            _py_cc_report(obj, exc)
 
 
 cdef CCOps PYTHON_CC_OPS
