@@ -372,11 +372,20 @@ class Cancel:
             self._sockets.discard(sock)
 
     def cancel(self) -> None:
+        """Set the flag and abort every registered socket.
+
+        The aborts run in a daemon thread: a socket call can block on the socket's own lock
+        (held by a connect in progress), and the main thread must stay free to give up and exit.
+        """
         with self._lock:
             self._event.set()
             sockets = list(self._sockets)
-        for sock in sockets:
-            abort_socket(sock)
+
+        def abort_all() -> None:
+            for sock in sockets:
+                abort_socket(sock)
+
+        threading.Thread(target=abort_all, name="udt-cli-abort", daemon=True).start()
 
 
 def supervise(prog: str, job: Callable[[], T], cancel: Cancel,
