@@ -668,6 +668,10 @@ cdef uint32_t _on_drop_request(Conn* c, const uint8_t* buf, size_t length, int64
     if length < HEADER_SIZE + 8:
         _invalid(c, INVALID_LENGTH)
         return 0
+    if c.opts.sock_type != SOCK_TYPE_DGRAM:
+        # messages only expire in message mode; dropping stream bytes would corrupt the stream
+        _invalid(c, INVALID_STATE)
+        return 0
     first = <int32_t>(get_u32(buf + HEADER_SIZE) & SEQ_MAX)
     last = <int32_t>(get_u32(buf + HEADER_SIZE + 4) & SEQ_MAX)
     span = seq_off(first, last)
