@@ -462,7 +462,7 @@ def _receive_one(settings: Settings, conn: Any, state: _SessionState, name: str,
                 except OSError as exc:
                     _try_reply(conn, wire.ReplyStatus.WRITE_FAILED)
                     failure = file_error(exc, final, "write")
-                    raise SessionFailed(failure.code, failure.message + "; file discarded") from None
+                    raise SessionFailed(failure.code, failure.message) from None
                 remaining -= len(block)
                 state.current_done = size - remaining
                 state.nbytes += len(block)

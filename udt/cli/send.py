@@ -227,6 +227,12 @@ def _connect(udt: Any, family: int, sockaddr: tuple, peer: str, args: argparse.N
         sock.settimeout(args.timeout)
         try:
             sock.connect(sockaddr)
+        except TimeoutError:
+            if cancel.is_set():
+                raise
+            hint = "udt-recv --rendezvous" if args.rendezvous else "udt-recv"
+            raise CliError(ExitCode.TIMEOUT, f"no answer from {peer} within {args.timeout:g} s "
+                                             f"(is {hint} running there?)") from None
         except OSError as exc:
             if cancel.is_set():
                 raise
