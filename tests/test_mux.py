@@ -133,3 +133,105 @@ def test_hundred_concurrent_connections_on_one_port():
             s.close()
         server.close()
         acceptor.join(5)
+
+
+def test_garbage_datagrams_are_counted_and_dropped():
+    import socket as pysocket
+    import struct
+
+    with udt.create_server((LOOP4, 0)) as server:
+        with udt.create_connection(server.getsockname(), timeout=5) as client:
+            conn, _ = server.accept()
+            with conn, pysocket.socket(pysocket.AF_INET, pysocket.SOCK_DGRAM) as raw:
+                before = mux_of(server).stats()
+                target = server.getsockname()
+                raw.sendto(b"", target)                                    # empty
+                raw.sendto(b"\x01\x02\x03", target)                        # too short
+                raw.sendto(os.urandom(7), target)
+                raw.sendto(struct.pack("!IIII", 5, 0, 0, 0x1234567) + b"x" * 100, target)  # unknown ID
+                raw.sendto(struct.pack("!IIII", 0x80000000, 0, 0, 0) + b"\0" * 10, target)  # short handshake
+                raw.sendto(struct.pack("!IIII", 0x80050000, 0, 0, conn.socket_id) + b"\0" * 4,
+                           target)                                          # SHUTDOWN from a stranger
+                for _ in range(200):
+                    raw.sendto(os.urandom(1472), target)
+                deadline = time.monotonic() + 5
+                while time.monotonic() < deadline:
+                    after = mux_of(server).stats()
+                    dropped = sum(after[k] - before[k] for k in after if k.startswith("mux_invalid_")
+                                  and k in ("mux_invalid_unknown_destination", "mux_invalid_no_listener",
+                                            "mux_invalid_wrong_source", "mux_invalid_header"))
+                    if dropped >= 200:
+                        break
+                    time.sleep(0.02)
+                assert dropped >= 200, after
+                assert after["mux_invalid_wrong_source"] > before["mux_invalid_wrong_source"]
+                client.sendall(b"still fine")  # the stranger's SHUTDOWN did not end the connection
+                assert conn.recv(100) == b"still fine"
+
+
+def test_main_thread_wait_is_interruptible():
+    import signal
+
+    class Interrupted(Exception):
+        pass
+
+    def handler(signum, frame):
+        raise Interrupted
+
+    previous = signal.signal(signal.SIGALRM, handler)
+    try:
+        with udt.create_server((LOOP4, 0)) as server:
+            with udt.create_connection(server.getsockname(), timeout=5) as client:
+                conn, _ = server.accept()
+                with conn:
+                    signal.setitimer(signal.ITIMER_REAL, 0.3)
+                    started = time.monotonic()
+                    with pytest.raises(Interrupted):
+                        conn.recv(10)  # blocks forever without the signal
+                    assert time.monotonic() - started < 2.0
+                    client.sendall(b"after")  # the socket is still usable
+                    assert conn.recv(10) == b"after"
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def test_close_wakes_a_blocked_accept():
+    server = udt.create_server((LOOP4, 0))
+    result = {}
+
+    def body():
+        try:
+            server.accept()
+        except OSError as exc:
+            result["error"] = exc
+
+    thread = threading.Thread(target=body)
+    thread.start()
+    time.sleep(0.2)
+    server.close()
+    thread.join(5)
+    assert not thread.is_alive()
+    assert isinstance(result.get("error"), OSError)
+
+
+def test_interpreter_exits_with_sockets_left_open(tmp_path):
+    import subprocess
+    import sys
+
+    script = tmp_path / "leave_open.py"
+    script.write_text(
+        "import udt\n"
+        "server = udt.create_server(('127.0.0.1', 0))\n"
+        "client = udt.create_connection(server.getsockname(), timeout=5)\n"
+        "conn, _ = server.accept()\n"
+        "client.sendall(b'x' * 1000000)\n"
+        "print('done', flush=True)\n"
+    )
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    started = time.monotonic()
+    completed = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                               timeout=30, env={**os.environ, "PYTHONPATH": root})
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.strip() == "done"
+    assert time.monotonic() - started < 15
