@@ -44,10 +44,12 @@ from udt.cli._common import (
     run_main,
     supervise,
 )
+from udt.cli._hashing import FileHasher
 from udt.cli._progress import Meter, ProgressBar
 
 PROG = "udt-recv"
-RECV_BLOCK = 4 << 20  # bytes gathered per hash+write step
+RECVFILE_STEP = 8 << 20  # bytes per recvfile call: small enough for a lively progress bar
+_FILE_WRITE_CODES = (4003, 4004)  # UDT errors about writing the local file (spec §8)
 ACCEPT_POLL = 0.5  # seconds; how often the accept loop looks at the cancel flag
 
 DESCRIPTION = """\
@@ -396,7 +398,6 @@ def _fill(conn: Any, view: memoryview) -> None:
 def _receive_files(settings: Settings, conn: Any, state: _SessionState) -> None:
     assert settings.output is not None
     digests: list[bytes] = []
-    buf = bytearray(RECV_BLOCK)
     state.meter = settings.bar.add(Meter(state.peer))
     mismatches: list[str] = []
     while True:
@@ -425,7 +426,7 @@ def _receive_files(settings: Settings, conn: Any, state: _SessionState) -> None:
         except ValueError as exc:
             _try_reply(conn, wire.ReplyStatus.NAME_REFUSED)
             raise SessionFailed(ExitCode.VERIFY_FAILED, f"refused file name {raw_name!r}: {exc}") from None
-        digest, ok = _receive_one(settings, conn, state, name, size, buf)
+        digest, ok = _receive_one(settings, conn, state, name, size)
         digests.append(digest)
         state.files.append({"name": name, "bytes": size, "sha256": digest.hex(),
                             "status": "verified" if ok else "sha256 mismatch",
@@ -435,9 +436,13 @@ def _receive_files(settings: Settings, conn: Any, state: _SessionState) -> None:
         _try_reply(conn, wire.ReplyStatus.OK if ok else wire.ReplyStatus.DIGEST_MISMATCH, size, digest)
 
 
-def _receive_one(settings: Settings, conn: Any, state: _SessionState, name: str, size: int,
-                 buf: bytearray) -> tuple[bytes, bool]:
-    """Receive one file into a temporary name; rename it only if the sha256 matches."""
+def _receive_one(settings: Settings, conn: Any, state: _SessionState, name: str,
+                 size: int) -> tuple[bytes, bool]:
+    """Receive one file into a temporary name; rename it only if the sha256 matches.
+
+    ``recvfile`` writes the data in C without the GIL, in steps (for the progress bar); a
+    FileHasher thread hashes what has landed in the file so far.
+    """
     assert settings.output is not None and state.meter is not None
     final = os.path.join(settings.output, name)
     state.current, state.current_size, state.current_done = name, size, 0
@@ -448,29 +453,32 @@ def _receive_one(settings: Settings, conn: Any, state: _SessionState, name: str,
         _try_reply(conn, wire.ReplyStatus.WRITE_FAILED)
         failure = file_error(exc, settings.output, "write into")
         raise SessionFailed(failure.code, failure.message) from None
+    hasher = FileHasher(temp, size, name=f"{PROG}-hash")
+    hasher.start()
     try:
-        hasher = hashlib.sha256()
-        view = memoryview(buf)
-        with open(fd, "wb", buffering=0) as out:
-            remaining = size
-            while remaining:
-                block = view[: min(remaining, len(buf))]
-                _fill(conn, block)
-                hasher.update(block)
-                try:
-                    _write_all(out, block)
-                except OSError as exc:
-                    _try_reply(conn, wire.ReplyStatus.WRITE_FAILED)
-                    failure = file_error(exc, final, "write")
-                    raise SessionFailed(failure.code, failure.message) from None
-                remaining -= len(block)
-                state.current_done = size - remaining
-                state.nbytes += len(block)
-                state.meter.done = state.current_done
+        try:
+            with open(fd, "r+b", buffering=0) as out:
+                while state.current_done < size:
+                    step = min(RECVFILE_STEP, size - state.current_done)
+                    try:
+                        got = conn.recvfile(out, state.current_done, step)
+                    except OSError as exc:
+                        if getattr(exc, "udt_code", 0) not in _FILE_WRITE_CODES:
+                            raise  # the connection, not the disk
+                        _try_reply(conn, wire.ReplyStatus.WRITE_FAILED)
+                        failure = file_error(exc, final, "write")
+                        raise SessionFailed(failure.code, failure.message) from None
+                    state.current_done += got
+                    state.nbytes += got
+                    state.meter.done = state.current_done
+                    hasher.publish(state.current_done)
+        except BaseException:
+            hasher.abandon()
+            raise
         tag, digest = recv_exact(conn, 1), recv_exact(conn, wire.DIGEST_BODY.size)
         if tag != wire.Tag.DIGEST:
             raise wire.ProtocolError(f"expected the sha256 record after {name}, got tag {tag!r}")
-        ours = hasher.digest()
+        ours = hasher.result()
         if ours != digest:
             return ours, False
         os.chmod(temp, 0o666 & ~_UMASK)
@@ -479,17 +487,13 @@ def _receive_one(settings: Settings, conn: Any, state: _SessionState, name: str,
         state.current = None
         return ours, True
     finally:
+        hasher.abandon()
+        hasher.join()
         if temp is not None:
             try:
                 os.unlink(temp)
             except OSError:
                 pass
-
-
-def _write_all(out: Any, block: memoryview) -> None:
-    while block:
-        n = out.write(block)
-        block = block[n:]
 
 
 def _read_umask() -> int:

@@ -44,11 +44,11 @@ from udt.cli._common import (
     run_main,
     supervise,
 )
+from udt.cli._hashing import FileHasher, FileShrankError
 from udt.cli._progress import Meter, ProgressBar
 
 PROG = "udt-send"
 SENDFILE_STEP = 8 << 20  # bytes per sendfile call: small enough for a lively progress bar
-HASH_BLOCK = 1 << 20
 MEM_CHUNK = 1 << 20  # bytes per memory-mode chunk record
 MEM_STRIDE = 4093  # chunk start moves by a prime through the random pool: no two neighbours equal
 REPLY_TIMEOUT = 120.0  # seconds to wait for the receiver's verdict after the last byte
@@ -332,33 +332,6 @@ def _raise_with_reply(replies: Replies, exc: OSError, peer: str, what: str) -> N
     raise network_error(exc, peer, connecting=False) from None
 
 
-class _Hasher(threading.Thread):
-    """sha256 of the first ``size`` bytes of a file, read on its own descriptor."""
-
-    def __init__(self, path: str, size: int) -> None:
-        super().__init__(name=f"{PROG}-hash", daemon=True)
-        self.path, self.size = path, size
-        self.digest: bytes | None = None
-        self.error: BaseException | None = None
-
-    def run(self) -> None:
-        try:
-            hasher = hashlib.sha256()
-            buf = bytearray(HASH_BLOCK)
-            view = memoryview(buf)
-            remaining = self.size
-            with open(self.path, "rb", buffering=0) as f:
-                while remaining:
-                    n = f.readinto(view[: min(remaining, HASH_BLOCK)])
-                    if not n:
-                        raise CliError(ExitCode.FILE_ERROR, f"{self.path} shrank while being sent")
-                    hasher.update(view[:n])
-                    remaining -= n
-            self.digest = hasher.digest()
-        except BaseException as exc:
-            self.error = exc
-
-
 def _send_one(udt: Any, sock: Any, source: SourceFile, meter: Meter, sent_before: int) -> bytes:
     try:
         f = open(source.path, "rb")
@@ -368,7 +341,8 @@ def _send_one(udt: Any, sock: Any, source: SourceFile, meter: Meter, sent_before
         size = os.fstat(f.fileno()).st_size
         if size != source.size:
             raise CliError(ExitCode.FILE_ERROR, f"{source.path} changed size while queued")
-        hasher = _Hasher(source.path, size)
+        hasher = FileHasher(source.path, size, name=f"{PROG}-hash")
+        hasher.publish(size)
         hasher.start()
         try:
             sock.sendall(wire.pack_file_header(source.name, size))
@@ -380,15 +354,17 @@ def _send_one(udt: Any, sock: Any, source: SourceFile, meter: Meter, sent_before
                     raise CliError(ExitCode.FILE_ERROR, f"{source.path} shrank while being sent")
                 offset += sent
                 meter.done = sent_before + offset
-        finally:
-            hasher.join()
-        if hasher.error is not None:
-            if isinstance(hasher.error, OSError):
-                raise file_error(hasher.error, source.path, "read")
-            raise hasher.error
-        assert hasher.digest is not None
-        sock.sendall(wire.pack_digest(hasher.digest))
-        return hasher.digest
+        except BaseException:
+            hasher.abandon()
+            raise
+        try:
+            digest = hasher.result()
+        except OSError as exc:
+            raise file_error(exc, source.path, "read") from None
+        except FileShrankError as exc:
+            raise CliError(ExitCode.FILE_ERROR, str(exc)) from None
+        sock.sendall(wire.pack_digest(digest))
+        return digest
 
 
 def _send_memory(sock: Any, peer: str, seconds: float, bar: ProgressBar, cancel: Cancel) -> dict[str, Any]:
