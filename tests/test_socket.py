@@ -589,3 +589,38 @@ def test_perfmon_fields():
         after = client.perfmon()
         assert after.pkt_sent <= 5 and after.pkt_sent_total >= stats.pkt_sent_total
         assert server.perfmon().pkt_recv_total >= (2 << 20) // 1456
+
+
+def test_python_congestion_control_on_both_ends():
+    from udt.cc import CongestionControl
+
+    instances = []
+
+    class Counting(CongestionControl):
+        def __init__(self):
+            super().__init__()
+            self.acks = 0
+            self.initialised = False
+            instances.append(self)
+
+        def init(self):
+            self.initialised = True
+            self.period_us = 20.0  # paced, fixed window
+            self.cwnd = 1000.0
+
+        def on_ack(self, ack):
+            self.acks += 1
+
+    options = {udt.UDT_CC: Counting}
+    with connected_pair(options=options) as (client, server):
+        assert len(instances) == 2  # one per connection: the client's and the accepted one
+        payload = os.urandom(2 << 20)
+        client.sendall(payload)
+        assert recv_exactly(server, len(payload)) == payload
+        server.sendall(b"back")
+        assert recv_exactly(client, 4) == b"back"
+        assert all(cc.initialised for cc in instances)
+        assert sum(cc.acks for cc in instances) > 0
+    with pytest.raises(ValueError):
+        with udt.socket() as s:
+            s.setsockopt(udt.UDT_CC, 42)

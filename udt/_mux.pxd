@@ -74,6 +74,7 @@ cdef struct MuxListener:
     int capacity
     int closed
     int waiters
+    void* cc_class               # borrowed PyObject*: Python CC class for accepted sockets, or NULL
 
 
 cdef struct MuxCore:
@@ -138,3 +139,4 @@ cdef class Connection:
 cdef class Listener:
     cdef MuxListener* l
     cdef Multiplexer mux
+    cdef object _cc_class        # keeps MuxListener.cc_class alive

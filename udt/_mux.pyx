@@ -20,6 +20,7 @@ import os
 import threading
 import weakref
 
+from cpython.ref cimport Py_DECREF, Py_INCREF
 from cpython.buffer cimport PyBUF_SIMPLE, PyBUF_WRITABLE, PyBuffer_Release, PyObject_GetBuffer
 from libc.errno cimport EAGAIN, EBADF, EINTR, ETIMEDOUT
 from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
@@ -620,6 +621,54 @@ cdef void unregister_conn(MuxCore* m, MuxConn* mc) noexcept nogil:
 
 
 # ---------------------------------------------------------------------------------------------
+# Python congestion control for accepted connections (UDT4 gives each one its own CCC object)
+# ---------------------------------------------------------------------------------------------
+
+cdef void* attach_python_cc(core.Conn* conn, void* cc_class) noexcept nogil:
+    """Give a freshly conn_init'ed server connection its own instance of the listener's Python
+    CC class (before conn_accept runs the CC's init).  Returns our reference to drop later, NULL
+    when the class is NULL or failed to instantiate (then the native CC runs; reported)."""
+    cdef void* instance = NULL
+    if cc_class == NULL:
+        return NULL
+    with gil:
+        try:
+            obj = (<object>cc_class)()
+            Py_INCREF(obj)
+            instance = <void*>obj
+        except BaseException as exc:
+            try:
+                import sys
+                sys.unraisablehook(_UnraisableInfo(type(exc), exc, exc.__traceback__,
+                                                   "udt: cannot create the congestion control", None))
+            except BaseException:
+                pass
+    if instance != NULL:
+        conn.cc.ops = core.python_cc_ops()
+        conn.cc.user = instance
+        conn.opts.cc_ops = conn.cc.ops
+        conn.opts.cc_user = instance
+    return instance
+
+
+cdef void release_python_cc(void* instance) noexcept nogil:
+    if instance != NULL:
+        with gil:
+            Py_DECREF(<object>instance)
+
+
+class _UnraisableInfo:
+    __slots__ = ("exc_type", "exc_value", "exc_traceback", "err_msg", "object")
+
+    def __init__(self, exc_type, exc_value, exc_traceback, err_msg, obj):
+        self.exc_type = exc_type
+        self.exc_value = exc_value
+        self.exc_traceback = exc_traceback
+        self.err_msg = err_msg
+        self.object = obj
+
+
+# ---------------------------------------------------------------------------------------------
 # the multiplexer
 # ---------------------------------------------------------------------------------------------
 
@@ -936,6 +985,7 @@ cdef class Multiplexer:
         cdef MuxConn* created = NULL
         cdef uint32_t events = 0
         cdef int slot
+        cdef void* cc_instance = NULL
         pthread_mutex_lock(&m.table_lock)
         while mc != NULL:
             if same_address(&mc.conn.peer_addr, source):
@@ -963,7 +1013,9 @@ cdef class Multiplexer:
             else:
                 created = muxconn_new(allocate_socket_id(m))
                 if created != NULL and core.conn_init(&created.conn, &lst.opts, created.socket_id, now) == 0:
+                    cc_instance = attach_python_cc(&created.conn, lst.cc_class)
                     reply = core.conn_accept(&created.conn, &req, now, m.reply_area, core.MAX_CONTROL_SIZE)
+                    release_python_cc(cc_instance)  # the engine holds its own reference now
                 else:
                     reply = -core.ERR_NO_MEMORY
                 if reply < 0:
@@ -1165,6 +1217,9 @@ cdef class Multiplexer:
             raise MemoryError()
         lst.backlog = lst.capacity
         lst.opts = opts
+        cc_class = config.get("congestion_control")
+        if cc_class is not None:  # each accepted connection gets its own instance
+            lst.cc_class = <void*>cc_class
         core.listener_init(&lst.engine, <const uint8_t*><char*>key, opts.sock_type, opts.mss,
                            opts.flight_flag_size, now_us())
         with nogil:
@@ -1183,6 +1238,7 @@ cdef class Multiplexer:
         listener = Listener.__new__(Listener)
         (<Listener>listener).l = lst
         (<Listener>listener).mux = self
+        (<Listener>listener)._cc_class = cc_class
         return listener
 
     def connect(self, dict config, tuple peer, bint rendezvous, int connect_timeout_ms):

@@ -178,7 +178,8 @@ OPTION_SPECS: dict[SocketOption, OptionSpec] = {
         OptionSpec(O.UDT_RCVSYN, "bool", True, Phase.ANYTIME, None,
                    "blocking recv, accept and connect"),
         OptionSpec(O.UDT_CC, "cc", None, Phase.BEFORE_CONNECT, None,
-                   "congestion control: None for the native one, or a udt.cc class"),
+                   "congestion control: None for the native one, a udt.cc.CongestionControl "
+                   "subclass or a factory returning a fresh instance per connection"),
         OptionSpec(O.UDT_FC, "int", DEFAULT_FC, Phase.BEFORE_CONNECT, _range(MIN_FC, 1 << 30),
                    "maximum flow window, packets"),
         OptionSpec(O.UDT_SNDBUF, "int", _buffer_default, Phase.BEFORE_CONNECT, _range(1, 1 << 34),
@@ -247,9 +248,12 @@ def validate(option: SocketOption, value: Any) -> Any:
 def _validate_cc(option: SocketOption, value: Any) -> Any:
     if value is None:
         return None
-    if isinstance(value, type) and all(hasattr(value, name) for name in ("on_ack", "on_loss")):
-        return value
-    raise _bad(option, "expected None (native) or a congestion-control class with on_ack/on_loss")
+    if isinstance(value, type):
+        if all(hasattr(value, name) for name in ("on_ack", "on_loss")):
+            return value
+    elif callable(value):
+        return value  # a factory: called once per connection for a fresh instance
+    raise _bad(option, "expected None (native), a udt.cc.CongestionControl subclass or a factory")
 
 
 def defaults() -> dict[SocketOption, Any]:
