@@ -544,3 +544,16 @@ def test_rendezvous_transfer(tmp_path):
         recv.stop()
     assert sha256_file(tmp_path / "out" / "rv.bin") == sha256_file(f)
     assert send.json()["sha256"] == recv.json()["sha256"] == sha256_file(f)
+
+
+def test_mss_and_max_bw_reach_the_connection(tmp_path):
+    f = make_file(tmp_path / "capped.bin", 4 * 1024 * 1024)
+    with Receiver(tmp_path, "--output", tmp_path / "out", "--once", "--json", "--mss", "9000") as recv:
+        code, send = run_sender(tmp_path, f, recv.address, "--json", "--mss", "9000", "--max-bw", "16Mbit")
+        assert code == 0, send.stderr
+        assert recv.wait() == 0
+    sent, got = send.json(), recv.json()
+    assert sent["mss"] == got["mss"] == 9000
+    # 4 MiB at 2 MB/s needs about 2.1 s; an uncapped loopback transfer takes a few ms
+    assert sent["seconds"] > 1.2, sent
+    assert sent["mbit_per_s"] < 16 * 1.3
