@@ -557,3 +557,14 @@ def test_mss_and_max_bw_reach_the_connection(tmp_path):
     # 4 MiB at 2 MB/s needs about 2.1 s; an uncapped loopback transfer takes a few ms
     assert sent["seconds"] > 1.2, sent
     assert sent["mbit_per_s"] < 16 * 1.3
+
+
+def test_two_files_with_one_name_are_refused(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first, second = make_file(tmp_path / "a" / "x.bin", 10), make_file(tmp_path / "b" / "x.bin", 10)
+    code, proc = run_sender(tmp_path, first, second, "127.0.0.1:9")
+    assert code == 2
+    assert "two files named 'x.bin'" in proc.stderr
+    code, proc = run_sender(tmp_path, tmp_path / "a", "127.0.0.1:9", name="dir")
+    assert code == 7 and "not a regular file" in proc.stderr

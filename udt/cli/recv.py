@@ -505,7 +505,7 @@ def _read_umask() -> int:
 _UMASK = _read_umask()  # read once at import: os.umask is process-wide, not thread-safe to probe
 def _receive_memory(settings: Settings, conn: Any, state: _SessionState) -> None:
     hasher = hashlib.sha256()
-    buf = bytearray(wire.MAX_CHUNK)
+    buf = bytearray(0)  # grows to the largest chunk this sender uses (1 MiB for udt-send)
     state.meter = settings.bar.add(Meter(f"memory from {state.peer}"))
     while True:
         tag = recv_exact(conn, 1)
@@ -513,6 +513,8 @@ def _receive_memory(settings: Settings, conn: Any, state: _SessionState) -> None
             (length,) = wire.CHUNK_BODY.unpack(recv_exact(conn, wire.CHUNK_BODY.size))
             if not 0 < length <= wire.MAX_CHUNK:
                 raise wire.ProtocolError(f"chunk length {length} out of range")
+            if length > len(buf):
+                buf = bytearray(length)
             block = memoryview(buf)[:length]
             _fill(conn, block)
             hasher.update(block)

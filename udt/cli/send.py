@@ -204,6 +204,8 @@ def _check_sources(paths: list[str]) -> list[SourceFile]:
             wire.check_file_name(name.encode("utf-8", "surrogateescape"))
         except ValueError as exc:
             raise CliError(ExitCode.USAGE, f"cannot send {path}: {exc}") from None
+        if any(s.name == name for s in sources):
+            raise CliError(ExitCode.USAGE, f"two files named {name!r}: the receiver would keep only one")
         sources.append(SourceFile(path=path, name=name, size=st.st_size))
     return sources
 
