@@ -568,3 +568,18 @@ def test_two_files_with_one_name_are_refused(tmp_path):
     assert "two files named 'x.bin'" in proc.stderr
     code, proc = run_sender(tmp_path, tmp_path / "a", "127.0.0.1:9", name="dir")
     assert code == 7 and "not a regular file" in proc.stderr
+
+
+def test_server_json_summary_when_stopped(tmp_path):
+    f = make_file(tmp_path / "s.bin", 100_000)
+    with Receiver(tmp_path, "--output", tmp_path / "out", "--json") as recv:
+        for i in range(2):
+            code, send = run_sender(tmp_path, f, recv.address, name=f"send{i}")
+            assert code == 0, send.stderr
+        recv.stop()
+        assert recv.popen.returncode == 130
+    summary = recv.json()
+    assert JSON_KEYS <= summary.keys()
+    assert len(summary["sessions"]) == 2 and summary["failed"] == 0
+    assert summary["bytes"] == 200_000
+    assert all(s["sha256"] == sha256_file(f) for s in summary["sessions"])
