@@ -201,7 +201,7 @@ def test_options_fixed_after_connect_and_live_ones_change():
 # connecting
 # ---------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("family", [udt.AF_INET, udt.AF_INET6])
+@pytest.mark.parametrize("family", [udt.AF_INET, udt.AF_INET6], ids=["ipv4", "ipv6"])
 def test_connect_accept_and_echo(family):
     if family == udt.AF_INET6 and not _has_ipv6():
         pytest.skip("no IPv6 loopback here")
@@ -624,3 +624,17 @@ def test_python_congestion_control_on_both_ends():
     with pytest.raises(ValueError):
         with udt.socket() as s:
             s.setsockopt(udt.UDT_CC, 42)
+
+
+def test_silent_peer_breaks_the_connection():
+    options = {udt.UDT_PEERIDLETIMEO: 1000}
+    with connected_pair(options=options) as (client, server):
+        client._mux.stop()  # the client's port goes silent: no SHUTDOWN, no keep-alive
+        started = time.monotonic()
+        with pytest.raises(ConnectionResetError) as info:
+            server.recv(10)
+        assert info.value.udt_code == 2001
+        assert time.monotonic() - started < 4.0
+        assert server.getsockopt(udt.UDT_STATE) == udt.SocketState.BROKEN
+        with pytest.raises(BrokenPipeError):
+            server.sendall(b"x")
