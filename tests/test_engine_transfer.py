@@ -386,3 +386,25 @@ def test_exp_retransmits_when_acks_vanish():
 
     assert net.run(60_000_000, pump)
     assert bytes(got) == data
+
+
+def test_idle_connection_sleeps_about_a_second():
+    """No 10 ms ACK tick once everything is acknowledged: the next timer is the keep-alive."""
+    net, c, s = connected_pair()
+    assert transfer(net, c, s, payload(100_000, 4)) == payload(100_000, 4)
+    net.run(3_000_000)
+    for ep in (c, s):
+        assert ep.next_timer() - net.now >= 300_000
+        assert ep.next_send_time(net.now) == -1
+    wakeups = 0
+    end = net.now + 5_000_000
+    while net.now < end:
+        t = min(ep.next_timer() for ep in (c, s))
+        net.run(max(t - net.now, 1))
+        wakeups += 1
+    assert wakeups <= 5 * 2 * 2
+
+
+def test_engine_alone_cost_smoke():
+    r = _core.engine_benchmark(5_000_000)
+    assert r["bytes"] >= 5_000_000 and r["data_packets"] >= 5_000_000 // 1456

@@ -31,6 +31,7 @@ cdef enum:
     RENDEZVOUS_TIMEOUT_US = 30000000    # rendezvous after 30 s
     MIN_EXP_US = 300000                 # EXP at least count * 300 ms
     MIN_NAK_US = 20000                  # periodic NAK re-report floor
+    IDLE_KEEPALIVE_US = 1000000         # EXP interval floor while nothing is unacknowledged
     MAX_PACING_LAG_US = 2000            # a late sender may catch up at most this much schedule
     DEFAULT_BROKEN_US = 10000000        # udt: silence after which the connection is broken
     DEFAULT_LINGER_US = 3000000
@@ -101,6 +102,10 @@ cdef inline int64_t _exp_deadline(Conn* c) noexcept nogil:
         interval = c.exp_count * (c.rtt_us + 4 * c.rttvar_us) + SYN_US
         if interval < c.exp_count * <int64_t>MIN_EXP_US:
             interval = c.exp_count * <int64_t>MIN_EXP_US
+    if c.snd.count == 0 and interval < IDLE_KEEPALIVE_US:
+        # nothing to retransmit: the EXP only keeps the peer informed; once a second is plenty
+        # (UDT4 exchanges one every 0.3 s) and an idle connection wakes nobody in between
+        interval = IDLE_KEEPALIVE_US
     return c.last_rsp_time + interval
 
 
@@ -1301,7 +1306,10 @@ cdef int64_t conn_next_timer(Conn* c) noexcept nogil:
         return _min_time(c.hs_next_time, c.connect_deadline)
     if not _is_live(c):
         return -1
-    t = c.next_ack_time
+    # the ACK timer only runs while something received is not yet confirmed by an ACK2:
+    # an idle connection wakes nobody every 10 ms (it re-arms on the next data packet)
+    if c.rcv.frontier_seq != c.rcv_last_ack_ack or c.full_ack_due:
+        t = c.next_ack_time
     if c.rcv_loss.count > 0:
         t = _min_time(t, c.next_nak_time)
     t = _min_time(t, _exp_deadline(c))
