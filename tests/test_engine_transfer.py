@@ -394,7 +394,6 @@ def test_idle_connection_sleeps_about_a_second():
     assert transfer(net, c, s, payload(100_000, 4)) == payload(100_000, 4)
     net.run(3_000_000)
     for ep in (c, s):
-        assert ep.next_timer() - net.now >= 300_000
         assert ep.next_send_time(net.now) == -1
     wakeups = 0
     end = net.now + 5_000_000
