@@ -131,6 +131,14 @@ def test_srt_packets_are_recognised():
     hsv5 = decode(words("80000000 00000000 00000000 00000000")
                   + struct.pack(">12I", 5, 0x4A17 << 16 | 2, 1, 1500, 8192, 1, 9, 0, 0x0100007F, 0, 0, 0) + bytes(8))
     assert hsv5.ok and hsv5.fields["srt_extension_bytes"] == 8
+    assert (hsv5.fields["srt_encryption"], hsv5.fields["srt_extension"]) == (0x4A17, 2)
+    # what srt-file-transmit answers a UDT4 induction with (captured)
+    srt_induction = decode(words("80000000 00000000 00065701 223051c1 00000005 00004a17 4b9d4c65 000005dc "
+                                 "00002000 00000001 223051c1 4eef8947 0100007f 00000000 00000000 00000000"))
+    assert srt_induction.ok and srt_induction.fields["socket_type_name"] == "SRT(magic 0x4a17)"
+    rejected = decode(words("80000000 00000000 00000000 223051c1 00000004 00000001 4b9d4c65 000005dc "
+                            "00002000 000003ec 223051c1 4eef8947 0100007f 00000000 00000000 00000000"))
+    assert rejected.ok and rejected.fields["request_name"] == "rejected(1004)"
     user = decode(words("ffff0001 00000000 00000000 00000005 00010501"))
     assert user.ok and user.name == "user-defined" and user.fields["extended_name"] == "HSREQ"
 

@@ -36,6 +36,7 @@ MSGNO_MASK = 0x1FFFFFFF
 SRT_MSGNO_LIMIT = 1 << 26  # SRT reads msgno bits 26-27 as encryption flags
 HANDSHAKE_CIF = 48
 MIN_MSS = 76
+SRT_MAGIC = 0x4A17
 
 CONTROL_NAMES = {
     0: "handshake",
@@ -281,7 +282,12 @@ def _decode_handshake(p: Packet, cif: bytes) -> None:
             p.errors.append(f"version 4 handshake CIF is {len(cif)} bytes, a listener ignores "
                             f"anything but {HANDSHAKE_CIF}")
     elif version == 5:
-        f["socket_type_name"] = f"SRT(ext={stype >> 16:#x},enc={stype & 0xFFFF})"
+        # SRT: encryption field (16 bits) | extension field (16 bits); a listener's induction
+        # answer carries the magic 0x4A17 as extension field to say "I speak SRT".
+        encryption, extension = stype >> 16, stype & 0xFFFF
+        f["srt_encryption"], f["srt_extension"] = encryption, extension
+        f["socket_type_name"] = ("SRT(magic 0x4a17)" if extension == SRT_MAGIC
+                                 else f"SRT(ext={extension:#x},enc={encryption})")
         f["srt_extension_bytes"] = len(cif) - HANDSHAKE_CIF
         p.warnings.append("SRT handshake version 5")
     else:
