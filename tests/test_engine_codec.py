@@ -341,3 +341,19 @@ def test_udt4_capture_replayed_into_our_receiver():
     st = s.stats(now)
     assert st["invalid"] == {k: 0 for k in _core.INVALID_REASONS}
     assert st["pkt_recv_total"] == len(delivered) and st["pkt_sent_nak_total"] >= 1
+
+
+def test_loss_list_front_removal_and_compaction():
+    ll = _core.LossListShim(4)
+    for a in (10, 20, 30, 40):
+        assert ll.insert(a, a + 1) == 2
+    assert ll.insert(50, 50) == -1                 # full
+    assert ll.pop_first() == 10 and ll.pop_first() == 11   # range 10-11 gone from the front
+    ll.remove_before(25)                           # 20-21 gone too, in O(1)
+    assert ll.ranges() == [(30, 31), (40, 41)]
+    assert ll.insert(50, 50) == 1 and ll.insert(60, 61) == 2   # compacts to make room
+    assert ll.ranges() == [(30, 31), (40, 41), (50, 50), (60, 61)]
+    assert ll.remove_range(30, 45) == 4
+    assert ll.ranges() == [(50, 50), (60, 61)] and ll.length == 3
+    assert ll.insert(0x7FFFFFFF, 0x7FFFFFFF) == 1         # just before 0 in sequence order
+    assert ll.ranges()[0] == (0x7FFFFFFF, 0x7FFFFFFF) and ll.pop_first() == 0x7FFFFFFF

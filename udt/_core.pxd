@@ -233,8 +233,11 @@ cdef struct LossList:
     int32_t* first
     int32_t* last
     int count                   # ranges in use
-    int capacity                # ranges allocated
+    int capacity                # ranges available from `first` on
     int64_t length              # sequence numbers in the set
+    int32_t* first_base         # the allocations: removing at the front just advances
+    int32_t* last_base          # first/last (O(1)); they are compacted when space runs out
+    int total_capacity
 
 cdef struct SendSlot:
     int32_t length              # payload bytes in the slot

@@ -5,25 +5,56 @@
 
 
 cdef int losslist_alloc(LossList* ll, int capacity) noexcept nogil:
-    ll.first = <int32_t*>malloc(capacity * sizeof(int32_t))
-    ll.last = <int32_t*>malloc(capacity * sizeof(int32_t))
+    ll.first_base = <int32_t*>malloc(capacity * sizeof(int32_t))
+    ll.last_base = <int32_t*>malloc(capacity * sizeof(int32_t))
+    ll.first = ll.first_base
+    ll.last = ll.last_base
     ll.count = 0
     ll.length = 0
     ll.capacity = capacity
-    if ll.first == NULL or ll.last == NULL:
+    ll.total_capacity = capacity
+    if ll.first_base == NULL or ll.last_base == NULL:
         losslist_free(ll)
         return -1
     return 0
 
 
 cdef void losslist_free(LossList* ll) noexcept nogil:
-    free(ll.first)
-    free(ll.last)
+    free(ll.first_base)
+    free(ll.last_base)
     ll.first = NULL
     ll.last = NULL
+    ll.first_base = NULL
+    ll.last_base = NULL
     ll.count = 0
     ll.capacity = 0
+    ll.total_capacity = 0
     ll.length = 0
+
+
+cdef inline void _ll_drop_front(LossList* ll, int k) noexcept nogil:
+    """Forget the first k ranges in O(1)."""
+    ll.first += k
+    ll.last += k
+    ll.capacity -= k
+    ll.count -= k
+    if ll.count == 0:
+        ll.first = ll.first_base
+        ll.last = ll.last_base
+        ll.capacity = ll.total_capacity
+
+
+cdef inline bint _ll_room(LossList* ll) noexcept nogil:
+    """Make room for one more range (compacting to the front); False if truly full."""
+    if ll.count < ll.capacity:
+        return True
+    if ll.first != ll.first_base:
+        memmove(ll.first_base, ll.first, ll.count * sizeof(int32_t))
+        memmove(ll.last_base, ll.last, ll.count * sizeof(int32_t))
+        ll.first = ll.first_base
+        ll.last = ll.last_base
+        ll.capacity = ll.total_capacity
+    return ll.count < ll.capacity
 
 
 cdef inline int losslist_lower(LossList* ll, int32_t seq) noexcept nogil:
@@ -60,7 +91,7 @@ cdef int64_t losslist_insert(LossList* ll, int32_t first, int32_t last) noexcept
         j += 1
     added = seq_off(nf, nl) + 1 - removed
     if i == j:
-        if ll.count >= ll.capacity:
+        if not _ll_room(ll):
             return -1
         if i < ll.count:
             memmove(&ll.first[i + 1], &ll.first[i], (ll.count - i) * sizeof(int32_t))
@@ -91,6 +122,9 @@ cdef bint losslist_remove(LossList* ll, int32_t seq) noexcept nogil:
         return False
     ll.length -= 1
     if ll.first[i] == seq and ll.last[i] == seq:
+        if i == 0:
+            _ll_drop_front(ll, 1)
+            return True
         if i + 1 < ll.count:
             memmove(&ll.first[i], &ll.first[i + 1], (ll.count - i - 1) * sizeof(int32_t))
             memmove(&ll.last[i], &ll.last[i + 1], (ll.count - i - 1) * sizeof(int32_t))
@@ -100,7 +134,7 @@ cdef bint losslist_remove(LossList* ll, int32_t seq) noexcept nogil:
     elif ll.last[i] == seq:
         ll.last[i] = seq_dec(seq)
     else:
-        if ll.count >= ll.capacity:
+        if not _ll_room(ll):
             # cannot split: forget the lower half (the receiver re-discovers it via EXP/NAK)
             ll.length -= seq_off(ll.first[i], seq)
             ll.first[i] = seq_inc(seq)
@@ -128,7 +162,7 @@ cdef int64_t losslist_remove_range(LossList* ll, int32_t first, int32_t last) no
         # remove [s, min(last, ll.last[i])] from range i
         if seq_cmp(ll.first[i], s) < 0 and seq_cmp(ll.last[i], last) > 0:
             # strictly inside: split
-            if ll.count >= ll.capacity:
+            if not _ll_room(ll):
                 n += seq_off(ll.first[i], last) + 1
                 ll.length -= seq_off(ll.first[i], last) + 1
                 ll.first[i] = seq_inc(last)
@@ -157,6 +191,9 @@ cdef int64_t losslist_remove_range(LossList* ll, int32_t first, int32_t last) no
         # range i entirely inside: delete it
         n += seq_off(ll.first[i], ll.last[i]) + 1
         ll.length -= seq_off(ll.first[i], ll.last[i]) + 1
+        if i == 0:
+            _ll_drop_front(ll, 1)
+            continue
         if i + 1 < ll.count:
             memmove(&ll.first[i], &ll.first[i + 1], (ll.count - i - 1) * sizeof(int32_t))
             memmove(&ll.last[i], &ll.last[i + 1], (ll.count - i - 1) * sizeof(int32_t))
@@ -170,10 +207,7 @@ cdef void losslist_remove_before(LossList* ll, int32_t seq) noexcept nogil:
     for k in range(i):
         ll.length -= seq_off(ll.first[k], ll.last[k]) + 1
     if i > 0:
-        if i < ll.count:
-            memmove(&ll.first[0], &ll.first[i], (ll.count - i) * sizeof(int32_t))
-            memmove(&ll.last[0], &ll.last[i], (ll.count - i) * sizeof(int32_t))
-        ll.count -= i
+        _ll_drop_front(ll, i)
     if ll.count > 0 and seq_cmp(ll.first[0], seq) < 0:
         ll.length -= seq_off(ll.first[0], seq)
         ll.first[0] = seq
@@ -192,3 +226,6 @@ cdef int32_t losslist_pop_first(LossList* ll) noexcept nogil:
 cdef void losslist_clear(LossList* ll) noexcept nogil:
     ll.count = 0
     ll.length = 0
+    ll.first = ll.first_base
+    ll.last = ll.last_base
+    ll.capacity = ll.total_capacity
