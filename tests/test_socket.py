@@ -627,14 +627,37 @@ def test_python_congestion_control_on_both_ends():
 
 
 def test_silent_peer_breaks_the_connection():
+    from tools.impair import Impairment, Relay
+
     options = {udt.UDT_PEERIDLETIMEO: 1000}
-    with connected_pair(options=options) as (client, server):
-        client._mux.stop()  # the client's port goes silent: no SHUTDOWN, no keep-alive
-        started = time.monotonic()
-        with pytest.raises(ConnectionResetError) as info:
-            server.recv(10)
-        assert info.value.udt_code == 2001
-        assert time.monotonic() - started < 4.0
-        assert server.getsockopt(udt.UDT_STATE) == udt.SocketState.BROKEN
-        with pytest.raises(BrokenPipeError):
-            server.sendall(b"x")
+    server = udt.create_server((LOOP4, 0), options=options)
+    try:
+        with Relay(server.getsockname()) as relay:
+            with udt.create_connection(relay.address, timeout=5, options=options) as client:
+                server.settimeout(5)
+                conn, _ = server.accept()
+                with conn:
+                    client.sendall(b"before")
+                    assert recv_exactly(conn, 6) == b"before"
+                    relay.set_impairment("a_to_b", Impairment.cut())  # the client falls silent
+                    relay.set_impairment("b_to_a", Impairment.cut())
+                    started = time.monotonic()
+                    with pytest.raises(ConnectionResetError) as info:
+                        conn.recv(10)
+                    assert info.value.udt_code == 2001
+                    assert time.monotonic() - started < 4.0
+                    assert conn.getsockopt(udt.UDT_STATE) == udt.SocketState.BROKEN
+                    with pytest.raises(BrokenPipeError):
+                        conn.sendall(b"x")
+                    client.setsockopt(udt.UDT_LINGER, 0)
+    finally:
+        server.close()
+
+
+def test_stopping_a_multiplexer_tells_the_peer():
+    with connected_pair() as (client, server):
+        client._mux.stop()  # as at interpreter exit: connections are aborted with a SHUTDOWN
+        assert server.recv(10) == b""
+        with pytest.raises(OSError) as info:
+            client.recv(10)
+        assert info.value.errno == errno.EBADF

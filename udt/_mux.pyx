@@ -825,6 +825,7 @@ cdef class Multiplexer:
         cdef MuxConn* mc
         cdef size_t i
         cdef int n
+        cdef int64_t now
         cdef MuxConn** everything
         with _registry_lock:
             if self._stopped:
@@ -833,20 +834,8 @@ cdef class Multiplexer:
             if self._key is not None and _registry.get(self._key) is self:
                 del _registry[self._key]
         _all_muxes.discard(self)
-        # 1. the send worker flushes what is due (SHUTDOWNs of closed sockets) and leaves
-        with nogil:
-            mux_atomic_store(&m.stopping, 1)
-            pthread_mutex_lock(&m.send_lock)
-            pthread_cond_signal(&m.send_wake)
-            pthread_mutex_unlock(&m.send_lock)
-        current = threading.current_thread()
-        if self._threads[1] is not current:
-            self._threads[1].join()
-        # 2. the receive worker wakes with EBADF when the channel closes
-        self.channel.close()
-        if self._threads[0] is not current:
-            self._threads[0].join()
-        # 3. every connection still registered is aborted; its waiters wake and fail
+        # 1. every connection still registered is aborted: its SHUTDOWN is queued while the
+        #    send worker still runs, its waiters wake (EOF); the listener stops accepting
         with nogil:
             pthread_mutex_lock(&m.table_lock)
             n = <int>m.by_id.count
@@ -858,21 +847,42 @@ cdef class Multiplexer:
                         everything[n] = m.by_id.slots[i]
                         muxconn_incref(everything[n])
                         n += 1
-                for i in range(n):
-                    unregister_conn(m, everything[i])
             if m.listener != NULL:
                 pthread_mutex_lock(&m.listener.lock)
                 m.listener.closed = 1
                 pthread_cond_broadcast(&m.listener.changed)
                 pthread_mutex_unlock(&m.listener.lock)
             pthread_mutex_unlock(&m.table_lock)
+            now = now_us()
+            for i in range(n):
+                mc = everything[i]
+                pthread_mutex_lock(&mc.lock)
+                after_engine_call(m, self.channel, mc, core.conn_abort(&mc.conn, now) | core.EV_CLOSED,
+                                  now, False)
+                pthread_mutex_unlock(&mc.lock)
+            # 2. the send worker flushes what is due (those SHUTDOWNs) and leaves
+            mux_atomic_store(&m.stopping, 1)
+            pthread_mutex_lock(&m.send_lock)
+            pthread_cond_signal(&m.send_wake)
+            pthread_mutex_unlock(&m.send_lock)
+        current = threading.current_thread()
+        if self._threads[1] is not current:
+            self._threads[1].join()
+        # 3. the receive worker wakes with EBADF when the channel closes
+        self.channel.close()
+        if self._threads[0] is not current:
+            self._threads[0].join()
+        # 4. the connections are cut loose: every later call on them fails with EBADF
+        with nogil:
             for i in range(n):
                 mc = everything[i]
                 pthread_mutex_lock(&mc.lock)
                 mc.mux_dead = 1
-                core.conn_abort(&mc.conn, now_us())
                 pthread_cond_broadcast(&mc.changed)
                 pthread_mutex_unlock(&mc.lock)
+                pthread_mutex_lock(&m.table_lock)
+                unregister_conn(m, mc)
+                pthread_mutex_unlock(&m.table_lock)
                 unschedule(m, mc)
                 muxconn_decref(mc)
             free(everything)
