@@ -357,3 +357,43 @@ def test_loss_list_front_removal_and_compaction():
     assert ll.ranges() == [(50, 50), (60, 61)] and ll.length == 3
     assert ll.insert(0x7FFFFFFF, 0x7FFFFFFF) == 1         # just before 0 in sequence order
     assert ll.ranges()[0] == (0x7FFFFFFF, 0x7FFFFFFF) and ll.pop_first() == 0x7FFFFFFF
+
+
+@pytest.mark.skipif(not (DATA_DIR / "rendezvous_stream.json").exists(), reason="no capture")
+def test_udt4_rendezvous_capture_replayed_into_our_engine():
+    """We play UDT4's side B: side A's real requests (0, then -1) connect us, and A's data
+    packets are accepted and readable in order."""
+    fixture = json.loads((DATA_DIR / "rendezvous_stream.json").read_text())
+    entries = [(e, bytes.fromhex(e["hex"])) for e in fixture["datagrams"]]
+    side_b = next(_core.decode_packet(raw)["handshake"] for e, raw in entries
+                  if e["dir"] == "s2c" and _core.decode_packet(raw)["control"]
+                  and _core.decode_packet(raw)["type"] == 0)
+    b = _core.Endpoint(side_b["socket_id"], now=0, rendezvous=True)
+    b.connect(tuple(fixture["endpoints"]["client"]), 0)
+    b.next_datagram(0)
+    now = 0
+    payloads = {}
+    for e, raw in entries:
+        if e["dir"] != "c2s" or e.get("dropped"):
+            continue
+        d = _core.decode_packet(raw)
+        if d["control"] and d["type"] not in (0, 1):
+            continue
+        now += 100
+        b.receive(raw, now)
+        while b.next_datagram(now) is not None:
+            pass
+        if not d["control"]:
+            payloads[d["seq"]] = d["payload"]
+    assert b.state == ST["CONNECTED"]
+    a_isn = next(_core.decode_packet(raw)["handshake"]["isn"] for e, raw in entries
+                 if e["dir"] == "c2s")
+    assert b.peer_isn == a_isn
+    expected = bytearray()
+    seq = a_isn
+    while seq in payloads:
+        expected += payloads[seq]
+        seq += 1
+    assert len(expected) >= 3 * 1456
+    assert b.read(len(expected), now) == bytes(expected)
+    assert b.stats(now)["invalid"] == {k: 0 for k in _core.INVALID_REASONS}
