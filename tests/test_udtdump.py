@@ -411,3 +411,23 @@ def test_cli_files():
     assert objs[0]["src"].startswith("127.0.0.1:")
     other_port = _cli("--port", "1", str(PCAPNG))
     assert other_port.returncode == 0 and other_port.stdout == ""
+
+
+def test_split_gso_buffers_captured_on_loopback():
+    """A UDP_SEGMENT send shows up on "lo" as one buffer of back-to-back UDT data packets."""
+    def data(seq: int, payload: int) -> bytes:
+        return struct.pack(">IIII", seq, 0x40000001 if seq else 0x80000001, 10, 0x1234) + bytes([seq & 0xFF]) * payload
+
+    segments = [data(0x7FFFFFFE + k & 0x7FFFFFFF, 1456) for k in range(3)] + [data(1, 100)]
+    joined = b"".join(segments)
+    assert udtdump.split_gso(joined) == segments  # also across the 31-bit wrap
+    single = data(5, 1456)
+    assert udtdump.split_gso(single) == [single]
+    control = words("80010000 00000000 00000000 00000007 00000000") * 2
+    assert udtdump.split_gso(control) == [control]
+    # a payload that merely contains the next sequence number is not split
+    lookalike = struct.pack(">IIII", 9, 0xC0000001, 0, 7) + struct.pack(">I", 10) + bytes(40)
+    assert udtdump.split_gso(lookalike) == [lookalike]
+    records = list(udtdump.split_gso_records(iter([CaptureRecord(1.0, "127.0.0.1", 1, "127.0.0.1", 2, joined)])))
+    assert [r.gso_segment for r in records] == [(0, 4), (1, 4), (2, 4), (3, 4)]
+    assert all(decode(r.payload).ok for r in records)

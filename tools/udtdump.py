@@ -27,7 +27,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Packet", "decode", "read_pcap", "write_pcap", "CaptureRecord", "main"]
+__all__ = ["Packet", "decode", "read_pcap", "write_pcap", "split_gso", "split_gso_records",
+           "CaptureRecord", "decode_peer_ip", "encode_peer_ip", "main"]
 
 HEADER_SIZE = 16
 SEQ_MASK = 0x7FFFFFFF
@@ -377,6 +378,46 @@ class CaptureRecord:
     dst: str
     dport: int
     payload: bytes
+    gso_segment: tuple[int, int] | None = None  # (index, count) when split by split_gso
+
+
+def split_gso(payload: bytes) -> list[bytes]:
+    """Split what a capture on "lo" shows for a UDP GSO send back into UDT data packets.
+
+    A sender using UDP_SEGMENT hands the kernel several equal-sized datagrams in one buffer; a
+    capture on the loopback interface sees that buffer as one oversized UDP datagram, while the
+    receiving socket gets the segments one by one. UDT data packets sent together carry
+    consecutive sequence numbers and the same destination ID, which gives the segment size away.
+    Anything else is returned unchanged, as one datagram.
+    """
+    if len(payload) < 2 * HEADER_SIZE + 2 or payload[0] & 0x80:
+        return [payload]
+    seq = int.from_bytes(payload[:4], "big")
+    dst = payload[12:16]
+    second = ((seq + 1) & SEQ_MASK).to_bytes(4, "big")
+    start = HEADER_SIZE + 1
+    while (size := payload.find(second, start)) > 0:
+        start = size + 1
+        if payload[size + 12 : size + 16] != dst:
+            continue
+        segments = [payload[i : i + size] for i in range(0, len(payload), size)]
+        if all(len(seg) > HEADER_SIZE and seg[12:16] == dst
+               and int.from_bytes(seg[:4], "big") == (seq + k) & SEQ_MASK
+               for k, seg in enumerate(segments)):
+            return segments
+    return [payload]
+
+
+def split_gso_records(records: "Iterator[CaptureRecord]") -> Iterator[CaptureRecord]:
+    """:func:`split_gso` over capture records; split ones carry ``gso_segment``."""
+    for record in records:
+        parts = split_gso(record.payload)
+        if len(parts) == 1:
+            yield record
+            continue
+        for index, part in enumerate(parts):
+            yield CaptureRecord(record.time, record.src, record.sport, record.dst, record.dport,
+                                part, (index, len(parts)))
 
 
 def _ip_udp(packet: bytes, time_: float) -> CaptureRecord | None:
@@ -547,6 +588,8 @@ def _print(record: CaptureRecord | None, packet: Packet, as_json: bool, label: s
         if record is not None:
             obj.update(time=record.time, src=f"{record.src}:{record.sport}",
                        dst=f"{record.dst}:{record.dport}")
+            if record.gso_segment is not None:
+                obj["gso_segment"] = list(record.gso_segment)
         if label:
             obj["label"] = label
         print(json.dumps(obj, sort_keys=True))
@@ -554,6 +597,8 @@ def _print(record: CaptureRecord | None, packet: Packet, as_json: bool, label: s
     prefix = ""
     if record is not None:
         prefix = f"{record.time:.6f} {record.src}.{record.sport} > {record.dst}.{record.dport}: "
+        if record.gso_segment is not None:
+            prefix += f"[gso {record.gso_segment[0] + 1}/{record.gso_segment[1]}] "
     print(f"{prefix}UDT {packet.summary()}{f'  # {label}' if label else ''}")
 
 
@@ -565,6 +610,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, action="append",
                         help="only UDP datagrams from or to this port (repeatable)")
     parser.add_argument("--json", action="store_true", help="one JSON object per datagram")
+    parser.add_argument("--no-gso-split", action="store_true",
+                        help="show UDP GSO sends captured on lo as the one buffer they were")
     opts = parser.parse_args(argv)
     bad = 0
     first = opts.inputs[0]
@@ -576,7 +623,8 @@ def main(argv: list[str] | None = None) -> int:
                     items = [(r, "dropped by the capture relay" if e.get("dropped") else "")
                              for r, e in fixture_records(path)]
                 else:
-                    items = [(r, "") for r in read_pcap(path)]
+                    records = read_pcap(path)
+                    items = [(r, "") for r in (records if opts.no_gso_split else split_gso_records(records))]
             except (OSError, ValueError, KeyError) as exc:
                 print(f"{name}: {exc}", file=sys.stderr)
                 return 2
