@@ -397,3 +397,29 @@ def test_udt4_rendezvous_capture_replayed_into_our_engine():
     assert len(expected) >= 3 * 1456
     assert b.read(len(expected), now) == bytes(expected)
     assert b.stats(now)["invalid"] == {k: 0 for k in _core.INVALID_REASONS}
+
+
+@pytest.mark.skipif(not (DATA_DIR / "cs_dgram_messages.json").exists(), reason="no capture")
+def test_udt4_messages_replayed_keep_their_boundaries():
+    fixture = json.loads((DATA_DIR / "cs_dgram_messages.json").read_text())
+    c2s = [(e, bytes.fromhex(e["hex"])) for e in fixture["datagrams"] if e["dir"] == "c2s"]
+    conclusion = next(raw for e, raw in c2s if _core.peek(raw)["kind"] == 0
+                      and _core.peek(raw)["hs_req_type"] == -1)
+    req = _core.request_from_conclusion(conclusion, tuple(fixture["endpoints"]["client"]))
+    assert req.sock_type == 2
+    s = _core.Endpoint(0x4321, now=0, sock_type=2)
+    s.accept(req, 0)
+    now = 0
+    for e, raw in c2s:
+        d = _core.decode_packet(raw)
+        if d["control"] or e.get("dropped"):
+            continue
+        now += 10
+        s.receive(raw[:12] + (0x4321).to_bytes(4, "big") + raw[16:], now)
+    messages = []
+    while not isinstance(r := s.read_message(1 << 16, now), int):
+        messages.append(r)
+    assert len(messages) == 21
+    assert all(full == 4000 and not truncated and len(m) == 4000 for m, full, truncated in messages[:-1])
+    assert messages[-1][1] == 1000                  # the final solo message
+    assert s.stats(now)["invalid"] == {k: 0 for k in _core.INVALID_REASONS}
