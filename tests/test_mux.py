@@ -1,7 +1,6 @@
 """The multiplexer: port sharing, many connections on one port, idle cost of the workers."""
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import threading
@@ -10,7 +9,6 @@ import time
 import pytest
 
 import udt
-from udt import _mux
 
 LOOP4 = "127.0.0.1"
 
@@ -110,7 +108,6 @@ def test_hundred_concurrent_connections_on_one_port():
         assert len(accepted) == count
         assert len({mux_of(c) for c in clients}) == 1
         assert len({mux_of(c) for c in accepted}) == 1
-        payloads = {c.getsockname(): None for c in clients}
         # every connection carries its own data, all at once
         blobs = [os.urandom(50_000) for _ in range(count)]
         by_peer = {}
