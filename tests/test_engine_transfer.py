@@ -407,3 +407,18 @@ def test_idle_connection_sleeps_about_a_second():
 def test_engine_alone_cost_smoke():
     r = _core.engine_benchmark(5_000_000)
     assert r["bytes"] >= 5_000_000 and r["data_packets"] >= 5_000_000 // 1456
+
+
+def test_srt_retransmission_flag_does_not_split_a_message():
+    """SRT marks retransmitted packets with bit 26 of the message word (R); message numbers
+    are compared on 26 bits, so a retransmitted middle packet still completes its message."""
+    net, c, s = dgram_pair()
+    isn = s.peer_isn
+    sid = s.socket_id
+    first = _core.encode_data(isn, 2, True, 5, 0, sid, b"a" * 1456)
+    last = _core.encode_data(isn + 1, 1, True, 5, 0, sid, b"b" * 10)
+    flagged = bytearray(last)
+    flagged[4] |= 0x04                    # R flag: bit 26 of word 1
+    s.receive(first, net.now)
+    s.receive(bytes(flagged), net.now)
+    assert s.read_message(5000, net.now)[0] == b"a" * 1456 + b"b" * 10

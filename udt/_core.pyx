@@ -665,7 +665,7 @@ cdef uint32_t _on_nak(Conn* c, const uint8_t* buf, size_t length, int64_t now) n
 
 
 cdef uint32_t _on_drop_request(Conn* c, const uint8_t* buf, size_t length, int64_t now) noexcept nogil:
-    cdef int32_t msgno = <int32_t>(get_u32(buf + 4) & MSG_NUMBER_MASK)
+    cdef int32_t msgno = <int32_t>(get_u32(buf + 4) & MSG_NUMBER_26)
     cdef int32_t first, last, s
     cdef int64_t off, span, k
     cdef int idx

@@ -10,7 +10,9 @@ cdef enum RecvSlotState:
 cdef enum:
     MSG_BOUNDARY_SHIFT = 30
     MSG_INORDER_BIT = 0x20000000
-    MSG_NUMBER_MASK = 0x1FFFFFFF
+    MSG_NUMBER_MASK = 0x1FFFFFFF    # UDT4's 29-bit field
+    MSG_NUMBER_26 = 0x03FFFFFF      # what identifies a message: SRT puts encryption (KK) and
+                                    # retransmission (R) flags in the three bits above
 
 
 cdef inline int msg_boundary(uint32_t word) noexcept nogil:
@@ -18,7 +20,8 @@ cdef inline int msg_boundary(uint32_t word) noexcept nogil:
 
 
 cdef inline int32_t msg_number(uint32_t word) noexcept nogil:
-    return <int32_t>(word & MSG_NUMBER_MASK)
+    """The message number as udt compares it (26 bits: an SRT retransmission sets bit 26)."""
+    return <int32_t>(word & MSG_NUMBER_26)
 
 
 cdef inline uint32_t msg_word(int boundary, bint inorder, int32_t msgno) noexcept nogil:
