@@ -93,10 +93,13 @@ cdef enum EventBits:
     EV_READABLE = 0x001         # new data (stream) or a complete message became readable
     EV_WRITABLE = 0x002         # send buffer space was released by an ACK
     EV_CONNECTED = 0x004        # handshake completed
-    EV_CONNECT_FAILED = 0x008   # connect failed: conn.error = 1001 timeout, 1002 rejected, 1004 security
+    EV_CONNECT_FAILED = 0x008   # connect failed (state CLOSED): conn.error = 1001 timeout, 1002 rejected, 1004 security
     EV_BROKEN = 0x010           # peer silent too long (conn.error = 2001)
-    EV_CLOSED = 0x020           # our close completed (drained or linger expired): state CLOSED
-    EV_PEER_SHUTDOWN = 0x040    # the peer sent SHUTDOWN: readable data stays readable, then EOF
+    EV_CLOSED = 0x020           # our close completed (drained or linger expired): state CLOSED;
+                                # drain conn_next_datagram once more (it holds the SHUTDOWN),
+                                # then conn_free
+    EV_PEER_SHUTDOWN = 0x040    # the peer sent SHUTDOWN (state BROKEN, peer_shutdown=1, error 0):
+                                # readable data stays readable, then reads return 0 (EOF)
     EV_WANT_TRANSMIT = 0x080    # something is due to send: re-check conn_next_send_time
     EV_PEER_ERROR = 0x100       # the peer sent an error signal (conn.error = 7000)
 
@@ -562,7 +565,10 @@ cdef enum ListenerVerdict:
                                 # existing -> conn_on_datagram on it; backlog full ->
                                 # listener_reject; else conn_init + conn_accept
 
-# key: 16 random bytes (os.urandom); slice_us 0 = 60 s.
+# key: 16 random bytes (os.urandom).  The cookie is SipHash-2-4(key, address, port, time slice),
+# 32 bits; lst.slice_us (default 60 s) may be changed after init; the current and the previous
+# slice are accepted.  Inductions get LISTENER_REPLY (same size as the request), conclusions with
+# a bad cookie LISTENER_DROP, version/type/MSS mismatches a 1002 LISTENER_REPLY.
 cdef void listener_init(Listener* lst, const uint8_t* key, int sock_type, int mss,
                         int flight_flag_size, int64_t now) noexcept nogil
 cdef int listener_on_handshake(Listener* lst, const uint8_t* buf, size_t length,
