@@ -583,3 +583,20 @@ def test_server_json_summary_when_stopped(tmp_path):
     assert len(summary["sessions"]) == 2 and summary["failed"] == 0
     assert summary["bytes"] == 200_000
     assert all(s["sha256"] == sha256_file(f) for s in summary["sessions"])
+
+
+def test_sigint_receiver_mid_file_removes_partial_and_sender_reports_loss(tmp_path):
+    out = tmp_path / "out"
+    big = make_file(tmp_path / "big.bin", 32 * 1024 * 1024)
+    with Receiver(tmp_path, "--output", out, "--once") as recv:
+        proc = sender(tmp_path, big, recv.address, "--max-bw", "4M", "--timeout", "5")
+        wait_for(lambda: any(p.name.startswith(wire.PARTIAL_PREFIX) and p.stat().st_size > 0
+                             for p in out.iterdir()), what="a partial file")
+        recv.popen.send_signal(signal.SIGINT)
+        assert recv.wait(15) == 130
+        assert list(out.iterdir()) == []
+        assert proc.wait() == 5, proc.stderr
+    assert "udt-recv: interrupted" in recv.stderr
+    assert "lost" in proc.stderr or "closed the connection" in proc.stderr
+    no_traceback(recv)
+    no_traceback(proc)

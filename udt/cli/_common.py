@@ -397,19 +397,24 @@ def supervise(prog: str, job: Callable[[], T], cancel: Cancel,
     raise Interrupted.  A worker still stuck after that ends the process with os._exit.
     """
     outcome: dict[str, Any] = {}
+    finished = threading.Event()
 
     def run() -> None:
         try:
             outcome["value"] = job()
         except BaseException as exc:  # handed to the main thread
             outcome["error"] = exc
+        finally:
+            finished.set()
 
+    # Wait on an Event, never on Thread.join: a KeyboardInterrupt landing inside join() makes
+    # CPython 3.11 mark the still-running thread as stopped (bpo-45274's fix releases its state
+    # lock), and the process would then exit under the worker's feet, leaving partial files.
     worker = threading.Thread(target=run, name=f"{prog}-worker")
     previous_term = _install_sigterm()
     try:
         worker.start()
-        while worker.is_alive():
-            worker.join(tick_interval)
+        while not finished.wait(tick_interval):
             if tick is not None:
                 tick()
     except (KeyboardInterrupt, _Terminated) as exc:
@@ -417,16 +422,18 @@ def supervise(prog: str, job: Callable[[], T], cancel: Cancel,
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not leave a traceback
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         cancel.cancel()
-        worker.join(grace)
+        done = finished.wait(grace)
         word = "interrupted" if code == ExitCode.INTERRUPTED else "terminated"
         print(f"\r\x1b[K{prog}: {word}" if sys.stderr.isatty() else f"{prog}: {word}",
               file=sys.stderr, flush=True)
-        if worker.is_alive():
+        if not done:
             sys.stdout.flush()
             os._exit(code)
+        worker.join()
         raise Interrupted(code) from None
     finally:
         _restore_sigterm(previous_term)
+    worker.join()
     if "error" in outcome:
         raise outcome["error"]
     return outcome["value"]
