@@ -505,6 +505,7 @@ cdef uint32_t conn_on_timer(Conn* conn, int64_t now) noexcept nogil
 # Message (DGRAM): the whole message or nothing: length, -6001 no room now, -5012 larger than
 # the send buffer.  ttl_us < 0 = opts.msg_ttl_us; inorder only matters in message mode.
 # -2001 broken / peer shut down, -2002 not connected, -5003 zero length message.
+# After a successful write, re-read conn_next_send_time (the write may have made data due).
 cdef ssize_t conn_write(Conn* conn, const uint8_t* data, size_t length, int64_t ttl_us,
                         bint inorder, int64_t now) noexcept nogil
 # Stream read: copies up to cap readable bytes (data readable as soon as it is in order).
