@@ -661,3 +661,30 @@ def test_stopping_a_multiplexer_tells_the_peer():
         with pytest.raises(OSError) as info:
             client.recv(10)
         assert info.value.errno == errno.EBADF
+
+
+def test_close_gives_up_after_the_linger_time():
+    from tools.impair import Impairment, Relay
+
+    server = udt.create_server((LOOP4, 0))
+    try:
+        with Relay(server.getsockname()) as relay:
+            client = udt.create_connection(relay.address, timeout=5)
+            server.settimeout(5)
+            conn, _ = server.accept()
+            try:
+                client.sendall(b"hello")
+                assert recv_exactly(conn, 5) == b"hello"
+                relay.set_impairment("a_to_b", Impairment.cut())  # nothing reaches the peer now
+                client.sendall(os.urandom(1 << 20))
+                client.setsockopt(udt.UDT_LINGER, 1)
+                started = time.monotonic()
+                client.close()
+                elapsed = time.monotonic() - started
+                assert 0.8 < elapsed < 3.0, elapsed
+            finally:
+                client.close()
+                conn.setsockopt(udt.UDT_LINGER, 0)
+                conn.close()
+    finally:
+        server.close()
