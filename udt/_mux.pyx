@@ -15,6 +15,8 @@ there, served by two worker threads that run without the GIL.
 
 Lock order and the structures are in ``_mux.pxd``.  Time is CLOCK_MONOTONIC in microseconds.
 """
+cimport cython
+
 import atexit
 import os
 import threading
@@ -1351,6 +1353,7 @@ atexit.register(_stop_all)
 # listener
 # ---------------------------------------------------------------------------------------------
 
+@cython.no_gc
 cdef class Listener:
     """The port's listening endpoint: the engine's stateless listener plus an accept queue."""
 
@@ -1587,6 +1590,7 @@ cdef ssize_t conn_recv_wait(MuxCore* m, Channel channel, MuxConn* mc, uint8_t* o
     return result
 
 
+@cython.no_gc  # freed by reference count only: never from a GC pass inside a worker's CC callback
 cdef class Connection:
     """One UDT connection of a multiplexer (client, accepted or rendezvous)."""
 
