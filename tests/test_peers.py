@@ -165,3 +165,14 @@ def test_srt_and_udt4_interoperate_in_dgram_mode(tmp_path):
             caller.result()
         received = server.result()
     assert received["sha256"] == hashlib.sha256(data).hexdigest()
+
+
+@needs_srt
+@pytest.mark.interop
+def test_srt_send_to_nobody_is_an_error(tmp_path):
+    """srt-file-transmit exits with 0 when it cannot connect: the driver must not call that a success."""
+    source = tmp_path / "in.bin"
+    source.write_bytes(b"x" * 1000)
+    with peers.srt_send(("127.0.0.1", peers.free_udp_port()), source, timeout=30) as caller:
+        with pytest.raises(peers.PeerError, match="did not send"):
+            caller.result(timeout=40)

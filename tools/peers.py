@@ -352,8 +352,8 @@ def _family(host: str) -> int:
     return socket.AF_INET6 if ":" in host else socket.AF_INET
 
 
-def _report(nbytes: int, digest: str, started: float, **extra: Any) -> None:
-    seconds = time.monotonic() - started
+def _report(nbytes: int, digest: str, seconds: float, **extra: Any) -> None:
+    """Print the final line; ``seconds`` covers the transfer only (not hashing a file after it)."""
     _emit(event="done", bytes=nbytes, sha256=digest, seconds=round(seconds, 6),
           mb_per_s=round(nbytes / 1e6 / seconds, 3) if seconds > 0 else None, **extra)
 
@@ -417,15 +417,17 @@ def _udt4_send(opts: argparse.Namespace, conn: Any) -> tuple[int, str]:
     return total, digest.hexdigest()
 
 
-def _udt4_recv(opts: argparse.Namespace, conn: Any) -> tuple[int, str, int]:
+def _udt4_recv(opts: argparse.Namespace, conn: Any) -> tuple[int, str, int, float]:
+    """Receive per ``opts``; returns (bytes, sha256, calls, monotonic time of the last byte)."""
     import udt4py
 
     if opts.api == "file":
         if opts.bytes is None or opts.file is None:
             raise PeerError("recvfile needs --bytes and --file")
         got = conn.recvfile(opts.file, 0, opts.bytes)
+        finished = time.monotonic()
         size, digest_hex = file_sha256(opts.file)
-        return size, digest_hex, got
+        return size, digest_hex, got, finished
     digest = hashlib.sha256()
     total = 0
     messages = 0
@@ -450,14 +452,14 @@ def _udt4_recv(opts: argparse.Namespace, conn: Any) -> tuple[int, str, int]:
     finally:
         if out is not None:
             out.close()
-    return total, digest.hexdigest(), messages
+    return total, digest.hexdigest(), messages, time.monotonic()
 
 
 FULL_ACK_WAIT = 0.1
 """Seconds a UDT4 sender waits after its buffer drained before closing (10 SYN intervals)."""
 
 
-def _udt4_drain(conn: Any, timeout: float) -> None:
+def _udt4_drain(conn: Any, timeout: float) -> float:
     """Wait until everything sent is acknowledged, then until a full ACK has surely covered it.
 
     UDT4 frees send buffer space on a *light* ACK too, while its receiver makes data readable
@@ -470,10 +472,12 @@ def _udt4_drain(conn: Any, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     try:
         while conn.UDT_SNDDATA > 0 and time.monotonic() < deadline:
-            time.sleep(0.005)
+            time.sleep(0.002)
     except udt4py.UDTException:
-        return  # the receiver has closed already: it has everything it wanted
+        return time.monotonic()  # the receiver has closed already: it has everything it wanted
+    drained = time.monotonic()
     time.sleep(FULL_ACK_WAIT)
+    return drained
 
 
 def _run_udt4(opts: argparse.Namespace, action: str) -> int:
@@ -484,13 +488,12 @@ def _run_udt4(opts: argparse.Namespace, action: str) -> int:
         started = time.monotonic()
         if action == "send":
             total, digest_hex = _udt4_send(opts, conn)
+            finished = _udt4_drain(conn, opts.timeout)  # everything acknowledged
             extra: dict[str, Any] = {}
         else:
-            total, digest_hex, calls = _udt4_recv(opts, conn)
+            total, digest_hex, calls, finished = _udt4_recv(opts, conn)
             extra = {} if opts.api == "file" else {
                 "messages" if opts.type == "dgram" else "recv_calls": calls}
-        if action == "send":
-            _udt4_drain(conn, opts.timeout)
         if opts.hold > 0:
             time.sleep(opts.hold)
         try:
@@ -499,7 +502,7 @@ def _run_udt4(opts: argparse.Namespace, action: str) -> int:
             # The peer closed first (it had what it wanted): UDT4 reports the socket broken or
             # gone. The receiver's sha256 is what proves the transfer, so only record it.
             extra["close_error"] = str(exc)
-        _report(total, digest_hex, started, peer="udt4", type=opts.type, mss=opts.mss, **extra)
+        _report(total, digest_hex, finished - started, peer="udt4", type=opts.type, mss=opts.mss, **extra)
     finally:
         if listener is not None:
             listener.close()
@@ -555,6 +558,7 @@ def _run_srt(opts: argparse.Namespace, action: str) -> int:
         else:
             _emit(event="ready", port=None, role="caller")
         out, _ = proc.communicate(timeout=opts.timeout)
+        finished = time.monotonic()
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.communicate()
@@ -573,9 +577,12 @@ def _run_srt(opts: argparse.Namespace, action: str) -> int:
         raise PeerError(f"{SRT_TOOL} wrote {len(written)} files, expected 1: {log[-2000:]}")
     if proc.returncode != 0:
         raise PeerError(f"{SRT_TOOL} exited with {proc.returncode}: {log[-2000:]}")
+    if action == "send" and "File sent" not in log:
+        # srt-file-transmit exits with 0 even when it never connected ("Target disconnected")
+        raise PeerError(f"{SRT_TOOL} did not send the file: {log[-2000:] or 'no output'}")
     path = opts.output if action == "recv" else opts.input
     size, digest_hex = file_sha256(path)
-    _report(size, digest_hex, started, peer="srt", log=log[-500:])
+    _report(size, digest_hex, finished - started, peer="srt", log=log[-500:])
     return 0
 
 
