@@ -15,15 +15,21 @@ from typing import TextIO
 
 
 class Meter:
-    """Progress of one transfer: bytes done, total if known, or a deadline for timed transfers."""
+    """Progress of one transfer.
 
-    __slots__ = ("label", "done", "total", "deadline")
+    ``done``/``total`` place the current item (a file may restart them at 0 for the next one);
+    ``moved`` only ever grows and is what the rate is computed from.  ``deadline`` is the
+    time.monotonic() at which a timed (--mem) transfer stops.
+    """
+
+    __slots__ = ("label", "done", "total", "moved", "deadline")
 
     def __init__(self, label: str, total: int | None = None, deadline: float | None = None) -> None:
         self.label = label
         self.done = 0
         self.total = total
-        self.deadline = deadline  # time.monotonic() at which a timed (--mem) transfer stops
+        self.moved = 0
+        self.deadline = deadline
 
 
 class ProgressBar:
@@ -54,7 +60,7 @@ class ProgressBar:
         with self._lock:
             if meter in self._meters:
                 self._meters.remove(meter)
-                self._finished_bytes += meter.done
+                self._finished_bytes += meter.moved
 
     def draw(self) -> None:
         if not self.enabled:
@@ -64,11 +70,12 @@ class ProgressBar:
             meters = list(self._meters)
             finished = self._finished_bytes
         done = sum(m.done for m in meters)
-        self._history.append((now, finished + done))
+        moved = finished + sum(m.moved for m in meters)
+        self._history.append((now, moved))
         while len(self._history) > 2 and now - self._history[0][0] > self.RATE_WINDOW:
             self._history.popleft()
         t0, b0 = self._history[0]
-        rate = (finished + done - b0) / (now - t0) if now > t0 else 0.0
+        rate = max(moved - b0, 0) / (now - t0) if now > t0 else 0.0
         if not meters:
             self.clear()
             return

@@ -48,7 +48,7 @@ from udt.cli._hashing import FileHasher
 from udt.cli._progress import Meter, ProgressBar
 
 PROG = "udt-recv"
-RECVFILE_STEP = 8 << 20  # bytes per recvfile call: small enough for a lively progress bar
+RECVFILE_STEP = 4 << 20  # bytes per recvfile call: small enough for a lively progress bar
 _FILE_WRITE_CODES = (4003, 4004)  # UDT errors about writing the local file (spec §8)
 ACCEPT_POLL = 0.5  # seconds; how often the accept loop looks at the cancel flag
 
@@ -471,6 +471,7 @@ def _receive_one(settings: Settings, conn: Any, state: _SessionState, name: str,
                     state.current_done += got
                     state.nbytes += got
                     state.meter.done = state.current_done
+                    state.meter.moved = state.nbytes
                     hasher.publish(state.current_done)
         except BaseException:
             hasher.abandon()
@@ -519,7 +520,7 @@ def _receive_memory(settings: Settings, conn: Any, state: _SessionState) -> None
             _fill(conn, block)
             hasher.update(block)
             state.nbytes += length
-            state.meter.done = state.nbytes
+            state.meter.done = state.meter.moved = state.nbytes
         elif tag == wire.Tag.END:
             count, digest = wire.END_BODY.unpack(recv_exact(conn, wire.END_BODY.size))
             state.ended = time.monotonic()

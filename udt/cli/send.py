@@ -48,7 +48,7 @@ from udt.cli._hashing import FileHasher, FileShrankError
 from udt.cli._progress import Meter, ProgressBar
 
 PROG = "udt-send"
-SENDFILE_STEP = 8 << 20  # bytes per sendfile call: small enough for a lively progress bar
+SENDFILE_STEP = 4 << 20  # bytes per sendfile call: small enough for a lively progress bar
 MEM_CHUNK = 1 << 20  # bytes per memory-mode chunk record
 MEM_STRIDE = 4093  # chunk start moves by a prime through the random pool: no two neighbours equal
 REPLY_TIMEOUT = 120.0  # seconds to wait for the receiver's verdict after the last byte
@@ -355,7 +355,7 @@ def _send_one(udt: Any, sock: Any, source: SourceFile, meter: Meter, sent_before
                 if not sent:
                     raise CliError(ExitCode.FILE_ERROR, f"{source.path} shrank while being sent")
                 offset += sent
-                meter.done = sent_before + offset
+                meter.done = meter.moved = sent_before + offset
         except BaseException:
             hasher.abandon()
             raise
@@ -389,7 +389,7 @@ def _send_memory(sock: Any, peer: str, seconds: float, bar: ProgressBar, cancel:
             sock.sendall(chunk)
             hasher.update(chunk)
             total += MEM_CHUNK
-            meter.done = total
+            meter.done = meter.moved = total
             offset = (offset + MEM_STRIDE) % MEM_CHUNK
         digest = hasher.digest()
         if not replies.done.is_set():
