@@ -160,6 +160,24 @@ def parse_port(text: str, *, allow_zero: bool = True) -> int:
     return port
 
 
+def parse_seconds(text: str) -> float:
+    """A positive duration in seconds (fractions allowed)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"invalid duration {text!r}") from None
+    if not 0 < value < 1e7:
+        raise ValueError(f"duration must be positive, got {text!r}")
+    return value
+
+
+def parse_count(text: str) -> int:
+    """A positive integer."""
+    if not text.isdigit() or int(text) < 1:
+        raise ValueError(f"expected a positive integer, got {text!r}")
+    return int(text)
+
+
 def parse_mss(text: str) -> int:
     """UDT's MSS counts the whole IP packet (spec §8): 76 .. 65535 bytes."""
     if not text.isdigit() or not 76 <= int(text) <= 65535:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import sys
 import tempfile
@@ -37,7 +38,9 @@ from udt.cli._common import (
     parse_host_port,
     parse_mss,
     parse_port,
+    parse_count,
     parse_rate,
+    parse_seconds,
     perf_summary,
     recv_exact,
     resolve,
@@ -66,9 +69,10 @@ replaced.  A server with --output also serves memory-mode senders.
 
 Output: one line per transfer (on stdout).  With --json, stdout carries exactly one JSON object
 at exit: with --once or --rendezvous the transfer itself (bytes, seconds, mbit_per_s, sha256,
-retransmitted, lost, mss, rtt_ms, peer, mode, files), otherwise {"sessions": [...], "bytes",
-"seconds", ...} summing every transfer, printed when the server is stopped.  "sha256" means the
-same as in udt-send --help."""
+retransmitted, lost, mss, rtt_ms, peer, mode, status, files), otherwise, printed when the
+server is stopped, {"sessions": [one object per transfer], "bytes", "seconds" (from the first
+transfer's start to the last one's end), "mbit_per_s", "retransmitted", "lost" (sums), "failed",
+"sha256": null}.  "sha256" means the same as in udt-send --help."""
 
 
 @dataclass
@@ -81,6 +85,7 @@ class Settings:
     mss: int | None
     lock: threading.Lock = field(default_factory=threading.Lock)
     sessions: list[dict[str, Any]] = field(default_factory=list)
+    span: tuple[float, float] | None = None  # monotonic first start, last end of all transfers
 
 
 class SessionFailed(Exception):
@@ -114,8 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--rendezvous", type=argtype(parse_host_port, "address"), metavar="HOST:PORT",
                         help="rendezvous with udt-send --rendezvous at HOST:PORT instead of "
                              "listening (one transfer, from --bind/--port)")
-    parser.add_argument("--backlog", type=int, default=64, help="pending connections (default 64)")
-    parser.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS",
+    parser.add_argument("--backlog", type=argtype(parse_count, "count"), default=64,
+                        help="pending connections (default 64)")
+    parser.add_argument("--timeout", type=argtype(parse_seconds, "seconds"), default=30.0, metavar="SECONDS",
                         help="rendezvous set-up timeout (default 30)")
     return parser
 
@@ -166,8 +172,6 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _json(obj: dict[str, Any]) -> str:
-    import json
-
     return json.dumps({k: v for k, v in obj.items() if k != "exit_code"})
 
 
@@ -175,7 +179,8 @@ def _emit_summary(settings: Settings) -> None:
     with settings.lock:
         sessions = [{k: v for k, v in s.items() if k != "exit_code"} for s in settings.sessions]
     nbytes = sum(s["bytes"] for s in sessions)
-    seconds = sum(s["seconds"] for s in sessions)
+    # wall time from the first transfer's start to the last one's end (they may overlap)
+    seconds = settings.span[1] - settings.span[0] if settings.span else 0.0
     summary = {
         "tool": PROG, "sessions": sessions, "bytes": nbytes, "seconds": round(seconds, 6),
         "mbit_per_s": round(mbit_per_s(nbytes, seconds), 3),
@@ -302,8 +307,11 @@ def _session(settings: Settings, conn: Any, addr: Any) -> dict[str, Any]:
         if state.meter is not None:
             settings.bar.remove(state.meter)
     result = state.result(code, error, perf, mss)
+    end = state.ended or time.monotonic()
     with settings.lock:
         settings.sessions.append(result)
+        first, last = settings.span or (state.started, end)
+        settings.span = (min(first, state.started), max(last, end))
     _report(settings, result, state)
     return result
 

@@ -38,6 +38,7 @@ from udt.cli._common import (
     parse_host_port,
     parse_mss,
     parse_rate,
+    parse_seconds,
     perf_summary,
     recv_exact,
     resolve,
@@ -100,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("files", nargs="*", metavar="FILE", help="files to send (not with --mem)")
     parser.add_argument("destination", metavar="HOST:PORT", type=argtype(parse_host_port, "address"),
                         help="the receiver; IPv6 as [ADDR]:PORT")
-    parser.add_argument("--mem", type=argtype(_positive_seconds, "seconds"), metavar="SECONDS",
+    parser.add_argument("--mem", type=argtype(parse_seconds, "seconds"), metavar="SECONDS",
                         help="memory mode: send generated data for SECONDS instead of files")
     parser.add_argument("--json", action="store_true",
                         help="print one JSON object with the results on stdout")
@@ -113,19 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "udt-recv --rendezvous); the local port is --bind's or HOST:PORT's")
     parser.add_argument("--bind", metavar="[ADDR:]PORT",
                         help="local address and/or port to send from")
-    parser.add_argument("--timeout", type=argtype(_positive_seconds, "seconds"), default=10.0,
+    parser.add_argument("--timeout", type=argtype(parse_seconds, "seconds"), default=10.0,
                         metavar="SECONDS", help="connection set-up timeout (default 10)")
     return parser
-
-
-def _positive_seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise ValueError(f"invalid duration {text!r}") from None
-    if not 0 < value < 1e7:
-        raise ValueError(f"duration must be positive, got {text!r}")
-    return value
 
 
 def _parse_bind(text: str | None) -> tuple[str, int | None]:
