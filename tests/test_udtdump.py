@@ -350,7 +350,7 @@ def _check_never_crashes(data: bytes) -> None:
         assert not packet.ok
 
 
-@settings(max_examples=3000, deadline=None)
+@settings(max_examples=1500, deadline=None)
 @given(st.binary(max_size=200))
 def test_fuzz_random_bytes_never_crash(data):
     _check_never_crashes(data)
@@ -360,7 +360,7 @@ _CONTROL_HEADERS = st.sampled_from([0x8000, 0x8001, 0x8002, 0x8003, 0x8004, 0x80
                                     0x8008, 0xFFFF, 0x8009, 0x0000])
 
 
-@settings(max_examples=3000, deadline=None)
+@settings(max_examples=1500, deadline=None)
 @given(_CONTROL_HEADERS, st.integers(0, 0xFFFF), st.integers(0, 2**32 - 1),
        st.lists(st.integers(0, 2**32 - 1), max_size=16), st.integers(0, 3))
 def test_fuzz_structured_control_packets(ctype, ext, info, cif_words, tail):
@@ -372,7 +372,7 @@ _REAL = [bytes.fromhex(e["hex"]) for fx in FIXTURES for e in json.loads(fx.read_
          if e["len"] <= 64]
 
 
-@settings(max_examples=2000, deadline=None)
+@settings(max_examples=1000, deadline=None)
 @given(st.sampled_from(_REAL), st.integers(0, 63), st.integers(0, 255), st.integers(0, 70))
 def test_fuzz_mutated_real_datagrams(datagram, position, value, cut):
     mutated = bytearray(datagram)
