@@ -66,6 +66,7 @@ PATTERN_BLOCK = 1 << 20
 
 DEFAULT_TIMEOUT = 120.0
 SRT_TOOL = "srt-file-transmit"
+PR_SET_PDEATHSIG = 1  # prctl option (linux/prctl.h)
 
 
 class PeerError(RuntimeError):
@@ -243,12 +244,15 @@ class PeerProcess:
         return report
 
     def kill(self) -> None:
-        """Kill the child (and its process group) if it still runs, and reap it."""
-        if self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        """Kill the child and everything in its process group, and reap it.
+
+        The group is killed even when the child itself has already exited (say, by its own
+        timeout): a tool it started (srt-file-transmit) may still be running in it.
+        """
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass  # nothing left in the group
         self.proc.wait()
         for reader in self._readers:
             reader.join(timeout=5)
@@ -509,6 +513,18 @@ def _run_udt4(opts: argparse.Namespace, action: str) -> int:
     return 0
 
 
+def _die_with_parent() -> None:
+    """In the forked child: ask Linux to SIGKILL it when the peer driver dies, however that
+    happens, so no srt-file-transmit outlives the process that started it."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass  # not Linux: the process group kill in PeerProcess.kill still applies
+
+
 def _wait_udp_bound(port: int, proc: subprocess.Popen[bytes], timeout: float) -> None:
     """Wait until some process has UDP ``port`` bound (srt-file-transmit cannot report it)."""
     deadline = time.monotonic() + timeout
@@ -549,7 +565,7 @@ def _run_srt(opts: argparse.Namespace, action: str) -> int:
                 f"srt://{host}:{cport}?transtype=file"]
     started = time.monotonic()
     proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT)
+                            stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
     try:
         if action == "recv":
             _wait_udp_bound(port, proc, timeout=10.0)
@@ -623,9 +639,10 @@ def main(argv: list[str] | None = None) -> int:
     opts = _build_parser().parse_args(argv)
     # The C++ libraries block in calls a Python signal handler cannot interrupt: let SIGALRM's
     # default action end the process instead, so no peer outlives its timeout.
-    signal.signal(signal.SIGALRM, signal.SIG_DFL)
-    signal.alarm(max(1, int(opts.timeout + 0.999)))
     kind, _, action = opts.command.partition("-")
+    signal.signal(signal.SIGALRM, signal.SIG_DFL)
+    # srt-* drivers bound their tool themselves and report it: their alarm is only a backstop.
+    signal.alarm(max(1, int(opts.timeout + 0.999)) + (10 if kind == "srt" else 0))
     try:
         if kind == "udt4":
             if opts.bytes is None and opts.file is None and action == "send":
