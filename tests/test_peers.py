@@ -6,6 +6,7 @@ itself here, an interop failure would say nothing about udt.
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 
 import pytest
@@ -176,3 +177,16 @@ def test_srt_send_to_nobody_is_an_error(tmp_path):
     with peers.srt_send(("127.0.0.1", peers.free_udp_port()), source, timeout=30) as caller:
         with pytest.raises(peers.PeerError, match="did not send"):
             caller.result(timeout=40)
+
+
+@needs_srt
+@pytest.mark.interop
+def test_srt_listener_that_times_out_leaves_no_process_behind(tmp_path):
+    with peers.srt_recv(peers.free_udp_port(), tmp_path / "out.bin", timeout=2) as listener:
+        listener.ready()
+        with pytest.raises(peers.PeerError, match="did not finish"):
+            listener.result(timeout=30)
+    group = listener.proc.pid  # the driver leads the group srt-file-transmit ran in
+    with pytest.raises(ProcessLookupError):
+        os.killpg(group, 0)
+    assert not list(tmp_path.glob(".srt-recv-*"))  # the spool directory is gone too
