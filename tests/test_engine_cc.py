@@ -217,3 +217,15 @@ def test_congestion_warning_slows_down():
     before = c.period_us
     c.receive(_core.encode_control(4, 0, CLIENT_ID), 100)
     assert c.period_us == pytest.approx(before * 1.125)
+
+
+def test_loss_before_any_rate_uses_the_window_formula():
+    """A NAK before the first 6-word ACK (UDT4 NAKs the packet that completed its rendezvous):
+    no receive rate is known yet, so the period comes from (RTT + RC) / cwnd — not from the
+    16 packets/s placeholder (62.5 ms per packet) and not from UDT4's inverted formula."""
+    c = client()
+    c.write(b"x" * 1456 * 50, 0)
+    send_until(c, 0, 100)
+    c.receive(_core.encode_control(3, 0, CLIENT_ID, [ISN]), 200)
+    assert not c.slow_start
+    assert c.period_us == pytest.approx((100_000 + 10_000) / 16 * 1.125)

@@ -395,6 +395,7 @@ cdef struct Conn:
     int32_t snd_curr_seq        # largest sequence sent (snd_next_seq - 1)
     int64_t flow_window
     int64_t delivery_rate       # pkts/s, from ACK word 4
+    bint rate_sampled           # an ACK carried a receive rate (until then the CC sees rate 0)
     int64_t bandwidth           # pkts/s, from ACK word 5
     int64_t next_send_time      # pacing schedule
     double next_send_exact      # the same with sub-µs precision (period may be < 1 µs apart)

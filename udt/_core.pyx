@@ -129,7 +129,9 @@ cdef inline void _rtt_update(Conn* c, int64_t rtt) noexcept nogil:
 cdef void _cc_sync_inputs(Conn* c) noexcept nogil:
     c.cc.rtt_us = c.rtt_us
     c.cc.rttvar_us = c.rttvar_us
-    c.cc.rcv_rate = c.delivery_rate
+    # like UDT4's CCC, the algorithm sees no receive rate until an ACK reported one: a loss
+    # before the first 6-word ACK must not pace at the 16 packets/s placeholder
+    c.cc.rcv_rate = c.delivery_rate if c.rate_sampled else 0
     c.cc.bandwidth = c.bandwidth
     c.cc.mss = c.mss
     c.cc.snd_curr_seq = c.snd_curr_seq
@@ -563,6 +565,7 @@ cdef uint32_t _on_ack(Conn* c, const uint8_t* buf, size_t length, int64_t now) n
         bw = <int32_t>get_u32(buf + HEADER_SIZE + 20)
         if rate > 0:
             c.delivery_rate = (c.delivery_rate * 7 + rate) >> 3
+            c.rate_sampled = True
         if bw > 0:
             c.bandwidth = (c.bandwidth * 7 + bw) >> 3
     _cc_sync_inputs(c)
