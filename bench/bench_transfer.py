@@ -233,12 +233,15 @@ def run_iperf3(seconds: float) -> float:
             proc = subprocess.run([tool, "-c", "127.0.0.1", "-p", str(port), "-t", str(seconds), "-J"],
                                   capture_output=True, text=True, timeout=seconds + 60)
             report = json.loads(proc.stdout or "{}")
-            if proc.returncode == 0:
+            if proc.returncode == 0 and "error" not in report:
                 break
             if "refused" not in str(report.get("error", "")) or time.monotonic() > deadline:
                 raise RuntimeError(f"iperf3 failed: {report.get('error', proc.stderr)}")
             time.sleep(0.05)
-        return report["end"]["sum_received"]["bits_per_second"] / 8 / 1e6
+        received = report.get("end", {}).get("sum_received")
+        if not received or not received.get("bits_per_second"):
+            raise RuntimeError(f"iperf3 reported no received data: {report.get('error') or proc.stderr[-300:]}")
+        return received["bits_per_second"] / 8 / 1e6
     finally:
         try:
             server.wait(10)  # the one-shot server ends after its client
