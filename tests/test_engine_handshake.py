@@ -283,3 +283,14 @@ def test_client_cannot_connect_twice_and_failed_state_codes():
         c.connect(SERVER, 0)
     assert c.write(b"x", 0) == -2002
     assert c.read(10, 0) == -2002
+
+
+def test_ipv6_pair_connects_and_moves_data():
+    import socket
+    net, c, s = connected_pair(client_addr=("fd00::1", 5000), server_addr=("fd00::2", 9000))
+    assert c.peer_ip == socket.inet_pton(socket.AF_INET6, "fd00::1")   # as the server saw us
+    assert s.peer_ip == socket.inet_pton(socket.AF_INET6, "fd00::2")   # as the client sent to
+    assert c.payload_size == 1500 - 48 - 16            # what fits an IPv6 packet of MSS bytes
+    from engine_harness import transfer
+    data = bytes(range(256)) * 4000
+    assert transfer(net, c, s, data) == data
