@@ -423,11 +423,19 @@ def test_split_gso_buffers_captured_on_loopback():
     assert udtdump.split_gso(joined) == segments  # also across the 31-bit wrap
     single = data(5, 1456)
     assert udtdump.split_gso(single) == [single]
-    control = words("80010000 00000000 00000000 00000007 00000000") * 2
-    assert udtdump.split_gso(control) == [control]
+    keepalive = words("80010000 00000000 00000000 00000007 00000000")
+    assert udtdump.split_gso(keepalive) == [keepalive]
+    assert udtdump.split_gso(keepalive * 2) == [keepalive, keepalive]
+    nak = words("80030000 00000000 00000000 00000007 80000005 00000009")
+    assert udtdump.split_gso(nak) == [nak]  # valid as a whole: never split
     # a payload that merely contains the next sequence number is not split
     lookalike = struct.pack(">IIII", 9, 0xC0000001, 0, 7) + struct.pack(">I", 10) + bytes(40)
     assert udtdump.split_gso(lookalike) == [lookalike]
+    ack2s = words("80060000 00000001 00000000 0737cbf6 00000000 80060000 00000002 00000000 0737cbf6 00000000"
+                  "80060000 00000003 00000000 0737cbf6 00000000")  # captured from udt: three ACK2 in one send
+    assert [decode(p).fields["ack_seq"] for p in udtdump.split_gso(ack2s)] == [1, 2, 3]
+    mixed_dst = ack2s[:20] + words("80060000 00000002 00000000 00000009 00000000")
+    assert udtdump.split_gso(mixed_dst) == [mixed_dst]
     records = list(udtdump.split_gso_records(iter([CaptureRecord(1.0, "127.0.0.1", 1, "127.0.0.1", 2, joined)])))
     assert [r.gso_segment for r in records] == [(0, 4), (1, 4), (2, 4), (3, 4)]
     assert all(decode(r.payload).ok for r in records)

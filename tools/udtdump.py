@@ -382,7 +382,7 @@ class CaptureRecord:
 
 
 def split_gso(payload: bytes) -> list[bytes]:
-    """Split what a capture on "lo" shows for a UDP GSO send back into UDT data packets.
+    """Split what a capture on "lo" shows for a UDP GSO send back into UDT packets.
 
     A sender using UDP_SEGMENT hands the kernel several equal-sized datagrams in one buffer; a
     capture on the loopback interface sees that buffer as one oversized UDP datagram, while the
@@ -390,8 +390,10 @@ def split_gso(payload: bytes) -> list[bytes]:
     consecutive sequence numbers and the same destination ID, which gives the segment size away.
     Anything else is returned unchanged, as one datagram.
     """
-    if len(payload) < 2 * HEADER_SIZE + 2 or payload[0] & 0x80:
+    if len(payload) < 2 * HEADER_SIZE + 2:
         return [payload]
+    if payload[0] & 0x80:
+        return _split_gso_control(payload)
     seq = int.from_bytes(payload[:4], "big")
     dst = payload[12:16]
     second = ((seq + 1) & SEQ_MASK).to_bytes(4, "big")
@@ -404,6 +406,26 @@ def split_gso(payload: bytes) -> list[bytes]:
         if all(len(seg) > HEADER_SIZE and seg[12:16] == dst
                and int.from_bytes(seg[:4], "big") == (seq + k) & SEQ_MASK
                for k, seg in enumerate(segments)):
+            return segments
+    return [payload]
+
+
+# Sizes a control packet of each type can have, to find where a GSO buffer of them is cut.
+_CONTROL_SIZES = {0: (64,), 1: (20,), 2: (40, 32, 20), 4: (20,), 5: (20,), 6: (20,), 7: (24,), 8: (20,)}
+
+
+def _split_gso_control(payload: bytes) -> list[bytes]:
+    """Control packets sent with one GSO call (ACK2s answering several ACKs, say) share a
+    size and a destination. Split only what is invalid as a whole and valid once split."""
+    if decode(payload).ok:
+        return [payload]
+    ctype = (payload[0] << 8 | payload[1]) & 0x7FFF
+    dst = payload[12:16]
+    for size in _CONTROL_SIZES.get(ctype, ()):
+        if len(payload) <= size or len(payload) % size:
+            continue
+        segments = [payload[i : i + size] for i in range(0, len(payload), size)]
+        if all(seg[0] & 0x80 and seg[12:16] == dst and decode(seg).ok for seg in segments):
             return segments
     return [payload]
 
