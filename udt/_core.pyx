@@ -884,7 +884,7 @@ cdef uint32_t _on_data(Conn* c, const uint8_t* buf, size_t length, int64_t now) 
     cdef int64_t off, gap
     cdef int idx
     cdef uint32_t ev = 0
-    cdef int bnd
+    cdef int bnd, moved
     cdef bint was_lost
     if payload == 0 or payload > <size_t>c.rcv.slot_size:
         _invalid(c, INVALID_DATA_LENGTH)
@@ -955,8 +955,9 @@ cdef uint32_t _on_data(Conn* c, const uint8_t* buf, size_t length, int64_t now) 
     c.rcv.slots[idx].length = <int32_t>payload
     c.rcv.slots[idx].msg_word = word
     c.rcv.slots[idx].state = RSLOT_FILLED
-    if rcvbuf_advance_frontier(&c.rcv):
-        if conn_readable_bytes(c) > 0:
+    moved = rcvbuf_advance_frontier(&c.rcv)
+    if moved:
+        if c.opts.sock_type == SOCK_TYPE_STREAM or (moved & FRONTIER_PASSED_MESSAGE_END):
             ev |= EV_READABLE
     elif c.opts.sock_type == SOCK_TYPE_DGRAM and seq_cmp(seq, c.rcv.frontier_seq) > 0:
         if _message_complete_at(c, off):

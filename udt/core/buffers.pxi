@@ -116,21 +116,31 @@ cdef inline uint8_t* rcvbuf_payload(RecvBuffer* b, int idx) noexcept nogil:
     return b.data + <size_t>idx * <size_t>b.slot_size
 
 
-cdef bint rcvbuf_advance_frontier(RecvBuffer* b) noexcept nogil:
-    """Move the in-order frontier over every present slot; True if it moved."""
+cdef enum:
+    FRONTIER_MOVED = 1
+    FRONTIER_PASSED_MESSAGE_END = 2
+
+
+cdef int rcvbuf_advance_frontier(RecvBuffer* b) noexcept nogil:
+    """Move the in-order frontier over every present slot.  Returns FRONTIER_MOVED if it moved,
+    plus FRONTIER_PASSED_MESSAGE_END if it went past the last packet of a message (message
+    mode readers only need to look when that happens)."""
     cdef int64_t off = seq_off(b.read_seq, b.frontier_seq)
-    cdef int idx
-    cdef bint moved = False
+    cdef int idx, bnd
+    cdef int result = 0
     while off < b.capacity:
         idx = rcvbuf_index(b, off)
         if b.slots[idx].state == RSLOT_EMPTY:
             break
         if b.slots[idx].state == RSLOT_FILLED:
             b.contiguous_bytes += b.slots[idx].length
+            bnd = msg_boundary(b.slots[idx].msg_word)
+            if bnd == BOUNDARY_LAST or bnd == BOUNDARY_SOLO:
+                result |= FRONTIER_PASSED_MESSAGE_END
         off += 1
         b.frontier_seq = seq_inc(b.frontier_seq)
-        moved = True
-    return moved
+        result |= FRONTIER_MOVED
+    return result
 
 
 cdef void rcvbuf_consume_head(RecvBuffer* b) noexcept nogil:
