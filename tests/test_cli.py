@@ -600,3 +600,12 @@ def test_sigint_receiver_mid_file_removes_partial_and_sender_reports_loss(tmp_pa
     assert "lost" in proc.stderr or "closed the connection" in proc.stderr
     no_traceback(recv)
     no_traceback(proc)
+
+
+def test_idle_sender_is_dropped(tmp_path):
+    with Receiver(tmp_path, "--mem", "--once", "--idle-timeout", "1") as recv:
+        host, port = parse_host_port(recv.address)
+        with udt_sockets().create_connection((host, port), timeout=10):
+            assert recv.wait() == 4
+    assert "sent nothing for 1 s" in recv.stderr
+    no_traceback(recv)

@@ -83,6 +83,7 @@ class Settings:
     cancel: Cancel
     udt: Any
     mss: int | None
+    idle_timeout: float | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
     sessions: list[dict[str, Any]] = field(default_factory=list)
     span: tuple[float, float] | None = None  # monotonic first start, last end of all transfers
@@ -119,6 +120,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--rendezvous", type=argtype(parse_host_port, "address"), metavar="HOST:PORT",
                         help="rendezvous with udt-send --rendezvous at HOST:PORT instead of "
                              "listening (one transfer, from --bind/--port)")
+    parser.add_argument("--idle-timeout", type=argtype(parse_seconds, "seconds"), default=120.0,
+                        metavar="SECONDS",
+                        help="drop a sender that sends no record for this long (default 120; "
+                             "inside a file, dead senders are caught by UDT's own timeout)")
     parser.add_argument("--backlog", type=argtype(parse_count, "count"), default=64,
                         help="pending connections (default 64)")
     parser.add_argument("--timeout", type=argtype(parse_seconds, "seconds"), default=30.0, metavar="SECONDS",
@@ -144,7 +149,7 @@ def _run(args: argparse.Namespace) -> int:
         _prepare_output(args.output)
     udt = load_udt()
     settings = Settings(output=args.output, json=args.json, bar=ProgressBar(), cancel=Cancel(),
-                        udt=udt, mss=args.mss)
+                        udt=udt, mss=args.mss, idle_timeout=args.idle_timeout)
     single = args.once or args.rendezvous is not None
     family, local = resolve(args.bind, args.port, passive=True)
 
@@ -282,10 +287,14 @@ def _session(settings: Settings, conn: Any, addr: Any) -> dict[str, Any]:
     state = _SessionState(peer=peer)
     try:
         try:
+            conn.settimeout(settings.idle_timeout)
             _serve_session(settings, conn, state)
             code, error = ExitCode.OK, None
         except SessionFailed as exc:
             code, error = exc.code, exc.message
+        except TimeoutError:
+            code = ExitCode.TIMEOUT
+            error = f"{peer} sent nothing for {settings.idle_timeout:g} s; connection dropped"
         except OSError as exc:
             if settings.cancel.is_set():
                 code, error = ExitCode.INTERRUPTED, "interrupted"
@@ -464,6 +473,9 @@ def _receive_one(settings: Settings, conn: Any, state: _SessionState, name: str,
     hasher = FileHasher(temp, size, name=f"{PROG}-hash")
     hasher.start()
     try:
+        # recvfile's timeout would bound a whole step and lose the byte count when it fires:
+        # inside a file, a dead sender is left to UDT's broken-connection detection.
+        conn.settimeout(None)
         try:
             with open(fd, "r+b", buffering=0) as out:
                 while state.current_done < size:
@@ -484,6 +496,7 @@ def _receive_one(settings: Settings, conn: Any, state: _SessionState, name: str,
         except BaseException:
             hasher.abandon()
             raise
+        conn.settimeout(settings.idle_timeout)
         tag, digest = recv_exact(conn, 1), recv_exact(conn, wire.DIGEST_BODY.size)
         if tag != wire.Tag.DIGEST:
             raise wire.ProtocolError(f"expected the sha256 record after {name}, got tag {tag!r}")
