@@ -606,7 +606,8 @@ def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m tools.peers", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     for action in ("send", "recv"):
-        p = sub.add_parser(f"udt4-{action}", help=f"UDT4 (udt4py-ng) peer that {action}s")
+        verb = "sends" if action == "send" else "receives"
+        p = sub.add_parser(f"udt4-{action}", help=f"UDT4 (udt4py-ng) peer that {verb} (serves, connects or rendezvous)")
         p.add_argument("--host", default="127.0.0.1", help="local address to bind (default 127.0.0.1)")
         p.add_argument("--port", type=int, default=0, help="local port (0: any; reported as ready)")
         p.add_argument("--connect", type=_parse_hostport, help="HOST:PORT to connect to (else listen)")
