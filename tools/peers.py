@@ -445,7 +445,8 @@ def _udt4_recv(opts: argparse.Namespace, conn: Any) -> tuple[int, str, int, floa
             except udt4py.UDTException as exc:
                 if opts.bytes is None and exc.error_code in (2001, 2002):
                     break  # the peer closed: end of a transfer of unknown length
-                raise
+                raise PeerError(f"{exc} after {total} of {opts.bytes} bytes "
+                                f"({messages} {'messages' if opts.type == 'dgram' else 'reads'})") from exc
             if got <= 0:
                 break
             digest.update(memoryview(buf)[:got])
