@@ -123,6 +123,32 @@ def test_full_backlog_rejected_1002():
     assert c.error == 1002
 
 
+@pytest.mark.parametrize("req_type", [1002, 1000, 1004, 1016])
+def test_any_refusal_request_type_fails_the_connect(req_type):
+    """UDT4 refuses with 1002; SRT with 1000 + its reason (1004 when a STREAM socket speaks the
+    UDT4 handshake to it). All of them end the connect at once as a rejection."""
+    c = _core.Endpoint(1, now=0)
+    c.connect(SERVER, 0, isn=500)
+    lst = _core.ListenerShim(KEY, 1, 1500, 8192, 0)
+    _, reply, _ = lst.handle(c.next_datagram(0), CLIENT, 0)
+    c.receive(reply, 10)
+    conclusion = _core.decode_packet(c.next_datagram(10))["handshake"]
+    refusal = _core.encode_handshake(isn=conclusion["isn"], req_type=req_type,
+                                     socket_id=conclusion["socket_id"], dst=c.socket_id)
+    ev = c.receive(refusal, 20)
+    assert ev & EV["CONNECT_FAILED"] and c.state == ST["CLOSED"]
+    assert c.error == 1002 and c.reject_req_type == req_type
+
+
+def test_request_types_below_1000_are_not_refusals():
+    c = _core.Endpoint(1, now=0)
+    c.connect(SERVER, 0, isn=500)
+    c.next_datagram(0)
+    odd = _core.encode_handshake(isn=500, req_type=999, socket_id=77, dst=c.socket_id)
+    assert not c.receive(odd, 20) & EV["CONNECT_FAILED"]
+    assert c.state == ST["CONNECTING"] and c.reject_req_type == 0
+
+
 def test_mss_negotiated_to_the_minimum():
     net, c, s = connected_pair(client_options={"mss": 9000}, server_options={"mss": 1500})
     assert c.mss == s.mss == 1500 and c.payload_size == 1456

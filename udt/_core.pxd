@@ -80,6 +80,8 @@ cdef enum RequestType:
     REQ_CONCLUSION = -1
     REQ_RENDEZVOUS_AGREEMENT = -2
     REQ_REJECTED = 1002
+    REQ_FAILURE_FIRST = 1000    # every request type >= 1000 is a refusal: UDT4 sends 1002,
+                                # SRT 1000 + its reason (1004 = a STREAM socket, "rogue")
 
 # Message boundary bits (word1 of a data packet, top two bits).
 cdef enum Boundary:
@@ -373,6 +375,7 @@ cdef struct Conn:
     int32_t isn                 # our sending ISN
     int32_t peer_isn            # first sequence we expect from the peer
     int hs_req_type             # request type we are sending while connecting
+    int32_t reject_req_type     # request type of the peer's refusal (>= 1000), 0 if none
     uint32_t hs_cookie
     int64_t hs_next_time        # next (re)transmission of our request
     int64_t connect_deadline

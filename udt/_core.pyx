@@ -414,7 +414,8 @@ cdef uint32_t _on_handshake(Conn* c, const uint8_t* buf, size_t length, int64_t 
         return 0
     handshake_decode(buf + HEADER_SIZE, &hs)
     if c.state == STATE_CONNECTING:
-        if hs.req_type == REQ_REJECTED:
+        if hs.req_type >= REQ_FAILURE_FIRST:
+            c.reject_req_type = hs.req_type
             return _connect_failed(c, ERR_REJECTED)
         if not c.rendezvous:
             if hs.req_type == REQ_INDUCTION and c.hs_req_type == REQ_INDUCTION:

@@ -1504,6 +1504,15 @@ cdef int close_conn(MuxCore* m, Channel channel, MuxConn* mc, int64_t linger_us,
     return 0
 
 
+def _rejection_hint(int req_type):
+    """What a refusal's request type means: UDT4 always sends 1002, SRT 1000 + a reason."""
+    if req_type == core.REQ_REJECTED:
+        return ": version, socket type or MSS not acceptable, or the backlog is full"
+    if req_type == 1004:
+        return ": SRT's REJ_ROGUE; SRT takes a UDT4 handshake only from SOCK_DGRAM sockets"
+    return ""
+
+
 cdef object raise_result(ssize_t result, bint sending, int os_error=0):
     """Raise the Python exception for a negative result of a data or wait call."""
     if result == RC_SIGNAL:
@@ -1685,7 +1694,7 @@ cdef class Connection:
         cdef MuxConn* mc = self._conn()
         cdef int64_t deadline = deadline_from(timeout)
         cdef int64_t signal_check = 0
-        cdef int result = 0, state = 0, error = 0
+        cdef int result = 0, state = 0, error = 0, reject_req_type = 0
         cdef bint main_thread = PyThread_get_thread_ident() == _main_thread_ident
         with nogil:
             pthread_mutex_lock(&mc.lock)
@@ -1698,6 +1707,7 @@ cdef class Connection:
                     break
                 if state != core.STATE_CONNECTING and state != core.STATE_OPENED:
                     error = mc.conn.error
+                    reject_req_type = mc.conn.reject_req_type
                     result = -(error if error else core.ERR_CONN_SETUP)
                     break
                 if deadline == 0:
@@ -1712,6 +1722,9 @@ cdef class Connection:
             raise BlockingIOError(115, "Operation now in progress")
         if result == RC_TIMEOUT:
             raise _errors.OperationTimeoutError(ErrorCode.TIMED_OUT, "timed out")
+        if error == core.ERR_REJECTED and reject_req_type:
+            raise error_from_code(error, f"connection rejected by the peer (request type "
+                                         f"{reject_req_type}){_rejection_hint(reject_req_type)}")
         if result != 0:
             raise_result(result, False)
 

@@ -280,6 +280,8 @@ cdef class Endpoint:
     @property
     def error(self): return self.c.error
     @property
+    def reject_req_type(self): return self.c.reject_req_type
+    @property
     def readable_bytes(self): return conn_readable_bytes(self.c)
     @property
     def writable_bytes(self): return conn_writable_bytes(self.c)
