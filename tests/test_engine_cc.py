@@ -219,13 +219,33 @@ def test_congestion_warning_slows_down():
     assert c.period_us == pytest.approx(before * 1.125)
 
 
-def test_loss_before_any_rate_uses_the_window_formula():
-    """A NAK before the first 6-word ACK (UDT4 NAKs the packet that completed its rendezvous):
-    no receive rate is known yet, so the period comes from (RTT + RC) / cwnd — not from the
-    16 packets/s placeholder (62.5 ms per packet) and not from UDT4's inverted formula."""
+def test_loss_or_timeout_before_the_first_ack_keeps_slow_start():
+    """A NAK or an EXP before any full ACK says nothing about the path (UDT4 NAKs the packet that
+    completed its rendezvous, and drops what came before): slow start goes on, the window
+    still caps the flight at 16, and the first ACK grows it as usual."""
     c = client()
-    c.write(b"x" * 1456 * 50, 0)
+    c.write(b"x" * 1456 * 200, 0)
     send_until(c, 0, 100)
     c.receive(_core.encode_control(3, 0, CLIENT_ID, [ISN]), 200)
+    assert c.slow_start and c.period_us == 1.0
+    assert [p["seq"] for p in send_until(c, 200, 300)] == [ISN]
+    t = c.next_timer()
+    c.on_timer(t)                                   # EXP: everything unacknowledged resent
+    assert c.slow_start and c.period_us == 1.0
+    resent = send_until(c, t, t + 100)
+    assert [p["seq"] for p in resent] == list(range(ISN, ISN + 16))   # at once, not paced
+    c.receive(full_ack(ISN + 16, 1, rate=0, bw=0), t + 20_000)
+    assert c.slow_start and c.cwnd == 32
+
+
+def test_loss_after_an_ack_without_rate_uses_the_window_formula():
+    """After an ACK (4 words: no receive rate yet) a NAK ends slow start; the period comes from
+    (RTT + RC) / cwnd, not from the 16 packets/s placeholder or UDT4's inverted formula."""
+    c = client()
+    c.write(b"x" * 1456 * 100, 0)
+    send_until(c, 0, 100)
+    c.receive(_core.encode_control(2, 1, CLIENT_ID, [ISN + 8, 10_000, 1_000, 8000]), 20_000)
+    cwnd = c.cwnd
+    c.receive(_core.encode_control(3, 0, CLIENT_ID, [ISN + 9]), 21_000)
     assert not c.slow_start
-    assert c.period_us == pytest.approx((100_000 + 10_000) / 16 * 1.125)
+    assert c.period_us == pytest.approx((10_000 + 10_000) / cwnd * 1.125)

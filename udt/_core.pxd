@@ -176,6 +176,7 @@ cdef struct CCState:
     bint want_pkt_received      # call ops.on_pkt_received
     # --- native DAIMD state (spec §7) ---
     bint slow_start
+    bint heard_ack              # a full ACK arrived: the path has answered at least once
     bint loss_since_increase
     int32_t last_ack            # last ACK seq seen by on_ack
     int32_t last_dec_seq

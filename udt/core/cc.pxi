@@ -1,5 +1,11 @@
 # Native congestion control: UDT's DAIMD ("CUDTCC", spec §7), without UDT4's ceil() of the
 # period and its inverted cwnd/(RTT+RC) slow-start exit formula.  Included by udt/_core.pyx.
+#
+# One deliberate deviation: a loss report or a timeout that comes before the first full ACK does
+# not end slow start.  Nothing about the path is known then (no RTT sample, no receive rate), and
+# the usual cause is a peer that was not ready: a UDT4 rendezvous peer drops the data that reaches
+# it before its own handshake completes.  Leaving slow start there would pace at 16 packets per
+# the 100 ms RTT guess and crawl for seconds.  The window still caps what is in flight at 16.
 
 cdef enum:
     RC_INTERVAL_US = 10000       # rate control interval = SYN
@@ -18,6 +24,7 @@ cdef void native_cc_init(CCState* cc, int64_t now) noexcept nogil:
     cc.cwnd = 16.0
     cc.period_us = 1.0
     cc.slow_start = True
+    cc.heard_ack = False
     cc.loss_since_increase = False
     cc.last_ack = cc.snd_curr_seq + 1 if cc.snd_curr_seq < SEQ_MAX else 0
     cc.last_dec_seq = cc.snd_curr_seq
@@ -31,6 +38,7 @@ cdef void native_cc_init(CCState* cc, int64_t now) noexcept nogil:
 
 cdef void native_cc_on_ack(CCState* cc, int32_t ack, int64_t now) noexcept nogil:
     cdef double b, inc, bandwidth
+    cc.heard_ack = True
     if now - cc.last_rc_time < RC_INTERVAL_US:
         return
     cc.last_rc_time = now
@@ -64,7 +72,7 @@ cdef void native_cc_on_ack(CCState* cc, int32_t ack, int64_t now) noexcept nogil
 
 cdef void native_cc_on_loss(CCState* cc, const int32_t* loss, int count, int64_t now) noexcept nogil:
     cdef int32_t first_lost
-    if count <= 0:
+    if count <= 0 or not cc.heard_ack:
         return
     if cc.slow_start:
         cc.slow_start = False
@@ -94,7 +102,7 @@ cdef void native_cc_on_loss(CCState* cc, const int32_t* loss, int count, int64_t
 
 
 cdef void native_cc_on_timeout(CCState* cc, int64_t now) noexcept nogil:
-    if cc.slow_start:
+    if cc.slow_start and cc.heard_ack:
         cc.slow_start = False
         cc.period_us = _cc_rate_period(cc)
 
