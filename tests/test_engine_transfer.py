@@ -309,6 +309,92 @@ def test_close_drains_then_shutdown():
     assert net.events[id(s)] & EV["PEER_SHUTDOWN"]
 
 
+CLIENT, SERVER = ("10.0.0.1", 5000), ("10.0.0.2", 9000)   # connected_pair's addresses
+
+
+def _sent_types(net, src):
+    return [_core.decode_packet(d).get("type") for _, frm, _, d in net.sent_log if frm == src]
+
+
+def _read_all(s, net):
+    got = bytearray()
+    while not isinstance(r := s.read(1 << 20, net.now), int) and r:
+        got.extend(r)
+    return bytes(got)
+
+
+def test_close_waits_for_the_peers_reader_before_shutdown():
+    """All data acknowledged is not enough: UDT4's blocking recvmsg loses the messages it was
+    woken for when SHUTDOWN overtakes it.  close() holds SHUTDOWN (and its ACK2s, so the peer
+    keeps reporting its free buffer) until the peer's reader has caught up."""
+    net, c, s = connected_pair()
+    data = payload(200_000, 9)
+    assert c.write(data, net.now) == len(data)
+    net.sent_log = []
+    c.close(net.now)
+    net.run(150_000)                                 # the reader is busy: no SHUTDOWN yet
+    assert c.pending_send_bytes == 0 and c.state == ST["CLOSING"] and not s.peer_shutdown
+    full_acks = [t for t in _sent_types(net, SERVER) if t == 2]
+    assert len(full_acks) >= 3                     # the peer repeats its full ACK ...
+    assert _sent_types(net, CLIENT).count(6) < len(full_acks)  # ... as no ACK2 answers it
+    assert _read_all(s, net) == data
+    t0 = net.now
+    assert net.run(100_000, lambda: s.peer_shutdown)  # its next ACK shows the buffer free
+    assert net.now - t0 <= 30_000 and c.state == ST["CLOSED"]
+
+
+def test_close_sends_shutdown_after_the_grace_when_the_reader_stays_busy():
+    net, c, s = connected_pair()
+    data = payload(50_000, 1)
+    c.write(data, net.now)
+    assert net.run(1_000_000, lambda: c.pending_send_bytes == 0)
+    t0 = net.now
+    c.close(net.now)
+    assert net.run(1_000_000, lambda: s.peer_shutdown)
+    assert net.now - t0 <= 200_000 + 5_000           # SHUTDOWN_GRACE_US after the last ACK
+    assert _read_all(s, net) == data                 # udt's reader keeps what came before it
+
+
+def test_close_is_immediate_once_the_peer_has_read_everything():
+    net, c, s = connected_pair()
+    data = payload(50_000, 2)
+    c.write(data, net.now)
+    got = bytearray()
+    assert net.run(1_000_000, lambda: bool(got.extend(_read_all(s, net))) or len(got) == len(data))
+    assert net.run(1_000_000, lambda: c.pending_send_bytes == 0)
+    net.run(50_000)                                  # the ACK after the read reports it
+    assert c.close(net.now) & EV["CLOSED"]
+
+
+def test_first_burst_lost_to_a_peer_not_yet_ready_costs_one_timeout_only():
+    """A UDT4 rendezvous peer drops the data that reaches it before its handshake completes.
+    The sender learns of it only by EXP; with nothing known about the path yet it must resume
+    at full speed, not crawl at 16 packets per the 100 ms RTT guess."""
+    net, c, s = connected_pair()
+    server_conns = net.hosts[SERVER].conns
+    sid = next(k for k, v in server_conns.items() if v is s)
+    del server_conns[sid]                            # the peer does not know us yet
+    data = payload(4 * MB, 4)
+    offset = c.write(data, net.now)
+    net.run(5_000)                                   # the first burst goes nowhere
+    assert s.readable_bytes == 0
+    server_conns[sid] = s
+    t0 = net.now
+    got = bytearray()
+
+    def pump():
+        nonlocal offset
+        while offset < len(data) and (n := c.write(data[offset:offset + 65536], net.now)) > 0:
+            offset += n
+        got.extend(_read_all(s, net))
+        return len(got) == len(data)
+
+    assert net.run(20_000_000, pump)
+    assert sha(bytes(got)) == sha(data)
+    assert c.stats(net.now)["pkt_retrans_total"] >= 16
+    assert net.now - t0 < 500_000                    # one EXP (0.3 s), then full speed (was 0.79 s)
+
+
 def test_linger_expires_when_peer_is_gone():
     net, c, s = connected_pair(client_options={"linger_us": 500_000})
     net.endpoints.remove(s)                     # the server vanishes

@@ -398,6 +398,9 @@ cdef struct Conn:
     int32_t snd_next_seq        # next new sequence number
     int32_t snd_curr_seq        # largest sequence sent (snd_next_seq - 1)
     int64_t flow_window
+    int64_t peer_avail          # receive buffer the peer's newest full ACK reported free (packets)
+    int64_t peer_avail_max      # the most it ever reported: its reader had caught up then
+    int64_t snd_empty_time      # when an ACK last released the final unacknowledged packet
     int64_t delivery_rate       # pkts/s, from ACK word 4
     bint rate_sampled           # an ACK carried a receive rate (until then the CC sees rate 0)
     int64_t bandwidth           # pkts/s, from ACK word 5

@@ -35,6 +35,7 @@ cdef enum:
     MAX_PACING_LAG_US = 2000            # a late sender may catch up at most this much schedule
     DEFAULT_BROKEN_US = 10000000        # udt: silence after which the connection is broken
     DEFAULT_LINGER_US = 3000000
+    SHUTDOWN_GRACE_US = 200000          # close: longest wait for the peer's reader after the last ACK
     INITIAL_RTT_US = 100000
     INITIAL_RTTVAR_US = 50000
     MAX_NAK_WORDS = 4096                # a NAK with more words is dropped as invalid
@@ -112,6 +113,16 @@ cdef inline int64_t _exp_deadline(Conn* c) noexcept nogil:
 cdef inline int64_t _nak_interval(Conn* c) noexcept nogil:
     cdef int64_t i = c.rtt_us + 4 * c.rttvar_us
     return i if i > MIN_NAK_US else MIN_NAK_US
+
+
+cdef inline bint _close_may_finish(Conn* c, int64_t now) noexcept nogil:
+    """May SHUTDOWN go out now?  Everything must be acknowledged, and the peer's reader must have
+    caught up (its ACK reports the buffer as free as it ever was) or had SHUTDOWN_GRACE_US since
+    the last ACK.  UDT4's blocking recvmsg, woken for the last messages, throws ECONNLOST without
+    reading them when a SHUTDOWN lands before it runs: an ACK alone does not make the data safe."""
+    if c.snd.count != 0:
+        return False
+    return c.peer_avail >= c.peer_avail_max or now - c.snd_empty_time >= SHUTDOWN_GRACE_US
 
 
 cdef inline int64_t _rcv_available(Conn* c) noexcept nogil:
@@ -375,7 +386,7 @@ cdef uint32_t conn_close(Conn* c, int64_t now) noexcept nogil:
     if c.state != STATE_CONNECTED and c.state != STATE_CLOSING:
         c.state = STATE_CLOSED
         return EV_CLOSED
-    if c.opts.linger_us <= 0 or c.snd.count == 0:
+    if c.opts.linger_us <= 0 or _close_may_finish(c, now):
         return _finish_close(c)
     if c.state != STATE_CLOSING:
         c.state = STATE_CLOSING
@@ -541,22 +552,29 @@ cdef uint32_t _on_ack(Conn* c, const uint8_t* buf, size_t length, int64_t now) n
         _invalid(c, INVALID_LENGTH)
         return 0
     c.stats.pkt_recv_ack_total += 1
-    # answer every full ACK with ACK2
-    if c.pending_ack2_count < PENDING_ACK2:
-        c.pending_ack2[c.pending_ack2_count] = ack_no
-        c.pending_ack2_count += 1
-    ev |= EV_WANT_TRANSMIT
     if seq_cmp(ack, c.snd_last_ack) >= 0:
         c.flow_window = win
         c.snd_last_ack = ack
+        c.peer_avail = win
+        if win > c.peer_avail_max:
+            c.peer_avail_max = win
     if seq_cmp(ack, c.snd_una) > 0:
         sndbuf_release(&c.snd, seq_off(c.snd_una, ack))
         c.snd_una = ack
         losslist_remove_before(&c.snd_loss, ack)
         ev |= EV_WRITABLE
-        if c.snd.count == 0 and c.snd_busy_since > 0:
-            c.stats.us_snd_duration_total += now - c.snd_busy_since
-            c.snd_busy_since = 0
+        if c.snd.count == 0:
+            c.snd_empty_time = now
+            if c.snd_busy_since > 0:
+                c.stats.us_snd_duration_total += now - c.snd_busy_since
+                c.snd_busy_since = 0
+    # Answer every full ACK with ACK2, except while a close waits for the peer's reader: without
+    # the ACK2 the peer repeats its ACK (after RTT + 4 RTTVar) with a fresh free-buffer count.
+    if not (c.state == STATE_CLOSING and c.snd.count == 0 and not _close_may_finish(c, now)):
+        if c.pending_ack2_count < PENDING_ACK2:
+            c.pending_ack2[c.pending_ack2_count] = ack_no
+            c.pending_ack2_count += 1
+        ev |= EV_WANT_TRANSMIT
     # The receiver's RTT/RTTVar are already smoothed from ACK2 round trips: adopt them (UDT4
     # smooths them a second time, which lags a changing path by a few dozen ACKs).
     c.rtt_us = rtt
@@ -573,7 +591,7 @@ cdef uint32_t _on_ack(Conn* c, const uint8_t* buf, size_t length, int64_t now) n
     if c.cc.ops.on_ack != NULL:
         c.cc.ops.on_ack(&c.cc, ack, now)
         _cc_after(c)
-    if c.state == STATE_CLOSING and c.snd.count == 0:
+    if c.state == STATE_CLOSING and _close_may_finish(c, now):
         ev |= _finish_close(c)
     return ev
 
@@ -1321,6 +1339,8 @@ cdef int64_t conn_next_timer(Conn* c) noexcept nogil:
     t = _min_time(t, c.last_peer_activity + c.opts.broken_timeout_us + 1)
     if c.state == STATE_CLOSING:
         t = _min_time(t, c.linger_deadline)
+        if c.snd.count == 0:
+            t = _min_time(t, c.snd_empty_time + SHUTDOWN_GRACE_US)
     return t
 
 
@@ -1340,7 +1360,7 @@ cdef uint32_t conn_on_timer(Conn* c, int64_t now) noexcept nogil:
         c.state = STATE_BROKEN
         c.closing = False
         return EV_BROKEN | EV_READABLE | EV_WRITABLE
-    if c.state == STATE_CLOSING and now >= c.linger_deadline:
+    if c.state == STATE_CLOSING and (now >= c.linger_deadline or _close_may_finish(c, now)):
         return _finish_close(c)
     if now >= c.next_ack_time:
         c.next_ack_time = now + (c.cc.ack_period_us if c.cc.ack_period_us > 0 else SYN_US)
