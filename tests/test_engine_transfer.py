@@ -402,20 +402,71 @@ def test_linger_expires_when_peer_is_gone():
     c.write(b"x" * 10_000, net.now)
     t0 = net.now
     c.close(net.now)
+    net.sent_log = []
     assert net.run(5_000_000, lambda: c.state == ST["CLOSED"])
     assert 500_000 <= net.now - t0 <= 520_000
+    net.flush()
+    assert _sent_types(net, CLIENT)[-3:] == [8, 8, 5]    # data dropped: reset, then SHUTDOWN
 
 
-def test_abort_sends_shutdown_at_once():
+def test_linger_bounds_a_stall_not_a_drain():
+    """A drain that takes longer than the linger time but keeps progressing is not cut short."""
+    net = Net(profile=LinkProfile(rate_pps=2000, queue_packets=1000, delay_us=5000))
+    net, c, s = connected_pair(net, client_options={"linger_us": 300_000})
+    data = payload(2 * MB, 6)                       # 1441 packets at 2000 packets/s: > 0.7 s
+    assert c.write(data, net.now) == len(data)
+    t0 = net.now
+    c.close(net.now)
+    got = bytearray()
+    assert net.run(20_000_000, lambda: bool(got.extend(_read_all(s, net))) or s.peer_shutdown)
+    got.extend(_read_all(s, net))
+    assert net.now - t0 > 600_000                   # well past the 300 ms linger
+    assert bytes(got) == data and s.read(10, net.now) == b"" and not s.peer_reset
+
+
+def test_abort_with_queued_data_resets_the_peer():
     net, c, s = connected_pair(client_options={"linger_us": 0})
     c.write(b"x" * 100_000, net.now)
     ev = c.close(net.now)
     assert ev & EV["CLOSED"] and c.state == ST["CLOSED"]
+    out = []
+    while (d := c.next_datagram(net.now)) is not None:
+        out.append(_core.decode_packet(d))
+    assert [(p["type"], p["info"]) for p in out] == [(8, 2001), (8, 2001), (5, 0)]
+    for p in out:
+        s.receive(_core.encode_control(p["type"], p["info"], s.socket_id), net.now)
+    assert s.peer_reset and not s.peer_shutdown and s.state == ST["BROKEN"]
+    assert s.read(10, net.now) == -2001              # ECONNRESET, not a clean EOF
+    assert s.stats(net.now)["invalid"]["state"] == 0  # the rest of the reset is expected
+
+
+def test_abort_with_nothing_queued_is_a_clean_shutdown():
+    net, c, s = connected_pair(client_options={"linger_us": 0})
+    c.close(net.now)
     d = c.next_datagram(net.now)
     assert _core.decode_packet(d)["type"] == 5 and len(d) == 20
     assert c.next_datagram(net.now) is None
     s.receive(d, net.now)
-    assert s.peer_shutdown and s.state == ST["BROKEN"]
+    assert s.peer_shutdown and s.state == ST["BROKEN"] and s.read(10, net.now) == b""
+
+
+def test_shutdown_over_a_hole_is_a_reset():
+    """A SHUTDOWN while data the peer sent is still missing (a UDT4 sender whose linger ran
+    out) must not read as a clean end of the stream."""
+    net, c, s = connected_pair()
+    c.write(payload(3 * 1456, 1), net.now)
+    packets, t = [], net.now
+    while len(packets) < 3:                         # following the sender's pacing
+        if (d := c.next_datagram(t)) is not None:
+            packets.append(d)
+        t = max(t + 1, c.next_send_time(t))
+    first, _lost, third = packets
+    s.receive(first, t)
+    s.receive(third, t)
+    s.receive(_core.encode_control(5, 0, s.socket_id), t + 10)
+    assert s.peer_reset and not s.peer_shutdown
+    assert s.read(1 << 20, t + 10) == payload(3 * 1456, 1)[:1456]
+    assert s.read(10, t + 10) == -2001
 
 
 # ---- liveness ----

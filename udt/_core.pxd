@@ -362,6 +362,8 @@ cdef struct Conn:
     bint is_ipv6
     bint rendezvous
     bint peer_shutdown          # peer sent SHUTDOWN
+    bint peer_reset             # peer closed with data it never delivered (error signal 2001,
+                                # or SHUTDOWN while our receive side still had holes)
     bint closing                # conn_close called, draining
     bint is_server              # created by conn_accept (answers duplicate conclusions)
     bint buffers_ready          # buffers and loss lists allocated
@@ -444,6 +446,8 @@ cdef struct Conn:
     int64_t last_peer_activity  # last packet from the peer (broken detection)
     bint keepalive_due
     bint shutdown_due
+    int reset_due               # error signals (2001) still to send before SHUTDOWN: we closed
+                                # with data undelivered, and the peer must not read a clean EOF
     int64_t linger_deadline
     # --- stats ---
     Stats stats

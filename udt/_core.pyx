@@ -36,6 +36,7 @@ cdef enum:
     DEFAULT_BROKEN_US = 10000000        # udt: silence after which the connection is broken
     DEFAULT_LINGER_US = 3000000
     SHUTDOWN_GRACE_US = 200000          # close: longest wait for the peer's reader after the last ACK
+    RESET_SIGNALS = 2                   # error signals sent when a close drops data
     INITIAL_RTT_US = 100000
     INITIAL_RTTVAR_US = 50000
     MAX_NAK_WORDS = 4096                # a NAK with more words is dropped as invalid
@@ -375,6 +376,10 @@ cdef ssize_t conn_accept(Conn* c, const AcceptRequest* req, int64_t now, uint8_t
 cdef uint32_t _finish_close(Conn* c) noexcept nogil:
     if c.state == STATE_CONNECTED or c.state == STATE_CLOSING:
         c.shutdown_due = True
+        if c.buffers_ready and c.snd.count > 0:
+            # data dropped (abort, or linger out without progress): tell the peer, twice
+            # against a loss, so its reader ends with ECONNRESET and not with a clean EOF
+            c.reset_due = RESET_SIGNALS
     c.state = STATE_CLOSED
     c.closing = False
     return EV_CLOSED | (EV_WANT_TRANSMIT if c.shutdown_due else 0)
@@ -563,6 +568,8 @@ cdef uint32_t _on_ack(Conn* c, const uint8_t* buf, size_t length, int64_t now) n
         c.snd_una = ack
         losslist_remove_before(&c.snd_loss, ack)
         ev |= EV_WRITABLE
+        if c.state == STATE_CLOSING:
+            c.linger_deadline = now + c.opts.linger_us   # the linger bounds a stall, not a drain
         if c.snd.count == 0:
             c.snd_empty_time = now
             if c.snd_busy_since > 0:
@@ -764,9 +771,14 @@ cdef uint32_t _on_control(Conn* c, const uint8_t* buf, size_t length, int64_t no
         return 0
     if ctrl_type == PKT_SHUTDOWN:
         _peer_alive(c, now)
-        c.peer_shutdown = True
         c.state = STATE_BROKEN
         c.closing = False
+        if c.buffers_ready and c.rcv_loss.count > 0:
+            # data the peer sent never arrived and now never will: a reset, not an end of file
+            c.peer_reset = True
+            c.error = ERR_CONN_BROKEN
+            return EV_PEER_ERROR | EV_READABLE | EV_WRITABLE
+        c.peer_shutdown = True
         return EV_PEER_SHUTDOWN | EV_READABLE | EV_WRITABLE
     if ctrl_type == PKT_CONGESTION_WARNING:
         _peer_alive(c, now)
@@ -778,8 +790,13 @@ cdef uint32_t _on_control(Conn* c, const uint8_t* buf, size_t length, int64_t no
         return _on_drop_request(c, buf, length, now)
     if ctrl_type == PKT_ERROR_SIGNAL:
         _peer_alive(c, now)
-        c.error = ERR_PEER
+        if get_u32(buf + 4) == ERR_CONN_BROKEN:
+            c.peer_reset = True         # udt's close that dropped data (UDT4 only sends 4000)
+            c.error = ERR_CONN_BROKEN
+        else:
+            c.error = ERR_PEER
         c.state = STATE_BROKEN
+        c.closing = False
         return EV_PEER_ERROR | EV_READABLE | EV_WRITABLE
     if ctrl_type == PKT_USER_DEFINED:
         _peer_alive(c, now)
@@ -985,6 +1002,11 @@ cdef uint32_t _on_data(Conn* c, const uint8_t* buf, size_t length, int64_t now) 
     return ev
 
 
+cdef inline bint _is_reset_tail(const uint8_t* buf) noexcept nogil:
+    cdef int ctrl_type = <int>((get_u32(buf) >> 16) & 0x7FFF)
+    return ctrl_type == PKT_SHUTDOWN or ctrl_type == PKT_ERROR_SIGNAL
+
+
 cdef uint32_t conn_on_datagram(Conn* c, const uint8_t* buf, size_t length, int64_t now) noexcept nogil:
     if length < HEADER_SIZE:
         _invalid(c, INVALID_TOO_SHORT)
@@ -994,6 +1016,8 @@ cdef uint32_t conn_on_datagram(Conn* c, const uint8_t* buf, size_t length, int64
         return 0
     if get_u32(buf) & CONTROL_FLAG:
         if c.state == STATE_BROKEN:
+            if c.peer_reset and _is_reset_tail(buf):
+                return 0                # the rest of the peer's reset: expected, not invalid
             _invalid(c, INVALID_STATE)
             return 0
         return _on_control(c, buf, length, now)
@@ -1124,6 +1148,9 @@ cdef ssize_t _next_control(Conn* c, int64_t now, uint8_t* out, size_t cap) noexc
             memcpy(out, c.hs_response, HANDSHAKE_SIZE)
             return HANDSHAKE_SIZE
     if c.state == STATE_CLOSED:
+        if c.reset_due > 0:
+            c.reset_due -= 1
+            return <ssize_t>put_control(out, PKT_ERROR_SIGNAL, ERR_CONN_BROKEN, c.peer_socket_id)
         if c.shutdown_due:
             c.shutdown_due = False
             return <ssize_t>put_control(out, PKT_SHUTDOWN, 0, c.peer_socket_id)
@@ -1298,7 +1325,7 @@ cdef ssize_t conn_next_datagram(Conn* c, int64_t now, uint8_t* out, size_t cap) 
 
 cdef inline bint _control_pending(Conn* c) noexcept nogil:
     if c.state == STATE_CLOSED:
-        return c.shutdown_due
+        return c.shutdown_due or c.reset_due > 0
     if not _is_live(c):
         return False
     return (c.hs_reply_due or c.pending_ack2_count > 0 or c.full_ack_due or c.light_ack_due

@@ -1464,8 +1464,9 @@ cdef class Listener:
 
 cdef int close_conn(MuxCore* m, Channel channel, MuxConn* mc, int64_t linger_us,
                     bint wait) noexcept nogil:
-    """Close mc: drain up to linger_us (0 aborts), send SHUTDOWN, wake its waiters, leave the
-    tables.  With wait, block until the engine reports CLOSED or the linger time (+1 s) passed."""
+    """Close mc: drain while the peer acknowledges (linger_us without progress gives up; 0
+    aborts), send SHUTDOWN, wake its waiters, leave the tables.  With wait, block until the
+    engine reports CLOSED or its linger deadline (+1 s) passed."""
     cdef int64_t now = now_us()
     cdef int64_t deadline
     cdef uint32_t events
@@ -1483,9 +1484,12 @@ cdef int close_conn(MuxCore* m, Channel channel, MuxConn* mc, int64_t linger_us,
             after_engine_call(m, channel, mc, events, now, False)
         pthread_cond_broadcast(&mc.changed)  # blocked recv/send in other threads leave with EBADF
         if wait and linger_us > 0:
-            deadline = now + linger_us + 1000000
             while (not mc.mux_dead and mc.conn.state != core.STATE_CLOSED
-                   and mc.conn.state != core.STATE_BROKEN and now_us() < deadline):
+                   and mc.conn.state != core.STATE_BROKEN):
+                # the engine moves its linger deadline on while the peer acknowledges data
+                deadline = mc.conn.linger_deadline + 1000000
+                if now_us() >= deadline:
+                    break
                 mc.waiters += 1
                 cond_wait_until(&mc.changed, &mc.lock, deadline)
                 mc.waiters -= 1
@@ -1916,9 +1920,11 @@ cdef class Connection:
                 mc.conn.opts.linger_us = linger_us if linger_us > 0 else 1
                 events = core.conn_close(&mc.conn, now)
                 after_engine_call(m, self.mux.channel, mc, events, now, False)
-                deadline = now + linger_us + 1000000
                 while (not mc.mux_dead and not mc.local_closed and mc.conn.state != core.STATE_CLOSED
-                       and mc.conn.state != core.STATE_BROKEN and now_us() < deadline):
+                       and mc.conn.state != core.STATE_BROKEN):
+                    deadline = mc.conn.linger_deadline + 1000000   # moves on with progress
+                    if now_us() >= deadline:
+                        break
                     mc.waiters += 1
                     cond_wait_until(&mc.changed, &mc.lock, deadline)
                     mc.waiters -= 1

@@ -10,9 +10,15 @@ A udt socket has **no file descriptor** (many udt sockets share one UDP socket a
 two worker threads per port), so ``fileno()`` raises and ``select``/``selectors`` cannot watch it;
 use blocking calls with timeouts, threads, or the readiness bits of ``getsockopt(UDT_EVENT)``.
 
-``close()`` first lets queued data drain and then shuts the connection down, waiting at most the
-linger time: 3 seconds by default (UDT4 waits 180 s), set by ``setsockopt(UDT_LINGER, seconds)``
-or ``(on, seconds)``; a linger of 0 (or ``(False, …)``) aborts at once and drops unsent data.
+``close()`` first lets queued data drain and then shuts the connection down.  The linger time
+bounds a *stall*: close() gives up once the peer has acknowledged nothing for that long (3 seconds
+by default; UDT4 waits 180 s in all), set by ``setsockopt(UDT_LINGER, seconds)`` or
+``(on, seconds)``; while data keeps being acknowledged it keeps draining, so a close never cuts a
+live transfer short.  A linger of 0 (or ``(False, …)``) aborts at once and drops unsent data.
+Whenever a close drops data, the peer is told (an error signal before the SHUTDOWN): its reads
+end with ``ConnectionResetError`` after the data that did arrive, never with a clean EOF; and
+SHUTDOWN waits (at most 200 ms) until the peer's reader has caught up, because UDT4's blocking
+``recvmsg`` loses the messages it was woken for when SHUTDOWN overtakes it.
 """
 from __future__ import annotations
 

@@ -336,6 +336,8 @@ cdef class Endpoint:
     @property
     def peer_shutdown(self): return bool(self.c.peer_shutdown)
     @property
+    def peer_reset(self): return bool(self.c.peer_reset)
+    @property
     def peer_ip(self): return bytes(self.c.peer_ip[:16])
     @property
     def hs_cookie(self): return self.c.hs_cookie
