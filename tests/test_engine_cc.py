@@ -55,6 +55,35 @@ def test_loss_leaves_slow_start_and_grows_period():
     assert c.period_us == pytest.approx(before * 1.125)
 
 
+def test_a_loss_epoch_lasts_at_least_one_rate_control_interval():
+    """On a path whose RTT is far below the 10 ms SYN, every NAK would start a new epoch (a
+    decrease per packet round trip) while increases come once per 10 ms: random loss would
+    pin the rate.  NAKs within 10 ms of an epoch's start count in that epoch, which allows
+    itself at most 5 decreases."""
+    c = client()
+    c.write(b"x" * 1456 * 4000, 0)
+    send_until(c, 0, 100)
+    c.receive(full_ack(ISN + 8, 1, rate=1_000_000, bw=5_000_000), 20_000)
+    c.receive(_core.encode_control(3, 0, CLIENT_ID, [ISN + 9]), 20_500)   # leaves slow start
+    assert not c.slow_start
+    c.set_cc(cwnd=10_000)                    # the window never limits here: only the period
+    t = 21_000
+    before = c.period_us
+    for _ in range(7):                       # each NAK names a packet sent after the last one
+        newest = c.snd_next_seq
+        send_until(c, t, t + 900)
+        assert c.snd_next_seq > newest, "the test needs a new packet between NAKs"
+        c.receive(_core.encode_control(3, 0, CLIENT_ID, [c.snd_next_seq - 1]), t + 1000)
+        t += 1000
+    assert c.period_us == pytest.approx(before * 1.125 ** 5)    # 7 NAKs, one epoch
+    newest = c.snd_next_seq
+    send_until(c, t, 31_500)
+    assert c.snd_next_seq > newest
+    before = c.period_us
+    c.receive(_core.encode_control(3, 0, CLIENT_ID, [c.snd_next_seq - 1]), 32_000)
+    assert c.period_us == pytest.approx(before * 1.125)         # 11 ms on: a new epoch
+
+
 def test_clean_acks_shorten_the_period():
     c = client()
     c.write(b"x" * 1456 * 2000, 0)

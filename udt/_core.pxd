@@ -180,6 +180,7 @@ cdef struct CCState:
     bint loss_since_increase
     int32_t last_ack            # last ACK seq seen by on_ack
     int32_t last_dec_seq
+    int64_t last_dec_time       # when the last loss epoch began (epochs last at least RC)
     double last_dec_period
     int avg_nak
     int nak_count
