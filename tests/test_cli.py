@@ -609,3 +609,26 @@ def test_idle_sender_is_dropped(tmp_path):
             assert recv.wait() == 4
     assert "sent nothing for 1 s" in recv.stderr
     no_traceback(recv)
+
+
+@pytest.mark.parametrize("tool", ["udt-send", "udt-recv", "udt-demo"])
+def test_console_scripts_are_installed(tool):
+    """The commands README and the issues name are entry points of the installed package."""
+    import shutil
+
+    path = shutil.which(tool)
+    assert path, f"{tool} is not on PATH: pip install . registers it"
+    done = subprocess.run([path, "--help"], capture_output=True, text=True, timeout=WAIT)
+    assert done.returncode == 0 and f"usage: {tool}" in done.stdout
+
+
+def test_demo_runs_real_verified_transfers():
+    done = subprocess.run([sys.executable, "-m", "udt.demo", "--size", "3M", "--mem", "0.3", "--json"],
+                          capture_output=True, text=True, timeout=120, env=ENV)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    file_run, mem_run = result["file"], result["memory"]
+    assert file_run["recv"]["bytes"] == 3 << 20 and file_run["recv"]["files"][0]["status"] == "verified"
+    assert file_run["send"]["sha256"] == file_run["recv"]["sha256"]
+    assert mem_run["recv"]["bytes"] > 0 and mem_run["send"]["sha256"] == mem_run["recv"]["sha256"]
+    assert file_run["recv"]["mbit_per_s"] > 0 and mem_run["recv"]["mbit_per_s"] > 0

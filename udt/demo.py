@@ -1,89 +1,137 @@
-"""``udt-demo``: a datagram run over loopback that prints what it measured.
+"""``udt-demo``: README's main job — real, verified udt transfers over loopback, with throughput.
 
-A receiver thread counts numbered 1456-byte datagrams (UDT's payload size at MSS 1500) sent as
-fast as one thread can; then one datagram goes through an IPv4 multicast group on ``lo``.  The
-numbers are the datagram layer's, not yet a reliable transfer's.
+It runs the two command-line tools exactly as a user would, as separate processes on
+127.0.0.1: ``udt-recv --once --json`` and ``udt-send FILE`` for a file of random bytes (sha256
+checked by both ends), then ``udt-send --mem`` for memory-to-memory throughput.  It prints what
+the tools measured and exits non-zero if any transfer fails or does not verify.
 """
 from __future__ import annotations
 
 import argparse
-import struct
-import threading
+import json
+import os
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
+from typing import Any
 
-from udt import dgram
+from udt.cli._common import format_bytes, parse_size
 
-PAYLOAD = 1456
-_SEQ = struct.Struct("!Q")
-
-
-def unicast_run(seconds: float) -> dict:
-    """Send numbered datagrams for *seconds*; count what arrives, in order and lost."""
-    received = 0
-    highest = -1
-    stop = threading.Event()
-    with dgram.create_socket("udp4") as rx, dgram.create_socket("udp4") as tx:
-        rx.bind(port=0, address="127.0.0.1")
-        rx.set_recv_buffer_size(8 << 20)
-        port = rx.address().port
-
-        def receive() -> None:
-            nonlocal received, highest
-            while not stop.is_set():
-                try:
-                    data, _ = rx.recvfrom(timeout=0.2)
-                except TimeoutError:
-                    continue
-                except OSError:
-                    return
-                received += 1
-                highest = max(highest, _SEQ.unpack_from(data)[0])
-
-        worker = threading.Thread(target=receive, name="udt-demo-rx")
-        worker.start()
-        payload = bytearray(PAYLOAD)
-        sent = 0
-        start = time.perf_counter()
-        deadline = start + seconds
-        while time.perf_counter() < deadline:
-            for _ in range(256):
-                _SEQ.pack_into(payload, 0, sent)
-                tx.send(payload, port, "127.0.0.1")
-                sent += 1
-        elapsed = time.perf_counter() - start
-        time.sleep(0.2)  # let the last datagrams in flight arrive before counting
-        stop.set()
-        worker.join()
-    return {"sent": sent, "received": received, "seconds": elapsed,
-            "mbit_per_s": received * PAYLOAD * 8 / elapsed / 1e6,
-            "lost": sent - received}
+PROG = "udt-demo"
+LISTEN_MARKER = "udt-recv: listening on "
+START_TIMEOUT = 30.0
+RUN_TIMEOUT = 600.0
 
 
-def multicast_round(group: str = "239.255.77.1") -> bool:
-    """Join *group* on loopback and receive one datagram sent to it."""
-    with dgram.create_socket("udp4", reuse_addr=True) as rx, \
-            dgram.create_socket("udp4") as tx:
-        rx.bind(port=0, address="0.0.0.0")
-        membership = rx.add_membership(group, "127.0.0.1")
-        tx.set_multicast_interface("127.0.0.1")  # pin the interface: lo, never the default route
-        tx.set_multicast_ttl(1)
-        tx.send(b"hello, group", rx.address().port, group)
-        data, rinfo = rx.recvfrom(timeout=2.0)
-        membership.drop()
-        return data == b"hello, group" and rinfo.address == "127.0.0.1"
+class DemoError(Exception):
+    """A step of the demo failed; the message says which and why."""
+
+
+def _tool(name: str, *args: str) -> list[str]:
+    # the module, not the console script: works from a checkout and whatever PATH says
+    return [sys.executable, "-m", f"udt.cli.{name}", *args]
+
+
+def _start_receiver(args: list[str], log: Path) -> tuple[subprocess.Popen[str], str]:
+    """Start udt-recv on a free loopback port; returns it and its HOST:PORT."""
+    err = log.open("w")
+    proc = subprocess.Popen(_tool("recv", "--bind", "127.0.0.1", "--port", "0", "--once", "--json", *args),
+                            stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL, text=True)
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        for line in log.read_text().splitlines():
+            if line.startswith(LISTEN_MARKER):
+                return proc, line[len(LISTEN_MARKER):].strip()
+        if proc.poll() is not None:
+            break
+        time.sleep(0.02)
+    proc.kill()
+    proc.wait()
+    raise DemoError(f"udt-recv did not start: {log.read_text().strip() or 'no output'}")
+
+
+def _json_of(proc: subprocess.Popen[str] | subprocess.CompletedProcess[str], stdout: str,
+             who: str, log: str) -> dict[str, Any]:
+    if proc.returncode != 0:
+        raise DemoError(f"{who} exited with {proc.returncode}: {log.strip()}")
+    try:
+        return json.loads(stdout)
+    except ValueError:
+        raise DemoError(f"{who} printed no JSON result: {stdout!r}") from None
+
+
+def run_pair(send_args: list[str], recv_args: list[str], workdir: Path) -> tuple[dict, dict]:
+    """One udt-send -> udt-recv transfer; returns both JSON results."""
+    recv_log = workdir / "recv.log"
+    receiver, address = _start_receiver(recv_args, recv_log)
+    try:
+        sender = subprocess.run(_tool("send", "--json", *send_args, address), capture_output=True,
+                                text=True, timeout=RUN_TIMEOUT, stdin=subprocess.DEVNULL)
+        recv_out, _ = receiver.communicate(timeout=RUN_TIMEOUT)
+    finally:
+        if receiver.poll() is None:
+            receiver.kill()
+            receiver.wait()
+    sent = _json_of(sender, sender.stdout, "udt-send", sender.stderr)
+    received = _json_of(receiver, recv_out, "udt-recv", recv_log.read_text())
+    return sent, received
+
+
+def _line(what: str, sent: dict, received: dict) -> str:
+    same = sent.get("sha256") and sent.get("sha256") == received.get("sha256")
+    return (f"{what:<24} {format_bytes(received['bytes']):>10} in {received['seconds']:6.2f} s = "
+            f"{received['mbit_per_s']:8.0f} Mbit/s ({received['mbit_per_s'] / 8:6.0f} MB/s)  "
+            f"sha256 {'matches' if same else 'DIFFERS'}  retransmitted {sent.get('retransmitted', 0)}, "
+            f"lost {received.get('lost', 0)}")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="udt-demo", description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=2.0, help="length of the unicast run")
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0].split(": ", 1)[1])
+    parser.add_argument("--size", type=parse_size, default=parse_size("256M"),
+                        help="size of the file to send (default 256M; K/M/G are powers of 1024)")
+    parser.add_argument("--mem", type=float, default=2.0, metavar="SECONDS",
+                        help="length of the memory-to-memory run (default 2; 0 skips it)")
+    parser.add_argument("--mss", default=None, help="UDT MSS for both tools (default 1500)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object with all results")
     args = parser.parse_args(argv)
-    result = unicast_run(args.seconds)
-    print(f"unicast over loopback: {result['sent']} datagrams of {PAYLOAD} B sent, "
-          f"{result['received']} received ({result['lost']} lost, plain UDP is unreliable) "
-          f"in {result['seconds']:.2f} s = {result['mbit_per_s']:.0f} Mbit/s received")
-    ok = multicast_round()
-    print(f"multicast 239.255.77.1 on lo: {'received' if ok else 'NOT received'}")
-    return 0 if ok else 1
+    extra = ["--mss", args.mss] if args.mss else []
+    results: dict[str, Any] = {}
+    lines = []
+    try:
+        with tempfile.TemporaryDirectory(prefix="udt-demo-") as tmp:
+            work = Path(tmp)
+            source = work / "random.bin"
+            with source.open("wb") as f:
+                left = args.size
+                while left:
+                    block = os.urandom(min(left, 4 << 20))
+                    f.write(block)
+                    left -= len(block)
+            (work / "received").mkdir()
+            sent, received = run_pair([str(source), *extra], ["--output", str(work / "received"), *extra], work)
+            if not (sent["sha256"] == received["sha256"] == received["files"][0]["sha256"]
+                    and received["bytes"] == args.size):
+                raise DemoError("the file did not arrive intact")
+            results["file"] = {"send": sent, "recv": received}
+            lines.append(_line("file, udt-send/recv", sent, received))
+            if args.mem > 0:
+                sent, received = run_pair(["--mem", str(args.mem), *extra], ["--mem", *extra], work)
+                if sent["sha256"] != received["sha256"]:
+                    raise DemoError("memory mode: the receiver's sha256 differs from the sender's")
+                results["memory"] = {"send": sent, "recv": received}
+                lines.append(_line("memory, udt-send --mem", sent, received))
+    except (DemoError, subprocess.TimeoutExpired, OSError) as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(results, sort_keys=True))
+    else:
+        print("udt over loopback (127.0.0.1), real processes, verified end to end:")
+        for line in lines:
+            print("  " + line)
+    return 0
 
 
 if __name__ == "__main__":
