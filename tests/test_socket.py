@@ -663,6 +663,32 @@ def test_stopping_a_multiplexer_tells_the_peer():
         assert info.value.errno == errno.EBADF
 
 
+def test_a_peer_that_missed_every_shutdown_is_told_again():
+    """SHUTDOWN has no ACK: the multiplexer remembers connections it closed and answers their
+    peer's next packet (an idle peer's keep-alive comes within a second) with a SHUTDOWN, so
+    the peer reads EOF instead of waiting for its broken timer (10 s)."""
+    from tools.impair import DropNth, Impairment, Relay, UdtControl
+
+    server = udt.create_server((LOOP4, 0))
+    try:
+        lose_four = Impairment(drop=DropNth(0, 1, 2, 3, where=UdtControl({5})))
+        with Relay(server.getsockname(), b_to_a=lose_four, process=True) as relay:
+            with udt.create_connection(relay.address, timeout=5) as client:
+                server.settimeout(5)
+                conn, _ = server.accept()
+                conn.sendall(b"last words")
+                conn.close()                         # all four SHUTDOWN copies get lost
+                client.settimeout(8)
+                assert recv_exactly(client, 10) == b"last words"
+                started = time.monotonic()
+                assert client.recv(10) == b""        # EOF, not ConnectionResetError at 10 s
+                assert time.monotonic() - started < 4.0
+                assert server._mux.stats()["mux_closed_replies"] >= 1
+                assert relay.stats().b_to_a.dropped_filter == 4
+    finally:
+        server.close()
+
+
 def test_close_gives_up_after_the_linger_time():
     from tools.impair import Impairment, Relay
 

@@ -446,7 +446,9 @@ cdef struct Conn:
     int64_t last_rsp_time       # EXP reference (reset by peer packets and by each expiry)
     int64_t last_peer_activity  # last packet from the peer (broken detection)
     bint keepalive_due
-    bint shutdown_due
+    int shutdown_due            # SHUTDOWN copies still to send: UDT has no ACK for it, and a
+                                # lost one leaves the peer waiting for its broken timer
+    int64_t shutdown_next_time  # when the next copy is due (they go SHUTDOWN_SPACING_US apart)
     int reset_due               # error signals (2001) still to send before SHUTDOWN: we closed
                                 # with data undelivered, and the peer must not read a clean EOF
     int64_t linger_deadline
@@ -606,3 +608,7 @@ cdef struct PacketInfo:
 # Validate a raw datagram's header (and a handshake's CIF) and describe it.  0 or -1 - reason
 # (InvalidReason) when it must be dropped before routing.
 cdef int packet_peek(const uint8_t* buf, size_t length, PacketInfo* info) noexcept nogil
+
+# The SHUTDOWN a connection that is gone answers its peer with (the multiplexer's memory of
+# recently closed connections: the peer never got our SHUTDOWN and still talks to us).
+cdef ssize_t shutdown_packet(uint32_t peer_socket_id, uint8_t* out, size_t cap) noexcept nogil

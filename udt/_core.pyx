@@ -37,6 +37,8 @@ cdef enum:
     DEFAULT_LINGER_US = 3000000
     SHUTDOWN_GRACE_US = 200000          # close: longest wait for the peer's reader after the last ACK
     RESET_SIGNALS = 2                   # error signals sent when a close drops data
+    SHUTDOWN_COPIES = 4                 # SHUTDOWNs sent at close (UDT4 sends one; it has no ACK):
+    SHUTDOWN_SPACING_US = 10000         # spaced so that one burst of loss cannot take them all
     INITIAL_RTT_US = 100000
     INITIAL_RTTVAR_US = 50000
     MAX_NAK_WORDS = 4096                # a NAK with more words is dropped as invalid
@@ -375,14 +377,15 @@ cdef ssize_t conn_accept(Conn* c, const AcceptRequest* req, int64_t now, uint8_t
 
 cdef uint32_t _finish_close(Conn* c) noexcept nogil:
     if c.state == STATE_CONNECTED or c.state == STATE_CLOSING:
-        c.shutdown_due = True
+        c.shutdown_due = SHUTDOWN_COPIES
+        c.shutdown_next_time = 0
         if c.buffers_ready and c.snd.count > 0:
             # data dropped (abort, or linger out without progress): tell the peer, twice
             # against a loss, so its reader ends with ECONNRESET and not with a clean EOF
             c.reset_due = RESET_SIGNALS
     c.state = STATE_CLOSED
     c.closing = False
-    return EV_CLOSED | (EV_WANT_TRANSMIT if c.shutdown_due else 0)
+    return EV_CLOSED | (EV_WANT_TRANSMIT if c.shutdown_due > 0 else 0)
 
 
 cdef uint32_t conn_close(Conn* c, int64_t now) noexcept nogil:
@@ -1016,8 +1019,8 @@ cdef uint32_t conn_on_datagram(Conn* c, const uint8_t* buf, size_t length, int64
         return 0
     if get_u32(buf) & CONTROL_FLAG:
         if c.state == STATE_BROKEN:
-            if c.peer_reset and _is_reset_tail(buf):
-                return 0                # the rest of the peer's reset: expected, not invalid
+            if (c.peer_reset or c.peer_shutdown) and _is_reset_tail(buf):
+                return 0                # the rest of the peer's close: expected, not invalid
             _invalid(c, INVALID_STATE)
             return 0
         return _on_control(c, buf, length, now)
@@ -1151,8 +1154,9 @@ cdef ssize_t _next_control(Conn* c, int64_t now, uint8_t* out, size_t cap) noexc
         if c.reset_due > 0:
             c.reset_due -= 1
             return <ssize_t>put_control(out, PKT_ERROR_SIGNAL, ERR_CONN_BROKEN, c.peer_socket_id)
-        if c.shutdown_due:
-            c.shutdown_due = False
+        if c.shutdown_due > 0 and now >= c.shutdown_next_time:
+            c.shutdown_due -= 1
+            c.shutdown_next_time = now + SHUTDOWN_SPACING_US
             return <ssize_t>put_control(out, PKT_SHUTDOWN, 0, c.peer_socket_id)
         return 0
     if not _is_live(c):
@@ -1324,8 +1328,6 @@ cdef ssize_t conn_next_datagram(Conn* c, int64_t now, uint8_t* out, size_t cap) 
 
 
 cdef inline bint _control_pending(Conn* c) noexcept nogil:
-    if c.state == STATE_CLOSED:
-        return c.shutdown_due or c.reset_due > 0
     if not _is_live(c):
         return False
     return (c.hs_reply_due or c.pending_ack2_count > 0 or c.full_ack_due or c.light_ack_due
@@ -1337,6 +1339,12 @@ cdef int64_t conn_next_send_time(Conn* c, int64_t now) noexcept nogil:
     cdef int64_t t
     if c.state == STATE_CONNECTING:
         return c.hs_next_time if c.hs_next_time > now else now
+    if c.state == STATE_CLOSED:
+        if c.reset_due > 0:
+            return now
+        if c.shutdown_due > 0:
+            return c.shutdown_next_time if c.shutdown_next_time > now else now
+        return -1
     if _control_pending(c):
         return now
     if not _is_live(c) or not c.buffers_ready:
@@ -1888,3 +1896,9 @@ cdef int packet_peek(const uint8_t* buf, size_t length, PacketInfo* info) noexce
 
 include "core/pycc.pxi"
 include "core/shim.pxi"
+
+
+cdef ssize_t shutdown_packet(uint32_t peer_socket_id, uint8_t* out, size_t cap) noexcept nogil:
+    if cap < HEADER_SIZE + 4:
+        return -ERR_NO_BUFFER
+    return <ssize_t>put_control(out, PKT_SHUTDOWN, 0, peer_socket_id)

@@ -28,6 +28,9 @@ cdef enum:
     MUX_INVALID_WRONG_SOURCE = 2          # datagram for a socket ID from another address
     MUX_INVALID_HEADER = 3                # packet_peek rejected it (reasons in invalid_reason)
     MUX_INVALID_COUNT = 4
+    CLOSED_MEMORY = 64                    # recently closed connections remembered per port
+    CLOSED_MEMORY_US = 30000000           # ... for this long (µs)
+    CLOSED_REPLY_GAP_US = 100000          # at most one SHUTDOWN answer per peer in this time
 
 
 cdef struct MuxConn:
@@ -62,6 +65,16 @@ cdef struct ConnHeap:
     int which                    # HEAP_SEND or HEAP_TIMER
 
 
+cdef struct ClosedConn:
+    # A connection we closed: if its peer still talks to it, our SHUTDOWN was lost (UDT has no
+    # ACK for it) and the peer would only find out by its broken timer, seconds later.
+    uint32_t socket_id           # 0: free entry
+    uint32_t peer_socket_id
+    sockaddr_storage peer_addr
+    int64_t until
+    int64_t last_reply
+
+
 cdef struct MuxListener:
     core.Listener engine
     core.ConnOptions opts        # options every accepted connection starts with
@@ -83,6 +96,8 @@ cdef struct MuxCore:
     ConnTable by_peer            # (peer address, peer socket ID) -> accepted connection
     MuxConn* rendezvous          # connecting/connected rendezvous sockets (matched by address)
     MuxListener* listener
+    ClosedConn closed[CLOSED_MEMORY]   # ring of recently closed connections (table_lock)
+    int closed_next
     uint32_t next_socket_id
     int family
     pthread_mutex_t send_lock
@@ -106,6 +121,7 @@ cdef struct MuxCore:
     int64_t send_errors
     int64_t datagrams_in
     int64_t datagrams_out
+    int64_t closed_replies       # SHUTDOWNs re-sent to peers of closed connections
 
 
 cdef class Multiplexer:

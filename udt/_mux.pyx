@@ -596,6 +596,37 @@ cdef int register_conn(MuxCore* m, MuxConn* mc, bint by_peer) noexcept nogil:
     return 0
 
 
+cdef void remember_closed(MuxCore* m, uint32_t socket_id, uint32_t peer_socket_id,
+                          const sockaddr_storage* peer, int64_t now) noexcept nogil:
+    """Note a connection we closed (table_lock held), overwriting the oldest entry."""
+    cdef ClosedConn* e = &m.closed[m.closed_next]
+    m.closed_next = (m.closed_next + 1) % CLOSED_MEMORY
+    e.socket_id = socket_id
+    e.peer_socket_id = peer_socket_id
+    memcpy(&e.peer_addr, peer, sizeof(sockaddr_storage))
+    e.until = now + CLOSED_MEMORY_US
+    e.last_reply = 0
+
+
+cdef uint32_t closed_peer_to_answer(MuxCore* m, uint32_t socket_id, const sockaddr* source,
+                                    int kind, int64_t now) noexcept nogil:
+    """The peer socket ID to send a SHUTDOWN to when a datagram for socket_id (which we have
+    closed) arrives from its peer, or 0 (table_lock held).  A SHUTDOWN or error signal from
+    the peer needs no answer; answers to one peer are spaced by CLOSED_REPLY_GAP_US."""
+    cdef int i
+    cdef ClosedConn* e
+    if kind == core.PKT_SHUTDOWN or kind == core.PKT_ERROR_SIGNAL:
+        return 0
+    for i in range(CLOSED_MEMORY):
+        e = &m.closed[i]
+        if e.socket_id == socket_id and e.until > now and same_address(&e.peer_addr, source):
+            if now - e.last_reply < CLOSED_REPLY_GAP_US:
+                return 0
+            e.last_reply = now
+            return e.peer_socket_id
+    return 0
+
+
 cdef void unregister_conn(MuxCore* m, MuxConn* mc) noexcept nogil:
     """Remove mc from every table (table_lock held); drops the tables' references."""
     cdef MuxConn** link
@@ -912,6 +943,7 @@ cdef class Multiplexer:
         cdef core.PacketInfo info
         cdef MuxConn* current = NULL
         cdef uint32_t events = 0
+        cdef uint32_t answer_peer
         cdef const sockaddr* source
         while not mux_atomic_load(&m.stopping):
             # sleep until a datagram arrives or the nearest timer is due
@@ -956,12 +988,21 @@ cdef class Multiplexer:
                             current = self._route_handshake(<const uint8_t*>rx.data[i], rx.length[i],
                                                             source, &info, now)
                         else:
+                            answer_peer = 0
                             pthread_mutex_lock(&m.table_lock)
                             current = table_find_id(&m.by_id, info.dst_id)
                             if current != NULL:
                                 muxconn_incref(current)
+                            else:
+                                answer_peer = closed_peer_to_answer(m, info.dst_id, source,
+                                                                    info.kind, now)
                             pthread_mutex_unlock(&m.table_lock)
-                            if current == NULL:
+                            if answer_peer != 0:
+                                # a peer that missed our SHUTDOWN: tell it again, now
+                                self._reply(source, core.shutdown_packet(
+                                    answer_peer, m.reply_area, core.MAX_CONTROL_SIZE))
+                                mux_count(&m.closed_replies, 1)
+                            elif current == NULL:
                                 mux_count(&m.invalid[MUX_INVALID_UNKNOWN_DESTINATION], 1)
                         if current == NULL:
                             continue
@@ -1203,6 +1244,7 @@ cdef class Multiplexer:
             "mux_send_errors": mux_read_count(&m.send_errors),
             "mux_datagrams_in": mux_read_count(&m.datagrams_in),
             "mux_datagrams_out": mux_read_count(&m.datagrams_out),
+            "mux_closed_replies": mux_read_count(&m.closed_replies),
         }
         for i, name in enumerate(_INVALID_NAMES):
             result["mux_invalid_" + name] = mux_read_count(&m.invalid_reason[i])
@@ -1471,6 +1513,9 @@ cdef int close_conn(MuxCore* m, Channel channel, MuxConn* mc, int64_t linger_us,
     cdef int64_t deadline
     cdef uint32_t events
     cdef int state
+    cdef bint remember = False
+    cdef uint32_t peer_socket_id = 0
+    cdef sockaddr_storage peer
     pthread_mutex_lock(&mc.lock)
     if not mc.local_closed:
         mc.local_closed = 1
@@ -1493,9 +1538,25 @@ cdef int close_conn(MuxCore* m, Channel channel, MuxConn* mc, int64_t linger_us,
                 mc.waiters += 1
                 cond_wait_until(&mc.changed, &mc.lock, deadline)
                 mc.waiters -= 1
+        # the SHUTDOWN copies go out SHUTDOWN_SPACING_US apart: see them sent before the port
+        # can go away with its last socket (bounded; nothing signals this, so poll gently)
+        deadline = now_us() + 200000
+        while (wait and not mc.mux_dead and mc.conn.state == core.STATE_CLOSED
+               and mc.conn.shutdown_due > 0 and now_us() < deadline):
+            mc.waiters += 1
+            cond_wait_until(&mc.changed, &mc.lock, now_us() + 5000)
+            mc.waiters -= 1
+        # we ended it (the peer did not): remember it, in case our SHUTDOWN gets lost
+        remember = (mc.conn.state == core.STATE_CLOSED and mc.conn.peer_socket_id != 0
+                    and not mc.conn.peer_shutdown and not mc.conn.peer_reset)
+        if remember:
+            peer_socket_id = mc.conn.peer_socket_id
+            memcpy(&peer, &mc.conn.peer_addr, sizeof(sockaddr_storage))
     pthread_mutex_unlock(&mc.lock)
     pthread_mutex_lock(&m.table_lock)
     unregister_conn(m, mc)
+    if remember:
+        remember_closed(m, mc.socket_id, peer_socket_id, &peer, now_us())
     pthread_mutex_unlock(&m.table_lock)
     # the SHUTDOWN may still sit in the send heap: the send worker sends it and lets go
     pthread_mutex_lock(&m.timer_lock)
@@ -1517,7 +1578,7 @@ def _rejection_hint(int req_type):
     return ""
 
 
-cdef object raise_result(ssize_t result, bint sending, int os_error=0):
+cdef object raise_result(ssize_t result, bint sending, int os_error=0, bint peer_reset=False):
     """Raise the Python exception for a negative result of a data or wait call."""
     if result == RC_SIGNAL:
         propagate_pending()  # the exception a signal handler (Ctrl-C) raised while we waited
@@ -1528,6 +1589,9 @@ cdef object raise_result(ssize_t result, bint sending, int os_error=0):
     code = -result
     if code == ErrorCode.NO_SEND_BUFFER or code == ErrorCode.NO_DATA:
         raise error_from_code(code)
+    if code == ErrorCode.CONNECTION_BROKEN and peer_reset and not sending:
+        raise error_from_code(code, "connection reset by the peer: it closed with data it could "
+                                    "not deliver (linger ran out or it aborted)")
     if code == ErrorCode.CONNECTION_BROKEN and sending:
         raise _errors.BrokenPipeUDTError(code, "connection broken")
     raise error_from_code(code)
@@ -1730,7 +1794,7 @@ cdef class Connection:
             raise error_from_code(error, f"connection rejected by the peer (request type "
                                          f"{reject_req_type}){_rejection_hint(reject_req_type)}")
         if result != 0:
-            raise_result(result, False)
+            raise_result(result, False, 0, mc.conn.peer_reset)
 
     def send(self, data, timeout, bint send_all):
         """Stream send: copy into the send buffer (all of it with send_all); returns the count."""
@@ -1751,7 +1815,7 @@ cdef class Connection:
         finally:
             PyBuffer_Release(&view)
         if result == RC_SIGNAL or (result < 0 and (send_all or taken == 0)):
-            raise_result(result, True)
+            raise_result(result, True, 0, mc.conn.peer_reset)
         return taken
 
     def sendmsg(self, data, int64_t ttl_ms, bint inorder, timeout):
@@ -1774,7 +1838,7 @@ cdef class Connection:
         finally:
             PyBuffer_Release(&view)
         if result < 0:
-            raise_result(result, True)
+            raise_result(result, True, 0, mc.conn.peer_reset)
         return taken
 
     def recv_into(self, buffer, timeout):
@@ -1795,7 +1859,7 @@ cdef class Connection:
         finally:
             PyBuffer_Release(&view)
         if result < 0:
-            raise_result(result, False)
+            raise_result(result, False, 0, mc.conn.peer_reset)
         return result
 
     def recvmsg_into(self, buffer, timeout):
@@ -1814,7 +1878,7 @@ cdef class Connection:
         finally:
             PyBuffer_Release(&view)
         if result < 0:
-            raise_result(result, False)
+            raise_result(result, False, 0, mc.conn.peer_reset)
         return result
 
     def sendfile(self, int fd, long long offset, long long count, timeout, size_t block):
@@ -1854,7 +1918,7 @@ cdef class Connection:
             if result == -4002:
                 raise _errors.FileTransferError(ErrorCode.FILE_READ,
                                                 f"the file ended after {done} of {count} bytes")
-            raise_result(result, True, os_error)
+            raise_result(result, True, os_error, mc.conn.peer_reset)
         return done
 
     def recvfile(self, int fd, long long offset, long long count, timeout, size_t block):
@@ -1898,7 +1962,7 @@ cdef class Connection:
                 raise _errors.FileTransferError(ErrorCode.FILE_WRITE,
                                                 f"writing the file failed: {os.strerror(os_error)}",
                                                 errno=os_error)
-            raise_result(result, False)
+            raise_result(result, False, 0, mc.conn.peer_reset)
         return done
 
     def shutdown_read(self):
