@@ -33,6 +33,7 @@ cdef void native_cc_init(CCState* cc, int64_t now) noexcept nogil:
     cc.loss_since_increase = False
     cc.last_ack = cc.snd_curr_seq + 1 if cc.snd_curr_seq < SEQ_MAX else 0
     cc.last_dec_seq = cc.snd_curr_seq
+    cc.last_dec_time = 0            # the first loss after the first ACK begins an epoch at once
     cc.last_dec_period = 1.0
     cc.avg_nak = 1
     cc.nak_count = 1
