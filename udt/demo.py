@@ -30,7 +30,9 @@ class DemoError(Exception):
 
 
 def _tool(name: str, *args: str) -> list[str]:
-    # the module, not the console script: works from a checkout and whatever PATH says
+    # the module, not the console script: works whatever PATH says.  The tools run in the
+    # demo's scratch directory: `python -m` puts the working directory first on sys.path, and
+    # in a source checkout that is the uncompiled package, not the installed one.
     return [sys.executable, "-m", f"udt.cli.{name}", *args]
 
 
@@ -38,7 +40,8 @@ def _start_receiver(args: list[str], log: Path) -> tuple[subprocess.Popen[str], 
     """Start udt-recv on a free loopback port; returns it and its HOST:PORT."""
     err = log.open("w")
     proc = subprocess.Popen(_tool("recv", "--bind", "127.0.0.1", "--port", "0", "--once", "--json", *args),
-                            stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL, text=True)
+                            stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL, text=True,
+                            cwd=log.parent)
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
         for line in log.read_text().splitlines():
@@ -68,7 +71,8 @@ def run_pair(send_args: list[str], recv_args: list[str], workdir: Path) -> tuple
     receiver, address = _start_receiver(recv_args, recv_log)
     try:
         sender = subprocess.run(_tool("send", "--json", *send_args, address), capture_output=True,
-                                text=True, timeout=RUN_TIMEOUT, stdin=subprocess.DEVNULL)
+                                text=True, timeout=RUN_TIMEOUT, stdin=subprocess.DEVNULL,
+                                cwd=workdir)
         recv_out, _ = receiver.communicate(timeout=RUN_TIMEOUT)
     finally:
         if receiver.poll() is None:
