@@ -7,7 +7,6 @@ pcapng (dumpcap) for ``python -m tools.udtdump DIR/TEST.pcapng``.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import signal
@@ -18,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from pattern_io import pattern_message_sizes, receive_pattern, send_pattern
 from tools import peers
 
 UDT4_MISSING = peers.udt4_unavailable_reason()
@@ -60,48 +60,16 @@ def wire_capture(request, port: int):
 
 def udt_send(sock, sock_type: str, nbytes: int, seed: int = 0) -> str:
     """Send the pattern over a connected udt socket; returns its sha256."""
-    digest = hashlib.sha256()
-    for block in peers.pattern_chunks(nbytes, seed):
-        digest.update(block)
-        if sock_type == "stream":
-            sock.sendall(block)
-        else:
-            view = memoryview(block)
-            for start in range(0, len(view), MSG_SIZE):
-                message = view[start : start + MSG_SIZE]
-                assert sock.sendmsg(message) == len(message)
-    return digest.hexdigest()
+    return send_pattern(sock, sock_type == "dgram", nbytes, msg_size=MSG_SIZE, seed=seed)
 
 
 def udt_recv(sock, sock_type: str, nbytes: int | None) -> tuple[int, str, list[int]]:
     """Receive until nbytes (or the peer's close when None); returns (bytes, sha256, message sizes)."""
-    digest = hashlib.sha256()
-    total = 0
-    sizes: list[int] = []
-    buf = bytearray(1 << 20)
-    while nbytes is None or total < nbytes:
-        if sock_type == "stream":
-            n = sock.recv_into(buf)
-            chunk = memoryview(buf)[:n]
-        else:
-            chunk = memoryview(sock.recvmsg(len(buf)))
-            n = len(chunk)
-            if n:
-                sizes.append(n)
-        if n == 0:
-            break
-        digest.update(chunk)
-        total += n
-    return total, digest.hexdigest(), sizes
+    return receive_pattern(sock, sock_type == "dgram", nbytes)
 
 
 def expected_message_sizes(nbytes: int) -> list[int]:
-    """The messages udt_send and the UDT4 peer send: each pattern block cut into MSG_SIZE pieces."""
-    full, rest = divmod(nbytes, peers.PATTERN_BLOCK)
-    sizes: list[int] = []
-    for block_len in [peers.PATTERN_BLOCK] * full + ([rest] if rest else []):
-        sizes += [MSG_SIZE] * (block_len // MSG_SIZE) + ([block_len % MSG_SIZE] if block_len % MSG_SIZE else [])
-    return sizes
+    return pattern_message_sizes(nbytes, MSG_SIZE)
 
 
 def check_messages(sizes: list[int], nbytes: int) -> None:

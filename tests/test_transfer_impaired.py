@@ -7,14 +7,13 @@ printed (``-s``) but never asserted: speed lives in bench/.
 """
 from __future__ import annotations
 
-import hashlib
 import threading
 import time
 
 import pytest
 
 import udt
-from tools import peers
+from pattern_io import pattern_message_sizes, receive_pattern, send_pattern
 from tools.impair import GilbertElliott, Impairment, Relay
 
 pytestmark = pytest.mark.slow
@@ -39,16 +38,8 @@ SCENARIOS = {
 
 def _send(sock, kind: int, result: dict) -> None:
     try:
-        digest = hashlib.sha256()
-        for block in peers.pattern_chunks(NBYTES, seed=11):
-            digest.update(block)
-            if kind == udt.SOCK_STREAM:
-                sock.sendall(block)
-            else:
-                view = memoryview(block)
-                for start in range(0, len(view), MESSAGE):
-                    sock.sendmsg(view[start:start + MESSAGE])
-        result["sha256"] = digest.hexdigest()
+        result["sha256"] = send_pattern(sock, kind == udt.SOCK_DGRAM, NBYTES, msg_size=MESSAGE,
+                                        seed=11)
         deadline = time.monotonic() + 240
         while sock.getsockopt(udt.UDT_SNDDATA) and time.monotonic() < deadline:
             time.sleep(0.01)                  # everything acknowledged: the counters are final
@@ -56,26 +47,6 @@ def _send(sock, kind: int, result: dict) -> None:
         sock.close()
     except BaseException as exc:  # noqa: BLE001 - handed to the test thread
         result["error"] = exc
-
-
-def _receive(sock, kind: int) -> tuple[int, str, list[int]]:
-    digest = hashlib.sha256()
-    total = 0
-    sizes: list[int] = []
-    buf = bytearray(1 << 20)
-    while True:
-        if kind == udt.SOCK_STREAM:
-            n = sock.recv_into(buf)
-            chunk = memoryview(buf)[:n]
-        else:
-            chunk = memoryview(sock.recvmsg(len(buf)))
-            n = len(chunk)
-            if n:
-                sizes.append(n)
-        if n == 0:
-            return total, digest.hexdigest(), sizes
-        digest.update(chunk)
-        total += n
 
 
 def transfer_through(a_to_b: Impairment, b_to_a: Impairment, kind: int = udt.SOCK_STREAM,
@@ -96,7 +67,7 @@ def transfer_through(a_to_b: Impairment, b_to_a: Impairment, kind: int = udt.SOC
             try:
                 with conn:
                     conn.settimeout(240)
-                    total, digest, sizes = _receive(conn, kind)
+                    total, digest, sizes = receive_pattern(conn, kind == udt.SOCK_DGRAM)
                     received = conn.perfmon()
             finally:
                 sender.join(300)
@@ -133,7 +104,4 @@ def test_message_mode_keeps_boundaries_through_loss():
     total, digest, sizes, sent, _, stats = transfer_through(
         Impairment(loss=0.05, reorder=0.02), Impairment(loss=0.05), kind=udt.SOCK_DGRAM)
     assert total == NBYTES and digest == sent["sha256"]
-    expected = []
-    for block in peers.pattern_chunks(NBYTES, seed=11):
-        expected += [min(MESSAGE, len(block) - start) for start in range(0, len(block), MESSAGE)]
-    assert sizes == expected and stats.a_to_b.dropped_loss > 0
+    assert sizes == pattern_message_sizes(NBYTES, MESSAGE) and stats.a_to_b.dropped_loss > 0
