@@ -461,6 +461,36 @@ def test_abort_with_nothing_queued_is_a_clean_shutdown():
     assert s.stats(net.now)["invalid"]["state"] == 0   # the copy is expected, not invalid
 
 
+def test_stragglers_after_the_peers_close_are_late_not_invalid():
+    """Reordering and duplication deliver packets after the SHUTDOWN they were sent before:
+    counted as late, never as invalid (which is for garbage)."""
+    net, c, s = connected_pair()
+    net.sent_log = []
+    c.write(payload(1456, 3), net.now)
+    assert net.run(1_000_000, lambda: c.pending_send_bytes == 0)
+    assert _read_all(s, net) == payload(1456, 3)
+    data = next(d for _, frm, _, d in net.sent_log if frm == CLIENT and not d[0] & 0x80)
+    c.close(net.now)
+    assert net.run(1_000_000, lambda: s.peer_shutdown)
+    net.run(100_000)                                 # the other SHUTDOWN copies arrive too
+    s.receive(data, net.now)                         # and the data again, duplicated and late
+    stats = s.stats(net.now)
+    assert stats["late_packets"] == 4                # 3 SHUTDOWN copies + the data packet
+    assert sum(stats["invalid"].values()) == 0
+
+
+def test_a_duplicated_induction_answer_is_late_not_invalid():
+    c = _core.Endpoint(1, now=0)
+    c.connect(SERVER, 0)
+    lst = _core.ListenerShim(b"0123456789abcdef", 1, 1500, 8192, 0)
+    _, reply, _ = lst.handle(c.next_datagram(0), CLIENT, 0)
+    c.receive(reply, 10)
+    c.receive(reply, 20)                             # the network delivered it twice
+    assert c.state == ST["CONNECTING"]
+    stats = c.stats(20)
+    assert stats["late_packets"] == 1 and sum(stats["invalid"].values()) == 0
+
+
 def test_shutdown_over_a_hole_is_a_reset():
     """A SHUTDOWN while data the peer sent is still missing (a UDT4 sender whose linger ran
     out) must not read as a clean end of the stream."""

@@ -348,6 +348,8 @@ cdef struct Stats:
     # invalid datagrams dropped, per InvalidReason
     int64_t invalid[INVALID_REASON_COUNT]
     int64_t duplicate_packets   # data already received (not invalid, but worth seeing)
+    int64_t late_packets        # well-formed stragglers (delayed or duplicated by the network)
+                                # that came after the step they belong to: not invalid either
 
 
 # ---------------------------------------------------------------------------------------------

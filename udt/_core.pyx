@@ -432,6 +432,10 @@ cdef uint32_t _on_handshake(Conn* c, const uint8_t* buf, size_t length, int64_t 
         _invalid(c, INVALID_HANDSHAKE)
         return 0
     handshake_decode(buf + HEADER_SIZE, &hs)
+    if (not c.rendezvous and hs.req_type == REQ_INDUCTION and c.hs_req_type == REQ_CONCLUSION
+            and hs.cookie == c.hs_cookie and hs.isn == c.isn):
+        c.stats.late_packets += 1      # a second copy of the induction answer we already used
+        return 0
     if c.state == STATE_CONNECTING:
         if hs.req_type >= REQ_FAILURE_FIRST:
             c.reject_req_type = hs.req_type
@@ -1005,22 +1009,21 @@ cdef uint32_t _on_data(Conn* c, const uint8_t* buf, size_t length, int64_t now) 
     return ev
 
 
-cdef inline bint _is_reset_tail(const uint8_t* buf) noexcept nogil:
-    cdef int ctrl_type = <int>((get_u32(buf) >> 16) & 0x7FFF)
-    return ctrl_type == PKT_SHUTDOWN or ctrl_type == PKT_ERROR_SIGNAL
-
-
 cdef uint32_t conn_on_datagram(Conn* c, const uint8_t* buf, size_t length, int64_t now) noexcept nogil:
     if length < HEADER_SIZE:
         _invalid(c, INVALID_TOO_SHORT)
+        return 0
+    if (c.state == STATE_BROKEN and (c.peer_reset or c.peer_shutdown)) or (
+            c.state == STATE_CLOSED and c.peer_socket_id != 0 and c.buffers_ready):
+        # the connection has ended: what still comes from the peer (the rest of its SHUTDOWN
+        # copies, packets the network delayed or duplicated) is late, not garbage
+        c.stats.late_packets += 1
         return 0
     if c.state != STATE_CONNECTING and not _is_live(c) and c.state != STATE_BROKEN:
         _invalid(c, INVALID_STATE)
         return 0
     if get_u32(buf) & CONTROL_FLAG:
         if c.state == STATE_BROKEN:
-            if (c.peer_reset or c.peer_shutdown) and _is_reset_tail(buf):
-                return 0                # the rest of the peer's close: expected, not invalid
             _invalid(c, INVALID_STATE)
             return 0
         return _on_control(c, buf, length, now)

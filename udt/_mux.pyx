@@ -2038,6 +2038,7 @@ cdef class Connection:
             "byte_avail_snd_buf": s.byte_avail_snd_buf,
             "byte_avail_rcv_buf": s.byte_avail_rcv_buf,
             "pkt_duplicate_total": s.duplicate_packets,
+            "pkt_late_total": s.late_packets,
         }
         total = 0
         for i, name in enumerate(_INVALID_NAMES):

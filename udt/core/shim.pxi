@@ -57,6 +57,7 @@ cdef dict _stats_dict(Stats* s):
         "ms_rtt": s.ms_rtt, "mbps_bandwidth": s.mbps_bandwidth,
         "byte_avail_snd_buf": s.byte_avail_snd_buf, "byte_avail_rcv_buf": s.byte_avail_rcv_buf,
         "duplicate_packets": s.duplicate_packets,
+        "late_packets": s.late_packets,
     }
     d["invalid"] = {INVALID_REASONS[i]: s.invalid[i] for i in range(INVALID_REASON_COUNT)}
     return d
