@@ -6,7 +6,7 @@
 Every system runs in separate processes (sender and receiver), one after another, ``--runs``
 times; the table shows the median, the spread (min–max) and the ratio to udt of the same kind
 (file transfer or memory to memory).  Missing peers are skipped with a note.  ``--json FILE``
-keeps the raw numbers for ``tools/benchplot.py``.  See bench/README.md.
+keeps the raw numbers for ``udt.tools.benchplot``.  See bench/README.md.
 """
 from __future__ import annotations
 
@@ -128,13 +128,13 @@ def run_udt(work: Path, *, memory: bool, source: Path, seconds: float, mss: int)
         shutil.rmtree(target, ignore_errors=True)
 
 
-# --------------------------------------------------------------------------- peers (tools/peers.py)
+# --------------------------------------------------------------------------- peers (udt/tools/peers.py)
 
 def _peers() -> Any:
     try:
-        from tools import peers
+        from udt.tools import peers
     except ImportError as exc:
-        raise Skip(f"tools/peers.py not available ({exc})") from None
+        raise Skip(f"udt/tools/peers.py not available ({exc})") from None
     return peers
 
 
@@ -353,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mss", type=int, default=1500, help="MSS for udt and UDT4 (default 1500)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 64 MiB, 1 run, 1 s")
     parser.add_argument("--only", help="comma-separated substrings: run only matching systems")
-    parser.add_argument("--json", metavar="FILE", help="write the raw results here (for tools/benchplot.py)")
+    parser.add_argument("--json", metavar="FILE", help="write the raw results here (for udt/tools/benchplot.py)")
     args = parser.parse_args(argv)
     if args.quick:
         args.size, args.runs, args.seconds = "64M", 1, 1.0

@@ -2,16 +2,11 @@
 from __future__ import annotations
 
 import os
-import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # make ``tools`` importable when pytest runs from elsewhere
-    sys.path.insert(0, str(ROOT))
 
 
 def _open_fds() -> set[int]:

@@ -1,10 +1,10 @@
-"""Move tools.peers' deterministic pattern over a connected udt socket and check what arrived:
+"""Move udt.tools.peers' deterministic pattern over a connected udt socket and check what arrived:
 the interop tests (against UDT4) and the impairment tests share it."""
 from __future__ import annotations
 
 import hashlib
 
-from tools import peers
+from udt.tools import peers
 
 
 def send_pattern(sock, message_mode: bool, nbytes: int, *, msg_size: int, seed: int = 0) -> str:

@@ -1,4 +1,4 @@
-"""ACK, light ACK, ACK2 and RTT, NAK encoding/validation/re-report, flow window (spec §5-§6)."""
+"""ACK, light ACK, ACK2 and RTT, NAK encoding/validation/re-report, flow window (protocol.md §5-§6)."""
 from __future__ import annotations
 
 from engine_harness import LinkProfile, Net, connected_pair

@@ -1,4 +1,4 @@
-"""Congestion control: the native DAIMD (spec §7) and a Python subclass through the trampoline."""
+"""Congestion control: the native DAIMD (protocol.md §7) and a Python subclass through the trampoline."""
 from __future__ import annotations
 
 import sys

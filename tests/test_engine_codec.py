@@ -1,4 +1,4 @@
-"""The engine's wire format: every byte-level example of spec §10, the peer-IP quirk, packet
+"""The engine's wire format: every byte-level example of protocol.md §10, the peer-IP quirk, packet
 validation (packet_peek), sequence arithmetic, loss lists, SipHash, and real UDT4 captures."""
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ HS_CONCLUSION_REPLY = words("80000000 00000000 00000000 27555d6a | 00000004 0000
 
 
 def handshaken_client(now: int = 0):
-    """A client driven through spec §10's four handshake packets."""
+    """A client driven through protocol.md §10's four handshake packets."""
     c = _core.Endpoint(CLIENT_ID, now=now, rcv_buf=8192)
     c.connect(("127.0.0.1", 9000), now, isn=ISN)
     first = c.next_datagram(now)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tools.impair import (
+from udt.tools.impair import (
     DirectionStats,
     DropNth,
     GilbertElliott,
@@ -797,8 +797,8 @@ def test_cli_value_parsers():
 @pytest.mark.parametrize("how", ["module", "script"])
 def test_cli_relays_and_prints_counters_on_ctrl_c(ab, how):
     a, b = ab
-    command = ([sys.executable, "-m", "tools.impair"] if how == "module"
-               else [sys.executable, str(ROOT / "tools" / "impair.py")])
+    command = ([sys.executable, "-m", "udt.tools.impair"] if how == "module"
+               else [sys.executable, str(ROOT / "src" / "udt" / "tools" / "impair.py")])
     port = b.getsockname()[1]
     proc = subprocess.Popen(command + ["--listen", "127.0.0.1:0", "--target", f"127.0.0.1:{port}",
                                        "--delay", "5ms", "--loss", "0%", "--seed", "7", "--json"],
@@ -826,7 +826,7 @@ def test_cli_shapes_each_direction_separately_over_ipv6():
     if not HAVE_IPV6:
         pytest.skip("no IPv6 loopback here")
     a, b = endpoint("::1"), endpoint("::1")
-    proc = subprocess.Popen([sys.executable, "-m", "tools.impair", "--listen", "[::1]:0",
+    proc = subprocess.Popen([sys.executable, "-m", "udt.tools.impair", "--listen", "[::1]:0",
                              "--target", f"[::1]:{b.getsockname()[1]}", "--b-to-a-loss", "100%",
                              "--stats-interval", "0.2", "--json"],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -853,10 +853,10 @@ def test_cli_shapes_each_direction_separately_over_ipv6():
 
 
 def test_cli_rejects_bad_values_clearly():
-    proc = subprocess.run([sys.executable, "-m", "tools.impair", "--target", "127.0.0.1:9", "--loss", "150%"],
+    proc = subprocess.run([sys.executable, "-m", "udt.tools.impair", "--target", "127.0.0.1:9", "--loss", "150%"],
                           cwd=ROOT, capture_output=True, text=True, timeout=30)
     assert proc.returncode == 2
     assert "--loss" in proc.stderr and "150%" in proc.stderr
-    proc = subprocess.run([sys.executable, "-m", "tools.impair", "--target", "127.0.0.1:9", "--delay", "20"],
+    proc = subprocess.run([sys.executable, "-m", "udt.tools.impair", "--target", "127.0.0.1:9", "--delay", "20"],
                           cwd=ROOT, capture_output=True, text=True, timeout=30)
     assert proc.returncode == 2 and "needs a unit" in proc.stderr

@@ -1,7 +1,7 @@
 """udt against SRT's srt-file-transmit (file mode: UDT4 on the wire), both directions.
 
 SRT falls back to the UDT4 handshake (version 4) by itself, but only for socket type DGRAM;
-see ../shared/spec/peers.md. srt-file-transmit runs in its own process (tools/peers.py).
+see ../shared/spec/peers.md. srt-file-transmit runs in its own process (udt/tools/peers.py).
 """
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from tools import peers
+from udt.tools import peers
 
 SRT_MISSING = peers.srt_unavailable_reason()
 pytestmark = [

@@ -1,9 +1,9 @@
 """udt against the reference UDT4 library (4.11 via udt4py-ng), both directions.
 
-The UDT4 peer runs in its own process (tools/peers.py), so a crash or hang of the C++ library
+The UDT4 peer runs in its own process (udt/tools/peers.py), so a crash or hang of the C++ library
 cannot take the test down; udt runs here through its public socket API. Every transfer is
 checked end to end with sha256. Set UDT_INTEROP_CAPTURE=DIR to record each test's traffic as a
-pcapng (dumpcap) for ``python -m tools.udtdump DIR/TEST.pcapng``.
+pcapng (dumpcap) for ``python -m udt.tools.udtdump DIR/TEST.pcapng``.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from pattern_io import pattern_message_sizes, receive_pattern, send_pattern
-from tools import peers
+from udt.tools import peers
 
 UDT4_MISSING = peers.udt4_unavailable_reason()
 pytestmark = [
@@ -262,8 +262,8 @@ def dumpcap(path: Path, port: int):
 
 
 def check_udt_datagrams(capture: Path, udt_port: int, expected_kinds: set[str]) -> None:
-    """Decode every datagram udt sent (tools/udtdump): none may break the wire format."""
-    from tools import udtdump
+    """Decode every datagram udt sent (udt.tools.udtdump): none may break the wire format."""
+    from udt.tools import udtdump
 
     ours = [r for r in udtdump.split_gso_records(udtdump.read_pcap(capture)) if r.sport == udt_port]
     assert ours, "nothing captured from udt"

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from tools import peers
+from udt.tools import peers
 
 UDT4_MISSING = peers.udt4_unavailable_reason()
 SRT_MISSING = peers.srt_unavailable_reason()

@@ -627,7 +627,7 @@ def test_python_congestion_control_on_both_ends():
 
 
 def test_silent_peer_breaks_the_connection():
-    from tools.impair import Impairment, Relay
+    from udt.tools.impair import Impairment, Relay
 
     options = {udt.UDT_PEERIDLETIMEO: 1000}
     server = udt.create_server((LOOP4, 0), options=options)
@@ -667,7 +667,7 @@ def test_a_peer_that_missed_every_shutdown_is_told_again():
     """SHUTDOWN has no ACK: the multiplexer remembers connections it closed and answers their
     peer's next packet (an idle peer's keep-alive comes within a second) with a SHUTDOWN, so
     the peer reads EOF instead of waiting for its broken timer (10 s)."""
-    from tools.impair import DropNth, Impairment, Relay, UdtControl
+    from udt.tools.impair import DropNth, Impairment, Relay, UdtControl
 
     server = udt.create_server((LOOP4, 0))
     try:
@@ -690,7 +690,7 @@ def test_a_peer_that_missed_every_shutdown_is_told_again():
 
 
 def test_close_gives_up_after_the_linger_time():
-    from tools.impair import Impairment, Relay
+    from udt.tools.impair import Impairment, Relay
 
     server = udt.create_server((LOOP4, 0))
     try:

@@ -1,4 +1,4 @@
-"""tools/udtdump.py against the spec's byte-level examples, real UDT4 captures, Wireshark's
+"""udt/tools/udtdump.py against protocol.md's byte-level examples, real UDT4 captures, Wireshark's
 UDT dissector and random garbage."""
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tools import udtdump
-from tools.udtdump import CaptureRecord, decode, decode_peer_ip, encode_peer_ip
+from udt.tools import udtdump
+from udt.tools.udtdump import CaptureRecord, decode, decode_peer_ip, encode_peer_ip
 
 DATA = Path(__file__).resolve().parent / "data" / "udt4"
 FIXTURES = sorted(DATA.glob("*.json"))
@@ -37,7 +37,7 @@ def packets(name: str, direction: str | None = None, kind: str | None = None):
             yield entry, packet
 
 
-# --------------------------------------------------------------------------- spec §10 examples
+# --------------------------------------------------------------------------- protocol.md §10 examples
 def test_spec_handshake_examples():
     induction = decode(words("80000000 00000000 00000000 00000000 | 00000004 00000001 74697164 000005dc "
                              "00002000 00000001 27555d6a 00000000 0100007f 00000000 00000000 00000000"))
@@ -382,7 +382,7 @@ def test_fuzz_mutated_real_datagrams(datagram, position, value, cut):
 
 # --------------------------------------------------------------------------- CLI
 def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "tools.udtdump", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "udt.tools.udtdump", *args], capture_output=True, text=True,
                           timeout=60, cwd=Path(__file__).resolve().parent.parent)
 
 

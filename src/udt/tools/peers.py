@@ -18,10 +18,10 @@ From Python::
 
 From the shell (benchmarks compare udt with UDT4 and SRT in one run)::
 
-    python -m tools.peers udt4-recv --port 9000 --bytes 100000000
-    python -m tools.peers udt4-send --connect 127.0.0.1:9000 --bytes 100000000
-    python -m tools.peers srt-recv --port 9001 --output /tmp/out.bin
-    python -m tools.peers srt-send --connect 127.0.0.1:9001 --input /tmp/in.bin
+    python -m udt.tools.peers udt4-recv --port 9000 --bytes 100000000
+    python -m udt.tools.peers udt4-send --connect 127.0.0.1:9000 --bytes 100000000
+    python -m udt.tools.peers srt-recv --port 9001 --output /tmp/out.bin
+    python -m udt.tools.peers srt-send --connect 127.0.0.1:9001 --input /tmp/in.bin
 
 Payloads sent with ``--bytes N`` follow :func:`pattern_chunks` (deterministic for a seed), so
 the other side, whoever it is, can check them with :func:`pattern_sha256`.
@@ -268,9 +268,7 @@ class PeerProcess:
 
 
 def _module_argv(*args: str) -> list[str]:
-    root = str(Path(__file__).resolve().parent.parent)
-    code = f"import sys; sys.path.insert(0, {root!r}); from tools.peers import main; sys.exit(main())"
-    return [sys.executable, "-c", code, *args]
+    return [sys.executable, "-m", "udt.tools.peers", *args]
 
 
 def udt4(
@@ -604,7 +602,7 @@ def _run_srt(opts: argparse.Namespace, action: str) -> int:
 
 
 def _build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m tools.peers", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m udt.tools.peers", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     for action in ("send", "recv"):
         verb = "sends" if action == "send" else "receives"

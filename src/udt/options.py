@@ -1,4 +1,4 @@
-"""UDT socket options (spec §8): their numbers, types, defaults, when they may be set, validation.
+"""UDT socket options (protocol.md §8): their numbers, types, defaults, when they may be set, validation.
 
 The numbers are UDT4's ``UDTOpt`` enum values, so scripts ported from UDT4 keep working.  Options
 numbered from 100 up are udt's own extensions.  :func:`validate` turns a user value into the
@@ -31,7 +31,7 @@ __all__ = [
     "IP_UDP_OVERHEAD_V6", "UDT_HEADER_SIZE", "validate", "defaults",
 ]
 
-# Sizes of spec §1: the MSS is the whole IP packet.
+# Sizes of protocol.md §1: the MSS is the whole IP packet.
 IP_UDP_OVERHEAD_V4 = 28
 IP_UDP_OVERHEAD_V6 = 48
 UDT_HEADER_SIZE = 16

@@ -1,4 +1,4 @@
-# Packet codec (spec §1-§4): big-endian words, header fields, handshake CIF with the peer-IP
+# Packet codec (protocol.md §1-§4): big-endian words, header fields, handshake CIF with the peer-IP
 # byte-order quirk.  Included by udt/_core.pyx.
 
 cdef enum:

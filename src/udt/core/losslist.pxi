@@ -1,4 +1,4 @@
-# Range-compressed loss lists (sender and receiver, spec §5): a sorted array of inclusive
+# Range-compressed loss lists (sender and receiver, protocol.md §5): a sorted array of inclusive
 # [first, last] ranges of 31-bit sequence numbers that all lie within half the sequence space.
 # Memory is allocated once (capacity ranges) when the connection's buffers are created.
 # Included by udt/_core.pyx.

@@ -2,7 +2,7 @@
 
 Every failure is an :class:`OSError` subclass, chosen the way Python's ``socket`` module would
 choose it (so ``except ConnectionRefusedError`` or ``except TimeoutError`` just work), and carries
-UDT4's numeric error code (``major * 1000 + minor``, spec §8) in ``udt_code`` so that code written
+UDT4's numeric error code (``major * 1000 + minor``, protocol.md §8) in ``udt_code`` so that code written
 against UDT4's error numbers can still tell failures apart.  Bad arguments additionally subclass
 :class:`ValueError`.
 """

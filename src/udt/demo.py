@@ -31,8 +31,7 @@ class DemoError(Exception):
 
 def _tool(name: str, *args: str) -> list[str]:
     # the module, not the console script: works whatever PATH says.  The tools run in the
-    # demo's scratch directory: `python -m` puts the working directory first on sys.path, and
-    # in a source checkout that is the uncompiled package, not the installed one.
+    # demo's scratch directory, so their output files land there.
     return [sys.executable, "-m", f"udt.cli.{name}", *args]
 
 

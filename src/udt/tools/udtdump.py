@@ -2,15 +2,15 @@
 
 Library::
 
-    from tools.udtdump import decode
+    from udt.tools.udtdump import decode
     packet = decode(datagram)          # never raises, whatever the bytes
     packet.kind, packet.name, packet.fields, packet.errors, packet.summary()
 
 CLI (one line per datagram, like tcpdump; ``--json`` for one JSON object per line)::
 
-    python -m tools.udtdump 80000000 00000000 ...        # hex on the command line
-    python -m tools.udtdump tests/data/udt4/cs_stream_1500.json
-    python -m tools.udtdump capture.pcapng --port 9000    # classic pcap or pcapng
+    python -m udt.tools.udtdump 80000000 00000000 ...        # hex on the command line
+    python -m udt.tools.udtdump tests/data/udt4/cs_stream_1500.json
+    python -m udt.tools.udtdump capture.pcapng --port 9000    # classic pcap or pcapng
 
 Follows ../shared/spec/udt-wire.md (the deployed UDT4 4.11 wire format) and recognises SRT's
 additions (handshake version 5, user-defined control packets) so SRT traffic decodes too.
@@ -625,7 +625,7 @@ def _print(record: CaptureRecord | None, packet: Packet, as_json: bool, label: s
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tools.udtdump",
+    parser = argparse.ArgumentParser(prog="python -m udt.tools.udtdump",
                                      description="Decode UDT4 datagrams (hex, fixture JSON, pcap, pcapng).")
     parser.add_argument("inputs", nargs="+", help="hex words of one datagram, or a .json fixture / "
                         "pcap / pcapng file")

@@ -447,7 +447,7 @@ class socket:
 
     # ---- options --------------------------------------------------------------------------
     def setsockopt(self, option: int, value: Any, *_unused: Any) -> None:
-        """Set a UDT option (``udt.UDT_*``; spec §8 and :mod:`udt.options` for units)."""
+        """Set a UDT option (``udt.UDT_*``; protocol.md §8 and :mod:`udt.options` for units)."""
         self._check_open()
         opt = coerce_option(option)
         spec = OPTION_SPECS[opt]
@@ -462,7 +462,7 @@ class socket:
             if opt == SocketOption.UDT_RCVBUF:
                 mss = self._options[SocketOption.UDT_MSS]
                 limit = self._options[SocketOption.UDT_FC] * (mss - 28 - 16)
-                if canonical > limit:  # spec §8: RCVBUF ≤ FC packets
+                if canonical > limit:  # protocol.md §8: RCVBUF ≤ FC packets
                     canonical = limit
             self._options[opt] = canonical
             if opt == SocketOption.UDT_SNDTIMEO:

@@ -23,7 +23,7 @@ a given packet sequence does not change when, say, jitter is switched on.
 
 Run it in a worker thread of the calling process (default) or, with ``process=True``, in a child
 Python process so that it does not compete for the GIL with the code under test; counters come
-back over a pipe. From the shell: ``python -m tools.impair --help``.
+back over a pipe. From the shell: ``python -m udt.tools.impair --help``.
 """
 from __future__ import annotations
 
@@ -1056,13 +1056,10 @@ class Relay:
             raise ValueError(f"process=True needs picklable impairments (drop/applies_to predicates): {exc}") from exc
         cmd_r, cmd_w = os.pipe()
         rep_r, rep_w = os.pipe()
-        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join([root] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
         try:
             self._child = subprocess.Popen(
-                [sys.executable, "-m", "tools.impair", "--serve-fds", f"{cmd_r},{rep_w}"],
-                pass_fds=(cmd_r, rep_w), env=env, stdin=subprocess.DEVNULL)
+                [sys.executable, "-m", "udt.tools.impair", "--serve-fds", f"{cmd_r},{rep_w}"],
+                pass_fds=(cmd_r, rep_w), stdin=subprocess.DEVNULL)
         except BaseException:
             for fd in (cmd_r, cmd_w, rep_r, rep_w):
                 os.close(fd)
@@ -1334,7 +1331,7 @@ def _argument_type(parser: Callable[[str], Any]) -> Callable[[str], Any]:
 
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m tools.impair",
+        prog="python -m udt.tools.impair",
         description="UDP impairment relay: A sends to --listen, the relay forwards to --target (B) "
                     "and B's replies back to A, delaying, losing, reordering, duplicating, corrupting "
                     "and rate-limiting as told. Plain options shape A->B; --b-to-a-* options shape "
@@ -1425,10 +1422,8 @@ def main(argv: Optional[list[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    # Whether run as ``python -m tools.impair`` or ``python tools/impair.py``, use the canonical
-    # ``tools.impair`` module, so objects pickled to and from a relay child have one class identity.
-    if __package__ in (None, ""):
-        sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    from tools.impair import main as _canonical_main
+    # Run as ``python -m udt.tools.impair`` or as a script, use the canonical ``udt.tools.impair``
+    # module, so objects pickled to and from a relay child have one class identity.
+    from udt.tools.impair import main as _canonical_main
 
     sys.exit(_canonical_main())

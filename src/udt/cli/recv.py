@@ -52,7 +52,7 @@ from udt.cli._progress import Meter, ProgressBar
 
 PROG = "udt-recv"
 RECVFILE_STEP = 4 << 20  # bytes per recvfile call: small enough for a lively progress bar
-_FILE_WRITE_CODES = (4003, 4004)  # UDT errors about writing the local file (spec §8)
+_FILE_WRITE_CODES = (4003, 4004)  # UDT errors about writing the local file (protocol.md §8)
 ACCEPT_POLL = 0.5  # seconds; how often the accept loop looks at the cancel flag
 
 DESCRIPTION = """\

@@ -179,7 +179,7 @@ def parse_count(text: str) -> int:
 
 
 def parse_mss(text: str) -> int:
-    """UDT's MSS counts the whole IP packet (spec §8): 76 .. 65535 bytes."""
+    """UDT's MSS counts the whole IP packet (protocol.md §8): 76 .. 65535 bytes."""
     if not text.isdigit() or not 76 <= int(text) <= 65535:
         raise ValueError(f"invalid MSS {text!r}: an integer from 76 to 65535 (bytes per IP packet)")
     return int(text)

@@ -1,4 +1,4 @@
-# 31-bit sequence arithmetic (spec §2): wraps at 2^31, compared with the half-range rule.
+# 31-bit sequence arithmetic (protocol.md §2): wraps at 2^31, compared with the half-range rule.
 # Included by udt/_core.pyx.
 
 cdef enum:

@@ -2,7 +2,7 @@
 """Bar chart of a bench_transfer.py result: median throughput per system with the run spread.
 
     python bench/bench_transfer.py --json results.json
-    python tools/benchplot.py results.json -o throughput.png [--log]
+    python -m udt.tools.benchplot results.json -o throughput.png [--log]
 
 Bars are medians (MB/s), grouped by kind (file transfer, memory to memory) and coloured with udt
 highlighted; the whisker spans min–max of the runs and each run is a dot.  Skipped systems appear

@@ -1,4 +1,4 @@
-# Native congestion control: UDT's DAIMD ("CUDTCC", spec §7), without UDT4's ceil() of the
+# Native congestion control: UDT's DAIMD ("CUDTCC", protocol.md §7), without UDT4's ceil() of the
 # period and its inverted cwnd/(RTT+RC) slow-start exit formula.  Included by udt/_core.pyx.
 #
 # Two deliberate deviations.  First, a loss epoch (a x1.125 decrease) begins at most once per RC

@@ -11,7 +11,7 @@ Threading contract: the engine has no locks.  The caller (the multiplexer) seria
 on one ``Conn`` with that connection's mutex; a ``Listener`` likewise.
 
 Return conventions: functions returning ``ssize_t``/``int`` use ``>= 0`` for success and
-``-code`` for failure, where ``code`` is UDT4's error number (spec §8, ``ERR_*`` below), e.g.
+``-code`` for failure, where ``code`` is UDT4's error number (protocol.md §8, ``ERR_*`` below), e.g.
 ``conn_write`` returning ``-5012`` means "message too large".
 """
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
@@ -42,7 +42,7 @@ cdef enum:
     PENDING_NAK_RANGES = 64
     PENDING_DROPS = 16
 
-# Socket types carried in the handshake (spec §4: 1 = STREAM, 2 = DGRAM).
+# Socket types carried in the handshake (protocol.md §4: 1 = STREAM, 2 = DGRAM).
 cdef enum SocketType:
     SOCK_TYPE_STREAM = 1
     SOCK_TYPE_DGRAM = 2
@@ -59,7 +59,7 @@ cdef enum ConnState:
     STATE_CLOSED = 8
     STATE_NONEXIST = 9
 
-# Control packet types (spec §3).
+# Control packet types (protocol.md §3).
 cdef enum PacketType:
     PKT_HANDSHAKE = 0
     PKT_KEEPALIVE = 1
@@ -73,7 +73,7 @@ cdef enum PacketType:
     PKT_USER_DEFINED = 0x7FFF
     PKT_DATA = -1                     # packet_peek's kind for a data packet
 
-# Handshake request types (spec §4).
+# Handshake request types (protocol.md §4).
 cdef enum RequestType:
     REQ_INDUCTION = 1
     REQ_RENDEZVOUS = 0
@@ -105,7 +105,7 @@ cdef enum EventBits:
     EV_WANT_TRANSMIT = 0x080    # something is due to send: re-check conn_next_send_time
     EV_PEER_ERROR = 0x100       # the peer sent an error signal (conn.error = 7000)
 
-# UDT4 error numbers (spec §8); functions return them negated.
+# UDT4 error numbers (protocol.md §8); functions return them negated.
 cdef enum ErrorCode:
     ERR_SUCCESS = 0
     ERR_CONN_SETUP = 1000
@@ -162,7 +162,7 @@ cdef struct CCState:
     double cwnd                 # congestion window, packets
     int ack_interval            # receiver: full ACK every N data packets (0 = only the timer)
     int64_t ack_period_us       # receiver: full ACK timer (0 = SYN, 10 ms)
-    int64_t rto_us              # sender: user-defined EXP timeout (0 = spec §6 formula)
+    int64_t rto_us              # sender: user-defined EXP timeout (0 = protocol.md §6 formula)
     # --- inputs maintained by the engine (read-only for the algorithm) ---
     int64_t rtt_us
     int64_t rttvar_us
@@ -174,7 +174,7 @@ cdef struct CCState:
     double max_bw_period_us     # pacing floor from UDT_MAXBW (0 = none); the engine enforces it
     bint want_pkt_sent          # call ops.on_pkt_sent (set by the CC's init; off = no per-packet cost)
     bint want_pkt_received      # call ops.on_pkt_received
-    # --- native DAIMD state (spec §7) ---
+    # --- native DAIMD state (protocol.md §7) ---
     bint slow_start
     bint heard_ack              # a full ACK arrived: the path has answered at least once
     bint loss_since_increase
@@ -305,7 +305,7 @@ cdef struct PendingDrop:
 
 
 # ---------------------------------------------------------------------------------------------
-# Statistics (UDT4 perfmon, spec §8) — conn_stats fills one
+# Statistics (UDT4 perfmon, protocol.md §8) — conn_stats fills one
 # ---------------------------------------------------------------------------------------------
 cdef struct Stats:
     int64_t ms_timestamp        # ms since the connection was created
@@ -463,7 +463,7 @@ cdef struct Conn:
 # ---------------------------------------------------------------------------------------------
 # Connection lifecycle
 # ---------------------------------------------------------------------------------------------
-# Defaults of spec §9 (MSS 1500, FC 25600, buffers 8192 packets, broken 10 s, linger 3 s, native CC).
+# Defaults of protocol.md §9 (MSS 1500, FC 25600, buffers 8192 packets, broken 10 s, linger 3 s, native CC).
 cdef void conn_options_default(ConnOptions* opts) noexcept nogil
 # Zero the connection and record options, socket ID and the time origin.  State OPENED.
 # Returns 0 or -5003 (bad option values).  Allocates nothing yet.

@@ -7,7 +7,7 @@ data datagrams so that UDT4 has to send NAKs and retransmit. A scenario's fixtur
 handshake, a bounded number of each other control packet, the first and last data packets and
 every retransmission, plus counts of everything seen, so the files stay small.
 
-    python -m tools.capture_udt4 [--out tests/data/udt4] [--only NAME] [--pcapng]
+    python -m udt.tools.capture_udt4 [--out tests/data/udt4] [--only NAME] [--pcapng]
 
 ``--pcapng`` also records one small real capture with dumpcap on "lo" (needs tshark's dumpcap).
 """
@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tools import peers
-from tools.udtdump import decode
+from udt.tools import peers
+from udt.tools.udtdump import decode
 
 OUT_DIR = Path(__file__).resolve().parent.parent / "tests" / "data" / "udt4"
 CONTROL_KEEP = 12  # first N of each control kind per direction kept in a fixture
@@ -262,8 +262,8 @@ def run_scenario(scenario: Scenario, out_dir: Path, timeout: float = 60.0) -> di
     doc = {
         "scenario": scenario.name,
         "description": scenario.description,
-        "made_by": f"python -m tools.capture_udt4 --only {scenario.name}",
-        "peer": "UDT4 4.11 via udt4py-ng (two processes, tools/peers.py)",
+        "made_by": f"python -m udt.tools.capture_udt4 --only {scenario.name}",
+        "peer": "UDT4 4.11 via udt4py-ng (two processes, udt/tools/peers.py)",
         "mss": scenario.mss,
         "socket_type": scenario.sock_type,
         "endpoints": endpoints,
@@ -307,7 +307,7 @@ def capture_pcapng(out_dir: Path, timeout: float = 60.0) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tools.capture_udt4", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m udt.tools.capture_udt4", description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=OUT_DIR)
     parser.add_argument("--only", action="append", help="scenario name (repeatable)")
     parser.add_argument("--pcapng", action="store_true", help="also record a real pcapng with dumpcap")

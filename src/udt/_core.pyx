@@ -22,7 +22,7 @@ include "core/buffers.pxi"
 include "core/cc.pxi"
 
 # ---------------------------------------------------------------------------------------------
-# Timing constants (spec §6)
+# Timing constants (protocol.md §6)
 # ---------------------------------------------------------------------------------------------
 cdef enum:
     SYN_US = 10000                      # SYN interval: ACK timer, rate control
@@ -847,7 +847,7 @@ cdef void _record_arrival(Conn* c, int32_t seq, int64_t now) noexcept nogil:
 
 
 cdef double _median_mean(const int64_t* values, int count, int min_survivors) noexcept nogil:
-    """Median filter of spec §7: drop values outside (median/8, median*8), average the rest.
+    """Median filter of protocol.md §7: drop values outside (median/8, median*8), average the rest.
     Returns the mean gap in µs, or 0 if fewer than min_survivors values survive."""
     cdef int64_t tmp[PROBE_WINDOW]
     cdef int i, j, n = 0
@@ -1037,7 +1037,7 @@ cdef uint32_t conn_on_datagram(Conn* c, const uint8_t* buf, size_t length, int64
 # Output
 # ---------------------------------------------------------------------------------------------
 cdef bint _full_ack_wanted(Conn* c, int64_t now) noexcept nogil:
-    """Would a full ACK go out now (spec §5: never repeat one before its ACK2 unless RTT+4RTTVar)?"""
+    """Would a full ACK go out now (protocol.md §5: never repeat one before its ACK2 unless RTT+4RTTVar)?"""
     cdef int32_t ack = c.rcv.frontier_seq
     if ack == c.rcv_last_ack_ack:
         return False
@@ -1253,7 +1253,7 @@ cdef ssize_t _emit_data(Conn* c, int32_t seq, int64_t now, bint retransmit, uint
     c.stats.bytes_sent_total += slot.length
     if retransmit:
         c.stats.pkt_retrans_total += 1
-    # Packet pair (spec §7): a packet with seq % 16 == 0 is followed by the next one at once;
+    # Packet pair (protocol.md §7): a packet with seq % 16 == 0 is followed by the next one at once;
     # that one then waits two periods, so the average rate still obeys the period (and MAXBW).
     if (seq & 0xF) == 0:
         c.probe_sent = True
