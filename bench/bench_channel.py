@@ -21,11 +21,8 @@ import statistics
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from udt._net import Channel, RecvBatch, SendBatch  # noqa: E402
+from udt._net import Channel, RecvBatch, SendBatch
 
 PAYLOAD_SIZE = 1456
 SOCKET_BUFFER = 8 << 20

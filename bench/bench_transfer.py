@@ -25,11 +25,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
 UDP_PAYLOAD = 1456  # what UDT carries per datagram at MSS 1500 (1500 - 28 IP/UDP - 16 UDT)
 TCP_BLOCK = 1 << 20
 RUN_TIMEOUT = 600.0
@@ -106,13 +101,13 @@ def run_udt(work: Path, *, memory: bool, source: Path, seconds: float, mss: int)
     mode = ["--mem"] if memory else ["--output", target]
     with open(out, "wb") as o, open(err, "wb") as e:
         recv = subprocess.Popen(cli("recv", "--port", 0, "--bind", "127.0.0.1", "--once", "--json",
-                                    "--mss", mss, *mode), stdout=o, stderr=e, env=ENV)
+                                    "--mss", mss, *mode), stdout=o, stderr=e)
     send = None
     try:
         address = wait_line(err, "udt-recv: listening on ", recv)
         what = ["--mem", seconds] if memory else [source]
         send = subprocess.Popen(cli("send", *what, address, "--json", "--mss", mss),
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV)
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         sout, serr = send.communicate(timeout=RUN_TIMEOUT)
         if send.returncode != 0:
             raise RuntimeError(f"udt-send exited {send.returncode}: {serr.decode()[-800:]}")
@@ -188,7 +183,7 @@ def run_udt4(work: Path, *, memory: bool, source: Path, size: int, mss: int) -> 
 
 def _pair(recv_args: list[object], send_args: Callable[[str], list[object]]) -> dict[str, Any]:
     recv = subprocess.Popen(worker(*recv_args), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            env=ENV, text=True)
+                            text=True)
     send = None
     try:
         assert recv.stdout is not None
@@ -196,7 +191,7 @@ def _pair(recv_args: list[object], send_args: Callable[[str], list[object]]) -> 
         if not port.isdigit():
             raise RuntimeError(f"receiver failed: {recv.stderr.read() if recv.stderr else ''}")
         send = subprocess.Popen(worker(*send_args(port)), stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, env=ENV, text=True)
+                                stderr=subprocess.PIPE, text=True)
         _sout, serr = send.communicate(timeout=RUN_TIMEOUT)
         if send.returncode != 0:
             raise RuntimeError(f"sender failed: {serr[-800:]}")
