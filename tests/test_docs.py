@@ -67,7 +67,8 @@ def _tracked_files() -> list[Path]:
     found = []
     for folder, dirs, files in os.walk(ROOT):
         dirs[:] = [d for d in dirs if d not in skip and not d.endswith(".egg-info")]
-        found.extend(Path(folder, f) for f in files if not f.endswith((".so", ".c", ".html")))
+        found.extend(Path(folder, f) for f in files
+                     if f != ".git" and not f.endswith((".so", ".c", ".html")))
     return found
 
 
