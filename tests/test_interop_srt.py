@@ -1,7 +1,7 @@
 """udt against SRT's srt-file-transmit (file mode: UDT4 on the wire), both directions.
 
 SRT falls back to the UDT4 handshake (version 4) by itself, but only for socket type DGRAM;
-see ../shared/spec/peers.md. srt-file-transmit runs in its own process (udt/tools/peers.py).
+see docs/testing.md (real peers). srt-file-transmit runs in its own process (udt.tools.peers).
 """
 from __future__ import annotations
 

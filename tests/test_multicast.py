@@ -1,4 +1,4 @@
-"""IPv4 multicast and broadcast through udt.dgram on ``lo`` (see shared/spec/multicast.md).
+"""IPv4 multicast and broadcast through udt.dgram on ``lo`` (see docs/testing.md, multicast).
 
 Every sender pins its interface to 127.0.0.1 and uses TTL 0 or 1, so nothing leaves the host.
 "Not delivered" is checked without sleeping: after the datagram that must be filtered, a

@@ -12,8 +12,8 @@ CLI (one line per datagram, like tcpdump; ``--json`` for one JSON object per lin
     python -m udt.tools.udtdump tests/data/udt4/cs_stream_1500.json
     python -m udt.tools.udtdump capture.pcapng --port 9000    # classic pcap or pcapng
 
-Follows ../shared/spec/udt-wire.md (the deployed UDT4 4.11 wire format) and recognises SRT's
-additions (handshake version 5, user-defined control packets) so SRT traffic decodes too.
+Follows docs/protocol.md (the deployed UDT4 4.11 wire format) and recognises SRT's additions
+(handshake version 5, user-defined control packets, the 7-word ACK) so SRT traffic decodes too.
 """
 from __future__ import annotations
 
