@@ -22,8 +22,9 @@ normally or by an exception — kills every process started through the helper, 
 every namespace it made (which removes their veth ends); an ``atexit`` hook does the same if
 the interpreter exits first.
 
-Python snippets run with the interpreter running the tests (``sys.executable``), with the
-repository root as working directory and on ``PYTHONPATH``, so ``import udt`` works inside.
+Python snippets run with the interpreter running the tests (``sys.executable``), so they
+import the same installed ``udt`` as the tests (the checkout's ``src/`` layout keeps the
+working directory from shadowing it).
 """
 from __future__ import annotations
 
@@ -53,14 +54,6 @@ _live_topologies: "set[Topology]" = set()
 
 class NetnsUnavailable(RuntimeError):
     """Namespaces cannot be made here (not root, no iproute2, no kernel support)."""
-
-
-def _python_env() -> dict[str, str]:
-    """The environment for Python snippets: the repository first on the import path."""
-    env = dict(os.environ)
-    paths = [str(REPO_ROOT)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
-    env["PYTHONPATH"] = os.pathsep.join(paths)
-    return env
 
 
 def _unique_name(label: str) -> str:
@@ -154,11 +147,11 @@ class Namespace:
     def python(self, code: str, *args: str, check: bool = True,
                timeout: float = DEFAULT_TIMEOUT, input: Optional[str] = None
                ) -> subprocess.CompletedProcess:
-        """Run a Python snippet inside the namespace with the test interpreter, the repository
-        as working directory and on the path (``import udt`` works); wait for it."""
+        """Run a Python snippet inside the namespace with the test interpreter (the installed
+        ``udt``), the repository as working directory; wait for it."""
         result = subprocess.run(self.exec_argv(self.python_argv(code, *args)),
                                 capture_output=True, text=True, timeout=timeout, input=input,
-                                cwd=REPO_ROOT, env=_python_env())
+                                cwd=REPO_ROOT)
         if check and result.returncode != 0:
             raise AssertionError(f"python in {self.name} failed ({result.returncode}):\n"
                                  f"{result.stderr}\n{result.stdout}")
@@ -167,7 +160,6 @@ class Namespace:
     def python_popen(self, code: str, *args: str, **kwargs) -> subprocess.Popen:
         """Start a Python snippet inside the namespace (see :meth:`python`) without waiting."""
         kwargs.setdefault("cwd", REPO_ROOT)
-        kwargs.setdefault("env", _python_env())
         return self.popen(self.python_argv(code, *args), **kwargs)
 
     def interface_index(self, name: str) -> int:
