@@ -6,7 +6,9 @@ there, served by two worker threads that run without the GIL.
   timer of its connections is due (no fixed tick: an idle link costs no wakeups), dispatches each
   datagram by destination socket ID (0: the listener or a rendezvous socket, by peer address),
   feeds the engine under the connection's lock, runs due timers, wakes user threads and the send
-  worker.
+  worker.  A Python congestion control's callbacks run here under that connection's lock only;
+  creating one for an accepted connection and its init() are left to the listener's accepting
+  thread (``_listener.pyx``), so a slow class never holds the port's locks nor this worker.
 * send worker: a heap of connections ordered by next send time; sleeps on a condition variable
   until the earliest, takes a burst of datagrams (zero-copy: header + payload pointer) under the
   connection lock, sends them in one GSO ``sendmsg`` with the lock released.
@@ -28,7 +30,6 @@ import os
 import threading
 import weakref
 
-from cpython.ref cimport Py_DECREF, Py_INCREF
 from libc.errno cimport EAGAIN, EBADF, EINTR, ETIMEDOUT
 from libc.stdint cimport int64_t, uint8_t, uint32_t
 from libc.stdlib cimport calloc, free, malloc
@@ -39,7 +40,7 @@ from udt._connection cimport Connection as CConnection
 from udt._conntable cimport (MuxConn, muxconn_decref, muxconn_incref, muxconn_new, same_address,
                              table_find_id, table_find_peer, table_free, table_init)
 from udt._heap cimport HEAP_SEND, HEAP_TIMER, heap_init, heap_push_or_lower, heap_remove_at
-from udt._listener cimport Listener as CListener
+from udt._listener cimport Listener as CListener, defer_accept
 from udt._muxcore cimport (MUX_INVALID_HEADER, MUX_INVALID_NO_LISTENER,
                            MUX_INVALID_UNKNOWN_DESTINATION, MUX_INVALID_WRONG_SOURCE, SEND_BURST,
                            WAKE_EVENTS, MuxCore, MuxListener, after_engine_call, allocate_socket_id,
@@ -66,54 +67,6 @@ cdef enum:
     RECV_SLOTS = 32                 # GRO-sized receive buffers per multiplexer
     MIN_TIMER_STEP_US = 1000        # a timer that does not advance is retried after this
     TABLE_INITIAL = 64
-
-
-# ---------------------------------------------------------------------------------------------
-# Python congestion control for accepted connections (UDT4 gives each one its own CCC object)
-# ---------------------------------------------------------------------------------------------
-
-cdef void* attach_python_cc(core.Conn* conn, void* cc_class) noexcept nogil:
-    """Give a freshly conn_init'ed server connection its own instance of the listener's Python
-    CC class (before conn_accept runs the CC's init).  Returns our reference to drop later, NULL
-    when the class is NULL or failed to instantiate (then the native CC runs; reported)."""
-    cdef void* instance = NULL
-    if cc_class == NULL:
-        return NULL
-    with gil:
-        try:
-            obj = (<object>cc_class)()
-            Py_INCREF(obj)
-            instance = <void*>obj
-        except BaseException as exc:
-            try:
-                import sys
-                sys.unraisablehook(_UnraisableInfo(type(exc), exc, exc.__traceback__,
-                                                   "udt: cannot create the congestion control", None))
-            except BaseException:
-                pass
-    if instance != NULL:
-        conn.cc.ops = core.python_cc_ops()
-        conn.cc.user = instance
-        conn.opts.cc_ops = conn.cc.ops
-        conn.opts.cc_user = instance
-    return instance
-
-
-cdef void release_python_cc(void* instance) noexcept nogil:
-    if instance != NULL:
-        with gil:
-            Py_DECREF(<object>instance)
-
-
-class _UnraisableInfo:
-    __slots__ = ("exc_type", "exc_value", "exc_traceback", "err_msg", "object")
-
-    def __init__(self, exc_type, exc_value, exc_traceback, err_msg, obj):
-        self.exc_type = exc_type
-        self.exc_value = exc_value
-        self.exc_traceback = exc_traceback
-        self.err_msg = err_msg
-        self.object = obj
 
 
 # ---------------------------------------------------------------------------------------------
@@ -299,6 +252,7 @@ cdef class Multiplexer:
                 pthread_mutex_lock(&m.listener.lock)
                 m.listener.closed = 1
                 pthread_cond_broadcast(&m.listener.changed)
+                pthread_cond_broadcast(&m.listener.pending_wake)
                 pthread_mutex_unlock(&m.listener.lock)
             pthread_mutex_unlock(&m.table_lock)
             now = now_us()
@@ -441,7 +395,8 @@ cdef class Multiplexer:
     cdef MuxConn* _route_handshake(self, const uint8_t* data, size_t length, const sockaddr* source,
                                    core.PacketInfo* info, int64_t now) noexcept nogil:
         """A datagram with destination ID 0 (receive worker): a rendezvous socket connecting to
-        its sender takes it; else the listener answers or accepts.  Returns a referenced
+        its sender takes it; else the listener answers or accepts (or, with a Python CC class,
+        queues the accept for the listener's accepting thread).  Returns a referenced
         connection the caller must feed the datagram to, or NULL when handled here."""
         cdef MuxCore* m = self._m
         cdef MuxConn* mc = m.rendezvous
@@ -451,9 +406,7 @@ cdef class Multiplexer:
         cdef ssize_t reply = 0
         cdef int verdict
         cdef MuxConn* created = NULL
-        cdef uint32_t events = 0
         cdef int slot
-        cdef void* cc_instance = NULL
         pthread_mutex_lock(&m.table_lock)
         while mc != NULL:
             if same_address(&mc.conn.peer_addr, source):
@@ -478,12 +431,15 @@ cdef class Multiplexer:
                 muxconn_incref(mc)  # a repeated conclusion: the connection answers it again
             elif lst.closed or lst.queue_count >= lst.backlog:
                 reply = core.listener_reject(&lst.engine, &req, m.reply_area, core.MAX_CONTROL_SIZE)
+            elif lst.cc_class != NULL:
+                # the user's CC class is Python: the listener's accepting thread makes the
+                # connection (no Python call here, under these locks or in this worker)
+                if defer_accept(lst, &req) != 0:
+                    reply = core.listener_reject(&lst.engine, &req, m.reply_area, core.MAX_CONTROL_SIZE)
             else:
                 created = muxconn_new(allocate_socket_id(m))
                 if created != NULL and core.conn_init(&created.conn, &lst.opts, created.socket_id, now) == 0:
-                    cc_instance = attach_python_cc(&created.conn, lst.cc_class)
                     reply = core.conn_accept(&created.conn, &req, now, m.reply_area, core.MAX_CONTROL_SIZE)
-                    release_python_cc(cc_instance)  # the engine holds its own reference now
                 else:
                     reply = -core.ERR_NO_MEMORY
                 if reply < 0:
@@ -680,15 +636,19 @@ cdef class Multiplexer:
             raise MemoryError()
         lst.capacity = max(1, backlog)
         lst.queue = <MuxConn**>calloc(lst.capacity, sizeof(MuxConn*))
-        if lst.queue == NULL or pthread_mutex_init(&lst.lock, NULL) != 0 or cond_init(&lst.changed) != 0:
+        cc_class = config.get("congestion_control")
+        if cc_class is not None:  # each accepted connection gets its own instance
+            lst.cc_class = <void*>cc_class
+            lst.pending = <core.AcceptRequest*>calloc(lst.capacity, sizeof(core.AcceptRequest))
+        if (lst.queue == NULL or (cc_class is not None and lst.pending == NULL)
+                or pthread_mutex_init(&lst.lock, NULL) != 0 or cond_init(&lst.changed) != 0
+                or cond_init(&lst.pending_wake) != 0):
             free(lst.queue)
+            free(lst.pending)
             free(lst)
             raise MemoryError()
         lst.backlog = lst.capacity
         lst.opts = opts
-        cc_class = config.get("congestion_control")
-        if cc_class is not None:  # each accepted connection gets its own instance
-            lst.cc_class = <void*>cc_class
         core.listener_init(&lst.engine, <const uint8_t*><char*>key, opts.sock_type, opts.mss,
                            opts.flight_flag_size, now_us())
         with nogil:
@@ -700,8 +660,10 @@ cdef class Multiplexer:
             pthread_mutex_unlock(&m.table_lock)
         if busy:
             free(lst.queue)
+            free(lst.pending)
             pthread_mutex_destroy(&lst.lock)
             pthread_cond_destroy(&lst.changed)
+            pthread_cond_destroy(&lst.pending_wake)
             free(lst)
             raise error_from_code(ErrorCode.PORT_HAS_LISTENER)
         listener = CListener.__new__(CListener)
@@ -710,6 +672,8 @@ cdef class Multiplexer:
         (<CListener>listener).channel = self.channel
         (<CListener>listener).mux = self
         (<CListener>listener)._cc_class = cc_class
+        if cc_class is not None:
+            (<CListener>listener)._start_acceptor()
         return listener
 
     def connect(self, dict config, tuple peer, bint rendezvous, int connect_timeout_ms):

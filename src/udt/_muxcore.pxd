@@ -54,6 +54,13 @@ cdef struct MuxListener:
     int closed
     int waiters
     void* cc_class               # borrowed PyObject*: Python CC class for accepted sockets, or NULL
+    # With a Python CC class the receive worker does not accept: it queues the handshake here
+    # and the listener's accepting thread creates the connection, its CC instance and runs the
+    # CC's init() with no lock held (a slow class must not stop the port).
+    core.AcceptRequest* pending  # ring [capacity] of handshakes to accept, the head in progress
+    int pending_head
+    int pending_count
+    pthread_cond_t pending_wake  # the accepting thread waits here (with lock)
 
 
 cdef struct MuxCore:
