@@ -216,6 +216,7 @@ cdef class Listener:
         self._acceptor.start()
 
     def _acceptor_main(self):
+        """The accepting thread: one queued handshake after the other until the listener closes."""
         cdef MuxListener* lst = self.l
         cdef core.AcceptRequest req
         cdef bint closed = False
