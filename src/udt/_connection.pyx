@@ -1,0 +1,498 @@
+# cython: language_level=3
+"""The user-thread side of a connection: send and receive with waits (GIL released),
+sendfile/recvfile, perfmon, close.  The multiplexer creates Connection objects."""
+cimport cython
+
+import os
+
+from cpython.buffer cimport PyBUF_SIMPLE, PyBUF_WRITABLE, PyBuffer_Release, PyObject_GetBuffer
+from libc.errno cimport EINTR
+from libc.stdint cimport int64_t, uint8_t, uint32_t
+from libc.stdlib cimport free, malloc
+
+from udt._conntable cimport MuxConn, muxconn_decref
+from udt._muxcore cimport MuxCore, after_engine_call, close_conn, schedule_send, schedule_timer
+from udt._net cimport (AF_INET, Channel, address_from_sockaddr, sockaddr, sockaddr_in, sockaddr_in6,
+                       sockaddr_storage)
+from udt._sync cimport cond_wait_until, mux_errno, now_us, pthread_mutex_lock, pthread_mutex_unlock
+from udt._waits cimport (RC_CLOSED, RC_NO_BUFFER, RC_NO_DATA, RC_OS_ERROR, RC_SIGNAL, RC_TIMEOUT,
+                         deadline_from, on_main_thread, raise_result, wait_changed)
+cimport udt._core as core
+
+from udt import errors as _errors
+from udt._waits import _rejection_hint
+from udt.errors import BadSocketError, ErrorCode, error_from_code
+
+
+cdef extern from "<unistd.h>" nogil:
+    ssize_t pread(int fd, void* buf, size_t count, long long offset)
+    ssize_t pwrite(int fd, const void* buf, size_t count, long long offset)
+
+
+_INVALID_NAMES = (
+    "too_short", "control_type", "length", "handshake", "ack_range", "nak_range", "ack2",
+    "data_seq", "data_length", "drop_request", "state", "wrong_peer", "cookie", "buffer_full",
+)
+
+
+cdef int conn_send_wait(MuxCore* m, Channel channel, MuxConn* mc, const uint8_t* data,
+                        size_t length, int64_t ttl_us, bint inorder, bint message, bint send_all,
+                        int64_t deadline, bint main_thread, size_t* taken) noexcept nogil:
+    """Copy data into the send buffer, waiting for room (GIL released).  *taken counts the bytes
+    queued; returns 0 when done (all of it with send_all, else at least one byte) or a negative
+    code (RC_NO_BUFFER in non-blocking mode, RC_TIMEOUT, RC_CLOSED, -2001 …)."""
+    cdef int result = 0
+    cdef ssize_t written
+    cdef int64_t signal_check = 0, now
+    pthread_mutex_lock(&mc.lock)
+    while True:
+        if mc.local_closed or mc.mux_dead:
+            result = RC_CLOSED
+            break
+        now = now_us()
+        written = core.conn_write(&mc.conn, data + taken[0], length - taken[0], ttl_us, inorder, now)
+        if written > 0:
+            taken[0] += <size_t>written
+            schedule_send(m, mc, now)
+            schedule_timer(m, channel, mc, now, False)
+            if message or taken[0] >= length or not send_all:
+                break
+            continue
+        if written != RC_NO_BUFFER:
+            result = <int>written if written < 0 else RC_NO_BUFFER
+            break
+        if deadline == 0:
+            result = RC_NO_BUFFER
+            break
+        result = wait_changed(&mc.changed, &mc.lock, &mc.waiters, deadline, main_thread, &signal_check)
+        if result != 0:
+            break
+    pthread_mutex_unlock(&mc.lock)
+    return result
+
+
+cdef ssize_t conn_recv_wait(MuxCore* m, Channel channel, MuxConn* mc, uint8_t* out, size_t cap,
+                            bint message, int64_t deadline, bint main_thread,
+                            size_t* message_length) noexcept nogil:
+    """Copy readable bytes (or one message) out, waiting while there are none (GIL released).
+    Returns the count, 0 at orderly EOF, or a negative code."""
+    cdef ssize_t result
+    cdef int64_t signal_check = 0, now
+    cdef bint truncated = False
+    pthread_mutex_lock(&mc.lock)
+    while True:
+        if mc.local_closed or mc.mux_dead:
+            result = RC_CLOSED
+            break
+        now = now_us()
+        if message:
+            result = core.conn_read_message(&mc.conn, out, cap, message_length, &truncated, now)
+        else:
+            result = core.conn_read(&mc.conn, out, cap, now)
+        if result >= 0:
+            if result > 0:
+                # reading frees receive buffer: the engine may want to tell the peer
+                schedule_send(m, mc, now)
+            break
+        if result != RC_NO_DATA:
+            break
+        if deadline == 0:
+            break
+        result = wait_changed(&mc.changed, &mc.lock, &mc.waiters, deadline, main_thread, &signal_check)
+        if result != 0:
+            break
+    pthread_mutex_unlock(&mc.lock)
+    return result
+
+
+@cython.no_gc  # freed by reference count only: never from a GC pass inside a worker's CC callback
+cdef class Connection:
+    """One UDT connection of a multiplexer (client, accepted or rendezvous)."""
+
+    def __dealloc__(self):
+        cdef MuxConn* mc = self.c
+        if mc == NULL:
+            return
+        self.c = NULL
+        if not self._closed and self.mux is not None and self.m != NULL:
+            with nogil:
+                close_conn(self.m, self.channel, mc, 0, False)
+        muxconn_decref(mc)
+
+    cdef MuxConn* _conn(self) except NULL:
+        if self.c == NULL or self._closed:
+            raise BadSocketError(ErrorCode.BAD_SOCKET, "Bad file descriptor: socket closed")
+        return self.c
+
+    @property
+    def socket_id(self):
+        return self._conn().socket_id
+
+    @property
+    def peer_socket_id(self):
+        return self._conn().conn.peer_socket_id
+
+    @property
+    def peer_address(self):
+        cdef MuxConn* mc = self._conn()
+        cdef sockaddr_storage address
+        if self._peer_address is None:
+            with nogil:
+                pthread_mutex_lock(&mc.lock)
+                address = mc.conn.peer_addr
+                pthread_mutex_unlock(&mc.lock)
+            length = sizeof(sockaddr_in) if address.ss_family == AF_INET else sizeof(sockaddr_in6)
+            self._peer_address = address_from_sockaddr(<const sockaddr*>&address, length)
+        return self._peer_address
+
+    @property
+    def state(self):
+        cdef MuxConn* mc = self._conn()
+        cdef int state
+        with nogil:
+            pthread_mutex_lock(&mc.lock)
+            state = core.conn_state(&mc.conn)
+            pthread_mutex_unlock(&mc.lock)
+        return state
+
+    @property
+    def mss(self):
+        cdef MuxConn* mc = self._conn()
+        return mc.conn.mss
+
+    def events(self):
+        cdef MuxConn* mc = self._conn()
+        cdef int bits
+        with nogil:
+            pthread_mutex_lock(&mc.lock)
+            bits = core.conn_poll_events(&mc.conn)
+            pthread_mutex_unlock(&mc.lock)
+        return bits
+
+    def send_buffered(self):
+        cdef MuxConn* mc = self._conn()
+        cdef int64_t n
+        with nogil:
+            pthread_mutex_lock(&mc.lock)
+            n = core.conn_pending_send_bytes(&mc.conn)
+            pthread_mutex_unlock(&mc.lock)
+        return n
+
+    def recv_buffered(self):
+        cdef MuxConn* mc = self._conn()
+        cdef int64_t n
+        with nogil:
+            pthread_mutex_lock(&mc.lock)
+            n = core.conn_readable_bytes(&mc.conn)
+            pthread_mutex_unlock(&mc.lock)
+        return n
+
+    def set_max_bandwidth(self, int64_t bytes_per_second):
+        cdef MuxConn* mc = self._conn()
+        with nogil:
+            pthread_mutex_lock(&mc.lock)
+            core.conn_set_max_bandwidth(&mc.conn, bytes_per_second)
+            schedule_send(self.m, mc, now_us())
+            pthread_mutex_unlock(&mc.lock)
+
+    def wait_connected(self, timeout):
+        """Wait until the handshake completes; raise its failure (refused, timed out …)."""
+        cdef MuxConn* mc = self._conn()
+        cdef int64_t deadline = deadline_from(timeout)
+        cdef int64_t signal_check = 0
+        cdef int result = 0, state = 0, error = 0, reject_req_type = 0
+        cdef bint main_thread = on_main_thread()
+        with nogil:
+            pthread_mutex_lock(&mc.lock)
+            while True:
+                if mc.local_closed or mc.mux_dead:
+                    result = RC_CLOSED
+                    break
+                state = mc.conn.state
+                if state == core.STATE_CONNECTED:
+                    break
+                if state != core.STATE_CONNECTING and state != core.STATE_OPENED:
+                    error = mc.conn.error
+                    reject_req_type = mc.conn.reject_req_type
+                    result = -(error if error else core.ERR_CONN_SETUP)
+                    break
+                if deadline == 0:
+                    result = RC_NO_DATA
+                    break
+                result = wait_changed(&mc.changed, &mc.lock, &mc.waiters, deadline, main_thread,
+                                      &signal_check)
+                if result != 0:
+                    break
+            pthread_mutex_unlock(&mc.lock)
+        if result == RC_NO_DATA:
+            raise BlockingIOError(115, "Operation now in progress")
+        if result == RC_TIMEOUT:
+            raise _errors.OperationTimeoutError(ErrorCode.TIMED_OUT, "timed out")
+        if error == core.ERR_REJECTED and reject_req_type:
+            raise error_from_code(error, f"connection rejected by the peer (request type "
+                                         f"{reject_req_type}){_rejection_hint(reject_req_type)}")
+        if result != 0:
+            raise_result(result, False, 0, mc.conn.peer_reset)
+
+    def send(self, data, timeout, bint send_all):
+        """Stream send: copy into the send buffer (all of it with send_all); returns the count."""
+        cdef MuxConn* mc = self._conn()
+        cdef Py_buffer view
+        cdef int result
+        cdef size_t taken = 0
+        cdef int64_t deadline = deadline_from(timeout)
+        cdef bint main_thread = on_main_thread()
+        PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+        try:
+            if view.len == 0:
+                return 0
+            with nogil:
+                result = conn_send_wait(self.m, self.channel, mc, <const uint8_t*>view.buf,
+                                        <size_t>view.len, -1, False, False, send_all, deadline,
+                                        main_thread, &taken)
+        finally:
+            PyBuffer_Release(&view)
+        if result == RC_SIGNAL or (result < 0 and (send_all or taken == 0)):
+            raise_result(result, True, 0, mc.conn.peer_reset)
+        return taken
+
+    def sendmsg(self, data, int64_t ttl_ms, bint inorder, timeout):
+        """Queue one message (whole or not at all); returns its length."""
+        cdef MuxConn* mc = self._conn()
+        cdef Py_buffer view
+        cdef int result
+        cdef size_t taken = 0
+        cdef int64_t deadline = deadline_from(timeout)
+        cdef int64_t ttl_us = -1 if ttl_ms < 0 else ttl_ms * 1000
+        cdef bint main_thread = on_main_thread()
+        PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+        try:
+            if view.len == 0:
+                raise _errors.InvalidParameterError(ErrorCode.BAD_PARAMETER, "empty message")
+            with nogil:
+                result = conn_send_wait(self.m, self.channel, mc, <const uint8_t*>view.buf,
+                                        <size_t>view.len, ttl_us, inorder, True, False, deadline,
+                                        main_thread, &taken)
+        finally:
+            PyBuffer_Release(&view)
+        if result < 0:
+            raise_result(result, True, 0, mc.conn.peer_reset)
+        return taken
+
+    def recv_into(self, buffer, timeout):
+        """Stream receive into a writable buffer: the count, 0 at orderly EOF."""
+        cdef MuxConn* mc = self._conn()
+        cdef Py_buffer view
+        cdef ssize_t result
+        cdef size_t message_length = 0
+        cdef int64_t deadline = deadline_from(timeout)
+        cdef bint main_thread = on_main_thread()
+        PyObject_GetBuffer(buffer, &view, PyBUF_WRITABLE)
+        try:
+            if view.len == 0:
+                return 0
+            with nogil:
+                result = conn_recv_wait(self.m, self.channel, mc, <uint8_t*>view.buf,
+                                        <size_t>view.len, False, deadline, main_thread, &message_length)
+        finally:
+            PyBuffer_Release(&view)
+        if result < 0:
+            raise_result(result, False, 0, mc.conn.peer_reset)
+        return result
+
+    def recvmsg_into(self, buffer, timeout):
+        """One whole message into buffer (truncated if longer): its copied length, 0 at EOF."""
+        cdef MuxConn* mc = self._conn()
+        cdef Py_buffer view
+        cdef ssize_t result
+        cdef size_t message_length = 0
+        cdef int64_t deadline = deadline_from(timeout)
+        cdef bint main_thread = on_main_thread()
+        PyObject_GetBuffer(buffer, &view, PyBUF_WRITABLE)
+        try:
+            with nogil:
+                result = conn_recv_wait(self.m, self.channel, mc, <uint8_t*>view.buf,
+                                        <size_t>view.len, True, deadline, main_thread, &message_length)
+        finally:
+            PyBuffer_Release(&view)
+        if result < 0:
+            raise_result(result, False, 0, mc.conn.peer_reset)
+        return result
+
+    def sendfile(self, int fd, long long offset, long long count, timeout, size_t block):
+        """Send count bytes of fd from offset: pread a block, queue it, repeat — all GIL-free."""
+        cdef MuxConn* mc = self._conn()
+        cdef uint8_t* area = <uint8_t*>malloc(block)
+        cdef long long done = 0
+        cdef ssize_t got, result = 0
+        cdef size_t taken = 0
+        cdef int os_error = 0
+        cdef int64_t deadline = deadline_from(timeout)
+        cdef bint main_thread = on_main_thread()
+        if area == NULL:
+            raise MemoryError()
+        try:
+            with nogil:
+                while done < count:
+                    got = pread(fd, area, <size_t>min(<long long>block, count - done), offset + done)
+                    if got < 0:
+                        if mux_errno() == EINTR:
+                            continue
+                        os_error = mux_errno()
+                        result = RC_OS_ERROR
+                        break
+                    if got == 0:
+                        result = -4002  # the file shrank under us
+                        break
+                    taken = 0
+                    result = conn_send_wait(self.m, self.channel, mc, area, <size_t>got,
+                                            -1, True, False, True, deadline, main_thread, &taken)
+                    done += <long long>taken
+                    if result < 0:
+                        break
+        finally:
+            free(area)
+        if result < 0:
+            if result == -4002:
+                raise _errors.FileTransferError(ErrorCode.FILE_READ,
+                                                f"the file ended after {done} of {count} bytes")
+            raise_result(result, True, os_error, mc.conn.peer_reset)
+        return done
+
+    def recvfile(self, int fd, long long offset, long long count, timeout, size_t block):
+        """Receive count bytes (-1: until EOF) into fd at offset; returns the bytes written."""
+        cdef MuxConn* mc = self._conn()
+        cdef uint8_t* area = <uint8_t*>malloc(block)
+        cdef long long done = 0
+        cdef ssize_t got = 0, put, result = 0
+        cdef size_t want, written, message_length = 0
+        cdef int os_error = 0
+        cdef int64_t deadline = deadline_from(timeout)
+        cdef bint main_thread = on_main_thread()
+        if area == NULL:
+            raise MemoryError()
+        try:
+            with nogil:
+                while count < 0 or done < count:
+                    want = block if count < 0 else <size_t>min(<long long>block, count - done)
+                    got = conn_recv_wait(self.m, self.channel, mc, area, want, False,
+                                         deadline, main_thread, &message_length)
+                    if got <= 0:
+                        result = got
+                        break
+                    written = 0
+                    while written < <size_t>got:
+                        put = pwrite(fd, area + written, <size_t>got - written, offset + done + written)
+                        if put < 0:
+                            if mux_errno() == EINTR:
+                                continue
+                            os_error = mux_errno()
+                            break
+                        written += <size_t>put
+                    if os_error:
+                        result = RC_OS_ERROR
+                        break
+                    done += got
+        finally:
+            free(area)
+        if result < 0:
+            if result == RC_OS_ERROR:
+                raise _errors.FileTransferError(ErrorCode.FILE_WRITE,
+                                                f"writing the file failed: {os.strerror(os_error)}",
+                                                errno=os_error)
+            raise_result(result, False, 0, mc.conn.peer_reset)
+        return done
+
+    def shutdown_read(self):
+        """Local only: UDT has no read shutdown on the wire."""
+        self._conn()
+
+    def shutdown_write(self, double linger_seconds):
+        """Drain what is queued (at most the linger time), then send SHUTDOWN: the peer reads EOF.
+        The connection stays registered so that data the peer already sent can still be read."""
+        cdef MuxConn* mc = self._conn()
+        cdef MuxCore* m = self.m
+        cdef uint32_t events
+        cdef int64_t now, deadline
+        cdef int64_t linger_us = <int64_t>(linger_seconds * 1e6)
+        with nogil:
+            pthread_mutex_lock(&mc.lock)
+            now = now_us()
+            if not mc.mux_dead and mc.conn.state == core.STATE_CONNECTED and not mc.conn.closing:
+                mc.conn.opts.linger_us = linger_us if linger_us > 0 else 1
+                events = core.conn_close(&mc.conn, now)
+                after_engine_call(m, self.channel, mc, events, now, False)
+                while (not mc.mux_dead and not mc.local_closed and mc.conn.state != core.STATE_CLOSED
+                       and mc.conn.state != core.STATE_BROKEN):
+                    deadline = mc.conn.linger_deadline + 1000000   # moves on with progress
+                    if now_us() >= deadline:
+                        break
+                    mc.waiters += 1
+                    cond_wait_until(&mc.changed, &mc.lock, deadline)
+                    mc.waiters -= 1
+            pthread_mutex_unlock(&mc.lock)
+
+    def perfmon(self, bint clear):
+        """UDT4 perfmon fields (snake_case) plus invalid-datagram counters."""
+        cdef MuxConn* mc = self._conn()
+        cdef core.Stats s
+        with nogil:
+            pthread_mutex_lock(&mc.lock)
+            core.conn_stats(&mc.conn, &s, clear, now_us())
+            pthread_mutex_unlock(&mc.lock)
+        result = {
+            "ms_timestamp": s.ms_timestamp,
+            "pkt_sent_total": s.pkt_sent_total,
+            "pkt_recv_total": s.pkt_recv_total,
+            "pkt_snd_loss_total": s.pkt_snd_loss_total,
+            "pkt_rcv_loss_total": s.pkt_rcv_loss_total,
+            "pkt_retrans_total": s.pkt_retrans_total,
+            "pkt_sent_ack_total": s.pkt_sent_ack_total,
+            "pkt_recv_ack_total": s.pkt_recv_ack_total,
+            "pkt_sent_nak_total": s.pkt_sent_nak_total,
+            "pkt_recv_nak_total": s.pkt_recv_nak_total,
+            "us_snd_duration_total": s.us_snd_duration_total,
+            "bytes_sent_total": s.bytes_sent_total,
+            "bytes_recv_total": s.bytes_recv_total,
+            "pkt_dropped_total": s.pkt_dropped_total,
+            "pkt_sent": s.pkt_sent,
+            "pkt_recv": s.pkt_recv,
+            "pkt_snd_loss": s.pkt_snd_loss,
+            "pkt_rcv_loss": s.pkt_rcv_loss,
+            "pkt_retrans": s.pkt_retrans,
+            "pkt_sent_ack": s.pkt_sent_ack,
+            "pkt_recv_ack": s.pkt_recv_ack,
+            "pkt_sent_nak": s.pkt_sent_nak,
+            "pkt_recv_nak": s.pkt_recv_nak,
+            "us_snd_duration": s.us_snd_duration,
+            "mbps_send_rate": s.mbps_send_rate,
+            "mbps_recv_rate": s.mbps_recv_rate,
+            "us_pkt_snd_period": s.us_pkt_snd_period,
+            "pkt_flow_window": s.pkt_flow_window,
+            "pkt_congestion_window": s.pkt_congestion_window,
+            "pkt_flight_size": s.pkt_flight_size,
+            "ms_rtt": s.ms_rtt,
+            "mbps_bandwidth": s.mbps_bandwidth,
+            "byte_avail_snd_buf": s.byte_avail_snd_buf,
+            "byte_avail_rcv_buf": s.byte_avail_rcv_buf,
+            "pkt_duplicate_total": s.duplicate_packets,
+            "pkt_late_total": s.late_packets,
+        }
+        total = 0
+        for i, name in enumerate(_INVALID_NAMES):
+            result["invalid_" + name] = s.invalid[i]
+            total += s.invalid[i]
+        result["invalid_total"] = total
+        result.update(self.mux.stats())
+        return result
+
+    def close(self, double linger_seconds):
+        """Drain (up to linger_seconds; 0 aborts), shut down, and release the connection."""
+        cdef MuxConn* mc = self.c
+        cdef int64_t linger_us = <int64_t>(linger_seconds * 1e6)
+        if mc == NULL or self._closed:
+            return
+        self._closed = True
+        if self.m != NULL:
+            with nogil:
+                close_conn(self.m, self.channel, mc, linger_us, True)

@@ -1,0 +1,119 @@
+# cython: language_level=3
+"""The state one multiplexer shares between its worker threads and the user threads, and the
+operations on it under its locks: scheduling, registration, the closed-connection memory, close.
+
+Lock order (never reversed, never a Python call while one is held):
+    MuxCore.table_lock -> MuxListener.lock -> MuxConn.lock -> MuxCore.send_lock / MuxCore.timer_lock
+The two heap locks are leaves: nothing is locked while holding one of them.
+"""
+from libc.stdint cimport int64_t, uint8_t, uint32_t
+
+from udt._conntable cimport ConnTable, MuxConn
+from udt._heap cimport ConnHeap
+from udt._net cimport Channel, CRecvBatch, CSendBatch, sockaddr, sockaddr_storage
+from udt._sync cimport pthread_cond_t, pthread_mutex_t
+cimport udt._core as core
+
+
+cdef enum:
+    SEND_BURST = 64     # datagrams taken from one connection per send-worker turn (GSO limit)
+    MUX_INVALID_UNKNOWN_DESTINATION = 0   # datagram for a socket ID we do not have
+    MUX_INVALID_NO_LISTENER = 1           # dest 0 handshake and nobody listens or rendezvous
+    MUX_INVALID_WRONG_SOURCE = 2          # datagram for a socket ID from another address
+    MUX_INVALID_HEADER = 3                # packet_peek rejected it (reasons in invalid_reason)
+    MUX_INVALID_COUNT = 4
+    CLOSED_MEMORY = 64                    # recently closed connections remembered per port
+    CLOSED_MEMORY_US = 30000000           # ... for this long (µs)
+    CLOSED_REPLY_GAP_US = 100000          # at most one SHUTDOWN answer per peer in this time
+    # engine events a user thread waiting on a connection wakes for
+    WAKE_EVENTS = (core.EV_READABLE | core.EV_WRITABLE | core.EV_CONNECTED
+                   | core.EV_CONNECT_FAILED | core.EV_BROKEN | core.EV_CLOSED
+                   | core.EV_PEER_SHUTDOWN | core.EV_PEER_ERROR)
+
+
+cdef struct ClosedConn:
+    # A connection we closed: if its peer still talks to it, our SHUTDOWN was lost (UDT has no
+    # ACK for it) and the peer would only find out by its broken timer, seconds later.
+    uint32_t socket_id           # 0: free entry
+    uint32_t peer_socket_id
+    sockaddr_storage peer_addr
+    int64_t until
+    int64_t last_reply
+
+
+cdef struct MuxListener:
+    core.Listener engine
+    core.ConnOptions opts        # options every accepted connection starts with
+    pthread_mutex_t lock
+    pthread_cond_t changed
+    MuxConn** queue              # ring of accepted, not yet accept()ed connections
+    int queue_head
+    int queue_count
+    int backlog
+    int capacity
+    int closed
+    int waiters
+    void* cc_class               # borrowed PyObject*: Python CC class for accepted sockets, or NULL
+    # With a Python CC class the receive worker does not accept: it queues the handshake here
+    # and the listener's accepting thread creates the connection, its CC instance and runs the
+    # CC's init() with no lock held (a slow class must not stop the port).
+    core.AcceptRequest* pending  # ring [capacity] of handshakes to accept, the head in progress
+    int pending_head
+    int pending_count
+    pthread_cond_t pending_wake  # the accepting thread waits here (with lock)
+
+
+cdef struct MuxCore:
+    pthread_mutex_t table_lock
+    ConnTable by_id              # local socket ID -> connection
+    ConnTable by_peer            # (peer address, peer socket ID) -> accepted connection
+    MuxConn* rendezvous          # connecting/connected rendezvous sockets (matched by address)
+    MuxListener* listener
+    ClosedConn closed[CLOSED_MEMORY]   # ring of recently closed connections (table_lock)
+    int closed_next
+    uint32_t next_socket_id
+    int family
+    pthread_mutex_t send_lock
+    pthread_cond_t send_wake
+    ConnHeap send_heap
+    int64_t send_sleep_until     # -1: waiting without deadline, -2: busy (send_lock)
+    pthread_mutex_t timer_lock
+    ConnHeap timer_heap
+    int64_t rx_sleep_until       # -1: waiting without deadline, -2: busy (timer_lock)
+    int stopping                 # atomic: the workers finish their round and leave
+    CSendBatch* tx_batch         # send worker only
+    uint8_t* tx_headers          # [SEND_BURST * core.MAX_CONTROL_SIZE] headers / control packets
+    CRecvBatch* rx_batch         # receive worker only
+    CSendBatch* reply_batch      # receive worker only: handshake answers
+    uint8_t* reply_area          # [core.MAX_CONTROL_SIZE]
+    # counters (atomic adds; read for perfmon)
+    int64_t invalid[MUX_INVALID_COUNT]
+    int64_t invalid_reason[core.INVALID_REASON_COUNT]
+    int64_t rx_wakeups           # receive worker returns from a wait
+    int64_t tx_wakeups           # send worker returns from a wait
+    int64_t send_errors
+    int64_t datagrams_in
+    int64_t datagrams_out
+    int64_t closed_replies       # SHUTDOWNs re-sent to peers of closed connections
+
+
+# scheduling (called with the connection lock held)
+cdef void schedule_send(MuxCore* m, MuxConn* mc, int64_t now) noexcept nogil
+cdef void schedule_timer(MuxCore* m, Channel channel, MuxConn* mc, int64_t now,
+                         bint from_receive_worker) noexcept nogil
+cdef void after_engine_call(MuxCore* m, Channel channel, MuxConn* mc, uint32_t events, int64_t now,
+                            bint from_receive_worker) noexcept nogil
+cdef void unschedule(MuxCore* m, MuxConn* mc) noexcept nogil
+
+# registration and the closed-connection memory (table_lock held)
+cdef uint32_t allocate_socket_id(MuxCore* m) noexcept nogil
+cdef int register_conn(MuxCore* m, MuxConn* mc, bint by_peer) noexcept nogil
+cdef void remember_closed(MuxCore* m, uint32_t socket_id, uint32_t peer_socket_id,
+                          const sockaddr_storage* peer, int64_t now) noexcept nogil
+cdef uint32_t closed_peer_to_answer(MuxCore* m, uint32_t socket_id, const sockaddr* source,
+                                    int kind, int64_t now) noexcept nogil
+cdef void unregister_conn(MuxCore* m, MuxConn* mc) noexcept nogil
+
+# closing (no lock held)
+cdef int close_conn(MuxCore* m, Channel channel, MuxConn* mc, int64_t linger_us,
+                    bint wait) noexcept nogil

@@ -1,0 +1,248 @@
+# cython: language_level=3
+"""Scheduling, registration, the closed-connection memory and closing a connection: the
+operations on a multiplexer's shared state (MuxCore, the lock order is in the .pxd)."""
+from libc.stdint cimport int64_t, uint32_t
+from libc.string cimport memcpy
+
+from udt._conntable cimport (MuxConn, muxconn_decref, muxconn_incref, peer_key, same_address,
+                             table_find_id, table_insert, table_remove)
+from udt._heap cimport HEAP_SEND, HEAP_TIMER, heap_push_or_lower, heap_remove_at, heap_set_key
+from udt._net cimport Channel, sockaddr, sockaddr_storage
+from udt._sync cimport (cond_wait_until, now_us, pthread_cond_broadcast, pthread_cond_signal,
+                        pthread_mutex_lock, pthread_mutex_unlock)
+cimport udt._core as core
+
+
+# ---------------------------------------------------------------------------------------------
+# scheduling (called with the connection lock held)
+# ---------------------------------------------------------------------------------------------
+
+cdef void schedule_send(MuxCore* m, MuxConn* mc, int64_t now) noexcept nogil:
+    """Queue mc in the send heap at its next send time; wake the send worker if it sleeps
+    past that time."""
+    cdef int64_t when = core.conn_next_send_time(&mc.conn, now)
+    cdef int earliest
+    if when < 0 or mc.mux_dead:
+        return
+    pthread_mutex_lock(&m.send_lock)
+    earliest = heap_push_or_lower(&m.send_heap, mc, when)
+    if earliest == 1 and m.send_sleep_until != -2 and (m.send_sleep_until < 0 or when < m.send_sleep_until):
+        m.send_sleep_until = -2  # one signal is enough until it sleeps again
+        pthread_cond_signal(&m.send_wake)
+    pthread_mutex_unlock(&m.send_lock)
+
+
+cdef void schedule_timer(MuxCore* m, Channel channel, MuxConn* mc, int64_t now,
+                         bint from_receive_worker) noexcept nogil:
+    """Put mc's next timer deadline in the timer heap; interrupt the receive worker's wait when
+    the deadline is earlier than the one it sleeps towards."""
+    cdef int64_t when = core.conn_next_timer(&mc.conn)
+    cdef bint wake = False
+    cdef MuxConn* removed
+    if mc.mux_dead:
+        return
+    pthread_mutex_lock(&m.timer_lock)
+    if when < 0:
+        if mc.heap_pos[HEAP_TIMER] >= 0:
+            removed = heap_remove_at(&m.timer_heap, mc.heap_pos[HEAP_TIMER])
+            pthread_mutex_unlock(&m.timer_lock)
+            muxconn_decref(removed)  # never the last reference: the caller holds one
+            return
+    else:
+        if when <= now - 1000000:
+            when = now  # a deadline long past still runs at once, never "before" now
+        if mc.heap_pos[HEAP_TIMER] >= 0:
+            heap_set_key(&m.timer_heap, mc, when)
+        else:
+            heap_push_or_lower(&m.timer_heap, mc, when)
+        if (not from_receive_worker and m.rx_sleep_until != -2
+                and (m.rx_sleep_until < 0 or when < m.rx_sleep_until)):
+            m.rx_sleep_until = -2
+            wake = True
+    pthread_mutex_unlock(&m.timer_lock)
+    if wake:
+        channel.c_interrupt()
+
+
+cdef void after_engine_call(MuxCore* m, Channel channel, MuxConn* mc, uint32_t events, int64_t now,
+                            bint from_receive_worker) noexcept nogil:
+    """What follows every engine call on mc (lock held): reschedule sending and timers, wake
+    the user threads waiting on it when something they wait for changed."""
+    schedule_send(m, mc, now)
+    schedule_timer(m, channel, mc, now, from_receive_worker)
+    if mc.waiters > 0 and (events & WAKE_EVENTS):
+        pthread_cond_broadcast(&mc.changed)
+
+
+cdef void unschedule(MuxCore* m, MuxConn* mc) noexcept nogil:
+    """Take mc out of both heaps (its references are dropped)."""
+    cdef MuxConn* a = NULL
+    cdef MuxConn* b = NULL
+    pthread_mutex_lock(&m.send_lock)
+    if mc.heap_pos[HEAP_SEND] >= 0:
+        a = heap_remove_at(&m.send_heap, mc.heap_pos[HEAP_SEND])
+    pthread_mutex_unlock(&m.send_lock)
+    pthread_mutex_lock(&m.timer_lock)
+    if mc.heap_pos[HEAP_TIMER] >= 0:
+        b = heap_remove_at(&m.timer_heap, mc.heap_pos[HEAP_TIMER])
+    pthread_mutex_unlock(&m.timer_lock)
+    muxconn_decref(a)
+    muxconn_decref(b)
+
+
+# ---------------------------------------------------------------------------------------------
+# registration (table_lock)
+# ---------------------------------------------------------------------------------------------
+
+cdef uint32_t allocate_socket_id(MuxCore* m) noexcept nogil:
+    """A fresh nonzero 31-bit socket ID not in use here (UDT4 counts down from a random start)."""
+    cdef uint32_t candidate
+    while True:
+        candidate = m.next_socket_id & 0x7FFFFFFF
+        m.next_socket_id -= 1
+        if candidate != 0 and table_find_id(&m.by_id, candidate) == NULL:
+            return candidate
+
+
+cdef int register_conn(MuxCore* m, MuxConn* mc, bint by_peer) noexcept nogil:
+    """Enter mc in the ID table (and the peer table); each entry holds a reference."""
+    if table_insert(&m.by_id, mc.socket_id, mc) != 0:
+        return -1
+    muxconn_incref(mc)
+    mc.in_tables = 1
+    if by_peer:
+        if table_insert(&m.by_peer, peer_key(<const sockaddr*>&mc.conn.peer_addr,
+                                             mc.conn.peer_socket_id), mc) == 0:
+            muxconn_incref(mc)
+            mc.in_peer_table = 1
+    if mc.conn.rendezvous:
+        mc.rendezvous_next = m.rendezvous
+        m.rendezvous = mc
+        muxconn_incref(mc)
+    return 0
+
+
+cdef void remember_closed(MuxCore* m, uint32_t socket_id, uint32_t peer_socket_id,
+                          const sockaddr_storage* peer, int64_t now) noexcept nogil:
+    """Note a connection we closed (table_lock held), overwriting the oldest entry."""
+    cdef ClosedConn* e = &m.closed[m.closed_next]
+    m.closed_next = (m.closed_next + 1) % CLOSED_MEMORY
+    e.socket_id = socket_id
+    e.peer_socket_id = peer_socket_id
+    memcpy(&e.peer_addr, peer, sizeof(sockaddr_storage))
+    e.until = now + CLOSED_MEMORY_US
+    e.last_reply = 0
+
+
+cdef uint32_t closed_peer_to_answer(MuxCore* m, uint32_t socket_id, const sockaddr* source,
+                                    int kind, int64_t now) noexcept nogil:
+    """The peer socket ID to send a SHUTDOWN to when a datagram for socket_id (which we have
+    closed) arrives from its peer, or 0 (table_lock held).  A SHUTDOWN or error signal from
+    the peer needs no answer; answers to one peer are spaced by CLOSED_REPLY_GAP_US."""
+    cdef int i
+    cdef ClosedConn* e
+    if kind == core.PKT_SHUTDOWN or kind == core.PKT_ERROR_SIGNAL:
+        return 0
+    for i in range(CLOSED_MEMORY):
+        e = &m.closed[i]
+        if e.socket_id == socket_id and e.until > now and same_address(&e.peer_addr, source):
+            if now - e.last_reply < CLOSED_REPLY_GAP_US:
+                return 0
+            e.last_reply = now
+            return e.peer_socket_id
+    return 0
+
+
+cdef void unregister_conn(MuxCore* m, MuxConn* mc) noexcept nogil:
+    """Remove mc from every table (table_lock held); drops the tables' references."""
+    cdef MuxConn** link
+    cdef int drops = 0
+    if mc.in_tables:
+        table_remove(&m.by_id, mc.socket_id, mc)
+        mc.in_tables = 0
+        drops += 1
+    if mc.in_peer_table:
+        table_remove(&m.by_peer, peer_key(<const sockaddr*>&mc.conn.peer_addr,
+                                          mc.conn.peer_socket_id), mc)
+        mc.in_peer_table = 0
+        drops += 1
+    link = &m.rendezvous
+    while link[0] != NULL:
+        if link[0] == mc:
+            link[0] = mc.rendezvous_next
+            mc.rendezvous_next = NULL
+            drops += 1
+            break
+        link = &link[0].rendezvous_next
+    while drops > 0:
+        muxconn_decref(mc)  # the caller holds its own reference: never the last
+        drops -= 1
+
+
+# ---------------------------------------------------------------------------------------------
+# closing a connection (user threads, the listener and the multiplexer's stop)
+# ---------------------------------------------------------------------------------------------
+
+cdef int close_conn(MuxCore* m, Channel channel, MuxConn* mc, int64_t linger_us,
+                    bint wait) noexcept nogil:
+    """Close mc: drain while the peer acknowledges (linger_us without progress gives up; 0
+    aborts), send SHUTDOWN, wake its waiters, leave the tables.  With wait, block until the
+    engine reports CLOSED or its linger deadline (+1 s) passed."""
+    cdef int64_t now = now_us()
+    cdef int64_t deadline
+    cdef uint32_t events
+    cdef int state
+    cdef bint remember = False
+    cdef uint32_t peer_socket_id = 0
+    cdef sockaddr_storage peer
+    pthread_mutex_lock(&mc.lock)
+    if not mc.local_closed:
+        mc.local_closed = 1
+        if not mc.mux_dead:
+            state = mc.conn.state
+            if linger_us <= 0 or state < core.STATE_CONNECTED or state > core.STATE_CONNECTED:
+                events = core.conn_abort(&mc.conn, now)
+            else:
+                mc.conn.opts.linger_us = linger_us
+                events = core.conn_close(&mc.conn, now)
+            after_engine_call(m, channel, mc, events, now, False)
+        pthread_cond_broadcast(&mc.changed)  # blocked recv/send in other threads leave with EBADF
+        if wait and linger_us > 0:
+            while (not mc.mux_dead and mc.conn.state != core.STATE_CLOSED
+                   and mc.conn.state != core.STATE_BROKEN):
+                # the engine moves its linger deadline on while the peer acknowledges data
+                deadline = mc.conn.linger_deadline + 1000000
+                if now_us() >= deadline:
+                    break
+                mc.waiters += 1
+                cond_wait_until(&mc.changed, &mc.lock, deadline)
+                mc.waiters -= 1
+        # the SHUTDOWN copies go out SHUTDOWN_SPACING_US apart: see them sent before the port
+        # can go away with its last socket (bounded; nothing signals this, so poll gently)
+        deadline = now_us() + 200000
+        while (wait and not mc.mux_dead and mc.conn.state == core.STATE_CLOSED
+               and mc.conn.shutdown_due > 0 and now_us() < deadline):
+            mc.waiters += 1
+            cond_wait_until(&mc.changed, &mc.lock, now_us() + 5000)
+            mc.waiters -= 1
+        # we ended it (the peer did not): remember it, in case our SHUTDOWN gets lost
+        remember = (mc.conn.state == core.STATE_CLOSED and mc.conn.peer_socket_id != 0
+                    and not mc.conn.peer_shutdown and not mc.conn.peer_reset)
+        if remember:
+            peer_socket_id = mc.conn.peer_socket_id
+            memcpy(&peer, &mc.conn.peer_addr, sizeof(sockaddr_storage))
+    pthread_mutex_unlock(&mc.lock)
+    pthread_mutex_lock(&m.table_lock)
+    unregister_conn(m, mc)
+    if remember:
+        remember_closed(m, mc.socket_id, peer_socket_id, &peer, now_us())
+    pthread_mutex_unlock(&m.table_lock)
+    # the SHUTDOWN may still sit in the send heap: the send worker sends it and lets go
+    pthread_mutex_lock(&m.timer_lock)
+    if mc.heap_pos[HEAP_TIMER] >= 0:
+        mc = heap_remove_at(&m.timer_heap, mc.heap_pos[HEAP_TIMER])
+        pthread_mutex_unlock(&m.timer_lock)
+        muxconn_decref(mc)
+    else:
+        pthread_mutex_unlock(&m.timer_lock)
+    return 0
