@@ -233,7 +233,7 @@ cdef struct ConnOptions:
 
 
 # ---------------------------------------------------------------------------------------------
-# Protocol units (implemented in udt/core/*.pxi, included by _core.pyx)
+# Protocol units (their functions: header-only udt/core/*.pxd, cimported by _core.pyx)
 # ---------------------------------------------------------------------------------------------
 cdef struct LossList:
     # Sorted, range-compressed set of 31-bit sequence numbers: [first[i], last[i]] inclusive.
@@ -350,6 +350,11 @@ cdef struct Stats:
     int64_t duplicate_packets   # data already received (not invalid, but worth seeing)
     int64_t late_packets        # well-formed stragglers (delayed or duplicated by the network)
                                 # that came after the step they belong to: not invalid either
+
+# Stats as the public perfmon dict (udt.socket.perfmon(), the test shim): the one table of keys.
+# UDT4's fields in snake_case, pkt_duplicate_total, pkt_late_total, invalid_<reason> per
+# udt._core.INVALID_REASONS (the Python names of the InvalidReason enum) and invalid_total.
+cdef dict stats_dict(const Stats* s)
 
 
 # ---------------------------------------------------------------------------------------------

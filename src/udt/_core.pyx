@@ -3,8 +3,8 @@
 
 See udt/_core.pxd for the C API and docs/engine.md for how it works.  The protocol units
 (sequence arithmetic, codec, loss lists, buffers, native congestion control, SipHash) live in
-udt/core/*.pxi and are compiled into this module.  At the bottom: the Python congestion-control
-trampoline and a small Python-visible shim (Endpoint, ListenerShim, codec helpers) for tests.
+header-only udt/core/*.pxd (cdef inline, cimported here and by the test shim udt._testing) and
+udt/core/cc.pxi; at the bottom, the Python congestion-control trampoline (udt/core/pycc.pxi).
 """
 from cpython.ref cimport Py_INCREF, Py_DECREF, PyObject
 from cpython.exc cimport PyErr_WriteUnraisable
@@ -14,11 +14,23 @@ from libc.string cimport memcpy, memset, memmove
 from libc.math cimport pow, ceil, log10, fabs
 from udt._net cimport sockaddr_storage, sockaddr_in, sockaddr_in6
 
-include "core/seq.pxi"
-include "core/packet.pxi"
-include "core/siphash.pxi"
-include "core/losslist.pxi"
-include "core/buffers.pxi"
+from udt.core.buffers cimport (FRONTIER_PASSED_MESSAGE_END, RSLOT_DROPPED, RSLOT_EMPTY,
+                               RSLOT_FILLED, RSLOT_TAKEN, rcvbuf_advance_frontier, rcvbuf_alloc,
+                               rcvbuf_consume_head, rcvbuf_free, rcvbuf_index, rcvbuf_payload,
+                               sndbuf_alloc, sndbuf_free, sndbuf_index, sndbuf_payload,
+                               sndbuf_release)
+from udt.core.losslist cimport (losslist_alloc, losslist_clear, losslist_free, losslist_insert,
+                                losslist_pop_first, losslist_remove, losslist_remove_before,
+                                losslist_remove_range)
+from udt.core.packet cimport (AF_INET6_VALUE, AF_INET_VALUE, CONTROL_FLAG, LOSS_RANGE_FLAG,
+                              MSG_BOUNDARY_SHIFT, MSG_INORDER_BIT, MSG_NUMBER_26, Handshake,
+                              address_bytes, address_port, control_word0, get_u32,
+                              handshake_decode, handshake_encode, msg_boundary, msg_number,
+                              msg_word, put_control, put_header, put_u32)
+from udt.core.seq cimport (SEQ_MAX, SEQ_THRESHOLD, ackno_inc, msgno_inc, seq_add, seq_cmp,
+                           seq_dec, seq_inc, seq_off)
+from udt.core.siphash cimport siphash24, splitmix64
+
 include "core/cc.pxi"
 
 # ---------------------------------------------------------------------------------------------
@@ -1762,6 +1774,62 @@ cdef void conn_stats(Conn* c, Stats* out, bint clear, int64_t now) noexcept nogi
         c.last_clear_time = now
 
 
+# Names of the InvalidReason enum (_core.pxd), indexed by its values: the one place they are
+# spelled (perfmon keys invalid_<name>, packet_peek's errors in the test shim).
+INVALID_REASONS = (
+    "too_short", "control_type", "length", "handshake", "ack_range", "nak_range", "ack2",
+    "data_seq", "data_length", "drop_request", "state", "wrong_peer", "cookie", "buffer_full",
+)
+
+
+cdef dict stats_dict(const Stats* s):
+    result = {
+        "ms_timestamp": s.ms_timestamp,
+        "pkt_sent_total": s.pkt_sent_total,
+        "pkt_recv_total": s.pkt_recv_total,
+        "pkt_snd_loss_total": s.pkt_snd_loss_total,
+        "pkt_rcv_loss_total": s.pkt_rcv_loss_total,
+        "pkt_retrans_total": s.pkt_retrans_total,
+        "pkt_sent_ack_total": s.pkt_sent_ack_total,
+        "pkt_recv_ack_total": s.pkt_recv_ack_total,
+        "pkt_sent_nak_total": s.pkt_sent_nak_total,
+        "pkt_recv_nak_total": s.pkt_recv_nak_total,
+        "us_snd_duration_total": s.us_snd_duration_total,
+        "bytes_sent_total": s.bytes_sent_total,
+        "bytes_recv_total": s.bytes_recv_total,
+        "pkt_dropped_total": s.pkt_dropped_total,
+        "pkt_sent": s.pkt_sent,
+        "pkt_recv": s.pkt_recv,
+        "pkt_snd_loss": s.pkt_snd_loss,
+        "pkt_rcv_loss": s.pkt_rcv_loss,
+        "pkt_retrans": s.pkt_retrans,
+        "pkt_sent_ack": s.pkt_sent_ack,
+        "pkt_recv_ack": s.pkt_recv_ack,
+        "pkt_sent_nak": s.pkt_sent_nak,
+        "pkt_recv_nak": s.pkt_recv_nak,
+        "us_snd_duration": s.us_snd_duration,
+        "mbps_send_rate": s.mbps_send_rate,
+        "mbps_recv_rate": s.mbps_recv_rate,
+        "us_pkt_snd_period": s.us_pkt_snd_period,
+        "pkt_flow_window": s.pkt_flow_window,
+        "pkt_congestion_window": s.pkt_congestion_window,
+        "pkt_flight_size": s.pkt_flight_size,
+        "ms_rtt": s.ms_rtt,
+        "mbps_bandwidth": s.mbps_bandwidth,
+        "byte_avail_snd_buf": s.byte_avail_snd_buf,
+        "byte_avail_rcv_buf": s.byte_avail_rcv_buf,
+        "pkt_duplicate_total": s.duplicate_packets,
+        "pkt_late_total": s.late_packets,
+    }
+    cdef int64_t total = 0
+    cdef int i
+    for i in range(INVALID_REASON_COUNT):
+        result["invalid_" + INVALID_REASONS[i]] = s.invalid[i]
+        total += s.invalid[i]
+    result["invalid_total"] = total
+    return result
+
+
 # ---------------------------------------------------------------------------------------------
 # Listener
 # ---------------------------------------------------------------------------------------------
@@ -1898,7 +1966,6 @@ cdef int packet_peek(const uint8_t* buf, size_t length, PacketInfo* info) noexce
 
 
 include "core/pycc.pxi"
-include "core/shim.pxi"
 
 
 cdef ssize_t shutdown_packet(uint32_t peer_socket_id, uint8_t* out, size_t cap) noexcept nogil:
