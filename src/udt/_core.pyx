@@ -437,101 +437,156 @@ cdef void conn_set_max_bandwidth(Conn* c, int64_t bytes_per_second) noexcept nog
 # ---------------------------------------------------------------------------------------------
 # Input: handshakes
 # ---------------------------------------------------------------------------------------------
+# One step function per (role, phase); each switches on the request type.  The table is
+# documented in docs/engine.md (handshake transitions).  A NULL entry, and any state that is
+# neither connecting nor live, drops the handshake as INVALID_STATE.
+ctypedef uint32_t (*HandshakeStep)(Conn* c, const Handshake* hs, int64_t now) noexcept nogil
+
+cdef enum:
+    HS_ROLE_CLIENT = 0
+    HS_ROLE_SERVER = 1
+    HS_ROLE_RENDEZVOUS = 2
+    HS_ROLE_COUNT = 3
+    HS_PHASE_CONNECTING = 0
+    HS_PHASE_LIVE = 1               # CONNECTED or CLOSING
+    HS_PHASE_COUNT = 2
+
+
+cdef inline bint _hs_late_induction(Conn* c, const Handshake* hs) noexcept nogil:
+    """A second copy of the induction answer this client already used (late, not invalid)."""
+    return (hs.req_type == REQ_INDUCTION and c.hs_req_type == REQ_CONCLUSION
+            and hs.cookie == c.hs_cookie and hs.isn == c.isn)
+
+
+cdef uint32_t _hs_client_connecting(Conn* c, const Handshake* hs, int64_t now) noexcept nogil:
+    cdef int mss
+    if hs.req_type == REQ_INDUCTION and c.hs_req_type == REQ_INDUCTION:
+        c.hs_cookie = hs.cookie
+        c.hs_req_type = REQ_CONCLUSION
+        c.hs_next_time = now
+        return EV_WANT_TRANSMIT
+    if hs.req_type == REQ_CONCLUSION and c.hs_req_type == REQ_CONCLUSION:
+        if hs.version != UDT_VERSION or hs.sock_type != c.opts.sock_type or hs.isn != c.isn:
+            _invalid(c, INVALID_WRONG_PEER)
+            return _connect_failed(c, ERR_SECURITY)
+        if hs.mss < MIN_MSS or hs.socket_id == 0:
+            _invalid(c, INVALID_HANDSHAKE)
+            return _connect_failed(c, ERR_SECURITY)
+        c.peer_socket_id = hs.socket_id
+        memcpy(c.peer_ip, hs.peer_ip, 16)
+        mss = hs.mss if hs.mss < c.opts.mss else c.opts.mss
+        return _established(c, now, hs.isn, hs.flight_flag_size, mss)
+    _invalid(c, INVALID_STATE)
+    return 0
+
+
+cdef uint32_t _hs_rendezvous_connecting(Conn* c, const Handshake* hs, int64_t now) noexcept nogil:
+    if hs.req_type == REQ_INDUCTION:
+        _invalid(c, INVALID_STATE)          # a rendezvous socket ignores req 1
+        return 0
+    if hs.req_type == REQ_RENDEZVOUS_AGREEMENT:
+        # UDT4 sends its -2 answer with version 0, type 0 and no peer IP: only the socket
+        # ID matters, and it completes the connection once we have the peer's request.
+        if not c.hs_peer_seen or hs.socket_id != c.peer_socket_id:
+            _invalid(c, INVALID_STATE)
+            return 0
+        if c.hs_req_type != REQ_CONCLUSION:
+            _invalid(c, INVALID_STATE)
+            return 0
+        return _rendezvous_complete(c, now, False)
+    if (hs.version != UDT_VERSION or hs.sock_type != c.opts.sock_type or hs.mss < MIN_MSS
+            or hs.socket_id == 0 or hs.isn < 0
+            or (hs.req_type != REQ_RENDEZVOUS and hs.req_type != REQ_CONCLUSION)):
+        _invalid(c, INVALID_HANDSHAKE)
+        return 0
+    if c.hs_peer_seen and hs.socket_id != c.peer_socket_id:
+        _invalid(c, INVALID_WRONG_PEER)
+        return 0
+    c.hs_peer_seen = True
+    c.peer_socket_id = hs.socket_id
+    c.peer_isn = hs.isn
+    c.peer_mss = hs.mss
+    c.peer_flight_flag_size = hs.flight_flag_size
+    memcpy(c.peer_ip, hs.peer_ip, 16)
+    if c.hs_req_type == REQ_RENDEZVOUS or hs.req_type == REQ_RENDEZVOUS:
+        c.hs_req_type = REQ_CONCLUSION
+        c.hs_next_time = now
+        return EV_WANT_TRANSMIT
+    return _rendezvous_complete(c, now, hs.req_type == REQ_CONCLUSION)
+
+
+cdef uint32_t _hs_client_live(Conn* c, const Handshake* hs, int64_t now) noexcept nogil:
+    if hs.req_type == REQ_CONCLUSION and hs.socket_id == c.peer_socket_id:
+        _peer_alive(c, now)                 # a late duplicate response: harmless
+        return 0
+    _invalid(c, INVALID_STATE)
+    return 0
+
+
+cdef uint32_t _hs_server_live(Conn* c, const Handshake* hs, int64_t now) noexcept nogil:
+    if hs.socket_id != c.peer_socket_id:
+        _invalid(c, INVALID_WRONG_PEER)
+        return 0
+    _peer_alive(c, now)
+    if hs.req_type == REQ_CONCLUSION or hs.req_type > 0:
+        c.hs_reply_due = True               # the client lost our response: send it again
+        return EV_WANT_TRANSMIT
+    return 0
+
+
+cdef uint32_t _hs_rendezvous_live(Conn* c, const Handshake* hs, int64_t now) noexcept nogil:
+    if hs.req_type == REQ_RENDEZVOUS_AGREEMENT:
+        _peer_alive(c, now)
+        return 0
+    if hs.socket_id != c.peer_socket_id:
+        _invalid(c, INVALID_WRONG_PEER)
+        return 0
+    c.hs_reply_due = True                   # the peer still waits for our agreement
+    _peer_alive(c, now)
+    return EV_WANT_TRANSMIT
+
+
+cdef HandshakeStep HANDSHAKE_STEPS[HS_ROLE_COUNT][HS_PHASE_COUNT]
+HANDSHAKE_STEPS[HS_ROLE_CLIENT][HS_PHASE_CONNECTING] = _hs_client_connecting
+HANDSHAKE_STEPS[HS_ROLE_CLIENT][HS_PHASE_LIVE] = _hs_client_live
+HANDSHAKE_STEPS[HS_ROLE_SERVER][HS_PHASE_CONNECTING] = NULL     # conn_accept starts CONNECTED
+HANDSHAKE_STEPS[HS_ROLE_SERVER][HS_PHASE_LIVE] = _hs_server_live
+HANDSHAKE_STEPS[HS_ROLE_RENDEZVOUS][HS_PHASE_CONNECTING] = _hs_rendezvous_connecting
+HANDSHAKE_STEPS[HS_ROLE_RENDEZVOUS][HS_PHASE_LIVE] = _hs_rendezvous_live
+
+
 cdef uint32_t _on_handshake(Conn* c, const uint8_t* buf, size_t length, int64_t now) noexcept nogil:
     cdef Handshake hs
-    cdef int mss
+    cdef int role, phase
+    cdef HandshakeStep step
     if length != HANDSHAKE_SIZE:
         _invalid(c, INVALID_HANDSHAKE)
         return 0
     handshake_decode(buf + HEADER_SIZE, &hs)
-    if (not c.rendezvous and hs.req_type == REQ_INDUCTION and c.hs_req_type == REQ_CONCLUSION
-            and hs.cookie == c.hs_cookie and hs.isn == c.isn):
-        c.stats.late_packets += 1      # a second copy of the induction answer we already used
+    if not c.rendezvous and _hs_late_induction(c, &hs):     # in any state, even after the end
+        c.stats.late_packets += 1
         return 0
     if c.state == STATE_CONNECTING:
-        if hs.req_type >= REQ_FAILURE_FIRST:
+        if hs.req_type >= REQ_FAILURE_FIRST:        # a refusal, whatever the role
             c.reject_req_type = hs.req_type
             return _connect_failed(c, ERR_REJECTED)
-        if not c.rendezvous:
-            if hs.req_type == REQ_INDUCTION and c.hs_req_type == REQ_INDUCTION:
-                c.hs_cookie = hs.cookie
-                c.hs_req_type = REQ_CONCLUSION
-                c.hs_next_time = now
-                return EV_WANT_TRANSMIT
-            if hs.req_type == REQ_CONCLUSION and c.hs_req_type == REQ_CONCLUSION:
-                if hs.version != UDT_VERSION or hs.sock_type != c.opts.sock_type or hs.isn != c.isn:
-                    _invalid(c, INVALID_WRONG_PEER)
-                    return _connect_failed(c, ERR_SECURITY)
-                if hs.mss < MIN_MSS or hs.socket_id == 0:
-                    _invalid(c, INVALID_HANDSHAKE)
-                    return _connect_failed(c, ERR_SECURITY)
-                c.peer_socket_id = hs.socket_id
-                memcpy(c.peer_ip, hs.peer_ip, 16)
-                mss = hs.mss if hs.mss < c.opts.mss else c.opts.mss
-                return _established(c, now, hs.isn, hs.flight_flag_size, mss)
-            _invalid(c, INVALID_STATE)
-            return 0
-        # rendezvous
-        if hs.req_type == REQ_INDUCTION:
-            _invalid(c, INVALID_STATE)          # a rendezvous socket ignores req 1
-            return 0
-        if hs.req_type == REQ_RENDEZVOUS_AGREEMENT:
-            # UDT4 sends its -2 answer with version 0, type 0 and no peer IP: only the socket
-            # ID matters, and it completes the connection once we have the peer's request.
-            if not c.hs_peer_seen or hs.socket_id != c.peer_socket_id:
-                _invalid(c, INVALID_STATE)
-                return 0
-            if c.hs_req_type != REQ_CONCLUSION:
-                _invalid(c, INVALID_STATE)
-                return 0
-            return _rendezvous_complete(c, now, False)
-        if (hs.version != UDT_VERSION or hs.sock_type != c.opts.sock_type or hs.mss < MIN_MSS
-                or hs.socket_id == 0 or hs.isn < 0
-                or (hs.req_type != REQ_RENDEZVOUS and hs.req_type != REQ_CONCLUSION)):
-            _invalid(c, INVALID_HANDSHAKE)
-            return 0
-        if c.hs_peer_seen and hs.socket_id != c.peer_socket_id:
-            _invalid(c, INVALID_WRONG_PEER)
-            return 0
-        c.hs_peer_seen = True
-        c.peer_socket_id = hs.socket_id
-        c.peer_isn = hs.isn
-        c.peer_mss = hs.mss
-        c.peer_flight_flag_size = hs.flight_flag_size
-        memcpy(c.peer_ip, hs.peer_ip, 16)
-        if c.hs_req_type == REQ_RENDEZVOUS or hs.req_type == REQ_RENDEZVOUS:
-            c.hs_req_type = REQ_CONCLUSION
-            c.hs_next_time = now
-            return EV_WANT_TRANSMIT
-        return _rendezvous_complete(c, now, hs.req_type == REQ_CONCLUSION)
-    if _is_live(c):
-        if c.rendezvous:
-            if hs.req_type != REQ_RENDEZVOUS_AGREEMENT:
-                if hs.socket_id != c.peer_socket_id:
-                    _invalid(c, INVALID_WRONG_PEER)
-                    return 0
-                c.hs_reply_due = True
-                _peer_alive(c, now)
-                return EV_WANT_TRANSMIT
-            _peer_alive(c, now)
-            return 0
-        if c.is_server:
-            if hs.socket_id != c.peer_socket_id:
-                _invalid(c, INVALID_WRONG_PEER)
-                return 0
-            _peer_alive(c, now)
-            if hs.req_type == REQ_CONCLUSION or hs.req_type > 0:
-                c.hs_reply_due = True
-                return EV_WANT_TRANSMIT
-            return 0
-        # a connected client: late duplicate responses are harmless
-        if hs.req_type == REQ_CONCLUSION and hs.socket_id == c.peer_socket_id:
-            _peer_alive(c, now)
-            return 0
+        phase = HS_PHASE_CONNECTING
+    elif _is_live(c):
+        phase = HS_PHASE_LIVE
+    else:
         _invalid(c, INVALID_STATE)
         return 0
-    _invalid(c, INVALID_STATE)
-    return 0
+    if c.rendezvous:
+        role = HS_ROLE_RENDEZVOUS
+    elif c.is_server:
+        role = HS_ROLE_SERVER
+    else:
+        role = HS_ROLE_CLIENT
+    step = HANDSHAKE_STEPS[role][phase]
+    if step == NULL:
+        _invalid(c, INVALID_STATE)
+        return 0
+    return step(c, &hs, now)
 
 
 cdef uint32_t _rendezvous_complete(Conn* c, int64_t now, bint answer) noexcept nogil:
