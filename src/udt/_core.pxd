@@ -155,6 +155,7 @@ cdef struct AcceptRequest
 # ---------------------------------------------------------------------------------------------
 # Congestion control: a callback table.  The native DAIMD is one implementation; udt/cc.py's
 # Python base class is another, reached through a GIL-taking trampoline (python_cc_ops()).
+# The native one is udt/core/cc.pyx (native_cc_ops() in udt/core/cc.pxd).
 # ---------------------------------------------------------------------------------------------
 cdef struct CCState:
     # --- knobs the algorithm sets (read by the engine after every callback) ---
@@ -204,7 +205,6 @@ cdef struct CCOps:
     void (*on_pkt_received)(CCState* cc, int32_t seq, int size, int64_t now) noexcept nogil
     void (*on_custom)(CCState* cc, const uint8_t* data, int size, int64_t now) noexcept nogil
 
-cdef const CCOps* native_cc_ops() noexcept nogil
 # The trampoline into a udt.cc.CongestionControl instance: set ConnOptions.cc_ops to this and
 # cc_user to the instance (borrowed; the engine INCREFs it in init and DECREFs it in close).
 # Each callback takes the GIL for that connection only (~1 µs per call); on_packet_sent /

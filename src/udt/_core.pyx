@@ -3,8 +3,9 @@
 
 See udt/_core.pxd for the C API and docs/engine.md for how it works.  The protocol units
 (sequence arithmetic, codec, loss lists, buffers, native congestion control, SipHash) live in
-header-only udt/core/*.pxd (cdef inline, cimported here and by the test shim udt._testing) and
-udt/core/cc.pxi; at the bottom, the Python congestion-control trampoline (udt/core/pycc.pxi).
+header-only udt/core/*.pxd (cdef inline, cimported here and by the test shim udt._testing); the
+native congestion control is its own unit, udt/core/cc.pyx.  At the bottom: the Python
+congestion-control trampoline (udt/core/pycc.pxi).
 """
 from cpython.ref cimport Py_INCREF, Py_DECREF, PyObject
 from cpython.exc cimport PyErr_WriteUnraisable
@@ -19,6 +20,7 @@ from udt.core.buffers cimport (FRONTIER_PASSED_MESSAGE_END, RSLOT_DROPPED, RSLOT
                                rcvbuf_consume_head, rcvbuf_free, rcvbuf_index, rcvbuf_payload,
                                sndbuf_alloc, sndbuf_free, sndbuf_index, sndbuf_payload,
                                sndbuf_release)
+from udt.core.cc cimport native_cc_ops
 from udt.core.losslist cimport (losslist_alloc, losslist_clear, losslist_free, losslist_insert,
                                 losslist_pop_first, losslist_remove, losslist_remove_before,
                                 losslist_remove_range)
@@ -31,7 +33,6 @@ from udt.core.seq cimport (SEQ_MAX, SEQ_THRESHOLD, ackno_inc, msgno_inc, seq_add
                            seq_dec, seq_inc, seq_off)
 from udt.core.siphash cimport siphash24, splitmix64
 
-include "core/cc.pxi"
 
 # ---------------------------------------------------------------------------------------------
 # Timing constants (protocol.md §6)
@@ -226,7 +227,7 @@ cdef int conn_init(Conn* c, const ConnOptions* opts, uint32_t socket_id, int64_t
     c.bandwidth = 1000
     c.exp_count = 1
     c.last_clear_time = now
-    c.cc.ops = opts.cc_ops if opts.cc_ops != NULL else &NATIVE_CC_OPS
+    c.cc.ops = opts.cc_ops if opts.cc_ops != NULL else native_cc_ops()
     c.cc.user = opts.cc_user
     c.cc.rng = splitmix64(&c.rng)
     c.cc.cwnd = 16.0
