@@ -2021,9 +2021,6 @@ cdef int packet_peek(const uint8_t* buf, size_t length, PacketInfo* info) noexce
     return 0
 
 
-include "core/pycc.pxi"
-
-
 cdef ssize_t shutdown_packet(uint32_t peer_socket_id, uint8_t* out, size_t cap) noexcept nogil:
     if cap < HEADER_SIZE + 4:
         return -ERR_NO_BUFFER

@@ -16,7 +16,7 @@
 
 from libc.math cimport ceil, log10, pow
 from libc.stdint cimport int32_t, int64_t, uint32_t
-from udt._core cimport CCOps, CCState
+from udt.core.ccapi cimport CCOps, CCState
 from udt.core.seq cimport SEQ_MAX, seq_cmp, seq_off
 from udt.core.siphash cimport splitmix64
 
