@@ -7,13 +7,10 @@ header-only udt/core/*.pxd (cdef inline, cimported here and by the test shim udt
 native congestion control is its own unit, udt/core/cc.pyx.  At the bottom: the Python
 congestion-control trampoline (udt/core/pycc.pxi).
 """
-from cpython.ref cimport Py_INCREF, Py_DECREF, PyObject
-from cpython.exc cimport PyErr_WriteUnraisable
+from libc.math cimport ceil
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
-from libc.stdlib cimport malloc, calloc, free
-from libc.string cimport memcpy, memset, memmove
-from libc.math cimport pow, ceil, log10, fabs
-from udt._net cimport sockaddr_storage, sockaddr_in, sockaddr_in6
+from libc.string cimport memcpy, memmove, memset
+from udt._net cimport sockaddr_storage
 
 from udt.core.buffers cimport (FRONTIER_PASSED_MESSAGE_END, RSLOT_DROPPED, RSLOT_EMPTY,
                                RSLOT_FILLED, RSLOT_TAKEN, rcvbuf_advance_frontier, rcvbuf_alloc,
