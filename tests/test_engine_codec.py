@@ -442,3 +442,9 @@ def test_stats_dict_has_the_public_perfmon_keys():
     assert {k for k in st if k.startswith("invalid_")} == (
         {"invalid_" + r for r in _core.INVALID_REASONS} | {"invalid_total"})
     assert st["invalid_total"] == 0
+
+
+def test_production_engine_carries_no_test_shim():
+    """The shim lives in udt._testing; udt._core exports only what production code uses."""
+    for name in ("Endpoint", "ListenerShim", "LossListShim", "decode_packet", "engine_benchmark"):
+        assert not hasattr(_core, name) and hasattr(_testing, name)
