@@ -16,10 +16,15 @@ import random
 from dataclasses import dataclass, field
 from typing import Callable
 
-from udt import _core
+from udt import _core, _testing
 
-EV = _core.EVENTS
-ST = _core.STATES
+EV = _testing.EVENTS
+ST = _testing.STATES
+
+
+def invalid_counts(stats: dict) -> dict[str, int]:
+    """The perfmon's invalid_<reason> counters as {reason: count}."""
+    return {reason: stats["invalid_" + reason] for reason in _core.INVALID_REASONS}
 
 
 @dataclass
@@ -90,7 +95,7 @@ class Net:
     def listen(self, addr: tuple, key: bytes = b"0123456789abcdef", sock_type: int = 1,
                mss: int = 1500, slice_us: int = 0, backlog: int = 16, **accept_options) -> Host:
         h = self.host(addr)
-        h.listener = _core.ListenerShim(key, sock_type, mss, 8192, self.now, slice_us)
+        h.listener = _testing.ListenerShim(key, sock_type, mss, 8192, self.now, slice_us)
         h.backlog = backlog
         h.accept_options = dict(sock_type=sock_type, mss=mss, **accept_options)
         return h
@@ -99,10 +104,10 @@ class Net:
         self._next_sid += 1
         return self._next_sid
 
-    def endpoint(self, addr: tuple, peer: tuple, **options) -> "_core.Endpoint":
+    def endpoint(self, addr: tuple, peer: tuple, **options) -> "_testing.Endpoint":
         sid = options.pop("socket_id", None) or self.new_sid()
         options.setdefault("seed", self._rng.getrandbits(32) or 1)
-        ep = _core.Endpoint(sid, now=self.now, **options)
+        ep = _testing.Endpoint(sid, now=self.now, **options)
         h = self.host(addr)
         h.conns[sid] = ep
         self.where[id(ep)] = (addr, peer)
@@ -176,7 +181,7 @@ class Net:
         if h is None:
             return
         try:
-            info = _core.peek(data)
+            info = _testing.peek(data)
         except ValueError:
             return
         if info["dst_id"] != 0:
@@ -195,9 +200,9 @@ class Net:
                     return
             if h.listener is not None:
                 verdict, reply, req = h.listener.handle(data, src, self.now)
-                if verdict == _core.LISTENER_VERDICTS["REPLY"]:
+                if verdict == _testing.LISTENER_VERDICTS["REPLY"]:
                     self.transmit(dst, src, reply)
-                elif verdict == _core.LISTENER_VERDICTS["ACCEPT"]:
+                elif verdict == _testing.LISTENER_VERDICTS["ACCEPT"]:
                     if len(h.accepted) >= h.backlog:
                         self.transmit(dst, src, h.listener.reject(req))
                         return

@@ -7,12 +7,12 @@ import pytest
 
 from engine_harness import LinkProfile, Net, connected_pair, transfer
 from test_engine_acks import CLIENT_ID, ISN, client, out, send_until
-from udt import _core
+from udt import _testing
 from udt.cc import CongestionControl
 
 
 def full_ack(ack, ack_no, rate=0, bw=0, rtt=10_000, var=1_000, window=8000):
-    return _core.encode_control(2, ack_no, CLIENT_ID, [ack, rtt, var, window, rate, bw])
+    return _testing.encode_control(2, ack_no, CLIENT_ID, [ack, rtt, var, window, rate, bw])
 
 
 def test_slow_start_grows_window_then_leaves_at_max_window():
@@ -43,7 +43,7 @@ def test_loss_leaves_slow_start_and_grows_period():
     send_until(c, 0, 100)
     c.receive(full_ack(ISN + 8, 1, rate=10_000, bw=50_000), 20_000)
     assert c.slow_start
-    c.receive(_core.encode_control(3, 0, CLIENT_ID, [ISN + 9]), 21_000)
+    c.receive(_testing.encode_control(3, 0, CLIENT_ID, [ISN + 9]), 21_000)
     assert not c.slow_start
     # the period after slow start comes from the receive rate (smoothed: (7*16 + 10000)/8)
     rate = (7 * 16 + 10_000) // 8
@@ -51,7 +51,7 @@ def test_loss_leaves_slow_start_and_grows_period():
     # a new loss beyond the last decrease: period x 1.125
     send_until(c, 21_000, 400_000)
     before = c.period_us
-    c.receive(_core.encode_control(3, 0, CLIENT_ID, [c.snd_next_seq - 1]), 400_001)
+    c.receive(_testing.encode_control(3, 0, CLIENT_ID, [c.snd_next_seq - 1]), 400_001)
     assert c.period_us == pytest.approx(before * 1.125)
 
 
@@ -64,7 +64,7 @@ def test_a_loss_epoch_lasts_at_least_one_rate_control_interval():
     c.write(b"x" * 1456 * 4000, 0)
     send_until(c, 0, 100)
     c.receive(full_ack(ISN + 8, 1, rate=1_000_000, bw=5_000_000), 20_000)
-    c.receive(_core.encode_control(3, 0, CLIENT_ID, [ISN + 9]), 20_500)   # leaves slow start
+    c.receive(_testing.encode_control(3, 0, CLIENT_ID, [ISN + 9]), 20_500)   # leaves slow start
     assert not c.slow_start
     c.set_cc(cwnd=10_000)                    # the window never limits here: only the period
     t = 21_000
@@ -73,14 +73,14 @@ def test_a_loss_epoch_lasts_at_least_one_rate_control_interval():
         newest = c.snd_next_seq
         send_until(c, t, t + 900)
         assert c.snd_next_seq > newest, "the test needs a new packet between NAKs"
-        c.receive(_core.encode_control(3, 0, CLIENT_ID, [c.snd_next_seq - 1]), t + 1000)
+        c.receive(_testing.encode_control(3, 0, CLIENT_ID, [c.snd_next_seq - 1]), t + 1000)
         t += 1000
     assert c.period_us == pytest.approx(before * 1.125 ** 5)    # 7 NAKs, one epoch
     newest = c.snd_next_seq
     send_until(c, t, 31_500)
     assert c.snd_next_seq > newest
     before = c.period_us
-    c.receive(_core.encode_control(3, 0, CLIENT_ID, [c.snd_next_seq - 1]), 32_000)
+    c.receive(_testing.encode_control(3, 0, CLIENT_ID, [c.snd_next_seq - 1]), 32_000)
     assert c.period_us == pytest.approx(before * 1.125)         # 11 ms on: a new epoch
 
 
@@ -89,7 +89,7 @@ def test_clean_acks_shorten_the_period():
     c.write(b"x" * 1456 * 2000, 0)
     send_until(c, 0, 100)
     c.receive(full_ack(ISN + 8, 1, rate=5000, bw=100_000), 20_000)
-    c.receive(_core.encode_control(3, 0, CLIENT_ID, [ISN + 9]), 20_500)
+    c.receive(_testing.encode_control(3, 0, CLIENT_ID, [ISN + 9]), 20_500)
     periods = [c.period_us]
     t = 20_500
     ack_no = 2
@@ -150,7 +150,7 @@ def test_max_bandwidth_caps_the_rate():
     net.sent_log = []
     data = bytes(300 * 1456)
     transfer(net, c, s, data)
-    times = [t for t, src, _, d in net.sent_log if not _core.decode_packet(d)["control"]
+    times = [t for t, src, _, d in net.sent_log if not _testing.decode_packet(d)["control"]
              and src == ("10.0.0.1", 5000)]
     gaps = [b - a for a, b in zip(times, times[1:])]
     assert sorted(gaps)[len(gaps) // 2] >= 999
@@ -201,7 +201,7 @@ def test_python_cc_drives_the_engine():
     net.sent_log = []
     data = bytes(500 * 1456)
     assert transfer(net, c, s, data) == data
-    times = [t for t, src, _, d in net.sent_log if not _core.decode_packet(d)["control"]
+    times = [t for t, src, _, d in net.sent_log if not _testing.decode_packet(d)["control"]
              and src == ("10.0.0.1", 5000)]
     gaps = sorted(b - a for a, b in zip(times, times[1:]))
     assert gaps[len(gaps) // 2] == pytest.approx(200, abs=2)
@@ -244,7 +244,7 @@ def test_python_cc_exception_does_not_break_the_connection():
 def test_congestion_warning_slows_down():
     c = client()
     before = c.period_us
-    c.receive(_core.encode_control(4, 0, CLIENT_ID), 100)
+    c.receive(_testing.encode_control(4, 0, CLIENT_ID), 100)
     assert c.period_us == pytest.approx(before * 1.125)
 
 
@@ -255,7 +255,7 @@ def test_loss_or_timeout_before_the_first_ack_keeps_slow_start():
     c = client()
     c.write(b"x" * 1456 * 200, 0)
     send_until(c, 0, 100)
-    c.receive(_core.encode_control(3, 0, CLIENT_ID, [ISN]), 200)
+    c.receive(_testing.encode_control(3, 0, CLIENT_ID, [ISN]), 200)
     assert c.slow_start and c.period_us == 1.0
     assert [p["seq"] for p in send_until(c, 200, 300)] == [ISN]
     t = c.next_timer()
@@ -273,8 +273,8 @@ def test_loss_after_an_ack_without_rate_uses_the_window_formula():
     c = client()
     c.write(b"x" * 1456 * 100, 0)
     send_until(c, 0, 100)
-    c.receive(_core.encode_control(2, 1, CLIENT_ID, [ISN + 8, 10_000, 1_000, 8000]), 20_000)
+    c.receive(_testing.encode_control(2, 1, CLIENT_ID, [ISN + 8, 10_000, 1_000, 8000]), 20_000)
     cwnd = c.cwnd
-    c.receive(_core.encode_control(3, 0, CLIENT_ID, [ISN + 9]), 21_000)
+    c.receive(_testing.encode_control(3, 0, CLIENT_ID, [ISN + 9]), 21_000)
     assert not c.slow_start
     assert c.period_us == pytest.approx((10_000 + 10_000) / cwnd * 1.125)

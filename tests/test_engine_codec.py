@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from udt import _core
+from engine_harness import invalid_counts
+from udt import _core, _testing
 
-ST = _core.STATES
-EV = _core.EVENTS
+ST = _testing.STATES
+EV = _testing.EVENTS
 DATA_DIR = Path(__file__).parent / "data" / "udt4"
 
 
@@ -36,7 +37,7 @@ HS_CONCLUSION_REPLY = words("80000000 00000000 00000000 27555d6a | 00000004 0000
 
 def handshaken_client(now: int = 0):
     """A client driven through protocol.md §10's four handshake packets."""
-    c = _core.Endpoint(CLIENT_ID, now=now, rcv_buf=8192)
+    c = _testing.Endpoint(CLIENT_ID, now=now, rcv_buf=8192)
     c.connect(("127.0.0.1", 9000), now, isn=ISN)
     first = c.next_datagram(now)
     c.receive(HS_INDUCTION_REPLY, now)
@@ -57,52 +58,52 @@ def test_client_handshake_bytes_match_udt4_exactly():
 
 def test_handshake_encode_decode_examples():
     for raw in (HS_INDUCTION, HS_INDUCTION_REPLY, HS_CONCLUSION, HS_CONCLUSION_REPLY):
-        d = _core.decode_packet(raw)
+        d = _testing.decode_packet(raw)
         hs = d["handshake"]
         assert d["control"] and d["type"] == 0 and d["length"] == 64
         assert hs["peer_ip"] == bytes([127, 0, 0, 1]) + bytes(12)
-        again = _core.encode_handshake(version=hs["version"], sock_type=hs["sock_type"],
+        again = _testing.encode_handshake(version=hs["version"], sock_type=hs["sock_type"],
                                        isn=hs["isn"], mss=hs["mss"], ffs=hs["flight_flag_size"],
                                        req_type=hs["req_type"], socket_id=hs["socket_id"],
                                        cookie=hs["cookie"], peer_ip=hs["peer_ip"], dst=d["dst"])
         assert again == raw
-    reply = _core.decode_packet(HS_CONCLUSION_REPLY)["handshake"]
+    reply = _testing.decode_packet(HS_CONCLUSION_REPLY)["handshake"]
     assert reply["req_type"] == -1 and reply["isn"] == ISN and reply["socket_id"] == SERVER_ID
     assert reply["cookie"] == COOKIE and reply["mss"] == 1500 and reply["flight_flag_size"] == 8192
 
 
 def test_peer_ip_quirk_ipv6_groups_reversed():
     addr = bytes(range(0xA0, 0xB0))
-    raw = _core.encode_handshake(peer_ip=addr)
+    raw = _testing.encode_handshake(peer_ip=addr)
     cif_ip = raw[16 + 32:]
     assert cif_ip == bytes([0xA3, 0xA2, 0xA1, 0xA0, 0xA7, 0xA6, 0xA5, 0xA4,
                             0xAB, 0xAA, 0xA9, 0xA8, 0xAF, 0xAE, 0xAD, 0xAC])
-    assert _core.decode_packet(raw)["handshake"]["peer_ip"] == addr
+    assert _testing.decode_packet(raw)["handshake"]["peer_ip"] == addr
 
 
 def test_ipv6_client_sends_reversed_peer_ip():
-    c = _core.Endpoint(5, now=0)
+    c = _testing.Endpoint(5, now=0)
     c.connect(("2001:db8::1", 9000), 0, isn=1)
     hs = c.next_datagram(0)
     assert hs[16 + 32:16 + 36] == bytes([0x00, 0x00, 0xB8, 0x0D][::-1])[::-1] or True
     import socket
     packed = socket.inet_pton(socket.AF_INET6, "2001:db8::1")
-    assert _core.decode_packet(hs)["handshake"]["peer_ip"] == packed
+    assert _testing.decode_packet(hs)["handshake"]["peer_ip"] == packed
     assert hs[48:52] == packed[3::-1]
 
 
 def test_server_conclusion_reply_matches_udt4_layout():
     """The server's answer: req -1, the client's ISN, our socket ID, the client's IP (quirk)."""
-    req = _core.request_from_conclusion(HS_CONCLUSION, ("127.0.0.1", 40000))
-    s = _core.Endpoint(SERVER_ID, now=0, rcv_buf=8192)
+    req = _testing.request_from_conclusion(HS_CONCLUSION, ("127.0.0.1", 40000))
+    s = _testing.Endpoint(SERVER_ID, now=0, rcv_buf=8192)
     reply = s.accept(req, 0)
     assert reply == HS_CONCLUSION_REPLY
     assert s.state == ST["CONNECTED"]
 
 
 def _connected_server(now: int = 0):
-    req = _core.request_from_conclusion(HS_CONCLUSION, ("127.0.0.1", 40000))
-    s = _core.Endpoint(SERVER_ID, now=now, rcv_buf=8192)
+    req = _testing.request_from_conclusion(HS_CONCLUSION, ("127.0.0.1", 40000))
+    s = _testing.Endpoint(SERVER_ID, now=now, rcv_buf=8192)
     s.accept(req, now)
     return s
 
@@ -129,7 +130,7 @@ def test_full_ack_example_bytes():
         seq = ISN + i
         if i:
             t += 1000 if (seq & 0xF) == 1 else 14
-        assert s.receive(_core.encode_data(seq, 2 if i == 0 else 0, False, 1, t, SERVER_ID,
+        assert s.receive(_testing.encode_data(seq, 2 if i == 0 else 0, False, 1, t, SERVER_ID,
                                            b"p" * 1456), t) >= 0
     s.on_timer(10_000)
     ack = s.next_datagram(10_000)
@@ -144,18 +145,18 @@ def test_ack2_light_ack_nak_keepalive_examples():
     c.receive(full, 1000)
     assert c.next_datagram(1000) == words("80060000 00000001 00000000 21e40ace | 00000000")
     light = words("80020000 00000000 00000000 27555d6a | 74697164")
-    d = _core.decode_packet(light)
+    d = _testing.decode_packet(light)
     assert d["type"] == 2 and d["info"] == 0 and d["cif"] == [ISN]
     nak = words("80030000 00000000 00000000 27555d6a | 74697933")
-    assert _core.decode_packet(nak)["cif"] == [0x74697933]
+    assert _testing.decode_packet(nak)["cif"] == [0x74697933]
     keep = words("80010000 00000000 00000000 27555d6a | 00000000")
-    assert _core.encode_control(1, 0, CLIENT_ID) == keep
+    assert _testing.encode_control(1, 0, CLIENT_ID) == keep
     # the engine sends exactly this keep-alive when idle: wait for the EXP timer
     t = c.next_timer()
     while t >= 0 and t < 2_000_000:
         c.on_timer(t)
         d = c.next_datagram(t)
-        if d is not None and _core.decode_packet(d)["type"] == 1:
+        if d is not None and _testing.decode_packet(d)["type"] == 1:
             assert d == words("80010000 00000000 00000000 21e40ace | 00000000")
             break
         t = c.next_timer()
@@ -165,21 +166,21 @@ def test_ack2_light_ack_nak_keepalive_examples():
 
 def test_engine_nak_single_loss_bytes():
     s = _connected_server()
-    s.receive(_core.encode_data(ISN, 3, False, 1, 0, SERVER_ID, b"a"), 10)
-    s.receive(_core.encode_data(ISN + 2, 3, False, 3, 0, SERVER_ID, b"c"), 20)
+    s.receive(_testing.encode_data(ISN, 3, False, 1, 0, SERVER_ID, b"a"), 10)
+    s.receive(_testing.encode_data(ISN + 2, 3, False, 3, 0, SERVER_ID, b"c"), 20)
     out = []
     while (d := s.next_datagram(20)) is not None:
         out.append(d)
-    naks = [d for d in out if _core.decode_packet(d)["type"] == 3]
+    naks = [d for d in out if _testing.decode_packet(d)["type"] == 3]
     assert naks == [words("80030000 00000000 00000000 27555d6a | 74697165")]
 
 
 def test_engine_nak_range_encoding():
     s = _connected_server()
-    s.receive(_core.encode_data(ISN, 3, False, 1, 0, SERVER_ID, b"a"), 10)
-    s.receive(_core.encode_data(ISN + 5, 3, False, 6, 0, SERVER_ID, b"f"), 20)
+    s.receive(_testing.encode_data(ISN, 3, False, 1, 0, SERVER_ID, b"a"), 10)
+    s.receive(_testing.encode_data(ISN + 5, 3, False, 6, 0, SERVER_ID, b"f"), 20)
     out = [d for d in iter(lambda: s.next_datagram(20), None)]
-    naks = [_core.decode_packet(d) for d in out if _core.decode_packet(d)["type"] == 3]
+    naks = [_testing.decode_packet(d) for d in out if _testing.decode_packet(d)["type"] == 3]
     assert naks[0]["cif"] == [(ISN + 1) | 0x80000000, ISN + 4]
     assert naks[0]["length"] == 24
 
@@ -195,38 +196,38 @@ def test_engine_nak_range_encoding():
 ])
 def test_peek_rejects(raw, reason):
     with pytest.raises(ValueError, match=reason):
-        _core.peek(raw)
+        _testing.peek(raw)
 
 
 def test_peek_describes():
-    assert _core.peek(HS_CONCLUSION) == {"dst_id": 0, "kind": 0, "seq": 0, "hs_req_type": -1,
+    assert _testing.peek(HS_CONCLUSION) == {"dst_id": 0, "kind": 0, "seq": 0, "hs_req_type": -1,
                                          "hs_socket_id": CLIENT_ID, "hs_sock_type": 1}
-    d = _core.peek(_core.encode_data(77, 3, True, 1, 0, 9, b"z"))
+    d = _testing.peek(_testing.encode_data(77, 3, True, 1, 0, 9, b"z"))
     assert d["kind"] == -1 and d["seq"] == 77 and d["dst_id"] == 9
-    assert _core.peek(_core.encode_control(0x7FFF, 0, 4))["kind"] == 0x7FFF
+    assert _testing.peek(_testing.encode_control(0x7FFF, 0, 4))["kind"] == 0x7FFF
 
 
 # ---- arithmetic ----
 def test_sequence_arithmetic_wraps():
     top = 0x7FFFFFFF
-    assert _core.py_seq_add(top, 1) == 0
-    assert _core.py_seq_add(0, -1) == top
-    assert _core.py_seq_cmp(0, top) > 0 and _core.py_seq_cmp(top, 0) < 0
-    assert _core.py_seq_off(top - 2, 3) == 6
-    assert _core.py_seq_off(3, top - 2) == -6
-    assert _core.py_seq_cmp(5, 5) == 0
+    assert _testing.py_seq_add(top, 1) == 0
+    assert _testing.py_seq_add(0, -1) == top
+    assert _testing.py_seq_cmp(0, top) > 0 and _testing.py_seq_cmp(top, 0) < 0
+    assert _testing.py_seq_off(top - 2, 3) == 6
+    assert _testing.py_seq_off(3, top - 2) == -6
+    assert _testing.py_seq_cmp(5, 5) == 0
 
 
 def test_msgno_wraps_below_2_pow_26():
-    assert _core.py_msgno_inc(1) == 2
-    assert _core.py_msgno_inc((1 << 26) - 1) == 1
+    assert _testing.py_msgno_inc(1) == 2
+    assert _testing.py_msgno_inc((1 << 26) - 1) == 1
 
 
 def test_siphash_reference_vector():
     key = bytes(range(16))
     # SipHash-2-4 paper, Appendix A: 15-byte message 00..0e
-    assert _core.py_siphash24(key, bytes(range(15))) == 0xA129CA6149BE45E5
-    assert _core.py_siphash24(key, b"") == 0x726FDB47DD0E0E31
+    assert _testing.py_siphash24(key, bytes(range(15))) == 0xA129CA6149BE45E5
+    assert _testing.py_siphash24(key, b"") == 0x726FDB47DD0E0E31
 
 
 def test_loss_list_against_a_set_model():
@@ -234,7 +235,7 @@ def test_loss_list_against_a_set_model():
     for trial in range(150):
         r = random.Random(trial)
         base = r.choice([0, 1000, top - 50, top - 5])
-        ll = _core.LossListShim(64)
+        ll = _testing.LossListShim(64)
         model: set[int] = set()
         for _ in range(150):
             k = r.random()
@@ -256,22 +257,22 @@ def test_loss_list_against_a_set_model():
                 model -= span
             elif k < 0.85:
                 ll.remove_before(a)
-                model = {x for x in model if _core.py_seq_cmp(x, a) >= 0}
+                model = {x for x in model if _testing.py_seq_cmp(x, a) >= 0}
             else:
                 p = ll.pop_first()
                 if model:
-                    m = min(model, key=lambda x: _core.py_seq_off(base, x))
+                    m = min(model, key=lambda x: _testing.py_seq_off(base, x))
                     assert p == m
                     model.discard(m)
                 else:
                     assert p == -1
             got: set[int] = set()
             for f, last in ll.ranges():
-                got |= {(f + i) & top for i in range(_core.py_seq_off(f, last) + 1)}
+                got |= {(f + i) & top for i in range(_testing.py_seq_off(f, last) + 1)}
             assert got == model and ll.length == len(model)
             ranges = ll.ranges()
             for (f1, l1), (f2, l2) in zip(ranges, ranges[1:]):
-                assert _core.py_seq_off(l1, f2) >= 2      # compressed: never adjacent
+                assert _testing.py_seq_off(l1, f2) >= 2      # compressed: never adjacent
 
 
 # ---- real UDT4 captures ----
@@ -285,8 +286,8 @@ def test_udt4_capture_decodes(path):
     handshakes = {"c2s": [], "s2c": []}
     for entry in fixture["datagrams"]:
         raw = bytes.fromhex(entry["hex"])
-        info = _core.peek(raw)            # every UDT4 datagram passes validation
-        d = _core.decode_packet(raw)
+        info = _testing.peek(raw)            # every UDT4 datagram passes validation
+        d = _testing.decode_packet(raw)
         assert d["length"] == entry["len"]
         if not d["control"]:
             assert len(raw) <= fixture["mss"] - 28
@@ -313,16 +314,16 @@ def test_udt4_capture_replayed_into_our_receiver():
     some packets) are NAKed, and only sequences that really are missing."""
     fixture = json.loads((DATA_DIR / "cs_stream_nak.json").read_text())
     c2s = [(e, bytes.fromhex(e["hex"])) for e in fixture["datagrams"] if e["dir"] == "c2s"]
-    conclusion = next(raw for e, raw in c2s if _core.peek(raw)["kind"] == 0
-                      and _core.peek(raw)["hs_req_type"] == -1)
-    req = _core.request_from_conclusion(conclusion, tuple(fixture["endpoints"]["client"]))
-    s = _core.Endpoint(0x1234, now=0)
+    conclusion = next(raw for e, raw in c2s if _testing.peek(raw)["kind"] == 0
+                      and _testing.peek(raw)["hs_req_type"] == -1)
+    req = _testing.request_from_conclusion(conclusion, tuple(fixture["endpoints"]["client"]))
+    s = _testing.Endpoint(0x1234, now=0)
     reply = s.accept(req, 0)
-    assert _core.decode_packet(reply)["handshake"]["isn"] == req.isn
+    assert _testing.decode_packet(reply)["handshake"]["isn"] == req.isn
     now = 0
     delivered: set[int] = set()
     for e, raw in c2s:
-        d = _core.decode_packet(raw)
+        d = _testing.decode_packet(raw)
         if e.get("dropped") or d["control"]:
             continue
         now += 10
@@ -330,7 +331,7 @@ def test_udt4_capture_replayed_into_our_receiver():
         s.receive(raw, now)
         delivered.add(d["seq"])
         while (out := s.next_datagram(now)) is not None:
-            p = _core.decode_packet(out)
+            p = _testing.decode_packet(out)
             if p["type"] == 3:
                 cif, i = p["cif"], 0
                 while i < len(cif):
@@ -339,12 +340,12 @@ def test_udt4_capture_replayed_into_our_receiver():
                     i += 2 if cif[i] & 0x80000000 else 1
                     assert not set(range(first, last + 1)) & delivered
     st = s.stats(now)
-    assert st["invalid"] == {k: 0 for k in _core.INVALID_REASONS}
+    assert invalid_counts(st) == {k: 0 for k in _core.INVALID_REASONS}
     assert st["pkt_recv_total"] == len(delivered) and st["pkt_sent_nak_total"] >= 1
 
 
 def test_loss_list_front_removal_and_compaction():
-    ll = _core.LossListShim(4)
+    ll = _testing.LossListShim(4)
     for a in (10, 20, 30, 40):
         assert ll.insert(a, a + 1) == 2
     assert ll.insert(50, 50) == -1                 # full
@@ -365,10 +366,10 @@ def test_udt4_rendezvous_capture_replayed_into_our_engine():
     packets are accepted and readable in order."""
     fixture = json.loads((DATA_DIR / "rendezvous_stream.json").read_text())
     entries = [(e, bytes.fromhex(e["hex"])) for e in fixture["datagrams"]]
-    side_b = next(_core.decode_packet(raw)["handshake"] for e, raw in entries
-                  if e["dir"] == "s2c" and _core.decode_packet(raw)["control"]
-                  and _core.decode_packet(raw)["type"] == 0)
-    b = _core.Endpoint(side_b["socket_id"], now=0, rendezvous=True)
+    side_b = next(_testing.decode_packet(raw)["handshake"] for e, raw in entries
+                  if e["dir"] == "s2c" and _testing.decode_packet(raw)["control"]
+                  and _testing.decode_packet(raw)["type"] == 0)
+    b = _testing.Endpoint(side_b["socket_id"], now=0, rendezvous=True)
     b.connect(tuple(fixture["endpoints"]["client"]), 0)
     b.next_datagram(0)
     now = 0
@@ -376,7 +377,7 @@ def test_udt4_rendezvous_capture_replayed_into_our_engine():
     for e, raw in entries:
         if e["dir"] != "c2s" or e.get("dropped"):
             continue
-        d = _core.decode_packet(raw)
+        d = _testing.decode_packet(raw)
         if d["control"] and d["type"] not in (0, 1):
             continue
         now += 100
@@ -386,7 +387,7 @@ def test_udt4_rendezvous_capture_replayed_into_our_engine():
         if not d["control"]:
             payloads[d["seq"]] = d["payload"]
     assert b.state == ST["CONNECTED"]
-    a_isn = next(_core.decode_packet(raw)["handshake"]["isn"] for e, raw in entries
+    a_isn = next(_testing.decode_packet(raw)["handshake"]["isn"] for e, raw in entries
                  if e["dir"] == "c2s")
     assert b.peer_isn == a_isn
     expected = bytearray()
@@ -396,22 +397,22 @@ def test_udt4_rendezvous_capture_replayed_into_our_engine():
         seq += 1
     assert len(expected) >= 3 * 1456
     assert b.read(len(expected), now) == bytes(expected)
-    assert b.stats(now)["invalid"] == {k: 0 for k in _core.INVALID_REASONS}
+    assert invalid_counts(b.stats(now)) == {k: 0 for k in _core.INVALID_REASONS}
 
 
 @pytest.mark.skipif(not (DATA_DIR / "cs_dgram_messages.json").exists(), reason="no capture")
 def test_udt4_messages_replayed_keep_their_boundaries():
     fixture = json.loads((DATA_DIR / "cs_dgram_messages.json").read_text())
     c2s = [(e, bytes.fromhex(e["hex"])) for e in fixture["datagrams"] if e["dir"] == "c2s"]
-    conclusion = next(raw for e, raw in c2s if _core.peek(raw)["kind"] == 0
-                      and _core.peek(raw)["hs_req_type"] == -1)
-    req = _core.request_from_conclusion(conclusion, tuple(fixture["endpoints"]["client"]))
+    conclusion = next(raw for e, raw in c2s if _testing.peek(raw)["kind"] == 0
+                      and _testing.peek(raw)["hs_req_type"] == -1)
+    req = _testing.request_from_conclusion(conclusion, tuple(fixture["endpoints"]["client"]))
     assert req.sock_type == 2
-    s = _core.Endpoint(0x4321, now=0, sock_type=2)
+    s = _testing.Endpoint(0x4321, now=0, sock_type=2)
     s.accept(req, 0)
     now = 0
     for e, raw in c2s:
-        d = _core.decode_packet(raw)
+        d = _testing.decode_packet(raw)
         if d["control"] or e.get("dropped"):
             continue
         now += 10
@@ -422,4 +423,28 @@ def test_udt4_messages_replayed_keep_their_boundaries():
     assert len(messages) == 21
     assert all(full == 4000 and not truncated and len(m) == 4000 for m, full, truncated in messages[:-1])
     assert messages[-1][1] == 1000                  # the final solo message
-    assert s.stats(now)["invalid"] == {k: 0 for k in _core.INVALID_REASONS}
+    assert invalid_counts(s.stats(now)) == {k: 0 for k in _core.INVALID_REASONS}
+
+
+def test_invalid_reasons_match_the_c_enum():
+    """udt._core.INVALID_REASONS is indexed by the C enum InvalidReason: same count, same names."""
+    assert len(_core.INVALID_REASONS) == _testing.INVALID_REASON_TOTAL == len(_testing.INVALID_ENUM)
+    for c_name, value in _testing.INVALID_ENUM.items():
+        assert _core.INVALID_REASONS[value] == c_name.removeprefix("INVALID_").lower()
+
+
+def test_stats_dict_has_the_public_perfmon_keys():
+    """The one stats table (_core.stats_dict) gives the keys socket.perfmon() documents."""
+    st = _testing.Endpoint(1).stats(0)
+    for key in ("pkt_sent_total", "pkt_duplicate_total", "pkt_late_total", "invalid_total",
+                "mbps_bandwidth", "byte_avail_rcv_buf"):
+        assert key in st
+    assert {k for k in st if k.startswith("invalid_")} == (
+        {"invalid_" + r for r in _core.INVALID_REASONS} | {"invalid_total"})
+    assert st["invalid_total"] == 0
+
+
+def test_production_engine_carries_no_test_shim():
+    """The shim lives in udt._testing; udt._core exports only what production code uses."""
+    for name in ("Endpoint", "ListenerShim", "LossListShim", "decode_packet", "engine_benchmark"):
+        assert not hasattr(_core, name) and hasattr(_testing, name)

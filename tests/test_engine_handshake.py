@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 
 from engine_harness import LinkProfile, Net, connected_pair
-from udt import _core
+from udt import _testing
 
-ST = _core.STATES
-EV = _core.EVENTS
-V = _core.LISTENER_VERDICTS
+ST = _testing.STATES
+EV = _testing.EVENTS
+V = _testing.LISTENER_VERDICTS
 KEY = b"0123456789abcdef"
 CLIENT = ("10.0.0.1", 5000)
 SERVER = ("10.0.0.2", 9000)
@@ -26,7 +26,7 @@ def test_client_server_four_way_handshake():
     net = Net()
     net.sent_log = []
     net, c, s = connected_pair(net, client_addr=CLIENT, server_addr=SERVER, isn=12345)
-    hs = [(src, _core.decode_packet(d)) for _, src, _, d in net.sent_log]
+    hs = [(src, _testing.decode_packet(d)) for _, src, _, d in net.sent_log]
     kinds = [(src == CLIENT, p["handshake"]["req_type"], p["dst"]) for src, p in hs[:4]]
     assert kinds == [(True, 1, 0), (False, 1, c.socket_id), (True, -1, 0),
                      (False, -1, c.socket_id)]
@@ -41,8 +41,8 @@ def test_client_server_four_way_handshake():
 
 
 def test_listener_is_stateless_and_answers_with_same_size():
-    lst = _core.ListenerShim(KEY, 1, 1500, 8192, 0)
-    req = _core.encode_handshake(isn=7, req_type=1, socket_id=99, peer_ip=bytes([10, 0, 0, 2]) + bytes(12))
+    lst = _testing.ListenerShim(KEY, 1, 1500, 8192, 0)
+    req = _testing.encode_handshake(isn=7, req_type=1, socket_id=99, peer_ip=bytes([10, 0, 0, 2]) + bytes(12))
     verdict, reply, r = lst.handle(req, CLIENT, 0)
     assert verdict == V["REPLY"] and len(reply) == len(req) and r is None
     verdict2, reply2, _ = lst.handle(req, CLIENT, 1000)
@@ -51,23 +51,23 @@ def test_listener_is_stateless_and_answers_with_same_size():
 
 
 def test_cookie_depends_on_address_and_key():
-    a = _core.ListenerShim(KEY, 1, 1500, 8192, 0)
-    b = _core.ListenerShim(b"another key 16 b", 1, 1500, 8192, 0)
-    req = _core.encode_handshake(isn=7, req_type=1, socket_id=99)
-    cookie = lambda lst, peer: _core.decode_packet(lst.handle(req, peer, 0)[1])["handshake"]["cookie"]
+    a = _testing.ListenerShim(KEY, 1, 1500, 8192, 0)
+    b = _testing.ListenerShim(b"another key 16 b", 1, 1500, 8192, 0)
+    req = _testing.encode_handshake(isn=7, req_type=1, socket_id=99)
+    cookie = lambda lst, peer: _testing.decode_packet(lst.handle(req, peer, 0)[1])["handshake"]["cookie"]
     assert cookie(a, CLIENT) != cookie(a, ("10.0.0.1", 5001))
     assert cookie(a, CLIENT) != cookie(a, ("10.0.0.3", 5000))
     assert cookie(a, CLIENT) != cookie(b, CLIENT)
 
 
 def _conclusion_for(lst, peer, now, **kw):
-    req = _core.encode_handshake(isn=7, req_type=1, socket_id=99, **kw)
-    cookie = _core.decode_packet(lst.handle(req, peer, now)[1])["handshake"]["cookie"]
-    return _core.encode_handshake(isn=7, req_type=-1, socket_id=99, cookie=cookie, **kw)
+    req = _testing.encode_handshake(isn=7, req_type=1, socket_id=99, **kw)
+    cookie = _testing.decode_packet(lst.handle(req, peer, now)[1])["handshake"]["cookie"]
+    return _testing.encode_handshake(isn=7, req_type=-1, socket_id=99, cookie=cookie, **kw)
 
 
 def test_cookie_accepted_for_current_and_previous_slice_only():
-    lst = _core.ListenerShim(KEY, 1, 1500, 8192, 0, slice_us=1_000_000)
+    lst = _testing.ListenerShim(KEY, 1, 1500, 8192, 0, slice_us=1_000_000)
     conclusion = _conclusion_for(lst, CLIENT, 100)
     assert lst.handle(conclusion, CLIENT, 500_000)[0] == V["ACCEPT"]
     assert lst.handle(conclusion, CLIENT, 1_500_000)[0] == V["ACCEPT"]     # previous slice
@@ -76,7 +76,7 @@ def test_cookie_accepted_for_current_and_previous_slice_only():
 
 
 def test_cookie_from_wrong_address_is_dropped():
-    lst = _core.ListenerShim(KEY, 1, 1500, 8192, 0)
+    lst = _testing.ListenerShim(KEY, 1, 1500, 8192, 0)
     conclusion = _conclusion_for(lst, CLIENT, 0)
     verdict, reply, req = lst.handle(conclusion, ("10.0.0.66", 5000), 10)
     assert verdict == V["DROP"] and reply is None and req is None
@@ -84,7 +84,7 @@ def test_cookie_from_wrong_address_is_dropped():
 
 
 def test_conclusion_fills_accept_request():
-    lst = _core.ListenerShim(KEY, 1, 1400, 8192, 0)
+    lst = _testing.ListenerShim(KEY, 1, 1400, 8192, 0)
     conclusion = _conclusion_for(lst, CLIENT, 0, mss=9000, ffs=777,
                                  peer_ip=bytes([10, 0, 0, 2]) + bytes(12))
     verdict, reply, req = lst.handle(conclusion, CLIENT, 10)
@@ -105,7 +105,7 @@ def test_version_or_type_mismatch_rejected_1002(field, value):
         lst = net.hosts[SERVER].listener
         conclusion = _conclusion_for(lst, CLIENT, 0, version=5)
         verdict, reply, _ = lst.handle(conclusion, CLIENT, 0)
-        assert verdict == V["REPLY"] and _core.decode_packet(reply)["handshake"]["req_type"] == 1002
+        assert verdict == V["REPLY"] and _testing.decode_packet(reply)["handshake"]["req_type"] == 1002
         assert len(reply) == len(conclusion)
         return
     net.connect(c)
@@ -127,13 +127,13 @@ def test_full_backlog_rejected_1002():
 def test_any_refusal_request_type_fails_the_connect(req_type):
     """UDT4 refuses with 1002; SRT with 1000 + its reason (1004 when a STREAM socket speaks the
     UDT4 handshake to it). All of them end the connect at once as a rejection."""
-    c = _core.Endpoint(1, now=0)
+    c = _testing.Endpoint(1, now=0)
     c.connect(SERVER, 0, isn=500)
-    lst = _core.ListenerShim(KEY, 1, 1500, 8192, 0)
+    lst = _testing.ListenerShim(KEY, 1, 1500, 8192, 0)
     _, reply, _ = lst.handle(c.next_datagram(0), CLIENT, 0)
     c.receive(reply, 10)
-    conclusion = _core.decode_packet(c.next_datagram(10))["handshake"]
-    refusal = _core.encode_handshake(isn=conclusion["isn"], req_type=req_type,
+    conclusion = _testing.decode_packet(c.next_datagram(10))["handshake"]
+    refusal = _testing.encode_handshake(isn=conclusion["isn"], req_type=req_type,
                                      socket_id=conclusion["socket_id"], dst=c.socket_id)
     ev = c.receive(refusal, 20)
     assert ev & EV["CONNECT_FAILED"] and c.state == ST["CLOSED"]
@@ -141,10 +141,10 @@ def test_any_refusal_request_type_fails_the_connect(req_type):
 
 
 def test_request_types_below_1000_are_not_refusals():
-    c = _core.Endpoint(1, now=0)
+    c = _testing.Endpoint(1, now=0)
     c.connect(SERVER, 0, isn=500)
     c.next_datagram(0)
-    odd = _core.encode_handshake(isn=500, req_type=999, socket_id=77, dst=c.socket_id)
+    odd = _testing.encode_handshake(isn=500, req_type=999, socket_id=77, dst=c.socket_id)
     assert not c.receive(odd, 20) & EV["CONNECT_FAILED"]
     assert c.state == ST["CONNECTING"] and c.reject_req_type == 0
 
@@ -161,7 +161,7 @@ def test_mss_negotiated_to_the_minimum():
 
 
 def test_retries_every_250ms_and_gives_up_after_3s():
-    c = _core.Endpoint(1, now=0)
+    c = _testing.Endpoint(1, now=0)
     c.connect(("10.0.0.9", 1), 0)
     sent = []
     now = 0
@@ -177,7 +177,7 @@ def test_retries_every_250ms_and_gives_up_after_3s():
 
 
 def test_rendezvous_gives_up_after_30s():
-    c = _core.Endpoint(1, now=0, rendezvous=True)
+    c = _testing.Endpoint(1, now=0, rendezvous=True)
     c.connect(("10.0.0.9", 1), 0)
     now = 0
     count = 0
@@ -189,26 +189,26 @@ def test_rendezvous_gives_up_after_30s():
 
 
 def test_request_resent_at_once_after_a_response():
-    c = _core.Endpoint(1, now=0)
+    c = _testing.Endpoint(1, now=0)
     c.connect(SERVER, 0)
-    lst = _core.ListenerShim(KEY, 1, 1500, 8192, 0)
+    lst = _testing.ListenerShim(KEY, 1, 1500, 8192, 0)
     induction = c.next_datagram(0)
     assert c.next_datagram(100) is None
     _, reply, _ = lst.handle(induction, CLIENT, 100)
     c.receive(reply, 100_000)
     assert c.next_send_time(100_000) == 100_000
     conclusion = c.next_datagram(100_000)
-    assert _core.decode_packet(conclusion)["handshake"]["req_type"] == -1
+    assert _testing.decode_packet(conclusion)["handshake"]["req_type"] == -1
 
 
 def test_security_check_wrong_isn_fails_1004():
-    c = _core.Endpoint(1, now=0)
+    c = _testing.Endpoint(1, now=0)
     c.connect(SERVER, 0, isn=500)
-    lst = _core.ListenerShim(KEY, 1, 1500, 8192, 0)
+    lst = _testing.ListenerShim(KEY, 1, 1500, 8192, 0)
     _, reply, _ = lst.handle(c.next_datagram(0), CLIENT, 0)
     c.receive(reply, 10)
     c.next_datagram(10)
-    forged = _core.encode_handshake(isn=501, req_type=-1, socket_id=77, dst=1)
+    forged = _testing.encode_handshake(isn=501, req_type=-1, socket_id=77, dst=1)
     ev = c.receive(forged, 20)
     assert ev & EV["CONNECT_FAILED"] and c.error == 1004
 
@@ -218,12 +218,12 @@ def test_duplicate_conclusion_answered_with_stored_response():
     net, c, s = connected_pair(net, client_addr=CLIENT, server_addr=SERVER)
     lst = net.hosts[SERVER].listener
     stored = None
-    conclusion = _core.encode_handshake(isn=c.isn, req_type=-1, socket_id=c.socket_id,
+    conclusion = _testing.encode_handshake(isn=c.isn, req_type=-1, socket_id=c.socket_id,
                                         cookie=c.hs_cookie)
     # the multiplexer routes it to the existing connection by (peer address, peer socket ID)
     assert s.receive(conclusion, net.now) & EV["WANT_TRANSMIT"]
     stored = s.next_datagram(net.now)
-    again = _core.decode_packet(stored)["handshake"]
+    again = _testing.decode_packet(stored)["handshake"]
     assert again["req_type"] == -1 and again["socket_id"] == s.socket_id and again["isn"] == c.isn
     assert len(stored) == len(conclusion)
     assert lst.accepted == 1
@@ -248,8 +248,8 @@ def test_rendezvous_three_way():
     net.connect(a)
     net.connect(b)
     assert net.run(2_000_000, lambda: a.state == b.state == ST["CONNECTED"])
-    reqs = [_core.decode_packet(d)["handshake"]["req_type"] for _, _, _, d in net.sent_log
-            if _core.decode_packet(d)["control"] and _core.decode_packet(d)["type"] == 0]
+    reqs = [_testing.decode_packet(d)["handshake"]["req_type"] for _, _, _, d in net.sent_log
+            if _testing.decode_packet(d)["control"] and _testing.decode_packet(d)["type"] == 0]
     assert reqs[:2] == [0, 0] and -1 in reqs
     assert a.peer_socket_id == b.socket_id and b.peer_socket_id == a.socket_id
     assert a.peer_isn == b.isn and b.peer_isn == a.isn
@@ -275,35 +275,35 @@ def test_rendezvous_connected_answers_with_minus_2_and_ignores_minus_2():
     net.connect(b)
     assert net.run(2_000_000, lambda: a.state == b.state == ST["CONNECTED"])
     net.run(100_000)
-    req0 = _core.encode_handshake(isn=b.isn, req_type=0, socket_id=b.socket_id)
+    req0 = _testing.encode_handshake(isn=b.isn, req_type=0, socket_id=b.socket_id)
     assert a.receive(req0, net.now) & EV["WANT_TRANSMIT"]
-    answer = _core.decode_packet(a.next_datagram(net.now))["handshake"]
+    answer = _testing.decode_packet(a.next_datagram(net.now))["handshake"]
     assert answer["req_type"] == -2
-    minus2 = _core.encode_handshake(version=0, sock_type=0, req_type=-2, socket_id=b.socket_id)
+    minus2 = _testing.encode_handshake(version=0, sock_type=0, req_type=-2, socket_id=b.socket_id)
     assert a.receive(minus2, net.now) == 0
     assert a.next_datagram(net.now) is None
 
 
 def test_rendezvous_ignores_induction():
-    a = _core.Endpoint(1, now=0, rendezvous=True)
+    a = _testing.Endpoint(1, now=0, rendezvous=True)
     a.connect(("10.0.0.2", 7000), 0)
-    a.receive(_core.encode_handshake(req_type=1, socket_id=5, isn=3), 10)
-    assert a.state == ST["CONNECTING"] and a.stats(10)["invalid"]["state"] == 1
+    a.receive(_testing.encode_handshake(req_type=1, socket_id=5, isn=3), 10)
+    assert a.state == ST["CONNECTING"] and a.stats(10)["invalid_state"] == 1
 
 
 def test_rendezvous_completed_by_data_after_peer_request():
-    a = _core.Endpoint(1, now=0, rendezvous=True)
+    a = _testing.Endpoint(1, now=0, rendezvous=True)
     a.connect(("10.0.0.2", 7000), 0)
     a.next_datagram(0)
-    a.receive(_core.encode_handshake(req_type=0, socket_id=5, isn=300), 10)
-    assert _core.decode_packet(a.next_datagram(10))["handshake"]["req_type"] == -1
-    ev = a.receive(_core.encode_data(300, 3, False, 1, 0, 1, b"hello"), 20)
+    a.receive(_testing.encode_handshake(req_type=0, socket_id=5, isn=300), 10)
+    assert _testing.decode_packet(a.next_datagram(10))["handshake"]["req_type"] == -1
+    ev = a.receive(_testing.encode_data(300, 3, False, 1, 0, 1, b"hello"), 20)
     assert ev & EV["CONNECTED"] and a.state == ST["CONNECTED"]
     assert a.read(100, 20) == b"hello"
 
 
 def test_client_cannot_connect_twice_and_failed_state_codes():
-    c = _core.Endpoint(1, now=0)
+    c = _testing.Endpoint(1, now=0)
     c.connect(SERVER, 0)
     with pytest.raises(OSError):
         c.connect(SERVER, 0)

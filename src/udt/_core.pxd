@@ -149,67 +149,19 @@ cdef enum:                          # InvalidReason
     INVALID_REASON_COUNT = 14
 
 
-cdef struct CCOps
 cdef struct AcceptRequest
 
 # ---------------------------------------------------------------------------------------------
-# Congestion control: a callback table.  The native DAIMD is one implementation; udt/cc.py's
-# Python base class is another, reached through a GIL-taking trampoline (python_cc_ops()).
+# Congestion control: a callback table (CCState, CCOps in udt/core/ccapi.pxd).  The native DAIMD
+# (udt/core/cc.pyx) is one implementation; udt/cc.py's Python base class is another, reached
+# through a GIL-taking trampoline (udt/core/pycc.pyx):
 # ---------------------------------------------------------------------------------------------
-cdef struct CCState:
-    # --- knobs the algorithm sets (read by the engine after every callback) ---
-    double period_us            # µs between data packets (pacing); >= 0
-    double cwnd                 # congestion window, packets
-    int ack_interval            # receiver: full ACK every N data packets (0 = only the timer)
-    int64_t ack_period_us       # receiver: full ACK timer (0 = SYN, 10 ms)
-    int64_t rto_us              # sender: user-defined EXP timeout (0 = protocol.md §6 formula)
-    # --- inputs maintained by the engine (read-only for the algorithm) ---
-    int64_t rtt_us
-    int64_t rttvar_us
-    int64_t rcv_rate            # peer's packet receiving rate, pkts/s (smoothed from ACKs)
-    int64_t bandwidth           # estimated link capacity, pkts/s (smoothed from ACKs)
-    int mss
-    int max_cwnd                # flight flag size negotiated (cap of the window)
-    int32_t snd_curr_seq        # largest sequence number sent so far
-    double max_bw_period_us     # pacing floor from UDT_MAXBW (0 = none); the engine enforces it
-    bint want_pkt_sent          # call ops.on_pkt_sent (set by the CC's init; off = no per-packet cost)
-    bint want_pkt_received      # call ops.on_pkt_received
-    # --- native DAIMD state (protocol.md §7) ---
-    bint slow_start
-    bint heard_ack              # a full ACK arrived: the path has answered at least once
-    bint loss_since_increase
-    int32_t last_ack            # last ACK seq seen by on_ack
-    int32_t last_dec_seq
-    int64_t last_dec_time       # when the last loss epoch began (epochs last at least RC)
-    double last_dec_period
-    int avg_nak
-    int nak_count
-    int dec_count
-    int dec_random
-    int64_t last_rc_time
-    uint64_t rng
-    # --- plumbing ---
-    const CCOps* ops
-    void* user                  # the algorithm's own object (the Python CC instance for python_cc_ops)
-
-cdef struct CCOps:
-    # Every entry may be NULL (= no reaction).  Called with the connection lock held.
-    void (*init)(CCState* cc, int64_t now) noexcept nogil                 # connection established
-    void (*close)(CCState* cc) noexcept nogil                             # from conn_free
-    void (*on_ack)(CCState* cc, int32_t ack, int64_t now) noexcept nogil  # full ACK received
-    # NAK received; `loss` is the list in wire encoding (a range is first|0x80000000, last)
-    void (*on_loss)(CCState* cc, const int32_t* loss, int count, int64_t now) noexcept nogil
-    void (*on_timeout)(CCState* cc, int64_t now) noexcept nogil           # EXP with unacked data
-    void (*on_pkt_sent)(CCState* cc, int32_t seq, int size, int64_t now) noexcept nogil
-    void (*on_pkt_received)(CCState* cc, int32_t seq, int size, int64_t now) noexcept nogil
-    void (*on_custom)(CCState* cc, const uint8_t* data, int size, int64_t now) noexcept nogil
-
-cdef const CCOps* native_cc_ops() noexcept nogil
+from udt.core.ccapi cimport CCOps, CCState
 # The trampoline into a udt.cc.CongestionControl instance: set ConnOptions.cc_ops to this and
 # cc_user to the instance (borrowed; the engine INCREFs it in init and DECREFs it in close).
 # Each callback takes the GIL for that connection only (~1 µs per call); on_packet_sent /
 # on_packet_received are only called when the subclass overrides them.
-cdef const CCOps* python_cc_ops() noexcept nogil
+from udt.core.pycc cimport python_cc_ops
 
 
 # ---------------------------------------------------------------------------------------------
@@ -233,7 +185,7 @@ cdef struct ConnOptions:
 
 
 # ---------------------------------------------------------------------------------------------
-# Protocol units (implemented in udt/core/*.pxi, included by _core.pyx)
+# Protocol units (their functions: header-only udt/core/*.pxd, cimported by _core.pyx)
 # ---------------------------------------------------------------------------------------------
 cdef struct LossList:
     # Sorted, range-compressed set of 31-bit sequence numbers: [first[i], last[i]] inclusive.
@@ -350,6 +302,11 @@ cdef struct Stats:
     int64_t duplicate_packets   # data already received (not invalid, but worth seeing)
     int64_t late_packets        # well-formed stragglers (delayed or duplicated by the network)
                                 # that came after the step they belong to: not invalid either
+
+# Stats as the public perfmon dict (udt.socket.perfmon(), the test shim): the one table of keys.
+# UDT4's fields in snake_case, pkt_duplicate_total, pkt_late_total, invalid_<reason> per
+# udt._core.INVALID_REASONS (the Python names of the InvalidReason enum) and invalid_total.
+cdef dict stats_dict(const Stats* s)
 
 
 # ---------------------------------------------------------------------------------------------

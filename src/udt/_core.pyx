@@ -3,23 +3,33 @@
 
 See udt/_core.pxd for the C API and docs/engine.md for how it works.  The protocol units
 (sequence arithmetic, codec, loss lists, buffers, native congestion control, SipHash) live in
-udt/core/*.pxi and are compiled into this module.  At the bottom: the Python congestion-control
-trampoline and a small Python-visible shim (Endpoint, ListenerShim, codec helpers) for tests.
+header-only udt/core/*.pxd (cdef inline, cimported here and by the test shim udt._testing); the
+native congestion control is its own unit, udt/core/cc.pyx.  At the bottom: the Python
+congestion-control trampoline (udt/core/pycc.pxi).
 """
-from cpython.ref cimport Py_INCREF, Py_DECREF, PyObject
-from cpython.exc cimport PyErr_WriteUnraisable
+from libc.math cimport ceil
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
-from libc.stdlib cimport malloc, calloc, free
-from libc.string cimport memcpy, memset, memmove
-from libc.math cimport pow, ceil, log10, fabs
-from udt._net cimport sockaddr_storage, sockaddr_in, sockaddr_in6
+from libc.string cimport memcpy, memmove, memset
+from udt._net cimport sockaddr_storage
 
-include "core/seq.pxi"
-include "core/packet.pxi"
-include "core/siphash.pxi"
-include "core/losslist.pxi"
-include "core/buffers.pxi"
-include "core/cc.pxi"
+from udt.core.buffers cimport (FRONTIER_PASSED_MESSAGE_END, RSLOT_DROPPED, RSLOT_EMPTY,
+                               RSLOT_FILLED, RSLOT_TAKEN, rcvbuf_advance_frontier, rcvbuf_alloc,
+                               rcvbuf_consume_head, rcvbuf_free, rcvbuf_index, rcvbuf_payload,
+                               sndbuf_alloc, sndbuf_free, sndbuf_index, sndbuf_payload,
+                               sndbuf_release)
+from udt.core.cc cimport native_cc_ops
+from udt.core.losslist cimport (losslist_alloc, losslist_clear, losslist_free, losslist_insert,
+                                losslist_pop_first, losslist_remove, losslist_remove_before,
+                                losslist_remove_range)
+from udt.core.packet cimport (AF_INET6_VALUE, AF_INET_VALUE, CONTROL_FLAG, LOSS_RANGE_FLAG,
+                              MSG_BOUNDARY_SHIFT, MSG_INORDER_BIT, MSG_NUMBER_26, Handshake,
+                              address_bytes, address_port, control_word0, get_u32,
+                              handshake_decode, handshake_encode, msg_boundary, msg_number,
+                              msg_word, put_control, put_header, put_u32)
+from udt.core.seq cimport (SEQ_MAX, SEQ_THRESHOLD, ackno_inc, msgno_inc, seq_add, seq_cmp,
+                           seq_dec, seq_inc, seq_off)
+from udt.core.siphash cimport siphash24, splitmix64
+
 
 # ---------------------------------------------------------------------------------------------
 # Timing constants (protocol.md §6)
@@ -214,7 +224,7 @@ cdef int conn_init(Conn* c, const ConnOptions* opts, uint32_t socket_id, int64_t
     c.bandwidth = 1000
     c.exp_count = 1
     c.last_clear_time = now
-    c.cc.ops = opts.cc_ops if opts.cc_ops != NULL else &NATIVE_CC_OPS
+    c.cc.ops = opts.cc_ops if opts.cc_ops != NULL else native_cc_ops()
     c.cc.user = opts.cc_user
     c.cc.rng = splitmix64(&c.rng)
     c.cc.cwnd = 16.0
@@ -425,101 +435,156 @@ cdef void conn_set_max_bandwidth(Conn* c, int64_t bytes_per_second) noexcept nog
 # ---------------------------------------------------------------------------------------------
 # Input: handshakes
 # ---------------------------------------------------------------------------------------------
+# One step function per (role, phase); each switches on the request type.  The table is
+# documented in docs/engine.md (handshake transitions).  A NULL entry, and any state that is
+# neither connecting nor live, drops the handshake as INVALID_STATE.
+ctypedef uint32_t (*HandshakeStep)(Conn* c, const Handshake* hs, int64_t now) noexcept nogil
+
+cdef enum:
+    HS_ROLE_CLIENT = 0
+    HS_ROLE_SERVER = 1
+    HS_ROLE_RENDEZVOUS = 2
+    HS_ROLE_COUNT = 3
+    HS_PHASE_CONNECTING = 0
+    HS_PHASE_LIVE = 1               # CONNECTED or CLOSING
+    HS_PHASE_COUNT = 2
+
+
+cdef inline bint _hs_late_induction(Conn* c, const Handshake* hs) noexcept nogil:
+    """A second copy of the induction answer this client already used (late, not invalid)."""
+    return (hs.req_type == REQ_INDUCTION and c.hs_req_type == REQ_CONCLUSION
+            and hs.cookie == c.hs_cookie and hs.isn == c.isn)
+
+
+cdef uint32_t _hs_client_connecting(Conn* c, const Handshake* hs, int64_t now) noexcept nogil:
+    cdef int mss
+    if hs.req_type == REQ_INDUCTION and c.hs_req_type == REQ_INDUCTION:
+        c.hs_cookie = hs.cookie
+        c.hs_req_type = REQ_CONCLUSION
+        c.hs_next_time = now
+        return EV_WANT_TRANSMIT
+    if hs.req_type == REQ_CONCLUSION and c.hs_req_type == REQ_CONCLUSION:
+        if hs.version != UDT_VERSION or hs.sock_type != c.opts.sock_type or hs.isn != c.isn:
+            _invalid(c, INVALID_WRONG_PEER)
+            return _connect_failed(c, ERR_SECURITY)
+        if hs.mss < MIN_MSS or hs.socket_id == 0:
+            _invalid(c, INVALID_HANDSHAKE)
+            return _connect_failed(c, ERR_SECURITY)
+        c.peer_socket_id = hs.socket_id
+        memcpy(c.peer_ip, hs.peer_ip, 16)
+        mss = hs.mss if hs.mss < c.opts.mss else c.opts.mss
+        return _established(c, now, hs.isn, hs.flight_flag_size, mss)
+    _invalid(c, INVALID_STATE)
+    return 0
+
+
+cdef uint32_t _hs_rendezvous_connecting(Conn* c, const Handshake* hs, int64_t now) noexcept nogil:
+    if hs.req_type == REQ_INDUCTION:
+        _invalid(c, INVALID_STATE)          # a rendezvous socket ignores req 1
+        return 0
+    if hs.req_type == REQ_RENDEZVOUS_AGREEMENT:
+        # UDT4 sends its -2 answer with version 0, type 0 and no peer IP: only the socket
+        # ID matters, and it completes the connection once we have the peer's request.
+        if not c.hs_peer_seen or hs.socket_id != c.peer_socket_id:
+            _invalid(c, INVALID_STATE)
+            return 0
+        if c.hs_req_type != REQ_CONCLUSION:
+            _invalid(c, INVALID_STATE)
+            return 0
+        return _rendezvous_complete(c, now, False)
+    if (hs.version != UDT_VERSION or hs.sock_type != c.opts.sock_type or hs.mss < MIN_MSS
+            or hs.socket_id == 0 or hs.isn < 0
+            or (hs.req_type != REQ_RENDEZVOUS and hs.req_type != REQ_CONCLUSION)):
+        _invalid(c, INVALID_HANDSHAKE)
+        return 0
+    if c.hs_peer_seen and hs.socket_id != c.peer_socket_id:
+        _invalid(c, INVALID_WRONG_PEER)
+        return 0
+    c.hs_peer_seen = True
+    c.peer_socket_id = hs.socket_id
+    c.peer_isn = hs.isn
+    c.peer_mss = hs.mss
+    c.peer_flight_flag_size = hs.flight_flag_size
+    memcpy(c.peer_ip, hs.peer_ip, 16)
+    if c.hs_req_type == REQ_RENDEZVOUS or hs.req_type == REQ_RENDEZVOUS:
+        c.hs_req_type = REQ_CONCLUSION
+        c.hs_next_time = now
+        return EV_WANT_TRANSMIT
+    return _rendezvous_complete(c, now, hs.req_type == REQ_CONCLUSION)
+
+
+cdef uint32_t _hs_client_live(Conn* c, const Handshake* hs, int64_t now) noexcept nogil:
+    if hs.req_type == REQ_CONCLUSION and hs.socket_id == c.peer_socket_id:
+        _peer_alive(c, now)                 # a late duplicate response: harmless
+        return 0
+    _invalid(c, INVALID_STATE)
+    return 0
+
+
+cdef uint32_t _hs_server_live(Conn* c, const Handshake* hs, int64_t now) noexcept nogil:
+    if hs.socket_id != c.peer_socket_id:
+        _invalid(c, INVALID_WRONG_PEER)
+        return 0
+    _peer_alive(c, now)
+    if hs.req_type == REQ_CONCLUSION or hs.req_type > 0:
+        c.hs_reply_due = True               # the client lost our response: send it again
+        return EV_WANT_TRANSMIT
+    return 0
+
+
+cdef uint32_t _hs_rendezvous_live(Conn* c, const Handshake* hs, int64_t now) noexcept nogil:
+    if hs.req_type == REQ_RENDEZVOUS_AGREEMENT:
+        _peer_alive(c, now)
+        return 0
+    if hs.socket_id != c.peer_socket_id:
+        _invalid(c, INVALID_WRONG_PEER)
+        return 0
+    c.hs_reply_due = True                   # the peer still waits for our agreement
+    _peer_alive(c, now)
+    return EV_WANT_TRANSMIT
+
+
+cdef HandshakeStep HANDSHAKE_STEPS[HS_ROLE_COUNT][HS_PHASE_COUNT]
+HANDSHAKE_STEPS[HS_ROLE_CLIENT][HS_PHASE_CONNECTING] = _hs_client_connecting
+HANDSHAKE_STEPS[HS_ROLE_CLIENT][HS_PHASE_LIVE] = _hs_client_live
+HANDSHAKE_STEPS[HS_ROLE_SERVER][HS_PHASE_CONNECTING] = NULL     # conn_accept starts CONNECTED
+HANDSHAKE_STEPS[HS_ROLE_SERVER][HS_PHASE_LIVE] = _hs_server_live
+HANDSHAKE_STEPS[HS_ROLE_RENDEZVOUS][HS_PHASE_CONNECTING] = _hs_rendezvous_connecting
+HANDSHAKE_STEPS[HS_ROLE_RENDEZVOUS][HS_PHASE_LIVE] = _hs_rendezvous_live
+
+
 cdef uint32_t _on_handshake(Conn* c, const uint8_t* buf, size_t length, int64_t now) noexcept nogil:
     cdef Handshake hs
-    cdef int mss
+    cdef int role, phase
+    cdef HandshakeStep step
     if length != HANDSHAKE_SIZE:
         _invalid(c, INVALID_HANDSHAKE)
         return 0
     handshake_decode(buf + HEADER_SIZE, &hs)
-    if (not c.rendezvous and hs.req_type == REQ_INDUCTION and c.hs_req_type == REQ_CONCLUSION
-            and hs.cookie == c.hs_cookie and hs.isn == c.isn):
-        c.stats.late_packets += 1      # a second copy of the induction answer we already used
+    if not c.rendezvous and _hs_late_induction(c, &hs):     # in any state, even after the end
+        c.stats.late_packets += 1
         return 0
     if c.state == STATE_CONNECTING:
-        if hs.req_type >= REQ_FAILURE_FIRST:
+        if hs.req_type >= REQ_FAILURE_FIRST:        # a refusal, whatever the role
             c.reject_req_type = hs.req_type
             return _connect_failed(c, ERR_REJECTED)
-        if not c.rendezvous:
-            if hs.req_type == REQ_INDUCTION and c.hs_req_type == REQ_INDUCTION:
-                c.hs_cookie = hs.cookie
-                c.hs_req_type = REQ_CONCLUSION
-                c.hs_next_time = now
-                return EV_WANT_TRANSMIT
-            if hs.req_type == REQ_CONCLUSION and c.hs_req_type == REQ_CONCLUSION:
-                if hs.version != UDT_VERSION or hs.sock_type != c.opts.sock_type or hs.isn != c.isn:
-                    _invalid(c, INVALID_WRONG_PEER)
-                    return _connect_failed(c, ERR_SECURITY)
-                if hs.mss < MIN_MSS or hs.socket_id == 0:
-                    _invalid(c, INVALID_HANDSHAKE)
-                    return _connect_failed(c, ERR_SECURITY)
-                c.peer_socket_id = hs.socket_id
-                memcpy(c.peer_ip, hs.peer_ip, 16)
-                mss = hs.mss if hs.mss < c.opts.mss else c.opts.mss
-                return _established(c, now, hs.isn, hs.flight_flag_size, mss)
-            _invalid(c, INVALID_STATE)
-            return 0
-        # rendezvous
-        if hs.req_type == REQ_INDUCTION:
-            _invalid(c, INVALID_STATE)          # a rendezvous socket ignores req 1
-            return 0
-        if hs.req_type == REQ_RENDEZVOUS_AGREEMENT:
-            # UDT4 sends its -2 answer with version 0, type 0 and no peer IP: only the socket
-            # ID matters, and it completes the connection once we have the peer's request.
-            if not c.hs_peer_seen or hs.socket_id != c.peer_socket_id:
-                _invalid(c, INVALID_STATE)
-                return 0
-            if c.hs_req_type != REQ_CONCLUSION:
-                _invalid(c, INVALID_STATE)
-                return 0
-            return _rendezvous_complete(c, now, False)
-        if (hs.version != UDT_VERSION or hs.sock_type != c.opts.sock_type or hs.mss < MIN_MSS
-                or hs.socket_id == 0 or hs.isn < 0
-                or (hs.req_type != REQ_RENDEZVOUS and hs.req_type != REQ_CONCLUSION)):
-            _invalid(c, INVALID_HANDSHAKE)
-            return 0
-        if c.hs_peer_seen and hs.socket_id != c.peer_socket_id:
-            _invalid(c, INVALID_WRONG_PEER)
-            return 0
-        c.hs_peer_seen = True
-        c.peer_socket_id = hs.socket_id
-        c.peer_isn = hs.isn
-        c.peer_mss = hs.mss
-        c.peer_flight_flag_size = hs.flight_flag_size
-        memcpy(c.peer_ip, hs.peer_ip, 16)
-        if c.hs_req_type == REQ_RENDEZVOUS or hs.req_type == REQ_RENDEZVOUS:
-            c.hs_req_type = REQ_CONCLUSION
-            c.hs_next_time = now
-            return EV_WANT_TRANSMIT
-        return _rendezvous_complete(c, now, hs.req_type == REQ_CONCLUSION)
-    if _is_live(c):
-        if c.rendezvous:
-            if hs.req_type != REQ_RENDEZVOUS_AGREEMENT:
-                if hs.socket_id != c.peer_socket_id:
-                    _invalid(c, INVALID_WRONG_PEER)
-                    return 0
-                c.hs_reply_due = True
-                _peer_alive(c, now)
-                return EV_WANT_TRANSMIT
-            _peer_alive(c, now)
-            return 0
-        if c.is_server:
-            if hs.socket_id != c.peer_socket_id:
-                _invalid(c, INVALID_WRONG_PEER)
-                return 0
-            _peer_alive(c, now)
-            if hs.req_type == REQ_CONCLUSION or hs.req_type > 0:
-                c.hs_reply_due = True
-                return EV_WANT_TRANSMIT
-            return 0
-        # a connected client: late duplicate responses are harmless
-        if hs.req_type == REQ_CONCLUSION and hs.socket_id == c.peer_socket_id:
-            _peer_alive(c, now)
-            return 0
+        phase = HS_PHASE_CONNECTING
+    elif _is_live(c):
+        phase = HS_PHASE_LIVE
+    else:
         _invalid(c, INVALID_STATE)
         return 0
-    _invalid(c, INVALID_STATE)
-    return 0
+    if c.rendezvous:
+        role = HS_ROLE_RENDEZVOUS
+    elif c.is_server:
+        role = HS_ROLE_SERVER
+    else:
+        role = HS_ROLE_CLIENT
+    step = HANDSHAKE_STEPS[role][phase]
+    if step == NULL:
+        _invalid(c, INVALID_STATE)
+        return 0
+    return step(c, &hs, now)
 
 
 cdef uint32_t _rendezvous_complete(Conn* c, int64_t now, bint answer) noexcept nogil:
@@ -1762,6 +1827,62 @@ cdef void conn_stats(Conn* c, Stats* out, bint clear, int64_t now) noexcept nogi
         c.last_clear_time = now
 
 
+# Names of the InvalidReason enum (_core.pxd), indexed by its values: the one place they are
+# spelled (perfmon keys invalid_<name>, packet_peek's errors in the test shim).
+INVALID_REASONS = (
+    "too_short", "control_type", "length", "handshake", "ack_range", "nak_range", "ack2",
+    "data_seq", "data_length", "drop_request", "state", "wrong_peer", "cookie", "buffer_full",
+)
+
+
+cdef dict stats_dict(const Stats* s):
+    result = {
+        "ms_timestamp": s.ms_timestamp,
+        "pkt_sent_total": s.pkt_sent_total,
+        "pkt_recv_total": s.pkt_recv_total,
+        "pkt_snd_loss_total": s.pkt_snd_loss_total,
+        "pkt_rcv_loss_total": s.pkt_rcv_loss_total,
+        "pkt_retrans_total": s.pkt_retrans_total,
+        "pkt_sent_ack_total": s.pkt_sent_ack_total,
+        "pkt_recv_ack_total": s.pkt_recv_ack_total,
+        "pkt_sent_nak_total": s.pkt_sent_nak_total,
+        "pkt_recv_nak_total": s.pkt_recv_nak_total,
+        "us_snd_duration_total": s.us_snd_duration_total,
+        "bytes_sent_total": s.bytes_sent_total,
+        "bytes_recv_total": s.bytes_recv_total,
+        "pkt_dropped_total": s.pkt_dropped_total,
+        "pkt_sent": s.pkt_sent,
+        "pkt_recv": s.pkt_recv,
+        "pkt_snd_loss": s.pkt_snd_loss,
+        "pkt_rcv_loss": s.pkt_rcv_loss,
+        "pkt_retrans": s.pkt_retrans,
+        "pkt_sent_ack": s.pkt_sent_ack,
+        "pkt_recv_ack": s.pkt_recv_ack,
+        "pkt_sent_nak": s.pkt_sent_nak,
+        "pkt_recv_nak": s.pkt_recv_nak,
+        "us_snd_duration": s.us_snd_duration,
+        "mbps_send_rate": s.mbps_send_rate,
+        "mbps_recv_rate": s.mbps_recv_rate,
+        "us_pkt_snd_period": s.us_pkt_snd_period,
+        "pkt_flow_window": s.pkt_flow_window,
+        "pkt_congestion_window": s.pkt_congestion_window,
+        "pkt_flight_size": s.pkt_flight_size,
+        "ms_rtt": s.ms_rtt,
+        "mbps_bandwidth": s.mbps_bandwidth,
+        "byte_avail_snd_buf": s.byte_avail_snd_buf,
+        "byte_avail_rcv_buf": s.byte_avail_rcv_buf,
+        "pkt_duplicate_total": s.duplicate_packets,
+        "pkt_late_total": s.late_packets,
+    }
+    cdef int64_t total = 0
+    cdef int i
+    for i in range(INVALID_REASON_COUNT):
+        result["invalid_" + INVALID_REASONS[i]] = s.invalid[i]
+        total += s.invalid[i]
+    result["invalid_total"] = total
+    return result
+
+
 # ---------------------------------------------------------------------------------------------
 # Listener
 # ---------------------------------------------------------------------------------------------
@@ -1895,10 +2016,6 @@ cdef int packet_peek(const uint8_t* buf, size_t length, PacketInfo* info) noexce
         info.hs_req_type = <int32_t>get_u32(buf + HEADER_SIZE + 20)
         info.hs_socket_id = get_u32(buf + HEADER_SIZE + 24)
     return 0
-
-
-include "core/pycc.pxi"
-include "core/shim.pxi"
 
 
 cdef ssize_t shutdown_packet(uint32_t peer_socket_id, uint8_t* out, size_t cap) noexcept nogil:

@@ -1,10 +1,19 @@
-# Range-compressed loss lists (sender and receiver, protocol.md §5): a sorted array of inclusive
-# [first, last] ranges of 31-bit sequence numbers that all lie within half the sequence space.
-# Memory is allocated once (capacity ranges) when the connection's buffers are created.
-# Included by udt/_core.pyx.
+# cython: language_level=3
+"""Range-compressed loss lists (sender and receiver, protocol.md §5): a sorted array of inclusive
+[first, last] ranges of 31-bit sequence numbers that all lie within half the sequence space.
+Memory is allocated once (capacity ranges) when the connection's buffers are created.
+
+Header-only ``cdef inline`` functions: the engine calls them on the packet path (a cross-module
+call would be an indirect one), the test shim drives them directly.
+"""
+from libc.stdint cimport int32_t, int64_t
+from libc.stdlib cimport malloc, free
+from libc.string cimport memmove
+from udt._core cimport LossList
+from udt.core.seq cimport seq_cmp, seq_off, seq_add, seq_inc, seq_dec
 
 
-cdef int losslist_alloc(LossList* ll, int capacity) noexcept nogil:
+cdef inline int losslist_alloc(LossList* ll, int capacity) noexcept nogil:
     ll.first_base = <int32_t*>malloc(capacity * sizeof(int32_t))
     ll.last_base = <int32_t*>malloc(capacity * sizeof(int32_t))
     ll.first = ll.first_base
@@ -19,7 +28,7 @@ cdef int losslist_alloc(LossList* ll, int capacity) noexcept nogil:
     return 0
 
 
-cdef void losslist_free(LossList* ll) noexcept nogil:
+cdef inline void losslist_free(LossList* ll) noexcept nogil:
     free(ll.first_base)
     free(ll.last_base)
     ll.first = NULL
@@ -69,7 +78,7 @@ cdef inline int losslist_lower(LossList* ll, int32_t seq) noexcept nogil:
     return lo
 
 
-cdef int64_t losslist_insert(LossList* ll, int32_t first, int32_t last) noexcept nogil:
+cdef inline int64_t losslist_insert(LossList* ll, int32_t first, int32_t last) noexcept nogil:
     """Add [first, last]; merges with overlapping/adjacent ranges.  Returns how many sequence
     numbers were new, or -1 when the range array is full (nothing changed)."""
     cdef int i, j, k
@@ -109,12 +118,12 @@ cdef int64_t losslist_insert(LossList* ll, int32_t first, int32_t last) noexcept
     return added
 
 
-cdef bint losslist_contains(LossList* ll, int32_t seq) noexcept nogil:
+cdef inline bint losslist_contains(LossList* ll, int32_t seq) noexcept nogil:
     cdef int i = losslist_lower(ll, seq)
     return i < ll.count and seq_cmp(ll.first[i], seq) <= 0
 
 
-cdef bint losslist_remove(LossList* ll, int32_t seq) noexcept nogil:
+cdef inline bint losslist_remove(LossList* ll, int32_t seq) noexcept nogil:
     """Remove one sequence number; True if it was present.  May split a range (needs one free
     slot; when the array is full the split keeps the larger half and drops the rest)."""
     cdef int i = losslist_lower(ll, seq)
@@ -147,7 +156,7 @@ cdef bint losslist_remove(LossList* ll, int32_t seq) noexcept nogil:
     return True
 
 
-cdef int64_t losslist_remove_range(LossList* ll, int32_t first, int32_t last) noexcept nogil:
+cdef inline int64_t losslist_remove_range(LossList* ll, int32_t first, int32_t last) noexcept nogil:
     """Remove every number in [first, last]; returns how many were present."""
     cdef int64_t n = 0
     cdef int32_t s
@@ -200,7 +209,7 @@ cdef int64_t losslist_remove_range(LossList* ll, int32_t first, int32_t last) no
         ll.count -= 1
 
 
-cdef void losslist_remove_before(LossList* ll, int32_t seq) noexcept nogil:
+cdef inline void losslist_remove_before(LossList* ll, int32_t seq) noexcept nogil:
     """Remove every number < seq (acknowledged)."""
     cdef int i = losslist_lower(ll, seq)
     cdef int k
@@ -213,7 +222,7 @@ cdef void losslist_remove_before(LossList* ll, int32_t seq) noexcept nogil:
         ll.first[0] = seq
 
 
-cdef int32_t losslist_pop_first(LossList* ll) noexcept nogil:
+cdef inline int32_t losslist_pop_first(LossList* ll) noexcept nogil:
     """Remove and return the smallest number, -1 if empty."""
     cdef int32_t s
     if ll.count == 0:
@@ -223,7 +232,7 @@ cdef int32_t losslist_pop_first(LossList* ll) noexcept nogil:
     return s
 
 
-cdef void losslist_clear(LossList* ll) noexcept nogil:
+cdef inline void losslist_clear(LossList* ll) noexcept nogil:
     ll.count = 0
     ll.length = 0
     ll.first = ll.first_base

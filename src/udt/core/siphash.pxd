@@ -1,5 +1,11 @@
-# SipHash-2-4 (Aumasson & Bernstein): the keyed hash of the listener's SYN cookie.
-# Included by udt/_core.pyx.
+# cython: language_level=3
+"""SipHash-2-4 (Aumasson & Bernstein), the keyed hash of the listener's SYN cookie, and
+splitmix64, the seeded PRNG of ISNs and the CC's random divisor.
+
+Header-only: ``cdef inline`` helpers that the engine and the test shim cimport.  siphash24 runs
+once per handshake, so inlining it into its one caller costs nothing on the packet path.
+"""
+from libc.stdint cimport uint8_t, uint64_t
 
 cdef inline uint64_t _rotl(uint64_t x, int b) noexcept nogil:
     return (x << b) | (x >> (64 - b))
@@ -13,7 +19,7 @@ cdef inline uint64_t _le64(const uint8_t* p) noexcept nogil:
     return v
 
 
-cdef uint64_t siphash24(const uint8_t* key, const uint8_t* data, size_t length) noexcept nogil:
+cdef inline uint64_t siphash24(const uint8_t* key, const uint8_t* data, size_t length) noexcept nogil:
     cdef uint64_t k0 = _le64(key)
     cdef uint64_t k1 = _le64(key + 8)
     cdef uint64_t v0 = k0 ^ 0x736f6d6570736575ULL

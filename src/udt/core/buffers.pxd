@@ -1,5 +1,14 @@
-# Send and receive buffers: rings of fixed-size packet slots allocated once per connection.
-# Included by udt/_core.pyx.
+# cython: language_level=3
+"""Send and receive buffers: rings of fixed-size packet slots allocated once per connection.
+
+Header-only ``cdef inline`` functions: the engine touches the rings for every packet.
+"""
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t
+from libc.stdlib cimport malloc, calloc, free
+from libc.string cimport memset
+from udt._core cimport BOUNDARY_LAST, BOUNDARY_SOLO, RecvBuffer, RecvSlot, SendBuffer, SendSlot
+from udt.core.seq cimport seq_add, seq_inc, seq_off
+from udt.core.packet cimport msg_boundary, msg_number, MSG_BOUNDARY_SHIFT
 
 cdef enum RecvSlotState:
     RSLOT_EMPTY = 0
@@ -7,32 +16,10 @@ cdef enum RecvSlotState:
     RSLOT_DROPPED = 2       # dropped by a message drop request: skipped by readers
     RSLOT_TAKEN = 3         # an out-of-order message already delivered from here
 
-cdef enum:
-    MSG_BOUNDARY_SHIFT = 30
-    MSG_INORDER_BIT = 0x20000000
-    MSG_NUMBER_MASK = 0x1FFFFFFF    # UDT4's 29-bit field
-    MSG_NUMBER_26 = 0x03FFFFFF      # what identifies a message: SRT puts encryption (KK) and
-                                    # retransmission (R) flags in the three bits above
-
-
-cdef inline int msg_boundary(uint32_t word) noexcept nogil:
-    return <int>(word >> MSG_BOUNDARY_SHIFT)
-
-
-cdef inline int32_t msg_number(uint32_t word) noexcept nogil:
-    """The message number as udt compares it (26 bits: an SRT retransmission sets bit 26)."""
-    return <int32_t>(word & MSG_NUMBER_26)
-
-
-cdef inline uint32_t msg_word(int boundary, bint inorder, int32_t msgno) noexcept nogil:
-    return ((<uint32_t>boundary) << MSG_BOUNDARY_SHIFT) | (MSG_INORDER_BIT if inorder else 0) \
-        | (<uint32_t>msgno & MSG_NUMBER_MASK)
-
-
 # ---------------------------------------------------------------------------------------------
 # Send buffer
 # ---------------------------------------------------------------------------------------------
-cdef int sndbuf_alloc(SendBuffer* b, int capacity, int slot_size) noexcept nogil:
+cdef inline int sndbuf_alloc(SendBuffer* b, int capacity, int slot_size) noexcept nogil:
     b.data = <uint8_t*>malloc(<size_t>capacity * <size_t>slot_size)
     b.slots = <SendSlot*>calloc(capacity, sizeof(SendSlot))
     b.capacity = capacity
@@ -48,7 +35,7 @@ cdef int sndbuf_alloc(SendBuffer* b, int capacity, int slot_size) noexcept nogil
     return 0
 
 
-cdef void sndbuf_free(SendBuffer* b) noexcept nogil:
+cdef inline void sndbuf_free(SendBuffer* b) noexcept nogil:
     free(b.data)
     free(b.slots)
     b.data = NULL
@@ -67,7 +54,7 @@ cdef inline uint8_t* sndbuf_payload(SendBuffer* b, int idx) noexcept nogil:
     return b.data + <size_t>idx * <size_t>b.slot_size
 
 
-cdef void sndbuf_release(SendBuffer* b, int64_t n) noexcept nogil:
+cdef inline void sndbuf_release(SendBuffer* b, int64_t n) noexcept nogil:
     """Drop the n oldest packets (acknowledged)."""
     cdef int64_t k
     cdef int idx
@@ -83,7 +70,7 @@ cdef void sndbuf_release(SendBuffer* b, int64_t n) noexcept nogil:
 # ---------------------------------------------------------------------------------------------
 # Receive buffer
 # ---------------------------------------------------------------------------------------------
-cdef int rcvbuf_alloc(RecvBuffer* b, int capacity, int slot_size, int32_t first_seq) noexcept nogil:
+cdef inline int rcvbuf_alloc(RecvBuffer* b, int capacity, int slot_size, int32_t first_seq) noexcept nogil:
     b.data = <uint8_t*>malloc(<size_t>capacity * <size_t>slot_size)
     b.slots = <RecvSlot*>calloc(capacity, sizeof(RecvSlot))
     b.capacity = capacity
@@ -100,7 +87,7 @@ cdef int rcvbuf_alloc(RecvBuffer* b, int capacity, int slot_size, int32_t first_
     return 0
 
 
-cdef void rcvbuf_free(RecvBuffer* b) noexcept nogil:
+cdef inline void rcvbuf_free(RecvBuffer* b) noexcept nogil:
     free(b.data)
     free(b.slots)
     b.data = NULL
@@ -121,7 +108,7 @@ cdef enum:
     FRONTIER_PASSED_MESSAGE_END = 2
 
 
-cdef int rcvbuf_advance_frontier(RecvBuffer* b) noexcept nogil:
+cdef inline int rcvbuf_advance_frontier(RecvBuffer* b) noexcept nogil:
     """Move the in-order frontier over every present slot.  Returns FRONTIER_MOVED if it moved,
     plus FRONTIER_PASSED_MESSAGE_END if it went past the last packet of a message (message
     mode readers only need to look when that happens)."""
@@ -143,7 +130,7 @@ cdef int rcvbuf_advance_frontier(RecvBuffer* b) noexcept nogil:
     return result
 
 
-cdef void rcvbuf_consume_head(RecvBuffer* b) noexcept nogil:
+cdef inline void rcvbuf_consume_head(RecvBuffer* b) noexcept nogil:
     """Forget the head slot (read, dropped or taken) and move read_seq on."""
     cdef int idx = b.head
     if b.slots[idx].state == RSLOT_FILLED:

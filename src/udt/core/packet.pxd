@@ -1,11 +1,42 @@
-# Packet codec (protocol.md §1-§4): big-endian words, header fields, handshake CIF with the peer-IP
-# byte-order quirk.  Included by udt/_core.pyx.
+# cython: language_level=3
+"""Packet codec (protocol.md §1-§4): big-endian words, header fields, handshake CIF with the
+peer-IP byte-order quirk.
+
+Header-only: ``cdef inline`` helpers that the engine and the test shim cimport (still inlined).
+"""
+from libc.stdint cimport int32_t, uint8_t, uint16_t, uint32_t
+from libc.string cimport memcpy, memset
+from udt._net cimport sockaddr_storage, sockaddr_in, sockaddr_in6
+from udt._core cimport HEADER_SIZE, HANDSHAKE_SIZE, PKT_HANDSHAKE
 
 cdef enum:
     CONTROL_FLAG = 0x80000000
     LOSS_RANGE_FLAG = 0x80000000
     AF_INET_VALUE = 2
     AF_INET6_VALUE = 10
+
+
+# Data packet word 1 (protocol.md §3): boundary (2 bits), in-order (1), message number (29).
+cdef enum:
+    MSG_BOUNDARY_SHIFT = 30
+    MSG_INORDER_BIT = 0x20000000
+    MSG_NUMBER_MASK = 0x1FFFFFFF    # UDT4's 29-bit field
+    MSG_NUMBER_26 = 0x03FFFFFF      # what identifies a message: SRT puts encryption (KK) and
+                                    # retransmission (R) flags in the three bits above
+
+
+cdef inline int msg_boundary(uint32_t word) noexcept nogil:
+    return <int>(word >> MSG_BOUNDARY_SHIFT)
+
+
+cdef inline int32_t msg_number(uint32_t word) noexcept nogil:
+    """The message number as udt compares it (26 bits: an SRT retransmission sets bit 26)."""
+    return <int32_t>(word & MSG_NUMBER_26)
+
+
+cdef inline uint32_t msg_word(int boundary, bint inorder, int32_t msgno) noexcept nogil:
+    return ((<uint32_t>boundary) << MSG_BOUNDARY_SHIFT) | (MSG_INORDER_BIT if inorder else 0) \
+        | (<uint32_t>msgno & MSG_NUMBER_MASK)
 
 
 cdef inline uint32_t get_u32(const uint8_t* p) noexcept nogil:

@@ -1,5 +1,7 @@
+# cython: language_level=3
 # Native congestion control: UDT's DAIMD ("CUDTCC", protocol.md §7), without UDT4's ceil() of the
-# period and its inverted cwnd/(RTT+RC) slow-start exit formula.  Included by udt/_core.pyx.
+# period and its inverted cwnd/(RTT+RC) slow-start exit formula.  Its own unit: the engine only
+# reaches it through the CCOps table (native_cc_ops()), an indirect call either way.
 #
 # Two deliberate deviations.  First, a loss epoch (a x1.125 decrease) begins at most once per RC
 # interval: UDT4 starts one whenever a NAK names a packet sent after the last decrease, i.e. once
@@ -11,6 +13,12 @@
 # the usual cause is a peer that was not ready: a UDT4 rendezvous peer drops the data that reaches
 # it before its own handshake completes.  Leaving slow start there would pace at 16 packets per
 # the 100 ms RTT guess and crawl for seconds.  The window still caps what is in flight at 16.
+
+from libc.math cimport ceil, log10, pow
+from libc.stdint cimport int32_t, int64_t, uint32_t
+from udt.core.ccapi cimport CCOps, CCState
+from udt.core.seq cimport SEQ_MAX, seq_cmp, seq_off
+from udt.core.siphash cimport splitmix64
 
 cdef enum:
     RC_INTERVAL_US = 10000       # rate control interval = SYN

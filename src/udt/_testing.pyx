@@ -1,14 +1,42 @@
-# Python-visible test shim: drives one engine (Endpoint) or a listener (ListenerShim) with
-# bytes and an explicit `now`, plus codec helpers.  Used by tests/test_engine_*.py; not a public
-# API (the socket layer uses the C API).  Included by udt/_core.pyx.
+# cython: language_level=3
+"""Test-only shim: drives one engine (Endpoint) or a listener (ListenerShim) with bytes and an
+explicit ``now``, plus codec helpers and the engine-only benchmark.
 
+Only tests import it; the socket layer uses the engine's C API (``udt/_core.pxd``), which is also
+all this module reaches the engine through.  Not a public API.
+"""
 import socket as _pysocket
-from udt._net cimport htons, ntohs
 
-INVALID_REASONS = (
-    "too_short", "control_type", "length", "handshake", "ack_range", "nak_range", "ack2",
-    "data_seq", "data_length", "drop_request", "state", "wrong_peer", "cookie", "buffer_full",
-)
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
+from libc.stdlib cimport malloc, calloc, free
+from libc.string cimport memcpy, memset
+from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
+from udt._net cimport htons, sockaddr_storage, sockaddr_in, sockaddr_in6
+from udt._core cimport (
+    DEFAULT_BUFFER_PACKETS, EV_BROKEN, EV_CLOSED, EV_CONNECT_FAILED, EV_CONNECTED, EV_PEER_ERROR,
+    EV_PEER_SHUTDOWN, EV_READABLE, EV_WANT_TRANSMIT, EV_WRITABLE, HANDSHAKE_SIZE, HEADER_SIZE,
+    INVALID_ACK2, INVALID_ACK_RANGE, INVALID_BUFFER_FULL, INVALID_CONTROL_TYPE, INVALID_COOKIE,
+    INVALID_DATA_LENGTH, INVALID_DATA_SEQ, INVALID_DROP_REQUEST, INVALID_HANDSHAKE, INVALID_LENGTH,
+    INVALID_NAK_RANGE, INVALID_REASON_COUNT, INVALID_STATE, INVALID_TOO_SHORT, INVALID_WRONG_PEER,
+    LISTENER_ACCEPT, LISTENER_DROP, LISTENER_REPLY, PKT_HANDSHAKE, SOCK_TYPE_STREAM, STATE_BROKEN,
+    STATE_CLOSED, STATE_CLOSING, STATE_CONNECTED, STATE_CONNECTING, STATE_INIT, STATE_LISTENING,
+    STATE_NONEXIST, STATE_OPENED, AcceptRequest, Conn, ConnOptions, Listener, LossList,
+    PacketInfo, Stats, conn_abort, conn_accept, conn_close, conn_connect, conn_free, conn_init,
+    conn_next_datagram, conn_next_datagram_zc, conn_next_send_time, conn_next_timer,
+    conn_on_datagram, conn_on_timer, conn_options_default, conn_pending_send_bytes,
+    conn_poll_events, conn_read, conn_read_message, conn_readable_bytes, conn_set_max_bandwidth,
+    conn_stats, conn_writable_bytes, conn_write, listener_init, listener_on_handshake,
+    listener_reject, packet_peek, python_cc_ops, stats_dict)
+from udt.core.losslist cimport (losslist_alloc, losslist_contains, losslist_free, losslist_insert,
+                                losslist_pop_first, losslist_remove, losslist_remove_before,
+                                losslist_remove_range)
+from udt.core.packet cimport (AF_INET6_VALUE, AF_INET_VALUE, CONTROL_FLAG, MSG_INORDER_BIT,
+                              MSG_NUMBER_MASK, Handshake, control_word0, get_u32,
+                              handshake_decode, handshake_encode, msg_word, put_header)
+from udt.core.seq cimport SEQ_MAX, msgno_inc, seq_add, seq_cmp, seq_off
+from udt.core.siphash cimport siphash24
+
+from udt._core import INVALID_REASONS
 
 cdef enum:
     SHIM_OUT_SIZE = 65536
@@ -33,34 +61,6 @@ cdef int _to_sockaddr(object address, sockaddr_storage* out) except -1:
         a4.sin_port = htons(port)
         memcpy(&a4.sin_addr, <const char*>packed, 4)
     return 0
-
-
-cdef dict _stats_dict(Stats* s):
-    d = {
-        "ms_timestamp": s.ms_timestamp,
-        "pkt_sent_total": s.pkt_sent_total, "pkt_recv_total": s.pkt_recv_total,
-        "pkt_snd_loss_total": s.pkt_snd_loss_total, "pkt_rcv_loss_total": s.pkt_rcv_loss_total,
-        "pkt_retrans_total": s.pkt_retrans_total,
-        "pkt_sent_ack_total": s.pkt_sent_ack_total, "pkt_recv_ack_total": s.pkt_recv_ack_total,
-        "pkt_sent_nak_total": s.pkt_sent_nak_total, "pkt_recv_nak_total": s.pkt_recv_nak_total,
-        "us_snd_duration_total": s.us_snd_duration_total,
-        "bytes_sent_total": s.bytes_sent_total, "bytes_recv_total": s.bytes_recv_total,
-        "pkt_dropped_total": s.pkt_dropped_total,
-        "pkt_sent": s.pkt_sent, "pkt_recv": s.pkt_recv, "pkt_snd_loss": s.pkt_snd_loss,
-        "pkt_rcv_loss": s.pkt_rcv_loss, "pkt_retrans": s.pkt_retrans,
-        "pkt_sent_ack": s.pkt_sent_ack, "pkt_recv_ack": s.pkt_recv_ack,
-        "pkt_sent_nak": s.pkt_sent_nak, "pkt_recv_nak": s.pkt_recv_nak,
-        "us_snd_duration": s.us_snd_duration,
-        "mbps_send_rate": s.mbps_send_rate, "mbps_recv_rate": s.mbps_recv_rate,
-        "us_pkt_snd_period": s.us_pkt_snd_period, "pkt_flow_window": s.pkt_flow_window,
-        "pkt_congestion_window": s.pkt_congestion_window, "pkt_flight_size": s.pkt_flight_size,
-        "ms_rtt": s.ms_rtt, "mbps_bandwidth": s.mbps_bandwidth,
-        "byte_avail_snd_buf": s.byte_avail_snd_buf, "byte_avail_rcv_buf": s.byte_avail_rcv_buf,
-        "duplicate_packets": s.duplicate_packets,
-        "late_packets": s.late_packets,
-    }
-    d["invalid"] = {INVALID_REASONS[i]: s.invalid[i] for i in range(INVALID_REASON_COUNT)}
-    return d
 
 
 cdef class AcceptedRequest:
@@ -263,7 +263,7 @@ cdef class Endpoint:
     def stats(self, int64_t now, bint clear=False):
         cdef Stats s
         conn_stats(self.c, &s, clear, now)
-        return _stats_dict(&s)
+        return stats_dict(&s)
 
     def set_next_msgno(self, int32_t msgno):
         """Test hook: the message number the next write gets (wrap-around tests)."""
@@ -482,6 +482,17 @@ STATES = {"INIT": STATE_INIT, "OPENED": STATE_OPENED, "LISTENING": STATE_LISTENI
           "CONNECTING": STATE_CONNECTING, "CONNECTED": STATE_CONNECTED, "BROKEN": STATE_BROKEN,
           "CLOSING": STATE_CLOSING, "CLOSED": STATE_CLOSED, "NONEXIST": STATE_NONEXIST}
 LISTENER_VERDICTS = {"DROP": LISTENER_DROP, "REPLY": LISTENER_REPLY, "ACCEPT": LISTENER_ACCEPT}
+# The C enum of invalid reasons by its C names: tests pin it to udt._core.INVALID_REASONS.
+INVALID_ENUM = {
+    "INVALID_TOO_SHORT": INVALID_TOO_SHORT, "INVALID_CONTROL_TYPE": INVALID_CONTROL_TYPE,
+    "INVALID_LENGTH": INVALID_LENGTH, "INVALID_HANDSHAKE": INVALID_HANDSHAKE,
+    "INVALID_ACK_RANGE": INVALID_ACK_RANGE, "INVALID_NAK_RANGE": INVALID_NAK_RANGE,
+    "INVALID_ACK2": INVALID_ACK2, "INVALID_DATA_SEQ": INVALID_DATA_SEQ,
+    "INVALID_DATA_LENGTH": INVALID_DATA_LENGTH, "INVALID_DROP_REQUEST": INVALID_DROP_REQUEST,
+    "INVALID_STATE": INVALID_STATE, "INVALID_WRONG_PEER": INVALID_WRONG_PEER,
+    "INVALID_COOKIE": INVALID_COOKIE, "INVALID_BUFFER_FULL": INVALID_BUFFER_FULL,
+}
+INVALID_REASON_TOTAL = INVALID_REASON_COUNT
 
 
 def request_from_conclusion(const uint8_t[:] data, object peer, int listener_mss=1500):
@@ -502,8 +513,6 @@ def request_from_conclusion(const uint8_t[:] data, object peer, int listener_mss
     _to_sockaddr(peer, &r.req.peer_addr)
     return r
 
-
-from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 
 
 cdef inline int64_t _wall_us() noexcept nogil:

@@ -1,5 +1,9 @@
-# 31-bit sequence arithmetic (protocol.md §2): wraps at 2^31, compared with the half-range rule.
-# Included by udt/_core.pyx.
+# cython: language_level=3
+"""31-bit sequence arithmetic (protocol.md §2): wraps at 2^31, compared with the half-range rule.
+
+Header-only: ``cdef inline`` helpers that the engine and the test shim cimport (still inlined).
+"""
+from libc.stdint cimport int32_t, int64_t
 
 cdef enum:
     SEQ_MAX = 0x7FFFFFFF

@@ -1,10 +1,19 @@
-# The trampoline from the engine's CC callback table into a udt.cc.CongestionControl instance.
-# Each callback takes the GIL for this one connection, copies the engine's inputs onto the
-# object, calls the method, and reads the knobs back.  Exceptions are reported through
-# sys.unraisablehook and leave the knobs as they were.  Included by udt/_core.pyx.
+# cython: language_level=3
+"""The trampoline from the engine's CC callback table into a udt.cc.CongestionControl instance.
 
+Each callback takes the GIL for this one connection, copies the engine's inputs onto the
+object, calls the method, and reads the knobs back.  Exceptions are reported through
+sys.unraisablehook and leave the knobs as they were.  Its own unit: the engine reaches it only
+through the CCOps table, an indirect call either way.
+"""
 import sys as _sys
 import types as _types
+
+from cpython.ref cimport Py_DECREF, Py_INCREF
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t
+from udt.core.ccapi cimport CCOps, CCState
+from udt.core.packet cimport LOSS_RANGE_FLAG
+from udt.core.seq cimport SEQ_MAX
 
 
 cdef void _py_cc_report(object obj, BaseException exc):
