@@ -1776,7 +1776,7 @@ cdef class Connection:
                 if state != core.STATE_CONNECTING and state != core.STATE_OPENED:
                     error = mc.conn.error
                     reject_req_type = mc.conn.reject_req_type
-                    result = -(error if error else core.ERR_CONN_SETUP)
+                    result = -(error if error else core.ERR_CONNECTION_SETUP)
                     break
                 if deadline == 0:
                     result = RC_NO_DATA

@@ -23,6 +23,8 @@ from enum import IntEnum
 from types import SimpleNamespace
 from typing import Any, TypeVar
 
+from udt.options import MAX_MSS, MIN_MSS
+
 T = TypeVar("T")
 
 
@@ -179,9 +181,9 @@ def parse_count(text: str) -> int:
 
 
 def parse_mss(text: str) -> int:
-    """UDT's MSS counts the whole IP packet (protocol.md §8): 76 .. 65535 bytes."""
-    if not text.isdigit() or not 76 <= int(text) <= 65535:
-        raise ValueError(f"invalid MSS {text!r}: an integer from 76 to 65535 (bytes per IP packet)")
+    """UDT's MSS counts the whole IP packet (protocol.md §8); the limits are ``udt.options``'."""
+    if not text.isdigit() or not MIN_MSS <= int(text) <= MAX_MSS:
+        raise ValueError(f"invalid MSS {text!r}: an integer from {MIN_MSS} to {MAX_MSS} (bytes per IP packet)")
     return int(text)
 
 

@@ -49,10 +49,11 @@ from udt.cli._common import (
 )
 from udt.cli._hashing import FileHasher
 from udt.cli._progress import Meter, ProgressBar
+from udt.errors import ErrorCode
 
 PROG = "udt-recv"
 RECVFILE_STEP = 4 << 20  # bytes per recvfile call: small enough for a lively progress bar
-_FILE_WRITE_CODES = (4003, 4004)  # UDT errors about writing the local file (protocol.md §8)
+_FILE_WRITE_CODES = (ErrorCode.FILE_WRITE_OFFSET, ErrorCode.FILE_WRITE)  # writing the local file
 ACCEPT_POLL = 0.5  # seconds; how often the accept loop looks at the cancel flag
 
 DESCRIPTION = """\

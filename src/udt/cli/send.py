@@ -47,6 +47,7 @@ from udt.cli._common import (
 )
 from udt.cli._hashing import FileHasher, FileShrankError
 from udt.cli._progress import Meter, ProgressBar
+from udt.errors import ErrorCode
 
 PROG = "udt-send"
 SENDFILE_STEP = 4 << 20  # bytes per sendfile call: small enough for a lively progress bar
@@ -320,7 +321,7 @@ def _raise_with_reply(replies: Replies, exc: OSError, peer: str, what: str) -> N
     fatal = replies.fatal()
     if fatal is not None:
         raise _fatal_reply_error(fatal, what) from None
-    if getattr(exc, "udt_code", 0) in (4001, 4002) or (exc.filename is not None):
+    if getattr(exc, "udt_code", 0) in (ErrorCode.FILE_READ_OFFSET, ErrorCode.FILE_READ) or (exc.filename is not None):
         raise file_error(exc, what.removeprefix("sending "), "read") from None
     raise network_error(exc, peer, connecting=False) from None
 
