@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 import os
 import signal
@@ -14,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+import udt
 from udt.cli import _wire as wire
 from udt.cli._common import parse_host_port, parse_rate, parse_size
 
@@ -367,16 +367,11 @@ def test_ipv6_loopback(tmp_path):
 
 # --------------------------------------------------------------------------- hostile senders
 
-def udt_sockets():
-    """The socket API module (udt.socket), whether or not the package re-exports it."""
-    return importlib.import_module("udt.socket")
-
-
 def _raw_session(address: str, records: bytes) -> list[tuple[wire.ReplyStatus, int, bytes]]:
     """Speak the framing by hand over a real udt connection; return the replies until close."""
     host, port = parse_host_port(address)
     replies = []
-    with udt_sockets().create_connection((host, port), timeout=10) as conn:
+    with udt.create_connection((host, port), timeout=10) as conn:
         conn.settimeout(30)
         conn.sendall(wire.pack_session_header(wire.SessionKind.FILES) + records)
         buf = b""
@@ -432,7 +427,7 @@ def test_digest_mismatch_discards_the_file(tmp_path):
 def test_garbage_session_is_a_protocol_error(tmp_path):
     with Receiver(tmp_path, "--mem", "--once") as recv:
         host, port = parse_host_port(recv.address)
-        with udt_sockets().create_connection((host, port), timeout=10) as conn:
+        with udt.create_connection((host, port), timeout=10) as conn:
             conn.sendall(b"GET / HTTP/1.1\r\n\r\n")
             assert recv.wait() == 8
     assert "not a udt-send session" in recv.stderr
@@ -605,7 +600,7 @@ def test_sigint_receiver_mid_file_removes_partial_and_sender_reports_loss(tmp_pa
 def test_idle_sender_is_dropped(tmp_path):
     with Receiver(tmp_path, "--mem", "--once", "--idle-timeout", "1") as recv:
         host, port = parse_host_port(recv.address)
-        with udt_sockets().create_connection((host, port), timeout=10):
+        with udt.create_connection((host, port), timeout=10):
             assert recv.wait() == 4
     assert "sent nothing for 1 s" in recv.stderr
     no_traceback(recv)

@@ -8,7 +8,6 @@ prints one short line and exits 130 (143 for SIGTERM) without a traceback.
 from __future__ import annotations
 
 import errno
-import importlib
 import json
 import os
 import re
@@ -223,11 +222,10 @@ def mbit_per_s(nbytes: int, seconds: float) -> float:
 def load_udt() -> Any:
     """The udt socket API as a namespace (``socket``, ``SOCK_STREAM``, ``UDT_MSS`` ...).
 
-    Taken from ``udt.socket`` and ``udt.options`` directly, so it works whether or not the
-    package re-exports them at top level.
+    The package's own exports (``udt.socket`` is the class since the module became ``_socket``).
     """
     try:
-        sockets = importlib.import_module("udt.socket")
+        import udt as sockets
         from udt.options import SocketOption
     except ImportError as exc:
         raise CliError(ExitCode.FAILURE, f"the udt socket layer is not available: {exc}") from None
