@@ -10,10 +10,10 @@ from __future__ import annotations
 import errno
 import json
 import os
-import re
 import signal
 import socket as _pysocket
 import sys
+import textwrap
 import threading
 import traceback
 from collections.abc import Callable
@@ -23,6 +23,7 @@ from types import SimpleNamespace
 from typing import Any, TypeVar
 
 from udt.options import MAX_MSS, MIN_MSS
+from udt.units import RATES_HELP, SIZES_HELP
 
 T = TypeVar("T")
 
@@ -59,10 +60,7 @@ exit codes:
   130  interrupted (Ctrl-C)
   143  terminated (SIGTERM)"""
 
-UNITS_HELP = """\
-units: sizes take K, M, G, T as powers of 1024 (1G = 1 GiB), KB, MB, GB as powers of 1000;
-rates (--max-bw) are bytes per second with K, M, G as powers of 1000 (100M = 100 MB/s), or bits
-per second when followed by "bit" or "bps" (800Mbit = 100 MB/s)."""
+UNITS_HELP = textwrap.fill(f"units: {RATES_HELP}; {SIZES_HELP}.", 100)
 
 
 class CliError(Exception):
@@ -87,54 +85,6 @@ class _Terminated(BaseException):
 
 
 # --------------------------------------------------------------------------- argument parsing
-
-_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z/]*)\s*$")
-_BINARY = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40,
-           "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40,
-           "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
-_DECIMAL = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}
-
-
-def parse_size(text: str) -> int:
-    """``"64M"`` → 67108864.  K/M/G/T are binary, KB/MB/GB/TB decimal, KiB... binary."""
-    match = _SIZE_RE.match(text)
-    unit = match.group(2).lower() if match else None
-    if not match or unit not in _BINARY:
-        raise ValueError(f"invalid size {text!r} (examples: 4096, 64M, 1G, 10GB)")
-    value = int(float(match.group(1)) * _BINARY[unit])
-    if value < 0:
-        raise ValueError(f"invalid size {text!r}")
-    return value
-
-
-def parse_rate(text: str) -> int:
-    """A rate in bytes/s: ``"100M"`` → 100_000_000, ``"800Mbit"`` → 100_000_000.
-
-    Suffixes K, M, G, T are decimal (network convention); a trailing ``B``, ``B/s`` or ``/s``
-    keeps bytes; ``bit``, ``bps``, ``bit/s`` or ``b/s`` means bits per second.
-    """
-    match = _SIZE_RE.match(text)
-    if not match:
-        raise ValueError(f"invalid rate {text!r} (examples: 100M, 1G, 800Mbit)")
-    number, unit = float(match.group(1)), match.group(2)
-    bits = False
-    lowered = unit.lower()
-    for suffix in ("bit/s", "bits/s", "bps", "bit", "bits", "b/s"):
-        if lowered.endswith(suffix) and not (suffix == "b/s" and unit.endswith("B/s")):
-            bits, lowered = True, lowered[: -len(suffix)]
-            break
-    else:
-        for suffix in ("b/s", "/s", "b"):
-            if lowered.endswith(suffix):
-                lowered = lowered[: -len(suffix)]
-                break
-    if lowered not in _DECIMAL:
-        raise ValueError(f"invalid rate {text!r} (examples: 100M, 1G, 800Mbit)")
-    value = number * _DECIMAL[lowered] / (8 if bits else 1)
-    if value < 1:
-        raise ValueError(f"rate {text!r} is below 1 byte/s")
-    return int(value)
-
 
 def parse_host_port(text: str, *, allow_zero: bool = False) -> tuple[str, int]:
     """``"host:9000"``, ``"10.0.0.1:9000"`` or ``"[::1]:9000"`` → (host, port)."""

@@ -39,7 +39,6 @@ from udt.cli._common import (
     parse_mss,
     parse_port,
     parse_count,
-    parse_rate,
     parse_seconds,
     perf_summary,
     recv_exact,
@@ -50,6 +49,7 @@ from udt.cli._common import (
 from udt.cli._hashing import FileHasher
 from udt.cli._progress import Meter, ProgressBar
 from udt.errors import ErrorCode
+from udt.units import parse_rate_bytes_per_s
 
 PROG = "udt-recv"
 RECVFILE_STEP = 4 << 20  # bytes per recvfile call: small enough for a lively progress bar
@@ -116,8 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="print one JSON object with the results on stdout at exit")
     parser.add_argument("--mss", type=argtype(parse_mss), metavar="BYTES",
                         help="UDT maximum segment size, whole IP packet (default 1500)")
-    parser.add_argument("--max-bw", type=argtype(parse_rate), metavar="RATE",
-                        help="cap this side's sending rate (it only sends verdicts), e.g. 10M")
+    parser.add_argument("--max-bw", type=argtype(parse_rate_bytes_per_s, "rate"), metavar="RATE",
+                        help="cap this side's sending rate (it only sends verdicts), e.g. 80Mbps or 10MB/s")
     parser.add_argument("--rendezvous", type=argtype(parse_host_port, "address"), metavar="HOST:PORT",
                         help="rendezvous with udt-send --rendezvous at HOST:PORT instead of "
                              "listening (one transfer, from --bind/--port)")

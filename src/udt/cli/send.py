@@ -37,7 +37,6 @@ from udt.cli._common import (
     new_socket,
     parse_host_port,
     parse_mss,
-    parse_rate,
     parse_seconds,
     perf_summary,
     recv_exact,
@@ -48,6 +47,7 @@ from udt.cli._common import (
 from udt.cli._hashing import FileHasher, FileShrankError
 from udt.cli._progress import Meter, ProgressBar
 from udt.errors import ErrorCode
+from udt.units import parse_rate_bytes_per_s
 
 PROG = "udt-send"
 SENDFILE_STEP = 4 << 20  # bytes per sendfile call: small enough for a lively progress bar
@@ -108,8 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="print one JSON object with the results on stdout")
     parser.add_argument("--mss", type=argtype(parse_mss), metavar="BYTES",
                         help="UDT maximum segment size, whole IP packet (default 1500)")
-    parser.add_argument("--max-bw", type=argtype(parse_rate), metavar="RATE",
-                        help="cap the sending rate, e.g. 100M (bytes/s) or 800Mbit")
+    parser.add_argument("--max-bw", type=argtype(parse_rate_bytes_per_s, "rate"), metavar="RATE",
+                        help="cap the sending rate, e.g. 800Mbps (bits/s) or 100MB/s (bytes/s)")
     parser.add_argument("--rendezvous", action="store_true",
                         help="rendezvous connection (both sides connect; the peer runs "
                              "udt-recv --rendezvous); the local port is --bind's or HOST:PORT's")
