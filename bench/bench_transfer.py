@@ -50,7 +50,7 @@ class Row:
 # --------------------------------------------------------------------------- helpers
 
 def parse_size(text: str) -> int:
-    from udt.cli._common import parse_size as parse
+    from udt.units import parse_size as parse
 
     return parse(text)
 

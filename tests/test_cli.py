@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 import os
 import signal
@@ -14,8 +13,10 @@ from pathlib import Path
 
 import pytest
 
+import udt
 from udt.cli import _wire as wire
-from udt.cli._common import parse_host_port, parse_rate, parse_size
+from udt.cli._common import parse_host_port
+from udt.units import parse_rate_bytes_per_s
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
@@ -126,26 +127,9 @@ def no_traceback(proc: Proc) -> None:
 
 # --------------------------------------------------------------------------- pure helpers
 
-@pytest.mark.parametrize("text,expected", [
-    ("4096", 4096), ("64M", 64 << 20), ("1G", 1 << 30), ("1GiB", 1 << 30), ("10GB", 10 * 10**9),
-    ("1.5K", 1536),
-])
-def test_parse_size(text, expected):
-    assert parse_size(text) == expected
-
-
-@pytest.mark.parametrize("text,expected", [
-    ("100M", 100_000_000), ("1G", 10**9), ("800Mbit", 100_000_000), ("800Mbps", 100_000_000),
-    ("5MB/s", 5_000_000), ("12500", 12500), ("1Gbit/s", 125_000_000),
-])
-def test_parse_rate(text, expected):
-    assert parse_rate(text) == expected
-
-
-@pytest.mark.parametrize("text", ["", "fast", "10X", "-5M", "0.1"])
-def test_parse_rate_rejects(text):
-    with pytest.raises(ValueError):
-        parse_rate(text)
+def test_max_bw_takes_udt_units():
+    """--max-bw parses with udt.units (tests/test_units.py): bits/s, or bytes/s spelled B/s."""
+    assert parse_rate_bytes_per_s("800Mbps") == parse_rate_bytes_per_s("100MB/s") == 100_000_000
 
 
 @pytest.mark.parametrize("text,expected", [
@@ -285,8 +269,8 @@ def test_two_senders_at_once(tmp_path):
     a = make_file(tmp_path / "a.bin", 8 * 1024 * 1024)
     b = make_file(tmp_path / "b.bin", 6 * 1024 * 1024 + 5)
     with Receiver(tmp_path, "--output", out) as recv:
-        first = sender(tmp_path, a, recv.address, "--max-bw", "8M", name="send-a")
-        second = sender(tmp_path, b, recv.address, "--max-bw", "8M", name="send-b")
+        first = sender(tmp_path, a, recv.address, "--max-bw", "8MB/s", name="send-a")
+        second = sender(tmp_path, b, recv.address, "--max-bw", "8MB/s", name="send-b")
         # both connections are open before either can finish (each needs about a second)
         wait_for(lambda: recv.stderr.count("connection from") >= 2, what="two connections")
         assert first.wait() == 0, first.stderr
@@ -304,7 +288,7 @@ def test_killed_sender_leaves_server_serving_and_no_partial(tmp_path):
     out = tmp_path / "out"
     big = make_file(tmp_path / "big.bin", 32 * 1024 * 1024)
     with Receiver(tmp_path, "--output", out) as recv:
-        victim = sender(tmp_path, big, recv.address, "--max-bw", "4M", name="victim")
+        victim = sender(tmp_path, big, recv.address, "--max-bw", "4MB/s", name="victim")
         wait_for(lambda: any(p.name.startswith(wire.PARTIAL_PREFIX) and p.stat().st_size > 0
                              for p in out.iterdir()), what="a partial file")
         victim.popen.kill()
@@ -367,16 +351,11 @@ def test_ipv6_loopback(tmp_path):
 
 # --------------------------------------------------------------------------- hostile senders
 
-def udt_sockets():
-    """The socket API module (udt.socket), whether or not the package re-exports it."""
-    return importlib.import_module("udt.socket")
-
-
 def _raw_session(address: str, records: bytes) -> list[tuple[wire.ReplyStatus, int, bytes]]:
     """Speak the framing by hand over a real udt connection; return the replies until close."""
     host, port = parse_host_port(address)
     replies = []
-    with udt_sockets().create_connection((host, port), timeout=10) as conn:
+    with udt.create_connection((host, port), timeout=10) as conn:
         conn.settimeout(30)
         conn.sendall(wire.pack_session_header(wire.SessionKind.FILES) + records)
         buf = b""
@@ -432,7 +411,7 @@ def test_digest_mismatch_discards_the_file(tmp_path):
 def test_garbage_session_is_a_protocol_error(tmp_path):
     with Receiver(tmp_path, "--mem", "--once") as recv:
         host, port = parse_host_port(recv.address)
-        with udt_sockets().create_connection((host, port), timeout=10) as conn:
+        with udt.create_connection((host, port), timeout=10) as conn:
             conn.sendall(b"GET / HTTP/1.1\r\n\r\n")
             assert recv.wait() == 8
     assert "not a udt-send session" in recv.stderr
@@ -471,7 +450,7 @@ def test_progress_bar_only_on_a_terminal(tmp_path):
     with Receiver(tmp_path, "--output", tmp_path / "out", "--once") as recv:
         leader, follower = pty.openpty()
         try:
-            proc = subprocess.Popen(cli("send", f, recv.address, "--max-bw", "4M"), stdout=subprocess.DEVNULL,
+            proc = subprocess.Popen(cli("send", f, recv.address, "--max-bw", "4MB/s"), stdout=subprocess.DEVNULL,
                                     stderr=follower, stdin=subprocess.DEVNULL, env=ENV, cwd=str(ROOT))
             os.close(follower)
             follower = -1
@@ -589,7 +568,7 @@ def test_sigint_receiver_mid_file_removes_partial_and_sender_reports_loss(tmp_pa
     out = tmp_path / "out"
     big = make_file(tmp_path / "big.bin", 32 * 1024 * 1024)
     with Receiver(tmp_path, "--output", out, "--once") as recv:
-        proc = sender(tmp_path, big, recv.address, "--max-bw", "4M", "--timeout", "5")
+        proc = sender(tmp_path, big, recv.address, "--max-bw", "4MB/s", "--timeout", "5")
         wait_for(lambda: any(p.name.startswith(wire.PARTIAL_PREFIX) and p.stat().st_size > 0
                              for p in out.iterdir()), what="a partial file")
         recv.popen.send_signal(signal.SIGINT)
@@ -605,7 +584,7 @@ def test_sigint_receiver_mid_file_removes_partial_and_sender_reports_loss(tmp_pa
 def test_idle_sender_is_dropped(tmp_path):
     with Receiver(tmp_path, "--mem", "--once", "--idle-timeout", "1") as recv:
         host, port = parse_host_port(recv.address)
-        with udt_sockets().create_connection((host, port), timeout=10):
+        with udt.create_connection((host, port), timeout=10):
             assert recv.wait() == 4
     assert "sent nothing for 1 s" in recv.stderr
     no_traceback(recv)

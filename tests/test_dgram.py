@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+import udt
 from udt import _mcast, dgram
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -626,6 +627,10 @@ def test_error_hierarchy():
         assert issubclass(error, dgram.DgramError) and issubclass(error, OSError)
     assert issubclass(dgram.InvalidMembershipError, dgram.MembershipStateError)
     assert dgram.NotConnectedError("x").errno == errno.ENOTCONN
+    # one "not connected" error: dgram's is also udt's, so either except form catches it
+    assert issubclass(dgram.NotConnectedError, udt.NotConnectedError)
+    error = dgram.NotConnectedError("x")
+    assert error.udt_code == udt.ErrorCode.NO_CONNECTION and str(error) == f"[Errno {errno.ENOTCONN}] x"
 
 
 # ---- ref / unref ---------------------------------------------------------------------------------

@@ -35,8 +35,8 @@ from udt.tools.impair import (
     parse_interval,
     parse_probability,
     parse_queue,
-    parse_rate,
 )
+from udt.units import parse_rate_bps
 
 ROOT = Path(__file__).resolve().parent.parent
 SOL_UDP, UDP_SEGMENT = 17, 103
@@ -779,7 +779,7 @@ def test_cli_value_parsers():
     assert parse_duration("20ms") == pytest.approx(0.02)
     assert parse_duration("1.5s") == 1.5 and parse_duration("500us") == pytest.approx(5e-4)
     assert parse_probability("1%") == pytest.approx(0.01) and parse_probability("0.25") == 0.25
-    assert parse_rate("100mbit") == 100e6 and parse_rate("1gbit") == 1e9 and parse_rate("1mbps") == 8e6
+    assert parse_rate_bps("100mbit") == 100e6 and parse_rate_bps("1gbit") == 1e9 and parse_rate_bps("1mbps") == 1e6
     assert parse_queue("256KB") == (256_000, None) and parse_queue("1000p") == (None, 1000)
     assert parse_queue("1MiB") == (1 << 20, None)
     assert parse_burst("5%,4").mean_burst == pytest.approx(4)
@@ -787,7 +787,7 @@ def test_cli_value_parsers():
     assert parse_interval("1") == 1.0 and parse_interval("250ms") == pytest.approx(0.25)
     assert parse_address("[::1]:9000") == ("::1", 9000) and parse_address("127.0.0.1:1") == ("127.0.0.1", 1)
     for parser, text in [(parse_duration, "20"), (parse_duration, "fast"), (parse_probability, "150%"),
-                         (parse_rate, "100"), (parse_rate, "100mb"), (parse_queue, "lots"),
+                         (parse_rate_bps, "100"), (parse_rate_bps, "100mb"), (parse_queue, "lots"),
                          (parse_burst, "5%"), (parse_address, "localhost"), (parse_address, "h:99999"),
                          (parse_interval, "0"), (parse_interval, "soon")]:
         with pytest.raises(ValueError):

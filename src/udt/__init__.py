@@ -36,7 +36,7 @@ from .errors import (  # noqa: E402
     WouldBlockError,
 )
 from .options import EpollEvent, SocketOption, SocketState  # noqa: E402
-from .socket import (  # noqa: E402
+from ._socket import (  # noqa: E402
     AF_INET,
     AF_INET6,
     SHUT_RD,

@@ -29,12 +29,6 @@ cdef extern from "<unistd.h>" nogil:
     ssize_t pwrite(int fd, const void* buf, size_t count, long long offset)
 
 
-_INVALID_NAMES = (
-    "too_short", "control_type", "length", "handshake", "ack_range", "nak_range", "ack2",
-    "data_seq", "data_length", "drop_request", "state", "wrong_peer", "cookie", "buffer_full",
-)
-
-
 cdef int conn_send_wait(MuxCore* m, Channel channel, MuxConn* mc, const uint8_t* data,
                         size_t length, int64_t ttl_us, bint inorder, bint message, bint send_all,
                         int64_t deadline, bint main_thread, size_t* taken) noexcept nogil:
@@ -214,7 +208,7 @@ cdef class Connection:
                 if state != core.STATE_CONNECTING and state != core.STATE_OPENED:
                     error = mc.conn.error
                     reject_req_type = mc.conn.reject_req_type
-                    result = -(error if error else core.ERR_CONN_SETUP)
+                    result = -(error if error else core.ERR_CONNECTION_SETUP)
                     break
                 if deadline == 0:
                     result = RC_NO_DATA
@@ -342,7 +336,7 @@ cdef class Connection:
                         result = RC_OS_ERROR
                         break
                     if got == 0:
-                        result = -4002  # the file shrank under us
+                        result = -core.ERR_FILE_READ  # the file shrank under us
                         break
                     taken = 0
                     result = conn_send_wait(self.m, self.channel, mc, area, <size_t>got,
@@ -353,7 +347,7 @@ cdef class Connection:
         finally:
             free(area)
         if result < 0:
-            if result == -4002:
+            if result == -core.ERR_FILE_READ:
                 raise _errors.FileTransferError(ErrorCode.FILE_READ,
                                                 f"the file ended after {done} of {count} bytes")
             raise_result(result, True, os_error, mc.conn.peer_reset)
@@ -440,49 +434,7 @@ cdef class Connection:
             pthread_mutex_lock(&mc.lock)
             core.conn_stats(&mc.conn, &s, clear, now_us())
             pthread_mutex_unlock(&mc.lock)
-        result = {
-            "ms_timestamp": s.ms_timestamp,
-            "pkt_sent_total": s.pkt_sent_total,
-            "pkt_recv_total": s.pkt_recv_total,
-            "pkt_snd_loss_total": s.pkt_snd_loss_total,
-            "pkt_rcv_loss_total": s.pkt_rcv_loss_total,
-            "pkt_retrans_total": s.pkt_retrans_total,
-            "pkt_sent_ack_total": s.pkt_sent_ack_total,
-            "pkt_recv_ack_total": s.pkt_recv_ack_total,
-            "pkt_sent_nak_total": s.pkt_sent_nak_total,
-            "pkt_recv_nak_total": s.pkt_recv_nak_total,
-            "us_snd_duration_total": s.us_snd_duration_total,
-            "bytes_sent_total": s.bytes_sent_total,
-            "bytes_recv_total": s.bytes_recv_total,
-            "pkt_dropped_total": s.pkt_dropped_total,
-            "pkt_sent": s.pkt_sent,
-            "pkt_recv": s.pkt_recv,
-            "pkt_snd_loss": s.pkt_snd_loss,
-            "pkt_rcv_loss": s.pkt_rcv_loss,
-            "pkt_retrans": s.pkt_retrans,
-            "pkt_sent_ack": s.pkt_sent_ack,
-            "pkt_recv_ack": s.pkt_recv_ack,
-            "pkt_sent_nak": s.pkt_sent_nak,
-            "pkt_recv_nak": s.pkt_recv_nak,
-            "us_snd_duration": s.us_snd_duration,
-            "mbps_send_rate": s.mbps_send_rate,
-            "mbps_recv_rate": s.mbps_recv_rate,
-            "us_pkt_snd_period": s.us_pkt_snd_period,
-            "pkt_flow_window": s.pkt_flow_window,
-            "pkt_congestion_window": s.pkt_congestion_window,
-            "pkt_flight_size": s.pkt_flight_size,
-            "ms_rtt": s.ms_rtt,
-            "mbps_bandwidth": s.mbps_bandwidth,
-            "byte_avail_snd_buf": s.byte_avail_snd_buf,
-            "byte_avail_rcv_buf": s.byte_avail_rcv_buf,
-            "pkt_duplicate_total": s.duplicate_packets,
-            "pkt_late_total": s.late_packets,
-        }
-        total = 0
-        for i, name in enumerate(_INVALID_NAMES):
-            result["invalid_" + name] = s.invalid[i]
-            total += s.invalid[i]
-        result["invalid_total"] = total
+        result = core.stats_dict(&s)
         result.update(self.mux.stats())
         return result
 

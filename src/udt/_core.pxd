@@ -105,30 +105,46 @@ cdef enum EventBits:
     EV_WANT_TRANSMIT = 0x080    # something is due to send: re-check conn_next_send_time
     EV_PEER_ERROR = 0x100       # the peer sent an error signal (conn.error = 7000)
 
-# UDT4 error numbers (protocol.md §8); functions return them negated.
-cdef enum ErrorCode:
-    ERR_SUCCESS = 0
-    ERR_CONN_SETUP = 1000
-    ERR_NO_SERVER = 1001
-    ERR_REJECTED = 1002
-    ERR_SOCKET_FAILURE = 1003
-    ERR_SECURITY = 1004
-    ERR_CONN_FAILURE = 2000
-    ERR_CONN_BROKEN = 2001
-    ERR_NO_CONNECTION = 2002
-    ERR_RESOURCES = 3000
-    ERR_NO_MEMORY = 3002
-    ERR_INVALID_OP = 5000
-    ERR_ALREADY_CONNECTED = 5002
-    ERR_BAD_PARAMETER = 5003
-    ERR_NOT_STREAM = 5009
-    ERR_NOT_MESSAGE = 5010
-    ERR_MESSAGE_TOO_LARGE = 5012
-    ERR_WOULD_BLOCK = 6000
-    ERR_NO_BUFFER = 6001
-    ERR_NO_DATA = 6002
-    ERR_TIMEOUT = 6003
-    ERR_PEER = 7000
+# UDT4 error numbers (protocol.md §8); functions return them negated.  Each name is ERR_ + the
+# member of udt.errors.ErrorCode with the same number (tests/test_errors.py pins both ways); the
+# comment gives UDT4's CUDTException name.  cpdef: udt._core exports them for that test.
+cpdef enum:                         # ErrorCode
+    ERR_SUCCESS = 0                 # SUCCESS
+    ERR_CONNECTION_SETUP = 1000     # ECONNSETUP
+    ERR_NO_SERVER = 1001            # ENOSERVER: connect timed out
+    ERR_REJECTED = 1002             # ECONNREJ
+    ERR_SOCKET_FAILURE = 1003       # ESOCKFAIL
+    ERR_SECURITY_FAILURE = 1004     # ESECFAIL
+    ERR_CONNECTION_FAILURE = 2000   # ECONNFAIL
+    ERR_CONNECTION_BROKEN = 2001    # ECONNLOST
+    ERR_NO_CONNECTION = 2002        # ENOCONN
+    ERR_RESOURCES = 3000            # ERESOURCE
+    ERR_THREAD_FAILURE = 3001       # ETHREAD
+    ERR_NO_MEMORY = 3002            # ENOBUF (memory, not the send buffer: that is 6001)
+    ERR_FILE = 4000                 # EFILE
+    ERR_FILE_READ_OFFSET = 4001     # EINVRDOFF
+    ERR_FILE_READ = 4002            # ERDPERM
+    ERR_FILE_WRITE_OFFSET = 4003    # EINVWROFF
+    ERR_FILE_WRITE = 4004           # EWRPERM
+    ERR_INVALID_OPERATION = 5000    # EINVOP
+    ERR_ALREADY_BOUND = 5001        # EBOUNDSOCK
+    ERR_ALREADY_CONNECTED = 5002    # ECONNSOCK
+    ERR_BAD_PARAMETER = 5003        # EINVPARAM
+    ERR_BAD_SOCKET = 5004           # EINVSOCK
+    ERR_UNBOUND = 5005              # EUNBOUNDSOCK
+    ERR_NOT_LISTENING = 5006        # ENOLISTEN
+    ERR_RENDEZVOUS_NO_LISTEN = 5007     # ERDVNOSERV
+    ERR_RENDEZVOUS_NEEDS_BIND = 5008    # ERDVUNBOUND
+    ERR_NOT_STREAM_MODE = 5009      # ESTREAMILL
+    ERR_NOT_MESSAGE_MODE = 5010     # EDGRAMILL
+    ERR_PORT_HAS_LISTENER = 5011    # EDUPLISTEN
+    ERR_MESSAGE_TOO_LARGE = 5012    # ELARGEMSG
+    ERR_BAD_POLL_ID = 5013          # EINVPOLLID
+    ERR_WOULD_BLOCK = 6000          # EASYNCFAIL
+    ERR_NO_SEND_BUFFER = 6001       # EASYNCSND
+    ERR_NO_DATA = 6002              # EASYNCRCV
+    ERR_TIMED_OUT = 6003            # ETIMEOUT
+    ERR_PEER_ERROR = 7000           # EPEERERR
 
 # Why a datagram was dropped as invalid (index into Stats.invalid[]).
 cdef enum:                          # InvalidReason

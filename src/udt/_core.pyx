@@ -321,7 +321,7 @@ cdef int conn_connect(Conn* c, const sockaddr_storage* peer, int64_t now) noexce
     if c.state == STATE_CONNECTED or c.state == STATE_CONNECTING:
         return -ERR_ALREADY_CONNECTED
     if c.state != STATE_OPENED:
-        return -ERR_INVALID_OP
+        return -ERR_INVALID_OPERATION
     if peer.ss_family != AF_INET_VALUE and peer.ss_family != AF_INET6_VALUE:
         return -ERR_BAD_PARAMETER
     memcpy(&c.peer_addr, peer, sizeof(sockaddr_storage))
@@ -360,9 +360,9 @@ cdef ssize_t conn_accept(Conn* c, const AcceptRequest* req, int64_t now, uint8_t
     cdef Handshake hs
     cdef int rc
     if c.state != STATE_OPENED:
-        return -ERR_INVALID_OP
+        return -ERR_INVALID_OPERATION
     if cap < HANDSHAKE_SIZE:
-        return -ERR_NO_BUFFER
+        return -ERR_NO_SEND_BUFFER
     if req.sock_type != c.opts.sock_type or req.mss < MIN_MSS:
         return -ERR_REJECTED
     memcpy(&c.peer_addr, &req.peer_addr, sizeof(sockaddr_storage))
@@ -466,10 +466,10 @@ cdef uint32_t _hs_client_connecting(Conn* c, const Handshake* hs, int64_t now) n
     if hs.req_type == REQ_CONCLUSION and c.hs_req_type == REQ_CONCLUSION:
         if hs.version != UDT_VERSION or hs.sock_type != c.opts.sock_type or hs.isn != c.isn:
             _invalid(c, INVALID_WRONG_PEER)
-            return _connect_failed(c, ERR_SECURITY)
+            return _connect_failed(c, ERR_SECURITY_FAILURE)
         if hs.mss < MIN_MSS or hs.socket_id == 0:
             _invalid(c, INVALID_HANDSHAKE)
-            return _connect_failed(c, ERR_SECURITY)
+            return _connect_failed(c, ERR_SECURITY_FAILURE)
         c.peer_socket_id = hs.socket_id
         memcpy(c.peer_ip, hs.peer_ip, 16)
         mss = hs.mss if hs.mss < c.opts.mss else c.opts.mss
@@ -848,7 +848,7 @@ cdef uint32_t _on_control(Conn* c, const uint8_t* buf, size_t length, int64_t no
         if c.buffers_ready and c.rcv_loss.count > 0:
             # data the peer sent never arrived and now never will: a reset, not an end of file
             c.peer_reset = True
-            c.error = ERR_CONN_BROKEN
+            c.error = ERR_CONNECTION_BROKEN
             return EV_PEER_ERROR | EV_READABLE | EV_WRITABLE
         c.peer_shutdown = True
         return EV_PEER_SHUTDOWN | EV_READABLE | EV_WRITABLE
@@ -862,11 +862,11 @@ cdef uint32_t _on_control(Conn* c, const uint8_t* buf, size_t length, int64_t no
         return _on_drop_request(c, buf, length, now)
     if ctrl_type == PKT_ERROR_SIGNAL:
         _peer_alive(c, now)
-        if get_u32(buf + 4) == ERR_CONN_BROKEN:
+        if get_u32(buf + 4) == ERR_CONNECTION_BROKEN:
             c.peer_reset = True         # udt's close that dropped data (UDT4 only sends 4000)
-            c.error = ERR_CONN_BROKEN
+            c.error = ERR_CONNECTION_BROKEN
         else:
-            c.error = ERR_PEER
+            c.error = ERR_PEER_ERROR
         c.state = STATE_BROKEN
         c.closing = False
         return EV_PEER_ERROR | EV_READABLE | EV_WRITABLE
@@ -1124,7 +1124,7 @@ cdef ssize_t _emit_full_ack(Conn* c, int64_t now, uint8_t* out, size_t cap) noex
     if seq_cmp(c.rcv_last_ack, c.rcv_last_ack_ack) <= 0:
         return 0
     if cap < HEADER_SIZE + 24:
-        return -ERR_NO_BUFFER
+        return -ERR_NO_SEND_BUFFER
     c.ack_no = ackno_inc(c.ack_no)
     put_header(out, control_word0(PKT_ACK, 0), <uint32_t>c.ack_no, 0, c.peer_socket_id)
     put_u32(out + 16, <uint32_t>c.rcv_last_ack)
@@ -1159,7 +1159,7 @@ cdef ssize_t _emit_nak(Conn* c, int64_t now, uint8_t* out, size_t cap) noexcept 
         room = HEADER_SIZE + c.payload_size
     max_words = <int>((room - HEADER_SIZE) // 4) if room > HEADER_SIZE else 0
     if max_words < 1:
-        return -ERR_NO_BUFFER
+        return -ERR_NO_SEND_BUFFER
     if c.nak_report_due:
         for i in range(c.rcv_loss.count):
             f = c.rcv_loss.first[i]
@@ -1206,7 +1206,7 @@ cdef ssize_t _next_control(Conn* c, int64_t now, uint8_t* out, size_t cap) noexc
     cdef ssize_t n
     cdef int i
     if cap < HANDSHAKE_SIZE:
-        return -ERR_NO_BUFFER
+        return -ERR_NO_SEND_BUFFER
     if c.state == STATE_CONNECTING:
         if now >= c.hs_next_time:
             _fill_handshake(c, &hs, c.hs_req_type)
@@ -1221,7 +1221,7 @@ cdef ssize_t _next_control(Conn* c, int64_t now, uint8_t* out, size_t cap) noexc
     if c.state == STATE_CLOSED:
         if c.reset_due > 0:
             c.reset_due -= 1
-            return <ssize_t>put_control(out, PKT_ERROR_SIGNAL, ERR_CONN_BROKEN, c.peer_socket_id)
+            return <ssize_t>put_control(out, PKT_ERROR_SIGNAL, ERR_CONNECTION_BROKEN, c.peer_socket_id)
         if c.shutdown_due > 0 and now >= c.shutdown_next_time:
             c.shutdown_due -= 1
             c.shutdown_next_time = now + SHUTDOWN_SPACING_US
@@ -1387,7 +1387,7 @@ cdef ssize_t conn_next_datagram(Conn* c, int64_t now, uint8_t* out, size_t cap) 
     cdef size_t payload_len
     cdef ssize_t n
     if cap < <size_t>c.mss:
-        return -ERR_NO_BUFFER
+        return -ERR_NO_SEND_BUFFER
     n = conn_next_datagram_zc(c, now, out, cap, &payload, &payload_len)
     if n > 0 and payload_len > 0:
         memcpy(out + n, payload, payload_len)
@@ -1459,7 +1459,7 @@ cdef uint32_t conn_on_timer(Conn* c, int64_t now) noexcept nogil:
     if not _is_live(c):
         return 0
     if now - c.last_peer_activity > c.opts.broken_timeout_us:
-        c.error = ERR_CONN_BROKEN
+        c.error = ERR_CONNECTION_BROKEN
         c.state = STATE_BROKEN
         c.closing = False
         return EV_BROKEN | EV_READABLE | EV_WRITABLE
@@ -1509,7 +1509,7 @@ cdef ssize_t conn_write(Conn* c, const uint8_t* data, size_t length, int64_t ttl
     cdef SendSlot* slot
     cdef bint was_empty
     if c.state == STATE_BROKEN or c.peer_shutdown:
-        return -ERR_CONN_BROKEN
+        return -ERR_CONNECTION_BROKEN
     if c.state != STATE_CONNECTED:
         return -ERR_NO_CONNECTION
     if ttl_us < 0:
@@ -1522,7 +1522,7 @@ cdef ssize_t conn_write(Conn* c, const uint8_t* data, size_t length, int64_t ttl
         if npk > c.snd.capacity:
             return -ERR_MESSAGE_TOO_LARGE
         if c.snd.count + npk > c.snd.capacity:
-            return -ERR_NO_BUFFER
+            return -ERR_NO_SEND_BUFFER
         msgno = c.snd.next_msgno
         c.snd.next_msgno = msgno_inc(msgno)
         for k in range(npk):
@@ -1560,7 +1560,7 @@ cdef ssize_t conn_write(Conn* c, const uint8_t* data, size_t length, int64_t ttl
             msgno = msg_number(slot.msg_word)
         else:
             if c.snd.count >= c.snd.capacity:
-                return -ERR_NO_BUFFER
+                return -ERR_NO_SEND_BUFFER
             msgno = c.snd.next_msgno
             c.snd.next_msgno = msgno_inc(msgno)
         while done < length and c.snd.count < c.snd.capacity:
@@ -1590,7 +1590,7 @@ cdef ssize_t _eof_or_wait(Conn* c) noexcept nogil:
     if c.peer_shutdown:
         return 0
     if c.state == STATE_BROKEN:
-        return -(c.error if c.error != 0 else ERR_CONN_BROKEN)
+        return -(c.error if c.error != 0 else ERR_CONNECTION_BROKEN)
     if c.state == STATE_CLOSED or c.state == STATE_CLOSING:
         return 0
     if c.state != STATE_CONNECTED:
@@ -1603,7 +1603,7 @@ cdef ssize_t conn_read(Conn* c, uint8_t* out, size_t cap, int64_t now) noexcept 
     cdef RecvBuffer* b = &c.rcv
     cdef RecvSlot* slot
     if c.opts.sock_type != SOCK_TYPE_STREAM:
-        return -ERR_NOT_STREAM
+        return -ERR_NOT_STREAM_MODE
     if not c.buffers_ready:
         return _eof_or_wait(c)
     while done < cap and seq_off(b.read_seq, b.frontier_seq) > 0:
@@ -1697,7 +1697,7 @@ cdef ssize_t conn_read_message(Conn* c, uint8_t* out, size_t cap, size_t* msg_le
     msg_length[0] = 0
     truncated[0] = False
     if c.opts.sock_type != SOCK_TYPE_DGRAM:
-        return -ERR_NOT_MESSAGE
+        return -ERR_NOT_MESSAGE_MODE
     if not c.buffers_ready:
         return _eof_or_wait(c)
     _skip_dead_head(c)
@@ -1974,7 +1974,7 @@ cdef int listener_on_handshake(Listener* lst, const uint8_t* buf, size_t length,
 cdef ssize_t listener_reject(Listener* lst, const AcceptRequest* req, uint8_t* out, size_t cap) noexcept nogil:
     cdef Handshake hs
     if cap < HANDSHAKE_SIZE:
-        return -ERR_NO_BUFFER
+        return -ERR_NO_SEND_BUFFER
     hs.version = UDT_VERSION
     hs.sock_type = req.sock_type
     hs.isn = req.isn
@@ -2020,5 +2020,5 @@ cdef int packet_peek(const uint8_t* buf, size_t length, PacketInfo* info) noexce
 
 cdef ssize_t shutdown_packet(uint32_t peer_socket_id, uint8_t* out, size_t cap) noexcept nogil:
     if cap < HEADER_SIZE + 4:
-        return -ERR_NO_BUFFER
+        return -ERR_NO_SEND_BUFFER
     return <ssize_t>put_control(out, PKT_SHUTDOWN, 0, peer_socket_id)

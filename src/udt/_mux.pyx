@@ -56,7 +56,8 @@ from udt._sync cimport (cond_init, cond_wait_until, mux_atomic_load, mux_atomic_
                         pthread_mutex_init, pthread_mutex_lock, pthread_mutex_unlock)
 from udt._net import Channel as _Channel
 
-from udt._connection import Connection, _INVALID_NAMES
+from udt._connection import Connection
+from udt._core import INVALID_REASONS
 from udt._listener import Listener
 from udt.errors import BadSocketError, ErrorCode, error_from_code
 
@@ -617,11 +618,11 @@ cdef class Multiplexer:
             "mux_datagrams_out": mux_read_count(&m.datagrams_out),
             "mux_closed_replies": mux_read_count(&m.closed_replies),
         }
-        for i, name in enumerate(_INVALID_NAMES):
+        for i, name in enumerate(INVALID_REASONS):
             result["mux_invalid_" + name] = mux_read_count(&m.invalid_reason[i])
         return result
 
-    def listen(self, dict config, int backlog):
+    def listen(self, object config, int backlog):
         """Become the port's listener (UDT 5011 if another socket already listens here)."""
         cdef MuxCore* m = self._m
         cdef MuxListener* lst
@@ -636,7 +637,7 @@ cdef class Multiplexer:
             raise MemoryError()
         lst.capacity = max(1, backlog)
         lst.queue = <MuxConn**>calloc(lst.capacity, sizeof(MuxConn*))
-        cc_class = config.get("congestion_control")
+        cc_class = config.congestion_control
         if cc_class is not None:  # each accepted connection gets its own instance
             lst.cc_class = <void*>cc_class
             lst.pending = <core.AcceptRequest*>calloc(lst.capacity, sizeof(core.AcceptRequest))
@@ -676,7 +677,7 @@ cdef class Multiplexer:
             (<CListener>listener)._start_acceptor()
         return listener
 
-    def connect(self, dict config, tuple peer, bint rendezvous, int connect_timeout_ms):
+    def connect(self, object config, tuple peer, bint rendezvous, int connect_timeout_ms):
         """Start connecting to peer; returns the Connection (wait_connected() waits)."""
         cdef MuxCore* m = self._m
         cdef core.ConnOptions opts
@@ -722,32 +723,23 @@ cdef class Multiplexer:
         return conn
 
 
-cdef int fill_options(core.ConnOptions* opts, dict config) except -1:
-    """Engine options from the socket layer's validated option values."""
+cdef int fill_options(core.ConnOptions* opts, object config) except -1:
+    """Engine options from the socket layer's ConnectionConfiguration (udt.config)."""
     core.conn_options_default(opts)
-    mss = int(config.get("mss", core.DEFAULT_MSS))
-    payload = mss - core.IP_UDP_OVERHEAD
-    opts.mss = mss
-    opts.sock_type = core.SOCK_TYPE_DGRAM if config.get("message_mode") else core.SOCK_TYPE_STREAM
-    opts.flight_flag_size = int(config.get("flow_window", core.DEFAULT_FLIGHT_FLAG_SIZE))
-    sndbuf = config.get("sndbuf")
-    rcvbuf = config.get("rcvbuf")
-    if sndbuf is not None:
-        opts.snd_buf_packets = max(2, (int(sndbuf) + payload - 1) // payload)
-    if rcvbuf is not None:
-        opts.rcv_buf_packets = max(2, min((int(rcvbuf) + payload - 1) // payload, opts.flight_flag_size))
-    opts.max_bandwidth = int(config.get("max_bandwidth", -1))
-    idle = config.get("peer_idle_timeout_ms")
-    if idle is not None:
-        opts.broken_timeout_us = int(idle) * 1000
-    ttl = config.get("msg_ttl_ms", -1)
-    opts.msg_ttl_us = -1 if ttl is None or ttl < 0 else int(ttl) * 1000
+    payload = config.mss - core.IP_UDP_OVERHEAD
+    opts.mss = config.mss
+    opts.sock_type = core.SOCK_TYPE_DGRAM if config.message_mode else core.SOCK_TYPE_STREAM
+    opts.flight_flag_size = config.flow_window
+    opts.snd_buf_packets = max(2, (config.sndbuf + payload - 1) // payload)
+    opts.rcv_buf_packets = max(2, min((config.rcvbuf + payload - 1) // payload, opts.flight_flag_size))
+    opts.max_bandwidth = config.max_bandwidth
+    opts.broken_timeout_us = <int64_t>config.peer_idle_timeout_ms * 1000
     return 0
 
 
-cdef object make_cc(core.ConnOptions* opts, dict config):
+cdef object make_cc(core.ConnOptions* opts, object config):
     """A Python congestion-control instance when UDT_CC names a class (None: native)."""
-    cc_class = config.get("congestion_control")
+    cc_class = config.congestion_control
     if cc_class is None:
         return None
     instance = cc_class()

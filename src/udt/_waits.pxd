@@ -4,15 +4,16 @@ and how the result of a wait or data call becomes a Python exception."""
 from libc.stdint cimport int64_t
 
 from udt._sync cimport pthread_cond_t, pthread_mutex_t
+cimport udt._core as core
 
 
 # Internal return codes of the waiting calls (UDT codes are returned negated, 1000..7000).
 cdef enum:
     RC_CLOSED = -90001          # closed locally (this socket or its multiplexer)
     RC_SIGNAL = -90002          # a Python exception (KeyboardInterrupt …) is set
-    RC_TIMEOUT = -6003
-    RC_NO_BUFFER = -6001
-    RC_NO_DATA = -6002
+    RC_TIMEOUT = -core.ERR_TIMED_OUT
+    RC_NO_BUFFER = -core.ERR_NO_SEND_BUFFER
+    RC_NO_DATA = -core.ERR_NO_DATA
     RC_OS_ERROR = -90003        # errno of a file operation in *os_error
 
 cdef enum:

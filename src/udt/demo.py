@@ -17,7 +17,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from udt.cli._common import format_bytes, parse_size
+from udt.cli._common import format_bytes
+from udt.units import parse_size
 
 PROG = "udt-demo"
 LISTEN_MARKER = "udt-recv: listening on "

@@ -69,6 +69,7 @@ from collections import deque
 from typing import Any, Callable, NamedTuple, Optional, Sequence, Union
 
 from udt import _mcast
+from udt import errors as _errors
 from udt._net import Channel
 
 __all__ = [
@@ -124,7 +125,7 @@ class DgramError(OSError):
 
     def __init__(self, message: str, code: Optional[int] = None) -> None:
         code = self.default_errno if code is None else code
-        super().__init__(code, message)
+        OSError.__init__(self, code, message)  # not super(): NotConnectedError is a UDTError too
 
 
 class SocketClosedError(DgramError):
@@ -154,11 +155,16 @@ class AlreadyConnectedError(DgramError):
     default_errno = errno.EISCONN
 
 
-class NotConnectedError(DgramError):
+class NotConnectedError(DgramError, _errors.NotConnectedError):
     """``disconnect`` or ``remote_address`` on a socket that is not connected (Node:
-    ERR_SOCKET_DGRAM_NOT_CONNECTED); errno ENOTCONN."""
+    ERR_SOCKET_DGRAM_NOT_CONNECTED); errno ENOTCONN.  Also a :class:`udt.NotConnectedError`
+    (UDT 2002), so ``except udt.NotConnectedError`` catches it as well."""
 
     default_errno = errno.ENOTCONN
+    udt_code = _errors.ErrorCode.NO_CONNECTION
+    # A DgramError first: its message-first constructor, OSError's str and pickling.
+    __str__ = OSError.__str__
+    __reduce__ = OSError.__reduce__
 
 
 class MembershipStateError(DgramError):

@@ -36,7 +36,11 @@ __all__ = [
 
 
 class ErrorCode(IntEnum):
-    """UDT4's error numbers (``CUDTException`` major·1000 + minor)."""
+    """UDT4's error numbers (``CUDTException`` major·1000 + minor, protocol.md §8).
+
+    The engine's C enum in ``udt/_core.pxd`` names each one ``ERR_`` + this name (with UDT4's
+    own constant beside it); tests/test_errors.py keeps the two tables equal.
+    """
 
     SUCCESS = 0
     CONNECTION_SETUP = 1000

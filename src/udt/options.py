@@ -10,7 +10,7 @@ Units (documented deviations from UDT4 are marked *udt*):
 * ``UDT_LINGER``: ``(on, seconds)``; an int/float *seconds* is accepted too (0 = abort at close).
   *udt*: default ``(True, 3)`` instead of UDT4's 180 s, and it bounds how long ``close()`` waits
   for the peer to acknowledge *anything*, not the whole drain: a stalled or dead peer never holds
-  close() for minutes, and a live transfer is never cut short (see :mod:`udt.socket`).
+  close() for minutes, and a live transfer is never cut short (see :class:`udt.socket`).
 * ``UDT_SNDTIMEO``/``UDT_RCVTIMEO``: milliseconds, −1 = forever (``settimeout`` sets both).
 * ``UDT_SNDDATA``/``UDT_RCVDATA``: *udt*: bytes (UDT4 returns packets despite the name).
 * ``UDT_MSGTTL``: milliseconds, −1 = forever; default TTL of ``sendmsg`` (UDT4 ignores it).

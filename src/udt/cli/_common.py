@@ -8,22 +8,26 @@ prints one short line and exits 130 (143 for SIGTERM) without a traceback.
 from __future__ import annotations
 
 import errno
-import importlib
 import json
 import os
-import re
 import signal
 import socket as _pysocket
 import sys
+import textwrap
 import threading
 import traceback
 from collections.abc import Callable
-from dataclasses import asdict, is_dataclass
 from enum import IntEnum
-from types import SimpleNamespace
+from types import FrameType
 from typing import Any, TypeVar
 
+import udt
+from udt.options import MAX_MSS, MIN_MSS, SocketOption
+from udt.units import RATES_HELP, SIZES_HELP
+
 T = TypeVar("T")
+# what signal.signal() returns and accepts back
+_SignalHandler = Callable[[int, FrameType | None], Any] | int | signal.Handlers | None
 
 
 class ExitCode(IntEnum):
@@ -58,10 +62,7 @@ exit codes:
   130  interrupted (Ctrl-C)
   143  terminated (SIGTERM)"""
 
-UNITS_HELP = """\
-units: sizes take K, M, G, T as powers of 1024 (1G = 1 GiB), KB, MB, GB as powers of 1000;
-rates (--max-bw) are bytes per second with K, M, G as powers of 1000 (100M = 100 MB/s), or bits
-per second when followed by "bit" or "bps" (800Mbit = 100 MB/s)."""
+UNITS_HELP = textwrap.fill(f"units: {RATES_HELP}; {SIZES_HELP}.", 100)
 
 
 class CliError(Exception):
@@ -86,54 +87,6 @@ class _Terminated(BaseException):
 
 
 # --------------------------------------------------------------------------- argument parsing
-
-_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z/]*)\s*$")
-_BINARY = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40,
-           "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40,
-           "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
-_DECIMAL = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}
-
-
-def parse_size(text: str) -> int:
-    """``"64M"`` → 67108864.  K/M/G/T are binary, KB/MB/GB/TB decimal, KiB... binary."""
-    match = _SIZE_RE.match(text)
-    unit = match.group(2).lower() if match else None
-    if not match or unit not in _BINARY:
-        raise ValueError(f"invalid size {text!r} (examples: 4096, 64M, 1G, 10GB)")
-    value = int(float(match.group(1)) * _BINARY[unit])
-    if value < 0:
-        raise ValueError(f"invalid size {text!r}")
-    return value
-
-
-def parse_rate(text: str) -> int:
-    """A rate in bytes/s: ``"100M"`` → 100_000_000, ``"800Mbit"`` → 100_000_000.
-
-    Suffixes K, M, G, T are decimal (network convention); a trailing ``B``, ``B/s`` or ``/s``
-    keeps bytes; ``bit``, ``bps``, ``bit/s`` or ``b/s`` means bits per second.
-    """
-    match = _SIZE_RE.match(text)
-    if not match:
-        raise ValueError(f"invalid rate {text!r} (examples: 100M, 1G, 800Mbit)")
-    number, unit = float(match.group(1)), match.group(2)
-    bits = False
-    lowered = unit.lower()
-    for suffix in ("bit/s", "bits/s", "bps", "bit", "bits", "b/s"):
-        if lowered.endswith(suffix) and not (suffix == "b/s" and unit.endswith("B/s")):
-            bits, lowered = True, lowered[: -len(suffix)]
-            break
-    else:
-        for suffix in ("b/s", "/s", "b"):
-            if lowered.endswith(suffix):
-                lowered = lowered[: -len(suffix)]
-                break
-    if lowered not in _DECIMAL:
-        raise ValueError(f"invalid rate {text!r} (examples: 100M, 1G, 800Mbit)")
-    value = number * _DECIMAL[lowered] / (8 if bits else 1)
-    if value < 1:
-        raise ValueError(f"rate {text!r} is below 1 byte/s")
-    return int(value)
-
 
 def parse_host_port(text: str, *, allow_zero: bool = False) -> tuple[str, int]:
     """``"host:9000"``, ``"10.0.0.1:9000"`` or ``"[::1]:9000"`` → (host, port)."""
@@ -179,9 +132,9 @@ def parse_count(text: str) -> int:
 
 
 def parse_mss(text: str) -> int:
-    """UDT's MSS counts the whole IP packet (protocol.md §8): 76 .. 65535 bytes."""
-    if not text.isdigit() or not 76 <= int(text) <= 65535:
-        raise ValueError(f"invalid MSS {text!r}: an integer from 76 to 65535 (bytes per IP packet)")
+    """UDT's MSS counts the whole IP packet (protocol.md §8); the limits are ``udt.options``'."""
+    if not text.isdigit() or not MIN_MSS <= int(text) <= MAX_MSS:
+        raise ValueError(f"invalid MSS {text!r}: an integer from {MIN_MSS} to {MAX_MSS} (bytes per IP packet)")
     return int(text)
 
 
@@ -199,7 +152,7 @@ def argtype(fn: Callable[[str], T], name: str | None = None) -> Callable[[str], 
     return convert
 
 
-def format_address(addr: Any) -> str:
+def format_address(addr: tuple[Any, ...]) -> str:
     host, port = addr[0], addr[1]
     return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
 
@@ -218,23 +171,6 @@ def mbit_per_s(nbytes: int, seconds: float) -> float:
 
 # --------------------------------------------------------------------------- sockets
 
-def load_udt() -> Any:
-    """The udt socket API as a namespace (``socket``, ``SOCK_STREAM``, ``UDT_MSS`` ...).
-
-    Taken from ``udt.socket`` and ``udt.options`` directly, so it works whether or not the
-    package re-exports them at top level.
-    """
-    try:
-        sockets = importlib.import_module("udt.socket")
-        from udt.options import SocketOption
-    except ImportError as exc:
-        raise CliError(ExitCode.FAILURE, f"the udt socket layer is not available: {exc}") from None
-    return SimpleNamespace(
-        socket=sockets.socket, SOCK_STREAM=sockets.SOCK_STREAM,
-        UDT_MSS=SocketOption.UDT_MSS, UDT_MAXBW=SocketOption.UDT_MAXBW,
-        UDT_RENDEZVOUS=SocketOption.UDT_RENDEZVOUS, UDT_LINGER=SocketOption.UDT_LINGER)
-
-
 def resolve(host: str, port: int, *, passive: bool = False) -> tuple[int, tuple]:
     """Resolve to (address family, socket address); unknown hosts are a connection failure."""
     try:
@@ -248,17 +184,17 @@ def resolve(host: str, port: int, *, passive: bool = False) -> tuple[int, tuple]
     raise CliError(ExitCode.CONNECT_FAILED, f"{host!r} has no IPv4 or IPv6 address")
 
 
-def new_socket(udt: Any, family: int, *, mss: int | None, max_bw: int | None,
-               rendezvous: bool = False) -> Any:
+def new_socket(family: int, *, mss: int | None, max_bw: int | None,
+               rendezvous: bool = False) -> udt.socket:
     """A udt stream socket with the options the command line asked for (set before bind)."""
     sock = udt.socket(family, udt.SOCK_STREAM)
     try:
         if mss is not None:
-            sock.setsockopt(udt.UDT_MSS, mss)
+            sock.setsockopt(SocketOption.UDT_MSS, mss)
         if max_bw is not None:
-            sock.setsockopt(udt.UDT_MAXBW, max_bw)
+            sock.setsockopt(SocketOption.UDT_MAXBW, max_bw)
         if rendezvous:
-            sock.setsockopt(udt.UDT_RENDEZVOUS, True)
+            sock.setsockopt(SocketOption.UDT_RENDEZVOUS, True)
     except ValueError as exc:
         sock.close()
         raise CliError(ExitCode.USAGE, f"invalid socket option: {exc}") from None
@@ -268,23 +204,17 @@ def new_socket(udt: Any, family: int, *, mss: int | None, max_bw: int | None,
     return sock
 
 
-def negotiated_mss(udt: Any, sock: Any, requested: int | None) -> int | None:
+def negotiated_mss(sock: udt.socket, requested: int | None) -> int | None:
     """The MSS the connection ended up with (the smaller of both sides' after the handshake)."""
     try:
-        return int(sock.getsockopt(udt.UDT_MSS))
-    except (OSError, ValueError, TypeError, AttributeError):
+        return int(sock.getsockopt(SocketOption.UDT_MSS))
+    except OSError:
         return requested
 
 
-def abort_socket(sock: Any) -> None:
+def abort_socket(sock: udt.socket) -> None:
     """Close a socket another thread may be blocked on, without lingering (linger 0 aborts)."""
-    try:
-        from udt.options import SocketOption
-
-        linger: Any = SocketOption.UDT_LINGER
-    except ImportError:
-        linger = None
-    for action in (lambda: linger is not None and sock.setsockopt(linger, 0),
+    for action in (lambda: sock.setsockopt(SocketOption.UDT_LINGER, 0),
                    lambda: sock.shutdown(_pysocket.SHUT_RDWR), sock.close):
         try:
             action()
@@ -292,42 +222,20 @@ def abort_socket(sock: Any) -> None:
             pass
 
 
-def _as_dict(stats: Any) -> dict[str, Any]:
-    if isinstance(stats, dict):
-        return stats
-    if is_dataclass(stats):
-        return asdict(stats)
-    if hasattr(stats, "_asdict"):
-        return stats._asdict()
-    return {k: getattr(stats, k) for k in dir(stats) if not k.startswith("_")
-            and not callable(getattr(stats, k, None))}
-
-
-def _first(stats: dict[str, Any], *names: str) -> Any:
-    for name in names:
-        if name in stats and stats[name] is not None:
-            return stats[name]
-    return None
-
-
-def perf_summary(sock: Any, *, sender: bool) -> dict[str, Any]:
-    """The perfmon figures the reports show (UDT4's TRACEINFO fields in snake_case)."""
+def perf_summary(sock: udt.socket, *, sender: bool) -> dict[str, int | float | None]:
+    """The perfmon figures the reports show (keys of ``Connection.perfmon``, UDT4's TRACEINFO)."""
     try:
-        stats = _as_dict(sock.perfmon())
-    except (OSError, AttributeError, ValueError):
+        stats = sock.perfmon()
+    except OSError:
         return {"retransmitted": None, "lost": None}
-    retrans = _first(stats, "pkt_retrans_total", "pkt_retrans")
-    snd_loss = _first(stats, "pkt_snd_loss_total", "pkt_snd_loss")
-    rcv_loss = _first(stats, "pkt_rcv_loss_total", "pkt_recv_loss_total", "pkt_rcv_loss")
-    summary = {
-        "retransmitted": retrans,
-        "lost": snd_loss if sender else rcv_loss,
-        "rtt_ms": _first(stats, "ms_rtt", "rtt_ms"),
-        "bandwidth_mbit_per_s": _first(stats, "mbps_bandwidth", "bandwidth_mbps"),
-        "packets_sent": _first(stats, "pkt_sent_total", "pkt_sent"),
-        "packets_received": _first(stats, "pkt_recv_total", "pkt_recv"),
+    return {
+        "retransmitted": stats["pkt_retrans_total"],
+        "lost": stats["pkt_snd_loss_total"] if sender else stats["pkt_rcv_loss_total"],
+        "rtt_ms": stats["ms_rtt"],
+        "bandwidth_mbit_per_s": stats["mbps_bandwidth"],
+        "packets_sent": stats["pkt_sent_total"],
+        "packets_received": stats["pkt_recv_total"],
     }
-    return summary
 
 
 def network_error(exc: BaseException, peer: str, *, connecting: bool) -> CliError:
@@ -353,7 +261,7 @@ def file_error(exc: OSError, path: str, verb: str) -> CliError:
     return CliError(ExitCode.FILE_ERROR, f"cannot {verb} {path}: {exc.strerror or exc}")
 
 
-def recv_exact(sock: Any, size: int) -> bytes:
+def recv_exact(sock: udt.socket, size: int) -> bytes:
     """Exactly ``size`` bytes from a stream socket; EOFError if the peer closes first."""
     buf = bytearray(size)
     view = memoryview(buf)
@@ -373,19 +281,19 @@ class Cancel:
     def __init__(self) -> None:
         self._event = threading.Event()
         self._lock = threading.Lock()
-        self._sockets: set[Any] = set()
+        self._sockets: set[udt.socket] = set()
 
     def is_set(self) -> bool:
         return self._event.is_set()
 
-    def register(self, sock: Any) -> None:
+    def register(self, sock: udt.socket) -> None:
         with self._lock:
             self._sockets.add(sock)
             cancelled = self._event.is_set()
         if cancelled:
             abort_socket(sock)
 
-    def unregister(self, sock: Any) -> None:
+    def unregister(self, sock: udt.socket) -> None:
         with self._lock:
             self._sockets.discard(sock)
 
@@ -457,17 +365,17 @@ def supervise(prog: str, job: Callable[[], T], cancel: Cancel,
     return outcome["value"]
 
 
-def _install_sigterm() -> Any:
+def _install_sigterm() -> _SignalHandler:
     if threading.current_thread() is not threading.main_thread():
         return None
 
-    def on_term(signum: int, frame: Any) -> None:
+    def on_term(signum: int, frame: FrameType | None) -> None:
         raise _Terminated()
 
     return signal.signal(signal.SIGTERM, on_term)
 
 
-def _restore_sigterm(previous: Any) -> None:
+def _restore_sigterm(previous: _SignalHandler) -> None:
     if previous is not None and threading.current_thread() is threading.main_thread():
         try:
             signal.signal(signal.SIGTERM, previous)

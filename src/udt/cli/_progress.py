@@ -87,8 +87,8 @@ class ProgressBar:
 
     def _format(self, meters: list[Meter], done: int, rate: float, now: float) -> str:
         label = meters[0].label if len(meters) == 1 else f"{len(meters)} transfers"
-        totals = [m.total for m in meters]
-        known_total = None if any(t is None for t in totals) else sum(totals)
+        totals = [m.total for m in meters if m.total is not None]
+        known_total = sum(totals) if len(totals) == len(meters) else None
         rate_text = f"{rate * 8 / 1e6:8.1f} Mbit/s"
         if known_total:
             fraction = min(done / known_total, 1.0)

@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import udt
 from udt.cli import _wire as wire
 from udt.cli._common import (
     EXIT_CODES_HELP,
@@ -30,7 +31,6 @@ from udt.cli._common import (
     file_error,
     format_address,
     format_bytes,
-    load_udt,
     mbit_per_s,
     negotiated_mss,
     network_error,
@@ -39,7 +39,6 @@ from udt.cli._common import (
     parse_mss,
     parse_port,
     parse_count,
-    parse_rate,
     parse_seconds,
     perf_summary,
     recv_exact,
@@ -49,10 +48,12 @@ from udt.cli._common import (
 )
 from udt.cli._hashing import FileHasher
 from udt.cli._progress import Meter, ProgressBar
+from udt.errors import ErrorCode
+from udt.units import parse_rate_bytes_per_s
 
 PROG = "udt-recv"
 RECVFILE_STEP = 4 << 20  # bytes per recvfile call: small enough for a lively progress bar
-_FILE_WRITE_CODES = (4003, 4004)  # UDT errors about writing the local file (protocol.md §8)
+_FILE_WRITE_CODES = (ErrorCode.FILE_WRITE_OFFSET, ErrorCode.FILE_WRITE)  # writing the local file
 ACCEPT_POLL = 0.5  # seconds; how often the accept loop looks at the cancel flag
 
 DESCRIPTION = """\
@@ -81,7 +82,6 @@ class Settings:
     json: bool
     bar: ProgressBar
     cancel: Cancel
-    udt: Any
     mss: int | None
     idle_timeout: float | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -115,8 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="print one JSON object with the results on stdout at exit")
     parser.add_argument("--mss", type=argtype(parse_mss), metavar="BYTES",
                         help="UDT maximum segment size, whole IP packet (default 1500)")
-    parser.add_argument("--max-bw", type=argtype(parse_rate), metavar="RATE",
-                        help="cap this side's sending rate (it only sends verdicts), e.g. 10M")
+    parser.add_argument("--max-bw", type=argtype(parse_rate_bytes_per_s, "rate"), metavar="RATE",
+                        help="cap this side's sending rate (it only sends verdicts), e.g. 80Mbps or 10MB/s")
     parser.add_argument("--rendezvous", type=argtype(parse_host_port, "address"), metavar="HOST:PORT",
                         help="rendezvous with udt-send --rendezvous at HOST:PORT instead of "
                              "listening (one transfer, from --bind/--port)")
@@ -147,9 +147,8 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args: argparse.Namespace) -> int:
     if args.output:
         _prepare_output(args.output)
-    udt = load_udt()
     settings = Settings(output=args.output, json=args.json, bar=ProgressBar(), cancel=Cancel(),
-                        udt=udt, mss=args.mss, idle_timeout=args.idle_timeout)
+                        mss=args.mss, idle_timeout=args.idle_timeout)
     single = args.once or args.rendezvous is not None
     family, local = resolve(args.bind, args.port, passive=True)
 
@@ -210,8 +209,7 @@ def _prepare_output(path: str) -> None:
 
 
 def _serve(settings: Settings, family: int, local: tuple, args: argparse.Namespace) -> dict[str, Any] | None:
-    udt = settings.udt
-    listener = new_socket(udt, family, mss=args.mss, max_bw=args.max_bw)
+    listener = new_socket(family, mss=args.mss, max_bw=args.max_bw)
     settings.cancel.register(listener)
     workers: list[threading.Thread] = []
     try:
@@ -252,12 +250,11 @@ def _serve(settings: Settings, family: int, local: tuple, args: argparse.Namespa
 
 
 def _rendezvous(settings: Settings, family: int, local: tuple, args: argparse.Namespace) -> dict[str, Any]:
-    udt = settings.udt
     host, port = args.rendezvous
     peer_family, peer_addr = resolve(host, port)
     if peer_family != family:
         raise CliError(ExitCode.USAGE, f"--bind {args.bind} and --rendezvous {host} are different address families")
-    sock = new_socket(udt, family, mss=args.mss, max_bw=args.max_bw, rendezvous=True)
+    sock = new_socket(family, mss=args.mss, max_bw=args.max_bw, rendezvous=True)
     settings.cancel.register(sock)
     try:
         try:
@@ -280,7 +277,7 @@ def _rendezvous(settings: Settings, family: int, local: tuple, args: argparse.Na
     return _session(settings, sock, peer_addr)
 
 
-def _session(settings: Settings, conn: Any, addr: Any) -> dict[str, Any]:
+def _session(settings: Settings, conn: udt.socket, addr: tuple[Any, ...]) -> dict[str, Any]:
     """Serve one connection to its end; never raises (failures become a reported result)."""
     peer = format_address(addr)
     settings.cancel.register(conn)
@@ -309,7 +306,7 @@ def _session(settings: Settings, conn: Any, addr: Any) -> dict[str, Any]:
         except Exception as exc:  # a bug must not take the server down
             code, error = ExitCode.FAILURE, f"internal error serving {peer}: {type(exc).__name__}: {exc}"
         perf = perf_summary(conn, sender=False)
-        mss = negotiated_mss(settings.udt, conn, settings.mss)
+        mss = negotiated_mss(conn, settings.mss)
     finally:
         settings.cancel.unregister(conn)
         conn.close()
@@ -379,18 +376,18 @@ def _report(settings: Settings, result: dict[str, Any], state: _SessionState) ->
     print(f"{PROG}: transfer from {result['peer']} failed: {detail}", file=sys.stderr, flush=True)
 
 
-def _count(value: Any) -> str:
+def _count(value: int | None) -> str:
     return "?" if value is None else str(value)
 
 
-def _try_reply(conn: Any, status: wire.ReplyStatus, nbytes: int = 0, digest: bytes = wire.ZERO_DIGEST) -> None:
+def _try_reply(conn: udt.socket, status: wire.ReplyStatus, nbytes: int = 0, digest: bytes = wire.ZERO_DIGEST) -> None:
     try:
         conn.sendall(wire.pack_reply(status, nbytes, digest))
     except OSError:
         pass
 
 
-def _serve_session(settings: Settings, conn: Any, state: _SessionState) -> None:
+def _serve_session(settings: Settings, conn: udt.socket, state: _SessionState) -> None:
     kind = wire.unpack_session_header(recv_exact(conn, wire.SESSION_HEADER.size))
     state.started = time.monotonic()
     if kind == wire.SessionKind.FILES:
@@ -404,7 +401,7 @@ def _serve_session(settings: Settings, conn: Any, state: _SessionState) -> None:
         _receive_memory(settings, conn, state)
 
 
-def _fill(conn: Any, view: memoryview) -> None:
+def _fill(conn: udt.socket, view: memoryview) -> None:
     while view:
         n = conn.recv_into(view)
         if not n:
@@ -412,7 +409,7 @@ def _fill(conn: Any, view: memoryview) -> None:
         view = view[n:]
 
 
-def _receive_files(settings: Settings, conn: Any, state: _SessionState) -> None:
+def _receive_files(settings: Settings, conn: udt.socket, state: _SessionState) -> None:
     assert settings.output is not None
     digests: list[bytes] = []
     state.meter = settings.bar.add(Meter(state.peer))
@@ -453,7 +450,7 @@ def _receive_files(settings: Settings, conn: Any, state: _SessionState) -> None:
         _try_reply(conn, wire.ReplyStatus.OK if ok else wire.ReplyStatus.DIGEST_MISMATCH, size, digest)
 
 
-def _receive_one(settings: Settings, conn: Any, state: _SessionState, name: str,
+def _receive_one(settings: Settings, conn: udt.socket, state: _SessionState, name: str,
                  size: int) -> tuple[bytes, bool]:
     """Receive one file into a temporary name; rename it only if the sha256 matches.
 
@@ -464,6 +461,7 @@ def _receive_one(settings: Settings, conn: Any, state: _SessionState, name: str,
     final = os.path.join(settings.output, name)
     state.current, state.current_size, state.current_done = name, size, 0
     state.meter.label, state.meter.total, state.meter.done = name, size, 0
+    temp: str | None  # None once the file is in place
     try:
         fd, temp = tempfile.mkstemp(prefix=wire.PARTIAL_PREFIX, dir=settings.output)
     except OSError as exc:
@@ -525,7 +523,7 @@ def _read_umask() -> int:
 
 
 _UMASK = _read_umask()  # read once at import: os.umask is process-wide, not thread-safe to probe
-def _receive_memory(settings: Settings, conn: Any, state: _SessionState) -> None:
+def _receive_memory(settings: Settings, conn: udt.socket, state: _SessionState) -> None:
     hasher = hashlib.sha256()
     buf = bytearray(0)  # grows to the largest chunk this sender uses (1 MiB for udt-send)
     state.meter = settings.bar.add(Meter(f"memory from {state.peer}"))

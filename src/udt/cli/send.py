@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import udt
 from udt.cli import _wire as wire
 from udt.cli._common import (
     EXIT_CODES_HELP,
@@ -30,14 +31,12 @@ from udt.cli._common import (
     file_error,
     format_address,
     format_bytes,
-    load_udt,
     mbit_per_s,
     negotiated_mss,
     network_error,
     new_socket,
     parse_host_port,
     parse_mss,
-    parse_rate,
     parse_seconds,
     perf_summary,
     recv_exact,
@@ -47,6 +46,8 @@ from udt.cli._common import (
 )
 from udt.cli._hashing import FileHasher, FileShrankError
 from udt.cli._progress import Meter, ProgressBar
+from udt.errors import ErrorCode
+from udt.units import parse_rate_bytes_per_s
 
 PROG = "udt-send"
 SENDFILE_STEP = 4 << 20  # bytes per sendfile call: small enough for a lively progress bar
@@ -107,8 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="print one JSON object with the results on stdout")
     parser.add_argument("--mss", type=argtype(parse_mss), metavar="BYTES",
                         help="UDT maximum segment size, whole IP packet (default 1500)")
-    parser.add_argument("--max-bw", type=argtype(parse_rate), metavar="RATE",
-                        help="cap the sending rate, e.g. 100M (bytes/s) or 800Mbit")
+    parser.add_argument("--max-bw", type=argtype(parse_rate_bytes_per_s, "rate"), metavar="RATE",
+                        help="cap the sending rate, e.g. 800Mbps (bits/s) or 100MB/s (bytes/s)")
     parser.add_argument("--rendezvous", action="store_true",
                         help="rendezvous connection (both sides connect; the peer runs "
                              "udt-recv --rendezvous); the local port is --bind's or HOST:PORT's")
@@ -148,19 +149,18 @@ def _run(args: argparse.Namespace, bind: tuple[str, int | None]) -> int:
     sources = [] if args.mem is not None else _check_sources(args.files)
     host, port = args.destination
     family, sockaddr = resolve(host, port)
-    udt = load_udt()
     cancel = Cancel()
     bar = ProgressBar()
     peer = format_address(sockaddr)
 
     def job() -> dict[str, Any]:
-        sock = _connect(udt, family, sockaddr, peer, args, bind, cancel)
+        sock = _connect(family, sockaddr, peer, args, bind, cancel)
         try:
             if args.mem is not None:
                 result = _send_memory(sock, peer, args.mem, bar, cancel)
             else:
-                result = _send_files(udt, sock, peer, sources, bar, cancel)
-            result["mss"] = negotiated_mss(udt, sock, args.mss)
+                result = _send_files(sock, peer, sources, bar, cancel)
+            result["mss"] = negotiated_mss(sock, args.mss)
             return result
         finally:
             cancel.unregister(sock)
@@ -180,7 +180,7 @@ def _run(args: argparse.Namespace, bind: tuple[str, int | None]) -> int:
 
 def _check_sources(paths: list[str]) -> list[SourceFile]:
     """Every file must be a readable regular file before we connect; names must be sendable."""
-    sources = []
+    sources: list[SourceFile] = []
     for path in paths:
         try:
             st = os.stat(path)
@@ -201,9 +201,9 @@ def _check_sources(paths: list[str]) -> list[SourceFile]:
     return sources
 
 
-def _connect(udt: Any, family: int, sockaddr: tuple, peer: str, args: argparse.Namespace,
-             bind: tuple[str, int | None], cancel: Cancel) -> Any:
-    sock = new_socket(udt, family, mss=args.mss, max_bw=args.max_bw, rendezvous=args.rendezvous)
+def _connect(family: int, sockaddr: tuple, peer: str, args: argparse.Namespace,
+             bind: tuple[str, int | None], cancel: Cancel) -> udt.socket:
+    sock = new_socket(family, mss=args.mss, max_bw=args.max_bw, rendezvous=args.rendezvous)
     cancel.register(sock)
     try:
         local_host, local_port = bind
@@ -238,7 +238,7 @@ def _connect(udt: Any, family: int, sockaddr: tuple, peer: str, args: argparse.N
     return sock
 
 
-def _start_reply_reader(sock: Any, replies: Replies, peer: str) -> threading.Thread:
+def _start_reply_reader(sock: udt.socket, replies: Replies, peer: str) -> threading.Thread:
     def read() -> None:
         try:
             while len(replies.items) < replies.expected:
@@ -262,7 +262,7 @@ def _fatal_reply_error(item: tuple[wire.ReplyStatus, int, bytes], what: str) -> 
     return CliError(code, f"{what}: {wire.STATUS_TEXT[status]}")
 
 
-def _send_files(udt: Any, sock: Any, peer: str, sources: list[SourceFile], bar: ProgressBar,
+def _send_files(sock: udt.socket, peer: str, sources: list[SourceFile], bar: ProgressBar,
                 cancel: Cancel) -> dict[str, Any]:
     total = sum(s.size for s in sources)
     meter = bar.add(Meter(sources[0].name if len(sources) == 1 else f"{len(sources)} files", total))
@@ -277,7 +277,7 @@ def _send_files(udt: Any, sock: Any, peer: str, sources: list[SourceFile], bar: 
         for current in sources:
             if replies.fatal() is not None:
                 break
-            current.digest = _send_one(udt, sock, current, meter, sent_before)
+            current.digest = _send_one(sock, current, meter, sent_before)
             sent_before += current.size
         else:
             digests = [s.digest for s in sources]
@@ -320,12 +320,12 @@ def _raise_with_reply(replies: Replies, exc: OSError, peer: str, what: str) -> N
     fatal = replies.fatal()
     if fatal is not None:
         raise _fatal_reply_error(fatal, what) from None
-    if getattr(exc, "udt_code", 0) in (4001, 4002) or (exc.filename is not None):
+    if getattr(exc, "udt_code", 0) in (ErrorCode.FILE_READ_OFFSET, ErrorCode.FILE_READ) or (exc.filename is not None):
         raise file_error(exc, what.removeprefix("sending "), "read") from None
     raise network_error(exc, peer, connecting=False) from None
 
 
-def _send_one(udt: Any, sock: Any, source: SourceFile, meter: Meter, sent_before: int) -> bytes:
+def _send_one(sock: udt.socket, source: SourceFile, meter: Meter, sent_before: int) -> bytes:
     try:
         f = open(source.path, "rb")
     except OSError as exc:
@@ -360,7 +360,7 @@ def _send_one(udt: Any, sock: Any, source: SourceFile, meter: Meter, sent_before
         return digest
 
 
-def _send_memory(sock: Any, peer: str, seconds: float, bar: ProgressBar, cancel: Cancel) -> dict[str, Any]:
+def _send_memory(sock: udt.socket, peer: str, seconds: float, bar: ProgressBar, cancel: Cancel) -> dict[str, Any]:
     pool = os.urandom(2 * MEM_CHUNK)
     pool_view = memoryview(pool)
     header = wire.pack_chunk_header(MEM_CHUNK)
@@ -423,7 +423,7 @@ def _human_line(result: dict[str, Any]) -> str:
             f"{verdict}")
 
 
-def _count(value: Any) -> str:
+def _count(value: int | None) -> str:
     return "?" if value is None else str(value)
 
 

@@ -49,6 +49,8 @@ import time
 from collections.abc import Callable
 from typing import Any, Literal, Optional
 
+from udt.units import parse_rate_bps, parse_size
+
 __all__ = [
     "DirectionStats",
     "DropNth",
@@ -1194,9 +1196,6 @@ class Relay:
 # --------------------------------------------------------------------------- command line
 
 _DURATION_UNITS = {"us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0}
-_RATE_UNITS = {"bit": 1.0, "kbit": 1e3, "mbit": 1e6, "gbit": 1e9,
-               "bps": 8.0, "kbps": 8e3, "mbps": 8e6, "gbps": 8e9}
-_SIZE_UNITS = {"b": 1, "kb": 1000, "mb": 1000 ** 2, "kib": 1024, "mib": 1024 ** 2}
 _NUMBER = r"([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)"
 
 
@@ -1235,17 +1234,6 @@ def parse_probability(text: str) -> float:
     return value
 
 
-def parse_rate(text: str) -> float:
-    """tc-style rate -> bits per second: '100mbit', '1gbit', '500kbit'; 'mbps' means megabytes/s."""
-    match = re.fullmatch(_NUMBER + r"\s*([a-zA-Z]+)", text.strip())
-    if not match or match.group(2).lower() not in _RATE_UNITS:
-        raise ValueError(f"bad rate {text!r}: use e.g. 100mbit, 1gbit, 500kbit (or bps/kbps/mbps for bytes/s)")
-    value = float(match.group(1)) * _RATE_UNITS[match.group(2).lower()]
-    if value <= 0:
-        raise ValueError(f"rate {text!r} must be > 0")
-    return value
-
-
 def parse_queue(text: str) -> tuple[Optional[int], Optional[int]]:
     """'256KB', '1MiB', '4000B' -> (bytes, None); '1000p' / '1000pkt' -> (None, packets)."""
     match = re.fullmatch(r"([0-9]+)\s*([a-zA-Z]+)", text.strip())
@@ -1253,8 +1241,11 @@ def parse_queue(text: str) -> tuple[Optional[int], Optional[int]]:
         value, unit = int(match.group(1)), match.group(2).lower()
         if value >= 1 and unit in ("p", "pkt", "pkts", "packets"):
             return None, value
-        if value >= 1 and unit in _SIZE_UNITS:
-            return value * _SIZE_UNITS[unit], None
+        if value >= 1 and unit.endswith("b"):  # bytes with their unit: B, KB, MiB ... (udt.units)
+            try:
+                return parse_size(text), None
+            except ValueError:
+                pass
     raise ValueError(f"bad queue size {text!r}: use e.g. 256KB, 1MiB, 1000p (packets)")
 
 
@@ -1299,7 +1290,7 @@ _CLI_OPTIONS: list[tuple[str, Callable[[str], Any], str]] = [
     ("duplicate-delay", parse_duration, "gap before the duplicate (default 0)"),
     ("corrupt", parse_probability, "payload corruption probability, e.g. 0.01%%"),
     ("corrupt-bits", int, "bits flipped per corrupted packet (default 1)"),
-    ("rate", parse_rate, "link rate, e.g. 100mbit, 1gbit"),
+    ("rate", parse_rate_bps, "link rate in bits/s, e.g. 100mbit, 1Gbps (or 12.5MB/s in bytes/s)"),
     ("queue", parse_queue, "drop-tail queue, e.g. 256KB or 1000p (default 1000p with --rate)"),
 ]
 

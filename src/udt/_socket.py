@@ -33,6 +33,7 @@ import weakref
 from typing import Any
 
 from . import _mux
+from .config import ConnectionConfiguration
 from .errors import (
     BadSocketError,
     ConnectTimeoutError,
@@ -259,18 +260,8 @@ class socket:
             "udp_rcvbuf": o[SocketOption.UDP_RCVBUF],
         }
 
-    def _engine_config(self) -> dict:
-        o = self._options
-        return {
-            "message_mode": self._type == SOCK_DGRAM,
-            "mss": o[SocketOption.UDT_MSS],
-            "flow_window": o[SocketOption.UDT_FC],
-            "sndbuf": o[SocketOption.UDT_SNDBUF],
-            "rcvbuf": o[SocketOption.UDT_RCVBUF],
-            "max_bandwidth": o[SocketOption.UDT_MAXBW],
-            "peer_idle_timeout_ms": o[SocketOption.UDT_PEERIDLETIMEO],
-            "congestion_control": o[SocketOption.UDT_CC],
-        }
+    def _engine_config(self) -> ConnectionConfiguration:
+        return ConnectionConfiguration.from_options(self._options, message_mode=self._type == SOCK_DGRAM)
 
     def _send_wait(self) -> float | None:
         return self._send_timeout if self._options[SocketOption.UDT_SNDSYN] else 0.0
