@@ -65,12 +65,13 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from udt.dgram._addresses import AddressInfo, RemoteInfo
-from udt.dgram._events import Listener
+from udt.dgram._addresses import Interface as Interface, Lookup as Lookup  # types of the API
+from udt.dgram._events import EVENTS as EVENTS, Listener as Listener
 from udt.dgram.errors import (AlreadyBoundError, AlreadyConnectedError, DgramError,
                               InvalidMembershipError, MembershipStateError, NotBoundError,
                               NotConnectedError, SocketClosedError)
 from udt.dgram.membership import Membership
-from udt.dgram.socket import Socket
+from udt.dgram.socket import BytesLike as BytesLike, Socket
 
 __all__ = [
     "create_socket",

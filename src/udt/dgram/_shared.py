@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from udt.dgram.socket import Socket
 
-_MAX_DATAGRAM = 65536           # larger than any UDP payload (65507 IPv4, 65527 IPv6)
+_MAX_DATAGRAM = 65536          # larger than any UDP payload (65507 IPv4, 65527 IPv6)
 
 _live_sockets: "weakref.WeakSet[Socket]" = weakref.WeakSet()
 

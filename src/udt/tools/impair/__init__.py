@@ -32,7 +32,8 @@ direction's pipeline), ``_engine`` (sockets and the event loop), ``_sockets`` (s
 """
 from __future__ import annotations
 
-from udt.tools.impair._common import RelayError
+from udt.tools.impair._common import DIRECTIONS as DIRECTIONS, Address as Address  # API types
+from udt.tools.impair._common import Direction as Direction, RelayError
 from udt.tools.impair.cli import (main, parse_address, parse_burst, parse_duration, parse_interval,
                                   parse_probability, parse_queue)
 from udt.tools.impair.relay import Relay
