@@ -798,7 +798,7 @@ def test_cli_value_parsers():
 def test_cli_relays_and_prints_counters_on_ctrl_c(ab, how):
     a, b = ab
     command = ([sys.executable, "-m", "udt.tools.impair"] if how == "module"
-               else [sys.executable, str(ROOT / "src" / "udt" / "tools" / "impair.py")])
+               else [sys.executable, str(ROOT / "src" / "udt" / "tools" / "impair" / "__main__.py")])
     port = b.getsockname()[1]
     proc = subprocess.Popen(command + ["--listen", "127.0.0.1:0", "--target", f"127.0.0.1:{port}",
                                        "--delay", "5ms", "--loss", "0%", "--seed", "7", "--json"],

@@ -1,4 +1,4 @@
-"""Real udt connections on loopback through the impairment relay (udt/tools/impair.py, in its own
+"""Real udt connections on loopback through the impairment relay (udt.tools.impair, in its own
 process): every scenario moves 50 MB, compares sha256 end to end, and checks from the relay's
 counters that the impairment really happened and from perfmon that udt recovered from it.
 
