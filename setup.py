@@ -2,6 +2,7 @@
 
 Adding a Cython unit needs no edit here: drop ``src/udt/_name.pyx`` (and its ``.pxd``) in the tree.
 """
+
 import os
 from pathlib import Path
 

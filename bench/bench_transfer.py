@@ -8,6 +8,7 @@ times; the table shows the median, the spread (min–max) and the ratio to udt o
 (file transfer or memory to memory).  Missing peers are skipped with a note.  ``--json FILE``
 keeps the raw numbers for ``udt.tools.benchplot``.  See bench/README.md.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,9 +22,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 UDP_PAYLOAD = 1456  # what UDT carries per datagram at MSS 1500 (1500 - 28 IP/UDP - 16 UDT)
 TCP_BLOCK = 1 << 20
@@ -49,6 +51,7 @@ class Row:
 
 # --------------------------------------------------------------------------- helpers
 
+
 def parse_size(text: str) -> int:
     from udt.units import parse_size as parse
 
@@ -64,7 +67,7 @@ def wait_line(path: Path, prefix: str, proc: subprocess.Popen, timeout: float = 
     while time.monotonic() < deadline:
         for line in path.read_text().splitlines():
             if line.startswith(prefix):
-                return line[len(prefix):].strip()
+                return line[len(prefix) :].strip()
         if proc.poll() is not None:
             raise RuntimeError(f"process exited with {proc.returncode}: {path.read_text()[-1500:]}")
         time.sleep(0.02)
@@ -93,6 +96,7 @@ def worker(*args: object) -> list[str]:
 
 # --------------------------------------------------------------------------- udt
 
+
 def run_udt(work: Path, *, memory: bool, source: Path, seconds: float, mss: int) -> float:
     """One udt-send → udt-recv run; MB/s from the receiver's own timing (header to end record)."""
     err, out = work / "recv.err", work / "recv.out"
@@ -100,14 +104,16 @@ def run_udt(work: Path, *, memory: bool, source: Path, seconds: float, mss: int)
     shutil.rmtree(target, ignore_errors=True)
     mode = ["--mem"] if memory else ["--output", target]
     with open(out, "wb") as o, open(err, "wb") as e:
-        recv = subprocess.Popen(cli("recv", "--port", 0, "--bind", "127.0.0.1", "--once", "--json",
-                                    "--mss", mss, *mode), stdout=o, stderr=e)
+        recv = subprocess.Popen(
+            cli("recv", "--port", 0, "--bind", "127.0.0.1", "--once", "--json", "--mss", mss, *mode), stdout=o, stderr=e
+        )
     send = None
     try:
         address = wait_line(err, "udt-recv: listening on ", recv)
         what = ["--mem", seconds] if memory else [source]
-        send = subprocess.Popen(cli("send", *what, address, "--json", "--mss", mss),
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        send = subprocess.Popen(
+            cli("send", *what, address, "--json", "--mss", mss), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
         sout, serr = send.communicate(timeout=RUN_TIMEOUT)
         if send.returncode != 0:
             raise RuntimeError(f"udt-send exited {send.returncode}: {serr.decode()[-800:]}")
@@ -124,6 +130,7 @@ def run_udt(work: Path, *, memory: bool, source: Path, seconds: float, mss: int)
 
 
 # --------------------------------------------------------------------------- peers (udt/tools/peers.py)
+
 
 def _peers() -> Any:
     try:
@@ -168,8 +175,7 @@ def run_udt4(work: Path, *, memory: bool, source: Path, size: int, mss: int) -> 
             send_kw = {"path": source, "api": "file"}
         with peers.udt4("recv", mss=mss, timeout=RUN_TIMEOUT, **recv_kw) as server:
             port = server.ready()["port"]
-            with peers.udt4("send", connect=("127.0.0.1", port), mss=mss, timeout=RUN_TIMEOUT,
-                            **send_kw) as client:
+            with peers.udt4("send", connect=("127.0.0.1", port), mss=mss, timeout=RUN_TIMEOUT, **send_kw) as client:
                 client.result()
             report = server.result()
         if report["bytes"] != size:
@@ -181,17 +187,16 @@ def run_udt4(work: Path, *, memory: bool, source: Path, size: int, mss: int) -> 
 
 # --------------------------------------------------------------------------- kernel baselines
 
+
 def _pair(recv_args: list[object], send_args: Callable[[str], list[object]]) -> dict[str, Any]:
-    recv = subprocess.Popen(worker(*recv_args), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    recv = subprocess.Popen(worker(*recv_args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     send = None
     try:
         assert recv.stdout is not None
         port = recv.stdout.readline().strip()
         if not port.isdigit():
             raise RuntimeError(f"receiver failed: {recv.stderr.read() if recv.stderr else ''}")
-        send = subprocess.Popen(worker(*send_args(port)), stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)
+        send = subprocess.Popen(worker(*send_args(port)), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         _sout, serr = send.communicate(timeout=RUN_TIMEOUT)
         if send.returncode != 0:
             raise RuntimeError(f"sender failed: {serr[-800:]}")
@@ -220,13 +225,18 @@ def run_iperf3(seconds: float) -> float:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    server = subprocess.Popen([tool, "-s", "-1", "-B", "127.0.0.1", "-p", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [tool, "-s", "-1", "-B", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         deadline = time.monotonic() + 10
         while True:  # a refused client never reaches the one-shot server: retry until it listens
-            proc = subprocess.run([tool, "-c", "127.0.0.1", "-p", str(port), "-t", str(seconds), "-J"],
-                                  capture_output=True, text=True, timeout=seconds + 60)
+            proc = subprocess.run(
+                [tool, "-c", "127.0.0.1", "-p", str(port), "-t", str(seconds), "-J"],
+                capture_output=True,
+                text=True,
+                timeout=seconds + 60,
+            )
             report = json.loads(proc.stdout or "{}")
             if proc.returncode == 0 and "error" not in report:
                 break
@@ -246,6 +256,7 @@ def run_iperf3(seconds: float) -> float:
 
 
 # --------------------------------------------------------------------------- worker processes
+
 
 def _worker_main(args: list[str]) -> int:
     role = args[0]
@@ -319,9 +330,13 @@ def _worker_main(args: list[str]) -> int:
 
 # --------------------------------------------------------------------------- table
 
+
 def table(rows: list[Row]) -> str:
     reference = {row.kind: row.median for row in rows if row.system.startswith("udt ") and row.median}
-    head = f"| {'system':<38} | {'kind':<6} | {'median MB/s':>11} | {'Mbit/s':>8} | {'min–max MB/s':>15} | runs | {'× udt':>6} |"
+    head = (
+        f"| {'system':<38} | {'kind':<6} | {'median MB/s':>11} | {'Mbit/s':>8} "
+        f"| {'min–max MB/s':>15} | runs | {'× udt':>6} |"
+    )
     lines = [head, "|" + "|".join("-" * (len(c)) for c in head.split("|")[1:-1]) + "|"]
     for row in rows:
         if row.median is None:
@@ -330,8 +345,10 @@ def table(rows: list[Row]) -> str:
         ref = reference.get(row.kind)
         ratio = f"{row.median / ref:.2f}" if ref else "—"
         spread = f"{min(row.mb_per_s):.0f}–{max(row.mb_per_s):.0f}"
-        lines.append(f"| {row.system:<38} | {row.kind:<6} | {row.median:>11.1f} | {row.median * 8:>8.0f} | "
-                     f"{spread:>15} | {len(row.mb_per_s):>4} | {ratio:>6} |")
+        lines.append(
+            f"| {row.system:<38} | {row.kind:<6} | {row.median:>11.1f} | {row.median * 8:>8.0f} | "
+            f"{spread:>15} | {len(row.mb_per_s):>4} | {ratio:>6} |"
+        )
     notes = [f"- {row.system}: {row.note}" for row in rows if row.note]
     return "\n".join(lines + ([""] + notes if notes else []))
 
@@ -343,8 +360,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", default="1G", help="bytes per file transfer (default 1G = 1 GiB)")
     parser.add_argument("--runs", type=int, default=3, help="runs per system (default 3; median shown)")
-    parser.add_argument("--seconds", type=float, default=5.0,
-                        help="duration of timed runs: udt --mem, raw UDP, iperf3 (default 5)")
+    parser.add_argument(
+        "--seconds", type=float, default=5.0, help="duration of timed runs: udt --mem, raw UDP, iperf3 (default 5)"
+    )
     parser.add_argument("--mss", type=int, default=1500, help="MSS for udt and UDT4 (default 1500)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 64 MiB, 1 run, 1 s")
     parser.add_argument("--only", help="comma-separated substrings: run only matching systems")
@@ -364,26 +382,41 @@ def main(argv: list[str] | None = None) -> int:
                 remaining -= min(remaining, len(block))
         mss = args.mss
         systems: list[tuple[Row, Callable[[], float]]] = [
-            (Row("udt udt-send → udt-recv", "file", f"{args.size} file"),
-             lambda: run_udt(work, memory=False, source=source, seconds=args.seconds, mss=mss)),
-            (Row("srt-file-transmit (SRT file mode)", "file", f"{args.size} file"),
-             lambda: run_srt(work, source=source, size=size)),
-            (Row("UDT4 via udt4py sendfile/recvfile", "file", f"{args.size} file"),
-             lambda: run_udt4(work, memory=False, source=source, size=size, mss=mss)),
-            (Row("udt memory mode (--mem)", "memory", f"{args.seconds:g} s"),
-             lambda: run_udt(work, memory=True, source=source, seconds=args.seconds, mss=mss)),
-            (Row("UDT4 via udt4py send/recv", "memory", f"{args.size}"),
-             lambda: run_udt4(work, memory=True, source=source, size=size, mss=mss)),
-            (Row("raw UDP, Python sendto/recvfrom_into", "memory", f"{args.seconds:g} s"),
-             lambda: run_udp(args.seconds)),
+            (
+                Row("udt udt-send → udt-recv", "file", f"{args.size} file"),
+                lambda: run_udt(work, memory=False, source=source, seconds=args.seconds, mss=mss),
+            ),
+            (
+                Row("srt-file-transmit (SRT file mode)", "file", f"{args.size} file"),
+                lambda: run_srt(work, source=source, size=size),
+            ),
+            (
+                Row("UDT4 via udt4py sendfile/recvfile", "file", f"{args.size} file"),
+                lambda: run_udt4(work, memory=False, source=source, size=size, mss=mss),
+            ),
+            (
+                Row("udt memory mode (--mem)", "memory", f"{args.seconds:g} s"),
+                lambda: run_udt(work, memory=True, source=source, seconds=args.seconds, mss=mss),
+            ),
+            (
+                Row("UDT4 via udt4py send/recv", "memory", f"{args.size}"),
+                lambda: run_udt4(work, memory=True, source=source, size=size, mss=mss),
+            ),
+            (
+                Row("raw UDP, Python sendto/recvfrom_into", "memory", f"{args.seconds:g} s"),
+                lambda: run_udp(args.seconds),
+            ),
             (Row("TCP, Python sendall 1 MiB", "memory", f"{args.size}"), lambda: run_tcp(size)),
             (Row("TCP, iperf3", "memory", f"{args.seconds:g} s"), lambda: run_iperf3(args.seconds)),
         ]
         if args.only:
             wanted = [w.strip().lower() for w in args.only.split(",")]
             systems = [(row, fn) for row, fn in systems if any(w in row.system.lower() for w in wanted)]
-        print(f"# bulk transfer over loopback: {args.size} files, {args.seconds:g} s timed runs, "
-              f"{args.runs} run(s) each, MSS {mss}", flush=True)
+        print(
+            f"# bulk transfer over loopback: {args.size} files, {args.seconds:g} s timed runs, "
+            f"{args.runs} run(s) each, MSS {mss}",
+            flush=True,
+        )
         # Runs are interleaved (every system once, then again) so that load changes on a shared
         # machine hit every system alike instead of spoiling one system's runs.
         active = list(systems)
@@ -405,13 +438,36 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(table(rows))
     if args.json:
-        Path(args.json).write_text(json.dumps({
-            "meta": {"size": size, "size_text": args.size, "runs": args.runs, "seconds": args.seconds,
-                     "mss": mss, "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                     "host": platform.node(), "cpus": os.cpu_count(), "python": platform.python_version()},
-            "results": [{"system": r.system, "kind": r.kind, "what": r.what, "mb_per_s": r.mb_per_s,
-                         "median_mb_per_s": r.median, "note": r.note} for r in rows],
-        }, indent=2) + "\n")
+        Path(args.json).write_text(
+            json.dumps(
+                {
+                    "meta": {
+                        "size": size,
+                        "size_text": args.size,
+                        "runs": args.runs,
+                        "seconds": args.seconds,
+                        "mss": mss,
+                        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                        "host": platform.node(),
+                        "cpus": os.cpu_count(),
+                        "python": platform.python_version(),
+                    },
+                    "results": [
+                        {
+                            "system": r.system,
+                            "kind": r.kind,
+                            "what": r.what,
+                            "mb_per_s": r.mb_per_s,
+                            "median_mb_per_s": r.median,
+                            "note": r.note,
+                        }
+                        for r in rows
+                    ],
+                },
+                indent=2,
+            )
+            + "\n"
+        )
         print(f"\nraw results: {args.json}")
     return 0
 

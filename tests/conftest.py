@@ -1,4 +1,5 @@
 """Shared fixtures: every test must leave no thread and no open file descriptor behind."""
+
 from __future__ import annotations
 
 import os
@@ -6,7 +7,6 @@ import threading
 import time
 
 import pytest
-
 
 
 def _open_fds() -> set[int]:

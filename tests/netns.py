@@ -26,6 +26,7 @@ Python snippets run with the interpreter running the tests (``sys.executable``),
 import the same installed ``udt`` as the tests (the checkout's ``src/`` layout keeps the
 working directory from shadowing it).
 """
+
 from __future__ import annotations
 
 import atexit
@@ -38,9 +39,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Optional, Sequence
 
 import pytest
 
@@ -49,7 +50,7 @@ DEFAULT_TIMEOUT = 30.0
 
 _counter = itertools.count()
 _counter_lock = threading.Lock()
-_live_topologies: "set[Topology]" = set()
+_live_topologies: set[Topology] = set()
 
 
 class NetnsUnavailable(RuntimeError):
@@ -63,19 +64,18 @@ def _unique_name(label: str) -> str:
     return f"udt-{os.getpid()}-{number}-{safe}"
 
 
-def _run(argv: Sequence[str], *, check: bool = True, timeout: float = DEFAULT_TIMEOUT,
-         input: Optional[str] = None) -> subprocess.CompletedProcess:
+def _run(
+    argv: Sequence[str], *, check: bool = True, timeout: float = DEFAULT_TIMEOUT, input: str | None = None
+) -> subprocess.CompletedProcess:
     """Run a command, capturing text output; a failure raises with its stderr in the message."""
-    result = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout,
-                            input=input)
+    result = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, input=input)
     if check and result.returncode != 0:
-        raise subprocess.CalledProcessError(result.returncode, list(argv), result.stdout,
-                                            result.stderr)
+        raise subprocess.CalledProcessError(result.returncode, list(argv), result.stdout, result.stderr)
     return result
 
 
-@functools.lru_cache(maxsize=None)
-def netns_unavailable_reason() -> Optional[str]:
+@functools.cache
+def netns_unavailable_reason() -> str | None:
     """None when ``ip netns add`` works here, else why not (checked once per process by really
     adding and deleting a namespace)."""
     if shutil.which("ip") is None:
@@ -87,8 +87,7 @@ def netns_unavailable_reason() -> Optional[str]:
         result = _run(["ip", "netns", "add", probe], check=False)
         if result.returncode != 0:
             return f"'ip netns add' failed: {result.stderr.strip() or result.returncode}"
-        veth = _run(["ip", "-n", probe, "link", "add", "p0", "type", "veth", "peer", "name",
-                     "p1"], check=False)
+        veth = _run(["ip", "-n", probe, "link", "add", "p0", "type", "veth", "peer", "name", "p1"], check=False)
         if veth.returncode != 0:
             return f"veth pairs unavailable: {veth.stderr.strip()}"
         return None
@@ -110,15 +109,16 @@ class Namespace:
     """One network namespace: run commands and Python inside it."""
 
     name: str
-    topology: "Topology" = field(repr=False)
+    topology: Topology = field(repr=False)
     _interface_numbers: Iterator[int] = field(default_factory=itertools.count, repr=False)
 
     def exec_argv(self, argv: Sequence[str]) -> list[str]:
         """*argv* wrapped to run inside this namespace."""
         return ["ip", "netns", "exec", self.name, *argv]
 
-    def run(self, argv: Sequence[str], *, check: bool = True, timeout: float = DEFAULT_TIMEOUT,
-            input: Optional[str] = None) -> subprocess.CompletedProcess:
+    def run(
+        self, argv: Sequence[str], *, check: bool = True, timeout: float = DEFAULT_TIMEOUT, input: str | None = None
+    ) -> subprocess.CompletedProcess:
         """Run *argv* inside the namespace and wait (text output captured)."""
         return _run(self.exec_argv(argv), check=check, timeout=timeout, input=input)
 
@@ -144,17 +144,23 @@ class Namespace:
     def python_argv(self, code: str, *args: str) -> list[str]:
         return [sys.executable, "-c", code, *args]
 
-    def python(self, code: str, *args: str, check: bool = True,
-               timeout: float = DEFAULT_TIMEOUT, input: Optional[str] = None
-               ) -> subprocess.CompletedProcess:
+    def python(
+        self, code: str, *args: str, check: bool = True, timeout: float = DEFAULT_TIMEOUT, input: str | None = None
+    ) -> subprocess.CompletedProcess:
         """Run a Python snippet inside the namespace with the test interpreter (the installed
         ``udt``), the repository as working directory; wait for it."""
-        result = subprocess.run(self.exec_argv(self.python_argv(code, *args)),
-                                capture_output=True, text=True, timeout=timeout, input=input,
-                                cwd=REPO_ROOT)
+        result = subprocess.run(
+            self.exec_argv(self.python_argv(code, *args)),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            input=input,
+            cwd=REPO_ROOT,
+        )
         if check and result.returncode != 0:
-            raise AssertionError(f"python in {self.name} failed ({result.returncode}):\n"
-                                 f"{result.stderr}\n{result.stdout}")
+            raise AssertionError(
+                f"python in {self.name} failed ({result.returncode}):\n{result.stderr}\n{result.stdout}"
+            )
         return result
 
     def python_popen(self, code: str, *args: str, **kwargs) -> subprocess.Popen:
@@ -196,27 +202,27 @@ class Veth:
     left_name: str
     right: Namespace
     right_name: str
-    ipv4: tuple[Optional[str], Optional[str]] = (None, None)
-    ipv6: tuple[Optional[str], Optional[str]] = (None, None)
+    ipv4: tuple[str | None, str | None] = (None, None)
+    ipv6: tuple[str | None, str | None] = (None, None)
 
     @staticmethod
-    def _bare(address: Optional[str]) -> Optional[str]:
+    def _bare(address: str | None) -> str | None:
         return None if address is None else str(ipaddress.ip_interface(address).ip)
 
     @property
-    def left_ipv4(self) -> Optional[str]:
+    def left_ipv4(self) -> str | None:
         return self._bare(self.ipv4[0])
 
     @property
-    def right_ipv4(self) -> Optional[str]:
+    def right_ipv4(self) -> str | None:
         return self._bare(self.ipv4[1])
 
     @property
-    def left_ipv6(self) -> Optional[str]:
+    def left_ipv6(self) -> str | None:
         return self._bare(self.ipv6[0])
 
     @property
-    def right_ipv6(self) -> Optional[str]:
+    def right_ipv6(self) -> str | None:
         return self._bare(self.ipv6[1])
 
 
@@ -234,7 +240,7 @@ class Topology:
         self._loopback_up = loopback_up
         self._closed = False
 
-    def __enter__(self) -> "Topology":
+    def __enter__(self) -> Topology:
         reason = netns_unavailable_reason()
         if reason is not None:
             raise NetnsUnavailable(reason)
@@ -258,23 +264,43 @@ class Topology:
             namespace.ip("link", "set", "lo", "up")
         return namespace
 
-    def veth(self, left: Namespace, right: Namespace, *,
-             ipv4: tuple[Optional[str], Optional[str]] = (None, None),
-             ipv6: tuple[Optional[str], Optional[str]] = (None, None),
-             left_name: Optional[str] = None, right_name: Optional[str] = None,
-             mtu: Optional[int] = None) -> Veth:
+    def veth(
+        self,
+        left: Namespace,
+        right: Namespace,
+        *,
+        ipv4: tuple[str | None, str | None] = (None, None),
+        ipv6: tuple[str | None, str | None] = (None, None),
+        left_name: str | None = None,
+        right_name: str | None = None,
+        mtu: int | None = None,
+    ) -> Veth:
         """Join two namespaces with a veth pair, bring both ends up and add the addresses
         (IPv6 with ``nodad``, so they work at once)."""
         left_name = left_name or left.next_interface_name()
         right_name = right_name or right.next_interface_name()
         # Create the pair inside the left namespace and move the peer at once: no name ever
         # lives in the root namespace, so parallel runs cannot clash.
-        _run(["ip", "-n", left.name, "link", "add", left_name, "type", "veth",
-              "peer", "name", right_name, "netns", right.name])
+        _run(
+            [
+                "ip",
+                "-n",
+                left.name,
+                "link",
+                "add",
+                left_name,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                right_name,
+                "netns",
+                right.name,
+            ]
+        )
         link = Veth(left, left_name, right, right_name, ipv4, ipv6)
         self.links.append(link)
-        for namespace, name, v4, v6 in ((left, left_name, ipv4[0], ipv6[0]),
-                                        (right, right_name, ipv4[1], ipv6[1])):
+        for namespace, name, v4, v6 in ((left, left_name, ipv4[0], ipv6[0]), (right, right_name, ipv4[1], ipv6[1])):
             if mtu is not None:
                 namespace.ip("link", "set", name, "mtu", str(mtu))
             if v4:

@@ -1,5 +1,6 @@
 """Move udt.tools.peers' deterministic pattern over a connected udt socket and check what arrived:
 the interop tests (against UDT4) and the impairment tests share it."""
+
 from __future__ import annotations
 
 import hashlib

@@ -3,6 +3,7 @@
 The multiplexer's rule is no Python call while its locks are held (and none in its receive
 worker that could wait on the user's code): a user's CC class is instantiated and its ``init()``
 run while the connection is private to the thread preparing it."""
+
 from __future__ import annotations
 
 import threading
@@ -37,6 +38,7 @@ def test_slow_cc_init_does_not_stop_the_port():
         with udt.create_connection(address, timeout=5) as client:
             conn, _ = server.accept()
             with conn:
+
                 def echo() -> None:
                     while True:
                         data = conn.recv(1)

@@ -1,4 +1,5 @@
 """udt-send / udt-recv as real processes over loopback (plus their pure helpers in-process)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -50,8 +51,9 @@ class Proc:
     def __init__(self, tmp: Path, name: str, argv: list[str]) -> None:
         self.out_path, self.err_path = tmp / f"{name}.out", tmp / f"{name}.err"
         with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
-            self.popen = subprocess.Popen(argv, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
-                                          env=ENV, cwd=str(ROOT))
+            self.popen = subprocess.Popen(
+                argv, stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=ENV, cwd=str(ROOT)
+            )
 
     @property
     def stdout(self) -> str:
@@ -87,8 +89,7 @@ class Proc:
 class Receiver(Proc):
     def __init__(self, tmp: Path, *args: object, name: str = "recv", bind: str = "127.0.0.1") -> None:
         super().__init__(tmp, name, cli("recv", "--port", 0, "--bind", bind, *args))
-        marker = wait_for(lambda: self._listening() or self.popen.poll() is not None,
-                          what="udt-recv to listen")
+        marker = wait_for(lambda: self._listening() or self.popen.poll() is not None, what="udt-recv to listen")
         assert marker is not True or self.popen.poll() is None, f"udt-recv exited: {self.stderr}"
         self.address = self._listening()
         assert self.address, f"udt-recv did not announce its port: {self.stderr}"
@@ -99,7 +100,7 @@ class Receiver(Proc):
                 return line.rsplit(" ", 1)[1]
         return None
 
-    def __enter__(self) -> "Receiver":
+    def __enter__(self) -> Receiver:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -127,15 +128,20 @@ def no_traceback(proc: Proc) -> None:
 
 # --------------------------------------------------------------------------- pure helpers
 
+
 def test_max_bw_takes_udt_units():
     """--max-bw parses with udt.units (tests/test_units.py): bits/s, or bytes/s spelled B/s."""
     assert parse_rate_bytes_per_s("800Mbps") == parse_rate_bytes_per_s("100MB/s") == 100_000_000
 
 
-@pytest.mark.parametrize("text,expected", [
-    ("127.0.0.1:9000", ("127.0.0.1", 9000)), ("[::1]:9000", ("::1", 9000)),
-    ("example.org:1", ("example.org", 1)),
-])
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        ("127.0.0.1:9000", ("127.0.0.1", 9000)),
+        ("[::1]:9000", ("::1", 9000)),
+        ("example.org:1", ("example.org", 1)),
+    ],
+)
 def test_parse_host_port(text, expected):
     assert parse_host_port(text) == expected
 
@@ -146,9 +152,24 @@ def test_parse_host_port_rejects(text):
         parse_host_port(text)
 
 
-@pytest.mark.parametrize("raw", [b"..", b".", b"../evil", b"a/b", b"/etc/passwd", b"a\\b", b"",
-                                 b"x\x00y", b"bell\x07", b"\xff\xfe", b"a" * 256,
-                                 wire.PARTIAL_PREFIX.encode() + b"abc", "evil\u202etxt".encode()])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"..",
+        b".",
+        b"../evil",
+        b"a/b",
+        b"/etc/passwd",
+        b"a\\b",
+        b"",
+        b"x\x00y",
+        b"bell\x07",
+        b"\xff\xfe",
+        b"a" * 256,
+        wire.PARTIAL_PREFIX.encode() + b"abc",
+        "evil\u202etxt".encode(),
+    ],
+)
 def test_unsafe_names_are_refused(raw):
     with pytest.raises(ValueError):
         wire.check_file_name(raw)
@@ -167,20 +188,24 @@ def test_session_digest_of_one_file_is_its_sha256():
 
 # --------------------------------------------------------------------------- argument errors
 
-@pytest.mark.parametrize("tool,args,message", [
-    ("send", [], "HOST:PORT"),
-    ("send", ["127.0.0.1:9000"], "nothing to send"),
-    ("send", ["file", "::1:9000"], "IPv6"),
-    ("send", ["file", "127.0.0.1:99999"], "out of range"),
-    ("send", ["--mem", "2", "file", "127.0.0.1:9000"], "--mem"),
-    ("send", ["--mem", "-1", "127.0.0.1:9000"], "positive"),
-    ("send", ["--mss", "20", "f", "127.0.0.1:9000"], "MSS"),
-    ("send", ["--max-bw", "fast", "f", "127.0.0.1:9000"], "invalid rate"),
-    ("recv", ["--port", "9000"], "--output"),
-    ("recv", ["--port", "x", "--mem"], "invalid port"),
-    ("recv", ["--mem", "--output", "/tmp"], "--mem"),
-    ("recv", ["--mem", "--rendezvous", "nohost"], "HOST:PORT"),
-])
+
+@pytest.mark.parametrize(
+    "tool,args,message",
+    [
+        ("send", [], "HOST:PORT"),
+        ("send", ["127.0.0.1:9000"], "nothing to send"),
+        ("send", ["file", "::1:9000"], "IPv6"),
+        ("send", ["file", "127.0.0.1:99999"], "out of range"),
+        ("send", ["--mem", "2", "file", "127.0.0.1:9000"], "--mem"),
+        ("send", ["--mem", "-1", "127.0.0.1:9000"], "positive"),
+        ("send", ["--mss", "20", "f", "127.0.0.1:9000"], "MSS"),
+        ("send", ["--max-bw", "fast", "f", "127.0.0.1:9000"], "invalid rate"),
+        ("recv", ["--port", "9000"], "--output"),
+        ("recv", ["--port", "x", "--mem"], "invalid port"),
+        ("recv", ["--mem", "--output", "/tmp"], "--mem"),
+        ("recv", ["--mem", "--rendezvous", "nohost"], "HOST:PORT"),
+    ],
+)
 def test_bad_arguments_exit_2(tmp_path, tool, args, message):
     proc = Proc(tmp_path, tool, cli(tool, *args))
     assert proc.wait() == 2
@@ -212,6 +237,7 @@ def test_unknown_host_exit_3(tmp_path):
 
 # --------------------------------------------------------------------------- transfers
 
+
 def test_unreachable_port_fails_fast_with_its_code(tmp_path):
     make_file(tmp_path / "f", 10)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:  # a port nobody listens on
@@ -229,8 +255,12 @@ def test_unreachable_port_fails_fast_with_its_code(tmp_path):
 def test_send_several_files_verified(tmp_path):
     src, out = tmp_path / "src", tmp_path / "out"
     src.mkdir()
-    files = [make_file(src / "empty.bin", 0), make_file(src / "one.bin", 1),
-             make_file(src / "multi.bin", 3 * 1024 * 1024 + 17), make_file(src / "small.txt", 4096)]
+    files = [
+        make_file(src / "empty.bin", 0),
+        make_file(src / "one.bin", 1),
+        make_file(src / "multi.bin", 3 * 1024 * 1024 + 17),
+        make_file(src / "small.txt", 4096),
+    ]
     with Receiver(tmp_path, "--output", out, "--once", "--json") as recv:
         code, send = run_sender(tmp_path, *files, recv.address, "--json")
         assert code == 0, send.stderr
@@ -289,8 +319,10 @@ def test_killed_sender_leaves_server_serving_and_no_partial(tmp_path):
     big = make_file(tmp_path / "big.bin", 32 * 1024 * 1024)
     with Receiver(tmp_path, "--output", out) as recv:
         victim = sender(tmp_path, big, recv.address, "--max-bw", "4MB/s", name="victim")
-        wait_for(lambda: any(p.name.startswith(wire.PARTIAL_PREFIX) and p.stat().st_size > 0
-                             for p in out.iterdir()), what="a partial file")
+        wait_for(
+            lambda: any(p.name.startswith(wire.PARTIAL_PREFIX) and p.stat().st_size > 0 for p in out.iterdir()),
+            what="a partial file",
+        )
         victim.popen.kill()
         victim.popen.wait()
         wait_for(lambda: "failed" in recv.stderr, what="the receiver to notice the dead sender")
@@ -351,6 +383,7 @@ def test_ipv6_loopback(tmp_path):
 
 # --------------------------------------------------------------------------- hostile senders
 
+
 def _raw_session(address: str, records: bytes) -> list[tuple[wire.ReplyStatus, int, bytes]]:
     """Speak the framing by hand over a real udt connection; return the replies until close."""
     host, port = parse_host_port(address)
@@ -369,7 +402,7 @@ def _raw_session(address: str, records: bytes) -> list[tuple[wire.ReplyStatus, i
             buf += data
             while len(buf) >= wire.REPLY.size:
                 replies.append(wire.unpack_reply(buf[: wire.REPLY.size]))
-                buf = buf[wire.REPLY.size:]
+                buf = buf[wire.REPLY.size :]
     return replies
 
 
@@ -377,8 +410,13 @@ def _raw_session(address: str, records: bytes) -> list[tuple[wire.ReplyStatus, i
 def test_path_traversal_names_refused(tmp_path, name):
     out = tmp_path / "out"
     payload = b"owned"
-    record = (wire.Tag.FILE + wire.FILE_HEADER.pack(len(payload), len(name.encode())) + name.encode()
-              + payload + wire.pack_digest(hashlib.sha256(payload).digest()))
+    record = (
+        wire.Tag.FILE
+        + wire.FILE_HEADER.pack(len(payload), len(name.encode()))
+        + name.encode()
+        + payload
+        + wire.pack_digest(hashlib.sha256(payload).digest())
+    )
     with Receiver(tmp_path, "--output", out, "--once") as recv:
         replies = _raw_session(recv.address, record)
         assert recv.wait() == 6
@@ -392,17 +430,24 @@ def test_digest_mismatch_discards_the_file(tmp_path):
     out = tmp_path / "out"
     payload = os.urandom(50_000)
     good = b"good.bin"
-    records = (wire.Tag.FILE + wire.FILE_HEADER.pack(len(payload), 7) + b"bad.bin" + payload
-               + wire.pack_digest(hashlib.sha256(b"something else").digest())
-               + wire.Tag.FILE + wire.FILE_HEADER.pack(len(payload), len(good)) + good + payload
-               + wire.pack_digest(hashlib.sha256(payload).digest()))
+    records = (
+        wire.Tag.FILE
+        + wire.FILE_HEADER.pack(len(payload), 7)
+        + b"bad.bin"
+        + payload
+        + wire.pack_digest(hashlib.sha256(b"something else").digest())
+        + wire.Tag.FILE
+        + wire.FILE_HEADER.pack(len(payload), len(good))
+        + good
+        + payload
+        + wire.pack_digest(hashlib.sha256(payload).digest())
+    )
     digests = [hashlib.sha256(payload).digest()] * 2
     records += wire.pack_end(2, wire.session_digest(digests))
     with Receiver(tmp_path, "--output", out, "--once", "--json") as recv:
         replies = _raw_session(recv.address, records)
         assert recv.wait() == 6
-    assert [r[0] for r in replies] == [wire.ReplyStatus.DIGEST_MISMATCH, wire.ReplyStatus.OK,
-                                       wire.ReplyStatus.OK]
+    assert [r[0] for r in replies] == [wire.ReplyStatus.DIGEST_MISMATCH, wire.ReplyStatus.OK, wire.ReplyStatus.OK]
     assert sorted(p.name for p in out.iterdir()) == ["good.bin"]
     result = recv.json()
     assert [f["status"] for f in result["files"]] == ["sha256 mismatch", "verified"]
@@ -419,6 +464,7 @@ def test_garbage_session_is_a_protocol_error(tmp_path):
 
 
 # --------------------------------------------------------------------------- signals
+
 
 def test_sigint_idle_server_exits_130(tmp_path):
     with Receiver(tmp_path, "--mem") as recv:
@@ -450,8 +496,14 @@ def test_progress_bar_only_on_a_terminal(tmp_path):
     with Receiver(tmp_path, "--output", tmp_path / "out", "--once") as recv:
         leader, follower = pty.openpty()
         try:
-            proc = subprocess.Popen(cli("send", f, recv.address, "--max-bw", "4MB/s"), stdout=subprocess.DEVNULL,
-                                    stderr=follower, stdin=subprocess.DEVNULL, env=ENV, cwd=str(ROOT))
+            proc = subprocess.Popen(
+                cli("send", f, recv.address, "--max-bw", "4MB/s"),
+                stdout=subprocess.DEVNULL,
+                stderr=follower,
+                stdin=subprocess.DEVNULL,
+                env=ENV,
+                cwd=str(ROOT),
+            )
             os.close(follower)
             follower = -1
             seen = b""
@@ -476,8 +528,9 @@ def test_progress_bar_only_on_a_terminal(tmp_path):
 def test_disk_full_is_reported_and_leaves_nothing(tmp_path):
     out = tmp_path / "small-fs"
     out.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(out)],
-                             capture_output=True, text=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(out)], capture_output=True, text=True
+    )
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.strip()}")
     try:
@@ -509,14 +562,30 @@ def _free_udp_ports(count: int) -> list[int]:
 def test_rendezvous_transfer(tmp_path):
     recv_port, send_port = _free_udp_ports(2)
     f = make_file(tmp_path / "rv.bin", 500_000)
-    recv = Proc(tmp_path, "recv", cli("recv", "--bind", "127.0.0.1", "--port", recv_port,
-                                      "--rendezvous", f"127.0.0.1:{send_port}", "--output",
-                                      tmp_path / "out", "--json"))
+    recv = Proc(
+        tmp_path,
+        "recv",
+        cli(
+            "recv",
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            recv_port,
+            "--rendezvous",
+            f"127.0.0.1:{send_port}",
+            "--output",
+            tmp_path / "out",
+            "--json",
+        ),
+    )
     try:
-        wait_for(lambda: "rendezvous from" in recv.stderr or recv.popen.poll() is not None,
-                 what="the rendezvous receiver to bind")
-        code, send = run_sender(tmp_path, "--rendezvous", "--bind", f"127.0.0.1:{send_port}", f,
-                                f"127.0.0.1:{recv_port}", "--json")
+        wait_for(
+            lambda: "rendezvous from" in recv.stderr or recv.popen.poll() is not None,
+            what="the rendezvous receiver to bind",
+        )
+        code, send = run_sender(
+            tmp_path, "--rendezvous", "--bind", f"127.0.0.1:{send_port}", f, f"127.0.0.1:{recv_port}", "--json"
+        )
         assert code == 0, send.stderr
         assert recv.wait() == 0, recv.stderr
     finally:
@@ -569,8 +638,10 @@ def test_sigint_receiver_mid_file_removes_partial_and_sender_reports_loss(tmp_pa
     big = make_file(tmp_path / "big.bin", 32 * 1024 * 1024)
     with Receiver(tmp_path, "--output", out, "--once") as recv:
         proc = sender(tmp_path, big, recv.address, "--max-bw", "4MB/s", "--timeout", "5")
-        wait_for(lambda: any(p.name.startswith(wire.PARTIAL_PREFIX) and p.stat().st_size > 0
-                             for p in out.iterdir()), what="a partial file")
+        wait_for(
+            lambda: any(p.name.startswith(wire.PARTIAL_PREFIX) and p.stat().st_size > 0 for p in out.iterdir()),
+            what="a partial file",
+        )
         recv.popen.send_signal(signal.SIGINT)
         assert recv.wait(15) == 130
         assert list(out.iterdir()) == []
@@ -602,8 +673,13 @@ def test_console_scripts_are_installed(tool):
 
 
 def test_demo_runs_real_verified_transfers():
-    done = subprocess.run([sys.executable, "-m", "udt.demo", "--size", "3M", "--mem", "0.3", "--json"],
-                          capture_output=True, text=True, timeout=120, env=ENV)
+    done = subprocess.run(
+        [sys.executable, "-m", "udt.demo", "--size", "3M", "--mem", "0.3", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=ENV,
+    )
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     file_run, mem_run = result["file"], result["memory"]

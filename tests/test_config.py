@@ -1,4 +1,5 @@
 """The typed configuration the socket layer hands to the multiplexer (udt.config)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -23,8 +24,9 @@ def test_from_options_reads_every_field_and_is_frozen():
     options[SocketOption.UDT_MAXBW] = 12_500_000
     config = ConnectionConfiguration.from_options(options, message_mode=True)
     assert config.mss == 9000 and config.max_bandwidth == 12_500_000 and config.message_mode
-    assert config == dataclasses.replace(ConnectionConfiguration(), mss=9000, max_bandwidth=12_500_000,
-                                         message_mode=True)
+    assert config == dataclasses.replace(
+        ConnectionConfiguration(), mss=9000, max_bandwidth=12_500_000, message_mode=True
+    )
     with pytest.raises(dataclasses.FrozenInstanceError):
         config.mss = 1500  # type: ignore[misc]
 

@@ -1,5 +1,6 @@
 """udt.dgram basics on real loopback sockets: binding, unicast v4/v6, scatter, connect, events,
 asyncio, buffers, ref/unref and every misuse error."""
+
 from __future__ import annotations
 
 import asyncio
@@ -19,7 +20,7 @@ import udt
 from udt import _mcast, dgram
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-WAIT = 5.0   # generous: the machine is shared
+WAIT = 5.0  # generous: the machine is shared
 
 
 @pytest.fixture
@@ -46,8 +47,9 @@ class Collector:
 
     def wait(self, count: int = 1, timeout: float = WAIT) -> list:
         with self._condition:
-            assert self._condition.wait_for(lambda: len(self.items) >= count, timeout), \
+            assert self._condition.wait_for(lambda: len(self.items) >= count, timeout), (
                 f"only {len(self.items)} of {count} events arrived"
+            )
             return list(self.items)
 
 
@@ -134,7 +136,7 @@ def test_first_send_binds_implicitly_and_emits_listening(pair):
     sender.on("listening", listening)
     with pytest.raises(dgram.NotBoundError):
         sender.address()
-    sender.send(b"x", receiver.address().port)            # address defaults to localhost
+    sender.send(b"x", receiver.address().port)  # address defaults to localhost
     assert sender.address().address == "0.0.0.0" and sender.address().port > 0
     listening.wait(1)
     assert listening.threads[0] is not threading.current_thread()
@@ -150,11 +152,13 @@ def test_bind_callback_runs_on_another_thread():
 
 
 def test_exclusive_bind_refuses_sharing():
-    with dgram.create_socket("udp4", reuse_addr=True) as first, \
-            dgram.create_socket("udp4", reuse_addr=True) as second, \
-            dgram.create_socket("udp4", reuse_addr=True) as third:
+    with (
+        dgram.create_socket("udp4", reuse_addr=True) as first,
+        dgram.create_socket("udp4", reuse_addr=True) as second,
+        dgram.create_socket("udp4", reuse_addr=True) as third,
+    ):
         first.bind(0, "127.0.0.1")
-        second.bind(first.address().port, "127.0.0.1")      # shared: both asked for reuse
+        second.bind(first.address().port, "127.0.0.1")  # shared: both asked for reuse
         with dgram.create_socket("udp4", reuse_addr=True) as exclusive:
             exclusive.bind(0, "127.0.0.1", exclusive=True)
             with pytest.raises(OSError) as raised:
@@ -179,7 +183,7 @@ def test_bind_adopts_a_descriptor():
 def test_ipv6_only():
     with dgram.create_socket("udp6", ipv6_only=True) as six, dgram.create_socket("udp4") as four:
         six.bind(0, "::")
-        four.bind(six.address().port, "0.0.0.0")        # the IPv4 port is still free
+        four.bind(six.address().port, "0.0.0.0")  # the IPv4 port is still free
     with dgram.create_socket("udp6") as dual, dgram.create_socket("udp4") as sender:
         dual.bind(0, "::")
         with dgram.create_socket("udp4") as four:
@@ -203,7 +207,7 @@ def test_lookup_resolves_names():
         s.send(b"named", s.address().port, "my-receiver")
         assert s.recvfrom(WAIT)[0] == b"named"
     assert asked == [("my-receiver", socket.AF_INET)] * 2
-    with dgram.create_socket("udp4") as s:      # the default lookup: getaddrinfo
+    with dgram.create_socket("udp4") as s:  # the default lookup: getaddrinfo
         s.bind(0, "127.0.0.1")
         s.send(b"localhost", s.address().port, "localhost")
         assert s.recvfrom(WAIT)[0] == b"localhost"
@@ -221,7 +225,7 @@ def test_connect_remote_address_disconnect(pair):
     connected.wait(1)
     assert connected.threads[0] is not threading.current_thread()
     assert sender.remote_address() == ("127.0.0.1", "IPv4", port)
-    assert sender.address().port > 0                       # connect bound implicitly
+    assert sender.address().port > 0  # connect bound implicitly
     assert sender.send(b"to peer") == 7
     assert receiver.recvfrom(WAIT)[0] == b"to peer"
     with pytest.raises(dgram.AlreadyConnectedError) as raised:
@@ -283,7 +287,7 @@ def test_once_and_remove_listener(pair):
     once, always = Collector(), Collector()
     receiver.once("message", once).on("message", always)
     receiver.add_listener("message", always)
-    receiver.remove_listener("message", always)        # removes one registration
+    receiver.remove_listener("message", always)  # removes one registration
     for index in range(2):
         sender.send(b"%d" % index, receiver.address().port, "127.0.0.1")
     always.wait(2)
@@ -311,7 +315,7 @@ def test_close_callback_and_event_run_before_close_returns():
     s.close(callback)
     assert len(closes.items) == 1 and len(callback.items) == 1
     assert closes.threads[0] is not threading.current_thread()
-    s.close()                                           # idempotent, no second event
+    s.close()  # idempotent, no second event
     assert len(closes.items) == 1
     assert s.closed and s.fileno() == -1
 
@@ -335,7 +339,7 @@ def test_error_event_for_icmp_port_unreachable():
         s.connect(dead_port, "127.0.0.1")
         s.on("error", errors).on("message", messages)
         s.send(b"anyone?")
-        (error,), = errors.wait(1)
+        ((error,),) = errors.wait(1)
         assert isinstance(error, ConnectionRefusedError)
         assert errors.threads[0] is not threading.current_thread()
     assert messages.items == []
@@ -350,7 +354,7 @@ def test_listener_exception_goes_to_error_listeners(pair):
 
     receiver.on("message", broken).on("error", errors)
     sender.send(b"boom", receiver.address().port, "127.0.0.1")
-    (error,), = errors.wait(1)
+    ((error,),) = errors.wait(1)
     assert isinstance(error, KeyError) and error.args == (b"boom",)
 
 
@@ -364,7 +368,7 @@ def test_send_callback_gets_result_or_error(pair):
     assert sender.send(bytes(70000), receiver.address().port, "127.0.0.1", results) == 0
     error, sent = results.wait(2)[1]
     assert isinstance(error, OSError) and error.errno == errno.EMSGSIZE and sent == 0
-    with pytest.raises(OSError) as raised:                 # and is raised without a callback
+    with pytest.raises(OSError) as raised:  # and is raised without a callback
         sender.send(bytes(70000), receiver.address().port, "127.0.0.1")
     assert raised.value.errno == errno.EMSGSIZE
 
@@ -383,7 +387,7 @@ def test_send_queue_count_counts_callbacks_not_yet_run(pair):
     sender.send(b"1", port, "127.0.0.1", slow)
     sender.send(b"2", port, "127.0.0.1", slow)
     assert started.wait(WAIT)
-    assert sender.get_send_queue_count() == 1             # one running (taken), one waiting
+    assert sender.get_send_queue_count() == 1  # one running (taken), one waiting
     release.set()
     deadline = time.monotonic() + WAIT
     while sender.get_send_queue_count() and time.monotonic() < deadline:
@@ -491,16 +495,19 @@ def test_two_async_readers_are_refused(pair):
 # ---- buffers -------------------------------------------------------------------------------------
 def test_buffer_sizes_need_a_bound_socket():
     with dgram.create_socket("udp4") as s:
-        for call in (s.get_recv_buffer_size, s.get_send_buffer_size,
-                     lambda: s.set_recv_buffer_size(1 << 16),
-                     lambda: s.set_send_buffer_size(1 << 16)):
+        for call in (
+            s.get_recv_buffer_size,
+            s.get_send_buffer_size,
+            lambda: s.set_recv_buffer_size(1 << 16),
+            lambda: s.set_send_buffer_size(1 << 16),
+        ):
             with pytest.raises(dgram.NotBoundError) as raised:
                 call()
             assert raised.value.errno == errno.EBADF
         s.bind(0, "127.0.0.1")
         s.set_recv_buffer_size(1 << 20)
         s.set_send_buffer_size(1 << 19)
-        assert s.get_recv_buffer_size() >= 1 << 20      # Linux reports twice the request
+        assert s.get_recv_buffer_size() >= 1 << 20  # Linux reports twice the request
         assert s.get_send_buffer_size() >= 1 << 19
         with pytest.raises(ValueError):
             s.set_recv_buffer_size(0)
@@ -509,8 +516,7 @@ def test_buffer_sizes_need_a_bound_socket():
 
 
 def test_buffer_sizes_from_create_socket_apply_at_bind():
-    with dgram.create_socket("udp4", recv_buffer_size=1 << 20,
-                             send_buffer_size=1 << 20) as s:
+    with dgram.create_socket("udp4", recv_buffer_size=1 << 20, send_buffer_size=1 << 20) as s:
         s.bind(0, "127.0.0.1")
         assert s.get_recv_buffer_size() >= 1 << 20
         assert s.get_send_buffer_size() >= 1 << 20
@@ -526,8 +532,7 @@ def _ttl_of_next_datagram(receiver: socket.socket) -> tuple[bytes, int]:
 
 
 def test_set_ttl_is_seen_on_the_wire():
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as receiver, \
-            dgram.create_socket("udp4") as sender:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as receiver, dgram.create_socket("udp4") as sender:
         receiver.bind(("127.0.0.1", 0))
         receiver.settimeout(WAIT)
         receiver.setsockopt(socket.IPPROTO_IP, _mcast.IP_RECVTTL, 1)
@@ -551,7 +556,7 @@ def test_option_setters_validate():
             s.set_multicast_ttl(256)
         assert s.set_multicast_loopback(False) is False
         assert s.getsockopt(socket.IPPROTO_IPV6, _mcast.IPV6_MULTICAST_LOOP) == 0
-        s.set_broadcast(True)                             # allowed on IPv6: a no-op option
+        s.set_broadcast(True)  # allowed on IPv6: a no-op option
         with pytest.raises(TypeError):
             s.set_broadcast("yes")
 
@@ -564,7 +569,7 @@ def test_bind_twice():
             s.bind(0, "127.0.0.1")
         assert isinstance(raised.value, OSError) and raised.value.errno == errno.EINVAL
     with dgram.create_socket("udp4") as s:
-        s.send(b"x", 9, "127.0.0.1")                     # implicit bind counts
+        s.send(b"x", 9, "127.0.0.1")  # implicit bind counts
         with pytest.raises(dgram.AlreadyBoundError):
             s.bind()
 
@@ -578,11 +583,11 @@ def test_bad_ports_and_addresses():
         with pytest.raises(ValueError):
             s.send(b"x", 0, "127.0.0.1")
         with pytest.raises(ValueError):
-            s.send(b"x")                                   # no port, not connected
+            s.send(b"x")  # no port, not connected
         with pytest.raises(socket.gaierror):
             s.send(b"x", 9, "no-such-host.invalid")
         with pytest.raises(ValueError):
-            s.send(b"x", 9, "::1")                          # IPv6 on a 'udp4' socket
+            s.send(b"x", 9, "::1")  # IPv6 on a 'udp4' socket
         with pytest.raises(ValueError):
             s.bind(0, "::1")
 
@@ -621,9 +626,15 @@ def test_everything_on_a_closed_socket_raises():
 
 
 def test_error_hierarchy():
-    for error in (dgram.SocketClosedError, dgram.AlreadyBoundError, dgram.NotBoundError,
-                  dgram.AlreadyConnectedError, dgram.NotConnectedError,
-                  dgram.MembershipStateError, dgram.InvalidMembershipError):
+    for error in (
+        dgram.SocketClosedError,
+        dgram.AlreadyBoundError,
+        dgram.NotBoundError,
+        dgram.AlreadyConnectedError,
+        dgram.NotConnectedError,
+        dgram.MembershipStateError,
+        dgram.InvalidMembershipError,
+    ):
         assert issubclass(error, dgram.DgramError) and issubclass(error, OSError)
     assert issubclass(dgram.InvalidMembershipError, dgram.MembershipStateError)
     assert dgram.NotConnectedError("x").errno == errno.ENOTCONN
@@ -647,10 +658,13 @@ print(s.address().port, flush=True)
 
 
 def _start_ref_script(mode: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", _REF_SCRIPT, mode], cwd=REPO_ROOT,
-                            stdout=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONPATH": os.pathsep.join(
-                                filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))})
+    return subprocess.Popen(
+        [sys.executable, "-c", _REF_SCRIPT, mode],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))},
+    )
 
 
 def test_unref_socket_does_not_keep_the_interpreter_alive():
@@ -668,9 +682,9 @@ def test_referenced_socket_keeps_the_interpreter_alive_until_closed():
     try:
         port = int(process.stdout.readline())
         with pytest.raises(subprocess.TimeoutExpired):
-            process.wait(timeout=1.0)                      # still serving its listener
+            process.wait(timeout=1.0)  # still serving its listener
         with dgram.create_socket("udp4") as s:
-            s.send(b"close", port, "127.0.0.1")            # the listener closes the socket
+            s.send(b"close", port, "127.0.0.1")  # the listener closes the socket
         assert process.wait(timeout=20) == 0
     finally:
         process.kill()
@@ -716,8 +730,23 @@ def test_send_queue_size_shows_datagrams_held_by_a_slow_link():
     with Topology() as net:
         a, b = net.namespace("q-a"), net.namespace("q-b")
         link = net.veth(a, b, ipv4=("10.2.0.1/24", "10.2.0.2/24"))
-        a.run(["tc", "qdisc", "add", "dev", link.left_name, "root", "tbf", "rate", "1mbit",
-               "burst", "2000", "limit", "100000"])
+        a.run(
+            [
+                "tc",
+                "qdisc",
+                "add",
+                "dev",
+                link.left_name,
+                "root",
+                "tbf",
+                "rate",
+                "1mbit",
+                "burst",
+                "2000",
+                "limit",
+                "100000",
+            ]
+        )
         result = a.python(_QUEUE_SCRIPT)
         figures = json.loads(result.stdout.strip().splitlines()[-1])
     assert figures["queued"] > 10 * 1000

@@ -2,6 +2,7 @@
 the other READMEs resolve, every citation of a protocol.md section names one that exists, nothing points outside
 the repository, protocol.md's byte-level examples decode cleanly, and every public name of
 ``udt`` has a docstring of its own.  Fast, no network."""
+
 from __future__ import annotations
 
 import enum
@@ -16,8 +17,12 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-DOC_FILES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), ROOT / "bench" / "README.md",
-             ROOT / "tests" / "data" / "udt4" / "README.md"]
+DOC_FILES = [
+    ROOT / "README.md",
+    *sorted((ROOT / "docs").glob("*.md")),
+    ROOT / "bench" / "README.md",
+    ROOT / "tests" / "data" / "udt4" / "README.md",
+]
 PROTOCOL = ROOT / "docs" / "protocol.md"
 CITING_DIRS = ("src", "tests", "docs", "bench")
 
@@ -31,8 +36,22 @@ HEADING = re.compile(r"^(#{1,6})\s+(.+?)\s*#*\s*$", re.M)
 # A backticked span is taken for a repository path when it is one token with a "/" and ends in
 # "/" (a directory) or in one of these suffixes; globs must match at least one file.
 PATH_SPAN = re.compile(r"^[\w.\-*]+(?:/[\w.\-*]+)*/?$")
-FILE_SUFFIXES = {".py", ".pyx", ".pxd", ".pxi", ".md", ".toml", ".json", ".pcapng", ".txt",
-                 ".cfg", ".ini", ".sh", ".c", ".h"}
+FILE_SUFFIXES = {
+    ".py",
+    ".pyx",
+    ".pxd",
+    ".pxi",
+    ".md",
+    ".toml",
+    ".json",
+    ".pcapng",
+    ".txt",
+    ".cfg",
+    ".ini",
+    ".sh",
+    ".c",
+    ".h",
+}
 # "protocol.md §5", "protocol.md §1-§4", "protocol.md §2 and §5", "protocol.md §5, §6".
 CITATION = re.compile(r"protocol\.md\W{0,3}§\s*(\d+(?:\s*(?:-|–|,|and|or)\s*§?\s*\d+)*)")
 
@@ -47,7 +66,7 @@ def github_anchors(markdown: str) -> set[str]:
     anchors: set[str] = set()
     seen: dict[str, int] = {}
     for _, text in HEADING.findall(_prose(markdown)):
-        text = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", text)     # a link's text only
+        text = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", text)  # a link's text only
         slug = re.sub(r"[^\w\- ]", "", text.strip().lower()).replace(" ", "-")
         count = seen.get(slug, 0)
         seen[slug] = count + 1
@@ -59,16 +78,23 @@ def _tracked_files() -> list[Path]:
     """Files git tracks, or (no git, e.g. an unpacked sdist) every file but build output."""
     git = shutil.which("git")
     if git and (ROOT / ".git").exists():
-        out = subprocess.run([git, "-C", str(ROOT), "ls-files", "-z"], capture_output=True,
-                             check=True).stdout
+        out = subprocess.run([git, "-C", str(ROOT), "ls-files", "-z"], capture_output=True, check=True).stdout
         return [ROOT / name for name in out.decode().split("\0") if name]
-    skip = {".git", "build", "dist", "__pycache__", ".pytest_cache", ".hypothesis", ".mypy_cache",
-            ".ruff_cache", ".eggs"}
+    skip = {
+        ".git",
+        "build",
+        "dist",
+        "__pycache__",
+        ".pytest_cache",
+        ".hypothesis",
+        ".mypy_cache",
+        ".ruff_cache",
+        ".eggs",
+    }
     found = []
     for folder, dirs, files in os.walk(ROOT):
         dirs[:] = [d for d in dirs if d not in skip and not d.endswith(".egg-info")]
-        found.extend(Path(folder, f) for f in files
-                     if f != ".git" and not f.endswith((".so", ".c", ".html")))
+        found.extend(Path(folder, f) for f in files if f != ".git" and not f.endswith((".so", ".c", ".html")))
     return found
 
 
@@ -98,7 +124,7 @@ def _doc_id(path: Path) -> str:
 def test_relative_links_and_their_anchors_resolve(doc: Path) -> None:
     broken = []
     for target in LINK.findall(_prose(doc.read_text(encoding="utf-8"))):
-        if re.match(r"^[a-z][a-z0-9+.-]*:", target):        # http:, https:, mailto:
+        if re.match(r"^[a-z][a-z0-9+.-]*:", target):  # http:, https:, mailto:
             continue
         path, _, anchor = target.partition("#")
         resolved = (doc.parent / path).resolve() if path else doc
@@ -149,8 +175,7 @@ def test_every_protocol_citation_names_an_existing_section() -> None:
     sections = protocol_sections()
     citations = list(_citations())
     assert len(citations) > 20, "the citation pattern no longer finds the code's citations"
-    wrong = [f"{where} cites §{sorted(cited - sections)}" for where, _, cited in citations
-             if not cited <= sections]
+    wrong = [f"{where} cites §{sorted(cited - sections)}" for where, _, cited in citations if not cited <= sections]
     assert not wrong, f"citations of sections docs/protocol.md does not have: {wrong}"
 
 
@@ -177,8 +202,7 @@ def test_protocol_byte_level_examples_decode_cleanly() -> None:
     its label gives."""
     from udt.tools.udtdump import decode
 
-    block = re.search(r"^```\n(.*?)^```", _section(PROTOCOL.read_text(encoding="utf-8"), 10),
-                      re.M | re.S)
+    block = re.search(r"^```\n(.*?)^```", _section(PROTOCOL.read_text(encoding="utf-8"), 10), re.M | re.S)
     assert block, "protocol.md §10 has no example block"
     examples = [line for line in block.group(1).splitlines() if line.strip()]
     assert len(examples) >= 10
@@ -212,14 +236,14 @@ def test_every_public_name_has_a_docstring() -> None:
     undocumented = []
     for name in udt.__all__:
         obj = getattr(udt, name)
-        if isinstance(obj, enum.Enum):                 # members: their enum class says it
+        if isinstance(obj, enum.Enum):  # members: their enum class says it
             target, label = type(obj), f"{name} (enum {type(obj).__name__})"
         elif inspect.ismodule(obj) or inspect.isclass(obj) or callable(obj):
             target, label = obj, name
-        else:                                          # plain constants: __version__, ...
+        else:  # plain constants: __version__, ...
             continue
         module = target.__name__ if inspect.ismodule(target) else getattr(target, "__module__", "")
-        if not (module or "").startswith("udt"):       # re-exported from the standard library
+        if not (module or "").startswith("udt"):  # re-exported from the standard library
             continue
         if not (_own_doc(target) or "").strip():
             undocumented.append(label)

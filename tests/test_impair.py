@@ -4,6 +4,7 @@ Tolerances: a count drawn ``n`` times with probability ``p`` must lie within 4.5
 deviations (``sqrt(n p (1 - p))``) of ``n p``; the seeds are fixed, so a run is reproducible, but
 the bounds are what any seed satisfies with probability > 99.999 %.
 """
+
 from __future__ import annotations
 
 import json
@@ -110,8 +111,9 @@ def drain(sock: socket.socket, into: list[bytes]) -> None:
         sock.settimeout(5.0)
 
 
-def transfer(relay: Relay, a: socket.socket, b: socket.socket, payloads: list[bytes],
-             window: int = 256, timeout: float = 60.0) -> list[bytes]:
+def transfer(
+    relay: Relay, a: socket.socket, b: socket.socket, payloads: list[bytes], window: int = 256, timeout: float = 60.0
+) -> list[bytes]:
     """Send ``payloads`` from A through the relay, at most ``window`` ahead of what the relay has
     read (so no socket buffer overflows and every loss is the relay's own); return what B
     received, in arrival order, once the relay holds nothing more."""
@@ -126,8 +128,12 @@ def transfer(relay: Relay, a: socket.socket, b: socket.socket, payloads: list[by
             a.sendto(payloads[sent], relay.address)
             sent += 1
         drain(b, got)
-        if sent == len(payloads) and received == sent and stats.in_flight == 0 \
-                and len(got) >= stats.forwarded - before.forwarded:
+        if (
+            sent == len(payloads)
+            and received == sent
+            and stats.in_flight == 0
+            and len(got) >= stats.forwarded - before.forwarded
+        ):
             return got
         assert time.monotonic() < deadline, f"transfer stuck: sent {sent}, {stats}"
         select.select([b], [], [], 0.005)
@@ -319,7 +325,9 @@ def timed_payloads(count: int) -> list[bytes]:
     return [struct.pack("!Id", i, 0.0) for i in range(count)]
 
 
-def measure_delays(relay: Relay, a: socket.socket, b: socket.socket, count: int, spacing: float) -> list[tuple[int, float]]:
+def measure_delays(
+    relay: Relay, a: socket.socket, b: socket.socket, count: int, spacing: float
+) -> list[tuple[int, float]]:
     """Send ``count`` stamped datagrams ``spacing`` apart; return (seq, one-way delay) per arrival."""
     arrivals: list[tuple[int, float]] = []
     b.settimeout(5.0)
@@ -352,8 +360,10 @@ def test_fixed_delay_is_accurate(ab, process):
     assert median <= delay + 0.002, f"median one-way delay {median * 1e3:.2f} ms for {delay * 1e3} ms"
     assert sorted(delays)[89] <= delay + 0.005
     assert stats.delay_min >= delay - 1e-6
-    print(f"\ndelay {delay * 1e3} ms ({'process' if process else 'thread'}): measured min/median/max "
-          f"{min(delays) * 1e3:.2f}/{median * 1e3:.2f}/{max(delays) * 1e3:.2f} ms")
+    print(
+        f"\ndelay {delay * 1e3} ms ({'process' if process else 'thread'}): measured min/median/max "
+        f"{min(delays) * 1e3:.2f}/{median * 1e3:.2f}/{max(delays) * 1e3:.2f} ms"
+    )
 
 
 def test_jitter_spreads_delay_uniformly_within_bounds(ab):
@@ -532,7 +542,8 @@ print(json.dumps({"packets": count, "bytes": total, "first_size": first_size, "s
 
 SENDER = r"""
 import json, socket, sys, time
-host, port, size, rate, duration, gso = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5]), int(sys.argv[6])
+host, port, size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+rate, duration, gso = float(sys.argv[4]), float(sys.argv[5]), int(sys.argv[6])
 s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
 payload, addr = bytes(size), (host, port)
 per_second = rate / (8 * size)
@@ -557,8 +568,15 @@ print(json.dumps({"sent": sent}), flush=True)
 """
 
 
-def run_rate(rate: float, size: int, gso: int, duration: float = 1.5, offered: float = 1.2,
-             queue_time: float = 0.05, limit: bool = True) -> tuple[float, DirectionStats, dict]:
+def run_rate(
+    rate: float,
+    size: int,
+    gso: int,
+    duration: float = 1.5,
+    offered: float = 1.2,
+    queue_time: float = 0.05,
+    limit: bool = True,
+) -> tuple[float, DirectionStats, dict]:
     """Offer ``offered`` × ``rate`` through a relay (child process) limited to ``rate``, from a
     sender process to a receiver process; return the receiver's measured rate in bit/s.
 
@@ -572,9 +590,22 @@ def run_rate(rate: float, size: int, gso: int, duration: float = 1.5, offered: f
         imp = Impairment(rate=rate, queue_bytes=queue_bytes) if limit else Impairment()
         with Relay(("127.0.0.1", port), a_to_b=imp, process=True) as relay:
             sender = subprocess.run(
-                [sys.executable, "-c", SENDER, "127.0.0.1", str(relay.address[1]), str(size),
-                 str(rate * offered), str(duration), str(gso)],
-                capture_output=True, text=True, timeout=60, check=True)
+                [
+                    sys.executable,
+                    "-c",
+                    SENDER,
+                    "127.0.0.1",
+                    str(relay.address[1]),
+                    str(size),
+                    str(rate * offered),
+                    str(duration),
+                    str(gso),
+                ],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=True,
+            )
             result = json.loads(receiver.stdout.readline())
             receiver.wait(timeout=10)
             stats = relay.stats().a_to_b
@@ -589,16 +620,19 @@ def run_rate(rate: float, size: int, gso: int, duration: float = 1.5, offered: f
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("rate,gso", [(10e6, 0), (100e6, 0), (500e6, 16)],
-                         ids=["10mbit", "100mbit", "500mbit-gso-sender"])
+@pytest.mark.parametrize(
+    "rate,gso", [(10e6, 0), (100e6, 0), (500e6, 16)], ids=["10mbit", "100mbit", "500mbit-gso-sender"]
+)
 def test_rate_limit_throughput_matches_the_setting(rate, gso):
     """At 500 Mbit/s the sender batches with GSO (as udt does): a plain sendto sender costs the
     shared 2 cores enough that the relay is starved at times (measured 457-500 Mbit/s)."""
     size = 1456
     measured, stats, result = run_rate(rate, size, gso)
-    print(f"\nrate {rate / 1e6:.0f} Mbit/s: measured {measured / 1e6:.1f} Mbit/s "
-          f"({result['packets'] / result['span']:.0f} datagrams/s), sent {result['sent']}, "
-          f"relay received {stats.received}, queue drops {stats.dropped_queue}")
+    print(
+        f"\nrate {rate / 1e6:.0f} Mbit/s: measured {measured / 1e6:.1f} Mbit/s "
+        f"({result['packets'] / result['span']:.0f} datagrams/s), sent {result['sent']}, "
+        f"relay received {stats.received}, queue drops {stats.dropped_queue}"
+    )
     assert abs(measured - rate) <= 0.10 * rate, f"measured {measured / 1e6:.1f} Mbit/s for {rate / 1e6} Mbit/s"
     # Offered 1.2 × the rate: the excess (about 1/6 of what arrived) is dropped at the queue.
     assert stats.dropped_queue > 0.05 * stats.received
@@ -609,8 +643,10 @@ def test_rate_limit_throughput_matches_the_setting(rate, gso):
 def test_pass_through_capacity_exceeds_500_mbit():
     """No limit, 1.5 Gbit/s offered by a GSO sender (as udt sends): what the relay forwards."""
     measured, stats, result = run_rate(1.5e9, 1456, 16, offered=1.0, limit=False)
-    print(f"\npass-through: {measured / 1e6:.0f} Mbit/s, {result['packets'] / result['span']:.0f} datagrams/s "
-          f"of 1456 bytes (relay read {stats.received} of {result['sent']} sent)")
+    print(
+        f"\npass-through: {measured / 1e6:.0f} Mbit/s, {result['packets'] / result['span']:.0f} datagrams/s "
+        f"of 1456 bytes (relay read {stats.received} of {result['sent']} sent)"
+    )
     assert measured >= 500e6
 
 
@@ -747,9 +783,19 @@ def test_close_is_idempotent_and_keeps_the_final_counters(ab):
 def test_bad_arguments_raise_value_error(ab):
     _a, b = ab
     target = b.getsockname()
-    bad = [dict(loss=1.5), dict(loss=-0.1), dict(delay=-1.0), dict(jitter=math.nan), dict(rate=0),
-           dict(queue_bytes=1000), dict(rate=1e6, queue_packets=0), dict(reorder_distance=0),
-           dict(corrupt_bits=0), dict(drop="not callable"), dict(duplicate=True)]
+    bad = [
+        dict(loss=1.5),
+        dict(loss=-0.1),
+        dict(delay=-1.0),
+        dict(jitter=math.nan),
+        dict(rate=0),
+        dict(queue_bytes=1000),
+        dict(rate=1e6, queue_packets=0),
+        dict(reorder_distance=0),
+        dict(corrupt_bits=0),
+        dict(drop="not callable"),
+        dict(duplicate=True),
+    ]
     for fields in bad:
         with pytest.raises(ValueError):
             Impairment(**fields)
@@ -786,10 +832,19 @@ def test_cli_value_parsers():
     assert parse_burst("ge:1%,25%,0,100%") == GilbertElliott(0.01, 0.25, 0.0, 1.0)
     assert parse_interval("1") == 1.0 and parse_interval("250ms") == pytest.approx(0.25)
     assert parse_address("[::1]:9000") == ("::1", 9000) and parse_address("127.0.0.1:1") == ("127.0.0.1", 1)
-    for parser, text in [(parse_duration, "20"), (parse_duration, "fast"), (parse_probability, "150%"),
-                         (parse_rate_bps, "100"), (parse_rate_bps, "100mb"), (parse_queue, "lots"),
-                         (parse_burst, "5%"), (parse_address, "localhost"), (parse_address, "h:99999"),
-                         (parse_interval, "0"), (parse_interval, "soon")]:
+    for parser, text in [
+        (parse_duration, "20"),
+        (parse_duration, "fast"),
+        (parse_probability, "150%"),
+        (parse_rate_bps, "100"),
+        (parse_rate_bps, "100mb"),
+        (parse_queue, "lots"),
+        (parse_burst, "5%"),
+        (parse_address, "localhost"),
+        (parse_address, "h:99999"),
+        (parse_interval, "0"),
+        (parse_interval, "soon"),
+    ]:
         with pytest.raises(ValueError):
             parser(text)
 
@@ -797,12 +852,32 @@ def test_cli_value_parsers():
 @pytest.mark.parametrize("how", ["module", "script"])
 def test_cli_relays_and_prints_counters_on_ctrl_c(ab, how):
     a, b = ab
-    command = ([sys.executable, "-m", "udt.tools.impair"] if how == "module"
-               else [sys.executable, str(ROOT / "src" / "udt" / "tools" / "impair" / "__main__.py")])
+    command = (
+        [sys.executable, "-m", "udt.tools.impair"]
+        if how == "module"
+        else [sys.executable, str(ROOT / "src" / "udt" / "tools" / "impair" / "__main__.py")]
+    )
     port = b.getsockname()[1]
-    proc = subprocess.Popen(command + ["--listen", "127.0.0.1:0", "--target", f"127.0.0.1:{port}",
-                                       "--delay", "5ms", "--loss", "0%", "--seed", "7", "--json"],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        command
+        + [
+            "--listen",
+            "127.0.0.1:0",
+            "--target",
+            f"127.0.0.1:{port}",
+            "--delay",
+            "5ms",
+            "--loss",
+            "0%",
+            "--seed",
+            "7",
+            "--json",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         banner = proc.stderr.readline()
         assert banner.startswith("impair: relaying 127.0.0.1:"), banner
@@ -826,10 +901,26 @@ def test_cli_shapes_each_direction_separately_over_ipv6():
     if not HAVE_IPV6:
         pytest.skip("no IPv6 loopback here")
     a, b = endpoint("::1"), endpoint("::1")
-    proc = subprocess.Popen([sys.executable, "-m", "udt.tools.impair", "--listen", "[::1]:0",
-                             "--target", f"[::1]:{b.getsockname()[1]}", "--b-to-a-loss", "100%",
-                             "--stats-interval", "0.2", "--json"],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "udt.tools.impair",
+            "--listen",
+            "[::1]:0",
+            "--target",
+            f"[::1]:{b.getsockname()[1]}",
+            "--b-to-a-loss",
+            "100%",
+            "--stats-interval",
+            "0.2",
+            "--json",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         banner = proc.stderr.readline()
         relay_port = int(banner.split()[2].rsplit(":", 1)[1])
@@ -853,10 +944,20 @@ def test_cli_shapes_each_direction_separately_over_ipv6():
 
 
 def test_cli_rejects_bad_values_clearly():
-    proc = subprocess.run([sys.executable, "-m", "udt.tools.impair", "--target", "127.0.0.1:9", "--loss", "150%"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=30)
+    proc = subprocess.run(
+        [sys.executable, "-m", "udt.tools.impair", "--target", "127.0.0.1:9", "--loss", "150%"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert proc.returncode == 2
     assert "--loss" in proc.stderr and "150%" in proc.stderr
-    proc = subprocess.run([sys.executable, "-m", "udt.tools.impair", "--target", "127.0.0.1:9", "--delay", "20"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=30)
+    proc = subprocess.run(
+        [sys.executable, "-m", "udt.tools.impair", "--target", "127.0.0.1:9", "--delay", "20"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert proc.returncode == 2 and "needs a unit" in proc.stderr

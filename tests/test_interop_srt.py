@@ -3,6 +3,7 @@
 SRT falls back to the UDT4 handshake (version 4) by itself, but only for socket type DGRAM;
 see docs/testing.md (real peers). srt-file-transmit runs in its own process (udt.tools.peers).
 """
+
 from __future__ import annotations
 
 import hashlib

@@ -5,6 +5,7 @@ cannot take the test down; udt runs here through its public socket API. Every tr
 checked end to end with sha256. Set UDT_INTEROP_CAPTURE=DIR to record each test's traffic as a
 pcapng (dumpcap) for ``python -m udt.tools.udtdump DIR/TEST.pcapng``.
 """
+
 from __future__ import annotations
 
 import os
@@ -47,8 +48,11 @@ def wire_capture(request, port: int):
         return
     Path(target).mkdir(parents=True, exist_ok=True)
     path = Path(target) / f"{request.node.name.replace('/', '_')}.pcapng"
-    proc = subprocess.Popen([dumpcap, "-q", "-i", "lo", "-f", f"udp port {port}", "-w", str(path)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [dumpcap, "-q", "-i", "lo", "-f", f"udp port {port}", "-w", str(path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     time.sleep(1.0)  # dumpcap gives no ready signal
     try:
         yield path
@@ -82,12 +86,12 @@ def check_messages(sizes: list[int], nbytes: int) -> None:
 @pytest.mark.parametrize("sock_type", ["stream", "dgram"])
 def test_udt_client_sends_to_udt4_server(request, sock_type, mss):
     nbytes = 8_000_000
-    with peers.udt4("recv", sock_type=sock_type, mss=mss, nbytes=nbytes, msg_size=MSG_SIZE,
-                    timeout=TIMEOUT) as server:
+    with peers.udt4("recv", sock_type=sock_type, mss=mss, nbytes=nbytes, msg_size=MSG_SIZE, timeout=TIMEOUT) as server:
         port = server.ready()["port"]
         with wire_capture(request, port):
-            with udt.create_connection((LOCALHOST, port), timeout=10, type=_type(sock_type),
-                                       options={udt.UDT_MSS: mss}) as conn:
+            with udt.create_connection(
+                (LOCALHOST, port), timeout=10, type=_type(sock_type), options={udt.UDT_MSS: mss}
+            ) as conn:
                 assert conn.getsockopt(udt.UDT_MSS) == mss
                 conn.settimeout(TIMEOUT)
                 sent = udt_send(conn, sock_type, nbytes)
@@ -105,8 +109,15 @@ def test_udt4_client_sends_to_udt_server(request, sock_type, mss):
         server.settimeout(TIMEOUT)
         port = server.getsockname()[1]
         with wire_capture(request, port):
-            with peers.udt4("send", connect=(LOCALHOST, port), sock_type=sock_type, mss=mss,
-                            nbytes=nbytes, msg_size=MSG_SIZE, timeout=TIMEOUT) as client:
+            with peers.udt4(
+                "send",
+                connect=(LOCALHOST, port),
+                sock_type=sock_type,
+                mss=mss,
+                nbytes=nbytes,
+                msg_size=MSG_SIZE,
+                timeout=TIMEOUT,
+            ) as client:
                 conn, address = server.accept()
                 with conn:
                     assert address[0] == LOCALHOST
@@ -132,8 +143,16 @@ def test_rendezvous(request, direction, sock_type, mss):
         port = sock.getsockname()[1]
         action = "recv" if direction == "udt_sends" else "send"
         with wire_capture(request, port):
-            with peers.udt4(action, rendezvous=True, connect=(LOCALHOST, port), sock_type=sock_type,
-                            mss=mss, nbytes=nbytes, msg_size=MSG_SIZE, timeout=TIMEOUT) as peer:
+            with peers.udt4(
+                action,
+                rendezvous=True,
+                connect=(LOCALHOST, port),
+                sock_type=sock_type,
+                mss=mss,
+                nbytes=nbytes,
+                msg_size=MSG_SIZE,
+                timeout=TIMEOUT,
+            ) as peer:
                 peer_port = peer.ready()["port"]
                 sock.settimeout(TIMEOUT)
                 sock.connect((LOCALHOST, peer_port))
@@ -183,8 +202,7 @@ def test_udt4_sendfile_to_udt_recvfile(request, tmp_path):
         server.settimeout(TIMEOUT)
         port = server.getsockname()[1]
         with wire_capture(request, port):
-            with peers.udt4("send", connect=(LOCALHOST, port), api="file", path=source,
-                            timeout=TIMEOUT) as client:
+            with peers.udt4("send", connect=(LOCALHOST, port), api="file", path=source, timeout=TIMEOUT) as client:
                 conn, _ = server.accept()
                 with conn:
                     conn.settimeout(TIMEOUT)
@@ -212,8 +230,7 @@ def test_large_stream_transfer(request, direction):
             server.settimeout(TIMEOUT)
             port = server.getsockname()[1]
             with wire_capture(request, port):
-                with peers.udt4("send", connect=(LOCALHOST, port), nbytes=nbytes,
-                                timeout=TIMEOUT * 2) as client:
+                with peers.udt4("send", connect=(LOCALHOST, port), nbytes=nbytes, timeout=TIMEOUT * 2) as client:
                     conn, _ = server.accept()
                     with conn:
                         conn.settimeout(TIMEOUT * 2)
@@ -236,22 +253,25 @@ def test_type_mismatch_is_rejected_by_udt4():
 def test_udt4_client_rejected_by_udt_on_type_mismatch():
     with udt.create_server((LOCALHOST, 0), type=udt.SOCK_DGRAM) as server:
         port = server.getsockname()[1]
-        with peers.udt4("send", connect=(LOCALHOST, port), sock_type="stream", nbytes=10,
-                        timeout=20) as client:
+        with peers.udt4("send", connect=(LOCALHOST, port), sock_type="stream", nbytes=10, timeout=20) as client:
             with pytest.raises(peers.PeerError, match="ECONNREJ|1002"):
                 client.result(timeout=20)
 
 
 # --------------------------------------------------------------------------- the wire itself
-needs_dumpcap = pytest.mark.skipif(shutil.which("dumpcap") is None,
-                                   reason="dumpcap is not installed (apt-get install tshark)")
+needs_dumpcap = pytest.mark.skipif(
+    shutil.which("dumpcap") is None, reason="dumpcap is not installed (apt-get install tshark)"
+)
 
 
 @contextmanager
 def dumpcap(path: Path, port: int):
     """Capture UDP on ``port`` on lo into ``path`` for the duration of the block."""
-    proc = subprocess.Popen([shutil.which("dumpcap"), "-q", "-i", "lo", "-f", f"udp port {port}", "-w", str(path)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [shutil.which("dumpcap"), "-q", "-i", "lo", "-f", f"udp port {port}", "-w", str(path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     time.sleep(1.0)  # dumpcap gives no ready signal
     try:
         yield

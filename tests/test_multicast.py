@@ -5,6 +5,7 @@ Every sender pins its interface to 127.0.0.1 and uses TTL 0 or 1, so nothing lea
 unicast *marker* goes to the same port; loopback delivers in order, so the receiver's next
 datagram is the marker exactly when the filtered one was dropped.
 """
+
 from __future__ import annotations
 
 import errno
@@ -59,8 +60,7 @@ def send_marker(sock: dgram.Socket) -> None:
 # ---- membership and delivery ---------------------------------------------------------------------
 def test_any_source_join_receives(receiver, make_sender):
     membership = receiver.add_membership(GROUP, "127.0.0.1")
-    assert (membership.group, membership.interface, membership.source) == \
-        (GROUP, "127.0.0.1", None)
+    assert (membership.group, membership.interface, membership.source) == (GROUP, "127.0.0.1", None)
     assert membership.valid and membership.socket is receiver
     sender = make_sender(ttl=0)
     assert sender.send(b"to the group", receiver.address().port, GROUP) == 12
@@ -79,8 +79,7 @@ def test_join_by_interface_name_or_index(receiver, make_sender, interface):
 
 
 def test_two_receivers_on_one_port(make_sender):
-    with dgram.create_socket("udp4", reuse_addr=True) as first, \
-            dgram.create_socket("udp4", reuse_addr=True) as second:
+    with dgram.create_socket("udp4", reuse_addr=True) as first, dgram.create_socket("udp4", reuse_addr=True) as second:
         first.bind(0, "0.0.0.0")
         second.bind(first.address().port, "0.0.0.0")
         first.add_membership(GROUP, "127.0.0.1")
@@ -107,7 +106,7 @@ def test_membership_drop_method(receiver, make_sender):
     membership = receiver.add_membership(GROUP, "127.0.0.1")
     membership.drop()
     assert not membership.valid and receiver.memberships() == []
-    membership.drop()                                     # no effect, as in Java
+    membership.drop()  # no effect, as in Java
     make_sender().send(b"after drop", receiver.address().port, GROUP)
     send_marker(receiver)
     assert next_data(receiver) == MARKER
@@ -152,7 +151,7 @@ def test_block_and_unblock(receiver, make_sender, interface):
     make_sender("127.0.0.2").send(b"blocked", port, GROUP)
     make_sender("127.0.0.1").send(b"allowed", port, GROUP)
     assert next_data(receiver) == b"allowed"
-    membership.block("127.0.0.2")                         # already blocked: no effect
+    membership.block("127.0.0.2")  # already blocked: no effect
     assert membership.unblock("127.0.0.2") is membership
     make_sender("127.0.0.2").send(b"unblocked", port, GROUP)
     assert next_data(receiver) == b"unblocked"
@@ -163,15 +162,19 @@ def test_multicast_ttl_is_seen_on_the_wire(make_sender):
         plain.bind(("0.0.0.0", 0))
         plain.settimeout(WAIT)
         plain.setsockopt(socket.IPPROTO_IP, _mcast.IP_RECVTTL, 1)
-        plain.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP,
-                         socket.inet_aton(GROUP) + socket.inet_aton("127.0.0.1"))
+        plain.setsockopt(
+            socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, socket.inet_aton(GROUP) + socket.inet_aton("127.0.0.1")
+        )
         for ttl in (0, 1, 3):
             sender = make_sender(ttl=ttl)
             assert sender.getsockopt(socket.IPPROTO_IP, _mcast.IP_MULTICAST_TTL) == ttl
             sender.send(b"ttl", plain.getsockname()[1], GROUP)
             data, ancillary, _, _ = plain.recvmsg(100, socket.CMSG_SPACE(4))
-            ttls = [int.from_bytes(value[:4], sys.byteorder) for level, kind, value in ancillary
-                    if level == socket.IPPROTO_IP and kind == _mcast.IP_TTL]
+            ttls = [
+                int.from_bytes(value[:4], sys.byteorder)
+                for level, kind, value in ancillary
+                if level == socket.IPPROTO_IP and kind == _mcast.IP_TTL
+            ]
             assert (data, ttls) == (b"ttl", [ttl])
 
 
@@ -187,11 +190,13 @@ def test_multicast_loopback_option_is_set(make_sender):
 def test_ip_multicast_all(make_sender, multicast_all):
     """A wildcard socket on port P that never joined receives group traffic for P when another
     socket joined, unless IP_MULTICAST_ALL is off."""
-    with dgram.create_socket("udp4", reuse_addr=True) as bystander, \
-            dgram.create_socket("udp4", reuse_addr=True) as member:
+    with (
+        dgram.create_socket("udp4", reuse_addr=True) as bystander,
+        dgram.create_socket("udp4", reuse_addr=True) as member,
+    ):
         bystander.bind(0, "0.0.0.0")
         port = bystander.address().port
-        member.bind(port, GROUP)             # bound to the group: unicast markers skip it
+        member.bind(port, GROUP)  # bound to the group: unicast markers skip it
         member.add_membership(GROUP, "127.0.0.1")
         if not multicast_all:
             assert bystander.set_multicast_all(False) is False
@@ -216,19 +221,22 @@ def test_joining_twice_returns_the_same_membership(receiver):
 def test_same_group_twice_on_one_interface_is_the_kernels_error(receiver):
     receiver.add_membership(GROUP, "127.0.0.1")
     with pytest.raises(OSError) as raised:
-        receiver.add_membership(GROUP, "lo")               # same interface, other spelling
+        receiver.add_membership(GROUP, "lo")  # same interface, other spelling
     assert raised.value.errno == errno.EADDRINUSE
 
 
-@pytest.mark.parametrize("group,source,interface", [
-    ("127.0.0.1", None, None),                 # not multicast
-    ("ff15::1", None, None),                   # IPv6 group on an IPv4 socket
-    (GROUP, "0.0.0.0", None),                  # wildcard source
-    (GROUP, "239.1.1.1", None),                # multicast source
-    (GROUP, "::1", None),                      # mixed families
-    (GROUP, None, "::1"),                      # IPv6 interface on an IPv4 socket
-    ("not-an-address", None, None),
-])
+@pytest.mark.parametrize(
+    "group,source,interface",
+    [
+        ("127.0.0.1", None, None),  # not multicast
+        ("ff15::1", None, None),  # IPv6 group on an IPv4 socket
+        (GROUP, "0.0.0.0", None),  # wildcard source
+        (GROUP, "239.1.1.1", None),  # multicast source
+        (GROUP, "::1", None),  # mixed families
+        (GROUP, None, "::1"),  # IPv6 interface on an IPv4 socket
+        ("not-an-address", None, None),
+    ],
+)
 def test_invalid_join_arguments_raise_value_error(receiver, group, source, interface):
     with pytest.raises(ValueError):
         if source is None:
@@ -263,7 +271,7 @@ def test_block_rules(receiver):
     assert raised.value.errno == errno.EINVAL
     asm = receiver.add_membership(GROUP, "127.0.0.1")
     with pytest.raises(dgram.MembershipStateError):
-        asm.unblock("127.0.0.2")                            # not blocked
+        asm.unblock("127.0.0.2")  # not blocked
     for bad in ("0.0.0.0", "239.0.0.9", "::1"):
         with pytest.raises(ValueError):
             asm.block(bad)
@@ -272,8 +280,7 @@ def test_block_rules(receiver):
 def test_dropped_membership_is_invalid_for_ever(receiver):
     membership = receiver.add_membership(GROUP, "127.0.0.1")
     membership.drop()
-    for call in (lambda: membership.block("127.0.0.2"),
-                 lambda: membership.unblock("127.0.0.2")):
+    for call in (lambda: membership.block("127.0.0.2"), lambda: membership.unblock("127.0.0.2")):
         with pytest.raises(dgram.InvalidMembershipError):
             call()
     receiver.add_membership(GROUP, "127.0.0.1")
@@ -283,18 +290,22 @@ def test_dropped_membership_is_invalid_for_ever(receiver):
 def test_close_invalidates_every_membership():
     with dgram.create_socket("udp4") as sock:
         sock.bind(0, "0.0.0.0")
-        memberships = [sock.add_membership(GROUP, "127.0.0.1"),
-                       sock.add_membership(OTHER_GROUP, "127.0.0.1"),
-                       sock.add_source_specific_membership("127.0.0.1", SSM_GROUP, "lo")]
+        memberships = [
+            sock.add_membership(GROUP, "127.0.0.1"),
+            sock.add_membership(OTHER_GROUP, "127.0.0.1"),
+            sock.add_source_specific_membership("127.0.0.1", SSM_GROUP, "lo"),
+        ]
     assert not any(membership.valid for membership in memberships)
     with pytest.raises(dgram.InvalidMembershipError):
         memberships[0].block("127.0.0.2")
-    memberships[1].drop()                                   # no effect
+    memberships[1].drop()  # no effect
 
 
 def test_drop_without_membership_is_the_kernels_error(receiver):
-    for call in (lambda: receiver.drop_membership(GROUP, "127.0.0.1"),
-                 lambda: receiver.drop_source_specific_membership("127.0.0.1", SSM_GROUP)):
+    for call in (
+        lambda: receiver.drop_membership(GROUP, "127.0.0.1"),
+        lambda: receiver.drop_source_specific_membership("127.0.0.1", SSM_GROUP),
+    ):
         with pytest.raises(OSError) as raised:
             call()
         assert raised.value.errno == errno.EADDRNOTAVAIL
@@ -309,14 +320,14 @@ def test_join_works_before_bind():
 def test_set_multicast_interface_errors():
     with dgram.create_socket("udp4") as sock:
         with pytest.raises(OSError) as raised:
-            sock.set_multicast_interface("10.255.255.254")      # no such local address
+            sock.set_multicast_interface("10.255.255.254")  # no such local address
         assert raised.value.errno == errno.EADDRNOTAVAIL
         with pytest.raises(OSError) as raised:
             sock.set_multicast_interface("no-such-if0")
         assert raised.value.errno == errno.ENODEV
         with pytest.raises(ValueError):
             sock.set_multicast_interface("::1")
-        sock.set_multicast_interface(None)                      # back to the kernel's choice
+        sock.set_multicast_interface(None)  # back to the kernel's choice
         sock.set_multicast_interface("lo")
 
 
@@ -340,7 +351,7 @@ def test_broadcast_needs_set_broadcast(receiver):
 
 def test_limited_broadcast_pinned_to_lo(receiver):
     with dgram.create_socket("udp4") as sender:
-        sender.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, b"lo")   # stay on lo
+        sender.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, b"lo")  # stay on lo
         with pytest.raises(PermissionError):
             sender.send(b"refused", receiver.address().port, "255.255.255.255")
         sender.set_broadcast(True)

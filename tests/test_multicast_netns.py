@@ -7,6 +7,7 @@ the namespaces with ``ip netns exec``.  Negative cases are checked by order, not
 datagram that must be filtered is sent first, and the receiver's first datagram must be the one
 sent after it (a veth link delivers in order).
 """
+
 from __future__ import annotations
 
 import json
@@ -17,7 +18,7 @@ from netns import Topology, require_netns
 
 pytestmark = pytest.mark.netns
 
-PORT = 45000           # namespaces are private: a fixed port cannot collide
+PORT = 45000  # namespaces are private: a fixed port cannot collide
 WAIT = 10.0
 
 RECEIVER = r"""
@@ -84,8 +85,7 @@ def hosts():
     require_netns()
     with Topology() as net:
         a, b = net.namespace("mc-a"), net.namespace("mc-b")
-        link = net.veth(a, b, ipv4=("10.1.0.1/24", "10.1.0.2/24"),
-                        ipv6=("fd00:1::1/64", "fd00:1::2/64"))
+        link = net.veth(a, b, ipv4=("10.1.0.1/24", "10.1.0.2/24"), ipv6=("fd00:1::1/64", "fd00:1::2/64"))
         a.ip("-6", "addr", "add", "fd00:1::3/64", "dev", link.left_name, "nodad")
         yield a, b, link
 
@@ -108,51 +108,70 @@ def finish(process, timeout: float = 3 * WAIT) -> list:
 
 
 def send_from(namespace, type_: str, group: str, interface, sends: list[dict]) -> None:
-    namespace.python(SENDER, json.dumps({"type": type_, "group": group, "port": PORT,
-                                         "interface": interface, "sends": sends}))
+    namespace.python(
+        SENDER, json.dumps({"type": type_, "group": group, "port": PORT, "interface": interface, "sends": sends})
+    )
 
 
 @pytest.mark.parametrize("interface", ["veth0", "fd00:1::2", "::%veth0"])
 def test_ipv6_any_source_across_veth(hosts, interface):
     a, b, link = hosts
-    receiver, _ = start_receiver(b, type="udp6", bind="::", group="ff15::1234",
-                                 interface=interface, count=1)
-    send_from(a, "udp6", "ff15::1234", "veth0",
-              [{"source": link.left_ipv6, "payload": "hello ff15"}])
+    receiver, _ = start_receiver(b, type="udp6", bind="::", group="ff15::1234", interface=interface, count=1)
+    send_from(a, "udp6", "ff15::1234", "veth0", [{"source": link.left_ipv6, "payload": "hello ff15"}])
     assert finish(receiver) == [["hello ff15", "fd00:1::1", "IPv6"]]
 
 
 def test_ipv6_source_specific_across_veth(hosts):
     a, b, link = hosts
-    receiver, _ = start_receiver(b, type="udp6", bind="::", group="ff3e::8000:1",
-                                 source="fd00:1::1", interface="veth0", count=1)
-    send_from(a, "udp6", "ff3e::8000:1", "veth0",
-              [{"source": "fd00:1::3", "payload": "wrong source"},
-               {"source": "fd00:1::1", "payload": "right source"}])
+    receiver, _ = start_receiver(
+        b, type="udp6", bind="::", group="ff3e::8000:1", source="fd00:1::1", interface="veth0", count=1
+    )
+    send_from(
+        a,
+        "udp6",
+        "ff3e::8000:1",
+        "veth0",
+        [{"source": "fd00:1::3", "payload": "wrong source"}, {"source": "fd00:1::1", "payload": "right source"}],
+    )
     assert finish(receiver) == [["right source", "fd00:1::1", "IPv6"]]
 
 
 def test_ipv6_block_source_across_veth(hosts):
     a, b, link = hosts
     code = RECEIVER.replace(
-        "    print(json.dumps({\"ready\"",
-        "    membership.block('fd00:1::3')\n    print(json.dumps({\"ready\"")
-    process = b.python_popen(code, json.dumps({
-        "type": "udp6", "bind": "::", "group": "ff15::77", "interface": "veth0", "count": 1,
-        "port": PORT, "timeout": WAIT}))
+        '    print(json.dumps({"ready"', "    membership.block('fd00:1::3')\n    print(json.dumps({\"ready\""
+    )
+    process = b.python_popen(
+        code,
+        json.dumps(
+            {
+                "type": "udp6",
+                "bind": "::",
+                "group": "ff15::77",
+                "interface": "veth0",
+                "count": 1,
+                "port": PORT,
+                "timeout": WAIT,
+            }
+        ),
+    )
     assert process.stdout.readline()
-    send_from(a, "udp6", "ff15::77", "veth0",
-              [{"source": "fd00:1::3", "payload": "blocked"},
-               {"source": "fd00:1::1", "payload": "allowed"}])
+    send_from(
+        a,
+        "udp6",
+        "ff15::77",
+        "veth0",
+        [{"source": "fd00:1::3", "payload": "blocked"}, {"source": "fd00:1::1", "payload": "allowed"}],
+    )
     assert finish(process) == [["allowed", "fd00:1::1", "IPv6"]]
 
 
 def test_ipv6_loopback_off_across_veth(hosts):
     a, b, link = hosts
-    remote, _ = start_receiver(b, type="udp6", bind="::", group="ff15::99", interface="veth0",
-                               count=2)
-    result = a.python(LOOPBACK, json.dumps({"port": PORT, "group": "ff15::99",
-                                            "interface": "veth0", "source": "fd00:1::1"}))
+    remote, _ = start_receiver(b, type="udp6", bind="::", group="ff15::99", interface="veth0", count=2)
+    result = a.python(
+        LOOPBACK, json.dumps({"port": PORT, "group": "ff15::99", "interface": "veth0", "source": "fd00:1::1"})
+    )
     local = json.loads(result.stdout.strip().splitlines()[-1])
     # Loopback off: the member on the sending host got the later marker, not the group datagram;
     # loopback on: it got the group datagram.  The other host got both over the veth.
@@ -185,22 +204,32 @@ def test_ipv4_multicast_ttl_across_veth(hosts):
     """The hop limit set with set_multicast_ttl is the one the other host sees.  (This kernel
     sends even TTL 0 out of the interface, so "TTL 0 stays home" is not asserted.)"""
     a, b, link = hosts
-    process = b.python_popen(TTL_RECEIVER, json.dumps({
-        "port": PORT, "timeout": WAIT, "group": "239.1.2.3", "interface": "10.1.0.2",
-        "count": 2}))
+    process = b.python_popen(
+        TTL_RECEIVER,
+        json.dumps({"port": PORT, "timeout": WAIT, "group": "239.1.2.3", "interface": "10.1.0.2", "count": 2}),
+    )
     assert process.stdout.readline()
-    send_from(a, "udp4", "239.1.2.3", "10.1.0.1",
-              [{"source": "10.1.0.1", "payload": "ttl 1", "ttl": 1},
-               {"source": "10.1.0.1", "payload": "ttl 7", "ttl": 7}])
+    send_from(
+        a,
+        "udp4",
+        "239.1.2.3",
+        "10.1.0.1",
+        [{"source": "10.1.0.1", "payload": "ttl 1", "ttl": 1}, {"source": "10.1.0.1", "payload": "ttl 7", "ttl": 7}],
+    )
     assert finish(process) == [["ttl 1", [1]], ["ttl 7", [7]]]
 
 
 def test_ipv4_source_specific_across_veth(hosts):
     a, b, link = hosts
     a.ip("addr", "add", "10.1.0.3/24", "dev", link.left_name)
-    receiver, _ = start_receiver(b, type="udp4", bind="0.0.0.0", group="232.9.9.9",
-                                 source="10.1.0.1", interface="10.1.0.2", count=1)
-    send_from(a, "udp4", "232.9.9.9", "10.1.0.1",
-              [{"source": "10.1.0.3", "payload": "wrong"},
-               {"source": "10.1.0.1", "payload": "right"}])
+    receiver, _ = start_receiver(
+        b, type="udp4", bind="0.0.0.0", group="232.9.9.9", source="10.1.0.1", interface="10.1.0.2", count=1
+    )
+    send_from(
+        a,
+        "udp4",
+        "232.9.9.9",
+        "10.1.0.1",
+        [{"source": "10.1.0.3", "payload": "wrong"}, {"source": "10.1.0.1", "payload": "right"}],
+    )
     assert finish(receiver) == [["right", "10.1.0.1", "IPv4"]]

@@ -1,4 +1,5 @@
 """The multiplexer: port sharing, many connections on one port, idle cost of the workers."""
+
 from __future__ import annotations
 
 import hashlib
@@ -60,15 +61,16 @@ def test_idle_connection_costs_no_wakeups():
                 before = [m.stats() for m in muxes]
                 time.sleep(1.0)
                 after = [m.stats() for m in muxes]
-                receive = sum(a["mux_receive_wakeups"] - b["mux_receive_wakeups"]
-                              for a, b in zip(after, before))
+                receive = sum(a["mux_receive_wakeups"] - b["mux_receive_wakeups"] for a, b in zip(after, before))
                 send = sum(a["mux_send_wakeups"] - b["mux_send_wakeups"] for a, b in zip(after, before))
                 print(f"\nworker wake-ups over one idle second (both ends): receive {receive}, send {send}")
                 assert send <= 6, f"send workers woke {send} times on an idle link"
                 # the receive worker sleeps until the engine's next timer (conn_next_timer): an idle
                 # connection must not ask for the 10 ms ACK timer
-                assert receive <= 8, (f"receive workers woke {receive} times in an idle second: "
-                                      "the engine's next timer keeps the 10 ms ACK tick while idle")
+                assert receive <= 8, (
+                    f"receive workers woke {receive} times in an idle second: "
+                    "the engine's next timer keeps the 10 ms ACK tick while idle"
+                )
 
 
 @pytest.mark.slow
@@ -94,7 +96,7 @@ def test_hundred_concurrent_connections_on_one_port():
     clients = []
     try:
         client_port = None
-        for i in range(count):
+        for _ in range(count):
             c = udt.socket()
             for option, value in small.items():
                 c.setsockopt(option, value)
@@ -146,21 +148,31 @@ def test_garbage_datagrams_are_counted_and_dropped():
             with conn, pysocket.socket(pysocket.AF_INET, pysocket.SOCK_DGRAM) as raw:
                 before = mux_of(server).stats()
                 target = server.getsockname()
-                raw.sendto(b"", target)                                    # empty
-                raw.sendto(b"\x01\x02\x03", target)                        # too short
+                raw.sendto(b"", target)  # empty
+                raw.sendto(b"\x01\x02\x03", target)  # too short
                 raw.sendto(os.urandom(7), target)
                 raw.sendto(struct.pack("!IIII", 5, 0, 0, 0x1234567) + b"x" * 100, target)  # unknown ID
                 raw.sendto(struct.pack("!IIII", 0x80000000, 0, 0, 0) + b"\0" * 10, target)  # short handshake
-                raw.sendto(struct.pack("!IIII", 0x80050000, 0, 0, conn.socket_id) + b"\0" * 4,
-                           target)                                          # SHUTDOWN from a stranger
+                raw.sendto(
+                    struct.pack("!IIII", 0x80050000, 0, 0, conn.socket_id) + b"\0" * 4, target
+                )  # SHUTDOWN from a stranger
                 for _ in range(200):
                     raw.sendto(os.urandom(1472), target)
                 deadline = time.monotonic() + 5
                 while time.monotonic() < deadline:
                     after = mux_of(server).stats()
-                    dropped = sum(after[k] - before[k] for k in after if k.startswith("mux_invalid_")
-                                  and k in ("mux_invalid_unknown_destination", "mux_invalid_no_listener",
-                                            "mux_invalid_wrong_source", "mux_invalid_header"))
+                    dropped = sum(
+                        after[k] - before[k]
+                        for k in after
+                        if k.startswith("mux_invalid_")
+                        and k
+                        in (
+                            "mux_invalid_unknown_destination",
+                            "mux_invalid_no_listener",
+                            "mux_invalid_wrong_source",
+                            "mux_invalid_header",
+                        )
+                    )
                     if dropped >= 200:
                         break
                     time.sleep(0.02)
@@ -231,8 +243,13 @@ def test_interpreter_exits_with_sockets_left_open(tmp_path):
     )
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     started = time.monotonic()
-    completed = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
-                               timeout=30, env={**os.environ, "PYTHONPATH": root})
+    completed = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, "PYTHONPATH": root},
+    )
     assert completed.returncode == 0, completed.stderr
     assert completed.stdout.strip() == "done"
     assert time.monotonic() - started < 15

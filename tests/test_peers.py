@@ -3,6 +3,7 @@
 These prove the yardsticks before udt is measured against them: if a peer cannot move data to
 itself here, an interop failure would say nothing about udt.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -81,11 +82,11 @@ def test_udt4_dgram_keeps_message_boundaries():
 def test_udt4_rendezvous_talks_to_itself():
     nbytes = 2_000_000
     port_a = peers.free_udp_port()
-    with peers.udt4("send", rendezvous=True, connect=("127.0.0.1", port_a), nbytes=nbytes,
-                    timeout=60) as side_b:
+    with peers.udt4("send", rendezvous=True, connect=("127.0.0.1", port_a), nbytes=nbytes, timeout=60) as side_b:
         port_b = side_b.ready()["port"]
-        with peers.udt4("recv", port=port_a, rendezvous=True, connect=("127.0.0.1", port_b),
-                        nbytes=nbytes, timeout=60) as side_a:
+        with peers.udt4(
+            "recv", port=port_a, rendezvous=True, connect=("127.0.0.1", port_b), nbytes=nbytes, timeout=60
+        ) as side_a:
             received = side_a.result()
         sent = side_b.result()
     assert sent["sha256"] == received["sha256"] == peers.pattern_sha256(nbytes)
@@ -99,8 +100,7 @@ def test_udt4_sendfile_recvfile(tmp_path):
     target = tmp_path / "out.bin"
     with peers.udt4("recv", api="file", path=target, nbytes=2_500_000, timeout=60) as server:
         port = server.ready()["port"]
-        with peers.udt4("send", connect=("127.0.0.1", port), api="file", path=source,
-                        timeout=60) as client:
+        with peers.udt4("send", connect=("127.0.0.1", port), api="file", path=source, timeout=60) as client:
             client.result()
         received = server.result()
     assert target.read_bytes() == source.read_bytes()
@@ -155,8 +155,9 @@ def test_srt_and_udt4_interoperate_in_dgram_mode(tmp_path):
     target = tmp_path / "out.bin"
     with peers.srt_recv(peers.free_udp_port(), target, timeout=60) as listener:
         port = listener.ready()["port"]
-        with peers.udt4("send", connect=("127.0.0.1", port), sock_type="dgram", msg_size=1456,
-                        path=source, timeout=60) as client:
+        with peers.udt4(
+            "send", connect=("127.0.0.1", port), sock_type="dgram", msg_size=1456, path=source, timeout=60
+        ) as client:
             client.result()
         listener.result()
     assert target.read_bytes() == data

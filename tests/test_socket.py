@@ -1,5 +1,6 @@
 """udt.socket over real loopback sockets: connect/accept, stream and message data, timeouts,
 errors, close/linger/shutdown, options, perfmon, files, bind_socket, rendezvous."""
+
 from __future__ import annotations
 
 import contextlib
@@ -35,8 +36,7 @@ def connected_pair(family=udt.AF_INET, kind=udt.SOCK_STREAM, options=None, timeo
     client = accepted = None
     try:
         server.settimeout(timeout)
-        client = udt.create_connection(server.getsockname()[:2], timeout=timeout, type=kind,
-                                       options=options)
+        client = udt.create_connection(server.getsockname()[:2], timeout=timeout, type=kind, options=options)
         accepted, _ = server.accept()
         accepted.settimeout(timeout)
         yield client, accepted
@@ -78,16 +78,47 @@ def recv_exactly(sock, count: int) -> bytes:
 # the module surface
 # ---------------------------------------------------------------------------------------------
 
+
 def test_public_names():
-    for name in ("socket", "create_connection", "create_server", "AF_INET", "AF_INET6",
-                 "SOCK_STREAM", "SOCK_DGRAM", "SHUT_RD", "SHUT_WR", "SHUT_RDWR", "__version__"):
+    for name in (
+        "socket",
+        "create_connection",
+        "create_server",
+        "AF_INET",
+        "AF_INET6",
+        "SOCK_STREAM",
+        "SOCK_DGRAM",
+        "SHUT_RD",
+        "SHUT_WR",
+        "SHUT_RDWR",
+        "__version__",
+    ):
         assert hasattr(udt, name), name
     for option in udt.SocketOption:
         assert getattr(udt, option.name) == option
-    for name in ("UDT_MSS", "UDT_SNDSYN", "UDT_RCVSYN", "UDT_CC", "UDT_FC", "UDT_SNDBUF",
-                 "UDT_RCVBUF", "UDT_LINGER", "UDP_SNDBUF", "UDP_RCVBUF", "UDT_MAXMSG", "UDT_MSGTTL",
-                 "UDT_RENDEZVOUS", "UDT_SNDTIMEO", "UDT_RCVTIMEO", "UDT_REUSEADDR", "UDT_MAXBW",
-                 "UDT_STATE", "UDT_EVENT", "UDT_SNDDATA", "UDT_RCVDATA"):
+    for name in (
+        "UDT_MSS",
+        "UDT_SNDSYN",
+        "UDT_RCVSYN",
+        "UDT_CC",
+        "UDT_FC",
+        "UDT_SNDBUF",
+        "UDT_RCVBUF",
+        "UDT_LINGER",
+        "UDP_SNDBUF",
+        "UDP_RCVBUF",
+        "UDT_MAXMSG",
+        "UDT_MSGTTL",
+        "UDT_RENDEZVOUS",
+        "UDT_SNDTIMEO",
+        "UDT_RCVTIMEO",
+        "UDT_REUSEADDR",
+        "UDT_MAXBW",
+        "UDT_STATE",
+        "UDT_EVENT",
+        "UDT_SNDDATA",
+        "UDT_RCVDATA",
+    ):
         assert hasattr(udt, name), name
     assert udt.UDT_MSS == 0 and udt.UDT_RCVDATA == 20  # UDT4's numbering
 
@@ -136,6 +167,7 @@ def test_socket_arguments_are_checked():
 # options
 # ---------------------------------------------------------------------------------------------
 
+
 def test_option_defaults_and_validation():
     with udt.socket() as s:
         assert s.getsockopt(udt.UDT_MSS) == 1500
@@ -150,9 +182,15 @@ def test_option_defaults_and_validation():
         assert s.getsockopt(udt.UDT_SNDBUF) == 8192 * 1456
         s.setsockopt(udt.UDT_MSS, 9000)
         assert s.getsockopt(udt.UDT_MSS) == 9000
-        for option, bad in ((udt.UDT_MSS, 75), (udt.UDT_MSS, "big"), (udt.UDT_FC, 31),
-                            (udt.UDT_MAXBW, 0), (udt.UDT_LINGER, -1), (udt.UDT_RCVTIMEO, -5),
-                            (udt.UDT_SNDSYN, 2)):
+        for option, bad in (
+            (udt.UDT_MSS, 75),
+            (udt.UDT_MSS, "big"),
+            (udt.UDT_FC, 31),
+            (udt.UDT_MAXBW, 0),
+            (udt.UDT_LINGER, -1),
+            (udt.UDT_RCVTIMEO, -5),
+            (udt.UDT_SNDSYN, 2),
+        ):
             with pytest.raises(ValueError):
                 s.setsockopt(option, bad)
         with pytest.raises(ValueError):
@@ -200,6 +238,7 @@ def test_options_fixed_after_connect_and_live_ones_change():
 # ---------------------------------------------------------------------------------------------
 # connecting
 # ---------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("family", [udt.AF_INET, udt.AF_INET6], ids=["ipv4", "ipv6"])
 def test_connect_accept_and_echo(family):
@@ -353,6 +392,7 @@ def test_bind_socket_adopts_an_existing_udp_socket():
 # data
 # ---------------------------------------------------------------------------------------------
 
+
 def test_stream_both_directions_sha256():
     size = 24 << 20
     up = os.urandom(size)
@@ -456,6 +496,7 @@ def test_accept_timeout_and_nonblocking():
 # ending
 # ---------------------------------------------------------------------------------------------
 
+
 def test_shutdown_write_gives_peer_eof():
     with connected_pair() as (client, server):
         payload = os.urandom(300_000)
@@ -493,7 +534,7 @@ def test_linger_zero_aborts_at_once():
         client.close()
         assert time.monotonic() - started < 0.5
         received = 0
-        with pytest.raises(ConnectionResetError) as info:   # data was dropped: no clean EOF
+        with pytest.raises(ConnectionResetError) as info:  # data was dropped: no clean EOF
             while True:
                 data = server.recv(1 << 20)
                 assert data, "a clean EOF after an abort that dropped data"
@@ -522,12 +563,13 @@ def test_peer_close_ends_blocked_recv_with_eof():
         time.sleep(0.1)
         client.close()
         thread.join(15)
-        assert result.get("value") == b"", result     # nothing was dropped: a clean EOF
+        assert result.get("value") == b"", result  # nothing was dropped: a clean EOF
 
 
 # ---------------------------------------------------------------------------------------------
 # files, makefile, perfmon
 # ---------------------------------------------------------------------------------------------
+
 
 def test_sendfile_and_recvfile(tmp_path):
     source = tmp_path / "source.bin"
@@ -540,7 +582,7 @@ def test_sendfile_and_recvfile(tmp_path):
         assert client.sendfile(str(source), offset, count) == count
         thread.join(60)
         assert result.get("value") == count, result
-        assert target.read_bytes() == content[offset:offset + count]
+        assert target.read_bytes() == content[offset : offset + count]
         with open(source, "rb") as f:  # a file object: its position moves past what was sent
             thread, result = run_thread(server.recv, 200)
             assert client.sendfile(f, 10, 100) == 100
@@ -568,14 +610,41 @@ def test_makefile_lines():
 
 
 def test_perfmon_fields():
-    fields = ["ms_timestamp", "pkt_sent_total", "pkt_recv_total", "pkt_snd_loss_total",
-              "pkt_rcv_loss_total", "pkt_retrans_total", "pkt_sent_ack_total", "pkt_recv_ack_total",
-              "pkt_sent_nak_total", "pkt_recv_nak_total", "us_snd_duration_total", "pkt_sent",
-              "pkt_recv", "pkt_snd_loss", "pkt_rcv_loss", "pkt_retrans", "pkt_sent_ack",
-              "pkt_recv_ack", "pkt_sent_nak", "pkt_recv_nak", "us_snd_duration", "mbps_send_rate",
-              "mbps_recv_rate", "us_pkt_snd_period", "pkt_flow_window", "pkt_congestion_window",
-              "pkt_flight_size", "ms_rtt", "mbps_bandwidth", "byte_avail_snd_buf",
-              "byte_avail_rcv_buf", "invalid_total", "mux_invalid_unknown_destination"]
+    fields = [
+        "ms_timestamp",
+        "pkt_sent_total",
+        "pkt_recv_total",
+        "pkt_snd_loss_total",
+        "pkt_rcv_loss_total",
+        "pkt_retrans_total",
+        "pkt_sent_ack_total",
+        "pkt_recv_ack_total",
+        "pkt_sent_nak_total",
+        "pkt_recv_nak_total",
+        "us_snd_duration_total",
+        "pkt_sent",
+        "pkt_recv",
+        "pkt_snd_loss",
+        "pkt_rcv_loss",
+        "pkt_retrans",
+        "pkt_sent_ack",
+        "pkt_recv_ack",
+        "pkt_sent_nak",
+        "pkt_recv_nak",
+        "us_snd_duration",
+        "mbps_send_rate",
+        "mbps_recv_rate",
+        "us_pkt_snd_period",
+        "pkt_flow_window",
+        "pkt_congestion_window",
+        "pkt_flight_size",
+        "ms_rtt",
+        "mbps_bandwidth",
+        "byte_avail_snd_buf",
+        "byte_avail_rcv_buf",
+        "invalid_total",
+        "mux_invalid_unknown_destination",
+    ]
     with connected_pair() as (client, server):
         client.sendall(os.urandom(2 << 20))
         recv_exactly(server, 2 << 20)
@@ -677,11 +746,11 @@ def test_a_peer_that_missed_every_shutdown_is_told_again():
                 server.settimeout(5)
                 conn, _ = server.accept()
                 conn.sendall(b"last words")
-                conn.close()                         # all four SHUTDOWN copies get lost
+                conn.close()  # all four SHUTDOWN copies get lost
                 client.settimeout(8)
                 assert recv_exactly(client, 10) == b"last words"
                 started = time.monotonic()
-                assert client.recv(10) == b""        # EOF, not ConnectionResetError at 10 s
+                assert client.recv(10) == b""  # EOF, not ConnectionResetError at 10 s
                 assert time.monotonic() - started < 4.0
                 assert server._mux.stats()["mux_closed_replies"] >= 1
                 assert relay.stats().b_to_a.dropped_filter == 4

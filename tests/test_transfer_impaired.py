@@ -5,6 +5,7 @@ counters that the impairment really happened and from perfmon that udt recovered
 The kernel has no netem; this relay is how these tests make a bad network.  Throughput is
 printed (``-s``) but never asserted: speed lives in bench/.
 """
+
 from __future__ import annotations
 
 import threading
@@ -20,43 +21,45 @@ pytestmark = pytest.mark.slow
 
 LOCALHOST = "127.0.0.1"
 NBYTES = 50_000_000
-MESSAGE = 65_536                       # message size of the SOCK_DGRAM scenario
+MESSAGE = 65_536  # message size of the SOCK_DGRAM scenario
 
 SCENARIOS = {
     "loss_1pct": (Impairment(loss=0.01), Impairment(loss=0.01)),
     "loss_5pct": (Impairment(loss=0.05), Impairment(loss=0.05)),
     "loss_20pct": (Impairment(loss=0.20), Impairment(loss=0.20)),
-    "bursty_loss": (Impairment(burst=GilbertElliott.from_loss(0.05, 8)),
-                    Impairment(burst=GilbertElliott.from_loss(0.01, 4))),
+    "bursty_loss": (
+        Impairment(burst=GilbertElliott.from_loss(0.05, 8)),
+        Impairment(burst=GilbertElliott.from_loss(0.01, 4)),
+    ),
     "reordering": (Impairment(reorder=0.05, reorder_distance=4), Impairment(reorder=0.02)),
     "duplication": (Impairment(duplicate=0.05), Impairment(duplicate=0.05)),
-    "all_on_a_20ms_path": (Impairment(delay=0.010, jitter=0.002, loss=0.02, reorder=0.02,
-                                      duplicate=0.02, burst=GilbertElliott.from_loss(0.01, 4)),
-                           Impairment(delay=0.010, loss=0.02, duplicate=0.02)),
+    "all_on_a_20ms_path": (
+        Impairment(
+            delay=0.010, jitter=0.002, loss=0.02, reorder=0.02, duplicate=0.02, burst=GilbertElliott.from_loss(0.01, 4)
+        ),
+        Impairment(delay=0.010, loss=0.02, duplicate=0.02),
+    ),
 }
 
 
 def _send(sock, kind: int, result: dict) -> None:
     try:
-        result["sha256"] = send_pattern(sock, kind == udt.SOCK_DGRAM, NBYTES, msg_size=MESSAGE,
-                                        seed=11)
+        result["sha256"] = send_pattern(sock, kind == udt.SOCK_DGRAM, NBYTES, msg_size=MESSAGE, seed=11)
         deadline = time.monotonic() + 240
         while sock.getsockopt(udt.UDT_SNDDATA) and time.monotonic() < deadline:
-            time.sleep(0.01)                  # everything acknowledged: the counters are final
+            time.sleep(0.01)  # everything acknowledged: the counters are final
         result["perfmon"] = sock.perfmon()
         sock.close()
     except BaseException as exc:  # noqa: BLE001 - handed to the test thread
         result["error"] = exc
 
 
-def transfer_through(a_to_b: Impairment, b_to_a: Impairment, kind: int = udt.SOCK_STREAM,
-                     seed: int = 5):
+def transfer_through(a_to_b: Impairment, b_to_a: Impairment, kind: int = udt.SOCK_STREAM, seed: int = 5):
     """Move NBYTES from a client to a server through the relay; returns what both ends saw."""
     server = udt.create_server((LOCALHOST, 0), type=kind)
     try:
         server.settimeout(30)
-        with Relay(server.getsockname(), a_to_b=a_to_b, b_to_a=b_to_a, seed=seed,
-                   process=True) as relay:
+        with Relay(server.getsockname(), a_to_b=a_to_b, b_to_a=b_to_a, seed=seed, process=True) as relay:
             started = time.monotonic()
             client = udt.create_connection(relay.address, timeout=20, type=kind)
             client.settimeout(240)
@@ -90,18 +93,19 @@ def test_stream_survives_the_impairment_byte_identical(name):
     if a_to_b.loss or a_to_b.burst:
         lost = forward.dropped_loss
         assert lost > (0.5 * a_to_b.loss * forward.received if a_to_b.loss else 100)
-        assert sent["perfmon"]["pkt_retrans_total"] >= 0.5 * lost   # loss was repaired
+        assert sent["perfmon"]["pkt_retrans_total"] >= 0.5 * lost  # loss was repaired
         assert received["pkt_rcv_loss_total"] > 0
     if a_to_b.reorder:
         assert forward.reordered > 0.5 * a_to_b.reorder * forward.received
     if a_to_b.duplicate:
         assert forward.duplicated > 0.5 * a_to_b.duplicate * forward.received
-        assert received["pkt_duplicate_total"] > 0                 # seen, and dropped
-    assert received["invalid_total"] == 0      # impairment is not garbage: nothing invalid
+        assert received["pkt_duplicate_total"] > 0  # seen, and dropped
+    assert received["invalid_total"] == 0  # impairment is not garbage: nothing invalid
 
 
 def test_message_mode_keeps_boundaries_through_loss():
     total, digest, sizes, sent, _, stats = transfer_through(
-        Impairment(loss=0.05, reorder=0.02), Impairment(loss=0.05), kind=udt.SOCK_DGRAM)
+        Impairment(loss=0.05, reorder=0.02), Impairment(loss=0.05), kind=udt.SOCK_DGRAM
+    )
     assert total == NBYTES and digest == sent["sha256"]
     assert sizes == pattern_message_sizes(NBYTES, MESSAGE) and stats.a_to_b.dropped_loss > 0

@@ -1,5 +1,6 @@
 """udt/tools/udtdump.py against protocol.md's byte-level examples, real UDT4 captures, Wireshark's
 UDT dissector and random garbage."""
+
 from __future__ import annotations
 
 import json
@@ -39,21 +40,38 @@ def packets(name: str, direction: str | None = None, kind: str | None = None):
 
 # --------------------------------------------------------------------------- protocol.md §10 examples
 def test_spec_handshake_examples():
-    induction = decode(words("80000000 00000000 00000000 00000000 | 00000004 00000001 74697164 000005dc "
-                             "00002000 00000001 27555d6a 00000000 0100007f 00000000 00000000 00000000"))
+    induction = decode(
+        words(
+            "80000000 00000000 00000000 00000000 | 00000004 00000001 74697164 000005dc "
+            "00002000 00000001 27555d6a 00000000 0100007f 00000000 00000000 00000000"
+        )
+    )
     assert induction.ok and induction.name == "handshake" and induction.length == 64
     f = induction.fields
     assert (f["version"], f["socket_type_name"], f["isn"], f["mss"], f["flight_flag_size"]) == (
-        4, "STREAM", 0x74697164, 1500, 8192)
+        4,
+        "STREAM",
+        0x74697164,
+        1500,
+        8192,
+    )
     assert (f["request_type"], f["request_name"], f["socket_id"], f["cookie"]) == (1, "induction", 0x27555D6A, 0)
     assert f["peer_ip"] == "127.0.0.1" and f["dst_id"] == 0 and f["timestamp"] == 0
 
-    response = decode(words("80000000 00000000 00000000 27555d6a | 00000004 00000001 74697164 000005dc "
-                            "00002000 00000001 27555d6a 252008b0 0100007f 00000000 00000000 00000000"))
+    response = decode(
+        words(
+            "80000000 00000000 00000000 27555d6a | 00000004 00000001 74697164 000005dc "
+            "00002000 00000001 27555d6a 252008b0 0100007f 00000000 00000000 00000000"
+        )
+    )
     assert response.ok and response.fields["cookie"] == 0x252008B0 and response.fields["dst_id"] == 0x27555D6A
 
-    final = decode(words("80000000 00000000 00000000 27555d6a | 00000004 00000001 74697164 000005dc "
-                         "00002000 ffffffff 21e40ace 252008b0 0100007f 00000000 00000000 00000000"))
+    final = decode(
+        words(
+            "80000000 00000000 00000000 27555d6a | 00000004 00000001 74697164 000005dc "
+            "00002000 ffffffff 21e40ace 252008b0 0100007f 00000000 00000000 00000000"
+        )
+    )
     assert final.ok and final.fields["request_type"] == -1 and final.fields["request_name"] == "conclusion"
     assert final.fields["socket_id"] == 0x21E40ACE
 
@@ -62,8 +80,15 @@ def test_spec_ack_examples():
     full = decode(words("80020000 00000001 00000000 00000007 | 74697174 000186a0 0000c350 00001fef 00011705 000003e8"))
     assert full.ok and full.name == "ack" and full.length == 40
     f = full.fields
-    assert (f["ack_seq"], f["ack"], f["rtt"], f["rtt_var"], f["avail_buffer"], f["recv_rate"],
-            f["link_capacity"]) == (1, 0x74697174, 100_000, 50_000, 0x1FEF, 0x11705, 1000)
+    assert (f["ack_seq"], f["ack"], f["rtt"], f["rtt_var"], f["avail_buffer"], f["recv_rate"], f["link_capacity"]) == (
+        1,
+        0x74697174,
+        100_000,
+        50_000,
+        0x1FEF,
+        0x11705,
+        1000,
+    )
     assert f["ack_words"] == 6 and f["dst_id"] == 7
 
     ack2 = decode(words("80060000 00000001 00000000 00000007 | 00000000"))
@@ -84,7 +109,12 @@ def test_spec_data_example():
     assert packet.ok and packet.kind == "data" and packet.length == 1472
     f = packet.fields
     assert (f["seq"], f["boundary"], f["inorder"], f["msgno"], f["payload_length"]) == (
-        0x74697164, "first", False, 1, 1456)
+        0x74697164,
+        "first",
+        False,
+        1,
+        1456,
+    )
     assert f["timestamp"] == 0x1234 and f["dst_id"] == 7
 
 
@@ -109,9 +139,15 @@ def test_errors_are_reported_not_raised():
     assert decode(b"").errors == ["truncated header: 0 bytes, need 16"]
     short_hs = decode(words("80000000 00000000 00000000 00000000 00000004"))
     assert any("handshake CIF is 4 bytes" in e for e in short_hs.errors)
-    long_hs = decode(words("80000000 00000000 00000000 00000000") + struct.pack(">12I", 4, 1, 1, 1500, 8192, 1, 9, 0, 0, 0, 0, 0) + bytes(4))
+    long_hs = decode(
+        words("80000000 00000000 00000000 00000000")
+        + struct.pack(">12I", 4, 1, 1, 1500, 8192, 1, 9, 0, 0, 0, 0, 0)
+        + bytes(4)
+    )
     assert any("listener ignores" in e for e in long_hs.errors)
-    bad_type = decode(words("80000000 00000000 00000000 00000000") + struct.pack(">12I", 4, 0, 1, 1500, 8192, 1, 9, 0, 0, 0, 0, 0))
+    bad_type = decode(
+        words("80000000 00000000 00000000 00000000") + struct.pack(">12I", 4, 0, 1, 1500, 8192, 1, 9, 0, 0, 0, 0, 0)
+    )
     assert any("socket type 0" in e for e in bad_type.errors)
     unknown = decode(words("80090000 00000000 00000000 00000000 00000000"))
     assert unknown.errors == ["unknown control type 0x9"]
@@ -128,16 +164,27 @@ def test_errors_are_reported_not_raised():
 
 
 def test_srt_packets_are_recognised():
-    hsv5 = decode(words("80000000 00000000 00000000 00000000")
-                  + struct.pack(">12I", 5, 0x4A17 << 16 | 2, 1, 1500, 8192, 1, 9, 0, 0x0100007F, 0, 0, 0) + bytes(8))
+    hsv5 = decode(
+        words("80000000 00000000 00000000 00000000")
+        + struct.pack(">12I", 5, 0x4A17 << 16 | 2, 1, 1500, 8192, 1, 9, 0, 0x0100007F, 0, 0, 0)
+        + bytes(8)
+    )
     assert hsv5.ok and hsv5.fields["srt_extension_bytes"] == 8
     assert (hsv5.fields["srt_encryption"], hsv5.fields["srt_extension"]) == (0x4A17, 2)
     # what srt-file-transmit answers a UDT4 induction with (captured)
-    srt_induction = decode(words("80000000 00000000 00065701 223051c1 00000005 00004a17 4b9d4c65 000005dc "
-                                 "00002000 00000001 223051c1 4eef8947 0100007f 00000000 00000000 00000000"))
+    srt_induction = decode(
+        words(
+            "80000000 00000000 00065701 223051c1 00000005 00004a17 4b9d4c65 000005dc "
+            "00002000 00000001 223051c1 4eef8947 0100007f 00000000 00000000 00000000"
+        )
+    )
     assert srt_induction.ok and srt_induction.fields["socket_type_name"] == "SRT(magic 0x4a17)"
-    rejected = decode(words("80000000 00000000 00000000 223051c1 00000004 00000001 4b9d4c65 000005dc "
-                            "00002000 000003ec 223051c1 4eef8947 0100007f 00000000 00000000 00000000"))
+    rejected = decode(
+        words(
+            "80000000 00000000 00000000 223051c1 00000004 00000001 4b9d4c65 000005dc "
+            "00002000 000003ec 223051c1 4eef8947 0100007f 00000000 00000000 00000000"
+        )
+    )
     assert rejected.ok and rejected.fields["request_name"] == "rejected(1004)"
     user = decode(words("ffff0001 00000000 00000000 00000005 00010501"))
     assert user.ok and user.name == "user-defined" and user.fields["extended_name"] == "HSREQ"
@@ -178,8 +225,15 @@ def test_client_server_handshake_is_four_datagrams_with_echoed_cookie_and_isn():
 
 def test_full_ack_light_ack_ack2_keepalive_shutdown_are_captured():
     kinds = {(e["dir"], p.name) for e, p in packets("cs_stream_1500")}
-    for expected in [("s2c", "ack"), ("s2c", "light-ack"), ("c2s", "ack2"), ("c2s", "keep-alive"),
-                     ("s2c", "keep-alive"), ("c2s", "shutdown"), ("c2s", "data")]:
+    for expected in [
+        ("s2c", "ack"),
+        ("s2c", "light-ack"),
+        ("c2s", "ack2"),
+        ("c2s", "keep-alive"),
+        ("s2c", "keep-alive"),
+        ("c2s", "shutdown"),
+        ("c2s", "data"),
+    ]:
         assert expected in kinds
     widths = {p.fields["ack_words"] for _, p in packets("cs_stream_1500", kind="ack")}
     assert widths == {4, 6}
@@ -243,13 +297,15 @@ def test_reads_real_pcapng():
 
 
 def test_classic_pcap_round_trip(tmp_path):
-    records = [CaptureRecord(1.5 + i, "127.0.0.1", 1000 + i, "127.0.0.2", 2000, bytes([i]) * (16 + i))
-               for i in range(5)]
+    records = [
+        CaptureRecord(1.5 + i, "127.0.0.1", 1000 + i, "127.0.0.2", 2000, bytes([i]) * (16 + i)) for i in range(5)
+    ]
     path = tmp_path / "x.pcap"
     udtdump.write_pcap(path, records)
     back = list(udtdump.read_pcap(path))
     assert [(r.src, r.sport, r.dst, r.dport, r.payload) for r in back] == [
-        (r.src, r.sport, r.dst, r.dport, r.payload) for r in records]
+        (r.src, r.sport, r.dst, r.dport, r.payload) for r in records
+    ]
     assert back[1].time == pytest.approx(2.5)
 
 
@@ -265,8 +321,12 @@ def test_garbage_capture_file_is_refused(tmp_path):
 
 # --------------------------------------------------------------------------- Wireshark
 def _tshark_udt(pcap: Path, port: int) -> list[dict]:
-    proc = subprocess.run([TSHARK, "-r", str(pcap), "-d", f"udp.port=={port},udt", "-T", "json"],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [TSHARK, "-r", str(pcap), "-d", f"udp.port=={port},udt", "-T", "json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     return [frame["_source"]["layers"] for frame in json.loads(proc.stdout)]
 
@@ -276,9 +336,16 @@ def _as_tshark(p) -> dict[str, str]:
     f = p.fields
     out = {"udt.timestamp": str(f["timestamp"]), "udt.id": f"0x{f['dst_id']:08x}"}
     if p.kind == "data":
-        out.update({"udt.iscontrol": "0", "udt.seqno": str(f["seq"]), "udt.msg.first": str(int(f["first"])),
-                    "udt.msg.last": str(int(f["last"])), "udt.msg.order": str(int(f["inorder"])),
-                    "udt.msgno": str(f["msgno"])})
+        out.update(
+            {
+                "udt.iscontrol": "0",
+                "udt.seqno": str(f["seq"]),
+                "udt.msg.first": str(int(f["first"])),
+                "udt.msg.last": str(int(f["last"])),
+                "udt.msg.order": str(int(f["inorder"])),
+                "udt.msgno": str(f["msgno"]),
+            }
+        )
         return out
     out.update({"udt.iscontrol": "1", "udt.type": f"0x{f['control_type']:08x}"})
     if p.name in ("ack", "light-ack", "ack2"):
@@ -288,23 +355,38 @@ def _as_tshark(p) -> dict[str, str]:
     if p.name in ("ack", "light-ack"):
         out["udt.ack_seqno"] = str(f["ack"])
     if p.name == "ack":
-        for ours, theirs in (("rtt", "rtt"), ("rtt_var", "rttvar"), ("avail_buffer", "buf"),
-                             ("recv_rate", "rate"), ("link_capacity", "linkcap")):
+        for ours, theirs in (
+            ("rtt", "rtt"),
+            ("rtt_var", "rttvar"),
+            ("avail_buffer", "buf"),
+            ("recv_rate", "rate"),
+            ("link_capacity", "linkcap"),
+        ):
             if ours in f:
                 out[f"udt.{theirs}"] = str(f[ours])
     if p.name == "handshake":
-        out.update({"udt.hs.version": str(f["version"]), "udt.hs.type": str(f["socket_type"]),
-                    "udt.hs.isn": str(f["isn"]), "udt.hs.mtu": str(f["mss"]),
-                    "udt.hs.flow_window": str(f["flight_flag_size"]), "udt.hs.reqtype": str(f["request_type"]),
-                    "udt.hs.id": str(f["socket_id"]), "udt.hs.cookie": f"0x{f['cookie']:08x}",
-                    "udt.hs.peerip": ":".join(f"{b:02x}" for b in bytes.fromhex(f["peer_ip_raw"]))})
+        out.update(
+            {
+                "udt.hs.version": str(f["version"]),
+                "udt.hs.type": str(f["socket_type"]),
+                "udt.hs.isn": str(f["isn"]),
+                "udt.hs.mtu": str(f["mss"]),
+                "udt.hs.flow_window": str(f["flight_flag_size"]),
+                "udt.hs.reqtype": str(f["request_type"]),
+                "udt.hs.id": str(f["socket_id"]),
+                "udt.hs.cookie": f"0x{f['cookie']:08x}",
+                "udt.hs.peerip": ":".join(f"{b:02x}" for b in bytes.fromhex(f["peer_ip_raw"])),
+            }
+        )
     return out
 
 
 def _nak_text(p) -> set[str]:
     # Wireshark's own wording, odd space included
-    return {f"Missing Sequence Numbers: {a}-{b}" if a != b else f"Missing Sequence Number : {a}"
-            for a, b in p.fields["loss"]}
+    return {
+        f"Missing Sequence Numbers: {a}-{b}" if a != b else f"Missing Sequence Number : {a}"
+        for a, b in p.fields["loss"]
+    }
 
 
 def _compare_with_tshark(records: list[CaptureRecord], layers: list[dict]) -> int:
@@ -356,20 +438,25 @@ def test_fuzz_random_bytes_never_crash(data):
     _check_never_crashes(data)
 
 
-_CONTROL_HEADERS = st.sampled_from([0x8000, 0x8001, 0x8002, 0x8003, 0x8004, 0x8005, 0x8006, 0x8007,
-                                    0x8008, 0xFFFF, 0x8009, 0x0000])
+_CONTROL_HEADERS = st.sampled_from(
+    [0x8000, 0x8001, 0x8002, 0x8003, 0x8004, 0x8005, 0x8006, 0x8007, 0x8008, 0xFFFF, 0x8009, 0x0000]
+)
 
 
 @settings(max_examples=1500, deadline=None)
-@given(_CONTROL_HEADERS, st.integers(0, 0xFFFF), st.integers(0, 2**32 - 1),
-       st.lists(st.integers(0, 2**32 - 1), max_size=16), st.integers(0, 3))
+@given(
+    _CONTROL_HEADERS,
+    st.integers(0, 0xFFFF),
+    st.integers(0, 2**32 - 1),
+    st.lists(st.integers(0, 2**32 - 1), max_size=16),
+    st.integers(0, 3),
+)
 def test_fuzz_structured_control_packets(ctype, ext, info, cif_words, tail):
     data = struct.pack(">HHIII", ctype, ext, info, 0, 1) + struct.pack(f">{len(cif_words)}I", *cif_words) + bytes(tail)
     _check_never_crashes(data)
 
 
-_REAL = [bytes.fromhex(e["hex"]) for fx in FIXTURES for e in json.loads(fx.read_text())["datagrams"]
-         if e["len"] <= 64]
+_REAL = [bytes.fromhex(e["hex"]) for fx in FIXTURES for e in json.loads(fx.read_text())["datagrams"] if e["len"] <= 64]
 
 
 @settings(max_examples=1000, deadline=None)
@@ -382,8 +469,13 @@ def test_fuzz_mutated_real_datagrams(datagram, position, value, cut):
 
 # --------------------------------------------------------------------------- CLI
 def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "udt.tools.udtdump", *args], capture_output=True, text=True,
-                          timeout=60, cwd=Path(__file__).resolve().parent.parent)
+    return subprocess.run(
+        [sys.executable, "-m", "udt.tools.udtdump", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
 
 
 def test_cli_hex_text_and_json():
@@ -415,6 +507,7 @@ def test_cli_files():
 
 def test_split_gso_buffers_captured_on_loopback():
     """A UDP_SEGMENT send shows up on "lo" as one buffer of back-to-back UDT data packets."""
+
     def data(seq: int, payload: int) -> bytes:
         return struct.pack(">IIII", seq, 0x40000001 if seq else 0x80000001, 10, 0x1234) + bytes([seq & 0xFF]) * payload
 
@@ -431,8 +524,10 @@ def test_split_gso_buffers_captured_on_loopback():
     # a payload that merely contains the next sequence number is not split
     lookalike = struct.pack(">IIII", 9, 0xC0000001, 0, 7) + struct.pack(">I", 10) + bytes(40)
     assert udtdump.split_gso(lookalike) == [lookalike]
-    ack2s = words("80060000 00000001 00000000 0737cbf6 00000000 80060000 00000002 00000000 0737cbf6 00000000"
-                  "80060000 00000003 00000000 0737cbf6 00000000")  # captured from udt: three ACK2 in one send
+    ack2s = words(
+        "80060000 00000001 00000000 0737cbf6 00000000 80060000 00000002 00000000 0737cbf6 00000000"
+        "80060000 00000003 00000000 0737cbf6 00000000"
+    )  # captured from udt: three ACK2 in one send
     assert [decode(p).fields["ack_seq"] for p in udtdump.split_gso(ack2s)] == [1, 2, 3]
     mixed_dst = ack2s[:20] + words("80060000 00000002 00000000 00000009 00000000")
     assert udtdump.split_gso(mixed_dst) == [mixed_dst]

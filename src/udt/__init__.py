@@ -14,6 +14,19 @@ See docs/architecture.md.
 
 __version__ = "0.1.0"
 
+from ._socket import (  # noqa: E402
+    AF_INET,
+    AF_INET6,
+    SHUT_RD,
+    SHUT_RDWR,
+    SHUT_WR,
+    SOCK_DGRAM,
+    SOCK_STREAM,
+    PerfMon,
+    create_connection,
+    create_server,
+    socket,
+)
 from .errors import (  # noqa: E402
     BadSocketError,
     BrokenPipeUDTError,
@@ -36,19 +49,6 @@ from .errors import (  # noqa: E402
     WouldBlockError,
 )
 from .options import EpollEvent, SocketOption, SocketState  # noqa: E402
-from ._socket import (  # noqa: E402
-    AF_INET,
-    AF_INET6,
-    SHUT_RD,
-    SHUT_RDWR,
-    SHUT_WR,
-    SOCK_DGRAM,
-    SOCK_STREAM,
-    PerfMon,
-    create_connection,
-    create_server,
-    socket,
-)
 
 # Every option as a module constant, UDT4 style: udt.UDT_MSS, udt.UDP_RCVBUF, …
 globals().update({option.name: option for option in SocketOption})
@@ -57,13 +57,41 @@ UDT_EPOLL_OUT = EpollEvent.OUT
 UDT_EPOLL_ERR = EpollEvent.ERR
 
 __all__ = [
-    "__version__", "socket", "create_connection", "create_server", "PerfMon",
-    "AF_INET", "AF_INET6", "SOCK_STREAM", "SOCK_DGRAM", "SHUT_RD", "SHUT_WR", "SHUT_RDWR",
-    "SocketOption", "SocketState", "EpollEvent", "ErrorCode",
-    "UDT_EPOLL_IN", "UDT_EPOLL_OUT", "UDT_EPOLL_ERR",
-    "UDTError", "ConnectionSetupError", "ConnectTimeoutError", "ConnectionRejectedError",
-    "SecurityCheckError", "ConnectionBrokenError", "BrokenPipeUDTError", "NotConnectedError",
-    "ResourceError", "FileTransferError", "InvalidOperationError", "InvalidParameterError",
-    "BadSocketError", "PortHasListenerError", "MessageTooLargeError", "WouldBlockError",
-    "OperationTimeoutError", "PeerError",
+    "__version__",
+    "socket",
+    "create_connection",
+    "create_server",
+    "PerfMon",
+    "AF_INET",
+    "AF_INET6",
+    "SOCK_STREAM",
+    "SOCK_DGRAM",
+    "SHUT_RD",
+    "SHUT_WR",
+    "SHUT_RDWR",
+    "SocketOption",
+    "SocketState",
+    "EpollEvent",
+    "ErrorCode",
+    "UDT_EPOLL_IN",
+    "UDT_EPOLL_OUT",
+    "UDT_EPOLL_ERR",
+    "UDTError",
+    "ConnectionSetupError",
+    "ConnectTimeoutError",
+    "ConnectionRejectedError",
+    "SecurityCheckError",
+    "ConnectionBrokenError",
+    "BrokenPipeUDTError",
+    "NotConnectedError",
+    "ResourceError",
+    "FileTransferError",
+    "InvalidOperationError",
+    "InvalidParameterError",
+    "BadSocketError",
+    "PortHasListenerError",
+    "MessageTooLargeError",
+    "WouldBlockError",
+    "OperationTimeoutError",
+    "PeerError",
 ] + [option.name for option in SocketOption]

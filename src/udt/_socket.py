@@ -20,6 +20,7 @@ end with ``ConnectionResetError`` after the data that did arrive, never with a c
 SHUTDOWN waits (at most 200 ms) until the peer's reader has caught up, because UDT4's blocking
 ``recvmsg`` loses the messages it was woken for when SHUTDOWN overtakes it.
 """
+
 from __future__ import annotations
 
 import atexit
@@ -30,9 +31,10 @@ import socket as _pysocket
 import threading
 import warnings
 import weakref
-from typing import Any
+from typing import Any, Literal, cast
 
-from . import _mux
+import udt._mux as _mux
+
 from .config import ConnectionConfiguration
 from .errors import (
     BadSocketError,
@@ -46,8 +48,17 @@ from .errors import (
 from .options import OPTION_SPECS, Phase, SocketOption, SocketState, coerce_option, defaults, validate
 
 __all__ = [
-    "socket", "create_connection", "create_server", "PerfMon",
-    "AF_INET", "AF_INET6", "SOCK_STREAM", "SOCK_DGRAM", "SHUT_RD", "SHUT_WR", "SHUT_RDWR",
+    "socket",
+    "create_connection",
+    "create_server",
+    "PerfMon",
+    "AF_INET",
+    "AF_INET6",
+    "SOCK_STREAM",
+    "SOCK_DGRAM",
+    "SHUT_RD",
+    "SHUT_WR",
+    "SHUT_RDWR",
 ]
 
 AF_INET = _pysocket.AF_INET
@@ -61,7 +72,7 @@ SHUT_RDWR = _pysocket.SHUT_RDWR
 _FILE_BLOCK = 8 << 20  # bytes moved per GIL-free step of sendfile/recvfile
 _GLOBAL_DEFAULT_TIMEOUT = _pysocket._GLOBAL_DEFAULT_TIMEOUT  # type: ignore[attr-defined]
 
-_live_sockets: "weakref.WeakSet[socket]" = weakref.WeakSet()
+_live_sockets: weakref.WeakSet[socket] = weakref.WeakSet()
 
 
 def _close_live_sockets() -> None:
@@ -110,16 +121,21 @@ class socket:
 
     def __init__(self, family: int = AF_INET, type: int = SOCK_STREAM, proto: int = 0) -> None:
         if family not in (AF_INET, AF_INET6):
-            raise InvalidParameterError(ErrorCode.BAD_PARAMETER,
-                                        f"family must be AF_INET or AF_INET6, got {family!r}",
-                                        errno=_errno.EAFNOSUPPORT)
+            raise InvalidParameterError(
+                ErrorCode.BAD_PARAMETER,
+                f"family must be AF_INET or AF_INET6, got {family!r}",
+                errno=_errno.EAFNOSUPPORT,
+            )
         if type not in (SOCK_STREAM, SOCK_DGRAM):
-            raise InvalidParameterError(ErrorCode.BAD_PARAMETER,
-                                        f"type must be SOCK_STREAM or SOCK_DGRAM, got {type!r}",
-                                        errno=_errno.ESOCKTNOSUPPORT)
+            raise InvalidParameterError(
+                ErrorCode.BAD_PARAMETER,
+                f"type must be SOCK_STREAM or SOCK_DGRAM, got {type!r}",
+                errno=_errno.ESOCKTNOSUPPORT,
+            )
         if proto not in (0, _pysocket.IPPROTO_UDP):
-            raise InvalidParameterError(ErrorCode.BAD_PARAMETER, f"unsupported protocol {proto!r}",
-                                        errno=_errno.EPROTONOSUPPORT)
+            raise InvalidParameterError(
+                ErrorCode.BAD_PARAMETER, f"unsupported protocol {proto!r}", errno=_errno.EPROTONOSUPPORT
+            )
         self._family = int(family)
         self._type = int(type)
         self._options: dict[SocketOption, Any] = defaults()
@@ -127,9 +143,10 @@ class socket:
         self._send_timeout: float | None = default_timeout  # seconds; 0 = non-blocking
         self._recv_timeout: float | None = default_timeout
         self._state = SocketState.INIT
-        self._mux: _mux.Multiplexer | None = None
-        self._listener: _mux.Listener | None = None
-        self._conn: _mux.Connection | None = None
+        # The compiled units have no stubs: these are Multiplexer, Listener and Connection or None.
+        self._mux: Any = None
+        self._listener: Any = None
+        self._conn: Any = None
         self._lock = threading.RLock()  # serialises state changes; never held while waiting on data
         self._closed = False
         self._io_refs = 0
@@ -137,7 +154,7 @@ class socket:
         _live_sockets.add(self)
 
     @classmethod
-    def _from_connection(cls, listener: "socket", conn: "_mux.Connection") -> "socket":
+    def _from_connection(cls, listener: socket, conn: _mux.Connection) -> socket:
         sock = cls(listener._family, listener._type)
         sock._options = dict(listener._options)  # UDT4: accepted sockets inherit the options
         sock._options[SocketOption.UDT_RENDEZVOUS] = False
@@ -172,9 +189,11 @@ class socket:
 
     def fileno(self) -> int:
         """A udt socket has no file descriptor of its own: always raises ``OSError(EOPNOTSUPP)``."""
-        raise OSError(_errno.EOPNOTSUPP,
-                      "udt sockets have no file descriptor (many share one UDP socket); "
-                      "use timeouts or threads instead of select()")
+        raise OSError(
+            _errno.EOPNOTSUPP,
+            "udt sockets have no file descriptor (many share one UDP socket); "
+            "use timeouts or threads instead of select()",
+        )
 
     def __repr__(self) -> str:
         parts = [f"state={self._state.name}", f"family={self.family.name}", f"type={self.type.name}"]
@@ -192,7 +211,7 @@ class socket:
             parts.append(f"id={self._conn.socket_id:#010x}")
         return f"<udt.socket {' '.join(parts)}>"
 
-    def __enter__(self) -> "socket":
+    def __enter__(self) -> socket:
         return self
 
     def __exit__(self, *exc_info) -> None:
@@ -214,11 +233,10 @@ class socket:
         if self._closed:
             raise BadSocketError(ErrorCode.BAD_SOCKET, "Bad file descriptor: socket is closed")
 
-    def _connected(self) -> "_mux.Connection":
+    def _connected(self) -> _mux.Connection:
         self._check_open()
         conn = self._conn
-        if conn is None or self._state not in (SocketState.CONNECTED, SocketState.BROKEN,
-                                               SocketState.CONNECTING):
+        if conn is None or self._state not in (SocketState.CONNECTED, SocketState.BROKEN, SocketState.CONNECTING):
             raise NotConnectedError(ErrorCode.NO_CONNECTION, "socket is not connected")
         if self._state == SocketState.CONNECTING:
             self._finish_connect(self._send_timeout if self._send_timeout != 0 else 0.0)
@@ -226,8 +244,7 @@ class socket:
 
     def _resolve(self, address: Any, *, passive: bool = False) -> tuple:
         """A numeric address tuple of our family for *address* (host names resolved)."""
-        if not isinstance(address, tuple) or len(address) not in ((2,) if self._family == AF_INET
-                                                                 else (2, 3, 4)):
+        if not isinstance(address, tuple) or len(address) not in ((2,) if self._family == AF_INET else (2, 3, 4)):
             want = "(host, port)" if self._family == AF_INET else "(host, port[, flowinfo, scope_id])"
             raise TypeError(f"{self.family.name} address must be a tuple {want}, got {address!r}")
         host, port = address[0], address[1]
@@ -245,7 +262,7 @@ class socket:
             raise InvalidParameterError(ErrorCode.BAD_PARAMETER, "UDT cannot use the broadcast address")
         flags = _pysocket.AI_PASSIVE if passive else 0
         infos = _pysocket.getaddrinfo(host, port, self._family, _pysocket.SOCK_DGRAM, 0, flags)
-        sockaddr = infos[0][4]
+        sockaddr: tuple[Any, ...] = infos[0][4]
         if self._family == AF_INET6:
             flowinfo = address[2] if len(address) > 2 else 0
             scope_id = address[3] if len(address) > 3 else sockaddr[3]
@@ -289,14 +306,16 @@ class socket:
             if self._state != SocketState.INIT:
                 raise error_from_code(ErrorCode.ALREADY_BOUND)
             if not isinstance(udp_socket, _pysocket.socket):
-                raise InvalidParameterError(ErrorCode.BAD_PARAMETER,
-                                            f"expected a socket.socket, got {type(udp_socket).__name__}")
+                raise InvalidParameterError(
+                    ErrorCode.BAD_PARAMETER, f"expected a socket.socket, got {type(udp_socket).__name__}"
+                )
             if udp_socket.type != _pysocket.SOCK_DGRAM:
                 raise InvalidParameterError(ErrorCode.BAD_PARAMETER, "bind_socket needs a UDP socket")
             if udp_socket.family != self._family:
-                raise InvalidParameterError(ErrorCode.BAD_PARAMETER,
-                                            f"the UDP socket is {udp_socket.family.name}, "
-                                            f"this udt socket is {self.family.name}")
+                raise InvalidParameterError(
+                    ErrorCode.BAD_PARAMETER,
+                    f"the UDP socket is {udp_socket.family.name}, this udt socket is {self.family.name}",
+                )
             self._mux = _mux.Multiplexer.adopt(udp_socket, **self._mux_options())
             self._state = SocketState.OPENED
 
@@ -332,7 +351,7 @@ class socket:
             self._listener = self._mux.listen(self._engine_config(), max(1, backlog))
             self._state = SocketState.LISTENING
 
-    def accept(self) -> tuple["socket", tuple]:
+    def accept(self) -> tuple[socket, tuple]:
         """Wait for a connection: returns ``(socket, address)``."""
         self._check_open()
         if self._options[SocketOption.UDT_RENDEZVOUS]:
@@ -554,13 +573,13 @@ class socket:
         if ttl is None:
             ttl_ms = self._options[SocketOption.UDT_MSGTTL]
         else:
-            ttl = _check_timeout(ttl)
-            ttl_ms = max(1, round(ttl * 1000))
+            ttl_ms = max(1, round(cast(float, _check_timeout(ttl)) * 1000))
         view = memoryview(data).cast("B")
         limit = self._options[SocketOption.UDT_MAXMSG]
         if limit > 0 and len(view) > limit:
-            raise error_from_code(ErrorCode.MESSAGE_TOO_LARGE, f"message of {len(view)} bytes "
-                                  f"exceeds UDT_MAXMSG = {limit}")
+            raise error_from_code(
+                ErrorCode.MESSAGE_TOO_LARGE, f"message of {len(view)} bytes exceeds UDT_MAXMSG = {limit}"
+            )
         return self._connected().sendmsg(view, ttl_ms, bool(inorder), self._send_wait())
 
     def recvmsg(self, bufsize: int) -> bytes:
@@ -582,13 +601,15 @@ class socket:
         with _FileHandle(file, writing=False) as handle:
             size = os.fstat(handle.fd).st_size
             if offset > size:
-                raise FileTransferError(ErrorCode.FILE_READ_OFFSET,
-                                        f"offset {offset} is beyond the end of the file ({size} bytes)")
+                raise FileTransferError(
+                    ErrorCode.FILE_READ_OFFSET, f"offset {offset} is beyond the end of the file ({size} bytes)"
+                )
             todo = size - offset if count is None else count
             if count is not None and offset + count > size:
-                raise FileTransferError(ErrorCode.FILE_READ,
-                                        f"count {count} from offset {offset} runs past the end "
-                                        f"of the file ({size} bytes)")
+                raise FileTransferError(
+                    ErrorCode.FILE_READ,
+                    f"count {count} from offset {offset} runs past the end of the file ({size} bytes)",
+                )
             sent = conn.sendfile(handle.fd, offset, todo, self._send_wait(), _FILE_BLOCK)
             handle.advance(offset + sent)
         return sent
@@ -602,12 +623,10 @@ class socket:
         offset, count = self._check_range(offset, count)
         conn = self._connected()
         with _FileHandle(file, writing=True) as handle:
-            received = conn.recvfile(handle.fd, offset, -1 if count is None else count,
-                                     self._recv_wait(), _FILE_BLOCK)
+            received = conn.recvfile(handle.fd, offset, -1 if count is None else count, self._recv_wait(), _FILE_BLOCK)
             handle.advance(offset + received)
         if count is not None and received < count:
-            raise error_from_code(ErrorCode.CONNECTION_BROKEN,
-                                  f"stream ended after {received} of {count} bytes")
+            raise error_from_code(ErrorCode.CONNECTION_BROKEN, f"stream ended after {received} of {count} bytes")
         return received
 
     @staticmethod
@@ -688,15 +707,23 @@ class socket:
         raise OSError(_errno.EOPNOTSUPP, "udt sockets have no file descriptor to detach")
 
     # ---- file objects ---------------------------------------------------------------------
-    def makefile(self, mode: str = "r", buffering: int | None = None, *, encoding: str | None = None,
-                 errors: str | None = None, newline: str | None = None):
+    def makefile(
+        self,
+        mode: str = "r",
+        buffering: int | None = None,
+        *,
+        encoding: str | None = None,
+        errors: str | None = None,
+        newline: str | None = None,
+    ):
         """A file object reading/writing the stream (as :meth:`socket.socket.makefile`)."""
         if not set(mode) <= {"r", "w", "b"}:
             raise ValueError(f"invalid mode {mode!r} (only r, w, b allowed)")
         writing = "w" in mode
         reading = "r" in mode or not writing
         binary = "b" in mode
-        raw = _pysocket.SocketIO(self, ("r" if reading else "") + ("w" if writing else ""))
+        raw_mode = cast(Literal["r", "w", "rw"], ("r" if reading else "") + ("w" if writing else ""))
+        raw = _pysocket.SocketIO(cast(_pysocket.socket, self), raw_mode)  # duck-typed: recv_into, send
         self._io_refs += 1
         if buffering is None or buffering < 0:
             buffering = io.DEFAULT_BUFFER_SIZE
@@ -704,6 +731,7 @@ class socket:
             if not binary:
                 raise ValueError("unbuffered streams must be binary")
             return raw
+        buffer: io.BufferedIOBase
         if reading and writing:
             buffer = io.BufferedRWPair(raw, raw, buffering)
         elif reading:
@@ -712,8 +740,8 @@ class socket:
             buffer = io.BufferedWriter(raw, buffering)
         if binary:
             return buffer
-        text = io.TextIOWrapper(buffer, io.text_encoding(encoding), errors, newline)
-        text.mode = mode
+        text = io.TextIOWrapper(cast(Any, buffer), io.text_encoding(encoding), errors, newline)
+        text.mode = mode  # type: ignore[misc]  # as socket.socket.makefile does
         return text
 
     def _decref_socketios(self) -> None:
@@ -738,8 +766,9 @@ class _FileHandle:
             try:
                 self.fd = file.fileno()
             except (AttributeError, io.UnsupportedOperation):
-                raise InvalidParameterError(ErrorCode.BAD_PARAMETER,
-                                            "expected a path or a file object with a fileno()") from None
+                raise InvalidParameterError(
+                    ErrorCode.BAD_PARAMETER, "expected a path or a file object with a fileno()"
+                ) from None
             if isinstance(file, io.TextIOBase):
                 raise InvalidParameterError(ErrorCode.BAD_PARAMETER, "the file must be opened in binary mode")
             if writing:
@@ -753,7 +782,7 @@ class _FileHandle:
             except (OSError, ValueError):
                 pass
 
-    def __enter__(self) -> "_FileHandle":
+    def __enter__(self) -> _FileHandle:
         return self
 
     def __exit__(self, *exc_info) -> None:
@@ -761,16 +790,22 @@ class _FileHandle:
             os.close(self.fd)
 
 
-def create_connection(address: tuple, timeout: float | None = _GLOBAL_DEFAULT_TIMEOUT,
-                      source_address: tuple | None = None, *, type: int = SOCK_STREAM,
-                      options: dict | None = None) -> socket:
+def create_connection(
+    address: tuple,
+    timeout: float | None = _GLOBAL_DEFAULT_TIMEOUT,
+    source_address: tuple | None = None,
+    *,
+    type: int = SOCK_STREAM,
+    options: dict | None = None,
+) -> socket:
     """Connect to (host, port) and return the connected udt socket (as
     :func:`socket.create_connection`: every address of *host* is tried in turn, IPv4 first).  *options*:
     ``{udt.UDT_MSS: 9000, …}`` applied before connecting."""
     host, port = address[0], address[1]
     errors: list[Exception] = []
-    candidates = [info for info in _pysocket.getaddrinfo(host, port, 0, _pysocket.SOCK_DGRAM)
-                  if info[0] in (AF_INET, AF_INET6)]
+    candidates = [
+        info for info in _pysocket.getaddrinfo(host, port, 0, _pysocket.SOCK_DGRAM) if info[0] in (AF_INET, AF_INET6)
+    ]
     # UDT learns of a dead address only by a 3 s handshake timeout (no RST as with TCP), so IPv4
     # goes first: "localhost" resolving to ::1 first would otherwise cost 3 s against a v4 server.
     candidates.sort(key=lambda info: info[0] != AF_INET)
@@ -797,8 +832,15 @@ def create_connection(address: tuple, timeout: float | None = _GLOBAL_DEFAULT_TI
     raise errors[0] from ExceptionGroup("create_connection failed", errors)
 
 
-def create_server(address: tuple, *, family: int = AF_INET, backlog: int | None = None,
-                  reuse_port: bool = False, type: int = SOCK_STREAM, options: dict | None = None) -> socket:
+def create_server(
+    address: tuple,
+    *,
+    family: int = AF_INET,
+    backlog: int | None = None,
+    reuse_port: bool = False,
+    type: int = SOCK_STREAM,
+    options: dict | None = None,
+) -> socket:
     """A udt socket bound to *address* and listening (as :func:`socket.create_server`)."""
     sock = socket(family, type)
     try:

@@ -15,6 +15,7 @@ timeout, 0 = spec formula).  Values the engine maintains (read-only): ``rtt_us``
 
 Use one instance per connection (give the socket the class, or a factory).
 """
+
 from __future__ import annotations
 
 __all__ = ["CongestionControl"]
@@ -30,8 +31,7 @@ class CongestionControl:
     def __init_subclass__(cls, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)
         cls._wants_packet_sent = cls.on_packet_sent is not CongestionControl.on_packet_sent
-        cls._wants_packet_received = (
-            cls.on_packet_received is not CongestionControl.on_packet_received)
+        cls._wants_packet_received = cls.on_packet_received is not CongestionControl.on_packet_received
 
     def __init__(self) -> None:
         self.period_us: float = 1.0

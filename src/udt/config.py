@@ -5,11 +5,12 @@ multiplexer's ``fill_options``/``make_cc`` as attributes (aioquic's ``QuicConfig
 field names the option it comes from in its metadata; its default is that option's default in
 ``udt.options.OPTION_SPECS``, so the option table stays the one list of defaults.
 """
+
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any, Callable, Optional
+from typing import Any
 
 from .options import OPTION_SPECS, SocketOption
 
@@ -40,11 +41,10 @@ class ConnectionConfiguration:
     #: Silence after which the connection is broken, ms (``UDT_PEERIDLETIMEO``).
     peer_idle_timeout_ms: int = _option(SocketOption.UDT_PEERIDLETIMEO)
     #: None for the native congestion control, else a class or factory (``UDT_CC``).
-    congestion_control: Optional[Callable[[], Any]] = _option(SocketOption.UDT_CC)
+    congestion_control: Callable[[], Any] | None = _option(SocketOption.UDT_CC)
 
     @classmethod
-    def from_options(cls, options: Mapping[SocketOption, Any], *,
-                     message_mode: bool) -> ConnectionConfiguration:
+    def from_options(cls, options: Mapping[SocketOption, Any], *, message_mode: bool) -> ConnectionConfiguration:
         """The configuration for a socket whose validated option values are *options*."""
         values = {f.name: options[f.metadata["option"]] for f in fields(cls) if "option" in f.metadata}
         return cls(message_mode=message_mode, **values)

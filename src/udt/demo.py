@@ -5,6 +5,7 @@ It runs the two command-line tools exactly as a user would, as separate processe
 checked by both ends), then ``udt-send --mem`` for memory-to-memory throughput.  It prints what
 the tools measured and exits non-zero if any transfer fails or does not verify.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,14 +40,19 @@ def _tool(name: str, *args: str) -> list[str]:
 def _start_receiver(args: list[str], log: Path) -> tuple[subprocess.Popen[str], str]:
     """Start udt-recv on a free loopback port; returns it and its HOST:PORT."""
     err = log.open("w")
-    proc = subprocess.Popen(_tool("recv", "--bind", "127.0.0.1", "--port", "0", "--once", "--json", *args),
-                            stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL, text=True,
-                            cwd=log.parent)
+    proc = subprocess.Popen(
+        _tool("recv", "--bind", "127.0.0.1", "--port", "0", "--once", "--json", *args),
+        stdout=subprocess.PIPE,
+        stderr=err,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        cwd=log.parent,
+    )
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
         for line in log.read_text().splitlines():
             if line.startswith(LISTEN_MARKER):
-                return proc, line[len(LISTEN_MARKER):].strip()
+                return proc, line[len(LISTEN_MARKER) :].strip()
         if proc.poll() is not None:
             break
         time.sleep(0.02)
@@ -55,8 +61,9 @@ def _start_receiver(args: list[str], log: Path) -> tuple[subprocess.Popen[str], 
     raise DemoError(f"udt-recv did not start: {log.read_text().strip() or 'no output'}")
 
 
-def _json_of(proc: subprocess.Popen[str] | subprocess.CompletedProcess[str], stdout: str,
-             who: str, log: str) -> dict[str, Any]:
+def _json_of(
+    proc: subprocess.Popen[str] | subprocess.CompletedProcess[str], stdout: str, who: str, log: str
+) -> dict[str, Any]:
     if proc.returncode != 0:
         raise DemoError(f"{who} exited with {proc.returncode}: {log.strip()}")
     try:
@@ -70,9 +77,14 @@ def run_pair(send_args: list[str], recv_args: list[str], workdir: Path) -> tuple
     recv_log = workdir / "recv.log"
     receiver, address = _start_receiver(recv_args, recv_log)
     try:
-        sender = subprocess.run(_tool("send", "--json", *send_args, address), capture_output=True,
-                                text=True, timeout=RUN_TIMEOUT, stdin=subprocess.DEVNULL,
-                                cwd=workdir)
+        sender = subprocess.run(
+            _tool("send", "--json", *send_args, address),
+            capture_output=True,
+            text=True,
+            timeout=RUN_TIMEOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=workdir,
+        )
         recv_out, _ = receiver.communicate(timeout=RUN_TIMEOUT)
     finally:
         if receiver.poll() is None:
@@ -85,18 +97,29 @@ def run_pair(send_args: list[str], recv_args: list[str], workdir: Path) -> tuple
 
 def _line(what: str, sent: dict, received: dict) -> str:
     same = sent.get("sha256") and sent.get("sha256") == received.get("sha256")
-    return (f"{what:<24} {format_bytes(received['bytes']):>10} in {received['seconds']:6.2f} s = "
-            f"{received['mbit_per_s']:8.0f} Mbit/s ({received['mbit_per_s'] / 8:6.0f} MB/s)  "
-            f"sha256 {'matches' if same else 'DIFFERS'}  retransmitted {sent.get('retransmitted', 0)}, "
-            f"lost {received.get('lost', 0)}")
+    return (
+        f"{what:<24} {format_bytes(received['bytes']):>10} in {received['seconds']:6.2f} s = "
+        f"{received['mbit_per_s']:8.0f} Mbit/s ({received['mbit_per_s'] / 8:6.0f} MB/s)  "
+        f"sha256 {'matches' if same else 'DIFFERS'}  retransmitted {sent.get('retransmitted', 0)}, "
+        f"lost {received.get('lost', 0)}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0].split(": ", 1)[1])
-    parser.add_argument("--size", type=parse_size, default=parse_size("256M"),
-                        help="size of the file to send (default 256M; K/M/G are powers of 1024)")
-    parser.add_argument("--mem", type=float, default=2.0, metavar="SECONDS",
-                        help="length of the memory-to-memory run (default 2; 0 skips it)")
+    parser.add_argument(
+        "--size",
+        type=parse_size,
+        default=parse_size("256M"),
+        help="size of the file to send (default 256M; K/M/G are powers of 1024)",
+    )
+    parser.add_argument(
+        "--mem",
+        type=float,
+        default=2.0,
+        metavar="SECONDS",
+        help="length of the memory-to-memory run (default 2; 0 skips it)",
+    )
     parser.add_argument("--mss", default=None, help="UDT MSS for both tools (default 1500)")
     parser.add_argument("--json", action="store_true", help="print one JSON object with all results")
     args = parser.parse_args(argv)
@@ -115,8 +138,10 @@ def main(argv: list[str] | None = None) -> int:
                     left -= len(block)
             (work / "received").mkdir()
             sent, received = run_pair([str(source), *extra], ["--output", str(work / "received"), *extra], work)
-            if not (sent["sha256"] == received["sha256"] == received["files"][0]["sha256"]
-                    and received["bytes"] == args.size):
+            if not (
+                sent["sha256"] == received["sha256"] == received["files"][0]["sha256"]
+                and received["bytes"] == args.size
+            ):
                 raise DemoError("the file did not arrive intact")
             results["file"] = {"send": sent, "recv": received}
             lines.append(_line("file, udt-send/recv", sent, received))

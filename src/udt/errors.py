@@ -6,6 +6,7 @@ UDT4's numeric error code (``major * 1000 + minor``, protocol.md §8) in ``udt_c
 against UDT4's error numbers can still tell failures apart.  Bad arguments additionally subclass
 :class:`ValueError`.
 """
+
 from __future__ import annotations
 
 import errno as _errno
@@ -86,8 +87,7 @@ class UDTError(OSError):
     default_code: int = ErrorCode.INVALID_OPERATION
     default_errno: int = _errno.EIO
 
-    def __init__(self, udt_code: int | None = None, message: str | None = None, *,
-                 errno: int | None = None) -> None:
+    def __init__(self, udt_code: int | None = None, message: str | None = None, *, errno: int | None = None) -> None:
         code = self.default_code if udt_code is None else int(udt_code)
         err = self.default_errno if errno is None else errno
         super().__init__(err, message if message is not None else _DEFAULT_MESSAGES.get(code, "UDT error"))

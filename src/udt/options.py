@@ -16,19 +16,36 @@ Units (documented deviations from UDT4 are marked *udt*):
 * ``UDT_MSGTTL``: milliseconds, −1 = forever; default TTL of ``sendmsg`` (UDT4 ignores it).
 * ``UDT_MAXMSG``: *udt*: largest message ``sendmsg`` accepts, bytes (default: the send buffer).
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum, IntEnum
-from typing import Any, Callable
+from typing import Any
 
 from .errors import ErrorCode, InvalidParameterError
 
 __all__ = [
-    "SocketOption", "Phase", "OptionSpec", "OPTION_SPECS", "SocketState", "EpollEvent",
-    "DEFAULT_MSS", "MIN_MSS", "MAX_MSS", "DEFAULT_FC", "MIN_FC", "DEFAULT_BUFFER_PACKETS",
-    "DEFAULT_LINGER_SECONDS", "DEFAULT_PEER_IDLE_TIMEOUT_MS", "IP_UDP_OVERHEAD_V4",
-    "IP_UDP_OVERHEAD_V6", "UDT_HEADER_SIZE", "validate", "defaults",
+    "SocketOption",
+    "Phase",
+    "OptionSpec",
+    "OPTION_SPECS",
+    "SocketState",
+    "EpollEvent",
+    "DEFAULT_MSS",
+    "MIN_MSS",
+    "MAX_MSS",
+    "DEFAULT_FC",
+    "MIN_FC",
+    "DEFAULT_BUFFER_PACKETS",
+    "DEFAULT_LINGER_SECONDS",
+    "DEFAULT_PEER_IDLE_TIMEOUT_MS",
+    "IP_UDP_OVERHEAD_V4",
+    "IP_UDP_OVERHEAD_V6",
+    "UDT_HEADER_SIZE",
+    "validate",
+    "defaults",
 ]
 
 # Sizes of protocol.md §1: the MSS is the whole IP packet.
@@ -113,7 +130,7 @@ class OptionSpec:
     kind: str  # "bool", "int", "linger", "cc", "readonly"
     default: Any
     phase: Phase
-    check: Callable[[Any], Any] | None = None
+    check: Callable[[SocketOption, Any], Any] | None = None
     doc: str = ""
 
 
@@ -168,58 +185,134 @@ def _linger(option: SocketOption, value: Any) -> tuple[bool, float]:
     return (on, int(seconds) if float(seconds).is_integer() else float(seconds))
 
 
-O = SocketOption
+Opt = SocketOption
 _buffer_default = DEFAULT_BUFFER_PACKETS * (DEFAULT_MSS - IP_UDP_OVERHEAD_V4 - UDT_HEADER_SIZE)
 
 OPTION_SPECS: dict[SocketOption, OptionSpec] = {
     spec.option: spec
     for spec in (
-        OptionSpec(O.UDT_MSS, "int", DEFAULT_MSS, Phase.BEFORE_CONNECT, _range(MIN_MSS, MAX_MSS),
-                   "maximum packet size, the whole IP packet; negotiated to the smaller of both"),
-        OptionSpec(O.UDT_SNDSYN, "bool", True, Phase.ANYTIME, None, "blocking send"),
-        OptionSpec(O.UDT_RCVSYN, "bool", True, Phase.ANYTIME, None,
-                   "blocking recv, accept and connect"),
-        OptionSpec(O.UDT_CC, "cc", None, Phase.BEFORE_CONNECT, None,
-                   "congestion control: None for the native one, a udt.cc.CongestionControl "
-                   "subclass or a factory returning a fresh instance per connection"),
-        OptionSpec(O.UDT_FC, "int", DEFAULT_FC, Phase.BEFORE_CONNECT, _range(MIN_FC, 1 << 30),
-                   "maximum flow window, packets"),
-        OptionSpec(O.UDT_SNDBUF, "int", _buffer_default, Phase.BEFORE_CONNECT, _range(1, 1 << 34),
-                   "send buffer, bytes"),
-        OptionSpec(O.UDT_RCVBUF, "int", _buffer_default, Phase.BEFORE_CONNECT, _range(1, 1 << 34),
-                   "receive buffer, bytes (at most FC packets)"),
-        OptionSpec(O.UDT_LINGER, "linger", (True, DEFAULT_LINGER_SECONDS), Phase.ANYTIME, _linger,
-                   "how long close() drains unsent data; (True, 0) or 0 aborts"),
-        OptionSpec(O.UDP_SNDBUF, "int", 65536, Phase.BEFORE_BIND, _range(1024, MAX_KERNEL_BUFFER),
-                   "kernel send buffer of the UDP socket, bytes"),
-        OptionSpec(O.UDP_RCVBUF, "int", DEFAULT_BUFFER_PACKETS * DEFAULT_MSS, Phase.BEFORE_BIND,
-                   _range(1024, MAX_KERNEL_BUFFER), "kernel receive buffer of the UDP socket, bytes"),
-        OptionSpec(O.UDT_MAXMSG, "int", -1, Phase.ANYTIME, _range(1, extra=(-1,)),
-                   "largest message sendmsg accepts, bytes; -1: the send buffer"),
-        OptionSpec(O.UDT_MSGTTL, "int", -1, Phase.ANYTIME, _range(0, extra=(-1,)),
-                   "default message time-to-live for sendmsg, ms; -1 forever"),
-        OptionSpec(O.UDT_RENDEZVOUS, "bool", False, Phase.BEFORE_CONNECT, None, "rendezvous connect"),
-        OptionSpec(O.UDT_SNDTIMEO, "int", -1, Phase.ANYTIME, _range(0, extra=(-1,)),
-                   "send timeout, ms; -1 forever"),
-        OptionSpec(O.UDT_RCVTIMEO, "int", -1, Phase.ANYTIME, _range(0, extra=(-1,)),
-                   "recv/accept/connect timeout, ms; -1 forever"),
-        OptionSpec(O.UDT_REUSEADDR, "bool", True, Phase.BEFORE_BIND, None,
-                   "share the port's multiplexer with other udt sockets"),
-        OptionSpec(O.UDT_MAXBW, "int", -1, Phase.ANYTIME, _range(1, extra=(-1,)),
-                   "maximum sending rate, bytes/s; -1 unlimited"),
-        OptionSpec(O.UDT_STATE, "readonly", SocketState.INIT, Phase.READ_ONLY, None, "socket state"),
-        OptionSpec(O.UDT_EVENT, "readonly", 0, Phase.READ_ONLY, None, "readiness bits IN|OUT|ERR"),
-        OptionSpec(O.UDT_SNDDATA, "readonly", 0, Phase.READ_ONLY, None,
-                   "bytes waiting in the send buffer"),
-        OptionSpec(O.UDT_RCVDATA, "readonly", 0, Phase.READ_ONLY, None,
-                   "bytes readable in the receive buffer"),
-        OptionSpec(O.UDT_PEERIDLETIMEO, "int", DEFAULT_PEER_IDLE_TIMEOUT_MS, Phase.BEFORE_CONNECT,
-                   _range(1000, 3_600_000), "silence after which the connection is broken, ms"),
-        OptionSpec(O.UDT_CONNTIMEO, "int", 3000, Phase.ANYTIME, _range(100, 3_600_000),
-                   "how long a client/server connect waits for the peer, ms (rendezvous: ×10)"),
+        OptionSpec(
+            Opt.UDT_MSS,
+            "int",
+            DEFAULT_MSS,
+            Phase.BEFORE_CONNECT,
+            _range(MIN_MSS, MAX_MSS),
+            "maximum packet size, the whole IP packet; negotiated to the smaller of both",
+        ),
+        OptionSpec(Opt.UDT_SNDSYN, "bool", True, Phase.ANYTIME, None, "blocking send"),
+        OptionSpec(Opt.UDT_RCVSYN, "bool", True, Phase.ANYTIME, None, "blocking recv, accept and connect"),
+        OptionSpec(
+            Opt.UDT_CC,
+            "cc",
+            None,
+            Phase.BEFORE_CONNECT,
+            None,
+            "congestion control: None for the native one, a udt.cc.CongestionControl "
+            "subclass or a factory returning a fresh instance per connection",
+        ),
+        OptionSpec(
+            Opt.UDT_FC, "int", DEFAULT_FC, Phase.BEFORE_CONNECT, _range(MIN_FC, 1 << 30), "maximum flow window, packets"
+        ),
+        OptionSpec(
+            Opt.UDT_SNDBUF, "int", _buffer_default, Phase.BEFORE_CONNECT, _range(1, 1 << 34), "send buffer, bytes"
+        ),
+        OptionSpec(
+            Opt.UDT_RCVBUF,
+            "int",
+            _buffer_default,
+            Phase.BEFORE_CONNECT,
+            _range(1, 1 << 34),
+            "receive buffer, bytes (at most FC packets)",
+        ),
+        OptionSpec(
+            Opt.UDT_LINGER,
+            "linger",
+            (True, DEFAULT_LINGER_SECONDS),
+            Phase.ANYTIME,
+            _linger,
+            "how long close() drains unsent data; (True, 0) or 0 aborts",
+        ),
+        OptionSpec(
+            Opt.UDP_SNDBUF,
+            "int",
+            65536,
+            Phase.BEFORE_BIND,
+            _range(1024, MAX_KERNEL_BUFFER),
+            "kernel send buffer of the UDP socket, bytes",
+        ),
+        OptionSpec(
+            Opt.UDP_RCVBUF,
+            "int",
+            DEFAULT_BUFFER_PACKETS * DEFAULT_MSS,
+            Phase.BEFORE_BIND,
+            _range(1024, MAX_KERNEL_BUFFER),
+            "kernel receive buffer of the UDP socket, bytes",
+        ),
+        OptionSpec(
+            Opt.UDT_MAXMSG,
+            "int",
+            -1,
+            Phase.ANYTIME,
+            _range(1, extra=(-1,)),
+            "largest message sendmsg accepts, bytes; -1: the send buffer",
+        ),
+        OptionSpec(
+            Opt.UDT_MSGTTL,
+            "int",
+            -1,
+            Phase.ANYTIME,
+            _range(0, extra=(-1,)),
+            "default message time-to-live for sendmsg, ms; -1 forever",
+        ),
+        OptionSpec(Opt.UDT_RENDEZVOUS, "bool", False, Phase.BEFORE_CONNECT, None, "rendezvous connect"),
+        OptionSpec(Opt.UDT_SNDTIMEO, "int", -1, Phase.ANYTIME, _range(0, extra=(-1,)), "send timeout, ms; -1 forever"),
+        OptionSpec(
+            Opt.UDT_RCVTIMEO,
+            "int",
+            -1,
+            Phase.ANYTIME,
+            _range(0, extra=(-1,)),
+            "recv/accept/connect timeout, ms; -1 forever",
+        ),
+        OptionSpec(
+            Opt.UDT_REUSEADDR,
+            "bool",
+            True,
+            Phase.BEFORE_BIND,
+            None,
+            "share the port's multiplexer with other udt sockets",
+        ),
+        OptionSpec(
+            Opt.UDT_MAXBW,
+            "int",
+            -1,
+            Phase.ANYTIME,
+            _range(1, extra=(-1,)),
+            "maximum sending rate, bytes/s; -1 unlimited",
+        ),
+        OptionSpec(Opt.UDT_STATE, "readonly", SocketState.INIT, Phase.READ_ONLY, None, "socket state"),
+        OptionSpec(Opt.UDT_EVENT, "readonly", 0, Phase.READ_ONLY, None, "readiness bits IN|OUT|ERR"),
+        OptionSpec(Opt.UDT_SNDDATA, "readonly", 0, Phase.READ_ONLY, None, "bytes waiting in the send buffer"),
+        OptionSpec(Opt.UDT_RCVDATA, "readonly", 0, Phase.READ_ONLY, None, "bytes readable in the receive buffer"),
+        OptionSpec(
+            Opt.UDT_PEERIDLETIMEO,
+            "int",
+            DEFAULT_PEER_IDLE_TIMEOUT_MS,
+            Phase.BEFORE_CONNECT,
+            _range(1000, 3_600_000),
+            "silence after which the connection is broken, ms",
+        ),
+        OptionSpec(
+            Opt.UDT_CONNTIMEO,
+            "int",
+            3000,
+            Phase.ANYTIME,
+            _range(100, 3_600_000),
+            "how long a client/server connect waits for the peer, ms (rendezvous: ×10)",
+        ),
     )
 }
-del O
+del Opt
 
 
 def coerce_option(option: Any) -> SocketOption:

@@ -11,24 +11,35 @@ mega*bytes*; here it is megabits, like everywhere else on a network.)
 Sizes (``parse_size``): ``K M G T`` and ``KiB MiB GiB TiB`` are powers of 1024, ``KB MB GB TB``
 powers of 1000, any case; a bare number is bytes.
 """
+
 from __future__ import annotations
 
 import re
 
 __all__ = ["RATES_HELP", "SIZES_HELP", "parse_rate_bps", "parse_rate_bytes_per_s", "parse_size"]
 
-RATES_HELP = ("rates are bits/s: 100Mbps, 100mbit, 1Gbit/s; bytes/s only as B/s: 12.5MB/s, 10MiB/s "
-              "(100M, 100MB and MBps are refused as ambiguous)")
+RATES_HELP = (
+    "rates are bits/s: 100Mbps, 100mbit, 1Gbit/s; bytes/s only as B/s: 12.5MB/s, 10MiB/s "
+    "(100M, 100MB and MBps are refused as ambiguous)"
+)
 SIZES_HELP = "sizes: K, M, G, T and KiB... are powers of 1024 (1G = 1 GiB), KB, MB, GB, TB powers of 1000"
 
 _NUMBER_UNIT = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)(?:[eE]([-+]?\d+))?\s*([A-Za-z/]*)\s*")
 _DECIMAL = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}
 _BINARY = {"ki": 1 << 10, "mi": 1 << 20, "gi": 1 << 30, "ti": 1 << 40}
-_BIT_UNITS = {prefix + suffix: scale for prefix, scale in _DECIMAL.items()
-              for suffix in ("bps", "bit", "bits", "bit/s", "bits/s")}
-_SIZE_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40,
-               **{prefix + "b": scale for prefix, scale in _BINARY.items()},
-               **{prefix + "b": scale for prefix, scale in _DECIMAL.items() if prefix}}
+_BIT_UNITS = {
+    prefix + suffix: scale for prefix, scale in _DECIMAL.items() for suffix in ("bps", "bit", "bits", "bit/s", "bits/s")
+}
+_SIZE_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1 << 10,
+    "m": 1 << 20,
+    "g": 1 << 30,
+    "t": 1 << 40,
+    **{prefix + "b": scale for prefix, scale in _BINARY.items()},
+    **{prefix + "b": scale for prefix, scale in _DECIMAL.items() if prefix},
+}
 
 
 def _split(text: str, what: str, examples: str) -> tuple[float, str]:

@@ -5,6 +5,7 @@ waits, so Ctrl-C (or SIGTERM) is always noticed at once even while the worker si
 socket call.  On interruption the main thread closes the worker's sockets, waits briefly for it,
 prints one short line and exits 130 (143 for SIGTERM) without a traceback.
 """
+
 from __future__ import annotations
 
 import errno
@@ -87,6 +88,7 @@ class _Terminated(BaseException):
 
 
 # --------------------------------------------------------------------------- argument parsing
+
 
 def parse_host_port(text: str, *, allow_zero: bool = False) -> tuple[str, int]:
     """``"host:9000"``, ``"10.0.0.1:9000"`` or ``"[::1]:9000"`` → (host, port)."""
@@ -171,11 +173,13 @@ def mbit_per_s(nbytes: int, seconds: float) -> float:
 
 # --------------------------------------------------------------------------- sockets
 
+
 def resolve(host: str, port: int, *, passive: bool = False) -> tuple[int, tuple]:
     """Resolve to (address family, socket address); unknown hosts are a connection failure."""
     try:
-        infos = _pysocket.getaddrinfo(host or None, port, 0, _pysocket.SOCK_DGRAM, 0,
-                                      _pysocket.AI_PASSIVE if passive else 0)
+        infos = _pysocket.getaddrinfo(
+            host or None, port, 0, _pysocket.SOCK_DGRAM, 0, _pysocket.AI_PASSIVE if passive else 0
+        )
     except _pysocket.gaierror as exc:
         raise CliError(ExitCode.CONNECT_FAILED, f"cannot resolve {host!r}: {exc.strerror}") from None
     for family, _type, _proto, _name, sockaddr in infos:
@@ -184,8 +188,7 @@ def resolve(host: str, port: int, *, passive: bool = False) -> tuple[int, tuple]
     raise CliError(ExitCode.CONNECT_FAILED, f"{host!r} has no IPv4 or IPv6 address")
 
 
-def new_socket(family: int, *, mss: int | None, max_bw: int | None,
-               rendezvous: bool = False) -> udt.socket:
+def new_socket(family: int, *, mss: int | None, max_bw: int | None, rendezvous: bool = False) -> udt.socket:
     """A udt stream socket with the options the command line asked for (set before bind)."""
     sock = udt.socket(family, udt.SOCK_STREAM)
     try:
@@ -214,8 +217,11 @@ def negotiated_mss(sock: udt.socket, requested: int | None) -> int | None:
 
 def abort_socket(sock: udt.socket) -> None:
     """Close a socket another thread may be blocked on, without lingering (linger 0 aborts)."""
-    for action in (lambda: sock.setsockopt(SocketOption.UDT_LINGER, 0),
-                   lambda: sock.shutdown(_pysocket.SHUT_RDWR), sock.close):
+    for action in (
+        lambda: sock.setsockopt(SocketOption.UDT_LINGER, 0),
+        lambda: sock.shutdown(_pysocket.SHUT_RDWR),
+        sock.close,
+    ):
         try:
             action()
         except (OSError, ValueError):
@@ -275,6 +281,7 @@ def recv_exact(sock: udt.socket, size: int) -> bytes:
 
 # --------------------------------------------------------------------------- supervision
 
+
 class Cancel:
     """Shared between the main thread and the workers: a flag plus the sockets to abort."""
 
@@ -314,9 +321,15 @@ class Cancel:
         threading.Thread(target=abort_all, name="udt-cli-abort", daemon=True).start()
 
 
-def supervise(prog: str, job: Callable[[], T], cancel: Cancel,
-              tick: Callable[[], None] | None = None, *, tick_interval: float = 0.2,
-              grace: float = 5.0) -> T:
+def supervise(
+    prog: str,
+    job: Callable[[], T],
+    cancel: Cancel,
+    tick: Callable[[], None] | None = None,
+    *,
+    tick_interval: float = 0.2,
+    grace: float = 5.0,
+) -> T:
     """Run ``job`` in a worker thread; call ``tick`` (progress drawing) while it runs.
 
     On SIGINT/SIGTERM: cancel, wait up to ``grace`` seconds for the worker, print one line and
@@ -350,8 +363,7 @@ def supervise(prog: str, job: Callable[[], T], cancel: Cancel,
         cancel.cancel()
         done = finished.wait(grace)
         word = "interrupted" if code == ExitCode.INTERRUPTED else "terminated"
-        print(f"\r\x1b[K{prog}: {word}" if sys.stderr.isatty() else f"{prog}: {word}",
-              file=sys.stderr, flush=True)
+        print(f"\r\x1b[K{prog}: {word}" if sys.stderr.isatty() else f"{prog}: {word}", file=sys.stderr, flush=True)
         if not done:
             sys.stdout.flush()
             os._exit(code)
@@ -393,8 +405,11 @@ def run_main(prog: str, run: Callable[[], int]) -> int:
     except Interrupted as exc:
         return int(exc.code)
     except (KeyboardInterrupt, _Terminated) as exc:
-        print(f"{prog}: {'interrupted' if isinstance(exc, KeyboardInterrupt) else 'terminated'}",
-              file=sys.stderr, flush=True)
+        print(
+            f"{prog}: {'interrupted' if isinstance(exc, KeyboardInterrupt) else 'terminated'}",
+            file=sys.stderr,
+            flush=True,
+        )
         return int(ExitCode.INTERRUPTED if isinstance(exc, KeyboardInterrupt) else ExitCode.TERMINATED)
     except BrokenPipeError:  # our stdout went away (e.g. piped into head): nothing left to say
         return int(ExitCode.FAILURE)

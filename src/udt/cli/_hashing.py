@@ -7,6 +7,7 @@ hasher reads the file on its own descriptor — from the page cache — while th
 On the receiving side the file grows as data arrives: the hasher reads only up to the length the
 receiver has published so far.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -73,8 +74,7 @@ class FileHasher(threading.Thread):
                             return
                         n = f.readinto(view[: min(BLOCK, limit - position)])
                         if not n:
-                            raise FileShrankError(f"{self.path} shrank to {position} bytes "
-                                                  f"while being transferred")
+                            raise FileShrankError(f"{self.path} shrank to {position} bytes while being transferred")
                         hasher.update(view[:n])
                         position += n
             self._digest = hasher.digest()

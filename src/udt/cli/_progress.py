@@ -4,6 +4,7 @@ Workers only bump integer counters on :class:`Meter` objects (no locking needed 
 the main thread calls :meth:`ProgressBar.draw` a few times a second.  In a pipe or a file the bar
 is disabled entirely, so logs and JSON consumers never see carriage returns.
 """
+
 from __future__ import annotations
 
 import shutil
@@ -96,8 +97,10 @@ class ProgressBar:
             filled = int(fraction * bar_width)
             bar = "#" * filled + "-" * (bar_width - filled)
             eta = (known_total - done) / rate if rate > 0 else None
-            return (f"{label} {fraction * 100:5.1f}% [{bar}] {_size(done)}/{_size(known_total)} "
-                    f"{rate_text} ETA {_duration(eta)}")
+            return (
+                f"{label} {fraction * 100:5.1f}% [{bar}] {_size(done)}/{_size(known_total)} "
+                f"{rate_text} ETA {_duration(eta)}"
+            )
         deadlines = [m.deadline for m in meters if m.deadline is not None]
         eta = max(deadlines) - now if deadlines else None
         return f"{label} {_size(done)} {rate_text}" + (f" ETA {_duration(eta)}" if deadlines else "")

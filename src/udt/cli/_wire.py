@@ -31,6 +31,7 @@ The digest comes *after* the data so the sender can hash while it streams.  A re
 refuses something (bad name, cannot write, unknown kind) sends its reply and closes the
 connection: resynchronising on hostile input is not worth the bandwidth.
 """
+
 from __future__ import annotations
 
 import hashlib

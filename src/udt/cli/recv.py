@@ -5,6 +5,7 @@ output directory, hashed as it arrives, and renamed to its real name only when i
 the sender's; a sender that dies mid-file costs that file only (the temporary file is removed and
 the failure reported) and the server keeps serving.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,10 +36,10 @@ from udt.cli._common import (
     negotiated_mss,
     network_error,
     new_socket,
+    parse_count,
     parse_host_port,
     parse_mss,
     parse_port,
-    parse_count,
     parse_seconds,
     perf_summary,
     recv_exact,
@@ -100,34 +101,63 @@ class SessionFailed(Exception):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog=PROG, description=DESCRIPTION, epilog=EXIT_CODES_HELP + "\n\n" + UNITS_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--port", type=argtype(parse_port), default=9000,
-                        help="UDP port to listen on (default 9000; 0 picks a free one, printed on stderr)")
-    parser.add_argument("--bind", metavar="ADDR", default="0.0.0.0",
-                        help="local address to listen on (default 0.0.0.0; :: for IPv6)")
+        prog=PROG,
+        description=DESCRIPTION,
+        epilog=EXIT_CODES_HELP + "\n\n" + UNITS_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--port",
+        type=argtype(parse_port),
+        default=9000,
+        help="UDP port to listen on (default 9000; 0 picks a free one, printed on stderr)",
+    )
+    parser.add_argument(
+        "--bind", metavar="ADDR", default="0.0.0.0", help="local address to listen on (default 0.0.0.0; :: for IPv6)"
+    )
     parser.add_argument("--output", "-o", metavar="DIR", help="directory the received files go to")
-    parser.add_argument("--mem", action="store_true",
-                        help="memory mode only: consume data from udt-send --mem, write nothing")
-    parser.add_argument("--once", action="store_true",
-                        help="exit after one transfer, with its exit code")
-    parser.add_argument("--json", action="store_true",
-                        help="print one JSON object with the results on stdout at exit")
-    parser.add_argument("--mss", type=argtype(parse_mss), metavar="BYTES",
-                        help="UDT maximum segment size, whole IP packet (default 1500)")
-    parser.add_argument("--max-bw", type=argtype(parse_rate_bytes_per_s, "rate"), metavar="RATE",
-                        help="cap this side's sending rate (it only sends verdicts), e.g. 80Mbps or 10MB/s")
-    parser.add_argument("--rendezvous", type=argtype(parse_host_port, "address"), metavar="HOST:PORT",
-                        help="rendezvous with udt-send --rendezvous at HOST:PORT instead of "
-                             "listening (one transfer, from --bind/--port)")
-    parser.add_argument("--idle-timeout", type=argtype(parse_seconds, "seconds"), default=120.0,
-                        metavar="SECONDS",
-                        help="drop a sender that sends no record for this long (default 120; "
-                             "inside a file, dead senders are caught by UDT's own timeout)")
-    parser.add_argument("--backlog", type=argtype(parse_count, "count"), default=64,
-                        help="pending connections (default 64)")
-    parser.add_argument("--timeout", type=argtype(parse_seconds, "seconds"), default=30.0, metavar="SECONDS",
-                        help="rendezvous set-up timeout (default 30)")
+    parser.add_argument(
+        "--mem", action="store_true", help="memory mode only: consume data from udt-send --mem, write nothing"
+    )
+    parser.add_argument("--once", action="store_true", help="exit after one transfer, with its exit code")
+    parser.add_argument("--json", action="store_true", help="print one JSON object with the results on stdout at exit")
+    parser.add_argument(
+        "--mss",
+        type=argtype(parse_mss),
+        metavar="BYTES",
+        help="UDT maximum segment size, whole IP packet (default 1500)",
+    )
+    parser.add_argument(
+        "--max-bw",
+        type=argtype(parse_rate_bytes_per_s, "rate"),
+        metavar="RATE",
+        help="cap this side's sending rate (it only sends verdicts), e.g. 80Mbps or 10MB/s",
+    )
+    parser.add_argument(
+        "--rendezvous",
+        type=argtype(parse_host_port, "address"),
+        metavar="HOST:PORT",
+        help="rendezvous with udt-send --rendezvous at HOST:PORT instead of "
+        "listening (one transfer, from --bind/--port)",
+    )
+    parser.add_argument(
+        "--idle-timeout",
+        type=argtype(parse_seconds, "seconds"),
+        default=120.0,
+        metavar="SECONDS",
+        help="drop a sender that sends no record for this long (default 120; "
+        "inside a file, dead senders are caught by UDT's own timeout)",
+    )
+    parser.add_argument(
+        "--backlog", type=argtype(parse_count, "count"), default=64, help="pending connections (default 64)"
+    )
+    parser.add_argument(
+        "--timeout",
+        type=argtype(parse_seconds, "seconds"),
+        default=30.0,
+        metavar="SECONDS",
+        help="rendezvous set-up timeout (default 30)",
+    )
     return parser
 
 
@@ -147,8 +177,14 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args: argparse.Namespace) -> int:
     if args.output:
         _prepare_output(args.output)
-    settings = Settings(output=args.output, json=args.json, bar=ProgressBar(), cancel=Cancel(),
-                        mss=args.mss, idle_timeout=args.idle_timeout)
+    settings = Settings(
+        output=args.output,
+        json=args.json,
+        bar=ProgressBar(),
+        cancel=Cancel(),
+        mss=args.mss,
+        idle_timeout=args.idle_timeout,
+    )
     single = args.once or args.rendezvous is not None
     family, local = resolve(args.bind, args.port, passive=True)
 
@@ -186,7 +222,10 @@ def _emit_summary(settings: Settings) -> None:
     # wall time from the first transfer's start to the last one's end (they may overlap)
     seconds = settings.span[1] - settings.span[0] if settings.span else 0.0
     summary = {
-        "tool": PROG, "sessions": sessions, "bytes": nbytes, "seconds": round(seconds, 6),
+        "tool": PROG,
+        "sessions": sessions,
+        "bytes": nbytes,
+        "seconds": round(seconds, 6),
         "mbit_per_s": round(mbit_per_s(nbytes, seconds), 3),
         "sha256": None,
         "retransmitted": sum(s.get("retransmitted") or 0 for s in sessions),
@@ -217,8 +256,9 @@ def _serve(settings: Settings, family: int, local: tuple, args: argparse.Namespa
             listener.bind(local)
             listener.listen(args.backlog)
         except OSError as exc:
-            raise CliError(ExitCode.BIND_FAILED,
-                           f"cannot listen on {format_address(local)}: {exc.strerror or exc}") from None
+            raise CliError(
+                ExitCode.BIND_FAILED, f"cannot listen on {format_address(local)}: {exc.strerror or exc}"
+            ) from None
         print(f"{PROG}: listening on {format_address(listener.getsockname())}", file=sys.stderr, flush=True)
         listener.settimeout(ACCEPT_POLL)
         while not settings.cancel.is_set():
@@ -237,8 +277,9 @@ def _serve(settings: Settings, family: int, local: tuple, args: argparse.Namespa
                 settings.cancel.unregister(listener)
                 listener.close()
                 return _session(settings, conn, addr)
-            worker = threading.Thread(target=_session, args=(settings, conn, addr),
-                                      name=f"{PROG}-{format_address(addr)}", daemon=True)
+            worker = threading.Thread(
+                target=_session, args=(settings, conn, addr), name=f"{PROG}-{format_address(addr)}", daemon=True
+            )
             worker.start()
             workers.append(worker)
         return None
@@ -260,10 +301,14 @@ def _rendezvous(settings: Settings, family: int, local: tuple, args: argparse.Na
         try:
             sock.bind(local)
         except OSError as exc:
-            raise CliError(ExitCode.BIND_FAILED,
-                           f"cannot bind to {format_address(local)}: {exc.strerror or exc}") from None
-        print(f"{PROG}: rendezvous from {format_address(sock.getsockname())} with "
-              f"{format_address(peer_addr)}", file=sys.stderr, flush=True)
+            raise CliError(
+                ExitCode.BIND_FAILED, f"cannot bind to {format_address(local)}: {exc.strerror or exc}"
+            ) from None
+        print(
+            f"{PROG}: rendezvous from {format_address(sock.getsockname())} with {format_address(peer_addr)}",
+            file=sys.stderr,
+            flush=True,
+        )
         sock.settimeout(args.timeout)
         try:
             sock.connect(peer_addr)
@@ -339,11 +384,17 @@ class _SessionState:
     def result(self, code: ExitCode, error: str | None, perf: dict[str, Any], mss: int | None) -> dict[str, Any]:
         seconds = (self.ended or time.monotonic()) - self.started
         out = {
-            "tool": PROG, "mode": self.mode, "peer": self.peer, "status": "ok" if code == ExitCode.OK else "failed",
-            "bytes": self.nbytes, "seconds": round(seconds, 6),
+            "tool": PROG,
+            "mode": self.mode,
+            "peer": self.peer,
+            "status": "ok" if code == ExitCode.OK else "failed",
+            "bytes": self.nbytes,
+            "seconds": round(seconds, 6),
             "mbit_per_s": round(mbit_per_s(self.nbytes, seconds), 3),
             "sha256": self.digest.hex() if self.digest is not None else None,
-            **perf, "mss": mss, "exit_code": int(code),
+            **perf,
+            "mss": mss,
+            "exit_code": int(code),
         }
         if self.mode == "files":
             out["files"] = self.files
@@ -363,16 +414,20 @@ def _report(settings: Settings, result: dict[str, Any], state: _SessionState) ->
         else:
             what = f"{format_bytes(result['bytes'])} of generated data"
         seconds = result["seconds"]
-        line = (f"{PROG}: received {what} from {result['peer']} in {seconds:.2f} s: "
-                f"{result['mbit_per_s']:.1f} Mbit/s ({result['bytes'] / seconds / 1e6 if seconds else 0:.1f} MB/s), "
-                f"{_count(result.get('retransmitted'))} retransmitted, {_count(result.get('lost'))} lost; "
-                f"sha256 verified")
+        line = (
+            f"{PROG}: received {what} from {result['peer']} in {seconds:.2f} s: "
+            f"{result['mbit_per_s']:.1f} Mbit/s ({result['bytes'] / seconds / 1e6 if seconds else 0:.1f} MB/s), "
+            f"{_count(result.get('retransmitted'))} retransmitted, {_count(result.get('lost'))} lost; "
+            f"sha256 verified"
+        )
         print(line, file=sys.stderr if settings.json else sys.stdout, flush=True)
         return
     detail = result.get("error") or "failed"
     if state.current is not None:
-        detail += (f" (in {state.current}: {format_bytes(state.current_done)} of "
-                   f"{format_bytes(state.current_size)}; partial file discarded)")
+        detail += (
+            f" (in {state.current}: {format_bytes(state.current_done)} of "
+            f"{format_bytes(state.current_size)}; partial file discarded)"
+        )
     print(f"{PROG}: transfer from {result['peer']} failed: {detail}", file=sys.stderr, flush=True)
 
 
@@ -421,13 +476,15 @@ def _receive_files(settings: Settings, conn: udt.socket, state: _SessionState) -
             state.ended = time.monotonic()
             state.digest = wire.session_digest(digests) if digests else hashlib.sha256(b"").digest()
             ok = count == len(digests) and digest == state.digest
-            _try_reply(conn, wire.ReplyStatus.OK if ok else wire.ReplyStatus.DIGEST_MISMATCH,
-                       state.nbytes, state.digest)
+            _try_reply(
+                conn, wire.ReplyStatus.OK if ok else wire.ReplyStatus.DIGEST_MISMATCH, state.nbytes, state.digest
+            )
             if mismatches:
                 raise SessionFailed(ExitCode.VERIFY_FAILED, f"sha256 mismatch for {', '.join(mismatches)}; discarded")
             if not ok:
-                raise SessionFailed(ExitCode.VERIFY_FAILED,
-                                    f"{state.peer} announced {count} files, received {len(digests)}")
+                raise SessionFailed(
+                    ExitCode.VERIFY_FAILED, f"{state.peer} announced {count} files, received {len(digests)}"
+                )
             return
         if tag != wire.Tag.FILE:
             raise wire.ProtocolError(f"unexpected record tag {tag!r}")
@@ -442,16 +499,23 @@ def _receive_files(settings: Settings, conn: udt.socket, state: _SessionState) -
             raise SessionFailed(ExitCode.VERIFY_FAILED, f"refused file name {raw_name!r}: {exc}") from None
         digest, ok = _receive_one(settings, conn, state, name, size)
         digests.append(digest)
-        state.files.append({"name": name, "bytes": size, "sha256": digest.hex(),
-                            "status": "verified" if ok else "sha256 mismatch",
-                            "path": os.path.join(settings.output, name) if ok else None})
+        state.files.append(
+            {
+                "name": name,
+                "bytes": size,
+                "sha256": digest.hex(),
+                "status": "verified" if ok else "sha256 mismatch",
+                "path": os.path.join(settings.output, name) if ok else None,
+            }
+        )
         if not ok:
             mismatches.append(name)
         _try_reply(conn, wire.ReplyStatus.OK if ok else wire.ReplyStatus.DIGEST_MISMATCH, size, digest)
 
 
-def _receive_one(settings: Settings, conn: udt.socket, state: _SessionState, name: str,
-                 size: int) -> tuple[bytes, bool]:
+def _receive_one(
+    settings: Settings, conn: udt.socket, state: _SessionState, name: str, size: int
+) -> tuple[bytes, bool]:
     """Receive one file into a temporary name; rename it only if the sha256 matches.
 
     ``recvfile`` writes the data in C without the GIL, in steps (for the progress bar); a
@@ -523,6 +587,8 @@ def _read_umask() -> int:
 
 
 _UMASK = _read_umask()  # read once at import: os.umask is process-wide, not thread-safe to probe
+
+
 def _receive_memory(settings: Settings, conn: udt.socket, state: _SessionState) -> None:
     hasher = hashlib.sha256()
     buf = bytearray(0)  # grows to the largest chunk this sender uses (1 MiB for udt-send)
@@ -545,12 +611,15 @@ def _receive_memory(settings: Settings, conn: udt.socket, state: _SessionState) 
             state.ended = time.monotonic()
             state.digest = hasher.digest()
             ok = count == state.nbytes and digest == state.digest
-            _try_reply(conn, wire.ReplyStatus.OK if ok else wire.ReplyStatus.DIGEST_MISMATCH,
-                       state.nbytes, state.digest)
+            _try_reply(
+                conn, wire.ReplyStatus.OK if ok else wire.ReplyStatus.DIGEST_MISMATCH, state.nbytes, state.digest
+            )
             if not ok:
-                raise SessionFailed(ExitCode.VERIFY_FAILED,
-                                    f"memory transfer from {state.peer}: sender sent {count} bytes, "
-                                    f"received {state.nbytes}, sha256 {'matches' if digest == state.digest else 'differs'}")
+                raise SessionFailed(
+                    ExitCode.VERIFY_FAILED,
+                    f"memory transfer from {state.peer}: sender sent {count} bytes, "
+                    f"received {state.nbytes}, sha256 {'matches' if digest == state.digest else 'differs'}",
+                )
             return
         else:
             raise wire.ProtocolError(f"unexpected record tag {tag!r}")

@@ -5,6 +5,7 @@ receiver checks every file and answers per file, and ``udt-send`` exits 0 only w
 has verified all of them.  File data goes out with the socket's ``sendfile`` while a second
 thread hashes the same file from the page cache, so hashing overlaps sending.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -97,26 +98,51 @@ class Replies:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog=PROG, description=DESCRIPTION, epilog=EXIT_CODES_HELP + "\n\n" + UNITS_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        prog=PROG,
+        description=DESCRIPTION,
+        epilog=EXIT_CODES_HELP + "\n\n" + UNITS_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("files", nargs="*", metavar="FILE", help="files to send (not with --mem)")
-    parser.add_argument("destination", metavar="HOST:PORT", type=argtype(parse_host_port, "address"),
-                        help="the receiver; IPv6 as [ADDR]:PORT")
-    parser.add_argument("--mem", type=argtype(parse_seconds, "seconds"), metavar="SECONDS",
-                        help="memory mode: send generated data for SECONDS instead of files")
-    parser.add_argument("--json", action="store_true",
-                        help="print one JSON object with the results on stdout")
-    parser.add_argument("--mss", type=argtype(parse_mss), metavar="BYTES",
-                        help="UDT maximum segment size, whole IP packet (default 1500)")
-    parser.add_argument("--max-bw", type=argtype(parse_rate_bytes_per_s, "rate"), metavar="RATE",
-                        help="cap the sending rate, e.g. 800Mbps (bits/s) or 100MB/s (bytes/s)")
-    parser.add_argument("--rendezvous", action="store_true",
-                        help="rendezvous connection (both sides connect; the peer runs "
-                             "udt-recv --rendezvous); the local port is --bind's or HOST:PORT's")
-    parser.add_argument("--bind", metavar="[ADDR:]PORT",
-                        help="local address and/or port to send from")
-    parser.add_argument("--timeout", type=argtype(parse_seconds, "seconds"), default=10.0,
-                        metavar="SECONDS", help="connection set-up timeout (default 10)")
+    parser.add_argument(
+        "destination",
+        metavar="HOST:PORT",
+        type=argtype(parse_host_port, "address"),
+        help="the receiver; IPv6 as [ADDR]:PORT",
+    )
+    parser.add_argument(
+        "--mem",
+        type=argtype(parse_seconds, "seconds"),
+        metavar="SECONDS",
+        help="memory mode: send generated data for SECONDS instead of files",
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON object with the results on stdout")
+    parser.add_argument(
+        "--mss",
+        type=argtype(parse_mss),
+        metavar="BYTES",
+        help="UDT maximum segment size, whole IP packet (default 1500)",
+    )
+    parser.add_argument(
+        "--max-bw",
+        type=argtype(parse_rate_bytes_per_s, "rate"),
+        metavar="RATE",
+        help="cap the sending rate, e.g. 800Mbps (bits/s) or 100MB/s (bytes/s)",
+    )
+    parser.add_argument(
+        "--rendezvous",
+        action="store_true",
+        help="rendezvous connection (both sides connect; the peer runs "
+        "udt-recv --rendezvous); the local port is --bind's or HOST:PORT's",
+    )
+    parser.add_argument("--bind", metavar="[ADDR:]PORT", help="local address and/or port to send from")
+    parser.add_argument(
+        "--timeout",
+        type=argtype(parse_seconds, "seconds"),
+        default=10.0,
+        metavar="SECONDS",
+        help="connection set-up timeout (default 10)",
+    )
     return parser
 
 
@@ -201,8 +227,9 @@ def _check_sources(paths: list[str]) -> list[SourceFile]:
     return sources
 
 
-def _connect(family: int, sockaddr: tuple, peer: str, args: argparse.Namespace,
-             bind: tuple[str, int | None], cancel: Cancel) -> udt.socket:
+def _connect(
+    family: int, sockaddr: tuple, peer: str, args: argparse.Namespace, bind: tuple[str, int | None], cancel: Cancel
+) -> udt.socket:
     sock = new_socket(family, mss=args.mss, max_bw=args.max_bw, rendezvous=args.rendezvous)
     cancel.register(sock)
     try:
@@ -215,8 +242,9 @@ def _connect(family: int, sockaddr: tuple, peer: str, args: argparse.Namespace,
             try:
                 sock.bind(laddr)
             except OSError as exc:
-                raise CliError(ExitCode.BIND_FAILED,
-                               f"cannot bind to {format_address(laddr)}: {exc.strerror or exc}") from None
+                raise CliError(
+                    ExitCode.BIND_FAILED, f"cannot bind to {format_address(laddr)}: {exc.strerror or exc}"
+                ) from None
         sock.settimeout(args.timeout)
         try:
             sock.connect(sockaddr)
@@ -224,8 +252,9 @@ def _connect(family: int, sockaddr: tuple, peer: str, args: argparse.Namespace,
             if cancel.is_set():
                 raise
             hint = "udt-recv --rendezvous" if args.rendezvous else "udt-recv"
-            raise CliError(ExitCode.TIMEOUT, f"no answer from {peer} within {args.timeout:g} s "
-                                             f"(is {hint} running there?)") from None
+            raise CliError(
+                ExitCode.TIMEOUT, f"no answer from {peer} within {args.timeout:g} s (is {hint} running there?)"
+            ) from None
         except OSError as exc:
             if cancel.is_set():
                 raise
@@ -262,8 +291,9 @@ def _fatal_reply_error(item: tuple[wire.ReplyStatus, int, bytes], what: str) -> 
     return CliError(code, f"{what}: {wire.STATUS_TEXT[status]}")
 
 
-def _send_files(sock: udt.socket, peer: str, sources: list[SourceFile], bar: ProgressBar,
-                cancel: Cancel) -> dict[str, Any]:
+def _send_files(
+    sock: udt.socket, peer: str, sources: list[SourceFile], bar: ProgressBar, cancel: Cancel
+) -> dict[str, Any]:
     total = sum(s.size for s in sources)
     meter = bar.add(Meter(sources[0].name if len(sources) == 1 else f"{len(sources)} files", total))
     replies = Replies(expected=len(sources) + 1)
@@ -306,11 +336,18 @@ def _send_files(sock: udt.socket, peer: str, sources: list[SourceFile], bar: Pro
         reader.join(1.0)
     session = wire.session_digest([s.digest for s in sources])
     return {
-        "tool": PROG, "mode": "files", "peer": peer,
-        "bytes": total, "seconds": round(seconds, 6), "mbit_per_s": round(mbit_per_s(total, seconds), 3),
-        "sha256": session.hex(), **perf,
-        "files": [{"name": s.name, "path": s.path, "bytes": s.size, "sha256": s.digest.hex(),
-                   "status": s.status} for s in sources],
+        "tool": PROG,
+        "mode": "files",
+        "peer": peer,
+        "bytes": total,
+        "seconds": round(seconds, 6),
+        "mbit_per_s": round(mbit_per_s(total, seconds), 3),
+        "sha256": session.hex(),
+        **perf,
+        "files": [
+            {"name": s.name, "path": s.path, "bytes": s.size, "sha256": s.digest.hex(), "status": s.status}
+            for s in sources
+        ],
     }
 
 
@@ -401,9 +438,14 @@ def _send_memory(sock: udt.socket, peer: str, seconds: float, bar: ProgressBar, 
     if nbytes != total or their_digest != digest:
         raise CliError(ExitCode.VERIFY_FAILED, f"{peer} received {nbytes} bytes with another sha256")
     return {
-        "tool": PROG, "mode": "memory", "peer": peer,
-        "bytes": total, "seconds": round(elapsed, 6), "mbit_per_s": round(mbit_per_s(total, elapsed), 3),
-        "sha256": digest.hex(), **perf_summary(sock, sender=True),
+        "tool": PROG,
+        "mode": "memory",
+        "peer": peer,
+        "bytes": total,
+        "seconds": round(elapsed, 6),
+        "mbit_per_s": round(mbit_per_s(total, elapsed), 3),
+        "sha256": digest.hex(),
+        **perf_summary(sock, sender=True),
     }
 
 
@@ -417,10 +459,12 @@ def _human_line(result: dict[str, Any]) -> str:
     else:
         what = f"{format_bytes(nbytes)} of generated data"
         verdict = "sha256 " + result["sha256"][:16] + "… matches the receiver's"
-    return (f"{PROG}: sent {what} to {result['peer']} in {seconds:.2f} s: "
-            f"{result['mbit_per_s']:.1f} Mbit/s ({nbytes / seconds / 1e6 if seconds else 0:.1f} MB/s), "
-            f"{_count(result.get('retransmitted'))} retransmitted, {_count(result.get('lost'))} lost; "
-            f"{verdict}")
+    return (
+        f"{PROG}: sent {what} to {result['peer']} in {seconds:.2f} s: "
+        f"{result['mbit_per_s']:.1f} Mbit/s ({nbytes / seconds / 1e6 if seconds else 0:.1f} MB/s), "
+        f"{_count(result.get('retransmitted'))} retransmitted, {_count(result.get('lost'))} lost; "
+        f"{verdict}"
+    )
 
 
 def _count(value: int | None) -> str:

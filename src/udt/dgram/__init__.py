@@ -60,18 +60,29 @@ concurrent readers).
 :mod:`~udt.dgram.errors` the exceptions; ``_addresses`` the results and argument checks;
 ``_shared`` the module-level state (live-socket registry, shutdown hook, receive buffer).
 """
+
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 from udt.dgram._addresses import AddressInfo, RemoteInfo
-from udt.dgram._addresses import Interface as Interface, Lookup as Lookup  # types of the API
-from udt.dgram._events import EVENTS as EVENTS, Listener as Listener
-from udt.dgram.errors import (AlreadyBoundError, AlreadyConnectedError, DgramError,
-                              InvalidMembershipError, MembershipStateError, NotBoundError,
-                              NotConnectedError, SocketClosedError)
+from udt.dgram._addresses import Interface as Interface  # types of the API
+from udt.dgram._addresses import Lookup as Lookup
+from udt.dgram._events import EVENTS as EVENTS
+from udt.dgram._events import Listener as Listener
+from udt.dgram.errors import (
+    AlreadyBoundError,
+    AlreadyConnectedError,
+    DgramError,
+    InvalidMembershipError,
+    MembershipStateError,
+    NotBoundError,
+    NotConnectedError,
+    SocketClosedError,
+)
 from udt.dgram.membership import Membership
-from udt.dgram.socket import BytesLike as BytesLike, Socket
+from udt.dgram.socket import BytesLike as BytesLike
+from udt.dgram.socket import Socket
 
 __all__ = [
     "create_socket",
@@ -90,8 +101,7 @@ __all__ = [
 ]
 
 
-def create_socket(type: str = "udp4", callback: Optional[Listener] = None, **options: Any
-                  ) -> Socket:
+def create_socket(type: str = "udp4", callback: Listener | None = None, **options: Any) -> Socket:
     """Node's ``dgram.createSocket``: a :class:`Socket` of *type* ``"udp4"`` or ``"udp6"``,
     *callback* attached to ``message``; *options* as :class:`Socket` (``reuse_addr``,
     ``reuse_port``, ``ipv6_only``, ``recv_buffer_size``, ``send_buffer_size``, ``lookup``)."""

@@ -1,15 +1,17 @@
 """Results, argument checks and interface resolution shared by the socket and its memberships:
 values in, values out, no state."""
+
 from __future__ import annotations
 
 import functools
 import ipaddress
 import socket as _socket
-from typing import Any, Callable, NamedTuple, Union
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
-from udt import _mcast
+import udt._mcast as _mcast
 
-Interface = Union[str, int, None]
+Interface = str | int | None
 Lookup = Callable[[str, int], str]
 
 
@@ -17,7 +19,7 @@ class AddressInfo(NamedTuple):
     """A socket's own or connected address, as Node's ``socket.address()``."""
 
     address: str
-    family: str    # "IPv4" or "IPv6"
+    family: str  # "IPv4" or "IPv6"
     port: int
 
 
@@ -29,6 +31,7 @@ class RemoteInfo(NamedTuple):
     port: int
     size: int
 
+
 def _family_name(family: int) -> str:
     return "IPv4" if family == _socket.AF_INET else "IPv6"
 
@@ -36,7 +39,7 @@ def _family_name(family: int) -> str:
 def _default_lookup(host: str, family: int) -> str:
     """Resolve *host* for *family* (the first answer), as Node's default ``dns.lookup``."""
     infos = _socket.getaddrinfo(host, None, family, _socket.SOCK_DGRAM)
-    return infos[0][4][0]
+    return str(infos[0][4][0])
 
 
 def _ip(text: Any, what: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
@@ -87,7 +90,7 @@ class _ResolvedInterface(NamedTuple):
     and/or an index (0 when unused).  Equal values name the same interface argument."""
 
     address: bytes
-    index: int
+    ifindex: int
 
 
 def _resolve_interface(family: int, interface: Interface) -> _ResolvedInterface:
@@ -107,7 +110,7 @@ def _resolve_interface(family: int, interface: Interface) -> _ResolvedInterface:
     if isinstance(interface, int):
         if interface <= 0:
             raise ValueError(f"interface index must be positive, not {interface}")
-        _mcast.interface_name(interface)        # raises OSError when there is no such interface
+        _mcast.interface_name(interface)  # raises OSError when there is no such interface
         return _ResolvedInterface(zeros, interface)
     if not interface:
         raise ValueError("interface must not be empty")
@@ -121,8 +124,7 @@ def _resolve_interface(family: int, interface: Interface) -> _ResolvedInterface:
     except ValueError:
         return _ResolvedInterface(zeros, _mcast.interface_index(interface))
     if address.version != (4 if family == _socket.AF_INET else 6):
-        raise ValueError(f"interface {interface!r} is not an {_family_name(family)} address "
-                         f"(mixed address families)")
+        raise ValueError(f"interface {interface!r} is not an {_family_name(family)} address (mixed address families)")
     if family == _socket.AF_INET:
         return _ResolvedInterface(address.packed, 0)
     if address.is_unspecified:

@@ -1,11 +1,13 @@
 """Event delivery for udt.dgram sockets: the Node-style listener registry and the one worker
 thread per socket that runs listeners and ``send`` callbacks in order and, while ``message``
 listeners exist, reads datagrams for them."""
+
 from __future__ import annotations
 
 import threading
 from collections import deque
-from typing import Any, Callable, Optional, Self
+from collections.abc import Callable
+from typing import Any, Self
 
 from udt._net import Channel
 from udt.dgram._addresses import RemoteInfo
@@ -14,7 +16,7 @@ from udt.dgram._shared import _MAX_DATAGRAM
 Listener = Callable[..., Any]
 
 EVENTS = frozenset({"message", "listening", "connect", "close", "error"})
-_READ_BURST = 64               # datagrams read per wake before queued events get a turn
+_READ_BURST = 64  # datagrams read per wake before queued events get a turn
 _POLLIN = 0x001
 
 
@@ -29,7 +31,7 @@ class EventsMixin:
     _closed: bool
     _listeners: dict[str, list[tuple[Listener, bool]]]
     _queue: deque
-    _worker: Optional[threading.Thread]
+    _worker: threading.Thread | None
     _worker_polling: bool
     _reader_failed: bool
     _work_ready: threading.Condition
@@ -80,7 +82,7 @@ class EventsMixin:
 
     remove_listener = off
 
-    def remove_all_listeners(self, event: Optional[str] = None) -> Self:
+    def remove_all_listeners(self, event: str | None = None) -> Self:
         """Remove every listener of *event*, or of all events."""
         with self._lock:
             if event is None:
@@ -120,21 +122,19 @@ class EventsMixin:
                 self._wake_worker()
 
     def _reading(self) -> bool:
-        return (self._bound and not self._closed and not self._reader_failed
-                and bool(self._listeners["message"]))
+        return self._bound and not self._closed and not self._reader_failed and bool(self._listeners["message"])
 
     def _wake_worker(self) -> None:
         """Caller holds the lock."""
         if self._worker is None:
-            self._worker = threading.Thread(target=self._run_worker, daemon=False,
-                                            name=f"udt-dgram-{self._type}")
+            self._worker = threading.Thread(target=self._run_worker, daemon=False, name=f"udt-dgram-{self._type}")
             self._worker.start()
             return
         self._work_ready.notify()
         if self._worker_polling:
             try:
                 self._channel.interrupt()
-            except OSError:   # closed meanwhile: the poll ends with EBADF anyway
+            except OSError:  # closed meanwhile: the poll ends with EBADF anyway
                 pass
 
     def _dispatch(self, event: str, *args: Any) -> None:
@@ -150,7 +150,7 @@ class EventsMixin:
         for listener, _ in entries:
             try:
                 listener(*args)
-            except Exception as error:   # a failing listener must not stop the delivery
+            except Exception as error:  # a failing listener must not stop the delivery
                 self._listener_failed(event, error)
 
     def _listener_failed(self, event: str, error: BaseException) -> None:
@@ -181,7 +181,7 @@ class EventsMixin:
             if function is not None:
                 try:
                     function(*args)
-                except Exception as error:   # send callbacks raising
+                except Exception as error:  # send callbacks raising
                     self._listener_failed("send callback", error)
                 continue
             try:
@@ -218,5 +218,6 @@ class EventsMixin:
 
 def _report_unhandled(error: BaseException) -> None:
     """An error no listener took: report it as an uncaught thread exception would be."""
-    threading.excepthook(threading.ExceptHookArgs(
-        (type(error), error, error.__traceback__, threading.current_thread())))
+    threading.excepthook(
+        threading.ExceptHookArgs((type(error), error, error.__traceback__, threading.current_thread()))
+    )

@@ -1,5 +1,6 @@
 """Module-level state shared by every udt.dgram socket, kept in one place: the registry of live
 sockets with the shutdown hook that closes the unref'd ones, and the per-thread receive buffer."""
+
 from __future__ import annotations
 
 import threading
@@ -9,9 +10,9 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from udt.dgram.socket import Socket
 
-_MAX_DATAGRAM = 65536          # larger than any UDP payload (65507 IPv4, 65527 IPv6)
+_MAX_DATAGRAM = 65536  # larger than any UDP payload (65507 IPv4, 65527 IPv6)
 
-_live_sockets: "weakref.WeakSet[Socket]" = weakref.WeakSet()
+_live_sockets: weakref.WeakSet[Socket] = weakref.WeakSet()
 
 
 def _close_unreferenced() -> None:
@@ -28,6 +29,7 @@ if hasattr(threading, "_register_atexit"):
     threading._register_atexit(_close_unreferenced)
 else:  # pragma: no cover - every supported CPython has it
     import atexit
+
     atexit.register(_close_unreferenced)
 
 
@@ -40,4 +42,3 @@ def _receive_buffer() -> memoryview:
     if buffer is None:
         buffer = _thread_buffers.buffer = memoryview(bytearray(_MAX_DATAGRAM))
     return buffer
-

@@ -1,9 +1,9 @@
 """The errors udt.dgram raises for misuse of a socket: OSError subclasses that carry an errno,
 each naming the Node.js ``ERR_SOCKET_*`` code it stands for."""
+
 from __future__ import annotations
 
 import errno
-from typing import Optional
 
 from udt import errors as _errors
 
@@ -13,7 +13,7 @@ class DgramError(OSError):
 
     default_errno = errno.EINVAL
 
-    def __init__(self, message: str, code: Optional[int] = None) -> None:
+    def __init__(self, message: str, code: int | None = None) -> None:
         code = self.default_errno if code is None else code
         OSError.__init__(self, code, message)  # not super(): NotConnectedError is a UDTError too
 

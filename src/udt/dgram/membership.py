@@ -1,5 +1,6 @@
 """Multicast group membership: the :class:`Membership` objects (Java's ``MembershipKey`` rules)
 and the socket's join/leave/block calls that issue the kernel options for them."""
+
 from __future__ import annotations
 
 import errno
@@ -7,12 +8,12 @@ import ipaddress
 import os
 import socket as _socket
 import threading
-from typing import TYPE_CHECKING, Any, Callable, Optional, cast
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, cast
 
-from udt import _mcast
+import udt._mcast as _mcast
 from udt._net import Channel
-from udt.dgram._addresses import (Interface, _family_name, _ip, _resolve_interface,
-                                  _ResolvedInterface)
+from udt.dgram._addresses import Interface, _family_name, _ip, _resolve_interface, _ResolvedInterface
 from udt.dgram.errors import InvalidMembershipError, MembershipStateError
 
 if TYPE_CHECKING:
@@ -30,11 +31,11 @@ class Membership:
     object while it is valid.
     """
 
-    __slots__ = ("_socket", "_group", "_interface", "_resolved", "_source", "_blocked", "_valid",
-                 "__weakref__")
+    __slots__ = ("_socket", "_group", "_interface", "_resolved", "_source", "_blocked", "_valid", "__weakref__")
 
-    def __init__(self, owner: "Socket", group: str, interface: Interface,
-                 resolved: _ResolvedInterface, source: Optional[str]) -> None:
+    def __init__(
+        self, owner: Socket, group: str, interface: Interface, resolved: _ResolvedInterface, source: str | None
+    ) -> None:
         self._socket = owner
         self._group = group
         self._interface = interface
@@ -54,7 +55,7 @@ class Membership:
         return self._interface
 
     @property
-    def source(self) -> Optional[str]:
+    def source(self) -> str | None:
         """The source of a source-specific membership; None for any-source."""
         return self._source
 
@@ -64,7 +65,7 @@ class Membership:
         return self._valid
 
     @property
-    def socket(self) -> "Socket":
+    def socket(self) -> Socket:
         """The socket that joined (Java's ``channel()``)."""
         return self._socket
 
@@ -73,13 +74,13 @@ class Membership:
         """Sources currently blocked on this any-source membership."""
         return frozenset(self._blocked)
 
-    def block(self, source: str) -> "Membership":
+    def block(self, source: str) -> Membership:
         """Stop receiving from *source* (IP_BLOCK_SOURCE / MCAST_BLOCK_SOURCE).  Blocking a
         source already blocked does nothing, as in Java."""
         self._socket._block(self, source, True)
         return self
 
-    def unblock(self, source: str) -> "Membership":
+    def unblock(self, source: str) -> Membership:
         """Receive from a blocked *source* again; MembershipStateError if it is not blocked."""
         self._socket._block(self, source, False)
         return self
@@ -95,8 +96,7 @@ class Membership:
     def __repr__(self) -> str:
         state = "" if self._valid else " invalid"
         source = f" source={self._source}" if self._source else ""
-        return (f"<udt.dgram.Membership group={self._group}{source} "
-                f"interface={self._interface!r}{state}>")
+        return f"<udt.dgram.Membership group={self._group}{source} interface={self._interface!r}{state}>"
 
 
 class MembershipsMixin:
@@ -116,14 +116,14 @@ class MembershipsMixin:
     def _group(self, group: Any) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
         address = _ip(group, "group")
         if address.version != (4 if self._family == _socket.AF_INET else 6):
-            raise ValueError(f"group {group} is not an {_family_name(self._family)} address "
-                             f"(mixed address families)")
+            raise ValueError(f"group {group} is not an {_family_name(self._family)} address (mixed address families)")
         if not address.is_multicast:
             raise ValueError(f"group {group} is not a multicast address")
         return address
 
-    def _source(self, source: Any, group: ipaddress.IPv4Address | ipaddress.IPv6Address
-                ) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    def _source(
+        self, source: Any, group: ipaddress.IPv4Address | ipaddress.IPv6Address
+    ) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
         address = _ip(source, "source")
         if address.version != group.version:
             raise ValueError(f"source {source} and group {group} are of mixed address families")
@@ -143,8 +143,7 @@ class MembershipsMixin:
         """Join *group* for every source on *interface* (None: the kernel's choice)."""
         return self._join(group, interface, None)
 
-    def add_source_specific_membership(self, source: str, group: str,
-                                       interface: Interface = None) -> Membership:
+    def add_source_specific_membership(self, source: str, group: str, interface: Interface = None) -> Membership:
         """Join *group* for datagrams from *source* only (source-specific multicast)."""
         if source is None:
             raise TypeError("source must be an IP address string, not None")
@@ -154,8 +153,7 @@ class MembershipsMixin:
         """Leave an any-source membership; OSError(EADDRNOTAVAIL) if there is none."""
         self._find(group, interface, None).drop()
 
-    def drop_source_specific_membership(self, source: str, group: str,
-                                        interface: Interface = None) -> None:
+    def drop_source_specific_membership(self, source: str, group: str, interface: Interface = None) -> None:
         """Leave a source-specific membership; OSError(EADDRNOTAVAIL) if there is none."""
         if source is None:
             raise TypeError("source must be an IP address string, not None")
@@ -173,9 +171,11 @@ class MembershipsMixin:
             key = (group_address, resolved, source_address)
             membership = self._memberships.get(key)
         if membership is None:
-            raise OSError(errno.EADDRNOTAVAIL,
-                          f"{os.strerror(errno.EADDRNOTAVAIL)}: no such membership "
-                          f"(group {group}, source {source}, interface {interface!r})")
+            raise OSError(
+                errno.EADDRNOTAVAIL,
+                f"{os.strerror(errno.EADDRNOTAVAIL)}: no such membership "
+                f"(group {group}, source {source}, interface {interface!r})",
+            )
         return membership
 
     def _join(self, group: Any, interface: Interface, source: Any) -> Membership:
@@ -187,16 +187,20 @@ class MembershipsMixin:
             if existing is not None:
                 return existing
             for other_group, other_resolved, other_source in self._memberships:
-                if other_group == group_address and other_resolved == resolved and (
-                        (other_source is None) != (source_address is None)):
+                if (
+                    other_group == group_address
+                    and other_resolved == resolved
+                    and ((other_source is None) != (source_address is None))
+                ):
                     kind = "any-source" if other_source is None else "source-specific"
                     raise MembershipStateError(
-                        f"the socket already has a {kind} membership of {group_address} "
-                        f"on this interface")
+                        f"the socket already has a {kind} membership of {group_address} on this interface"
+                    )
             self._membership_call(True, group_address, resolved, source_address)
-            owner = cast("Socket", self)      # the mixin only ever exists as a Socket
-            membership = Membership(owner, str(group_address), interface, resolved,
-                                    None if source_address is None else str(source_address))
+            owner = cast("Socket", self)  # the mixin only ever exists as a Socket
+            membership = Membership(
+                owner, str(group_address), interface, resolved, None if source_address is None else str(source_address)
+            )
             self._memberships[key] = membership
             return membership
 
@@ -205,8 +209,7 @@ class MembershipsMixin:
             if not membership._valid:
                 return
             group_address = ipaddress.ip_address(membership._group)
-            source_address = (None if membership._source is None
-                              else ipaddress.ip_address(membership._source))
+            source_address = None if membership._source is None else ipaddress.ip_address(membership._source)
             self._membership_call(False, group_address, membership._resolved, source_address)
             membership._valid = False
             self._memberships.pop((group_address, membership._resolved, source_address), None)
@@ -215,8 +218,7 @@ class MembershipsMixin:
         with self._lock:
             membership._check_valid()
             if membership._source is not None:
-                raise MembershipStateError(
-                    "block/unblock apply to any-source memberships only")
+                raise MembershipStateError("block/unblock apply to any-source memberships only")
             group_address = ipaddress.ip_address(membership._group)
             source_address = self._source(source, group_address)
             text = str(source_address)
@@ -236,36 +238,35 @@ class MembershipsMixin:
             level = _mcast.IPPROTO_IP
             if source is None:
                 option = _mcast.IP_ADD_MEMBERSHIP if join else _mcast.IP_DROP_MEMBERSHIP
-                value = _mcast.ip_mreqn(group.packed, resolved.address, resolved.index)
-            elif resolved.index:
+                value = _mcast.ip_mreqn(group.packed, resolved.address, resolved.ifindex)
+            elif resolved.ifindex:
                 # ip_mreq_source names the interface by address only: use the
                 # protocol-independent request, which takes an index.
                 option = _mcast.MCAST_JOIN_SOURCE_GROUP if join else _mcast.MCAST_LEAVE_SOURCE_GROUP
-                value = _mcast.group_source_req(_socket.AF_INET, group.packed, source.packed,
-                                                resolved.index)
+                value = _mcast.group_source_req(_socket.AF_INET, group.packed, source.packed, resolved.ifindex)
             else:
-                option = (_mcast.IP_ADD_SOURCE_MEMBERSHIP if join
-                          else _mcast.IP_DROP_SOURCE_MEMBERSHIP)
+                option = _mcast.IP_ADD_SOURCE_MEMBERSHIP if join else _mcast.IP_DROP_SOURCE_MEMBERSHIP
                 value = _mcast.ip_mreq_source(group.packed, resolved.address, source.packed)
         else:
             level = _mcast.IPPROTO_IPV6
             if source is None:
                 option = _mcast.IPV6_JOIN_GROUP if join else _mcast.IPV6_LEAVE_GROUP
-                value = _mcast.ipv6_mreq(group.packed, resolved.index)
+                value = _mcast.ipv6_mreq(group.packed, resolved.ifindex)
             else:
                 option = _mcast.MCAST_JOIN_SOURCE_GROUP if join else _mcast.MCAST_LEAVE_SOURCE_GROUP
-                value = _mcast.group_source_req(_socket.AF_INET6, group.packed, source.packed,
-                                                resolved.index)
+                value = _mcast.group_source_req(_socket.AF_INET6, group.packed, source.packed, resolved.ifindex)
         self._channel.setsockopt(level, option, value)
 
     def _filter_call(self, block: bool, group, resolved: _ResolvedInterface, source) -> None:
         """Issue the kernel option that blocks or unblocks a source (caller holds the lock)."""
-        if self._family == _socket.AF_INET and not resolved.index:
+        if self._family == _socket.AF_INET and not resolved.ifindex:
             option = _mcast.IP_BLOCK_SOURCE if block else _mcast.IP_UNBLOCK_SOURCE
-            self._channel.setsockopt(_mcast.IPPROTO_IP, option, _mcast.ip_mreq_source(
-                group.packed, resolved.address, source.packed))
+            self._channel.setsockopt(
+                _mcast.IPPROTO_IP, option, _mcast.ip_mreq_source(group.packed, resolved.address, source.packed)
+            )
             return
         level = _mcast.IPPROTO_IP if self._family == _socket.AF_INET else _mcast.IPPROTO_IPV6
         option = _mcast.MCAST_BLOCK_SOURCE if block else _mcast.MCAST_UNBLOCK_SOURCE
-        self._channel.setsockopt(level, option, _mcast.group_source_req(
-            self._family, group.packed, source.packed, resolved.index))
+        self._channel.setsockopt(
+            level, option, _mcast.group_source_req(self._family, group.packed, source.packed, resolved.ifindex)
+        )

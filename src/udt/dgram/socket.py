@@ -1,6 +1,7 @@
 """The udt.dgram :class:`Socket`: lifecycle, binding and connecting, sending, receiving (pull and
 ``async for``), options and buffers.  Event delivery and multicast membership are its mixins
 (:mod:`udt.dgram._events`, :mod:`udt.dgram.membership`)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -8,22 +9,38 @@ import errno
 import socket as _socket
 import threading
 from collections import deque
-from typing import Any, Optional, Sequence, Union
+from collections.abc import Sequence
+from typing import Any
 
-from udt import _mcast
+import udt._mcast as _mcast
 from udt._net import Channel
-from udt.dgram._addresses import (AddressInfo, Interface, Lookup, RemoteInfo, _check_flag,
-                                  _check_hops, _check_port, _default_lookup, _family_name,
-                                  _literal_version, _resolve_interface)
+from udt.dgram._addresses import (
+    AddressInfo,
+    Interface,
+    Lookup,
+    RemoteInfo,
+    _check_flag,
+    _check_hops,
+    _check_port,
+    _default_lookup,
+    _family_name,
+    _literal_version,
+    _resolve_interface,
+)
 from udt.dgram._events import EVENTS, EventsMixin, Listener
 from udt.dgram._shared import _live_sockets, _receive_buffer
-from udt.dgram.errors import (AlreadyBoundError, AlreadyConnectedError, NotBoundError,
-                              NotConnectedError, SocketClosedError)
+from udt.dgram.errors import (
+    AlreadyBoundError,
+    AlreadyConnectedError,
+    NotBoundError,
+    NotConnectedError,
+    SocketClosedError,
+)
 from udt.dgram.membership import Membership, MembershipsMixin
 
-BytesLike = Union[bytes, bytearray, memoryview]
+BytesLike = bytes | bytearray | memoryview
 
-_new_rinfo = tuple.__new__      # RemoteInfo without the Python-level __new__ (per datagram)
+_new_rinfo = tuple.__new__  # RemoteInfo without the Python-level __new__ (per datagram)
 
 
 class Socket(MembershipsMixin, EventsMixin):
@@ -34,10 +51,18 @@ class Socket(MembershipsMixin, EventsMixin):
     ``recv_buffer_size``/``send_buffer_size`` are applied when the socket is bound.
     """
 
-    def __init__(self, type: str = "udp4", callback: Optional[Listener] = None, *,
-                 reuse_addr: bool = False, reuse_port: bool = False, ipv6_only: bool = False,
-                 recv_buffer_size: Optional[int] = None, send_buffer_size: Optional[int] = None,
-                 lookup: Optional[Lookup] = None) -> None:
+    def __init__(
+        self,
+        type: str = "udp4",
+        callback: Listener | None = None,
+        *,
+        reuse_addr: bool = False,
+        reuse_port: bool = False,
+        ipv6_only: bool = False,
+        recv_buffer_size: int | None = None,
+        send_buffer_size: int | None = None,
+        lookup: Lookup | None = None,
+    ) -> None:
         if type == "udp4":
             family = _socket.AF_INET
         elif type == "udp6":
@@ -46,8 +71,7 @@ class Socket(MembershipsMixin, EventsMixin):
             raise ValueError(f"type must be 'udp4' or 'udp6', not {type!r}")
         if ipv6_only and family != _socket.AF_INET6:
             raise ValueError("ipv6_only needs a 'udp6' socket")
-        for name, size in (("recv_buffer_size", recv_buffer_size),
-                           ("send_buffer_size", send_buffer_size)):
+        for name, size in (("recv_buffer_size", recv_buffer_size), ("send_buffer_size", send_buffer_size)):
             if size is not None:
                 self._check_buffer_size(size, name)
         if lookup is not None and not callable(lookup):
@@ -58,28 +82,26 @@ class Socket(MembershipsMixin, EventsMixin):
         self._recv_buffer_size = recv_buffer_size
         self._send_buffer_size = send_buffer_size
         self._lock = threading.RLock()
-        self._closed = True                   # until the channel exists
+        self._closed = True  # until the channel exists
         self._bound = False
-        self._peer: Optional[tuple] = None
+        self._peer: tuple | None = None
         self._memberships: dict[tuple, Membership] = {}
         self._listeners: dict[str, list[tuple[Listener, bool]]] = {event: [] for event in EVENTS}
-        self._queue: deque = deque()          # (callable, args) for the worker, in order
-        self._worker: Optional[threading.Thread] = None
+        self._queue: deque = deque()  # (callable, args) for the worker, in order
+        self._worker: threading.Thread | None = None
         self._worker_polling = False
-        self._reader_failed = False           # poll() itself failed: stop feeding listeners
+        self._reader_failed = False  # poll() itself failed: stop feeding listeners
         self._work_ready = threading.Condition(self._lock)
         self._pending_sends = 0
-        self._last_destination: Optional[tuple] = None           # (address, port) as given
-        self._last_destination_resolved: Optional[tuple] = None  # ... with the address looked up
+        self._last_destination: tuple | None = None  # (address, port) as given
+        self._last_destination_resolved: tuple | None = None  # ... with the address looked up
         self._family_text = _family_name(family)
         self._referenced = True
-        self._async_waiter: Optional[tuple[asyncio.AbstractEventLoop, asyncio.Future]] = None
-        self._channel = Channel(family, reuse_addr=reuse_addr, reuse_port=reuse_port,
-                                gso=False, gro=False)
+        self._async_waiter: tuple[asyncio.AbstractEventLoop, asyncio.Future] | None = None
+        self._channel = Channel(family, reuse_addr=reuse_addr, reuse_port=reuse_port, gso=False, gro=False)
         try:
             if family == _socket.AF_INET6:
-                self._channel.setsockopt(_mcast.IPPROTO_IPV6, _mcast.IPV6_V6ONLY,
-                                         int(bool(ipv6_only)))
+                self._channel.setsockopt(_mcast.IPPROTO_IPV6, _mcast.IPV6_V6ONLY, int(bool(ipv6_only)))
         except BaseException:
             self._channel.close()
             raise
@@ -112,7 +134,7 @@ class Socket(MembershipsMixin, EventsMixin):
             state = "closed"
         elif self._bound:
             try:
-                state = "bound=%s:%d" % self.address()[::2]
+                state = "bound={}:{}".format(*self.address()[::2])
             except OSError:
                 state = "bound"
         else:
@@ -132,15 +154,21 @@ class Socket(MembershipsMixin, EventsMixin):
         if version:
             if version == 6 and self._family == _socket.AF_INET:
                 raise ValueError(f"{host} is an IPv6 address; this is a 'udp4' socket")
-            return host                  # an IPv4 literal on 'udp6' becomes ::ffff:a.b.c.d
+            return host  # an IPv4 literal on 'udp6' becomes ::ffff:a.b.c.d
         resolved = self._lookup(host, self._family)
         if not isinstance(resolved, str):
             raise TypeError(f"lookup() must return an address string, not {resolved!r}")
         return resolved
 
-    def bind(self, port: int = 0, address: Optional[str] = None,
-             callback: Optional[Listener] = None, *, exclusive: bool = False,
-             fd: Optional[int] = None) -> "Socket":
+    def bind(
+        self,
+        port: int = 0,
+        address: str | None = None,
+        callback: Listener | None = None,
+        *,
+        exclusive: bool = False,
+        fd: int | None = None,
+    ) -> Socket:
         """Bind to *address*:*port* (defaults: the wildcard address, a free port), then emit
         ``listening`` (*callback* is attached as a once-listener for it).
 
@@ -177,7 +205,7 @@ class Socket(MembershipsMixin, EventsMixin):
         self._channel.close()
         self._channel = channel
 
-    def _after_bind(self, callback: Optional[Listener]) -> None:
+    def _after_bind(self, callback: Listener | None) -> None:
         """Mark bound, apply the buffer sizes asked at creation, emit ``listening``."""
         self._bound = True
         if self._recv_buffer_size is not None:
@@ -194,7 +222,7 @@ class Socket(MembershipsMixin, EventsMixin):
         if not self._bound:
             self.bind()
 
-    def close(self, callback: Optional[Listener] = None) -> None:
+    def close(self, callback: Listener | None = None) -> None:
         """Close the socket (idempotent): memberships become invalid, pending events and the
         ``close`` event are delivered, and the worker thread is joined before returning (unless
         called from a listener, on the worker itself).  *callback* is a once ``close`` listener.
@@ -214,12 +242,12 @@ class Socket(MembershipsMixin, EventsMixin):
             self._work_ready.notify_all()
         if waiter is not None:
             self._wake_async_waiter(waiter)
-        self._channel.close()                   # also ends a worker's poll (EBADF)
+        self._channel.close()  # also ends a worker's poll (EBADF)
         _live_sockets.discard(self)
         if worker is not None and worker is not threading.current_thread():
             worker.join()
 
-    def __enter__(self) -> "Socket":
+    def __enter__(self) -> Socket:
         return self
 
     def __exit__(self, *exc_info: Any) -> None:
@@ -228,19 +256,20 @@ class Socket(MembershipsMixin, EventsMixin):
     def __del__(self) -> None:
         if not getattr(self, "_closed", True):
             import warnings
+
             warnings.warn(f"unclosed {self!r}", ResourceWarning, stacklevel=2)
             try:
                 self.close()
             except Exception:
                 pass
 
-    def ref(self) -> "Socket":
+    def ref(self) -> Socket:
         """Let this socket keep the interpreter alive while its worker feeds ``message``
         listeners (the default)."""
         self._referenced = True
         return self
 
-    def unref(self) -> "Socket":
+    def unref(self) -> Socket:
         """Do not keep the interpreter alive: the socket is closed at interpreter shutdown."""
         self._referenced = False
         return self
@@ -264,8 +293,7 @@ class Socket(MembershipsMixin, EventsMixin):
             peer = self._peer
         return AddressInfo(peer[0], _family_name(self._family), peer[1])
 
-    def connect(self, port: int, address: Optional[str] = None,
-                callback: Optional[Listener] = None) -> "Socket":
+    def connect(self, port: int, address: str | None = None, callback: Listener | None = None) -> Socket:
         """Fix the peer (default address: localhost): ``send`` then takes no address and only
         the peer's datagrams arrive.  Binds implicitly first.  Emits ``connect`` (*callback* is a
         once-listener for it)."""
@@ -295,9 +323,16 @@ class Socket(MembershipsMixin, EventsMixin):
             self._peer = None
 
     # ---- sending ----
-    def send(self, data: Union[BytesLike, Sequence[BytesLike]], port: Optional[int] = None,
-             address: Optional[str] = None, callback: Optional[Listener] = None, *,
-             offset: int = 0, length: Optional[int] = None) -> int:
+    def send(
+        self,
+        data: BytesLike | Sequence[BytesLike],
+        port: int | None = None,
+        address: str | None = None,
+        callback: Listener | None = None,
+        *,
+        offset: int = 0,
+        length: int | None = None,
+    ) -> int:
         """Send one datagram; returns the bytes sent.
 
         *data* is a bytes-like, or a list of them sent as ONE datagram (scatter/gather).
@@ -314,8 +349,7 @@ class Socket(MembershipsMixin, EventsMixin):
             self._check_open()
             if self._peer is not None:
                 if port is not None or address is not None:
-                    raise AlreadyConnectedError(
-                        "send() with a destination on a connected socket")
+                    raise AlreadyConnectedError("send() with a destination on a connected socket")
                 destination = None
             else:
                 if port is None:
@@ -329,7 +363,7 @@ class Socket(MembershipsMixin, EventsMixin):
         try:
             if destination is not None:
                 if destination == self._last_destination:
-                    destination = self._last_destination_resolved    # the channel caches it
+                    destination = self._last_destination_resolved  # the channel caches it
                 else:
                     key = destination
                     destination = (self._resolve(destination[0]), destination[1])
@@ -355,24 +389,23 @@ class Socket(MembershipsMixin, EventsMixin):
             self._queue_call(self._finish_send, callback, None, sent)
         return sent
 
-    def _finish_send(self, callback: Listener, error: Optional[BaseException], sent: int) -> None:
+    def _finish_send(self, callback: Listener, error: BaseException | None, sent: int) -> None:
         with self._lock:
             self._pending_sends -= 1
         callback(error, sent)
 
     @staticmethod
-    def _payload(data: Any, offset: int, length: Optional[int]) -> Any:
+    def _payload(data: Any, offset: int, length: int | None) -> Any:
         """Validate *data* and apply offset/length (Node allows them on one buffer only)."""
         if data.__class__ is bytes and offset == 0 and length is None:
-            return data                                  # the common case, checked cheaply
-        if isinstance(data, str) or (isinstance(data, (list, tuple))
-                                     and any(isinstance(part, str) for part in data)):
+            return data  # the common case, checked cheaply
+        if isinstance(data, str) or (isinstance(data, (list, tuple)) and any(isinstance(part, str) for part in data)):
             raise TypeError("data must be bytes-like (encode str first)")
         if isinstance(data, (list, tuple)):
             if offset != 0 or length is not None:
                 raise ValueError("offset/length apply to a single bytes-like, not a list")
             for part in data:
-                memoryview(part)            # TypeError for anything that is not a buffer
+                memoryview(part)  # TypeError for anything that is not a buffer
             return data
         view = memoryview(data)
         if view.ndim != 1 or view.itemsize != 1:
@@ -389,7 +422,7 @@ class Socket(MembershipsMixin, EventsMixin):
             raise ValueError(f"length must be 0-{len(view) - offset}, not {length}")
         if offset == 0 and length == len(view):
             return data
-        return view[offset:offset + length]
+        return view[offset : offset + length]
 
     # ---- receiving ----
     def _rinfo(self, size: int, source: tuple) -> RemoteInfo:
@@ -402,7 +435,7 @@ class Socket(MembershipsMixin, EventsMixin):
         if self._listeners["message"]:
             raise RuntimeError("datagrams go to the 'message' listeners; remove them to pull")
 
-    def recvfrom(self, timeout: Optional[float] = 1.0) -> tuple[bytes, RemoteInfo]:
+    def recvfrom(self, timeout: float | None = 1.0) -> tuple[bytes, RemoteInfo]:
         """Wait for one datagram: ``(data, rinfo)``.  ``timeout`` None waits for ever, 0 never
         waits (BlockingIOError); expiry raises TimeoutError; a close from another thread raises
         SocketClosedError."""
@@ -417,7 +450,7 @@ class Socket(MembershipsMixin, EventsMixin):
             raise
         return buffer[:size].tobytes(), self._rinfo(size, source)
 
-    def __aiter__(self) -> "Socket":
+    def __aiter__(self) -> Socket:
         return self
 
     async def __anext__(self) -> tuple[bytes, RemoteInfo]:
@@ -456,19 +489,19 @@ class Socket(MembershipsMixin, EventsMixin):
             pass
 
     # ---- options ----
-    def setsockopt(self, level: int, option: int, value: Union[int, bytes]) -> None:
+    def setsockopt(self, level: int, option: int, value: int | bytes) -> None:
         """Set any socket option (escape hatch, as ``socket.setsockopt``)."""
         with self._lock:
             self._check_open()
             self._channel.setsockopt(level, option, value)
 
-    def getsockopt(self, level: int, option: int, buflen: int = 0) -> Union[int, bytes]:
+    def getsockopt(self, level: int, option: int, buflen: int = 0) -> int | bytes:
         """Read any socket option (as ``socket.getsockopt``)."""
         with self._lock:
             self._check_open()
             return self._channel.getsockopt(level, option, buflen)
 
-    def _ip_option(self, v4_option: int, v6_option: int, value: Union[int, bytes]) -> None:
+    def _ip_option(self, v4_option: int, v6_option: int, value: int | bytes) -> None:
         if self._family == _socket.AF_INET:
             self.setsockopt(_mcast.IPPROTO_IP, v4_option, value)
         else:
@@ -510,10 +543,10 @@ class Socket(MembershipsMixin, EventsMixin):
         the kernel's choice."""
         resolved = _resolve_interface(self._family, interface)
         if self._family == _socket.AF_INET:
-            value = _mcast.ip_mreqn(bytes(4), resolved.address, resolved.index)
+            value = _mcast.ip_mreqn(bytes(4), resolved.address, resolved.ifindex)
             self.setsockopt(_mcast.IPPROTO_IP, _mcast.IP_MULTICAST_IF, value)
         else:
-            self.setsockopt(_mcast.IPPROTO_IPV6, _mcast.IPV6_MULTICAST_IF, resolved.index)
+            self.setsockopt(_mcast.IPPROTO_IPV6, _mcast.IPV6_MULTICAST_IF, resolved.ifindex)
 
     # ---- buffers and queues ----
     @staticmethod
@@ -572,4 +605,3 @@ class Socket(MembershipsMixin, EventsMixin):
 def _resolve_future(future: asyncio.Future) -> None:
     if not future.done():
         future.set_result(None)
-

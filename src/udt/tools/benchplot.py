@@ -8,6 +8,7 @@ Bars are medians (MB/s), grouped by kind (file transfer, memory to memory) and c
 highlighted; the whisker spans min–max of the runs and each run is a dot.  Skipped systems appear
 as a labelled empty slot so a missing peer is visible, not silently absent.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -49,31 +50,39 @@ def plot(data: dict[str, Any], output: Path, *, log_scale: bool = False, title: 
             medians.append(0.0)
             lows.append(0.0)
             highs.append(0.0)
-        colours.append("#d62728" if row["system"].startswith("udt ") else
-                       "#1f77b4" if row["kind"] == "file" else "#7f7f7f")
+        colours.append(
+            "#d62728" if row["system"].startswith("udt ") else "#1f77b4" if row["kind"] == "file" else "#7f7f7f"
+        )
     fig, ax = plt.subplots(figsize=(10, 0.55 * len(rows) + 1.8))
     positions = list(range(len(rows)))[::-1]
-    ax.barh(positions, medians, color=colours, xerr=[lows, highs], capsize=4,
-            error_kw={"elinewidth": 1, "ecolor": "black"})
+    ax.barh(
+        positions, medians, color=colours, xerr=[lows, highs], capsize=4, error_kw={"elinewidth": 1, "ecolor": "black"}
+    )
     for pos, row, median in zip(positions, rows, medians):
         for value in row["mb_per_s"]:
             ax.plot(value, pos, "o", color="black", markersize=3, zorder=3)
         if row["mb_per_s"]:
-            ax.annotate(f"{median:.0f} MB/s", (median, pos), xytext=(6, -10), textcoords="offset points",
-                        fontsize=8)
+            ax.annotate(f"{median:.0f} MB/s", (median, pos), xytext=(6, -10), textcoords="offset points", fontsize=8)
         else:
             reason = row.get("note") or "no result"
-            ax.annotate(reason[:90], (0.01, pos), xycoords=("axes fraction", "data"), va="center",
-                        fontsize=8, color="#555555")
+            ax.annotate(
+                reason[:90], (0.01, pos), xycoords=("axes fraction", "data"), va="center", fontsize=8, color="#555555"
+            )
     ax.set_yticks(positions)
     ax.set_yticklabels(labels, fontsize=8)
     ax.set_xlabel("throughput, MB/s (median; whisker min–max; dots: runs)")
     if log_scale:
         ax.set_xscale("log")
     meta = data.get("meta", {})
-    ax.set_title(title or (f"loopback bulk transfer — {meta.get('size_text', '?')} files, "
-                           f"{meta.get('seconds', '?')} s timed runs, {meta.get('runs', '?')} runs, "
-                           f"MSS {meta.get('mss', '?')} ({meta.get('date', '')})"), fontsize=9)
+    ax.set_title(
+        title
+        or (
+            f"loopback bulk transfer — {meta.get('size_text', '?')} files, "
+            f"{meta.get('seconds', '?')} s timed runs, {meta.get('runs', '?')} runs, "
+            f"MSS {meta.get('mss', '?')} ({meta.get('date', '')})"
+        ),
+        fontsize=9,
+    )
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     fig.savefig(output, dpi=120)

@@ -11,6 +11,7 @@ every retransmission, plus counts of everything seen, so the files stay small.
 
 ``--pcapng`` also records one small real capture with dumpcap on "lo" (needs tshark's dumpcap).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,8 +49,13 @@ class RecordingRelay:
     to drop.
     """
 
-    def __init__(self, server: tuple[str, int], client: tuple[str, int] | None = None,
-                 drop_c2s_data: frozenset[int] = frozenset(), replay_conclusion: bool = False):
+    def __init__(
+        self,
+        server: tuple[str, int],
+        client: tuple[str, int] | None = None,
+        drop_c2s_data: frozenset[int] = frozenset(),
+        replay_conclusion: bool = False,
+    ):
         self.server = server
         self.client = client
         self.drop = drop_c2s_data
@@ -101,8 +107,9 @@ class RecordingRelay:
             if self._data_seen_for_replay < REPLAY_AFTER_DATA:
                 return  # too early: the peer may still be finishing its own handshake
             self._s.sendto(self._last_conclusion, self.server)
-            self.records.append({"t": now, "dir": "c2s", "data": self._last_conclusion,
-                                 "dropped": False, "replayed": True})
+            self.records.append(
+                {"t": now, "dir": "c2s", "data": self._last_conclusion, "dropped": False, "replayed": True}
+            )
             self._last_conclusion = None
             self.replay_conclusion = False
 
@@ -142,28 +149,59 @@ class Scenario:
 
 
 SCENARIOS = [
-    Scenario("cs_stream_1500", "client/server STREAM, MSS 1500, 3 MB, then 1.5 s idle "
-             "(keep-alives) and close (shutdown): handshake, data, full ACKs of 4 and 6 words, "
-             "light ACKs, ACK2", nbytes=3_000_000, hold=1.5,
-             expect=["handshake", "data", "ack", "light-ack", "ack2", "keep-alive", "shutdown"]),
-    Scenario("cs_stream_nak", "client/server STREAM, MSS 1500, 1 MB; the relay drops the "
-             "client's data datagrams number 30, 31, 32 and 100: NAKs with a single loss and a "
-             "range, and retransmissions", nbytes=1_000_000, drop=frozenset({30, 31, 32, 100}),
-             expect=["handshake", "data", "nak", "ack", "ack2"]),
-    Scenario("rendezvous_stream", "rendezvous STREAM, MSS 1500, 200 kB: the rendezvous "
-             "handshake (req 0, -1); after 50 data packets the relay sends side A's last -1 "
-             "to B once more (a late retransmission), which the connected B answers with -2",
-             nbytes=200_000, rendezvous=True, replay_conclusion=True,
-             expect=["handshake", "data", "ack"]),
-    Scenario("cs_dgram_messages", "client/server DGRAM, MSS 1500, messages of 4000 bytes "
-             "(first/middle/last packets) and a final 1000-byte message (solo)",
-             sock_type="dgram", nbytes=81_000, msg_size=4000, keep_data_first=64,
-             expect=["handshake", "data", "ack"]),
-    Scenario("cs_stream_9000", "client/server STREAM, MSS 9000, 1 MB: 8972-byte data datagrams",
-             mss=9000, nbytes=1_000_000, expect=["handshake", "data", "ack"]),
-    Scenario("cs_rejected", "a STREAM client connects to a DGRAM listener: the listener answers "
-             "the conclusion with request type 1002 (rejected)", nbytes=10, server_type="dgram",
-             expect=["handshake"]),
+    Scenario(
+        "cs_stream_1500",
+        "client/server STREAM, MSS 1500, 3 MB, then 1.5 s idle "
+        "(keep-alives) and close (shutdown): handshake, data, full ACKs of 4 and 6 words, "
+        "light ACKs, ACK2",
+        nbytes=3_000_000,
+        hold=1.5,
+        expect=["handshake", "data", "ack", "light-ack", "ack2", "keep-alive", "shutdown"],
+    ),
+    Scenario(
+        "cs_stream_nak",
+        "client/server STREAM, MSS 1500, 1 MB; the relay drops the "
+        "client's data datagrams number 30, 31, 32 and 100: NAKs with a single loss and a "
+        "range, and retransmissions",
+        nbytes=1_000_000,
+        drop=frozenset({30, 31, 32, 100}),
+        expect=["handshake", "data", "nak", "ack", "ack2"],
+    ),
+    Scenario(
+        "rendezvous_stream",
+        "rendezvous STREAM, MSS 1500, 200 kB: the rendezvous "
+        "handshake (req 0, -1); after 50 data packets the relay sends side A's last -1 "
+        "to B once more (a late retransmission), which the connected B answers with -2",
+        nbytes=200_000,
+        rendezvous=True,
+        replay_conclusion=True,
+        expect=["handshake", "data", "ack"],
+    ),
+    Scenario(
+        "cs_dgram_messages",
+        "client/server DGRAM, MSS 1500, messages of 4000 bytes "
+        "(first/middle/last packets) and a final 1000-byte message (solo)",
+        sock_type="dgram",
+        nbytes=81_000,
+        msg_size=4000,
+        keep_data_first=64,
+        expect=["handshake", "data", "ack"],
+    ),
+    Scenario(
+        "cs_stream_9000",
+        "client/server STREAM, MSS 9000, 1 MB: 8972-byte data datagrams",
+        mss=9000,
+        nbytes=1_000_000,
+        expect=["handshake", "data", "ack"],
+    ),
+    Scenario(
+        "cs_rejected",
+        "a STREAM client connects to a DGRAM listener: the listener answers "
+        "the conclusion with request type 1002 (rejected)",
+        nbytes=10,
+        server_type="dgram",
+        expect=["handshake"],
+    ),
 ]
 
 
@@ -180,7 +218,7 @@ def _select(records: list[dict[str, Any]], scenario: Scenario) -> list[dict[str,
             if seq in seen_seq or r["dropped"]:
                 keep.add(i)  # retransmission, or the original that the relay dropped
             seen_seq.add(seq)
-    for (direction, name), indices in by_kind.items():
+    for (_direction, name), indices in by_kind.items():
         if name == "handshake":
             keep.update(indices)
         elif name == "data":
@@ -201,8 +239,14 @@ def _select(records: list[dict[str, Any]], scenario: Scenario) -> list[dict[str,
         what = p.summary()
         if r["dropped"]:
             what += " [dropped by the relay: never reached the server]"
-        entry = {"i": i, "t": round(r["t"], 6), "dir": r["dir"], "len": len(r["data"]),
-                 "what": what, "hex": r["data"].hex()}
+        entry = {
+            "i": i,
+            "t": round(r["t"], 6),
+            "dir": r["dir"],
+            "len": len(r["data"]),
+            "what": what,
+            "hex": r["data"].hex(),
+        }
         if r["dropped"]:
             entry["dropped"] = True
         if r.get("replayed"):
@@ -214,34 +258,48 @@ def _select(records: list[dict[str, Any]], scenario: Scenario) -> list[dict[str,
 
 def run_scenario(scenario: Scenario, out_dir: Path, timeout: float = 60.0) -> dict[str, Any]:
     """Run one scenario between two UDT4 processes and write ``out_dir/NAME.json``."""
-    common = dict(sock_type=scenario.sock_type, mss=scenario.mss, msg_size=scenario.msg_size,
-                  timeout=timeout)
+    common: dict[str, Any] = dict(sock_type=scenario.sock_type, mss=scenario.mss, msg_size=scenario.msg_size, timeout=timeout)
     reports: dict[str, Any] = {}
     if scenario.rendezvous:
         port_a, port_b = peers.free_udp_port(), peers.free_udp_port()
-        relay = RecordingRelay(server=("127.0.0.1", port_b), client=("127.0.0.1", port_a),
-                               replay_conclusion=scenario.replay_conclusion)
+        relay = RecordingRelay(
+            server=("127.0.0.1", port_b), client=("127.0.0.1", port_a), replay_conclusion=scenario.replay_conclusion
+        )
         try:
-            with peers.udt4("send", port=port_a, rendezvous=True,
-                            connect=("127.0.0.1", relay.client_port), nbytes=scenario.nbytes,
-                            hold=scenario.hold, **common) as side_a, \
-                 peers.udt4("recv", port=port_b, rendezvous=True,
-                            connect=("127.0.0.1", relay.server_port), **common) as side_b:
+            with (
+                peers.udt4(
+                    "send",
+                    port=port_a,
+                    rendezvous=True,
+                    connect=("127.0.0.1", relay.client_port),
+                    nbytes=scenario.nbytes,
+                    hold=scenario.hold,
+                    **common,
+                ) as side_a,
+                peers.udt4(
+                    "recv", port=port_b, rendezvous=True, connect=("127.0.0.1", relay.server_port), **common
+                ) as side_b,
+            ):
                 reports["client"] = side_a.result()
                 reports["server"] = side_b.result()
         finally:
             relay.close()
         endpoints = {"client": ["127.0.0.1", port_a], "server": ["127.0.0.1", port_b]}
     else:
-        server_common = dict(common, sock_type=scenario.server_type or scenario.sock_type)
+        server_common: dict[str, Any] = dict(common, sock_type=scenario.server_type or scenario.sock_type)
         if scenario.server_type:
             server_common["timeout"] = 6.0
         with peers.udt4("recv", **server_common) as server:
             server_port = server.ready()["port"]
             relay = RecordingRelay(server=("127.0.0.1", server_port), drop_c2s_data=scenario.drop)
             try:
-                with peers.udt4("send", connect=("127.0.0.1", relay.client_port),
-                                nbytes=scenario.nbytes, hold=scenario.hold, **common) as client:
+                with peers.udt4(
+                    "send",
+                    connect=("127.0.0.1", relay.client_port),
+                    nbytes=scenario.nbytes,
+                    hold=scenario.hold,
+                    **common,
+                ) as client:
                     try:
                         reports["client"] = client.result()
                     except peers.PeerError as exc:
@@ -267,9 +325,11 @@ def run_scenario(scenario: Scenario, out_dir: Path, timeout: float = 60.0) -> di
         "mss": scenario.mss,
         "socket_type": scenario.sock_type,
         "endpoints": endpoints,
-        "note": ("'client' is the UDT4 process that connects (side A in rendezvous); the server "
-                 "address is where the recording relay forwarded from (the listener saw that "
-                 "port as the client)."),
+        "note": (
+            "'client' is the UDT4 process that connects (side A in rendezvous); the server "
+            "address is where the recording relay forwarded from (the listener saw that "
+            "port as the client)."
+        ),
         "reports": reports,
         "counts": dict(sorted(counts.items())),
         "total_datagrams": len(records),
@@ -290,12 +350,12 @@ def capture_pcapng(out_dir: Path, timeout: float = 60.0) -> Path:
     port = peers.free_udp_port()
     with peers.udt4("recv", port=port, nbytes=40_000, timeout=timeout) as server:
         server.ready()
-        cap = subprocess.Popen([dumpcap, "-q", "-i", "lo", "-f", f"udp port {port}", "-w", str(path)],
-                               stderr=subprocess.PIPE, text=True)
+        cap = subprocess.Popen(
+            [dumpcap, "-q", "-i", "lo", "-f", f"udp port {port}", "-w", str(path)], stderr=subprocess.PIPE, text=True
+        )
         try:
             time.sleep(1.0)  # dumpcap starts capturing asynchronously; it says nothing we can wait on
-            with peers.udt4("send", connect=("127.0.0.1", port), nbytes=40_000,
-                            timeout=timeout) as client:
+            with peers.udt4("send", connect=("127.0.0.1", port), nbytes=40_000, timeout=timeout) as client:
                 client.result()
             server.result()
             time.sleep(0.5)
@@ -317,8 +377,10 @@ def main(argv: list[str] | None = None) -> int:
         if opts.only and scenario.name not in opts.only:
             continue
         doc = run_scenario(scenario, opts.out)
-        print(f"{scenario.name}: {doc['total_datagrams']} datagrams, kept {len(doc['datagrams'])}, "
-              f"missing {doc['missing_kinds'] or 'nothing'}")
+        print(
+            f"{scenario.name}: {doc['total_datagrams']} datagrams, kept {len(doc['datagrams'])}, "
+            f"missing {doc['missing_kinds'] or 'nothing'}"
+        )
         status |= bool(doc["missing_kinds"])
     if opts.pcapng:
         print(f"wrote {capture_pcapng(opts.out)}")

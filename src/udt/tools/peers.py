@@ -26,6 +26,7 @@ From the shell (benchmarks compare udt with UDT4 and SRT in one run)::
 Payloads sent with ``--bytes N`` follow :func:`pattern_chunks` (deterministic for a seed), so
 the other side, whoever it is, can check them with :func:`pattern_sha256`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,8 +38,8 @@ import shutil
 import signal
 import socket
 import subprocess
-import tempfile
 import sys
+import tempfile
 import threading
 import time
 import traceback
@@ -133,9 +134,7 @@ def free_udp_port(host: str = "127.0.0.1") -> int:
 def udt4_unavailable_reason() -> str | None:
     """None when the UDT4 peer (``udt4py``) can be imported in a child process, else why not."""
     try:
-        proc = subprocess.run(
-            [sys.executable, "-c", "import udt4py"], capture_output=True, text=True, timeout=30
-        )
+        proc = subprocess.run([sys.executable, "-c", "import udt4py"], capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.TimeoutExpired) as exc:
         return f"cannot run {sys.executable}: {exc}"
     if proc.returncode != 0:
@@ -260,7 +259,7 @@ class PeerProcess:
             if stream is not None:
                 stream.close()
 
-    def __enter__(self) -> "PeerProcess":
+    def __enter__(self) -> PeerProcess:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -303,9 +302,27 @@ def udt4(
         raise ValueError("action must be 'send' or 'recv'")
     if rendezvous and connect is None:
         raise ValueError("rendezvous needs connect=(peer_host, peer_port)")
-    args = [f"udt4-{action}", "--host", host, "--port", str(port), "--type", sock_type,
-            "--mss", str(mss), "--api", api, "--msg-size", str(msg_size), "--seed", str(seed),
-            "--hold", str(hold), "--timeout", str(timeout)]
+    args = [
+        f"udt4-{action}",
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--type",
+        sock_type,
+        "--mss",
+        str(mss),
+        "--api",
+        api,
+        "--msg-size",
+        str(msg_size),
+        "--seed",
+        str(seed),
+        "--hold",
+        str(hold),
+        "--timeout",
+        str(timeout),
+    ]
     if connect is not None:
         args += ["--connect", f"{connect[0]}:{connect[1]}"]
     if rendezvous:
@@ -318,23 +335,34 @@ def udt4(
 
 
 def srt_recv(
-    port: int, output: str | os.PathLike[str], *, host: str = "127.0.0.1",
+    port: int,
+    output: str | os.PathLike[str],
+    *,
+    host: str = "127.0.0.1",
     timeout: float = DEFAULT_TIMEOUT,
 ) -> PeerProcess:
     """Start ``srt-file-transmit`` as a listener on (host, port) that writes what it receives
     to ``output`` (file mode: on the wire it is UDT4, DGRAM socket type)."""
-    args = ["srt-recv", "--host", host, "--port", str(port), "--output", str(output),
-            "--timeout", str(timeout)]
+    args = ["srt-recv", "--host", host, "--port", str(port), "--output", str(output), "--timeout", str(timeout)]
     return PeerProcess(_module_argv(*args), timeout=timeout + 10, name="srt-recv")
 
 
 def srt_send(
-    connect: tuple[str, int], input_path: str | os.PathLike[str], *,
+    connect: tuple[str, int],
+    input_path: str | os.PathLike[str],
+    *,
     timeout: float = DEFAULT_TIMEOUT,
 ) -> PeerProcess:
     """Start ``srt-file-transmit`` as a caller that sends the file ``input_path`` to ``connect``."""
-    args = ["srt-send", "--connect", f"{connect[0]}:{connect[1]}", "--input", str(input_path),
-            "--timeout", str(timeout)]
+    args = [
+        "srt-send",
+        "--connect",
+        f"{connect[0]}:{connect[1]}",
+        "--input",
+        str(input_path),
+        "--timeout",
+        str(timeout),
+    ]
     return PeerProcess(_module_argv(*args), timeout=timeout + 10, name="srt-send")
 
 
@@ -356,8 +384,14 @@ def _family(host: str) -> int:
 
 def _report(nbytes: int, digest: str, seconds: float, **extra: Any) -> None:
     """Print the final line; ``seconds`` covers the transfer only (not hashing a file after it)."""
-    _emit(event="done", bytes=nbytes, sha256=digest, seconds=round(seconds, 6),
-          mb_per_s=round(nbytes / 1e6 / seconds, 3) if seconds > 0 else None, **extra)
+    _emit(
+        event="done",
+        bytes=nbytes,
+        sha256=digest,
+        seconds=round(seconds, 6),
+        mb_per_s=round(nbytes / 1e6 / seconds, 3) if seconds > 0 else None,
+        **extra,
+    )
 
 
 def _udt4_open(opts: argparse.Namespace) -> tuple[Any, Any]:
@@ -396,13 +430,16 @@ def _udt4_send(opts: argparse.Namespace, conn: Any) -> tuple[int, str]:
             raise PeerError(f"sendfile sent {sent} of {size} bytes")
         return file_sha256(opts.file)
     if opts.file is not None:
+
         def source() -> Iterator[bytes]:
             with open(opts.file, "rb") as f:
                 while piece := f.read(PATTERN_BLOCK):
                     yield piece
     else:
+
         def source() -> Iterator[bytes]:
             return pattern_chunks(opts.bytes or 0, opts.seed)
+
     for block in source():
         digest.update(block)
         view = memoryview(block)
@@ -443,8 +480,10 @@ def _udt4_recv(opts: argparse.Namespace, conn: Any) -> tuple[int, str, int, floa
             except udt4py.UDTException as exc:
                 if opts.bytes is None and exc.error_code in (2001, 2002):
                     break  # the peer closed: end of a transfer of unknown length
-                raise PeerError(f"{exc} after {total} of {opts.bytes} bytes "
-                                f"({messages} {'messages' if opts.type == 'dgram' else 'reads'})") from exc
+                raise PeerError(
+                    f"{exc} after {total} of {opts.bytes} bytes "
+                    f"({messages} {'messages' if opts.type == 'dgram' else 'reads'})"
+                ) from exc
             if got <= 0:
                 break
             digest.update(memoryview(buf)[:got])
@@ -495,8 +534,7 @@ def _run_udt4(opts: argparse.Namespace, action: str) -> int:
             extra: dict[str, Any] = {}
         else:
             total, digest_hex, calls, finished = _udt4_recv(opts, conn)
-            extra = {} if opts.api == "file" else {
-                "messages" if opts.type == "dgram" else "recv_calls": calls}
+            extra = {} if opts.api == "file" else {"messages" if opts.type == "dgram" else "recv_calls": calls}
         if opts.hold > 0:
             time.sleep(opts.hold)
         try:
@@ -555,16 +593,15 @@ def _run_srt(opts: argparse.Namespace, action: str) -> int:
         # caller sends its input's file name) or, without one (a UDT4-style caller), after the
         # output URI: let it write into a private directory and move the one file it makes.
         spool = Path(tempfile.mkdtemp(prefix=".srt-recv-", dir=output.parent))
-        argv = [tool, "-q", f"srt://{host}:{port}?mode=listener&transtype=file",
-                f"file://{spool}/{output.name}"]
+        argv = [tool, "-q", f"srt://{host}:{port}?mode=listener&transtype=file", f"file://{spool}/{output.name}"]
     else:
         chost, cport = opts.connect
         host = f"[{chost}]" if ":" in chost else chost
-        argv = [tool, "-q", f"file://{Path(opts.input).resolve()}",
-                f"srt://{host}:{cport}?transtype=file"]
+        argv = [tool, "-q", f"file://{Path(opts.input).resolve()}", f"srt://{host}:{cport}?transtype=file"]
     started = time.monotonic()
-    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
+    proc = subprocess.Popen(
+        argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent
+    )
     try:
         if action == "recv":
             _wait_udp_bound(port, proc, timeout=10.0)
@@ -615,13 +652,15 @@ def _build_parser() -> argparse.ArgumentParser:
         p.add_argument("--mss", type=int, default=1500)
         p.add_argument("--bytes", type=int, help="payload size (pattern); receiver: stop after it")
         p.add_argument("--file", help="send this file / write what is received to it")
-        p.add_argument("--api", choices=("mem", "file"), default="mem",
-                       help="file: UDT4 sendfile/recvfile instead of send/recv")
+        p.add_argument(
+            "--api", choices=("mem", "file"), default="mem", help="file: UDT4 sendfile/recvfile instead of send/recv"
+        )
         p.add_argument("--msg-size", type=int, default=65536, help="DGRAM message size")
         p.add_argument("--seed", type=int, default=0, help="pattern seed")
         p.add_argument("--hold", type=float, default=0.0, help="idle seconds before close")
-        p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT,
-                       help="the process kills itself after this many seconds")
+        p.add_argument(
+            "--timeout", type=float, default=DEFAULT_TIMEOUT, help="the process kills itself after this many seconds"
+        )
     p = sub.add_parser("srt-recv", help="srt-file-transmit listener writing to --output")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=0)

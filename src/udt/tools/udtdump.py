@@ -15,6 +15,7 @@ CLI (one line per datagram, like tcpdump; ``--json`` for one JSON object per lin
 Follows docs/protocol.md (the deployed UDT4 4.11 wire format) and recognises SRT's additions
 (handshake version 5, user-defined control packets, the 7-word ACK) so SRT traffic decodes too.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,8 +28,18 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Packet", "decode", "read_pcap", "write_pcap", "split_gso", "split_gso_records",
-           "CaptureRecord", "decode_peer_ip", "encode_peer_ip", "main"]
+__all__ = [
+    "Packet",
+    "decode",
+    "read_pcap",
+    "write_pcap",
+    "split_gso",
+    "split_gso_records",
+    "CaptureRecord",
+    "decode_peer_ip",
+    "encode_peer_ip",
+    "main",
+]
 
 HEADER_SIZE = 16
 SEQ_MASK = 0x7FFFFFFF
@@ -60,8 +71,7 @@ REQUEST_TYPES = {
     -2: "agreement",
     -3: "done",  # SRT HSv5
 }
-SRT_USER_TYPES = {1: "HSREQ", 2: "HSRSP", 3: "KMREQ", 4: "KMRSP", 5: "SID", 6: "CONGESTION",
-                  7: "FILTER", 8: "GROUP"}
+SRT_USER_TYPES = {1: "HSREQ", 2: "HSRSP", 3: "KMREQ", 4: "KMRSP", 5: "SID", 6: "CONGESTION", 7: "FILTER", 8: "GROUP"}
 MSG_BOUNDARY = {0b10: "first", 0b01: "last", 0b11: "solo", 0b00: "middle"}
 
 
@@ -88,9 +98,11 @@ class Packet:
         """A one-line, tcpdump-like description."""
         f = self.fields
         if self.kind == "data":
-            text = (f"data seq={f['seq']} msgno={f['msgno']} {f['boundary']}"
-                    f"{' inorder' if f['inorder'] else ''} ts={f['timestamp']} dst={f['dst_id']:#x}"
-                    f" payload={f['payload_length']}")
+            text = (
+                f"data seq={f['seq']} msgno={f['msgno']} {f['boundary']}"
+                f"{' inorder' if f['inorder'] else ''} ts={f['timestamp']} dst={f['dst_id']:#x}"
+                f" payload={f['payload_length']}"
+            )
         elif self.kind == "control":
             text = f"{self.name} {_control_details(self)} ts={f['timestamp']} dst={f['dst_id']:#x}"
         else:
@@ -106,13 +118,18 @@ class Packet:
 def _control_details(p: Packet) -> str:
     f = p.fields
     if p.name == "handshake" and "version" in f:
-        return (f"v{f['version']} {f.get('socket_type_name', f['socket_type'])} "
-                f"req={f['request_type']}({f.get('request_name', '?')}) isn={f['isn']} "
-                f"mss={f['mss']} ffs={f['flight_flag_size']} sid={f['socket_id']:#x} "
-                f"cookie={f['cookie']:#x} peer={f['peer_ip']}")
+        return (
+            f"v{f['version']} {f.get('socket_type_name', f['socket_type'])} "
+            f"req={f['request_type']}({f.get('request_name', '?')}) isn={f['isn']} "
+            f"mss={f['mss']} ffs={f['flight_flag_size']} sid={f['socket_id']:#x} "
+            f"cookie={f['cookie']:#x} peer={f['peer_ip']}"
+        )
     if p.name == "ack":
-        words = " ".join(f"{k}={f[k]}" for k in ("ack_seq", "ack", "rtt", "rtt_var", "avail_buffer",
-                                                    "recv_rate", "link_capacity") if k in f)
+        words = " ".join(
+            f"{k}={f[k]}"
+            for k in ("ack_seq", "ack", "rtt", "rtt_var", "avail_buffer", "recv_rate", "link_capacity")
+            if k in f
+        )
         return f"({f.get('ack_words', f['cif_length'] // 4)} words) {words}"
     if p.name == "light-ack":
         return f"ack={f.get('ack')}"
@@ -161,8 +178,13 @@ def decode(datagram: bytes) -> Packet:
     """Decode one UDT datagram (the UDP payload). Never raises on any input."""
     data = bytes(datagram)
     if len(data) < HEADER_SIZE:
-        return Packet(len(data), "invalid", "invalid",
-                      {"hex": data.hex()}, [f"truncated header: {len(data)} bytes, need {HEADER_SIZE}"])
+        return Packet(
+            len(data),
+            "invalid",
+            "invalid",
+            {"hex": data.hex()},
+            [f"truncated header: {len(data)} bytes, need {HEADER_SIZE}"],
+        )
     w0, w1, timestamp, dst_id = struct.unpack(">4I", data[:HEADER_SIZE])
     if w0 & 0x80000000 == 0:
         return _decode_data(data, w0, w1, timestamp, dst_id)
@@ -171,7 +193,7 @@ def decode(datagram: bytes) -> Packet:
 
 def _decode_data(data: bytes, w0: int, w1: int, timestamp: int, dst_id: int) -> Packet:
     boundary_bits = w1 >> 30
-    fields = {
+    fields: dict[str, Any] = {
         "seq": w0 & SEQ_MASK,
         "boundary_bits": boundary_bits,
         "boundary": MSG_BOUNDARY[boundary_bits],
@@ -259,8 +281,16 @@ def _decode_handshake(p: Packet, cif: bytes) -> None:
         return
     version, stype, isn, mss, ffs, req, sid, cookie = _words(cif[:32])
     req = _signed(req)
-    f.update(version=version, socket_type=stype, isn=isn, mss=mss, flight_flag_size=ffs,
-             request_type=req, socket_id=sid, cookie=cookie)
+    f.update(
+        version=version,
+        socket_type=stype,
+        isn=isn,
+        mss=mss,
+        flight_flag_size=ffs,
+        request_type=req,
+        socket_id=sid,
+        cookie=cookie,
+    )
     f["peer_ip_raw"] = cif[32:48].hex()
     f["peer_ip"] = decode_peer_ip(cif[32:48])
     if req in REQUEST_TYPES:
@@ -272,23 +302,24 @@ def _decode_handshake(p: Packet, cif: bytes) -> None:
     if version == 0 and req == -2:
         # UDT4 builds its answer to a handshake on a connected rendezvous socket from a fresh,
         # mostly unset handshake: version 0, type 0, its default flight flag size, no peer IP.
-        p.warnings.append("UDT4-style rendezvous agreement (-2) with version 0: only the "
-                          "request type matters")
+        p.warnings.append("UDT4-style rendezvous agreement (-2) with version 0: only the request type matters")
     elif version == 4:
         if stype in SOCKET_TYPES:
             f["socket_type_name"] = SOCKET_TYPES[stype]
         else:
             p.errors.append(f"socket type {stype}: UDT4 knows 1 (STREAM) and 2 (DGRAM)")
         if len(cif) != HANDSHAKE_CIF:
-            p.errors.append(f"version 4 handshake CIF is {len(cif)} bytes, a listener ignores "
-                            f"anything but {HANDSHAKE_CIF}")
+            p.errors.append(
+                f"version 4 handshake CIF is {len(cif)} bytes, a listener ignores anything but {HANDSHAKE_CIF}"
+            )
     elif version == 5:
         # SRT: encryption field (16 bits) | extension field (16 bits); a listener's induction
         # answer carries the magic 0x4A17 as extension field to say "I speak SRT".
         encryption, extension = stype >> 16, stype & 0xFFFF
         f["srt_encryption"], f["srt_extension"] = encryption, extension
-        f["socket_type_name"] = ("SRT(magic 0x4a17)" if extension == SRT_MAGIC
-                                 else f"SRT(ext={extension:#x},enc={encryption})")
+        f["socket_type_name"] = (
+            "SRT(magic 0x4a17)" if extension == SRT_MAGIC else f"SRT(ext={extension:#x},enc={encryption})"
+        )
         f["srt_extension_bytes"] = len(cif) - HANDSHAKE_CIF
         p.warnings.append("SRT handshake version 5")
     else:
@@ -403,9 +434,10 @@ def split_gso(payload: bytes) -> list[bytes]:
         if payload[size + 12 : size + 16] != dst:
             continue
         segments = [payload[i : i + size] for i in range(0, len(payload), size)]
-        if all(len(seg) > HEADER_SIZE and seg[12:16] == dst
-               and int.from_bytes(seg[:4], "big") == (seq + k) & SEQ_MASK
-               for k, seg in enumerate(segments)):
+        if all(
+            len(seg) > HEADER_SIZE and seg[12:16] == dst and int.from_bytes(seg[:4], "big") == (seq + k) & SEQ_MASK
+            for k, seg in enumerate(segments)
+        ):
             return segments
     return [payload]
 
@@ -430,7 +462,7 @@ def _split_gso_control(payload: bytes) -> list[bytes]:
     return [payload]
 
 
-def split_gso_records(records: "Iterator[CaptureRecord]") -> Iterator[CaptureRecord]:
+def split_gso_records(records: Iterator[CaptureRecord]) -> Iterator[CaptureRecord]:
     """:func:`split_gso` over capture records; split ones carry ``gso_segment``."""
     for record in records:
         parts = split_gso(record.payload)
@@ -438,8 +470,9 @@ def split_gso_records(records: "Iterator[CaptureRecord]") -> Iterator[CaptureRec
             yield record
             continue
         for index, part in enumerate(parts):
-            yield CaptureRecord(record.time, record.src, record.sport, record.dst, record.dport,
-                                part, (index, len(parts)))
+            yield CaptureRecord(
+                record.time, record.src, record.sport, record.dst, record.dport, part, (index, len(parts))
+            )
 
 
 def _ip_udp(packet: bytes, time_: float) -> CaptureRecord | None:
@@ -447,6 +480,8 @@ def _ip_udp(packet: bytes, time_: float) -> CaptureRecord | None:
     if not packet:
         return None
     version = packet[0] >> 4
+    src: ipaddress.IPv4Address | ipaddress.IPv6Address
+    dst: ipaddress.IPv4Address | ipaddress.IPv6Address
     if version == 4 and len(packet) >= 20:
         ihl = (packet[0] & 0x0F) * 4
         total = struct.unpack(">H", packet[2:4])[0]
@@ -496,8 +531,12 @@ def read_pcap(path: str | Path) -> Iterator[CaptureRecord]:
     if magic == b"\x0a\x0d\x0d\x0a":
         yield from _read_pcapng(data)
         return
-    formats = {b"\xd4\xc3\xb2\xa1": ("<", 1e-6), b"\xa1\xb2\xc3\xd4": (">", 1e-6),
-               b"\x4d\x3c\xb2\xa1": ("<", 1e-9), b"\xa1\xb2\x3c\x4d": (">", 1e-9)}
+    formats = {
+        b"\xd4\xc3\xb2\xa1": ("<", 1e-6),
+        b"\xa1\xb2\xc3\xd4": (">", 1e-6),
+        b"\x4d\x3c\xb2\xa1": ("<", 1e-9),
+        b"\xa1\xb2\x3c\x4d": (">", 1e-9),
+    }
     if magic not in formats:
         raise ValueError(f"{path}: not a pcap or pcapng file (magic {magic.hex()})")
     endian, unit = formats[magic]
@@ -561,7 +600,7 @@ def _if_tsresol(options: bytes, endian: str) -> float:
             break
         if code == 9 and length >= 1:
             value = options[i + 4]
-            return 2.0 ** -(value & 0x7F) if value & 0x80 else 10.0 ** -value
+            return 2.0 ** -(value & 0x7F) if value & 0x80 else 10.0**-value
         i += 4 + (length + 3) // 4 * 4
     return 1e-6
 
@@ -572,8 +611,19 @@ def write_pcap(path: str | Path, records: list[CaptureRecord]) -> None:
     out = [struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 228)]
     for r in records:
         udp = struct.pack(">HHHH", r.sport, r.dport, 8 + len(r.payload), 0) + r.payload
-        ip = struct.pack(">BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0x4000, 64, 17, 0,
-                         ipaddress.IPv4Address(r.src).packed, ipaddress.IPv4Address(r.dst).packed)
+        ip = struct.pack(
+            ">BBHHHBBH4s4s",
+            0x45,
+            0,
+            20 + len(udp),
+            0,
+            0x4000,
+            64,
+            17,
+            0,
+            ipaddress.IPv4Address(r.src).packed,
+            ipaddress.IPv4Address(r.dst).packed,
+        )
         checksum = _ip_checksum(ip)
         ip = ip[:10] + struct.pack(">H", checksum) + ip[12:]
         frame = ip + udp
@@ -596,10 +646,12 @@ def fixture_records(path: str | Path) -> list[tuple[CaptureRecord, dict[str, Any
     endpoints = doc["endpoints"]
     result = []
     for entry in doc["datagrams"]:
-        src, dst = (endpoints["client"], endpoints["server"]) if entry["dir"] == "c2s" else (
-            endpoints["server"], endpoints["client"])
-        result.append((CaptureRecord(entry["t"], src[0], src[1], dst[0], dst[1],
-                                     bytes.fromhex(entry["hex"])), entry))
+        src, dst = (
+            (endpoints["client"], endpoints["server"])
+            if entry["dir"] == "c2s"
+            else (endpoints["server"], endpoints["client"])
+        )
+        result.append((CaptureRecord(entry["t"], src[0], src[1], dst[0], dst[1], bytes.fromhex(entry["hex"])), entry))
     return result
 
 
@@ -608,8 +660,7 @@ def _print(record: CaptureRecord | None, packet: Packet, as_json: bool, label: s
     if as_json:
         obj = packet.to_dict()
         if record is not None:
-            obj.update(time=record.time, src=f"{record.src}:{record.sport}",
-                       dst=f"{record.dst}:{record.dport}")
+            obj.update(time=record.time, src=f"{record.src}:{record.sport}", dst=f"{record.dst}:{record.dport}")
             if record.gso_segment is not None:
                 obj["gso_segment"] = list(record.gso_segment)
         if label:
@@ -625,15 +676,17 @@ def _print(record: CaptureRecord | None, packet: Packet, as_json: bool, label: s
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m udt.tools.udtdump",
-                                     description="Decode UDT4 datagrams (hex, fixture JSON, pcap, pcapng).")
-    parser.add_argument("inputs", nargs="+", help="hex words of one datagram, or a .json fixture / "
-                        "pcap / pcapng file")
-    parser.add_argument("--port", type=int, action="append",
-                        help="only UDP datagrams from or to this port (repeatable)")
+    parser = argparse.ArgumentParser(
+        prog="python -m udt.tools.udtdump", description="Decode UDT4 datagrams (hex, fixture JSON, pcap, pcapng)."
+    )
+    parser.add_argument("inputs", nargs="+", help="hex words of one datagram, or a .json fixture / pcap / pcapng file")
+    parser.add_argument(
+        "--port", type=int, action="append", help="only UDP datagrams from or to this port (repeatable)"
+    )
     parser.add_argument("--json", action="store_true", help="one JSON object per datagram")
-    parser.add_argument("--no-gso-split", action="store_true",
-                        help="show UDP GSO sends captured on lo as the one buffer they were")
+    parser.add_argument(
+        "--no-gso-split", action="store_true", help="show UDP GSO sends captured on lo as the one buffer they were"
+    )
     opts = parser.parse_args(argv)
     bad = 0
     first = opts.inputs[0]
@@ -642,8 +695,10 @@ def main(argv: list[str] | None = None) -> int:
             path = Path(name)
             try:
                 if path.suffix == ".json":
-                    items = [(r, "dropped by the capture relay" if e.get("dropped") else "")
-                             for r, e in fixture_records(path)]
+                    items = [
+                        (r, "dropped by the capture relay" if e.get("dropped") else "")
+                        for r, e in fixture_records(path)
+                    ]
                 else:
                     records = read_pcap(path)
                     items = [(r, "") for r in (records if opts.no_gso_split else split_gso_records(records))]

@@ -30,12 +30,22 @@ counters), :mod:`~udt.tools.impair.relay` (the public :class:`Relay`), ``_direct
 direction's pipeline), ``_engine`` (sockets and the event loop), ``_sockets`` (socket options),
 ``_child`` (the child process and its pipe protocol), :mod:`~udt.tools.impair.cli` (``main``).
 """
+
 from __future__ import annotations
 
-from udt.tools.impair._common import DIRECTIONS as DIRECTIONS, Address as Address  # API types
-from udt.tools.impair._common import Direction as Direction, RelayError
-from udt.tools.impair.cli import (main, parse_address, parse_burst, parse_duration, parse_interval,
-                                  parse_probability, parse_queue)
+from udt.tools.impair._common import DIRECTIONS as DIRECTIONS  # API types
+from udt.tools.impair._common import Address as Address
+from udt.tools.impair._common import Direction as Direction
+from udt.tools.impair._common import RelayError
+from udt.tools.impair.cli import (
+    main,
+    parse_address,
+    parse_burst,
+    parse_duration,
+    parse_interval,
+    parse_probability,
+    parse_queue,
+)
 from udt.tools.impair.relay import Relay
 from udt.tools.impair.settings import DropNth, GilbertElliott, Impairment, UdtControl
 from udt.tools.impair.stats import DirectionStats, RelayStats

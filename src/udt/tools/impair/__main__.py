@@ -3,6 +3,7 @@
 Everything lives in the package's modules, never in ``__main__``, so objects pickled to and from a
 relay child (``Relay(process=True)``) have one class identity.
 """
+
 import sys
 
 from udt.tools.impair.cli import main

@@ -1,5 +1,6 @@
 """``Relay(process=True)``: the length-prefixed pickle protocol over two pipes, and the child
 process that serves it (``python -m udt.tools.impair --serve-fds CMD,REPLY``)."""
+
 from __future__ import annotations
 
 import os
@@ -9,7 +10,7 @@ import signal
 import struct
 import sys
 import time
-from typing import Any, Optional
+from typing import Any
 
 from udt.tools.impair._common import RelayError
 from udt.tools.impair._engine import _Engine
@@ -23,7 +24,7 @@ def _write_message(fd: int, message: Any) -> None:
         view = view[written:]
 
 
-def _read_exactly(fd: int, size: int, deadline: Optional[float]) -> bytes:
+def _read_exactly(fd: int, size: int, deadline: float | None) -> bytes:
     chunks = []
     while size:
         if deadline is not None:
@@ -38,7 +39,7 @@ def _read_exactly(fd: int, size: int, deadline: Optional[float]) -> bytes:
     return b"".join(chunks)
 
 
-def _read_message(fd: int, timeout: Optional[float] = None) -> Any:
+def _read_message(fd: int, timeout: float | None = None) -> Any:
     deadline = None if timeout is None else time.monotonic() + timeout
     (size,) = struct.unpack("!I", _read_exactly(fd, 4, deadline))
     return pickle.loads(_read_exactly(fd, size, deadline))

@@ -1,5 +1,6 @@
 """Names every part of the relay shares: the two directions, the address type and the
 relay's own error."""
+
 from __future__ import annotations
 
 from typing import Any, Literal

@@ -1,5 +1,6 @@
 """One direction of the relay: the impairment pipeline (filter, loss, queue and link, corruption,
 delay, reordering, duplication) applied to each datagram, and the timed release."""
+
 from __future__ import annotations
 
 import collections
@@ -8,12 +9,17 @@ import heapq
 import math
 import socket
 import sys
-from typing import Optional
 
 from udt.tools.impair._common import Address
-from udt.tools.impair._sockets import (GSO_AVAILABLE, GSO_MAX_BYTES, GSO_MAX_SEGMENT_SIZE,
-                                       GSO_MAX_SEGMENTS, GSO_UNSUPPORTED_ERRNOS, SOL_UDP,
-                                       UDP_SEGMENT)
+from udt.tools.impair._sockets import (
+    GSO_AVAILABLE,
+    GSO_MAX_BYTES,
+    GSO_MAX_SEGMENT_SIZE,
+    GSO_MAX_SEGMENTS,
+    GSO_UNSUPPORTED_ERRNOS,
+    SOL_UDP,
+    UDP_SEGMENT,
+)
 from udt.tools.impair.settings import GilbertElliott, Impairment
 from udt.tools.impair.stats import DirectionStats
 
@@ -26,8 +32,17 @@ class _Held:
 
     __slots__ = ("data", "sock", "addr", "arrival", "duplicate", "remaining", "deadline", "index")
 
-    def __init__(self, data: bytes, sock: socket.socket, addr: Optional[Address], arrival: float,
-                 duplicate: bool, remaining: int, deadline: float, index: int):
+    def __init__(
+        self,
+        data: bytes,
+        sock: socket.socket,
+        addr: Address | None,
+        arrival: float,
+        duplicate: bool,
+        remaining: int,
+        deadline: float,
+        index: int,
+    ):
         self.data, self.sock, self.addr, self.arrival = data, sock, addr, arrival
         self.duplicate, self.remaining, self.deadline = duplicate, remaining, deadline
         self.index = index  # admission number: only datagrams admitted later overtake it
@@ -47,15 +62,17 @@ class _DirectionState:
         rngs = [random.Random(f"udt-impair:{seed}:{name}:{kind}") for kind in streams]
         self.rng_loss, self.rng_burst, self.rng_jitter, self.rng_reorder, self.rng_duplicate, self.rng_corrupt = rngs
         self.burst_bad = False
-        self.link_free = 0.0                       # when the link finishes serializing its queue
+        self.link_free = 0.0  # when the link finishes serializing its queue
         self.queue: collections.deque[tuple[float, int]] = collections.deque()  # (finish, size)
         self.queue_bytes = 0
-        self.last_due = 0.0                        # FIFO: release no earlier than the previous one
+        self.last_due = 0.0  # FIFO: release no earlier than the previous one
         # (due, data, sock, addr, arrival, duplicate, admission number); due times never decrease
-        self.fifo: collections.deque[tuple[float, bytes, socket.socket, Optional[Address], float, bool, int]] = collections.deque()
+        self.fifo: collections.deque[tuple[float, bytes, socket.socket, Address | None, float, bool, int]] = (
+            collections.deque()
+        )
         self.held: list[_Held] = []
         # (due, tiebreak, data, sock, addr, arrival): duplicates sent later
-        self.later: list[tuple[float, int, bytes, socket.socket, Optional[Address], float]] = []
+        self.later: list[tuple[float, int, bytes, socket.socket, Address | None, float]] = []
         self.later_seq = 0
         self.admitted = 0  # datagrams that passed loss and queue (numbers them for reordering)
         self.gso = GSO_AVAILABLE  # send runs of equal-sized datagrams with one sendmsg
@@ -76,7 +93,7 @@ class _DirectionState:
         return len(self.fifo) + len(self.held) + len(self.later)
 
     # -- admission: decide the fate and the release time of one arriving datagram
-    def admit(self, data: bytes, sock: socket.socket, addr: Optional[Address], now: float) -> None:
+    def admit(self, data: bytes, sock: socket.socket, addr: Address | None, now: float) -> None:
         imp = self.impairment
         stats = self.stats
         size = len(data)
@@ -110,7 +127,8 @@ class _DirectionState:
             if limit_packets is None and imp.queue_bytes is None:
                 limit_packets = DEFAULT_QUEUE_PACKETS
             if (limit_packets is not None and len(queue) >= limit_packets) or (
-                    imp.queue_bytes is not None and self.queue_bytes + size > imp.queue_bytes):
+                imp.queue_bytes is not None and self.queue_bytes + size > imp.queue_bytes
+            ):
                 stats.dropped_queue += 1
                 return
             start = self.link_free if self.link_free > now else now
@@ -132,8 +150,9 @@ class _DirectionState:
         if subject and imp.reorder and self.rng_reorder.random() < imp.reorder:
             # Held back: it leaves the FIFO, so the datagrams after it are not delayed by it.
             stats.reordered += 1
-            self.held.append(_Held(data, sock, addr, now, duplicate, imp.reorder_distance,
-                                   due + imp.reorder_timeout, self.admitted))
+            self.held.append(
+                _Held(data, sock, addr, now, duplicate, imp.reorder_distance, due + imp.reorder_timeout, self.admitted)
+            )
             return
         self.last_due = due
         self.fifo.append((due, data, sock, addr, now, duplicate, self.admitted))
@@ -199,8 +218,15 @@ class _DirectionState:
             while fifo and len(batch) < GSO_MAX_SEGMENTS:
                 entry = fifo[0]
                 length = len(entry[1])
-                if (entry[0] > now or entry[2] is not sock or entry[3] != addr or entry[5]
-                        or length > size or length == 0 or total + length > GSO_MAX_BYTES):
+                if (
+                    entry[0] > now
+                    or entry[2] is not sock
+                    or entry[3] != addr
+                    or entry[5]
+                    or length > size
+                    or length == 0
+                    or total + length > GSO_MAX_BYTES
+                ):
                     break
                 batch.append(fifo.popleft())
                 total += length
@@ -211,8 +237,15 @@ class _DirectionState:
             else:
                 self._send_gso(batch, size, total, sock, addr, now)
 
-    def _send_gso(self, batch: list[tuple[float, bytes, socket.socket, Optional[Address], float, bool, int]],
-                  size: int, total: int, sock: socket.socket, addr: Optional[Address], now: float) -> None:
+    def _send_gso(
+        self,
+        batch: list[tuple[float, bytes, socket.socket, Address | None, float, bool, int]],
+        size: int,
+        total: int,
+        sock: socket.socket,
+        addr: Address | None,
+        now: float,
+    ) -> None:
         stats = self.stats
         ancillary = [(SOL_UDP, UDP_SEGMENT, size.to_bytes(2, sys.byteorder))]
         try:
@@ -256,7 +289,7 @@ class _DirectionState:
         if held.duplicate:
             self._duplicate(held.data, held.sock, held.addr, held.arrival, now)
 
-    def _duplicate(self, data: bytes, sock: socket.socket, addr: Optional[Address], arrival: float, now: float) -> None:
+    def _duplicate(self, data: bytes, sock: socket.socket, addr: Address | None, arrival: float, now: float) -> None:
         self.stats.duplicated += 1
         gap = self.impairment.duplicate_delay
         if gap <= 0.0:
@@ -265,7 +298,7 @@ class _DirectionState:
             self.later_seq += 1
             heapq.heappush(self.later, (now + gap, self.later_seq, data, sock, addr, arrival))
 
-    def _send(self, data: bytes, sock: socket.socket, addr: Optional[Address], arrival: float, now: float) -> None:
+    def _send(self, data: bytes, sock: socket.socket, addr: Address | None, arrival: float, now: float) -> None:
         stats = self.stats
         try:
             if addr is None:

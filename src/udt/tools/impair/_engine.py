@@ -1,4 +1,5 @@
 """The relay's sockets and event loop, the same in a worker thread and in the child process."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -11,13 +12,21 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import Optional
 
 from udt.tools.impair._common import DIRECTIONS, Address
 from udt.tools.impair._direction import _DirectionState
-from udt.tools.impair._sockets import (CMSG_BUFFER, MAX_DATAGRAM, SCM_TIMESTAMPNS, SOL_UDP,
-                                       TIMESPEC, UDP_GRO, _enable_gro, _enable_timestamps, _resolve,
-                                       _set_buffers)
+from udt.tools.impair._sockets import (
+    CMSG_BUFFER,
+    MAX_DATAGRAM,
+    SCM_TIMESTAMPNS,
+    SOL_UDP,
+    TIMESPEC,
+    UDP_GRO,
+    _enable_gro,
+    _enable_timestamps,
+    _resolve,
+    _set_buffers,
+)
 from udt.tools.impair.settings import Impairment
 from udt.tools.impair.stats import RelayStats
 
@@ -35,18 +44,27 @@ FD_SETSIZE = 1024
 class _Engine:
     """The relay's sockets and event loop (runs in a thread or in the child process)."""
 
-    def __init__(self, target: Address, listen: Optional[Address], a_to_b: Impairment, b_to_a: Impairment,
-                 seed: int, max_clients: int):
+    def __init__(
+        self,
+        target: Address,
+        listen: Address | None,
+        a_to_b: Impairment,
+        b_to_a: Impairment,
+        seed: int,
+        max_clients: int,
+    ):
         self.target_family, self.target = _resolve(target, "target")
         if listen is None:
             listen = ("::1" if self.target_family == socket.AF_INET6 else "127.0.0.1", 0)
         listen_family, listen_addr = _resolve(listen, "listen")
         self.max_clients = max_clients
-        self.directions = {"a_to_b": _DirectionState("a_to_b", a_to_b, seed),
-                           "b_to_a": _DirectionState("b_to_a", b_to_a, seed)}
+        self.directions = {
+            "a_to_b": _DirectionState("a_to_b", a_to_b, seed),
+            "b_to_a": _DirectionState("b_to_a", b_to_a, seed),
+        }
         self.lock = threading.Lock()
         self.rejected_clients = 0
-        self.upstream: dict[Address, socket.socket] = {}        # A address -> socket towards B
+        self.upstream: dict[Address, socket.socket] = {}  # A address -> socket towards B
         self.stopping = False
         self.selector = selectors.DefaultSelector()
         self.wake_r = self.wake_w = -1
@@ -71,7 +89,7 @@ class _Engine:
             self.close()
             raise
         self.address: Address = self.public.getsockname()
-        self.fine_fds: Optional[list[int]] = None
+        self.fine_fds: list[int] | None = None
         self._update_fine_fds()
 
     def _update_fine_fds(self) -> None:
@@ -116,7 +134,7 @@ class _Engine:
         with self.lock:
             return {a: s.getsockname() for a, s in self.upstream.items()}
 
-    def _upstream_for(self, client: Address) -> Optional[socket.socket]:
+    def _upstream_for(self, client: Address) -> socket.socket | None:
         sock = self.upstream.get(client)
         if sock is not None:
             return sock
@@ -142,7 +160,7 @@ class _Engine:
         self._update_fine_fds()
         return sock
 
-    def _read(self, sock: socket.socket, client: Optional[Address]) -> None:
+    def _read(self, sock: socket.socket, client: Address | None) -> None:
         """Read up to READ_BATCH datagrams (or GRO batches) from one socket and admit them, each
         at the time the kernel received it: a relay that reads late (its CPU was busy) must not
         make the emulated link idle or the delay longer."""
@@ -182,11 +200,11 @@ class _Engine:
                     segment = int.from_bytes(value[:4], sys.byteorder)
             if 0 < segment < len(data):  # a GRO batch: the sender's datagrams, cut again
                 for start in range(0, len(data), segment):
-                    admit(data[start:start + segment], out, dest, arrival)
+                    admit(data[start : start + segment], out, dest, arrival)
             else:
                 admit(data, out, dest, arrival)
 
-    def run(self, on_command: Optional[Callable[[], bool]] = None, command_fd: Optional[int] = None) -> None:
+    def run(self, on_command: Callable[[], bool] | None = None, command_fd: int | None = None) -> None:
         """Serve until :meth:`stop` (or ``on_command`` returns False). Sleeps exactly until a
         socket is readable or the next datagram is due; never spins."""
         selector = self.selector
@@ -204,7 +222,7 @@ class _Engine:
                     due = min(state.next_due() for state in directions)
                 wait = due - monotonic()
                 if wait <= 0.0:
-                    timeout: Optional[float] = 0.0
+                    timeout: float | None = 0.0
                 elif wait < FINE_WAIT:
                     # epoll rounds its timeout up to whole milliseconds: wait with select(2)
                     # (microseconds) for the last stretch, then collect what became readable.

@@ -1,5 +1,6 @@
 """The relay's socket layer: kernel constants Python's socket module lacks (GSO, GRO,
 receive timestamps, forced buffer sizes), the options the relay sets, and address resolution."""
+
 from __future__ import annotations
 
 import errno
@@ -87,7 +88,8 @@ def _resolve(address: Address, what: str) -> tuple[int, Address]:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM, proto=socket.IPPROTO_UDP)
     except socket.gaierror as exc:
         raise ValueError(f"{what} host {host!r} cannot be resolved: {exc}") from None
-    family, _type, _proto, _canon, sockaddr = infos[0]
+    family, _type, _proto, _canon, resolved = infos[0]
+    sockaddr: Address = resolved
     if family == socket.AF_INET6 and len(address) == 4:
         sockaddr = (sockaddr[0], port, address[2], address[3])
     return family, sockaddr

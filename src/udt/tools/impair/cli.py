@@ -1,5 +1,6 @@
 """The command line (``udt-impair``, ``python -m udt.tools.impair``): the argument parsers,
 the counters' printing and :func:`main`."""
+
 from __future__ import annotations
 
 import argparse
@@ -11,7 +12,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, Optional
+from typing import Any
 
 from udt.tools.impair._child import _serve_child
 from udt.tools.impair._common import DIRECTIONS, Address
@@ -59,7 +60,7 @@ def parse_probability(text: str) -> float:
     return value
 
 
-def parse_queue(text: str) -> tuple[Optional[int], Optional[int]]:
+def parse_queue(text: str) -> tuple[int | None, int | None]:
     """'256KB', '1MiB', '4000B' -> (bytes, None); '1000p' / '1000pkt' -> (None, packets)."""
     match = re.fullmatch(r"([0-9]+)\s*([a-zA-Z]+)", text.strip())
     if match:
@@ -87,8 +88,10 @@ def parse_burst(text: str) -> GilbertElliott:
         loss, burst = text.split(",")
         return GilbertElliott.from_loss(parse_probability(loss), float(burst))
     except ValueError as exc:
-        raise ValueError(f"bad burst loss {text!r} ({exc}): use MEAN_LOSS,MEAN_BURST like 5%,4 "
-                         "or ge:P_GOOD_BAD,P_BAD_GOOD[,LOSS_GOOD,LOSS_BAD]") from None
+        raise ValueError(
+            f"bad burst loss {text!r} ({exc}): use MEAN_LOSS,MEAN_BURST like 5%,4 "
+            "or ge:P_GOOD_BAD,P_BAD_GOOD[,LOSS_GOOD,LOSS_BAD]"
+        ) from None
 
 
 def parse_address(text: str) -> Address:
@@ -141,6 +144,7 @@ def _argument_type(parser: Callable[[str], Any]) -> Callable[[str], Any]:
             return parser(text)
         except ValueError as exc:
             raise argparse.ArgumentTypeError(str(exc)) from None
+
     convert.__name__ = parser.__name__.replace("parse_", "")
     return convert
 
@@ -149,23 +153,39 @@ def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m udt.tools.impair",
         description="UDP impairment relay: A sends to --listen, the relay forwards to --target (B) "
-                    "and B's replies back to A, delaying, losing, reordering, duplicating, corrupting "
-                    "and rate-limiting as told. Plain options shape A->B; --b-to-a-* options shape "
-                    "B->A (untouched unless given). Ctrl-C stops and prints the counters.")
-    parser.add_argument("--listen", type=_argument_type(parse_address), default=None,
-                        help="address A sends to, HOST:PORT or [IPV6]:PORT (default: loopback, any port)")
-    parser.add_argument("--target", type=_argument_type(parse_address), required=True,
-                        help="address of B, HOST:PORT or [IPV6]:PORT")
+        "and B's replies back to A, delaying, losing, reordering, duplicating, corrupting "
+        "and rate-limiting as told. Plain options shape A->B; --b-to-a-* options shape "
+        "B->A (untouched unless given). Ctrl-C stops and prints the counters.",
+    )
+    parser.add_argument(
+        "--listen",
+        type=_argument_type(parse_address),
+        default=None,
+        help="address A sends to, HOST:PORT or [IPV6]:PORT (default: loopback, any port)",
+    )
+    parser.add_argument(
+        "--target", type=_argument_type(parse_address), required=True, help="address of B, HOST:PORT or [IPV6]:PORT"
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed for every random decision (default 0)")
-    parser.add_argument("--stats-interval", type=_argument_type(parse_interval), default=None,
-                        metavar="SECONDS", help="print counters this often: seconds (1) or a duration (500ms)")
+    parser.add_argument(
+        "--stats-interval",
+        type=_argument_type(parse_interval),
+        default=None,
+        metavar="SECONDS",
+        help="print counters this often: seconds (1) or a duration (500ms)",
+    )
     parser.add_argument("--json", action="store_true", help="print counters as JSON lines")
     parser.add_argument("--max-clients", type=int, default=1024, help="most A-side sources served (default 1024)")
     for prefix, label in (("", "A->B"), ("b-to-a-", "B->A")):
         group = parser.add_argument_group(f"{label} impairment")
         for name, convert, text in _CLI_OPTIONS:
-            group.add_argument(f"--{prefix}{name}", type=_argument_type(convert), default=None,
-                               metavar=convert.__name__.replace("parse_", "").upper(), help=text)
+            group.add_argument(
+                f"--{prefix}{name}",
+                type=_argument_type(convert),
+                default=None,
+                metavar=convert.__name__.replace("parse_", "").upper(),
+                help=text,
+            )
     return parser
 
 
@@ -175,13 +195,17 @@ def _format_stats(stats: RelayStats, as_json: bool) -> str:
     lines = [f"clients {stats.clients} (rejected {stats.rejected_clients})"]
     for name in DIRECTIONS:
         s = stats[name]
-        delay = (f"delay min/mean/max {s.delay_min * 1e3:.3f}/{s.delay_mean * 1e3:.3f}/{s.delay_max * 1e3:.3f} ms"
-                 if s.forwarded else "delay -")
+        delay = (
+            f"delay min/mean/max {s.delay_min * 1e3:.3f}/{s.delay_mean * 1e3:.3f}/{s.delay_max * 1e3:.3f} ms"
+            if s.forwarded
+            else "delay -"
+        )
         lines.append(
             f"{name}: received {s.received} forwarded {s.forwarded} lost {s.dropped_loss} "
             f"queue-dropped {s.dropped_queue} filtered {s.dropped_filter} send-failed {s.dropped_send} "
             f"duplicated {s.duplicated} reordered {s.reordered} corrupted {s.corrupted} "
-            f"bytes {s.bytes_in}->{s.bytes_out} in-flight {s.in_flight} {delay}")
+            f"bytes {s.bytes_in}->{s.bytes_out} in-flight {s.in_flight} {delay}"
+        )
     return "\n".join(lines)
 
 
@@ -193,7 +217,7 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     """Command-line entry point; returns the exit status."""
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) == 2 and argv[0] == "--serve-fds":  # internal: Relay(process=True)'s child
@@ -214,16 +238,21 @@ def main(argv: Optional[list[str]] = None) -> int:
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         try:
-            relay = Relay(args.target, args.listen, a_to_b=a_to_b, b_to_a=b_to_a, seed=args.seed,
-                          max_clients=args.max_clients)
+            relay = Relay(
+                args.target, args.listen, a_to_b=a_to_b, b_to_a=b_to_a, seed=args.seed, max_clients=args.max_clients
+            )
         except (ValueError, OSError) as exc:
             print(f"impair: {exc}", file=sys.stderr)
             return 2
         with relay:
             host, port = relay.address[0], relay.address[1]
             shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-            print(f"impair: relaying {shown} -> {args.target[0]}:{args.target[1]}\n"
-                  f"  a_to_b: {a_to_b}\n  b_to_a: {b_to_a}", file=sys.stderr, flush=True)
+            print(
+                f"impair: relaying {shown} -> {args.target[0]}:{args.target[1]}\n"
+                f"  a_to_b: {a_to_b}\n  b_to_a: {b_to_a}",
+                file=sys.stderr,
+                flush=True,
+            )
             interval = args.stats_interval
             next_print = time.monotonic() + interval if interval else math.inf
             while not stop.wait(min(1.0, max(0.0, next_print - time.monotonic()))):

@@ -1,5 +1,6 @@
 """The public :class:`Relay`: starts the engine in a worker thread or a child process and
 talks to it."""
+
 from __future__ import annotations
 
 import os
@@ -7,7 +8,7 @@ import pickle
 import subprocess
 import sys
 import threading
-from typing import Any, Optional
+from typing import Any
 
 from udt.tools.impair._child import _read_message, _remote_error, _write_message
 from udt.tools.impair._common import DIRECTIONS, Address, Direction, RelayError
@@ -29,9 +30,17 @@ class Relay:
     in a child Python process (needs picklable ``drop``/``applies_to`` predicates).
     """
 
-    def __init__(self, target: Address, listen: Optional[Address] = None, *,
-                 a_to_b: Optional[Impairment] = None, b_to_a: Optional[Impairment] = None,
-                 seed: int = 0, process: bool = False, max_clients: int = 1024):
+    def __init__(
+        self,
+        target: Address,
+        listen: Address | None = None,
+        *,
+        a_to_b: Impairment | None = None,
+        b_to_a: Impairment | None = None,
+        seed: int = 0,
+        process: bool = False,
+        max_clients: int = 1024,
+    ):
         a_to_b = Impairment() if a_to_b is None else a_to_b
         b_to_a = Impairment() if b_to_a is None else b_to_a
         for name, value in (("a_to_b", a_to_b), ("b_to_a", b_to_a)):
@@ -41,14 +50,13 @@ class Relay:
             raise ValueError(f"seed must be an int, got {seed!r}")
         if isinstance(max_clients, bool) or not isinstance(max_clients, int) or max_clients < 1:
             raise ValueError(f"max_clients must be an int >= 1, got {max_clients!r}")
-        config = dict(target=target, listen=listen, a_to_b=a_to_b, b_to_a=b_to_a, seed=seed,
-                      max_clients=max_clients)
+        config = dict(target=target, listen=listen, a_to_b=a_to_b, b_to_a=b_to_a, seed=seed, max_clients=max_clients)
         self._closed = False
-        self._final: Optional[RelayStats] = None
-        self._engine: Optional[_Engine] = None
-        self._thread: Optional[threading.Thread] = None
-        self._failure: Optional[BaseException] = None
-        self._child: Optional[subprocess.Popen[bytes]] = None
+        self._final: RelayStats | None = None
+        self._engine: _Engine | None = None
+        self._thread: threading.Thread | None = None
+        self._failure: BaseException | None = None
+        self._child: subprocess.Popen[bytes] | None = None
         self._pipe_lock = threading.Lock()
         self._command_w = self._reply_r = -1
         if process:
@@ -56,8 +64,9 @@ class Relay:
         else:
             self._engine = _Engine(**config)  # type: ignore[arg-type]
             self.address: Address = self._engine.address
-            self._thread = threading.Thread(target=self._thread_main, name=f"impair-relay-{self.address[1]}",
-                                            daemon=True)
+            self._thread = threading.Thread(
+                target=self._thread_main, name=f"impair-relay-{self.address[1]}", daemon=True
+            )
             self._thread.start()
 
     # -- thread mode
@@ -79,7 +88,9 @@ class Relay:
         try:
             self._child = subprocess.Popen(
                 [sys.executable, "-m", "udt.tools.impair", "--serve-fds", f"{cmd_r},{rep_w}"],
-                pass_fds=(cmd_r, rep_w), stdin=subprocess.DEVNULL)
+                pass_fds=(cmd_r, rep_w),
+                stdin=subprocess.DEVNULL,
+            )
         except BaseException:
             for fd in (cmd_r, cmd_w, rep_r, rep_w):
                 os.close(fd)

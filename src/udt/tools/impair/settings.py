@@ -1,11 +1,12 @@
 """What a direction of the relay does to datagrams: :class:`Impairment`, the bursty loss model
 :class:`GilbertElliott`, and the drop predicates :class:`DropNth` and :class:`UdtControl`."""
+
 from __future__ import annotations
 
 import dataclasses
 import math
 from collections.abc import Callable
-from typing import Any, Optional
+from typing import Any
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,7 +43,8 @@ class GilbertElliott:
         if p > 1.0:
             raise ValueError(
                 f"mean_loss={mean_loss} with mean_burst={mean_burst} is impossible "
-                "(needs p_good_to_bad > 1); use longer bursts")
+                "(needs p_good_to_bad > 1); use longer bursts"
+            )
         return cls(p_good_to_bad=p, p_bad_to_good=r)
 
     @property
@@ -64,7 +66,7 @@ class UdtControl:
     """Predicate: the datagram is a UDT control packet (first header bit set), optionally only
     of the given control types (``0`` handshake, ``2`` ACK, ``3`` NAK, ``6`` ACK2, ...)."""
 
-    def __init__(self, types: Optional[set[int] | frozenset[int] | list[int] | tuple[int, ...]] = None):
+    def __init__(self, types: set[int] | frozenset[int] | list[int] | tuple[int, ...] | None = None):
         self.types = None if types is None else frozenset(int(t) for t in types)
 
     def __call__(self, data: bytes) -> bool:
@@ -84,7 +86,7 @@ class DropNth:
     ``DropNth(2, where=UdtControl({2}))`` drops the third ACK. It counts, so use a fresh
     instance per test (an instance sent to a relay in process mode is copied)."""
 
-    def __init__(self, *indices: int, where: Optional[Callable[[bytes], bool]] = None):
+    def __init__(self, *indices: int, where: Callable[[bytes], bool] | None = None):
         if not indices or any(not isinstance(i, int) or i < 0 for i in indices):
             raise ValueError(f"DropNth needs one or more indices >= 0, got {indices!r}")
         self.indices = frozenset(indices)
@@ -130,7 +132,7 @@ class Impairment:
     #: Probability that a datagram is lost (independently of the others).
     loss: float = 0.0
     #: Bursty loss, applied in addition to ``loss``.
-    burst: Optional[GilbertElliott] = None
+    burst: GilbertElliott | None = None
     #: Probability that a datagram is held back and overtaken by the next ``reorder_distance``.
     reorder: float = 0.0
     #: How many later datagrams overtake a held-back one.
@@ -147,17 +149,17 @@ class Impairment:
     #: Number of distinct bits flipped in a corrupted datagram.
     corrupt_bits: int = 1
     #: Link rate in bits per second; ``None`` for no limit.
-    rate: Optional[float] = None
+    rate: float | None = None
     #: Drop-tail queue limit in bytes in front of the link (packet being serialized included).
-    queue_bytes: Optional[int] = None
+    queue_bytes: int | None = None
     #: Drop-tail queue limit in packets. With ``rate`` and neither limit set: 1000 packets.
-    queue_packets: Optional[int] = None
+    queue_packets: int | None = None
     #: Deterministic drop: datagrams for which this returns true are dropped (counted as
     #: ``dropped_filter``). Must be picklable for ``Relay(process=True)``.
-    drop: Optional[Callable[[bytes], bool]] = None
+    drop: Callable[[bytes], bool] | None = None
     #: If set, the random impairments (loss, burst, corruption, reordering, duplication) apply
     #: only to datagrams for which this returns true; the others only see delay and rate.
-    applies_to: Optional[Callable[[bytes], bool]] = None
+    applies_to: Callable[[bytes], bool] | None = None
 
     def __post_init__(self) -> None:
         _check_nonnegative("delay", self.delay)
@@ -168,7 +170,11 @@ class Impairment:
             _check_probability(name, getattr(self, name))
         if self.burst is not None and not isinstance(self.burst, GilbertElliott):
             raise ValueError(f"burst must be a GilbertElliott model, got {self.burst!r}")
-        if isinstance(self.reorder_distance, bool) or not isinstance(self.reorder_distance, int) or self.reorder_distance < 1:
+        if (
+            isinstance(self.reorder_distance, bool)
+            or not isinstance(self.reorder_distance, int)
+            or self.reorder_distance < 1
+        ):
             raise ValueError(f"reorder_distance must be an int >= 1, got {self.reorder_distance!r}")
         if isinstance(self.corrupt_bits, bool) or not isinstance(self.corrupt_bits, int) or self.corrupt_bits < 1:
             raise ValueError(f"corrupt_bits must be an int >= 1, got {self.corrupt_bits!r}")

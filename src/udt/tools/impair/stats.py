@@ -1,4 +1,5 @@
 """The relay's counters: :class:`DirectionStats` per direction, :class:`RelayStats` for both."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -66,5 +67,9 @@ class RelayStats:
         return getattr(self, direction)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"a_to_b": self.a_to_b.as_dict(), "b_to_a": self.b_to_a.as_dict(),
-                "clients": self.clients, "rejected_clients": self.rejected_clients}
+        return {
+            "a_to_b": self.a_to_b.as_dict(),
+            "b_to_a": self.b_to_a.as_dict(),
+            "clients": self.clients,
+            "rejected_clients": self.rejected_clients,
+        }
