@@ -1,8 +1,9 @@
 # cython: language_level=3
 """The kernel's socket interface as the channel units use it, and errno turned into exceptions.
 
-Declarations only, except :func:`raise_errno` (``_sys.pyx``). The GSO/GRO option numbers are
-defined here when the C library is too old to know them: their values are fixed by the kernel ABI.
+Declarations plus three inline helpers (``check`` and the int socket options); only
+:func:`raise_errno` has a body in ``_sys.pyx``. The GSO/GRO option numbers are defined here when
+the C library is too old to know them: their values are fixed by the kernel ABI.
 """
 from libc.errno cimport errno
 from libc.stdint cimport uint8_t, uint16_t, uint32_t
