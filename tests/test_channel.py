@@ -601,6 +601,24 @@ def test_address_conversion_matches_the_socket_module():
     assert sockaddr_to_address(b"") is None
 
 
+def test_the_split_units_keep_udt_net_importable():
+    """udt._net is still the one import for the channel, after the split into _addr/_batch/_sock."""
+    import udt._addr
+    import udt._batch
+    import udt._net
+    import udt._sock
+    assert udt._net.SendBatch is udt._batch.SendBatch and udt._net.RecvBatch is udt._batch.RecvBatch
+    assert udt._net.address_to_sockaddr is udt._addr.address_to_sockaddr
+    assert issubclass(Channel, udt._sock.UdpSocket)
+    limits = {"MAX_UDP_PAYLOAD_V4": 65507, "MAX_UDP_PAYLOAD_V6": 65527, "GSO_MAX_SEGMENTS": 64,
+              "GRO_BUFFER_SIZE": 65536, "GRO_MAX_SEGMENTS": 128, "MAX_IOVECS_PER_MESSAGE": 1024}
+    assert {name: getattr(udt._net, name) for name in limits} == limits
+    with Channel() as channel:
+        assert channel.max_payload == udt._net.MAX_UDP_PAYLOAD_V4
+    for name in udt._net.__all__:
+        assert hasattr(udt._net, name), name
+
+
 # ---------------------------------------------------------------------------------------------
 # concurrency
 # ---------------------------------------------------------------------------------------------
