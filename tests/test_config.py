@@ -37,3 +37,20 @@ def test_socket_hands_its_options_over():
         config = s._engine_config()
     assert isinstance(config, ConnectionConfiguration)
     assert config.flow_window == 1000 and config.message_mode
+
+
+def test_mss_limits_are_one_fact_for_the_cli_and_the_socket():
+    """``udt-send --mss`` and ``setsockopt(UDT_MSS)`` accept and refuse the same values."""
+    from udt.cli._common import parse_mss
+    from udt.options import MAX_MSS, MIN_MSS
+
+    assert parse_mss(str(MIN_MSS)) == MIN_MSS
+    assert parse_mss(str(MAX_MSS)) == MAX_MSS
+    with udt.socket() as s:
+        s.setsockopt(udt.UDT_MSS, MAX_MSS)
+        s.setsockopt(udt.UDT_MSS, MIN_MSS)
+        for bad in (MIN_MSS - 1, MAX_MSS + 1):
+            with pytest.raises(ValueError):
+                parse_mss(str(bad))
+            with pytest.raises(udt.InvalidParameterError):
+                s.setsockopt(udt.UDT_MSS, bad)
