@@ -35,6 +35,7 @@ from typing import Any, Literal, cast
 
 import udt._mux as _mux
 
+from ._files import FileHandle, check_file_range
 from .config import ConnectionConfiguration
 from .errors import (
     BadSocketError,
@@ -596,9 +597,9 @@ class socket:
         for a file object, leaves its position just after them (like ``socket.sendfile``)."""
         if self._type != SOCK_STREAM:
             raise error_from_code(ErrorCode.NOT_STREAM_MODE)
-        offset, count = self._check_range(offset, count)
+        offset, count = check_file_range(offset, count)
         conn = self._connected()
-        with _FileHandle(file, writing=False) as handle:
+        with FileHandle(file, writing=False) as handle:
             size = os.fstat(handle.fd).st_size
             if offset > size:
                 raise FileTransferError(
@@ -620,27 +621,14 @@ class socket:
         Raises ``ConnectionResetError`` if the stream ends before *count* bytes."""
         if self._type != SOCK_STREAM:
             raise error_from_code(ErrorCode.NOT_STREAM_MODE)
-        offset, count = self._check_range(offset, count)
+        offset, count = check_file_range(offset, count)
         conn = self._connected()
-        with _FileHandle(file, writing=True) as handle:
+        with FileHandle(file, writing=True) as handle:
             received = conn.recvfile(handle.fd, offset, -1 if count is None else count, self._recv_wait(), _FILE_BLOCK)
             handle.advance(offset + received)
         if count is not None and received < count:
             raise error_from_code(ErrorCode.CONNECTION_BROKEN, f"stream ended after {received} of {count} bytes")
         return received
-
-    @staticmethod
-    def _check_range(offset: int, count: int | None) -> tuple[int, int | None]:
-        if isinstance(offset, bool) or not isinstance(offset, int):
-            raise TypeError("offset must be an int")
-        if offset < 0:
-            raise InvalidParameterError(ErrorCode.BAD_PARAMETER, f"negative offset {offset}")
-        if count is not None:
-            if isinstance(count, bool) or not isinstance(count, int):
-                raise TypeError("count must be an int or None")
-            if count < 0:
-                raise InvalidParameterError(ErrorCode.BAD_PARAMETER, f"negative count {count}")
-        return offset, count
 
     # ---- statistics -----------------------------------------------------------------------
     def perfmon(self, clear: bool = False) -> PerfMon:
@@ -749,45 +737,6 @@ class socket:
             self._io_refs -= 1
         if self._closed and self._io_refs == 0 and getattr(self, "_deferred_close", False):
             self._real_close(abort=False)
-
-
-class _FileHandle:
-    """A raw descriptor for sendfile/recvfile from a path or a file object (kept open by us only
-    when we opened it)."""
-
-    def __init__(self, file, *, writing: bool) -> None:
-        self._opened = False
-        self._file = None
-        if isinstance(file, (str, bytes, os.PathLike)):
-            flags = (os.O_WRONLY | os.O_CREAT) if writing else os.O_RDONLY
-            self.fd = os.open(file, flags | getattr(os, "O_CLOEXEC", 0), 0o666)
-            self._opened = True
-        else:
-            try:
-                self.fd = file.fileno()
-            except (AttributeError, io.UnsupportedOperation):
-                raise InvalidParameterError(
-                    ErrorCode.BAD_PARAMETER, "expected a path or a file object with a fileno()"
-                ) from None
-            if isinstance(file, io.TextIOBase):
-                raise InvalidParameterError(ErrorCode.BAD_PARAMETER, "the file must be opened in binary mode")
-            if writing:
-                file.flush()
-            self._file = file
-
-    def advance(self, position: int) -> None:
-        if self._file is not None:
-            try:
-                self._file.seek(position)
-            except (OSError, ValueError):
-                pass
-
-    def __enter__(self) -> _FileHandle:
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        if self._opened:
-            os.close(self.fd)
 
 
 def create_connection(
