@@ -2,7 +2,7 @@
 """Test-only shim: drives one engine (Endpoint) or a listener (ListenerShim) with bytes and an
 explicit ``now``, plus codec helpers and the engine-only benchmark.
 
-Only tests import it; the socket layer uses the engine's C API (``udt/_core.pxd``), which is also
+Only tests import it; the socket layer uses the engine's C API (``udt/core/engine.pxd``), which is also
 all this module reaches the engine through.  Not a public API.
 """
 import socket as _pysocket
