@@ -16,10 +16,11 @@ from libc.string cimport memcpy, memmove
 
 from udt.core.buffers cimport (FRONTIER_PASSED_MESSAGE_END, RSLOT_DROPPED, RSLOT_EMPTY,
                                RSLOT_FILLED, rcvbuf_advance_frontier, rcvbuf_index,
-                               rcvbuf_payload, sndbuf_index, sndbuf_payload, sndbuf_release)
+                               rcvbuf_message_complete, rcvbuf_payload, sndbuf_index,
+                               sndbuf_payload, sndbuf_release)
 from udt.core.losslist cimport (losslist_insert, losslist_pop_first, losslist_remove,
                                 losslist_remove_before, losslist_remove_range)
-from udt.core.packet cimport (CONTROL_FLAG, LOSS_RANGE_FLAG, MSG_INORDER_BIT, MSG_NUMBER_26,
+from udt.core.packet cimport (CONTROL_FLAG, LOSS_RANGE_FLAG, MSG_NUMBER_26,
                               Handshake, control_word0, get_u32, handshake_encode, msg_boundary,
                               msg_number, put_control, put_header, put_u32)
 from udt.core.seq cimport (SEQ_MAX, SEQ_THRESHOLD, ackno_inc, seq_add, seq_cmp, seq_dec, seq_inc,
@@ -321,40 +322,6 @@ cdef uint32_t _on_control(Conn* c, const uint8_t* buf, size_t length, int64_t no
 # ---------------------------------------------------------------------------------------------
 # Input: data
 # ---------------------------------------------------------------------------------------------
-cdef bint _message_complete_at(Conn* c, int64_t off) noexcept nogil:
-    """Is the packet at receive offset off part of a complete out-of-order (o=0) message?"""
-    cdef RecvBuffer* b = &c.rcv
-    cdef int idx = rcvbuf_index(b, off)
-    cdef uint32_t word = b.slots[idx].msg_word
-    cdef int32_t msgno = msg_number(word)
-    cdef int64_t k
-    cdef int bnd
-    if word & MSG_INORDER_BIT:
-        return False
-    k = off
-    while True:                                 # back to the first packet
-        idx = rcvbuf_index(b, k)
-        if b.slots[idx].state != RSLOT_FILLED or msg_number(b.slots[idx].msg_word) != msgno:
-            return False
-        bnd = msg_boundary(b.slots[idx].msg_word)
-        if bnd == BOUNDARY_FIRST or bnd == BOUNDARY_SOLO:
-            break
-        k -= 1
-        if k < 0:
-            return False
-    k = off
-    while True:                                 # forward to the last packet
-        idx = rcvbuf_index(b, k)
-        if b.slots[idx].state != RSLOT_FILLED or msg_number(b.slots[idx].msg_word) != msgno:
-            return False
-        bnd = msg_boundary(b.slots[idx].msg_word)
-        if bnd == BOUNDARY_LAST or bnd == BOUNDARY_SOLO:
-            return True
-        k += 1
-        if k >= b.capacity:
-            return False
-
-
 cdef uint32_t _on_data(Conn* c, const uint8_t* buf, size_t length, int64_t now) noexcept nogil:
     cdef int32_t seq = <int32_t>(get_u32(buf) & SEQ_MAX)
     cdef uint32_t word = get_u32(buf + 4)
@@ -438,7 +405,7 @@ cdef uint32_t _on_data(Conn* c, const uint8_t* buf, size_t length, int64_t now) 
         if c.opts.sock_type == SOCK_TYPE_STREAM or (moved & FRONTIER_PASSED_MESSAGE_END):
             ev |= EV_READABLE
     elif c.opts.sock_type == SOCK_TYPE_DGRAM and seq_cmp(seq, c.rcv.frontier_seq) > 0:
-        if _message_complete_at(c, off):
+        if rcvbuf_message_complete(&c.rcv, off):
             c.rcv.ooo_messages += 1
             ev |= EV_READABLE
     return ev

@@ -258,7 +258,7 @@ cdef void conn_set_max_bandwidth(Conn* c, int64_t bytes_per_second) noexcept nog
 
 
 # ---------------------------------------------------------------------------------------------
-# Input: handshakes
+# Handshakes (the packet paths hand every handshake datagram to conn_on_handshake)
 # ---------------------------------------------------------------------------------------------
 # One step function per (role, phase); each switches on the request type.  The table is
 # documented in docs/engine.md (handshake transitions).  A NULL entry, and any state that is
