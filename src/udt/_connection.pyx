@@ -17,7 +17,7 @@ from udt._net cimport (AF_INET, Channel, address_from_sockaddr, sockaddr, sockad
 from udt._sync cimport cond_wait_until, mux_errno, now_us, pthread_mutex_lock, pthread_mutex_unlock
 from udt._waits cimport (RC_CLOSED, RC_NO_BUFFER, RC_NO_DATA, RC_OS_ERROR, RC_SIGNAL, RC_TIMEOUT,
                          deadline_from, on_main_thread, raise_result, wait_changed)
-cimport udt._core as core
+cimport udt.core.engine as core
 
 from udt import errors as _errors
 from udt._waits import _rejection_hint

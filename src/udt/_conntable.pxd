@@ -7,7 +7,7 @@ from libc.string cimport memcmp
 
 from udt._net cimport AF_INET, AF_INET6, in6_addr, sockaddr, sockaddr_in, sockaddr_in6, sockaddr_storage
 from udt._sync cimport mux_atomic_add, pthread_cond_t, pthread_mutex_t
-cimport udt._core as core
+cimport udt.core.engine as core
 
 
 cdef struct MuxConn:

@@ -6,7 +6,7 @@ from libc.stdlib cimport calloc, free
 from udt._net cimport AF_INET, AF_INET6, sockaddr, sockaddr_in, sockaddr_in6
 from udt._sync cimport (cond_init, mux_atomic_add, pthread_cond_destroy, pthread_mutex_destroy,
                         pthread_mutex_init)
-cimport udt._core as core
+cimport udt.core.engine as core
 
 
 cdef uint64_t address_hash(const sockaddr* addr) noexcept nogil:

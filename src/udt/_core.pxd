@@ -1,5 +1,12 @@
 # cython: language_level=3
-"""C API of the UDT protocol engine: one connection's state machine plus the stateless listener.
+"""Types, constants and packet paths of the UDT protocol engine (one connection's state machine
+plus the stateless listener).
+
+This header holds every struct and enum of the engine, and the functions of udt/_core.pyx (the
+per-packet receive, send and timer paths).  The other units declare their own functions:
+udt/core/lifecycle.pxd (options, init/free, connect, accept, close), udt/core/app.pxd
+(write/read/poll), udt/core/stats.pxd (perfmon), udt/core/listener.pxd (listener, packet_peek,
+shutdown_packet).  ``cimport udt.core.engine as core`` gives all of them in one namespace.
 
 Sans-IO (aioquic style): the engine consumes datagrams and time and produces datagrams, timer
 deadlines and event bits.  It never touches a socket or a clock; ``now`` is integer microseconds
@@ -201,7 +208,7 @@ cdef struct ConnOptions:
 
 
 # ---------------------------------------------------------------------------------------------
-# Protocol units (their functions: header-only udt/core/*.pxd, cimported by _core.pyx)
+# Protocol units (their functions: header-only udt/core/*.pxd, cimported by the engine units)
 # ---------------------------------------------------------------------------------------------
 cdef struct LossList:
     # Sorted, range-compressed set of 31-bit sequence numbers: [first[i], last[i]] inclusive.
@@ -319,11 +326,6 @@ cdef struct Stats:
     int64_t late_packets        # well-formed stragglers (delayed or duplicated by the network)
                                 # that came after the step they belong to: not invalid either
 
-# Stats as the public perfmon dict (udt.socket.perfmon(), the test shim): the one table of keys.
-# UDT4's fields in snake_case, pkt_duplicate_total, pkt_late_total, invalid_<reason> per
-# udt._core.INVALID_REASONS (the Python names of the InvalidReason enum) and invalid_total.
-cdef dict stats_dict(const Stats* s)
-
 
 # ---------------------------------------------------------------------------------------------
 # The connection
@@ -434,32 +436,6 @@ cdef struct Conn:
 
 
 # ---------------------------------------------------------------------------------------------
-# Connection lifecycle
-# ---------------------------------------------------------------------------------------------
-# Defaults of protocol.md §9 (MSS 1500, FC 25600, buffers 8192 packets, broken 10 s, linger 3 s, native CC).
-cdef void conn_options_default(ConnOptions* opts) noexcept nogil
-# Zero the connection and record options, socket ID and the time origin.  State OPENED.
-# Returns 0 or -5003 (bad option values).  Allocates nothing yet.
-cdef int conn_init(Conn* conn, const ConnOptions* opts, uint32_t socket_id, int64_t now) noexcept nogil
-# Release the buffers and loss lists (and the CC via ops.close).  Safe on any state, idempotent.
-cdef void conn_free(Conn* conn) noexcept nogil
-# Start connecting to `peer` (client/server, or rendezvous when opts.rendezvous).  Allocates the
-# buffers; the first handshake is due at once (conn_next_send_time == now).  0 or -error.
-cdef int conn_connect(Conn* conn, const sockaddr_storage* peer, int64_t now) noexcept nogil
-# Server side: initialise a conn_init'ed Conn from a listener's AcceptRequest, state CONNECTED,
-# and write the conclusion response (64 B) into out.  The response is stored: duplicate
-# conclusions routed to this Conn are answered with it again.  Returns the response length or
-# -error (-3002 no memory, -1002 unacceptable parameters: send listener_reject's answer then).
-cdef ssize_t conn_accept(Conn* conn, const AcceptRequest* req, int64_t now,
-                         uint8_t* out, size_t cap) noexcept nogil
-# Graceful close: keep sending until every byte written is acknowledged, then send SHUTDOWN and
-# go CLOSED (EV_CLOSED from a later call), bounded by opts.linger_us (0 = conn_abort).
-# Returns event bits (EV_CLOSED at once when nothing is left to drain).
-cdef uint32_t conn_close(Conn* conn, int64_t now) noexcept nogil
-# Abort: queue SHUTDOWN (if connected) and go CLOSED at once; pending data is discarded.
-cdef uint32_t conn_abort(Conn* conn, int64_t now) noexcept nogil
-
-# ---------------------------------------------------------------------------------------------
 # Network side
 # ---------------------------------------------------------------------------------------------
 # Feed one datagram addressed to this connection.  Invalid datagrams are counted in
@@ -488,43 +464,9 @@ cdef int64_t conn_next_timer(Conn* conn) noexcept nogil
 # Run every timer due at `now`.  Returns EventBits (EV_WANT_TRANSMIT when packets got queued).
 cdef uint32_t conn_on_timer(Conn* conn, int64_t now) noexcept nogil
 
-# ---------------------------------------------------------------------------------------------
-# Application side
-# ---------------------------------------------------------------------------------------------
-# Queue data.  Stream: accepts what fits (0 < n <= length), -6001 when the buffer is full.
-# Message (DGRAM): the whole message or nothing: length, -6001 no room now, -5012 larger than
-# the send buffer.  ttl_us < 0 = opts.msg_ttl_us; inorder only matters in message mode.
-# -2001 broken / peer shut down, -2002 not connected, -5003 zero length message.
-# After a successful write, re-read conn_next_send_time (the write may have made data due).
-cdef ssize_t conn_write(Conn* conn, const uint8_t* data, size_t length, int64_t ttl_us,
-                        bint inorder, int64_t now) noexcept nogil
-# Stream read: copies up to cap readable bytes (data readable as soon as it is in order).
-# Returns bytes, 0 at EOF (peer shut down or we closed, nothing left), -6002 nothing yet,
-# -2001 broken and nothing left, -5009 not a stream socket.
-cdef ssize_t conn_read(Conn* conn, uint8_t* out, size_t cap, int64_t now) noexcept nogil
-# Message read: one whole message (boundaries kept).  Copies min(size, cap) bytes; a longer
-# message is truncated (the rest is discarded, *truncated = 1).  *msg_length = full size.
-# Same negative codes as conn_read (-5010 not a message socket).
-cdef ssize_t conn_read_message(Conn* conn, uint8_t* out, size_t cap, size_t* msg_length,
-                               bint* truncated, int64_t now) noexcept nogil
-# Stream: bytes readable now.  Message mode: size of the next deliverable message (0 if none).
-cdef int64_t conn_readable_bytes(Conn* conn) noexcept nogil
-# Bytes conn_write would accept now (message mode: the largest message that fits now).
-cdef int64_t conn_writable_bytes(Conn* conn) noexcept nogil
-# Bytes written but not yet acknowledged (UDT_SNDDATA, in bytes).
-cdef int64_t conn_pending_send_bytes(Conn* conn) noexcept nogil
-# UDT_STATE value.
-cdef int conn_state(Conn* conn) noexcept nogil
-# UDT_EVENT readiness bits: IN 1 (readable or EOF/error), OUT 4 (writable), ERR 8 (broken/failed).
-cdef int conn_poll_events(Conn* conn) noexcept nogil
-# Fill *out with perfmon values; clear=1 restarts the interval counters.
-cdef void conn_stats(Conn* conn, Stats* out, bint clear, int64_t now) noexcept nogil
-# Change UDT_MAXBW while running (bytes/s, -1 unlimited).
-cdef void conn_set_max_bandwidth(Conn* conn, int64_t bytes_per_second) noexcept nogil
-
 
 # ---------------------------------------------------------------------------------------------
-# Listener (stateless: keeps no per-client state for inductions)
+# Listener (stateless: keeps no per-client state for inductions); functions in udt/core/listener.pxd
 # ---------------------------------------------------------------------------------------------
 cdef struct Listener:
     uint8_t key[16]             # SipHash key of the cookie (random, from the caller)
@@ -556,21 +498,9 @@ cdef enum ListenerVerdict:
                                 # existing -> conn_on_datagram on it; backlog full ->
                                 # listener_reject; else conn_init + conn_accept
 
-# key: 16 random bytes (os.urandom).  The cookie is SipHash-2-4(key, address, port, time slice),
-# 32 bits; lst.slice_us (default 60 s) may be changed after init; the current and the previous
-# slice are accepted.  Inductions get LISTENER_REPLY (same size as the request), conclusions with
-# a bad cookie LISTENER_DROP, version/type/MSS mismatches a 1002 LISTENER_REPLY.
-cdef void listener_init(Listener* lst, const uint8_t* key, int sock_type, int mss,
-                        int flight_flag_size, int64_t now) noexcept nogil
-cdef int listener_on_handshake(Listener* lst, const uint8_t* buf, size_t length,
-                               const sockaddr_storage* peer, int64_t now, uint8_t* out,
-                               size_t cap, size_t* out_len, AcceptRequest* req) noexcept nogil
-# Write the 1002 rejection answering req (full backlog).  Returns its length (64) or -6001.
-cdef ssize_t listener_reject(Listener* lst, const AcceptRequest* req, uint8_t* out, size_t cap) noexcept nogil
-
 
 # ---------------------------------------------------------------------------------------------
-# Helpers for the multiplexer
+# Helpers for the multiplexer (packet_peek, shutdown_packet: udt/core/listener.pxd)
 # ---------------------------------------------------------------------------------------------
 cdef struct PacketInfo:
     uint32_t dst_id             # destination socket ID (0: listener / connecting socket)
@@ -579,11 +509,3 @@ cdef struct PacketInfo:
     int hs_req_type             # handshake: request type
     uint32_t hs_socket_id       # handshake: the sender's socket ID
     int hs_sock_type
-
-# Validate a raw datagram's header (and a handshake's CIF) and describe it.  0 or -1 - reason
-# (InvalidReason) when it must be dropped before routing.
-cdef int packet_peek(const uint8_t* buf, size_t length, PacketInfo* info) noexcept nogil
-
-# The SHUTDOWN a connection that is gone answers its peer with (the multiplexer's memory of
-# recently closed connections: the peer never got our SHUTDOWN and still talks to us).
-cdef ssize_t shutdown_packet(uint32_t peer_socket_id, uint8_t* out, size_t cap) noexcept nogil

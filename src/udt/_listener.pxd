@@ -4,7 +4,7 @@ from libc.stdint cimport uint8_t
 
 from udt._muxcore cimport MuxCore, MuxListener
 from udt._net cimport Channel, CSendBatch
-cimport udt._core as core
+cimport udt.core.engine as core
 
 
 cdef class Listener:

@@ -28,7 +28,7 @@ from udt._sync cimport (mux_count, now_us, pthread_cond_broadcast, pthread_cond_
                         pthread_cond_signal, pthread_cond_wait, pthread_mutex_destroy,
                         pthread_mutex_lock, pthread_mutex_unlock)
 from udt._waits cimport RC_CLOSED, RC_NO_DATA, deadline_from, on_main_thread, raise_result, wait_changed
-cimport udt._core as core
+cimport udt.core.engine as core
 
 from udt.errors import BadSocketError, ErrorCode
 

@@ -7,7 +7,7 @@ from libc.stdint cimport int64_t, uint8_t
 from udt._conntable cimport MuxConn
 from udt._muxcore cimport MuxCore
 from udt._net cimport Channel, sockaddr
-cimport udt._core as core
+cimport udt.core.engine as core
 
 
 cdef class Multiplexer:

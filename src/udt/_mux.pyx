@@ -35,7 +35,7 @@ from libc.stdint cimport int64_t, uint8_t, uint32_t
 from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memcpy, memset
 
-cimport udt._core as core
+cimport udt.core.engine as core
 from udt._connection cimport Connection as CConnection
 from udt._conntable cimport (MuxConn, muxconn_decref, muxconn_incref, muxconn_new, same_address,
                              table_find_id, table_find_peer, table_free, table_init)

@@ -12,7 +12,7 @@ from udt._conntable cimport ConnTable, MuxConn
 from udt._heap cimport ConnHeap
 from udt._net cimport Channel, CRecvBatch, CSendBatch, sockaddr, sockaddr_storage
 from udt._sync cimport pthread_cond_t, pthread_mutex_t
-cimport udt._core as core
+cimport udt.core.engine as core
 
 
 cdef enum:

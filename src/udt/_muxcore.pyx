@@ -10,7 +10,7 @@ from udt._heap cimport HEAP_SEND, HEAP_TIMER, heap_push_or_lower, heap_remove_at
 from udt._net cimport Channel, sockaddr, sockaddr_storage
 from udt._sync cimport (cond_wait_until, now_us, pthread_cond_broadcast, pthread_cond_signal,
                         pthread_mutex_lock, pthread_mutex_unlock)
-cimport udt._core as core
+cimport udt.core.engine as core
 
 
 # ---------------------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 """Test-only shim: drives one engine (Endpoint) or a listener (ListenerShim) with bytes and an
 explicit ``now``, plus codec helpers and the engine-only benchmark.
 
-Only tests import it; the socket layer uses the engine's C API (``udt/_core.pxd``), which is also
+Only tests import it; the socket layer uses the engine's C API (``udt/core/engine.pxd``), which is also
 all this module reaches the engine through.  Not a public API.
 """
 import socket as _pysocket
@@ -12,7 +12,7 @@ from libc.stdlib cimport malloc, calloc, free
 from libc.string cimport memcpy, memset
 from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 from udt._net cimport htons, sockaddr_storage, sockaddr_in, sockaddr_in6
-from udt._core cimport (
+from udt.core.engine cimport (
     DEFAULT_BUFFER_PACKETS, EV_BROKEN, EV_CLOSED, EV_CONNECT_FAILED, EV_CONNECTED, EV_PEER_ERROR,
     EV_PEER_SHUTDOWN, EV_READABLE, EV_WANT_TRANSMIT, EV_WRITABLE, HANDSHAKE_SIZE, HEADER_SIZE,
     INVALID_ACK2, INVALID_ACK_RANGE, INVALID_BUFFER_FULL, INVALID_CONTROL_TYPE, INVALID_COOKIE,

@@ -4,7 +4,7 @@ and how the result of a wait or data call becomes a Python exception."""
 from libc.stdint cimport int64_t
 
 from udt._sync cimport pthread_cond_t, pthread_mutex_t
-cimport udt._core as core
+cimport udt.core.engine as core
 
 
 # Internal return codes of the waiting calls (UDT codes are returned negated, 1000..7000).

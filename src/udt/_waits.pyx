@@ -6,7 +6,7 @@ import threading
 from libc.stdint cimport int64_t
 
 from udt._sync cimport cond_wait_until, now_us, pthread_mutex_lock, pthread_mutex_unlock
-cimport udt._core as core
+cimport udt.core.engine as core
 
 from udt import errors as _errors
 from udt.errors import BadSocketError, ErrorCode, error_from_code

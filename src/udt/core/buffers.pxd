@@ -6,9 +6,10 @@ Header-only ``cdef inline`` functions: the engine touches the rings for every pa
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t
 from libc.stdlib cimport malloc, calloc, free
 from libc.string cimport memset
-from udt._core cimport BOUNDARY_LAST, BOUNDARY_SOLO, RecvBuffer, RecvSlot, SendBuffer, SendSlot
+from udt._core cimport (BOUNDARY_FIRST, BOUNDARY_LAST, BOUNDARY_SOLO, RecvBuffer, RecvSlot, SendBuffer,
+                        SendSlot)
 from udt.core.seq cimport seq_add, seq_inc, seq_off
-from udt.core.packet cimport msg_boundary, msg_number, MSG_BOUNDARY_SHIFT
+from udt.core.packet cimport msg_boundary, msg_number, MSG_BOUNDARY_SHIFT, MSG_INORDER_BIT
 
 cdef enum RecvSlotState:
     RSLOT_EMPTY = 0
@@ -140,3 +141,36 @@ cdef inline void rcvbuf_consume_head(RecvBuffer* b) noexcept nogil:
     b.read_offset = 0
     b.head = (b.head + 1) % b.capacity
     b.read_seq = seq_inc(b.read_seq)
+
+
+cdef inline bint rcvbuf_message_complete(RecvBuffer* b, int64_t off) noexcept nogil:
+    """Is the packet at receive offset off part of a complete out-of-order (o=0) message?"""
+    cdef int idx = rcvbuf_index(b, off)
+    cdef uint32_t word = b.slots[idx].msg_word
+    cdef int32_t msgno = msg_number(word)
+    cdef int64_t k
+    cdef int bnd
+    if word & MSG_INORDER_BIT:
+        return False
+    k = off
+    while True:                                 # back to the first packet
+        idx = rcvbuf_index(b, k)
+        if b.slots[idx].state != RSLOT_FILLED or msg_number(b.slots[idx].msg_word) != msgno:
+            return False
+        bnd = msg_boundary(b.slots[idx].msg_word)
+        if bnd == BOUNDARY_FIRST or bnd == BOUNDARY_SOLO:
+            break
+        k -= 1
+        if k < 0:
+            return False
+    k = off
+    while True:                                 # forward to the last packet
+        idx = rcvbuf_index(b, k)
+        if b.slots[idx].state != RSLOT_FILLED or msg_number(b.slots[idx].msg_word) != msgno:
+            return False
+        bnd = msg_boundary(b.slots[idx].msg_word)
+        if bnd == BOUNDARY_LAST or bnd == BOUNDARY_SOLO:
+            return True
+        k += 1
+        if k >= b.capacity:
+            return False

@@ -1,0 +1,110 @@
+# cython: language_level=3
+"""Perfmon: conn_stats fills a Stats struct; stats_dict turns one into the public perfmon dict
+(the one table of its keys), INVALID_REASONS names the InvalidReason enum."""
+from libc.stdint cimport int64_t
+from libc.string cimport memcpy
+
+from udt._core cimport INVALID_REASON_COUNT, Conn, Stats
+from udt.core.seq cimport seq_off
+from udt.core.connutil cimport _is_live, _pacing_period
+
+
+cdef void conn_stats(Conn* c, Stats* out, bint clear, int64_t now) noexcept nogil:
+    cdef Stats* s = &c.stats
+    cdef Stats* z = &c.stats_at_clear
+    cdef int64_t interval = now - c.last_clear_time
+    cdef int64_t busy = s.us_snd_duration_total
+    if c.snd_busy_since > 0:
+        busy += now - c.snd_busy_since
+    memcpy(out, s, sizeof(Stats))
+    out.ms_timestamp = (now - c.start_time) // 1000
+    out.us_snd_duration_total = busy
+    out.pkt_sent = s.pkt_sent_total - z.pkt_sent_total
+    out.pkt_recv = s.pkt_recv_total - z.pkt_recv_total
+    out.pkt_snd_loss = s.pkt_snd_loss_total - z.pkt_snd_loss_total
+    out.pkt_rcv_loss = s.pkt_rcv_loss_total - z.pkt_rcv_loss_total
+    out.pkt_retrans = s.pkt_retrans_total - z.pkt_retrans_total
+    out.pkt_sent_ack = s.pkt_sent_ack_total - z.pkt_sent_ack_total
+    out.pkt_recv_ack = s.pkt_recv_ack_total - z.pkt_recv_ack_total
+    out.pkt_sent_nak = s.pkt_sent_nak_total - z.pkt_sent_nak_total
+    out.pkt_recv_nak = s.pkt_recv_nak_total - z.pkt_recv_nak_total
+    out.us_snd_duration = busy - z.us_snd_duration_total
+    if interval > 0:
+        out.mbps_send_rate = <double>(s.bytes_sent_total - z.bytes_sent_total) * 8.0 / <double>interval
+        out.mbps_recv_rate = <double>(s.bytes_recv_total - z.bytes_recv_total) * 8.0 / <double>interval
+    else:
+        out.mbps_send_rate = 0
+        out.mbps_recv_rate = 0
+    out.us_pkt_snd_period = _pacing_period(c)
+    out.pkt_flow_window = c.flow_window
+    out.pkt_congestion_window = <int64_t>c.cc.cwnd
+    out.pkt_flight_size = seq_off(c.snd_last_ack, c.snd_next_seq) if _is_live(c) else 0
+    out.ms_rtt = c.rtt_us / 1000.0
+    out.mbps_bandwidth = <double>c.bandwidth * c.payload_size * 8.0 / 1e6
+    if c.buffers_ready:
+        out.byte_avail_snd_buf = <int64_t>(c.snd.capacity - c.snd.count) * c.payload_size
+        out.byte_avail_rcv_buf = (c.rcv.capacity - seq_off(c.rcv.read_seq, c.rcv.frontier_seq)) \
+            * <int64_t>c.rcv.slot_size
+    else:
+        out.byte_avail_snd_buf = 0
+        out.byte_avail_rcv_buf = 0
+    if clear:
+        memcpy(z, s, sizeof(Stats))
+        z.us_snd_duration_total = busy
+        c.last_clear_time = now
+
+
+# Names of the InvalidReason enum (_core.pxd), indexed by its values: the one place they are
+# spelled (perfmon keys invalid_<name>, packet_peek's errors in the test shim).
+INVALID_REASONS = (
+    "too_short", "control_type", "length", "handshake", "ack_range", "nak_range", "ack2",
+    "data_seq", "data_length", "drop_request", "state", "wrong_peer", "cookie", "buffer_full",
+)
+
+
+cdef dict stats_dict(const Stats* s):
+    result = {
+        "ms_timestamp": s.ms_timestamp,
+        "pkt_sent_total": s.pkt_sent_total,
+        "pkt_recv_total": s.pkt_recv_total,
+        "pkt_snd_loss_total": s.pkt_snd_loss_total,
+        "pkt_rcv_loss_total": s.pkt_rcv_loss_total,
+        "pkt_retrans_total": s.pkt_retrans_total,
+        "pkt_sent_ack_total": s.pkt_sent_ack_total,
+        "pkt_recv_ack_total": s.pkt_recv_ack_total,
+        "pkt_sent_nak_total": s.pkt_sent_nak_total,
+        "pkt_recv_nak_total": s.pkt_recv_nak_total,
+        "us_snd_duration_total": s.us_snd_duration_total,
+        "bytes_sent_total": s.bytes_sent_total,
+        "bytes_recv_total": s.bytes_recv_total,
+        "pkt_dropped_total": s.pkt_dropped_total,
+        "pkt_sent": s.pkt_sent,
+        "pkt_recv": s.pkt_recv,
+        "pkt_snd_loss": s.pkt_snd_loss,
+        "pkt_rcv_loss": s.pkt_rcv_loss,
+        "pkt_retrans": s.pkt_retrans,
+        "pkt_sent_ack": s.pkt_sent_ack,
+        "pkt_recv_ack": s.pkt_recv_ack,
+        "pkt_sent_nak": s.pkt_sent_nak,
+        "pkt_recv_nak": s.pkt_recv_nak,
+        "us_snd_duration": s.us_snd_duration,
+        "mbps_send_rate": s.mbps_send_rate,
+        "mbps_recv_rate": s.mbps_recv_rate,
+        "us_pkt_snd_period": s.us_pkt_snd_period,
+        "pkt_flow_window": s.pkt_flow_window,
+        "pkt_congestion_window": s.pkt_congestion_window,
+        "pkt_flight_size": s.pkt_flight_size,
+        "ms_rtt": s.ms_rtt,
+        "mbps_bandwidth": s.mbps_bandwidth,
+        "byte_avail_snd_buf": s.byte_avail_snd_buf,
+        "byte_avail_rcv_buf": s.byte_avail_rcv_buf,
+        "pkt_duplicate_total": s.duplicate_packets,
+        "pkt_late_total": s.late_packets,
+    }
+    cdef int64_t total = 0
+    cdef int i
+    for i in range(INVALID_REASON_COUNT):
+        result["invalid_" + INVALID_REASONS[i]] = s.invalid[i]
+        total += s.invalid[i]
+    result["invalid_total"] = total
+    return result
