@@ -7,14 +7,15 @@ reordering, delay/jitter and an optional rate-limited bottleneck queue that drop
 Everything is deterministic for a given seed; a multi-megabyte transfer takes well under a
 second of real time because the clock jumps from event to event.
 """
+
 from __future__ import annotations
 
 import hashlib
 import heapq
 import itertools
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from udt import _core, _testing
 
@@ -31,16 +32,16 @@ def invalid_counts(stats: dict) -> dict[str, int]:
 class LinkProfile:
     """Impairments of one direction of the emulated path."""
 
-    loss: float = 0.0              # independent drop probability
-    burst_enter: float = 0.0       # Gilbert-Elliott: P(good -> bad) per packet
-    burst_exit: float = 0.3        # P(bad -> good) per packet; every packet in "bad" is lost
+    loss: float = 0.0  # independent drop probability
+    burst_enter: float = 0.0  # Gilbert-Elliott: P(good -> bad) per packet
+    burst_exit: float = 0.3  # P(bad -> good) per packet; every packet in "bad" is lost
     duplicate: float = 0.0
-    reorder: float = 0.0           # probability a packet is held back by reorder_delay_us
+    reorder: float = 0.0  # probability a packet is held back by reorder_delay_us
     reorder_delay_us: int = 3000
-    delay_us: int = 1000           # one-way propagation delay
+    delay_us: int = 1000  # one-way propagation delay
     jitter_us: int = 0
-    rate_pps: float = 0.0          # bottleneck rate in packets/s (0 = infinite)
-    queue_packets: int = 100       # bottleneck queue; overflow drops
+    rate_pps: float = 0.0  # bottleneck rate in packets/s (0 = infinite)
+    queue_packets: int = 100  # bottleneck queue; overflow drops
 
 
 @dataclass
@@ -58,9 +59,9 @@ class _Direction:
 class Host:
     addr: tuple
     listener: object = None
-    conns: dict = field(default_factory=dict)          # socket id -> Endpoint
-    by_peer: dict = field(default_factory=dict)        # (peer addr, peer socket id) -> Endpoint
-    connecting: list = field(default_factory=list)     # (Endpoint, peer addr)
+    conns: dict = field(default_factory=dict)  # socket id -> Endpoint
+    by_peer: dict = field(default_factory=dict)  # (peer addr, peer socket id) -> Endpoint
+    connecting: list = field(default_factory=list)  # (Endpoint, peer addr)
     accepted: list = field(default_factory=list)
     backlog: int = 16
     accept_options: dict = field(default_factory=dict)
@@ -69,8 +70,7 @@ class Host:
 class Net:
     """An in-memory network of engines with a fake clock (µs)."""
 
-    def __init__(self, seed: int = 1, profile: LinkProfile | None = None,
-                 reverse: LinkProfile | None = None):
+    def __init__(self, seed: int = 1, profile: LinkProfile | None = None, reverse: LinkProfile | None = None):
         self.now = 0
         self.seed = seed
         self._rng = random.Random(seed)
@@ -80,11 +80,11 @@ class Net:
         self.queue: list = []
         self._counter = itertools.count()
         self.hosts: dict[tuple, Host] = {}
-        self.where: dict[int, tuple] = {}        # id(Endpoint) -> (local addr, peer addr)
-        self.events: dict[int, int] = {}         # id(Endpoint) -> OR of event bits seen
+        self.where: dict[int, tuple] = {}  # id(Endpoint) -> (local addr, peer addr)
+        self.events: dict[int, int] = {}  # id(Endpoint) -> OR of event bits seen
         self.endpoints: list = []
         self._next_sid = 1000
-        self.sent_log: list | None = None        # set to [] to record (time, src, dst, bytes)
+        self.sent_log: list | None = None  # set to [] to record (time, src, dst, bytes)
 
     # ---- topology ----
     def host(self, addr: tuple) -> Host:
@@ -92,8 +92,16 @@ class Net:
             self.hosts[addr] = Host(addr)
         return self.hosts[addr]
 
-    def listen(self, addr: tuple, key: bytes = b"0123456789abcdef", sock_type: int = 1,
-               mss: int = 1500, slice_us: int = 0, backlog: int = 16, **accept_options) -> Host:
+    def listen(
+        self,
+        addr: tuple,
+        key: bytes = b"0123456789abcdef",
+        sock_type: int = 1,
+        mss: int = 1500,
+        slice_us: int = 0,
+        backlog: int = 16,
+        **accept_options,
+    ) -> Host:
         h = self.host(addr)
         h.listener = _testing.ListenerShim(key, sock_type, mss, 8192, self.now, slice_us)
         h.backlog = backlog
@@ -104,7 +112,7 @@ class Net:
         self._next_sid += 1
         return self._next_sid
 
-    def endpoint(self, addr: tuple, peer: tuple, **options) -> "_testing.Endpoint":
+    def endpoint(self, addr: tuple, peer: tuple, **options) -> _testing.Endpoint:
         sid = options.pop("socket_id", None) or self.new_sid()
         options.setdefault("seed", self._rng.getrandbits(32) or 1)
         ep = _testing.Endpoint(sid, now=self.now, **options)
@@ -273,10 +281,16 @@ class Net:
         return until() if until is not None else False
 
 
-def connected_pair(net: Net | None = None, *, client_addr=("10.0.0.1", 5000),
-                   server_addr=("10.0.0.2", 9000), isn: int | None = None,
-                   client_options: dict | None = None, server_options: dict | None = None,
-                   timeout_us: int = 5_000_000):
+def connected_pair(
+    net: Net | None = None,
+    *,
+    client_addr=("10.0.0.1", 5000),
+    server_addr=("10.0.0.2", 9000),
+    isn: int | None = None,
+    client_options: dict | None = None,
+    server_options: dict | None = None,
+    timeout_us: int = 5_000_000,
+):
     """A client connected to a listener through net; returns (net, client, server)."""
     net = net or Net()
     server_options = dict(server_options or {})
@@ -290,9 +304,17 @@ def connected_pair(net: Net | None = None, *, client_addr=("10.0.0.1", 5000),
     return net, client, h.accepted[0]
 
 
-def transfer(net: Net, sender, receiver, data: bytes, *, chunk: int = 65536,
-             timeout_us: int = 600_000_000, read_size: int = 1 << 20,
-             message_mode: bool = False) -> bytes:
+def transfer(
+    net: Net,
+    sender,
+    receiver,
+    data: bytes,
+    *,
+    chunk: int = 65536,
+    timeout_us: int = 600_000_000,
+    read_size: int = 1 << 20,
+    message_mode: bool = False,
+) -> bytes:
     """Write data into sender as fast as it accepts it, read everything at receiver."""
     received = bytearray()
     messages: list[bytes] = []
@@ -301,7 +323,7 @@ def transfer(net: Net, sender, receiver, data: bytes, *, chunk: int = 65536,
     def pump() -> bool:
         nonlocal offset
         while offset < len(data):
-            n = sender.write(data[offset:offset + chunk], net.now)
+            n = sender.write(data[offset : offset + chunk], net.now)
             if n <= 0:
                 break
             offset += n

@@ -1,5 +1,6 @@
 """udt._net.Channel over real loopback sockets: data integrity on every I/O path, the offloads,
 adoption, timeouts and wake-ups, and the exact errors."""
+
 from __future__ import annotations
 
 import errno
@@ -10,16 +11,27 @@ import time
 
 import pytest
 
-from udt._net import (GRO_BUFFER_SIZE, GSO_MAX_SEGMENTS, POLLIN, POLLOUT, Channel, RecvBatch,
-                      SendBatch, address_to_sockaddr, sockaddr_to_address)
+from udt._net import (
+    GRO_BUFFER_SIZE,
+    GSO_MAX_SEGMENTS,
+    POLLIN,
+    POLLOUT,
+    Channel,
+    RecvBatch,
+    SendBatch,
+    address_to_sockaddr,
+    sockaddr_to_address,
+)
 
 PAYLOAD = 1456
-BIG_BUFFER = 32 << 20          # forced past rmem_max as root; loopback drops nothing below it
+BIG_BUFFER = 32 << 20  # forced past rmem_max as root; loopback drops nothing below it
 LOOPBACK = {socket.AF_INET: "127.0.0.1", socket.AF_INET6: "::1"}
 FAMILIES = pytest.mark.parametrize("family", [socket.AF_INET, socket.AF_INET6], ids=["v4", "v6"])
 OFFLOADS = pytest.mark.parametrize(
-    "gso,gro", [(True, True), (True, False), (False, True), (False, False)],
-    ids=["gso+gro", "gso-only", "gro-only", "neither"])
+    "gso,gro",
+    [(True, True), (True, False), (False, True), (False, False)],
+    ids=["gso+gro", "gso-only", "gro-only", "neither"],
+)
 
 
 def _has_ipv6() -> bool:
@@ -70,6 +82,7 @@ def receive_exactly(channel: Channel, count: int, batch: RecvBatch | None = None
 # basics
 # ---------------------------------------------------------------------------------------------
 
+
 @FAMILIES
 def test_single_datagram_round_trip(family):
     with bound(family) as sender, bound(family) as receiver:
@@ -109,10 +122,9 @@ def test_scatter_gather_sends_one_datagram(v4_pair):
     sender, receiver = v4_pair
     parts = [b"head", bytearray(b"-middle-"), memoryview(b"tail"), b""]
     assert sender.sendto(parts, receiver.getsockname()) == 16
-    many = [bytes([i]) for i in range(40)]   # more pieces than fit the on-stack iovec array
+    many = [bytes([i]) for i in range(40)]  # more pieces than fit the on-stack iovec array
     assert sender.sendto(many, receiver.getsockname()) == 40
-    assert [data for data, _ in receiver.recvmany(2, timeout=1.0)] == [
-        b"head-middle-tail", bytes(range(40))]
+    assert [data for data, _ in receiver.recvmany(2, timeout=1.0)] == [b"head-middle-tail", bytes(range(40))]
 
 
 def test_short_buffer_truncates_like_the_socket_module(v4_pair):
@@ -132,6 +144,7 @@ def test_empty_datagram(v4_pair):
 # ---------------------------------------------------------------------------------------------
 # batches, GSO and GRO
 # ---------------------------------------------------------------------------------------------
+
 
 @FAMILIES
 @OFFLOADS
@@ -167,7 +180,7 @@ def test_gso_and_gro_really_coalesce():
         datagrams = [numbered(i) for i in range(GSO_MAX_SEGMENTS)]
         one_slot = RecvBatch(1)
         sender.send_batch(datagrams, receiver.getsockname())
-        assert receiver.recv_batch(one_slot, timeout=1.0) == 44   # 44 * 1456 <= 65507
+        assert receiver.recv_batch(one_slot, timeout=1.0) == 44  # 44 * 1456 <= 65507
         assert [one_slot[i][0] for i in range(44)] == datagrams[:44]
         assert receiver.recv_batch(one_slot, timeout=1.0) == 20
         assert [one_slot[i][0] for i in range(20)] == datagrams[44:]
@@ -205,14 +218,14 @@ def test_mixed_sizes_and_header_payload_pairs(gso, gro):
             datagram = numbered(index, size) if size >= 4 else bytes([index]) * size
             expected.append(datagram)
             if size >= 16:
-                batch.add((datagram[:16], datagram[16:]))    # header + payload, not joined
+                batch.add((datagram[:16], datagram[16:]))  # header + payload, not joined
             else:
                 batch.add(datagram)
         assert len(batch) == len(sizes) and batch.pending == len(sizes)
         assert sender.send_batch(batch, receiver.getsockname(), timeout=5.0) == len(sizes)
         assert batch.pending == 0
         assert receive_exactly(receiver, len(sizes)) == expected
-        batch.rewind()                                       # the same batch, sent again
+        batch.rewind()  # the same batch, sent again
         assert sender.send_batch(batch, receiver.getsockname()) == len(sizes)
         assert receive_exactly(receiver, len(sizes)) == expected
 
@@ -274,13 +287,14 @@ def test_recvmany_and_recvfrom_into_share_one_stream(v4_pair):
 # adoption
 # ---------------------------------------------------------------------------------------------
 
+
 @FAMILIES
 def test_adopt_an_existing_udp_socket(family):
     sock = socket.socket(family, socket.SOCK_DGRAM)
     sock.bind((LOOPBACK[family], 0))
     name = sock.getsockname()
     with Channel.adopt(sock, gso=False) as channel, bound(family) as peer:
-        assert sock.fileno() == -1                       # ownership moved to the channel
+        assert sock.fileno() == -1  # ownership moved to the channel
         assert channel.family == family
         assert channel.getsockname() == name
         assert not channel.gso_enabled
@@ -294,7 +308,7 @@ def test_adopt_refuses_tcp_and_non_sockets():
     try:
         with pytest.raises(ValueError):
             Channel.adopt(tcp)
-        assert tcp.fileno() != -1                        # refused: still the caller's socket
+        assert tcp.fileno() != -1  # refused: still the caller's socket
     finally:
         tcp.close()
     with pytest.raises(TypeError):
@@ -308,6 +322,7 @@ def test_adopt_refuses_tcp_and_non_sockets():
 # ---------------------------------------------------------------------------------------------
 # timeouts and wake-ups
 # ---------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("gro", [True, False], ids=["gro", "no-gro"])
 def test_timeouts(gro):
@@ -332,8 +347,9 @@ def test_timeouts(gro):
 def _close_soon(channel: Channel, started: threading.Event) -> threading.Thread:
     def run():
         started.wait(5)
-        time.sleep(0.05)       # let the main thread get into its wait
+        time.sleep(0.05)  # let the main thread get into its wait
         channel.close()
+
     thread = threading.Thread(target=run, name="closer")
     thread.start()
     return thread
@@ -394,11 +410,12 @@ def test_poll_reports_readable(v4_pair):
 # errors
 # ---------------------------------------------------------------------------------------------
 
+
 def test_everything_on_a_closed_channel_is_ebadf():
     channel = bound()
     name = channel.getsockname()
     channel.close()
-    channel.close()                                    # idempotent
+    channel.close()  # idempotent
     assert channel.closed and channel.fileno() == -1
     calls = [
         lambda: channel.sendto(b"x", name),
@@ -427,7 +444,7 @@ def test_bad_addresses(v4_pair):
     with pytest.raises(TypeError):
         sender.sendto(b"x", "127.0.0.1:9")
     with pytest.raises(TypeError):
-        sender.sendto(b"x", ("127.0.0.1", 9, 0, 0))     # a v6 tuple on a v4 channel
+        sender.sendto(b"x", ("127.0.0.1", 9, 0, 0))  # a v6 tuple on a v4 channel
     with pytest.raises(TypeError):
         sender.sendto(b"x", ("127.0.0.1", "nine"))
     with pytest.raises(ValueError):
@@ -435,10 +452,10 @@ def test_bad_addresses(v4_pair):
     with pytest.raises(socket.gaierror):
         sender.sendto(b"x", ("no-such-host.invalid", 9))
     with pytest.raises(OSError):
-        sender.bind(("127.0.0.1", 0))                   # already bound: EINVAL
+        sender.bind(("127.0.0.1", 0))  # already bound: EINVAL
     with Channel(socket.AF_INET6) as v6:
         with pytest.raises(ValueError):
-            v6.sendto(b"x", ("::1", 9, 1 << 20))         # flowinfo beyond 20 bits
+            v6.sendto(b"x", ("::1", 9, 1 << 20))  # flowinfo beyond 20 bits
         with pytest.raises(TypeError):
             v6.sendto(b"x", ("::1",))
     with pytest.raises(ValueError):
@@ -455,7 +472,7 @@ def test_hostnames_are_resolved(v4_pair):
 def test_v6_channel_reaches_ipv4_through_mapped_addresses():
     with Channel(socket.AF_INET6) as dual, bound(socket.AF_INET) as v4:
         dual.bind(("", 0))
-        dual.sendto(b"mapped", v4.getsockname())         # an IPv4 literal on a v6 channel
+        dual.sendto(b"mapped", v4.getsockname())  # an IPv4 literal on a v6 channel
         data, source = v4.recvmany(1, timeout=1.0)[0]
         assert data == b"mapped" and source == ("127.0.0.1", dual.getsockname()[1])
 
@@ -464,9 +481,13 @@ def test_v6_channel_reaches_ipv4_through_mapped_addresses():
 def test_oversized_datagram_is_emsgsize(gso, gro):
     with bound(gso=gso) as sender, bound(gro=gro) as receiver:
         too_big = b"x" * (sender.max_payload + 1)
-        for send in (lambda: sender.sendto(too_big, receiver.getsockname()),
-                     lambda: sender.send_batch([b"ok", too_big], receiver.getsockname())
-                     and sender.send_batch([too_big], receiver.getsockname())):
+        for send in (
+            lambda: sender.sendto(too_big, receiver.getsockname()),
+            lambda: (
+                sender.send_batch([b"ok", too_big], receiver.getsockname())
+                and sender.send_batch([too_big], receiver.getsockname())
+            ),
+        ):
             with pytest.raises(OSError) as caught:
                 send()
             assert caught.value.errno == errno.EMSGSIZE
@@ -488,7 +509,7 @@ def test_connection_refused_is_reported_as_such():
         vacant = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         vacant.bind(("127.0.0.1", 0))
         address = vacant.getsockname()
-        vacant.close()                                 # nothing listens there now
+        vacant.close()  # nothing listens there now
         channel.connect(address)
         channel.sendto(b"anyone?")
         with pytest.raises(ConnectionRefusedError):
@@ -499,6 +520,7 @@ def test_connection_refused_is_reported_as_such():
 # connect, options, buffers
 # ---------------------------------------------------------------------------------------------
 
+
 def test_connect_and_disconnect():
     with bound() as channel, bound() as peer, bound() as stranger:
         with pytest.raises(OSError) as caught:
@@ -508,7 +530,7 @@ def test_connect_and_disconnect():
         assert channel.getpeername() == peer.getsockname()
         assert channel.sendto(b"implicit") == 8
         assert peer.recvmany(1, timeout=1.0)[0][0] == b"implicit"
-        stranger.sendto(b"filtered", channel.getsockname())   # not from the peer: dropped
+        stranger.sendto(b"filtered", channel.getsockname())  # not from the peer: dropped
         peer.sendto(b"from the peer", channel.getsockname())
         assert channel.recvmany(1, timeout=1.0)[0][0] == b"from the peer"
         channel.disconnect()
@@ -549,7 +571,7 @@ def test_socket_options_and_outq(v4_pair):
 def test_offloads_can_be_turned_off():
     with Channel(gso=False, gro=False) as channel:
         assert not channel.gso_enabled and not channel.gro_enabled
-        assert channel.getsockopt(socket.IPPROTO_UDP, 104) == 0     # UDP_GRO stays off
+        assert channel.getsockopt(socket.IPPROTO_UDP, 104) == 0  # UDP_GRO stays off
     with Channel() as channel:
         assert channel.gso_enabled == channel.gso_supported
         assert channel.gro_enabled == channel.gro_supported
@@ -572,16 +594,20 @@ def test_reuse_port_lets_two_channels_share_a_port():
 # address helpers
 # ---------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("address,family,expected", [
-    (("127.0.0.1", 9), socket.AF_INET, ("127.0.0.1", 9)),
-    (("", 0), socket.AF_INET, ("0.0.0.0", 0)),
-    (("<broadcast>", 1), socket.AF_INET, ("255.255.255.255", 1)),
-    (("::1", 3), socket.AF_INET6, ("::1", 3, 0, 0)),
-    (("::1", 3, 5, 0), socket.AF_INET6, ("::1", 3, 5, 0)),
-    (("127.0.0.1", 9), socket.AF_INET6, ("::ffff:127.0.0.1", 9, 0, 0)),
-    (("fe80::1%lo", 5), socket.AF_INET6, ("fe80::1%lo", 5, 0, 1)),
-    (("fe80::1", 5, 0, 1), socket.AF_INET6, ("fe80::1%lo", 5, 0, 1)),
-])
+
+@pytest.mark.parametrize(
+    "address,family,expected",
+    [
+        (("127.0.0.1", 9), socket.AF_INET, ("127.0.0.1", 9)),
+        (("", 0), socket.AF_INET, ("0.0.0.0", 0)),
+        (("<broadcast>", 1), socket.AF_INET, ("255.255.255.255", 1)),
+        (("::1", 3), socket.AF_INET6, ("::1", 3, 0, 0)),
+        (("::1", 3, 5, 0), socket.AF_INET6, ("::1", 3, 5, 0)),
+        (("127.0.0.1", 9), socket.AF_INET6, ("::ffff:127.0.0.1", 9, 0, 0)),
+        (("fe80::1%lo", 5), socket.AF_INET6, ("fe80::1%lo", 5, 0, 1)),
+        (("fe80::1", 5, 0, 1), socket.AF_INET6, ("fe80::1%lo", 5, 0, 1)),
+    ],
+)
 def test_address_conversion_round_trips(address, family, expected):
     raw = address_to_sockaddr(address, family)
     assert len(raw) == (16 if family == socket.AF_INET else 28)
@@ -597,7 +623,7 @@ def test_address_conversion_matches_the_socket_module():
                 assert type(channel.getsockname()) is tuple
                 assert len(channel.getsockname()) == len(reference.getsockname())
     with pytest.raises(ValueError):
-        sockaddr_to_address(b"\x02\x00")                 # AF_INET but too short
+        sockaddr_to_address(b"\x02\x00")  # AF_INET but too short
     assert sockaddr_to_address(b"") is None
 
 
@@ -607,11 +633,18 @@ def test_the_split_units_keep_udt_net_importable():
     import udt._batch
     import udt._net
     import udt._sock
+
     assert udt._net.SendBatch is udt._batch.SendBatch and udt._net.RecvBatch is udt._batch.RecvBatch
     assert udt._net.address_to_sockaddr is udt._addr.address_to_sockaddr
     assert issubclass(Channel, udt._sock.UdpSocket)
-    limits = {"MAX_UDP_PAYLOAD_V4": 65507, "MAX_UDP_PAYLOAD_V6": 65527, "GSO_MAX_SEGMENTS": 64,
-              "GRO_BUFFER_SIZE": 65536, "GRO_MAX_SEGMENTS": 128, "MAX_IOVECS_PER_MESSAGE": 1024}
+    limits = {
+        "MAX_UDP_PAYLOAD_V4": 65507,
+        "MAX_UDP_PAYLOAD_V6": 65527,
+        "GSO_MAX_SEGMENTS": 64,
+        "GRO_BUFFER_SIZE": 65536,
+        "GRO_MAX_SEGMENTS": 128,
+        "MAX_IOVECS_PER_MESSAGE": 1024,
+    }
     assert {name: getattr(udt._net, name) for name in limits} == limits
     with Channel() as channel:
         assert channel.max_payload == udt._net.MAX_UDP_PAYLOAD_V4
@@ -622,6 +655,7 @@ def test_the_split_units_keep_udt_net_importable():
 # ---------------------------------------------------------------------------------------------
 # concurrency
 # ---------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("gro", [True, False], ids=["gro", "no-gro"])
 def test_close_while_another_thread_receives_a_stream(gro):
@@ -668,7 +702,7 @@ def test_bench_runs_and_offloads_pay_off():
     path = Path(__file__).resolve().parent.parent / "bench" / "bench_channel.py"
     spec = importlib.util.spec_from_file_location("bench_channel", path)
     bench = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = bench          # dataclasses look their module up while loading
+    sys.modules[spec.name] = bench  # dataclasses look their module up while loading
     try:
         spec.loader.exec_module(bench)
     finally:
@@ -688,8 +722,10 @@ def test_bench_runs_and_offloads_pay_off():
 # GSO fallback on real devices (two network namespaces joined by veth)
 # ---------------------------------------------------------------------------------------------
 
+
 def _ip(*arguments: str) -> None:
     import subprocess
+
     subprocess.run(["ip", *arguments], check=True, capture_output=True, timeout=10)
 
 
@@ -716,10 +752,8 @@ def veth_link():
             except subprocess.CalledProcessError as error:
                 pytest.skip(f"cannot create network namespaces: {error.stderr.decode().strip()}")
             made.append(name)
-        _ip("link", "add", f"va{tag}", "netns", names[0], "type", "veth",
-            "peer", "name", f"vb{tag}", "netns", names[1])
-        for name, device, address in ((names[0], f"va{tag}", "10.231.0.1/24"),
-                                      (names[1], f"vb{tag}", "10.231.0.2/24")):
+        _ip("link", "add", f"va{tag}", "netns", names[0], "type", "veth", "peer", "name", f"vb{tag}", "netns", names[1])
+        for name, device, address in ((names[0], f"va{tag}", "10.231.0.1/24"), (names[1], f"vb{tag}", "10.231.0.2/24")):
             _ip("-n", name, "addr", "add", address, "dev", device)
             _ip("-n", name, "link", "set", device, "up")
             _ip("-n", name, "link", "set", "lo", "up")
@@ -730,7 +764,7 @@ def veth_link():
             original = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
             target = os.open(f"/var/run/netns/{names[index]}", os.O_RDONLY)
             try:
-                if libc.setns(target, 0x40000000) != 0:              # CLONE_NEWNET
+                if libc.setns(target, 0x40000000) != 0:  # CLONE_NEWNET
                     raise OSError(ctypes.get_errno(), "setns")
                 yield
             finally:
@@ -765,13 +799,13 @@ def test_gso_run_above_the_mtu_falls_back_and_learns(veth_link, gro):
     names, tag, inside = veth_link
     for name, device in ((names[0], f"va{tag}"), (names[1], f"vb{tag}")):
         _ip("-n", name, "link", "set", device, "mtu", "1280")
-    datagrams = [numbered(i) for i in range(300)]               # 1456 bytes: above the MTU
+    datagrams = [numbered(i) for i in range(300)]  # 1456 bytes: above the MTU
     sender, received = _send_across(inside, datagrams, gro)
     if not sender.gso_supported:
         pytest.skip("this kernel has no UDP GSO")
-    assert received == datagrams                                # sent one by one, fragmented
+    assert received == datagrams  # sent one by one, fragmented
     assert sender.gso_enabled
-    assert sender.gso_segment_limit == PAYLOAD - 1              # learnt: no GSO for 1456
+    assert sender.gso_segment_limit == PAYLOAD - 1  # learnt: no GSO for 1456
 
 
 @pytest.mark.netns
@@ -784,8 +818,12 @@ def test_gso_without_checksum_offload_still_delivers(veth_link):
     names, tag, inside = veth_link
     if shutil.which("ethtool") is None:
         pytest.skip("ethtool is not installed (apt-get install ethtool)")
-    subprocess.run(["ip", "netns", "exec", names[0], "ethtool", "-K", f"va{tag}", "tx", "off"],
-                   check=True, capture_output=True, timeout=10)
+    subprocess.run(
+        ["ip", "netns", "exec", names[0], "ethtool", "-K", f"va{tag}", "tx", "off"],
+        check=True,
+        capture_output=True,
+        timeout=10,
+    )
     datagrams = [numbered(i, 1200) for i in range(300)]
     sender, received = _send_across(inside, datagrams, gro=True)
     if not sender.gso_supported:

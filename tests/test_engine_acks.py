@@ -1,4 +1,5 @@
 """ACK, light ACK, ACK2 and RTT, NAK encoding/validation/re-report, flow window (protocol.md §5-§6)."""
+
 from __future__ import annotations
 
 from engine_harness import LinkProfile, Net, connected_pair
@@ -22,11 +23,9 @@ def client(now=0, **kw):
     c = _testing.Endpoint(CLIENT_ID, now=now, **kw)
     c.connect(("10.0.0.2", 9000), now, isn=ISN)
     c.next_datagram(now)
-    c.receive(_testing.encode_handshake(isn=ISN, req_type=1, socket_id=SERVER_ID, cookie=5,
-                                     dst=CLIENT_ID), now)
+    c.receive(_testing.encode_handshake(isn=ISN, req_type=1, socket_id=SERVER_ID, cookie=5, dst=CLIENT_ID), now)
     c.next_datagram(now)
-    c.receive(_testing.encode_handshake(isn=ISN, req_type=-1, socket_id=SERVER_ID, cookie=5,
-                                     dst=CLIENT_ID), now)
+    c.receive(_testing.encode_handshake(isn=ISN, req_type=-1, socket_id=SERVER_ID, cookie=5, dst=CLIENT_ID), now)
     assert c.state == _testing.STATES["CONNECTED"]
     return c
 
@@ -75,7 +74,7 @@ def test_rtt_from_ack2_follows_the_spec_formulas():
     (ack,) = acks(out(s, 10_000))
     assert ack["info"] == 1 and ack["cif"][:3] == [ISN + 1, 100_000, 50_000]
     s.receive(_testing.encode_control(6, 1, SERVER_ID), 13_000)
-    assert (s.rtt_us, s.rttvar_us) == (3000, 1500)          # first sample replaces the guess
+    assert (s.rtt_us, s.rttvar_us) == (3000, 1500)  # first sample replaces the guess
     s.receive(data(ISN + 1), 15_000)
     s.on_timer(20_000)
     (ack,) = acks(out(s, 20_000))
@@ -126,14 +125,14 @@ def test_full_ack_not_repeated_before_ack2_except_after_rtt_4rttvar():
     s.receive(data(ISN), 100)
     s.on_timer(10_000)
     assert len(acks(out(s, 10_000), light=False)) == 1
-    for t in range(20_000, 300_000, 10_000):       # RTT + 4 RTTVar = 300 ms initially
+    for t in range(20_000, 300_000, 10_000):  # RTT + 4 RTTVar = 300 ms initially
         s.on_timer(t)
         assert acks(out(s, t)) == []
     s.on_timer(310_000)
     again = acks(out(s, 310_000))
     assert len(again) == 1 and again[0]["cif"][0] == ISN + 1 and again[0]["info"] == 2
     s.receive(_testing.encode_control(6, 2, SERVER_ID), 311_000)
-    for t in range(320_000, 2_000_000, 10_000):     # acknowledged: silence
+    for t in range(320_000, 2_000_000, 10_000):  # acknowledged: silence
         s.on_timer(t)
         assert acks(out(s, t)) == []
 
@@ -143,7 +142,7 @@ def test_six_words_only_when_10ms_passed_since_last():
     s.receive(data(ISN), 100)
     s.on_timer(10_000)
     assert acks(out(s, 10_000))[0]["length"] == 40
-    s.receive(data(ISN + 1, n=10, boundary=3), 12_000)      # short end of message: ACK now
+    s.receive(data(ISN + 1, n=10, boundary=3), 12_000)  # short end of message: ACK now
     quick = acks(out(s, 12_000), light=False)
     assert len(quick) == 1 and quick[0]["length"] == 32 and quick[0]["cif"][0] == ISN + 2
 
@@ -154,7 +153,7 @@ def test_available_buffer_word_and_minimum_2():
         s.receive(data(ISN + i), 100 + i)
     s.on_timer(10_000)
     (ack,) = acks(out(s, 10_000), light=False)
-    assert ack["cif"][3] == 2                       # 32 - 31 - 1 = 0 -> at least 2
+    assert ack["cif"][3] == 2  # 32 - 31 - 1 = 0 -> at least 2
     s.read(1 << 20, 10_000)
     s.receive(data(ISN + 31), 10_500)
     s.on_timer(20_000)
@@ -172,7 +171,7 @@ def test_ack_beyond_sent_is_invalid_and_ignored():
     assert c.snd_una == ISN + 3 and c.pending_send_bytes == 0
     # bad CIF sizes
     c.receive(_testing.encode_control(2, 1, CLIENT_ID, [ISN, 1, 2]), 300)
-    c.receive(_testing.encode_control(2, 1, CLIENT_ID, [])[:-0 or None] + b"", 300)
+    c.receive(_testing.encode_control(2, 1, CLIENT_ID, [])[: -0 or None] + b"", 300)
     assert c.stats(300)["invalid_length"] >= 1
 
 
@@ -182,10 +181,10 @@ def test_nak_validation():
     send_all(c, 0)
     sent_last = ISN + 9
     bad = [
-        [ISN + 5 | 0x80000000, ISN + 3],                # first > last
-        [ISN + 5 | 0x80000000, sent_last + 1],          # beyond last sent
-        [sent_last + 3],                                # single beyond last sent
-        [ISN + 2 | 0x80000000],                         # truncated range
+        [ISN + 5 | 0x80000000, ISN + 3],  # first > last
+        [ISN + 5 | 0x80000000, sent_last + 1],  # beyond last sent
+        [sent_last + 3],  # single beyond last sent
+        [ISN + 2 | 0x80000000],  # truncated range
         [ISN + 2 | 0x80000000, (ISN + 3) | 0x80000000],  # range end flagged
     ]
     for cif in bad:
@@ -196,7 +195,7 @@ def test_nak_validation():
     c.receive(_testing.encode_control(3, 0, CLIENT_ID, [ISN + 1, (ISN + 4) | 0x80000000, ISN + 6]), 6000)
     assert c.snd_loss_length == 4
     resent = [p["seq"] for p in send_until(c, 7000, 2_000_000) if not p["control"]]
-    assert resent[:4] == [ISN + 1, ISN + 4, ISN + 5, ISN + 6]   # retransmissions first
+    assert resent[:4] == [ISN + 1, ISN + 4, ISN + 5, ISN + 6]  # retransmissions first
     assert c.stats(7000)["pkt_retrans_total"] == 4
 
 
@@ -234,12 +233,20 @@ def test_ack_pairs_stay_consistent_in_a_real_exchange():
     net, c, s = connected_pair(net)
     net.sent_log = []
     from engine_harness import transfer
+
     transfer(net, c, s, bytes(3_000_000))
-    full = [_testing.decode_packet(d) for _, src, _, d in net.sent_log
-            if _testing.decode_packet(d)["control"] and _testing.decode_packet(d)["type"] == 2
-            and _testing.decode_packet(d)["info"] != 0]
-    ack2 = [_testing.decode_packet(d)["info"] for _, src, _, d in net.sent_log
-            if _testing.decode_packet(d)["control"] and _testing.decode_packet(d)["type"] == 6]
+    full = [
+        _testing.decode_packet(d)
+        for _, src, _, d in net.sent_log
+        if _testing.decode_packet(d)["control"]
+        and _testing.decode_packet(d)["type"] == 2
+        and _testing.decode_packet(d)["info"] != 0
+    ]
+    ack2 = [
+        _testing.decode_packet(d)["info"]
+        for _, src, _, d in net.sent_log
+        if _testing.decode_packet(d)["control"] and _testing.decode_packet(d)["type"] == 6
+    ]
     numbers = [p["info"] for p in full]
     assert numbers == list(range(1, len(numbers) + 1))
     assert set(ack2) <= set(numbers)

@@ -1,4 +1,5 @@
 """Congestion control: the native DAIMD (protocol.md §7) and a Python subclass through the trampoline."""
+
 from __future__ import annotations
 
 import sys
@@ -6,7 +7,7 @@ import sys
 import pytest
 
 from engine_harness import LinkProfile, Net, connected_pair, transfer
-from test_engine_acks import CLIENT_ID, ISN, client, out, send_until
+from test_engine_acks import CLIENT_ID, ISN, client, send_until
 from udt import _testing
 from udt.cc import CongestionControl
 
@@ -20,11 +21,11 @@ def test_slow_start_grows_window_then_leaves_at_max_window():
     c.write(b"x" * 1456 * 400, 0)
     assert c.slow_start and c.cwnd == 16
     send_until(c, 0, 1000)
-    assert c.snd_next_seq == ISN + 16          # window-limited in slow start
+    assert c.snd_next_seq == ISN + 16  # window-limited in slow start
     c.receive(full_ack(ISN + 16, 1, rate=5000, bw=20000), 20_000)
     assert c.slow_start and c.cwnd == 32
     send_until(c, 20_000, 21_000)
-    assert c.snd_next_seq == ISN + 16 + 32     # in flight counts from the ACK point
+    assert c.snd_next_seq == ISN + 16 + 32  # in flight counts from the ACK point
     # past the maximum window (the peer's flight flag size, 8192 here) slow start ends
     t, ack_no = 30_000, 2
     while c.slow_start and ack_no < 400:
@@ -34,7 +35,7 @@ def test_slow_start_grows_window_then_leaves_at_max_window():
         t += 10_002
         ack_no += 1
     assert not c.slow_start and c.cwnd > 16
-    assert c.period_us <= 1e6 / c.delivery_rate        # from the receive rate, then increased
+    assert c.period_us <= 1e6 / c.delivery_rate  # from the receive rate, then increased
 
 
 def test_loss_leaves_slow_start_and_grows_period():
@@ -64,24 +65,24 @@ def test_a_loss_epoch_lasts_at_least_one_rate_control_interval():
     c.write(b"x" * 1456 * 4000, 0)
     send_until(c, 0, 100)
     c.receive(full_ack(ISN + 8, 1, rate=1_000_000, bw=5_000_000), 20_000)
-    c.receive(_testing.encode_control(3, 0, CLIENT_ID, [ISN + 9]), 20_500)   # leaves slow start
+    c.receive(_testing.encode_control(3, 0, CLIENT_ID, [ISN + 9]), 20_500)  # leaves slow start
     assert not c.slow_start
-    c.set_cc(cwnd=10_000)                    # the window never limits here: only the period
+    c.set_cc(cwnd=10_000)  # the window never limits here: only the period
     t = 21_000
     before = c.period_us
-    for _ in range(7):                       # each NAK names a packet sent after the last one
+    for _ in range(7):  # each NAK names a packet sent after the last one
         newest = c.snd_next_seq
         send_until(c, t, t + 900)
         assert c.snd_next_seq > newest, "the test needs a new packet between NAKs"
         c.receive(_testing.encode_control(3, 0, CLIENT_ID, [c.snd_next_seq - 1]), t + 1000)
         t += 1000
-    assert c.period_us == pytest.approx(before * 1.125 ** 5)    # 7 NAKs, one epoch
+    assert c.period_us == pytest.approx(before * 1.125**5)  # 7 NAKs, one epoch
     newest = c.snd_next_seq
     send_until(c, t, 31_500)
     assert c.snd_next_seq > newest
     before = c.period_us
     c.receive(_testing.encode_control(3, 0, CLIENT_ID, [c.snd_next_seq - 1]), 32_000)
-    assert c.period_us == pytest.approx(before * 1.125)         # 11 ms on: a new epoch
+    assert c.period_us == pytest.approx(before * 1.125)  # 11 ms on: a new epoch
 
 
 def test_clean_acks_shorten_the_period():
@@ -94,7 +95,7 @@ def test_clean_acks_shorten_the_period():
     t = 20_500
     ack_no = 2
     for _ in range(20):
-        sent = send_until(c, t, t + 10_000)
+        send_until(c, t, t + 10_000)
         t += 10_001
         c.receive(full_ack(c.snd_next_seq, ack_no, rate=5000, bw=100_000), t)
         ack_no += 1
@@ -128,7 +129,7 @@ def test_bottleneck_sender_backs_off_then_climbs_again():
 
     def pump():
         nonlocal off
-        while off < len(data) and (n := c.write(data[off:off + 65536], net.now)) > 0:
+        while off < len(data) and (n := c.write(data[off : off + 65536], net.now)) > 0:
             off += n
         while not isinstance(r := s.read(1 << 20, net.now), int) and r:
             got.extend(r)
@@ -138,10 +139,10 @@ def test_bottleneck_sender_backs_off_then_climbs_again():
 
     assert net.run(100_000_000, pump) and bytes(got) == data
     st = c.stats(net.now)
-    assert st["pkt_snd_loss_total"] > 0                       # the queue did overflow
+    assert st["pkt_snd_loss_total"] > 0  # the queue did overflow
     assert st["pkt_retrans_total"] < 0.1 * st["pkt_sent_total"]
-    assert max(periods) > 1e6 / 5000                          # backed off below the link rate
-    assert periods[-1] < 0.9 * max(periods)                   # and climbs back
+    assert max(periods) > 1e6 / 5000  # backed off below the link rate
+    assert periods[-1] < 0.9 * max(periods)  # and climbs back
     assert len(data) / 1456 / (net.now / 1e6) > 0.3 * 5000
 
 
@@ -150,8 +151,9 @@ def test_max_bandwidth_caps_the_rate():
     net.sent_log = []
     data = bytes(300 * 1456)
     transfer(net, c, s, data)
-    times = [t for t, src, _, d in net.sent_log if not _testing.decode_packet(d)["control"]
-             and src == ("10.0.0.1", 5000)]
+    times = [
+        t for t, src, _, d in net.sent_log if not _testing.decode_packet(d)["control"] and src == ("10.0.0.1", 5000)
+    ]
     gaps = [b - a for a, b in zip(times, times[1:])]
     assert sorted(gaps)[len(gaps) // 2] >= 999
     seconds = (times[-1] - times[0]) / 1e6
@@ -201,16 +203,18 @@ def test_python_cc_drives_the_engine():
     net.sent_log = []
     data = bytes(500 * 1456)
     assert transfer(net, c, s, data) == data
-    times = [t for t, src, _, d in net.sent_log if not _testing.decode_packet(d)["control"]
-             and src == ("10.0.0.1", 5000)]
+    times = [
+        t for t, src, _, d in net.sent_log if not _testing.decode_packet(d)["control"] and src == ("10.0.0.1", 5000)
+    ]
     gaps = sorted(b - a for a, b in zip(times, times[1:]))
     assert gaps[len(gaps) // 2] == pytest.approx(200, abs=2)
     kinds = {k[0] for k in cc.calls}
     assert {"init", "ack", "loss"} <= kinds and "sent" not in kinds
     loss = next(k for k in cc.calls if k[0] == "loss")[1]
-    assert all(isinstance(f, int) and f <= l for f, l in loss)
+    assert all(isinstance(first, int) and first <= last for first, last in loss)
     del c, s, net
     import gc
+
     gc.collect()
     assert cc.calls[-1] == ("close",)
     assert sys.getrefcount(cc) == refs
@@ -259,10 +263,10 @@ def test_loss_or_timeout_before_the_first_ack_keeps_slow_start():
     assert c.slow_start and c.period_us == 1.0
     assert [p["seq"] for p in send_until(c, 200, 300)] == [ISN]
     t = c.next_timer()
-    c.on_timer(t)                                   # EXP: everything unacknowledged resent
+    c.on_timer(t)  # EXP: everything unacknowledged resent
     assert c.slow_start and c.period_us == 1.0
     resent = send_until(c, t, t + 100)
-    assert [p["seq"] for p in resent] == list(range(ISN, ISN + 16))   # at once, not paced
+    assert [p["seq"] for p in resent] == list(range(ISN, ISN + 16))  # at once, not paced
     c.receive(full_ack(ISN + 16, 1, rate=0, bw=0), t + 20_000)
     assert c.slow_start and c.cwnd == 32
 

@@ -1,5 +1,6 @@
 """The engine's wire format: every byte-level example of protocol.md §10, the peer-IP quirk, packet
 validation (packet_peek), sequence arithmetic, loss lists, SipHash, and real UDT4 captures."""
+
 from __future__ import annotations
 
 import json
@@ -25,14 +26,22 @@ CLIENT_ID = 0x27555D6A
 SERVER_ID = 0x21E40ACE
 COOKIE = 0x252008B0
 LOCALHOST_QUIRK = "0100007f 00000000 00000000 00000000"
-HS_INDUCTION = words("80000000 00000000 00000000 00000000 | 00000004 00000001 74697164 000005dc "
-                     "00002000 00000001 27555d6a 00000000 " + LOCALHOST_QUIRK)
-HS_INDUCTION_REPLY = words("80000000 00000000 00000000 27555d6a | 00000004 00000001 74697164 "
-                           "000005dc 00002000 00000001 27555d6a 252008b0 " + LOCALHOST_QUIRK)
-HS_CONCLUSION = words("80000000 00000000 00000000 00000000 | 00000004 00000001 74697164 000005dc "
-                      "00002000 ffffffff 27555d6a 252008b0 " + LOCALHOST_QUIRK)
-HS_CONCLUSION_REPLY = words("80000000 00000000 00000000 27555d6a | 00000004 00000001 74697164 "
-                            "000005dc 00002000 ffffffff 21e40ace 252008b0 " + LOCALHOST_QUIRK)
+HS_INDUCTION = words(
+    "80000000 00000000 00000000 00000000 | 00000004 00000001 74697164 000005dc "
+    "00002000 00000001 27555d6a 00000000 " + LOCALHOST_QUIRK
+)
+HS_INDUCTION_REPLY = words(
+    "80000000 00000000 00000000 27555d6a | 00000004 00000001 74697164 "
+    "000005dc 00002000 00000001 27555d6a 252008b0 " + LOCALHOST_QUIRK
+)
+HS_CONCLUSION = words(
+    "80000000 00000000 00000000 00000000 | 00000004 00000001 74697164 000005dc "
+    "00002000 ffffffff 27555d6a 252008b0 " + LOCALHOST_QUIRK
+)
+HS_CONCLUSION_REPLY = words(
+    "80000000 00000000 00000000 27555d6a | 00000004 00000001 74697164 "
+    "000005dc 00002000 ffffffff 21e40ace 252008b0 " + LOCALHOST_QUIRK
+)
 
 
 def handshaken_client(now: int = 0):
@@ -62,10 +71,18 @@ def test_handshake_encode_decode_examples():
         hs = d["handshake"]
         assert d["control"] and d["type"] == 0 and d["length"] == 64
         assert hs["peer_ip"] == bytes([127, 0, 0, 1]) + bytes(12)
-        again = _testing.encode_handshake(version=hs["version"], sock_type=hs["sock_type"],
-                                       isn=hs["isn"], mss=hs["mss"], ffs=hs["flight_flag_size"],
-                                       req_type=hs["req_type"], socket_id=hs["socket_id"],
-                                       cookie=hs["cookie"], peer_ip=hs["peer_ip"], dst=d["dst"])
+        again = _testing.encode_handshake(
+            version=hs["version"],
+            sock_type=hs["sock_type"],
+            isn=hs["isn"],
+            mss=hs["mss"],
+            ffs=hs["flight_flag_size"],
+            req_type=hs["req_type"],
+            socket_id=hs["socket_id"],
+            cookie=hs["cookie"],
+            peer_ip=hs["peer_ip"],
+            dst=d["dst"],
+        )
         assert again == raw
     reply = _testing.decode_packet(HS_CONCLUSION_REPLY)["handshake"]
     assert reply["req_type"] == -1 and reply["isn"] == ISN and reply["socket_id"] == SERVER_ID
@@ -75,9 +92,10 @@ def test_handshake_encode_decode_examples():
 def test_peer_ip_quirk_ipv6_groups_reversed():
     addr = bytes(range(0xA0, 0xB0))
     raw = _testing.encode_handshake(peer_ip=addr)
-    cif_ip = raw[16 + 32:]
-    assert cif_ip == bytes([0xA3, 0xA2, 0xA1, 0xA0, 0xA7, 0xA6, 0xA5, 0xA4,
-                            0xAB, 0xAA, 0xA9, 0xA8, 0xAF, 0xAE, 0xAD, 0xAC])
+    cif_ip = raw[16 + 32 :]
+    assert cif_ip == bytes(
+        [0xA3, 0xA2, 0xA1, 0xA0, 0xA7, 0xA6, 0xA5, 0xA4, 0xAB, 0xAA, 0xA9, 0xA8, 0xAF, 0xAE, 0xAD, 0xAC]
+    )
     assert _testing.decode_packet(raw)["handshake"]["peer_ip"] == addr
 
 
@@ -85,8 +103,9 @@ def test_ipv6_client_sends_reversed_peer_ip():
     c = _testing.Endpoint(5, now=0)
     c.connect(("2001:db8::1", 9000), 0, isn=1)
     hs = c.next_datagram(0)
-    assert hs[16 + 32:16 + 36] == bytes([0x00, 0x00, 0xB8, 0x0D][::-1])[::-1] or True
+    assert hs[16 + 32 : 16 + 36] == bytes([0x00, 0x00, 0xB8, 0x0D][::-1])[::-1] or True
     import socket
+
     packed = socket.inet_pton(socket.AF_INET6, "2001:db8::1")
     assert _testing.decode_packet(hs)["handshake"]["peer_ip"] == packed
     assert hs[48:52] == packed[3::-1]
@@ -130,18 +149,15 @@ def test_full_ack_example_bytes():
         seq = ISN + i
         if i:
             t += 1000 if (seq & 0xF) == 1 else 14
-        assert s.receive(_testing.encode_data(seq, 2 if i == 0 else 0, False, 1, t, SERVER_ID,
-                                           b"p" * 1456), t) >= 0
+        assert s.receive(_testing.encode_data(seq, 2 if i == 0 else 0, False, 1, t, SERVER_ID, b"p" * 1456), t) >= 0
     s.on_timer(10_000)
     ack = s.next_datagram(10_000)
-    assert ack == words("80020000 00000001 00000000 27555d6a | 74697174 000186a0 0000c350 "
-                        "00001fef 00011705 000003e8")
+    assert ack == words("80020000 00000001 00000000 27555d6a | 74697174 000186a0 0000c350 00001fef 00011705 000003e8")
 
 
 def test_ack2_light_ack_nak_keepalive_examples():
     c, *_ = handshaken_client()
-    full = words("80020000 00000001 00000000 27555d6a | 74697164 000186a0 0000c350 00001fef "
-                 "00011705 000003e8")
+    full = words("80020000 00000001 00000000 27555d6a | 74697164 000186a0 0000c350 00001fef 00011705 000003e8")
     c.receive(full, 1000)
     assert c.next_datagram(1000) == words("80060000 00000001 00000000 21e40ace | 00000000")
     light = words("80020000 00000000 00000000 27555d6a | 74697164")
@@ -186,22 +202,31 @@ def test_engine_nak_range_encoding():
 
 
 # ---- packet_peek validation ----
-@pytest.mark.parametrize("raw,reason", [
-    (b"", "too_short"),
-    (b"\x80" + bytes(14), "too_short"),
-    (bytes(16), "data_length"),
-    (words("80090000 00000000 00000000 00000000 00000000"), "control_type"),
-    (words("80000000 00000000 00000000 00000000") + bytes(40), "handshake"),
-    (words("80000000 00000000 00000000 00000000") + bytes(52), "handshake"),
-])
+@pytest.mark.parametrize(
+    "raw,reason",
+    [
+        (b"", "too_short"),
+        (b"\x80" + bytes(14), "too_short"),
+        (bytes(16), "data_length"),
+        (words("80090000 00000000 00000000 00000000 00000000"), "control_type"),
+        (words("80000000 00000000 00000000 00000000") + bytes(40), "handshake"),
+        (words("80000000 00000000 00000000 00000000") + bytes(52), "handshake"),
+    ],
+)
 def test_peek_rejects(raw, reason):
     with pytest.raises(ValueError, match=reason):
         _testing.peek(raw)
 
 
 def test_peek_describes():
-    assert _testing.peek(HS_CONCLUSION) == {"dst_id": 0, "kind": 0, "seq": 0, "hs_req_type": -1,
-                                         "hs_socket_id": CLIENT_ID, "hs_sock_type": 1}
+    assert _testing.peek(HS_CONCLUSION) == {
+        "dst_id": 0,
+        "kind": 0,
+        "seq": 0,
+        "hs_req_type": -1,
+        "hs_socket_id": CLIENT_ID,
+        "hs_sock_type": 1,
+    }
     d = _testing.peek(_testing.encode_data(77, 3, True, 1, 0, 9, b"z"))
     assert d["kind"] == -1 and d["seq"] == 77 and d["dst_id"] == 9
     assert _testing.peek(_testing.encode_control(0x7FFF, 0, 4))["kind"] == 0x7FFF
@@ -271,8 +296,8 @@ def test_loss_list_against_a_set_model():
                 got |= {(f + i) & top for i in range(_testing.py_seq_off(f, last) + 1)}
             assert got == model and ll.length == len(model)
             ranges = ll.ranges()
-            for (f1, l1), (f2, l2) in zip(ranges, ranges[1:]):
-                assert _testing.py_seq_off(l1, f2) >= 2      # compressed: never adjacent
+            for (_f1, l1), (f2, _l2) in zip(ranges, ranges[1:]):
+                assert _testing.py_seq_off(l1, f2) >= 2  # compressed: never adjacent
 
 
 # ---- real UDT4 captures ----
@@ -286,7 +311,7 @@ def test_udt4_capture_decodes(path):
     handshakes = {"c2s": [], "s2c": []}
     for entry in fixture["datagrams"]:
         raw = bytes.fromhex(entry["hex"])
-        info = _testing.peek(raw)            # every UDT4 datagram passes validation
+        info = _testing.peek(raw)  # every UDT4 datagram passes validation
         d = _testing.decode_packet(raw)
         assert d["length"] == entry["len"]
         if not d["control"]:
@@ -314,8 +339,9 @@ def test_udt4_capture_replayed_into_our_receiver():
     some packets) are NAKed, and only sequences that really are missing."""
     fixture = json.loads((DATA_DIR / "cs_stream_nak.json").read_text())
     c2s = [(e, bytes.fromhex(e["hex"])) for e in fixture["datagrams"] if e["dir"] == "c2s"]
-    conclusion = next(raw for e, raw in c2s if _testing.peek(raw)["kind"] == 0
-                      and _testing.peek(raw)["hs_req_type"] == -1)
+    conclusion = next(
+        raw for e, raw in c2s if _testing.peek(raw)["kind"] == 0 and _testing.peek(raw)["hs_req_type"] == -1
+    )
     req = _testing.request_from_conclusion(conclusion, tuple(fixture["endpoints"]["client"]))
     s = _testing.Endpoint(0x1234, now=0)
     reply = s.accept(req, 0)
@@ -348,15 +374,15 @@ def test_loss_list_front_removal_and_compaction():
     ll = _testing.LossListShim(4)
     for a in (10, 20, 30, 40):
         assert ll.insert(a, a + 1) == 2
-    assert ll.insert(50, 50) == -1                 # full
-    assert ll.pop_first() == 10 and ll.pop_first() == 11   # range 10-11 gone from the front
-    ll.remove_before(25)                           # 20-21 gone too, in O(1)
+    assert ll.insert(50, 50) == -1  # full
+    assert ll.pop_first() == 10 and ll.pop_first() == 11  # range 10-11 gone from the front
+    ll.remove_before(25)  # 20-21 gone too, in O(1)
     assert ll.ranges() == [(30, 31), (40, 41)]
-    assert ll.insert(50, 50) == 1 and ll.insert(60, 61) == 2   # compacts to make room
+    assert ll.insert(50, 50) == 1 and ll.insert(60, 61) == 2  # compacts to make room
     assert ll.ranges() == [(30, 31), (40, 41), (50, 50), (60, 61)]
     assert ll.remove_range(30, 45) == 4
     assert ll.ranges() == [(50, 50), (60, 61)] and ll.length == 3
-    assert ll.insert(0x7FFFFFFF, 0x7FFFFFFF) == 1         # just before 0 in sequence order
+    assert ll.insert(0x7FFFFFFF, 0x7FFFFFFF) == 1  # just before 0 in sequence order
     assert ll.ranges()[0] == (0x7FFFFFFF, 0x7FFFFFFF) and ll.pop_first() == 0x7FFFFFFF
 
 
@@ -366,9 +392,11 @@ def test_udt4_rendezvous_capture_replayed_into_our_engine():
     packets are accepted and readable in order."""
     fixture = json.loads((DATA_DIR / "rendezvous_stream.json").read_text())
     entries = [(e, bytes.fromhex(e["hex"])) for e in fixture["datagrams"]]
-    side_b = next(_testing.decode_packet(raw)["handshake"] for e, raw in entries
-                  if e["dir"] == "s2c" and _testing.decode_packet(raw)["control"]
-                  and _testing.decode_packet(raw)["type"] == 0)
+    side_b = next(
+        _testing.decode_packet(raw)["handshake"]
+        for e, raw in entries
+        if e["dir"] == "s2c" and _testing.decode_packet(raw)["control"] and _testing.decode_packet(raw)["type"] == 0
+    )
     b = _testing.Endpoint(side_b["socket_id"], now=0, rendezvous=True)
     b.connect(tuple(fixture["endpoints"]["client"]), 0)
     b.next_datagram(0)
@@ -387,8 +415,7 @@ def test_udt4_rendezvous_capture_replayed_into_our_engine():
         if not d["control"]:
             payloads[d["seq"]] = d["payload"]
     assert b.state == ST["CONNECTED"]
-    a_isn = next(_testing.decode_packet(raw)["handshake"]["isn"] for e, raw in entries
-                 if e["dir"] == "c2s")
+    a_isn = next(_testing.decode_packet(raw)["handshake"]["isn"] for e, raw in entries if e["dir"] == "c2s")
     assert b.peer_isn == a_isn
     expected = bytearray()
     seq = a_isn
@@ -404,8 +431,9 @@ def test_udt4_rendezvous_capture_replayed_into_our_engine():
 def test_udt4_messages_replayed_keep_their_boundaries():
     fixture = json.loads((DATA_DIR / "cs_dgram_messages.json").read_text())
     c2s = [(e, bytes.fromhex(e["hex"])) for e in fixture["datagrams"] if e["dir"] == "c2s"]
-    conclusion = next(raw for e, raw in c2s if _testing.peek(raw)["kind"] == 0
-                      and _testing.peek(raw)["hs_req_type"] == -1)
+    conclusion = next(
+        raw for e, raw in c2s if _testing.peek(raw)["kind"] == 0 and _testing.peek(raw)["hs_req_type"] == -1
+    )
     req = _testing.request_from_conclusion(conclusion, tuple(fixture["endpoints"]["client"]))
     assert req.sock_type == 2
     s = _testing.Endpoint(0x4321, now=0, sock_type=2)
@@ -422,7 +450,7 @@ def test_udt4_messages_replayed_keep_their_boundaries():
         messages.append(r)
     assert len(messages) == 21
     assert all(full == 4000 and not truncated and len(m) == 4000 for m, full, truncated in messages[:-1])
-    assert messages[-1][1] == 1000                  # the final solo message
+    assert messages[-1][1] == 1000  # the final solo message
     assert invalid_counts(s.stats(now)) == {k: 0 for k in _core.INVALID_REASONS}
 
 
@@ -436,11 +464,18 @@ def test_invalid_reasons_match_the_c_enum():
 def test_stats_dict_has_the_public_perfmon_keys():
     """The one stats table (_core.stats_dict) gives the keys socket.perfmon() documents."""
     st = _testing.Endpoint(1).stats(0)
-    for key in ("pkt_sent_total", "pkt_duplicate_total", "pkt_late_total", "invalid_total",
-                "mbps_bandwidth", "byte_avail_rcv_buf"):
+    for key in (
+        "pkt_sent_total",
+        "pkt_duplicate_total",
+        "pkt_late_total",
+        "invalid_total",
+        "mbps_bandwidth",
+        "byte_avail_rcv_buf",
+    ):
         assert key in st
     assert {k for k in st if k.startswith("invalid_")} == (
-        {"invalid_" + r for r in _core.INVALID_REASONS} | {"invalid_total"})
+        {"invalid_" + r for r in _core.INVALID_REASONS} | {"invalid_total"}
+    )
     assert st["invalid_total"] == 0
 
 

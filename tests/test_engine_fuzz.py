@@ -1,6 +1,7 @@
 """Hypothesis fuzz: random and mutated datagrams (ACK, NAK, handshake, data, …) fed to
 connected, connecting and listening engines never crash them; whatever fails validation is
 counted as invalid and leaves no trace (the connection still moves data byte-exact)."""
+
 from __future__ import annotations
 
 import random
@@ -12,8 +13,7 @@ from engine_harness import LinkProfile, Net, connected_pair, invalid_counts, tra
 from udt import _testing
 
 ST = _testing.STATES
-SETTINGS = settings(max_examples=250, deadline=None, derandomize=True,
-                    suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=250, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 
 
 def _templates() -> list[bytes]:
@@ -22,8 +22,9 @@ def _templates() -> list[bytes]:
     for sock_type in (1, 2):
         net = Net(seed=3, profile=LinkProfile(loss=0.05, delay_us=2000))
         net.sent_log = []
-        net, c, s = connected_pair(net, client_options={"sock_type": sock_type},
-                                   server_options={"sock_type": sock_type})
+        net, c, s = connected_pair(
+            net, client_options={"sock_type": sock_type}, server_options={"sock_type": sock_type}
+        )
         if sock_type == 2:
             c.write(b"m" * 5000, net.now, ttl_us=1)
             net.run(200_000)
@@ -47,8 +48,9 @@ TEMPLATES = _templates()
 
 
 def _fresh(sock_type=1):
-    net, c, s = connected_pair(Net(seed=9), client_options={"sock_type": sock_type},
-                               server_options={"sock_type": sock_type})
+    net, c, s = connected_pair(
+        Net(seed=9), client_options={"sock_type": sock_type}, server_options={"sock_type": sock_type}
+    )
     c.write(bytes(range(256)) * 20, net.now)
     net.run(50_000)
     return net, c, s
@@ -73,9 +75,13 @@ mutation = st.tuples(st.integers(0, 2000), st.integers(0, 255))
 
 
 @SETTINGS
-@given(template=st.sampled_from(TEMPLATES), flips=st.lists(mutation, max_size=6),
-       cut=st.one_of(st.none(), st.integers(0, 80)), tail=st.binary(max_size=40),
-       to_client=st.booleans())
+@given(
+    template=st.sampled_from(TEMPLATES),
+    flips=st.lists(mutation, max_size=6),
+    cut=st.one_of(st.none(), st.integers(0, 80)),
+    tail=st.binary(max_size=40),
+    to_client=st.booleans(),
+)
 def test_mutated_datagrams(template, flips, cut, tail, to_client):
     net, c, s = _fresh()
     target = c if to_client else s
@@ -103,7 +109,7 @@ def test_mutated_datagrams(template, flips, cut, tail, to_client):
     target.next_timer()
     target.stats(net.now)
     if after > before and c.state == s.state == ST["CONNECTED"]:
-        _still_works(net, c, s)       # a dropped datagram left no trace
+        _still_works(net, c, s)  # a dropped datagram left no trace
 
 
 @SETTINGS
@@ -111,7 +117,6 @@ def test_mutated_datagrams(template, flips, cut, tail, to_client):
 def test_random_bytes_everywhere(blob):
     net, c, s = _fresh(sock_type=2)
     for ep in (c, s):
-        before = _invalid_total(ep, net.now)
         ep.receive(blob, net.now)
         ep.receive(_retarget(blob, ep.socket_id), net.now)
     lst = _testing.ListenerShim(b"k" * 16, 1, 1500, 8192, 0)
@@ -126,8 +131,11 @@ def test_random_bytes_everywhere(blob):
 
 
 @SETTINGS
-@given(words=st.lists(st.integers(0, 0xFFFFFFFF), min_size=1, max_size=20),
-       kind=st.sampled_from([2, 3, 6, 7]), info=st.integers(0, 0xFFFFFFFF))
+@given(
+    words=st.lists(st.integers(0, 0xFFFFFFFF), min_size=1, max_size=20),
+    kind=st.sampled_from([2, 3, 6, 7]),
+    info=st.integers(0, 0xFFFFFFFF),
+)
 def test_structured_control_fuzz(words, kind, info):
     """Well-formed headers with arbitrary CIF words: ACK beyond sent, inverted NAK ranges,
     unknown ACK2 numbers, bad drop requests — all validated before anything changes."""
@@ -141,17 +149,33 @@ def test_structured_control_fuzz(words, kind, info):
     if c.state == s.state == ST["CONNECTED"]:
         got = []
         c.write(b"after", net.now)
-        net.run(2_000_000, lambda: not isinstance(r := s.read_message(100, net.now), int)
-                and not got.append(r[0]) and b"after" in got or b"after" in got)
+        net.run(
+            2_000_000,
+            lambda: (
+                not isinstance(r := s.read_message(100, net.now), int)
+                and not got.append(r[0])
+                and b"after" in got
+                or b"after" in got
+            ),
+        )
         assert b"after" in got
 
 
 @SETTINGS
-@given(fields=st.fixed_dictionaries({
-    "version": st.integers(-5, 10), "sock_type": st.integers(-1, 4),
-    "isn": st.integers(-2**31, 2**31 - 1), "mss": st.integers(-10, 70000),
-    "ffs": st.integers(-10, 2**20), "req_type": st.sampled_from([1, 0, -1, -2, 1002, 7]),
-    "socket_id": st.integers(0, 2**32 - 1), "cookie": st.integers(0, 2**32 - 1)}))
+@given(
+    fields=st.fixed_dictionaries(
+        {
+            "version": st.integers(-5, 10),
+            "sock_type": st.integers(-1, 4),
+            "isn": st.integers(-(2**31), 2**31 - 1),
+            "mss": st.integers(-10, 70000),
+            "ffs": st.integers(-10, 2**20),
+            "req_type": st.sampled_from([1, 0, -1, -2, 1002, 7]),
+            "socket_id": st.integers(0, 2**32 - 1),
+            "cookie": st.integers(0, 2**32 - 1),
+        }
+    )
+)
 def test_handshake_field_fuzz(fields):
     lst = _testing.ListenerShim(b"k" * 16, 1, 1500, 8192, 0)
     hs = _testing.encode_handshake(**fields)

@@ -1,5 +1,6 @@
 """Connection setup with a fake clock: client/server through the stateless listener, rendezvous,
 MSS negotiation, rejection, cookies, retries and timeouts, duplicates."""
+
 from __future__ import annotations
 
 import pytest
@@ -28,12 +29,11 @@ def test_client_server_four_way_handshake():
     net, c, s = connected_pair(net, client_addr=CLIENT, server_addr=SERVER, isn=12345)
     hs = [(src, _testing.decode_packet(d)) for _, src, _, d in net.sent_log]
     kinds = [(src == CLIENT, p["handshake"]["req_type"], p["dst"]) for src, p in hs[:4]]
-    assert kinds == [(True, 1, 0), (False, 1, c.socket_id), (True, -1, 0),
-                     (False, -1, c.socket_id)]
+    assert kinds == [(True, 1, 0), (False, 1, c.socket_id), (True, -1, 0), (False, -1, c.socket_id)]
     induction_reply, conclusion, final = hs[1][1]["handshake"], hs[2][1]["handshake"], hs[3][1]["handshake"]
     assert induction_reply["cookie"] != 0 and conclusion["cookie"] == induction_reply["cookie"]
     assert final["isn"] == 12345 and final["socket_id"] == s.socket_id
-    assert final["peer_ip"][:4] == bytes([10, 0, 0, 1])      # the client's address
+    assert final["peer_ip"][:4] == bytes([10, 0, 0, 1])  # the client's address
     assert c.peer_ip[:4] == bytes([10, 0, 0, 1])
     assert s.peer_socket_id == c.socket_id and c.peer_socket_id == s.socket_id
     assert s.isn == c.isn == 12345 and s.peer_isn == 12345
@@ -46,7 +46,7 @@ def test_listener_is_stateless_and_answers_with_same_size():
     verdict, reply, r = lst.handle(req, CLIENT, 0)
     assert verdict == V["REPLY"] and len(reply) == len(req) and r is None
     verdict2, reply2, _ = lst.handle(req, CLIENT, 1000)
-    assert reply2 == reply                     # same slice, same cookie, nothing remembered
+    assert reply2 == reply  # same slice, same cookie, nothing remembered
     assert lst.inductions == 2
 
 
@@ -54,7 +54,10 @@ def test_cookie_depends_on_address_and_key():
     a = _testing.ListenerShim(KEY, 1, 1500, 8192, 0)
     b = _testing.ListenerShim(b"another key 16 b", 1, 1500, 8192, 0)
     req = _testing.encode_handshake(isn=7, req_type=1, socket_id=99)
-    cookie = lambda lst, peer: _testing.decode_packet(lst.handle(req, peer, 0)[1])["handshake"]["cookie"]
+
+    def cookie(lst, peer):
+        return _testing.decode_packet(lst.handle(req, peer, 0)[1])["handshake"]["cookie"]
+
     assert cookie(a, CLIENT) != cookie(a, ("10.0.0.1", 5001))
     assert cookie(a, CLIENT) != cookie(a, ("10.0.0.3", 5000))
     assert cookie(a, CLIENT) != cookie(b, CLIENT)
@@ -70,8 +73,8 @@ def test_cookie_accepted_for_current_and_previous_slice_only():
     lst = _testing.ListenerShim(KEY, 1, 1500, 8192, 0, slice_us=1_000_000)
     conclusion = _conclusion_for(lst, CLIENT, 100)
     assert lst.handle(conclusion, CLIENT, 500_000)[0] == V["ACCEPT"]
-    assert lst.handle(conclusion, CLIENT, 1_500_000)[0] == V["ACCEPT"]     # previous slice
-    assert lst.handle(conclusion, CLIENT, 2_100_000)[0] == V["DROP"]       # too old
+    assert lst.handle(conclusion, CLIENT, 1_500_000)[0] == V["ACCEPT"]  # previous slice
+    assert lst.handle(conclusion, CLIENT, 2_100_000)[0] == V["DROP"]  # too old
     assert lst.invalid["cookie"] == 1
 
 
@@ -85,12 +88,10 @@ def test_cookie_from_wrong_address_is_dropped():
 
 def test_conclusion_fills_accept_request():
     lst = _testing.ListenerShim(KEY, 1, 1400, 8192, 0)
-    conclusion = _conclusion_for(lst, CLIENT, 0, mss=9000, ffs=777,
-                                 peer_ip=bytes([10, 0, 0, 2]) + bytes(12))
+    conclusion = _conclusion_for(lst, CLIENT, 0, mss=9000, ffs=777, peer_ip=bytes([10, 0, 0, 2]) + bytes(12))
     verdict, reply, req = lst.handle(conclusion, CLIENT, 10)
     assert verdict == V["ACCEPT"] and reply is None
-    assert (req.peer_socket_id, req.isn, req.mss, req.peer_flight_flag_size, req.sock_type) == \
-        (99, 7, 1400, 777, 1)
+    assert (req.peer_socket_id, req.isn, req.mss, req.peer_flight_flag_size, req.sock_type) == (99, 7, 1400, 777, 1)
     assert req.self_ip[:4] == bytes([10, 0, 0, 2])
 
 
@@ -133,8 +134,9 @@ def test_any_refusal_request_type_fails_the_connect(req_type):
     _, reply, _ = lst.handle(c.next_datagram(0), CLIENT, 0)
     c.receive(reply, 10)
     conclusion = _testing.decode_packet(c.next_datagram(10))["handshake"]
-    refusal = _testing.encode_handshake(isn=conclusion["isn"], req_type=req_type,
-                                     socket_id=conclusion["socket_id"], dst=c.socket_id)
+    refusal = _testing.encode_handshake(
+        isn=conclusion["isn"], req_type=req_type, socket_id=conclusion["socket_id"], dst=c.socket_id
+    )
     ev = c.receive(refusal, 20)
     assert ev & EV["CONNECT_FAILED"] and c.state == ST["CLOSED"]
     assert c.error == 1002 and c.reject_req_type == req_type
@@ -156,6 +158,7 @@ def test_mss_negotiated_to_the_minimum():
     assert c.mss == s.mss == 1400
     data = bytes(range(256)) * 40
     from engine_harness import transfer
+
     assert transfer(net, c, s, data) == data
     assert s.stats(net.now)["pkt_recv_total"] == -(-len(data) // (1400 - 44))
 
@@ -218,8 +221,7 @@ def test_duplicate_conclusion_answered_with_stored_response():
     net, c, s = connected_pair(net, client_addr=CLIENT, server_addr=SERVER)
     lst = net.hosts[SERVER].listener
     stored = None
-    conclusion = _testing.encode_handshake(isn=c.isn, req_type=-1, socket_id=c.socket_id,
-                                        cookie=c.hs_cookie)
+    conclusion = _testing.encode_handshake(isn=c.isn, req_type=-1, socket_id=c.socket_id, cookie=c.hs_cookie)
     # the multiplexer routes it to the existing connection by (peer address, peer socket ID)
     assert s.receive(conclusion, net.now) & EV["WANT_TRANSMIT"]
     stored = s.next_datagram(net.now)
@@ -248,12 +250,16 @@ def test_rendezvous_three_way():
     net.connect(a)
     net.connect(b)
     assert net.run(2_000_000, lambda: a.state == b.state == ST["CONNECTED"])
-    reqs = [_testing.decode_packet(d)["handshake"]["req_type"] for _, _, _, d in net.sent_log
-            if _testing.decode_packet(d)["control"] and _testing.decode_packet(d)["type"] == 0]
+    reqs = [
+        _testing.decode_packet(d)["handshake"]["req_type"]
+        for _, _, _, d in net.sent_log
+        if _testing.decode_packet(d)["control"] and _testing.decode_packet(d)["type"] == 0
+    ]
     assert reqs[:2] == [0, 0] and -1 in reqs
     assert a.peer_socket_id == b.socket_id and b.peer_socket_id == a.socket_id
     assert a.peer_isn == b.isn and b.peer_isn == a.isn
     from engine_harness import transfer
+
     data = bytes(range(256)) * 100
     assert transfer(net, a, b, data) == data
     assert transfer(net, b, a, data) == data
@@ -313,10 +319,12 @@ def test_client_cannot_connect_twice_and_failed_state_codes():
 
 def test_ipv6_pair_connects_and_moves_data():
     import socket
+
     net, c, s = connected_pair(client_addr=("fd00::1", 5000), server_addr=("fd00::2", 9000))
-    assert c.peer_ip == socket.inet_pton(socket.AF_INET6, "fd00::1")   # as the server saw us
-    assert s.peer_ip == socket.inet_pton(socket.AF_INET6, "fd00::2")   # as the client sent to
-    assert c.payload_size == 1500 - 48 - 16            # what fits an IPv6 packet of MSS bytes
+    assert c.peer_ip == socket.inet_pton(socket.AF_INET6, "fd00::1")  # as the server saw us
+    assert s.peer_ip == socket.inet_pton(socket.AF_INET6, "fd00::2")  # as the client sent to
+    assert c.payload_size == 1500 - 48 - 16  # what fits an IPv6 packet of MSS bytes
     from engine_harness import transfer
+
     data = bytes(range(256)) * 4000
     assert transfer(net, c, s, data) == data

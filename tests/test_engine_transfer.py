@@ -1,8 +1,8 @@
 """Reliable delivery on a fake clock: bulk transfers through loss, bursts, reordering and
 duplication; wrap-around; message mode with TTL; flow control; close, linger, broken links."""
+
 from __future__ import annotations
 
-import os
 import random
 
 import pytest
@@ -19,18 +19,35 @@ def payload(n: int, seed: int = 0) -> bytes:
     return random.Random(seed).randbytes(n)
 
 
-@pytest.mark.parametrize("name,profile,size", [
-    ("clean", LinkProfile(delay_us=2000), 8 * MB),
-    ("loss1", LinkProfile(loss=0.01, delay_us=5000), 5 * MB),
-    ("loss5", LinkProfile(loss=0.05, delay_us=5000), 5 * MB),
-    ("loss20", LinkProfile(loss=0.20, delay_us=5000), 3 * MB),
-    ("bursts", LinkProfile(burst_enter=0.01, burst_exit=0.2, delay_us=5000), 4 * MB),
-    ("reorder_dup", LinkProfile(reorder=0.05, reorder_delay_us=4000, duplicate=0.05,
-                                jitter_us=500, delay_us=3000), 4 * MB),
-    ("everything", LinkProfile(loss=0.05, burst_enter=0.005, reorder=0.03, duplicate=0.03,
-                               jitter_us=300, delay_us=10000, rate_pps=20000,
-                               queue_packets=200), 3 * MB),
-])
+@pytest.mark.parametrize(
+    "name,profile,size",
+    [
+        ("clean", LinkProfile(delay_us=2000), 8 * MB),
+        ("loss1", LinkProfile(loss=0.01, delay_us=5000), 5 * MB),
+        ("loss5", LinkProfile(loss=0.05, delay_us=5000), 5 * MB),
+        ("loss20", LinkProfile(loss=0.20, delay_us=5000), 3 * MB),
+        ("bursts", LinkProfile(burst_enter=0.01, burst_exit=0.2, delay_us=5000), 4 * MB),
+        (
+            "reorder_dup",
+            LinkProfile(reorder=0.05, reorder_delay_us=4000, duplicate=0.05, jitter_us=500, delay_us=3000),
+            4 * MB,
+        ),
+        (
+            "everything",
+            LinkProfile(
+                loss=0.05,
+                burst_enter=0.005,
+                reorder=0.03,
+                duplicate=0.03,
+                jitter_us=300,
+                delay_us=10000,
+                rate_pps=20000,
+                queue_packets=200,
+            ),
+            3 * MB,
+        ),
+    ],
+)
 def test_bulk_transfer_is_byte_exact(name, profile, size):
     net = Net(seed=11, profile=profile)
     net, c, s = connected_pair(net)
@@ -60,7 +77,7 @@ def test_both_directions_at_once():
     def pump():
         for i, (ep, data) in enumerate(((c, a), (s, b))):
             while off[i] < len(data):
-                n = ep.write(data[off[i]:off[i] + 65536], net.now)
+                n = ep.write(data[off[i] : off[i] + 65536], net.now)
                 if n <= 0:
                     break
                 off[i] += n
@@ -79,8 +96,10 @@ def test_sequence_wrap_around(isn):
     net, c, s = connected_pair(net, isn=isn)
     data = payload(3 * MB, 9)
     assert transfer(net, c, s, data) == data
-    assert c.snd_next_seq == (isn + c.stats(net.now)["pkt_sent_total"]
-                              - c.stats(net.now)["pkt_retrans_total"]) & 0x7FFFFFFF
+    assert (
+        c.snd_next_seq
+        == (isn + c.stats(net.now)["pkt_sent_total"] - c.stats(net.now)["pkt_retrans_total"]) & 0x7FFFFFFF
+    )
 
 
 def test_data_readable_before_any_ack():
@@ -94,8 +113,7 @@ def test_data_readable_before_any_ack():
 
 # ---- message mode ----
 def dgram_pair(net=None, **kw):
-    return connected_pair(net, client_options={"sock_type": 2, **kw},
-                          server_options={"sock_type": 2})
+    return connected_pair(net, client_options={"sock_type": 2, **kw}, server_options={"sock_type": 2})
 
 
 def test_message_boundaries_and_truncation():
@@ -105,7 +123,15 @@ def test_message_boundaries_and_truncation():
     for m in msgs:
         assert c.write(m, net.now) == len(m)
     got = []
-    net.run(1_000_000, lambda: (r := s.read_message(20_000, net.now)) != -6002 and not got.append(r) and len(got) == len(msgs) or len(got) == len(msgs))
+    net.run(
+        1_000_000,
+        lambda: (
+            (r := s.read_message(20_000, net.now)) != -6002
+            and not got.append(r)
+            and len(got) == len(msgs)
+            or len(got) == len(msgs)
+        ),
+    )
     assert [g[0] for g in got] == msgs
     c.write(b"a" * 5000, net.now)
     net.run(1_000_000, lambda: s.readable_bytes > 0)
@@ -123,8 +149,7 @@ def test_message_boundary_bits_on_the_wire():
     net.sent_log = []
     c.write(b"m" * 4000, net.now, inorder=False)
     net.run(100_000, lambda: s.readable_bytes > 0)
-    data = [_testing.decode_packet(d) for t, src, dst, d in net.sent_log
-            if not _testing.decode_packet(d)["control"]]
+    data = [_testing.decode_packet(d) for t, src, dst, d in net.sent_log if not _testing.decode_packet(d)["control"]]
     assert [(p["boundary"], p["inorder"]) for p in data] == [(2, False), (0, False), (1, False)]
     assert len({p["msgno"] for p in data}) == 1
 
@@ -155,7 +180,7 @@ def test_out_of_order_messages_delivered_when_complete():
     c.write(b"first", net.now, inorder=False)
     c.write(b"second", net.now, inorder=False)
     d1, d2 = data_datagrams(c, net.now, 2)
-    s.receive(d2, net.now)                 # the first message's packet is late
+    s.receive(d2, net.now)  # the first message's packet is late
     assert s.read_message(100, net.now)[0] == b"second"
     s.receive(d1, net.now)
     assert s.read_message(100, net.now)[0] == b"first"
@@ -202,10 +227,13 @@ def test_message_ttl_drop_request():
 
     assert net.run(2_000_000, pump)
     assert got == [b"A" * 3000, b"C" * 3000]
-    drops = [_testing.decode_packet(d) for _, src, _, d in net.sent_log
-             if _testing.decode_packet(d)["control"] and _testing.decode_packet(d)["type"] == 7]
+    drops = [
+        _testing.decode_packet(d)
+        for _, src, _, d in net.sent_log
+        if _testing.decode_packet(d)["control"] and _testing.decode_packet(d)["type"] == 7
+    ]
     assert drops and drops[0]["length"] == 24
-    assert drops[0]["cif"][1] - drops[0]["cif"][0] == 2        # B's three packets
+    assert drops[0]["cif"][1] - drops[0]["cif"][0] == 2  # B's three packets
     assert s.stats(net.now)["pkt_dropped_total"] >= 1
     c.write(b"D" * 10, net.now)
     assert net.run(1_000_000, lambda: s.readable_bytes > 0)
@@ -220,10 +248,19 @@ def test_msgno_wraps_at_2_pow_26():
     for i in range(3):
         c.write(bytes([i]) * 10, net.now)
     got = []
-    net.run(1_000_000, lambda: not isinstance(r := s.read_message(100, net.now), int) and not got.append(r[0]) and len(got) == 3 or len(got) == 3)
+    net.run(
+        1_000_000,
+        lambda: (
+            not isinstance(r := s.read_message(100, net.now), int)
+            and not got.append(r[0])
+            and len(got) == 3
+            or len(got) == 3
+        ),
+    )
     assert got == [bytes([i]) * 10 for i in range(3)]
-    msgnos = [_testing.decode_packet(d)["msgno"] for _, _, _, d in net.sent_log
-              if not _testing.decode_packet(d)["control"]]
+    msgnos = [
+        _testing.decode_packet(d)["msgno"] for _, _, _, d in net.sent_log if not _testing.decode_packet(d)["control"]
+    ]
     assert msgnos == [(1 << 26) - 2, (1 << 26) - 1, 1]
 
 
@@ -239,7 +276,7 @@ def test_receive_buffer_full_stops_sender_and_resumes():
     off = 0
     while off < len(data) and (n := c.write(data[off:], net.now)) > 0:
         off += n
-    net.run(2_000_000)                          # nobody reads
+    net.run(2_000_000)  # nobody reads
     assert s.readable_bytes <= 64 * 1456
     assert s.stats(net.now)["pkt_recv_total"] < 120
     assert c.flow_window <= 64
@@ -269,11 +306,11 @@ def test_stream_write_accepts_what_fits():
 
 def test_small_writes_coalesce_into_full_packets():
     net, c, s = connected_pair()
-    c.set_cc(period_us=1000)                # slow pacing: the writes pile up
+    c.set_cc(period_us=1000)  # slow pacing: the writes pile up
     c.next_datagram(net.now)
     for _ in range(100):
         assert c.write(b"0123456789", net.now) == 10
-    data = transfer(net, c, s, b"")
+    transfer(net, c, s, b"")
     got = bytearray()
     net.run(1_000_000, lambda: (not isinstance(r := s.read(5000, net.now), int) and got.extend(r)) or len(got) >= 1000)
     assert bytes(got) == b"0123456789" * 100
@@ -290,7 +327,7 @@ def test_close_drains_then_shutdown():
 
     def pump():
         nonlocal off
-        while off < len(data) and (n := c.write(data[off:off + 65536], net.now)) > 0:
+        while off < len(data) and (n := c.write(data[off : off + 65536], net.now)) > 0:
             off += n
         while not isinstance(r := s.read(1 << 20, net.now), int) and r:
             got.extend(r)
@@ -304,12 +341,12 @@ def test_close_drains_then_shutdown():
     while not isinstance(r := s.read(1 << 20, net.now), int) and r:
         got.extend(r)
     assert bytes(got) == data
-    assert s.read(10, net.now) == b""            # EOF after the data
+    assert s.read(10, net.now) == b""  # EOF after the data
     assert s.write(b"x", net.now) == -2001
     assert net.events[id(s)] & EV["PEER_SHUTDOWN"]
 
 
-CLIENT, SERVER = ("10.0.0.1", 5000), ("10.0.0.2", 9000)   # connected_pair's addresses
+CLIENT, SERVER = ("10.0.0.1", 5000), ("10.0.0.2", 9000)  # connected_pair's addresses
 
 
 def _sent_types(net, src):
@@ -342,10 +379,10 @@ def test_close_waits_for_the_peers_reader_before_shutdown():
     assert c.write(data, net.now) == len(data)
     net.sent_log = []
     c.close(net.now)
-    net.run(150_000)                                 # the reader is busy: no SHUTDOWN yet
+    net.run(150_000)  # the reader is busy: no SHUTDOWN yet
     assert c.pending_send_bytes == 0 and c.state == ST["CLOSING"] and not s.peer_shutdown
     full_acks = [t for t in _sent_types(net, SERVER) if t == 2]
-    assert len(full_acks) >= 3                     # the peer repeats its full ACK ...
+    assert len(full_acks) >= 3  # the peer repeats its full ACK ...
     assert _sent_types(net, CLIENT).count(6) < len(full_acks)  # ... as no ACK2 answers it
     assert _read_all(s, net) == data
     t0 = net.now
@@ -361,8 +398,8 @@ def test_close_sends_shutdown_after_the_grace_when_the_reader_stays_busy():
     t0 = net.now
     c.close(net.now)
     assert net.run(1_000_000, lambda: s.peer_shutdown)
-    assert net.now - t0 <= 200_000 + 5_000           # SHUTDOWN_GRACE_US after the last ACK
-    assert _read_all(s, net) == data                 # udt's reader keeps what came before it
+    assert net.now - t0 <= 200_000 + 5_000  # SHUTDOWN_GRACE_US after the last ACK
+    assert _read_all(s, net) == data  # udt's reader keeps what came before it
 
 
 def test_close_is_immediate_once_the_peer_has_read_everything():
@@ -372,7 +409,7 @@ def test_close_is_immediate_once_the_peer_has_read_everything():
     got = bytearray()
     assert net.run(1_000_000, lambda: bool(got.extend(_read_all(s, net))) or len(got) == len(data))
     assert net.run(1_000_000, lambda: c.pending_send_bytes == 0)
-    net.run(50_000)                                  # the ACK after the read reports it
+    net.run(50_000)  # the ACK after the read reports it
     assert c.close(net.now) & EV["CLOSED"]
 
 
@@ -383,10 +420,10 @@ def test_first_burst_lost_to_a_peer_not_yet_ready_costs_one_timeout_only():
     net, c, s = connected_pair()
     server_conns = net.hosts[SERVER].conns
     sid = next(k for k, v in server_conns.items() if v is s)
-    del server_conns[sid]                            # the peer does not know us yet
+    del server_conns[sid]  # the peer does not know us yet
     data = payload(4 * MB, 4)
     offset = c.write(data, net.now)
-    net.run(5_000)                                   # the first burst goes nowhere
+    net.run(5_000)  # the first burst goes nowhere
     assert s.readable_bytes == 0
     server_conns[sid] = s
     t0 = net.now
@@ -394,7 +431,7 @@ def test_first_burst_lost_to_a_peer_not_yet_ready_costs_one_timeout_only():
 
     def pump():
         nonlocal offset
-        while offset < len(data) and (n := c.write(data[offset:offset + 65536], net.now)) > 0:
+        while offset < len(data) and (n := c.write(data[offset : offset + 65536], net.now)) > 0:
             offset += n
         got.extend(_read_all(s, net))
         return len(got) == len(data)
@@ -402,12 +439,12 @@ def test_first_burst_lost_to_a_peer_not_yet_ready_costs_one_timeout_only():
     assert net.run(20_000_000, pump)
     assert sha(bytes(got)) == sha(data)
     assert c.stats(net.now)["pkt_retrans_total"] >= 16
-    assert net.now - t0 < 500_000                    # one EXP (0.3 s), then full speed (was 0.79 s)
+    assert net.now - t0 < 500_000  # one EXP (0.3 s), then full speed (was 0.79 s)
 
 
 def test_linger_expires_when_peer_is_gone():
     net, c, s = connected_pair(client_options={"linger_us": 500_000})
-    net.endpoints.remove(s)                     # the server vanishes
+    net.endpoints.remove(s)  # the server vanishes
     net.hosts[("10.0.0.2", 9000)].conns.clear()
     c.write(b"x" * 10_000, net.now)
     t0 = net.now
@@ -423,14 +460,14 @@ def test_linger_bounds_a_stall_not_a_drain():
     """A drain that takes longer than the linger time but keeps progressing is not cut short."""
     net = Net(profile=LinkProfile(rate_pps=2000, queue_packets=1000, delay_us=5000))
     net, c, s = connected_pair(net, client_options={"linger_us": 300_000})
-    data = payload(2 * MB, 6)                       # 1441 packets at 2000 packets/s: > 0.7 s
+    data = payload(2 * MB, 6)  # 1441 packets at 2000 packets/s: > 0.7 s
     assert c.write(data, net.now) == len(data)
     t0 = net.now
     c.close(net.now)
     got = bytearray()
     assert net.run(20_000_000, lambda: bool(got.extend(_read_all(s, net))) or s.peer_shutdown)
     got.extend(_read_all(s, net))
-    assert net.now - t0 > 600_000                   # well past the 300 ms linger
+    assert net.now - t0 > 600_000  # well past the 300 ms linger
     assert bytes(got) == data and s.read(10, net.now) == b"" and not s.peer_reset
 
 
@@ -445,20 +482,20 @@ def test_abort_with_queued_data_resets_the_peer():
     for p in out:
         s.receive(_testing.encode_control(p["type"], p["info"], s.socket_id), net.now)
     assert s.peer_reset and not s.peer_shutdown and s.state == ST["BROKEN"]
-    assert s.read(10, net.now) == -2001              # ECONNRESET, not a clean EOF
+    assert s.read(10, net.now) == -2001  # ECONNRESET, not a clean EOF
     assert s.stats(net.now)["invalid_state"] == 0  # the rest of the reset is expected
 
 
 def test_abort_with_nothing_queued_is_a_clean_shutdown():
     net, c, s = connected_pair(client_options={"linger_us": 0})
     c.close(net.now)
-    tail = _close_tail(c, net.now)              # four copies, 10 ms apart: SHUTDOWN has no ACK
+    tail = _close_tail(c, net.now)  # four copies, 10 ms apart: SHUTDOWN has no ACK
     assert [p["type"] for _, p in tail] == [5, 5, 5, 5] and all(p["length"] == 20 for _, p in tail)
     assert [t - net.now for t, _ in tail] == [0, 10_000, 20_000, 30_000]
-    for _, p in tail:
+    for _ in tail:
         s.receive(_testing.encode_control(5, 0, s.socket_id), net.now)
     assert s.peer_shutdown and s.state == ST["BROKEN"] and s.read(10, net.now) == b""
-    assert s.stats(net.now)["invalid_state"] == 0   # the copy is expected, not invalid
+    assert s.stats(net.now)["invalid_state"] == 0  # the copy is expected, not invalid
 
 
 def test_stragglers_after_the_peers_close_are_late_not_invalid():
@@ -472,10 +509,10 @@ def test_stragglers_after_the_peers_close_are_late_not_invalid():
     data = next(d for _, frm, _, d in net.sent_log if frm == CLIENT and not d[0] & 0x80)
     c.close(net.now)
     assert net.run(1_000_000, lambda: s.peer_shutdown)
-    net.run(100_000)                                 # the other SHUTDOWN copies arrive too
-    s.receive(data, net.now)                         # and the data again, duplicated and late
+    net.run(100_000)  # the other SHUTDOWN copies arrive too
+    s.receive(data, net.now)  # and the data again, duplicated and late
     stats = s.stats(net.now)
-    assert stats["pkt_late_total"] == 4                # 3 SHUTDOWN copies + the data packet
+    assert stats["pkt_late_total"] == 4  # 3 SHUTDOWN copies + the data packet
     assert sum(invalid_counts(stats).values()) == 0
 
 
@@ -485,7 +522,7 @@ def test_a_duplicated_induction_answer_is_late_not_invalid():
     lst = _testing.ListenerShim(b"0123456789abcdef", 1, 1500, 8192, 0)
     _, reply, _ = lst.handle(c.next_datagram(0), CLIENT, 0)
     c.receive(reply, 10)
-    c.receive(reply, 20)                             # the network delivered it twice
+    c.receive(reply, 20)  # the network delivered it twice
     assert c.state == ST["CONNECTING"]
     stats = c.stats(20)
     assert stats["pkt_late_total"] == 1 and sum(invalid_counts(stats).values()) == 0
@@ -497,7 +534,7 @@ def test_shutdown_over_a_hole_is_a_reset():
     net, c, s = connected_pair()
     c.write(payload(3 * 1456, 1), net.now)
     packets, t = [], net.now
-    while len(packets) < 3:                         # following the sender's pacing
+    while len(packets) < 3:  # following the sender's pacing
         if (d := c.next_datagram(t)) is not None:
             packets.append(d)
         t = max(t + 1, c.next_send_time(t))
@@ -517,8 +554,8 @@ def test_idle_connection_keepalives_and_no_broken():
     net.run(30_000_000)
     assert c.state == s.state == ST["CONNECTED"]
     kinds = [_testing.decode_packet(d)["type"] for *_, d in net.sent_log]
-    assert set(kinds) == {1}                     # only keep-alives while idle
-    assert len(kinds) < 30 * 2 * 5               # a few per second, not a flood
+    assert set(kinds) == {1}  # only keep-alives while idle
+    assert len(kinds) < 30 * 2 * 5  # a few per second, not a flood
 
 
 @pytest.mark.parametrize("timeout_us", [0, 3_000_000])
@@ -556,7 +593,7 @@ def test_exp_retransmits_when_acks_vanish():
 
     def pump():
         nonlocal off
-        while off < len(data) and (n := c.write(data[off:off + 65536], net.now)) > 0:
+        while off < len(data) and (n := c.write(data[off : off + 65536], net.now)) > 0:
             off += n
         while not isinstance(r := s.read(1 << 20, net.now), int) and r:
             got.extend(r)
@@ -596,7 +633,7 @@ def test_srt_retransmission_flag_does_not_split_a_message():
     first = _testing.encode_data(isn, 2, True, 5, 0, sid, b"a" * 1456)
     last = _testing.encode_data(isn + 1, 1, True, 5, 0, sid, b"b" * 10)
     flagged = bytearray(last)
-    flagged[4] |= 0x04                    # R flag: bit 26 of word 1
+    flagged[4] |= 0x04  # R flag: bit 26 of word 1
     s.receive(first, net.now)
     s.receive(bytes(flagged), net.now)
     assert s.read_message(5000, net.now)[0] == b"a" * 1456 + b"b" * 10

@@ -1,4 +1,5 @@
 """One table of error numbers: the engine's C enum and udt.errors.ErrorCode agree both ways."""
+
 from __future__ import annotations
 
 import udt
