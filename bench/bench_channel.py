@@ -11,6 +11,7 @@ Modes: plain ``socket.sendto``/``recvfrom_into``; the channel's per-datagram Pyt
 the channel's batch API (sendmmsg/recvmmsg) without offloads, with GSO only, with GRO only, and
 with GSO+GRO. Ratios compare received datagrams/s with the plain Python mode.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,9 +27,9 @@ from udt._net import Channel, RecvBatch, SendBatch
 
 PAYLOAD_SIZE = 1456
 SOCKET_BUFFER = 8 << 20
-SEND_BATCH = 256          # datagrams per send_batch call (several GSO runs of 44 in one sendmmsg)
-RECV_SLOTS = 64           # 64 KiB receive buffers per recv_batch call
-IDLE_END = 0.25           # the receiver stops this long after the sender finished and all is quiet
+SEND_BATCH = 256  # datagrams per send_batch call (several GSO runs of 44 in one sendmmsg)
+RECV_SLOTS = 64  # 64 KiB receive buffers per recv_batch call
+IDLE_END = 0.25  # the receiver stops this long after the sender finished and all is quiet
 # Linux option numbers; Python 3.11's socket module does not name them.
 SO_SNDBUFFORCE = getattr(socket, "SO_SNDBUFFORCE", 32)
 SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
@@ -37,7 +38,7 @@ SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
 @dataclass(frozen=True)
 class Mode:
     name: str
-    api: str              # "python", "channel", "batch"
+    api: str  # "python", "channel", "batch"
     gso: bool = False
     gro: bool = False
 
@@ -113,8 +114,7 @@ def receiver(mode: Mode, cpu: int | None, ready, sender_done, results) -> None:
         def receive():
             return 1, sock.recvfrom_into(buffer)[0]
     else:
-        channel = Channel(socket.AF_INET, gro=mode.gro, rcvbuf=SOCKET_BUFFER,
-                          sndbuf=SOCKET_BUFFER)
+        channel = Channel(socket.AF_INET, gro=mode.gro, rcvbuf=SOCKET_BUFFER, sndbuf=SOCKET_BUFFER)
         channel.bind(("127.0.0.1", 0))
         address = channel.getsockname()
         closer = channel.close
@@ -130,6 +130,7 @@ def receiver(mode: Mode, cpu: int | None, ready, sender_done, results) -> None:
 
             def receive():
                 return recv_batch(batch, IDLE_END), batch.nbytes
+
     ready.send(address)
     try:
         # The first arrival starts the clock.
@@ -177,8 +178,7 @@ def sender(mode: Mode, cpu: int | None, address, seconds: float, results) -> Non
         elapsed = time.perf_counter() - started
         sock.close()
     else:
-        channel = Channel(socket.AF_INET, gso=mode.gso, rcvbuf=SOCKET_BUFFER,
-                          sndbuf=SOCKET_BUFFER)
+        channel = Channel(socket.AF_INET, gso=mode.gso, rcvbuf=SOCKET_BUFFER, sndbuf=SOCKET_BUFFER)
         if mode.api == "channel":
             send = channel.sendto
             started = time.perf_counter()
@@ -247,19 +247,22 @@ def median_sample(samples: list[Sample]) -> dict[str, float]:
 def run(seconds: float, runs: int, pin: bool, modes: list[Mode] = MODES) -> list[tuple[Mode, dict]]:
     samples: dict[str, list[Sample]] = {mode.name: [] for mode in modes}
     for _ in range(runs):
-        for mode in modes:   # interleaved: a load spike hits every mode, not one
+        for mode in modes:  # interleaved: a load spike hits every mode, not one
             samples[mode.name].append(measure(mode, seconds, pin))
     return [(mode, median_sample(samples[mode.name])) for mode in modes]
 
 
 def table(rows: list[tuple[Mode, dict]]) -> str:
     baseline = next((r["received"] for m, r in rows if m.api == "python"), 0.0)
-    lines = [f"{'mode':<30} {'sent dgram/s':>13} {'recv dgram/s':>13} {'recv Gbit/s':>11} "
-             f"{'loss %':>7} {'vs python':>9}"]
+    lines = [
+        f"{'mode':<30} {'sent dgram/s':>13} {'recv dgram/s':>13} {'recv Gbit/s':>11} {'loss %':>7} {'vs python':>9}"
+    ]
     for mode, result in rows:
         ratio = result["received"] / baseline if baseline else float("nan")
-        lines.append(f"{mode.name:<30} {result['sent']:>13,.0f} {result['received']:>13,.0f} "
-                     f"{result['gbits']:>11.2f} {result['loss']:>7.1f} {ratio:>8.2f}x")
+        lines.append(
+            f"{mode.name:<30} {result['sent']:>13,.0f} {result['received']:>13,.0f} "
+            f"{result['gbits']:>11.2f} {result['loss']:>7.1f} {ratio:>8.2f}x"
+        )
     return "\n".join(lines)
 
 
@@ -271,9 +274,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.seconds <= 0 or args.runs <= 0:
         parser.error("--seconds and --runs must be positive")
-    print(f"{PAYLOAD_SIZE}-byte datagrams over loopback, {args.runs} run(s) x {args.seconds:g} s "
-          f"per mode, medians; one sending and one receiving process"
-          f"{'' if args.no_pin else ' pinned to CPUs 0 and 1'}", flush=True)
+    print(
+        f"{PAYLOAD_SIZE}-byte datagrams over loopback, {args.runs} run(s) x {args.seconds:g} s "
+        f"per mode, medians; one sending and one receiving process"
+        f"{'' if args.no_pin else ' pinned to CPUs 0 and 1'}",
+        flush=True,
+    )
     print(table(run(args.seconds, args.runs, not args.no_pin)))
     return 0
 

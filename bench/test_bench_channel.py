@@ -3,6 +3,7 @@ received back over loopback, in one process (the two-process rate table is bench
 
     python -m pytest bench/test_bench_channel.py --benchmark-only
 """
+
 from __future__ import annotations
 
 import socket
@@ -14,7 +15,7 @@ pytest.importorskip("pytest_benchmark")
 from udt._net import Channel, RecvBatch, SendBatch  # noqa: E402
 
 ROUND = 256
-PAYLOAD = bytes(range(256)) * 5 + bytes(176)          # 1456 bytes
+PAYLOAD = bytes(range(256)) * 5 + bytes(176)  # 1456 bytes
 BUFFER = 16 << 20
 
 
@@ -22,7 +23,7 @@ BUFFER = 16 << 20
 def python_pair():
     sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    receiver.setsockopt(socket.SOL_SOCKET, 33, BUFFER)    # SO_RCVBUFFORCE (root)
+    receiver.setsockopt(socket.SOL_SOCKET, 33, BUFFER)  # SO_RCVBUFFORCE (root)
     receiver.bind(("127.0.0.1", 0))
     receiver.settimeout(1.0)
     yield sender, receiver
@@ -46,11 +47,9 @@ def test_python_sockets(benchmark, python_pair):
     assert benchmark(one_round) == ROUND
 
 
-@pytest.mark.parametrize("gso,gro", [(False, False), (True, False), (True, True)],
-                         ids=["batch", "gso", "gso+gro"])
+@pytest.mark.parametrize("gso,gro", [(False, False), (True, False), (True, True)], ids=["batch", "gso", "gso+gro"])
 def test_channel_batches(benchmark, gso, gro):
-    with Channel(gso=gso, sndbuf=BUFFER) as sender, \
-            Channel(gro=gro, rcvbuf=BUFFER) as receiver:
+    with Channel(gso=gso, sndbuf=BUFFER) as sender, Channel(gro=gro, rcvbuf=BUFFER) as receiver:
         receiver.bind(("127.0.0.1", 0))
         address = receiver.getsockname()
         outgoing = SendBatch(ROUND)

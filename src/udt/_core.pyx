@@ -259,7 +259,6 @@ cdef uint32_t _on_drop_request(Conn* c, const uint8_t* buf, size_t length, int64
 
 cdef uint32_t _on_control(Conn* c, const uint8_t* buf, size_t length, int64_t now) noexcept nogil:
     cdef int ctrl_type = <int>((get_u32(buf) >> 16) & 0x7FFF)
-    cdef uint32_t ev
     if ctrl_type == PKT_HANDSHAKE:
         return conn_on_handshake(c, buf, length, now)
     if c.state == STATE_CONNECTING:
@@ -330,7 +329,6 @@ cdef uint32_t _on_data(Conn* c, const uint8_t* buf, size_t length, int64_t now) 
     cdef int idx
     cdef uint32_t ev = 0
     cdef int bnd, moved
-    cdef bint was_lost
     if payload == 0 or payload > <size_t>c.rcv.slot_size:
         _invalid(c, INVALID_DATA_LENGTH)
         return 0
@@ -395,7 +393,7 @@ cdef uint32_t _on_data(Conn* c, const uint8_t* buf, size_t length, int64_t now) 
             ev |= EV_WANT_TRANSMIT
         c.rcv_largest = seq
     else:
-        was_lost = losslist_remove(&c.rcv_loss, seq)
+        losslist_remove(&c.rcv_loss, seq)
     memcpy(rcvbuf_payload(&c.rcv, idx), buf + HEADER_SIZE, payload)
     c.rcv.slots[idx].length = <int32_t>payload
     c.rcv.slots[idx].msg_word = word
@@ -491,7 +489,7 @@ cdef ssize_t _emit_full_ack(Conn* c, int64_t now, uint8_t* out, size_t cap) noex
 cdef ssize_t _emit_nak(Conn* c, int64_t now, uint8_t* out, size_t cap) noexcept nogil:
     cdef size_t room = cap
     cdef int max_words, n = 0, i
-    cdef int32_t f, l
+    cdef int32_t first, last
     if room > <size_t>(HEADER_SIZE + c.payload_size):
         room = HEADER_SIZE + c.payload_size
     max_words = <int>((room - HEADER_SIZE) // 4) if room > HEADER_SIZE else 0
@@ -499,35 +497,35 @@ cdef ssize_t _emit_nak(Conn* c, int64_t now, uint8_t* out, size_t cap) noexcept 
         return -ERR_NO_SEND_BUFFER
     if c.nak_report_due:
         for i in range(c.rcv_loss.count):
-            f = c.rcv_loss.first[i]
-            l = c.rcv_loss.last[i]
-            if f == l:
+            first = c.rcv_loss.first[i]
+            last = c.rcv_loss.last[i]
+            if first == last:
                 if n + 1 > max_words:
                     break
-                put_u32(out + HEADER_SIZE + 4 * n, <uint32_t>f)
+                put_u32(out + HEADER_SIZE + 4 * n, <uint32_t>first)
                 n += 1
             else:
                 if n + 2 > max_words:
                     break
-                put_u32(out + HEADER_SIZE + 4 * n, <uint32_t>f | LOSS_RANGE_FLAG)
-                put_u32(out + HEADER_SIZE + 4 * n + 4, <uint32_t>l)
+                put_u32(out + HEADER_SIZE + 4 * n, <uint32_t>first | LOSS_RANGE_FLAG)
+                put_u32(out + HEADER_SIZE + 4 * n + 4, <uint32_t>last)
                 n += 2
         c.nak_report_due = False
         c.pending_nak_count = 0
     else:
         for i in range(c.pending_nak_count):
-            f = c.pending_nak_first[i]
-            l = c.pending_nak_last[i]
-            if f == l:
+            first = c.pending_nak_first[i]
+            last = c.pending_nak_last[i]
+            if first == last:
                 if n + 1 > max_words:
                     break
-                put_u32(out + HEADER_SIZE + 4 * n, <uint32_t>f)
+                put_u32(out + HEADER_SIZE + 4 * n, <uint32_t>first)
                 n += 1
             else:
                 if n + 2 > max_words:
                     break
-                put_u32(out + HEADER_SIZE + 4 * n, <uint32_t>f | LOSS_RANGE_FLAG)
-                put_u32(out + HEADER_SIZE + 4 * n + 4, <uint32_t>l)
+                put_u32(out + HEADER_SIZE + 4 * n, <uint32_t>first | LOSS_RANGE_FLAG)
+                put_u32(out + HEADER_SIZE + 4 * n + 4, <uint32_t>last)
                 n += 2
         c.pending_nak_count = 0
     if n == 0:

@@ -8,7 +8,7 @@ cimport udt.core.engine as core
 
 
 cdef class Listener:
-    cdef MuxListener* l
+    cdef MuxListener* lst
     cdef MuxCore* m              # the multiplexer's state, alive as long as `mux` is
     cdef Channel channel
     cdef object mux              # the Multiplexer (a Python reference: it is in a later unit)

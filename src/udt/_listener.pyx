@@ -167,7 +167,7 @@ cdef class Listener:
 
     def accept(self, timeout):
         """The next accepted Connection; waits (GIL released) up to timeout seconds."""
-        cdef MuxListener* lst = self.l
+        cdef MuxListener* lst = self.lst
         cdef MuxConn* mc = NULL
         cdef int result = 0
         cdef int64_t deadline = deadline_from(timeout)
@@ -217,7 +217,7 @@ cdef class Listener:
 
     def _acceptor_main(self):
         """The accepting thread: one queued handshake after the other until the listener closes."""
-        cdef MuxListener* lst = self.l
+        cdef MuxListener* lst = self.lst
         cdef core.AcceptRequest req
         cdef bint closed = False
         with nogil:
@@ -234,7 +234,7 @@ cdef class Listener:
                                     self._reply_area)
 
     def set_backlog(self, int backlog):
-        cdef MuxListener* lst = self.l
+        cdef MuxListener* lst = self.lst
         if lst != NULL:
             with nogil:
                 pthread_mutex_lock(&lst.lock)
@@ -242,7 +242,7 @@ cdef class Listener:
                 pthread_mutex_unlock(&lst.lock)
 
     def events(self):
-        cdef MuxListener* lst = self.l
+        cdef MuxListener* lst = self.lst
         cdef int count
         if lst == NULL:
             return 0
@@ -255,7 +255,7 @@ cdef class Listener:
     def close(self):
         """Stop listening: wake accept() callers, abort connections nobody accepted yet.
         The structure itself is freed with this object (an accept() in progress holds it)."""
-        cdef MuxListener* lst = self.l
+        cdef MuxListener* lst = self.lst
         cdef MuxCore* m = self.m
         cdef MuxConn* mc
         if lst == NULL or m == NULL:
@@ -286,12 +286,12 @@ cdef class Listener:
             acceptor.join()  # it may be in a CC's init(): it leaves right after
 
     def __dealloc__(self):
-        cdef MuxListener* lst = self.l
+        cdef MuxListener* lst = self.lst
         if lst == NULL:
             return
         if not lst.closed:
             self.close()
-        self.l = NULL
+        self.lst = NULL
         pthread_mutex_destroy(&lst.lock)
         pthread_cond_destroy(&lst.changed)
         pthread_cond_destroy(&lst.pending_wake)

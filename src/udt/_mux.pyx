@@ -668,7 +668,7 @@ cdef class Multiplexer:
             free(lst)
             raise error_from_code(ErrorCode.PORT_HAS_LISTENER)
         listener = CListener.__new__(CListener)
-        (<CListener>listener).l = lst
+        (<CListener>listener).lst = lst
         (<CListener>listener).m = self._m
         (<CListener>listener).channel = self.channel
         (<CListener>listener).mux = self

@@ -387,14 +387,18 @@ cdef class LossListShim:
 def py_seq_cmp(int32_t a, int32_t b):
     return seq_cmp(a, b)
 
+
 def py_seq_off(int32_t a, int32_t b):
     return seq_off(a, b)
+
 
 def py_seq_add(int32_t a, int64_t n):
     return seq_add(a, n)
 
+
 def py_msgno_inc(int32_t m):
     return msgno_inc(m)
+
 
 def py_siphash24(bytes key, bytes data):
     return siphash24(<const uint8_t*><const char*>key, <const uint8_t*><const char*>data, len(data))
@@ -512,7 +516,6 @@ def request_from_conclusion(const uint8_t[:] data, object peer, int listener_mss
     memcpy(r.req.self_ip, hs.peer_ip, 16)
     _to_sockaddr(peer, &r.req.peer_addr)
     return r
-
 
 
 cdef inline int64_t _wall_us() noexcept nogil:

@@ -176,7 +176,6 @@ cdef void _skip_dead_head(Conn* c) noexcept nogil:
     """Message mode: consume dropped/taken slots and orphan fragments at the head."""
     cdef RecvBuffer* b = &c.rcv
     cdef int bnd
-    cdef int32_t msgno
     while seq_off(b.read_seq, b.frontier_seq) > 0:
         if b.slots[b.head].state == RSLOT_FILLED:
             bnd = msg_boundary(b.slots[b.head].msg_word)

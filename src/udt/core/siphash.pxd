@@ -28,11 +28,11 @@ cdef inline uint64_t siphash24(const uint8_t* key, const uint8_t* data, size_t l
     cdef uint64_t v3 = k1 ^ 0x7465646279746573ULL
     cdef uint64_t m
     cdef size_t i, blocks = length // 8
-    cdef int r, left
+    cdef int _round, r, left
     for i in range(blocks):
         m = _le64(data + 8 * i)
         v3 ^= m
-        for r in range(2):
+        for _round in range(2):
             v0 += v1; v1 = _rotl(v1, 13); v1 ^= v0; v0 = _rotl(v0, 32)
             v2 += v3; v3 = _rotl(v3, 16); v3 ^= v2
             v0 += v3; v3 = _rotl(v3, 21); v3 ^= v0
@@ -43,14 +43,14 @@ cdef inline uint64_t siphash24(const uint8_t* key, const uint8_t* data, size_t l
     for r in range(left):
         m |= (<uint64_t>data[8 * blocks + r]) << (8 * r)
     v3 ^= m
-    for r in range(2):
+    for _round in range(2):
         v0 += v1; v1 = _rotl(v1, 13); v1 ^= v0; v0 = _rotl(v0, 32)
         v2 += v3; v3 = _rotl(v3, 16); v3 ^= v2
         v0 += v3; v3 = _rotl(v3, 21); v3 ^= v0
         v2 += v1; v1 = _rotl(v1, 17); v1 ^= v2; v2 = _rotl(v2, 32)
     v0 ^= m
     v2 ^= 0xFF
-    for r in range(4):
+    for _round in range(4):
         v0 += v1; v1 = _rotl(v1, 13); v1 ^= v0; v0 = _rotl(v0, 32)
         v2 += v3; v3 = _rotl(v3, 16); v3 ^= v2
         v0 += v3; v3 = _rotl(v3, 21); v3 ^= v0

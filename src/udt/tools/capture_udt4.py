@@ -258,7 +258,9 @@ def _select(records: list[dict[str, Any]], scenario: Scenario) -> list[dict[str,
 
 def run_scenario(scenario: Scenario, out_dir: Path, timeout: float = 60.0) -> dict[str, Any]:
     """Run one scenario between two UDT4 processes and write ``out_dir/NAME.json``."""
-    common: dict[str, Any] = dict(sock_type=scenario.sock_type, mss=scenario.mss, msg_size=scenario.msg_size, timeout=timeout)
+    common: dict[str, Any] = dict(
+        sock_type=scenario.sock_type, mss=scenario.mss, msg_size=scenario.msg_size, timeout=timeout
+    )
     reports: dict[str, Any] = {}
     if scenario.rendezvous:
         port_a, port_b = peers.free_udp_port(), peers.free_udp_port()
