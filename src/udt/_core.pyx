@@ -486,48 +486,41 @@ cdef ssize_t _emit_full_ack(Conn* c, int64_t now, uint8_t* out, size_t cap) noex
     return HEADER_SIZE + 4 * words
 
 
+cdef inline int _put_loss_ranges(uint8_t* words, int max_words, const int32_t* first,
+                                 const int32_t* last, int count) noexcept nogil:
+    """Write loss ranges as NAK words (a single sequence, or first|flag, last) until max_words
+    would be exceeded; returns the words written."""
+    cdef int n = 0, i
+    for i in range(count):
+        if first[i] == last[i]:
+            if n + 1 > max_words:
+                break
+            put_u32(words + 4 * n, <uint32_t>first[i])
+            n += 1
+        else:
+            if n + 2 > max_words:
+                break
+            put_u32(words + 4 * n, <uint32_t>first[i] | LOSS_RANGE_FLAG)
+            put_u32(words + 4 * n + 4, <uint32_t>last[i])
+            n += 2
+    return n
+
+
 cdef ssize_t _emit_nak(Conn* c, int64_t now, uint8_t* out, size_t cap) noexcept nogil:
     cdef size_t room = cap
-    cdef int max_words, n = 0, i
-    cdef int32_t first, last
+    cdef int max_words, n
     if room > <size_t>(HEADER_SIZE + c.payload_size):
         room = HEADER_SIZE + c.payload_size
     max_words = <int>((room - HEADER_SIZE) // 4) if room > HEADER_SIZE else 0
     if max_words < 1:
         return -ERR_NO_SEND_BUFFER
     if c.nak_report_due:
-        for i in range(c.rcv_loss.count):
-            first = c.rcv_loss.first[i]
-            last = c.rcv_loss.last[i]
-            if first == last:
-                if n + 1 > max_words:
-                    break
-                put_u32(out + HEADER_SIZE + 4 * n, <uint32_t>first)
-                n += 1
-            else:
-                if n + 2 > max_words:
-                    break
-                put_u32(out + HEADER_SIZE + 4 * n, <uint32_t>first | LOSS_RANGE_FLAG)
-                put_u32(out + HEADER_SIZE + 4 * n + 4, <uint32_t>last)
-                n += 2
+        n = _put_loss_ranges(out + HEADER_SIZE, max_words, c.rcv_loss.first, c.rcv_loss.last, c.rcv_loss.count)
         c.nak_report_due = False
-        c.pending_nak_count = 0
     else:
-        for i in range(c.pending_nak_count):
-            first = c.pending_nak_first[i]
-            last = c.pending_nak_last[i]
-            if first == last:
-                if n + 1 > max_words:
-                    break
-                put_u32(out + HEADER_SIZE + 4 * n, <uint32_t>first)
-                n += 1
-            else:
-                if n + 2 > max_words:
-                    break
-                put_u32(out + HEADER_SIZE + 4 * n, <uint32_t>first | LOSS_RANGE_FLAG)
-                put_u32(out + HEADER_SIZE + 4 * n + 4, <uint32_t>last)
-                n += 2
-        c.pending_nak_count = 0
+        n = _put_loss_ranges(out + HEADER_SIZE, max_words, c.pending_nak_first, c.pending_nak_last,
+                             c.pending_nak_count)
+    c.pending_nak_count = 0
     if n == 0:
         return 0
     put_header(out, control_word0(PKT_NAK, 0), 0, 0, c.peer_socket_id)
