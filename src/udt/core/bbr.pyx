@@ -44,6 +44,7 @@ cdef struct SendRecord:
     int64_t first_sent_time        # send time of the newest acknowledged packet when this left
     int64_t delivered_time         # when `delivered` was last advanced, as this left
     int64_t delivered              # packets delivered when this left
+    float send_rate                # pacing rate when it left, packets/s
     int32_t seq
     uint8_t app_limited
     uint8_t lost                   # a NAK named it since it was (re)sent: counted once
@@ -73,6 +74,7 @@ cdef struct Bbr:
     int cycle_index
     int64_t cycle_stamp
     int64_t round_lost
+    int64_t loss_round             # the last round that saw a loss
     int64_t round_delivered_start
     double inflight_hi             # congestion cap on the window (0 = none)
     double pacing_gain
@@ -143,6 +145,7 @@ cdef void bbr_on_pkt_sent(CCState* cc, int32_t seq, int size, int64_t now) noexc
         b.app_limited_until = b.delivered + cc.inflight if b.delivered + cc.inflight > 0 else 1
     r.seq = seq
     r.sent_time = now
+    r.send_rate = <float>(1e6 / cc.period_us if cc.period_us > 0 else 1e9)
     r.first_sent_time = b.first_sent_time
     r.delivered_time = b.delivered_time
     r.delivered = b.delivered
@@ -170,12 +173,14 @@ cdef void _end_round(CCState* cc, Bbr* b) noexcept nogil:
     cdef double loss_rate = 0
     if delivered + b.round_lost > 0:
         loss_rate = <double>b.round_lost / <double>(delivered + b.round_lost)
-    if loss_rate > LOSS_THRESH:
-        b.full_bw_reached = True           # STARTUP overshot the queue: DRAIN now
+    if b.round_lost > 0:
+        b.loss_round = b.round_count
+    if loss_rate > LOSS_THRESH and b.state == PROBE_BW:
+        # (STARTUP's overshoot is drained by DRAIN; its losses are reported for a few rounds more)
         b.inflight_hi = BETA * (<double>cc.inflight if b.inflight_hi == 0 or cc.inflight < b.inflight_hi
                                 else b.inflight_hi)
-        if b.inflight_hi < MIN_CWND:
-            b.inflight_hi = MIN_CWND
+        if b.inflight_hi < _bdp(b) + MIN_CWND:
+            b.inflight_hi = _bdp(b) + MIN_CWND
         b.bw_lo = BETA * (b.bw_lo if b.bw_lo > 0 else b.btl_bw)
         if b.round_max_sample > b.bw_lo:
             b.bw_lo = b.round_max_sample
@@ -199,10 +204,6 @@ cdef void _enter_cycle_phase(CCState* cc, Bbr* b, int index, int64_t now) noexce
     if index == 0:
         # probing up: forget the congestion caps slowly, so a freed path is found again
         b.bw_lo = 0
-        if b.inflight_hi > 0:
-            b.inflight_hi *= 1.25
-            if b.inflight_hi > 4 * cc.cwnd:
-                b.inflight_hi = 0
 
 
 cdef void _update_state(CCState* cc, Bbr* b, int64_t now) noexcept nogil:
@@ -220,8 +221,14 @@ cdef void _update_state(CCState* cc, Bbr* b, int64_t now) noexcept nogil:
         _enter_cycle_phase(cc, b, 0 if start == 0 else start + 1, now)
     elif b.state == PROBE_BW:
         phase_us = b.min_rtt_us if b.min_rtt_us > 2 * SYN_US else 2 * SYN_US
-        if now - b.cycle_stamp >= phase_us:
-            _enter_cycle_phase(cc, b, (b.cycle_index + 1) % CYCLE_LEN, now)
+        if now - b.cycle_stamp < phase_us:
+            return
+        # the draining phase lasts until the queue is gone (the ACK/ACK2 RTT, which data holes
+        # do not inflate, back near the minimum), at most 4 phases
+        if (b.cycle_index == 1 and now - b.cycle_stamp < 4 * phase_us
+                and cc.rtt_us > b.min_rtt_us + b.min_rtt_us // 4 + SYN_US // 2):
+            return
+        _enter_cycle_phase(cc, b, (b.cycle_index + 1) % CYCLE_LEN, now)
 
 
 cdef void _set_output(CCState* cc, Bbr* b, int64_t newly) noexcept nogil:
@@ -232,13 +239,21 @@ cdef void _set_output(CCState* cc, Bbr* b, int64_t newly) noexcept nogil:
         rate = 1e6 / cc.period_us          # STARTUP never slows down
     if rate > 0:
         cc.period_us = 1e6 / rate
-    # UDT's window counts from the cumulative ACK: a hole keeps one more RTT of data "in flight"
-    # until its retransmission lands, and ACKs come every SYN, hence the extra BDP and 2 SYNs.
-    target = (b.cwnd_gain + 1.0) * _bdp(b) + bw * (2 * SYN_US) / 1e6 + MIN_CWND
+    # ACKs come every SYN: two of them in the window.  UDT's window counts from the cumulative
+    # ACK, so after a loss the data beyond the hole stays "in flight" until the retransmission
+    # lands (a round trip, one more NAK period if that is lost too): room for it while loss lasts.
+    target = b.cwnd_gain * _bdp(b) + bw * (2 * SYN_US) / 1e6 + MIN_CWND
+    if b.loss_round > 0 and b.round_count - b.loss_round < BW_WINDOW:
+        target += bw * <double>(3 * b.min_rtt_us + 4 * cc.rttvar_us) / 1e6
     if b.full_bw_reached:
         cc.cwnd = cc.cwnd + newly if cc.cwnd + newly < target else target
-    else:
+    elif cc.cwnd < target:
         cc.cwnd += newly
+    if b.inflight_hi > 0 and b.state == PROBE_BW and b.cycle_index == 0:
+        # probing up: the cap grows like slow start (doubling per round) and goes once it is moot
+        b.inflight_hi += newly
+        if b.inflight_hi > 2 * target:
+            b.inflight_hi = 0
     if b.inflight_hi > 0 and cc.cwnd > b.inflight_hi:
         cc.cwnd = b.inflight_hi
     if cc.cwnd < MIN_CWND:
@@ -279,6 +294,10 @@ cdef void bbr_on_ack(CCState* cc, int32_t ack, int64_t now) noexcept nogil:
             interval = now - r.delivered_time
         if interval > 0:
             sample = <double>(b.delivered - r.delivered) * 1e6 / <double>interval
+            # nothing is delivered faster than it is sent: without SACK a hole fill credits a
+            # round of packets at once, and the intervals do not always absorb it
+            if sample > r.send_rate:
+                sample = r.send_rate
             if sample > b.round_max_sample:
                 b.round_max_sample = sample
             # an app-limited sample only counts if it shows more than the model knows
@@ -320,6 +339,13 @@ cdef void bbr_on_loss(CCState* cc, const int32_t* loss, int count, int64_t now) 
                 r.lost = 1
                 b.round_lost += 1
             s = seq_inc(s)
+    # STARTUP overflowing the queue stalls the cumulative ACK, so the round may never end:
+    # leave STARTUP as soon as this round's loss is clearly congestion
+    if (b.state == STARTUP and b.round_lost >= MIN_CWND and <double>b.round_lost
+            > LOSS_THRESH * <double>(b.delivered - b.round_delivered_start + b.round_lost)):
+        b.full_bw_reached = True
+        _update_state(cc, b, now)
+        _set_output(cc, b, 0)
 
 
 cdef CCOps BBR_CC_OPS
