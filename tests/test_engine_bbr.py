@@ -6,10 +6,10 @@ from __future__ import annotations
 import os
 
 import pytest
-from engine_harness import LinkProfile, Net, connected_pair
 
 import udt
 import udt.cc
+from engine_harness import LinkProfile, Net, connected_pair
 
 RATE = 4000  # packets/s (about 47 Mbit/s of payload)
 DELAY = 10_000  # one way: base RTT 20 ms

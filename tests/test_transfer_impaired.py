@@ -113,7 +113,8 @@ def test_bbr_through_random_loss_is_byte_identical():
     link = Impairment(delay=0.010, loss=0.03)
     total, digest, _, sent, _, stats = transfer_through(link, link, cc="bbr")
     assert total == NBYTES and digest == sent["sha256"]
-    assert stats.a_to_b.dropped_loss <= sent["perfmon"]["pkt_retrans_total"] < 3 * stats.a_to_b.dropped_loss
+    lost = stats.a_to_b.dropped_loss
+    assert 0.5 * lost <= sent["perfmon"]["pkt_retrans_total"] < 3 * lost
 
 
 def test_message_mode_keeps_boundaries_through_loss():

@@ -313,7 +313,7 @@ cdef void bbr_on_loss(CCState* cc, const int32_t* loss, int count, int64_t now) 
     """Count each lost transmission once (the receiver repeats its NAKs for old holes)."""
     cdef Bbr* b = _bbr(cc)
     cdef int i = 0
-    cdef int64_t k, n
+    cdef int64_t _k, n
     cdef int32_t first, last, s
     cdef SendRecord* r
     while i < count:
@@ -333,7 +333,7 @@ cdef void bbr_on_loss(CCState* cc, const int32_t* loss, int count, int64_t now) 
         if n > b.ring_mask + 1:
             n = b.ring_mask + 1
         s = first
-        for k in range(n):
+        for _k in range(n):
             r = &b.ring[s & b.ring_mask]
             if r.seq == s and not r.lost:
                 r.lost = 1
