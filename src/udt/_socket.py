@@ -31,10 +31,11 @@ import socket as _pysocket
 import threading
 import warnings
 import weakref
-from typing import Any, Literal, cast
+from typing import IO, Any, Literal, NoReturn, cast
 
 import udt._mux as _mux
 
+from . import _sockopt
 from ._files import FileHandle, check_file_range
 from .config import ConnectionConfiguration
 from .errors import (
@@ -46,7 +47,7 @@ from .errors import (
     NotConnectedError,
     error_from_code,
 )
-from .options import OPTION_SPECS, Phase, SocketOption, SocketState, coerce_option, defaults, validate
+from .options import OPTION_SPECS, Phase, SocketOption, SocketState, defaults, validate
 
 __all__ = [
     "socket",
@@ -70,6 +71,8 @@ SHUT_RD = _pysocket.SHUT_RD
 SHUT_WR = _pysocket.SHUT_WR
 SHUT_RDWR = _pysocket.SHUT_RDWR
 
+_Buffer = bytes | bytearray | memoryview  # what send() takes (any C-contiguous buffer works)
+_File = str | bytes | os.PathLike[str] | IO[bytes]  # a path or a binary file object
 _FILE_BLOCK = 8 << 20  # bytes moved per GIL-free step of sendfile/recvfile
 _GLOBAL_DEFAULT_TIMEOUT = _pysocket._GLOBAL_DEFAULT_TIMEOUT  # type: ignore[attr-defined]
 
@@ -152,6 +155,7 @@ class socket:
         self._closed = False
         self._io_refs = 0
         self._read_shut = False
+        self._local_used: tuple | None = None  # getsockname() of a connection, once learnt
         _live_sockets.add(self)
 
     @classmethod
@@ -226,7 +230,7 @@ class socket:
             except Exception:
                 pass
 
-    def __getstate__(self):
+    def __getstate__(self) -> NoReturn:
         raise TypeError(f"cannot pickle {type(self).__name__!r} object")
 
     # ---- helpers --------------------------------------------------------------------------
@@ -321,10 +325,17 @@ class socket:
             self._state = SocketState.OPENED
 
     def getsockname(self) -> tuple:
+        """The local address; a connection on a wildcard port reports the address its packets
+        leave from (the kernel's route to the peer, asked once through a connected UDP socket)."""
         self._check_open()
         if self._mux is None:
             return ("0.0.0.0", 0) if self._family == AF_INET else ("::", 0, 0, 0)
-        return self._mux.local_address
+        conn = self._conn
+        if conn is None or self._state not in (SocketState.CONNECTED, SocketState.BROKEN):
+            return self._mux.local_address
+        if self._local_used is None:
+            self._local_used = _sockopt.route_source(self._family, self._mux.local_address, conn.peer_address)
+        return self._local_used
 
     def getpeername(self) -> tuple:
         self._check_open()
@@ -457,10 +468,12 @@ class socket:
         return self._recv_wait() != 0.0
 
     # ---- options --------------------------------------------------------------------------
-    def setsockopt(self, option: int, value: Any, *_unused: Any) -> None:
-        """Set a UDT option (``udt.UDT_*``; protocol.md §8 and :mod:`udt.options` for units)."""
+    def setsockopt(self, *args: Any) -> None:
+        """``setsockopt(UDT_option, value)``, or ``setsockopt(level, option, value)`` as for
+        :mod:`socket` (level ``udt.SOL_UDT``, or SOL_SOCKET's mapped options; :mod:`udt._sockopt`).
+        Units: protocol.md §8 and :mod:`udt.options`."""
+        opt, value = _sockopt.set_arguments(args)
         self._check_open()
-        opt = coerce_option(option)
         spec = OPTION_SPECS[opt]
         canonical = validate(opt, value)
         with self._lock:
@@ -485,10 +498,14 @@ class socket:
             elif opt == SocketOption.UDT_RENDEZVOUS and canonical and state == SocketState.LISTENING:
                 raise error_from_code(ErrorCode.RENDEZVOUS_NO_LISTEN)
 
-    def getsockopt(self, option: int, *_unused: Any) -> Any:
-        """The value of a UDT option; read-only ones report live state (UDT_STATE, UDT_EVENT,
-        UDT_SNDDATA/UDT_RCVDATA in bytes)."""
-        opt = coerce_option(option)
+    def getsockopt(self, *args: Any) -> Any:
+        """``getsockopt(UDT_option)`` or ``getsockopt(level, option[, buflen])`` (see setsockopt);
+        read-only options report live state (UDT_STATE, UDT_EVENT, UDT_SNDDATA/RCVDATA in bytes)."""
+        level, opt, buflen = _sockopt.get_arguments(args)
+        value = self._getsockopt(opt)
+        return value if level is None else _sockopt.from_udt_value(level, opt, value, buflen)
+
+    def _getsockopt(self, opt: SocketOption) -> Any:
         if opt == SocketOption.UDT_STATE:
             return self._live_state()
         self._check_open()
@@ -515,7 +532,7 @@ class socket:
         return self._state
 
     # ---- stream data ----------------------------------------------------------------------
-    def send(self, data, flags: int = 0) -> int:
+    def send(self, data: _Buffer, flags: int = 0) -> int:
         """Queue as much of *data* as the send buffer takes (waiting for some room while it is
         full); returns the bytes taken.  On a ``SOCK_DGRAM`` socket: ``sendmsg(data)``."""
         if flags:
@@ -524,7 +541,7 @@ class socket:
             return self.sendmsg(data)
         return self._connected().send(data, self._send_wait(), False)
 
-    def sendall(self, data, flags: int = 0) -> None:
+    def sendall(self, data: _Buffer, flags: int = 0) -> None:
         """Queue all of *data*; the timeout bounds the whole call (as in Python's socket)."""
         if flags:
             raise InvalidParameterError(ErrorCode.BAD_PARAMETER, "send flags are not supported")
@@ -547,7 +564,7 @@ class socket:
         del buffer[n:]
         return bytes(buffer)
 
-    def recv_into(self, buffer, nbytes: int = 0, flags: int = 0) -> int:
+    def recv_into(self, buffer: bytearray | memoryview, nbytes: int = 0, flags: int = 0) -> int:
         """Receive into *buffer* (at most *nbytes* bytes when given); returns the count, 0 at EOF."""
         if flags:
             raise InvalidParameterError(ErrorCode.BAD_PARAMETER, "recv flags are not supported")
@@ -566,7 +583,7 @@ class socket:
         return conn.recv_into(view, self._recv_wait())
 
     # ---- messages -------------------------------------------------------------------------
-    def sendmsg(self, data, ttl: float | None = None, inorder: bool = True) -> int:
+    def sendmsg(self, data: _Buffer, ttl: float | None = None, inorder: bool = True) -> int:
         """Send *data* as one message (``SOCK_DGRAM`` only).  *ttl* seconds: drop it if not
         delivered in time (None: UDT_MSGTTL, default forever); *inorder*: deliver in order."""
         if self._type != SOCK_DGRAM:
@@ -591,7 +608,7 @@ class socket:
         return self.recv(bufsize)
 
     # ---- files ----------------------------------------------------------------------------
-    def sendfile(self, file, offset: int = 0, count: int | None = None) -> int:
+    def sendfile(self, file: _File, offset: int = 0, count: int | None = None) -> int:
         """Send *count* bytes (None: to the end) of *file* (a path or a binary file object)
         starting at *offset*, in large blocks with the GIL released; returns the bytes sent and,
         for a file object, leaves its position just after them (like ``socket.sendfile``)."""
@@ -615,7 +632,7 @@ class socket:
             handle.advance(offset + sent)
         return sent
 
-    def recvfile(self, file, offset: int = 0, count: int | None = None) -> int:
+    def recvfile(self, file: _File, offset: int = 0, count: int | None = None) -> int:
         """Receive *count* bytes (None: until the peer closes) into *file* (a path, created if
         needed and not truncated, or a binary file object) at *offset*; returns the bytes written.
         Raises ``ConnectionResetError`` if the stream ends before *count* bytes."""
@@ -691,7 +708,7 @@ class socket:
             if mux is not None:
                 mux.release()
 
-    def detach(self):
+    def detach(self) -> NoReturn:
         raise OSError(_errno.EOPNOTSUPP, "udt sockets have no file descriptor to detach")
 
     # ---- file objects ---------------------------------------------------------------------
@@ -703,7 +720,7 @@ class socket:
         encoding: str | None = None,
         errors: str | None = None,
         newline: str | None = None,
-    ):
+    ) -> Any:  # text or binary by *mode*, as socket.makefile's overloads say
         """A file object reading/writing the stream (as :meth:`socket.socket.makefile`)."""
         if not set(mode) <= {"r", "w", "b"}:
             raise ValueError(f"invalid mode {mode!r} (only r, w, b allowed)")
