@@ -70,6 +70,11 @@ def test_sol_udt_reaches_every_udt_option_and_two_arguments_stay():
         assert s.getsockopt(udt.SOL_UDT, udt.UDT_MSS) == s.getsockopt(udt.UDT_MSS) == 1400
         s.setsockopt(udt.UDT_FC, 4096)
         assert s.getsockopt(udt.SOL_UDT, udt.UDT_FC, 4) == struct.pack("i", 4096)
+        assert s.getsockopt(udt.SOL_UDT, udt.UDT_RCVSYN, 4) == struct.pack("i", 1)
+        assert s.getsockopt(udt.SOL_UDT, udt.UDT_LINGER, 8) == struct.pack("ii", 1, 3)
+        with pytest.raises(OSError) as info:
+            s.getsockopt(udt.SOL_UDT, udt.UDT_CC, 4)  # a controller has no binary form
+        assert info.value.errno == errno.EINVAL
         with pytest.raises(udt.InvalidParameterError):
             s.setsockopt(udt.SOL_UDT, 99, 1)
         with pytest.raises(TypeError):

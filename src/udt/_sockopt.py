@@ -94,15 +94,15 @@ def from_udt_value(level: int, opt: SocketOption, value: Any, buflen: int | None
             value = int(value)
     if buflen is None:
         return value
-    if isinstance(value, bool) or not isinstance(value, (int, tuple)):
+    if not isinstance(value, (int, tuple)):
         raise OSError(errno.EINVAL, f"{opt.name} has no fixed-size binary form")
     if not 0 < buflen <= 1024:
         raise OSError(errno.EINVAL, f"buflen must be between 1 and 1024, got {buflen}")
     if isinstance(value, tuple):
         on, seconds = value
-        raw = _LINGER.pack(int(bool(on)), math.ceil(seconds) if on else 0)
+        raw = _LINGER.pack(int(bool(on)), math.ceil(seconds))
     else:
-        raw = _INT.pack(value)
+        raw = _INT.pack(int(value))  # a bool as the kernel stores it: 0 or 1
     return raw[:buflen]
 
 
