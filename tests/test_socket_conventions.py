@@ -1,11 +1,12 @@
 """The :mod:`socket` module's conventions on udt sockets: three-argument socket options with levels,
-and getsockname() of a connection on a wildcard port."""
+getsockname() of a connection on a wildcard port, and a connect to a closed port refused at once."""
 
 from __future__ import annotations
 
 import errno
 import socket as pysocket
 import struct
+import time
 
 import pytest
 
@@ -112,3 +113,25 @@ def test_accepted_socket_on_a_wildcard_listener_reports_its_address():
             with accepted:
                 assert accepted.getsockname() == (LOOP4, port)
                 assert client.getpeername() == (LOOP4, port)
+
+
+def _closed_port() -> int:
+    with pysocket.socket(pysocket.AF_INET, pysocket.SOCK_DGRAM) as probe:
+        probe.bind((LOOP4, 0))
+        return probe.getsockname()[1]  # closed again: the kernel answers it with ICMP
+
+
+def test_connect_to_a_closed_port_is_refused_at_once():
+    port = _closed_port()
+    started = time.monotonic()
+    with pytest.raises(ConnectionRefusedError):
+        udt.create_connection((LOOP4, port), timeout=10)
+    assert time.monotonic() - started < 1.0  # not the 3 s handshake timeout
+
+
+def test_refusal_leaves_other_connections_alone():
+    with connected_pair() as (client, accepted):
+        with pytest.raises(ConnectionRefusedError):
+            udt.create_connection((LOOP4, _closed_port()), timeout=10)
+        client.sendall(b"still here")
+        assert accepted.recv(64) == b"still here"

@@ -383,7 +383,9 @@ class socket:
     def connect(self, address: tuple) -> None:
         """Connect to a listening peer, or with ``UDT_RENDEZVOUS`` meet a peer connecting back.
         Fails with ``ConnectionRefusedError`` when rejected and ``TimeoutError`` when nobody
-        answers (3 s client/server, 30 s rendezvous, bounded by the socket timeout)."""
+        answers (3 s client/server, 30 s rendezvous, bounded by the socket timeout).  An unbound
+        socket gets a private port pinned to the peer, so a closed port's ICMP refuses at once
+        (a socket bound first, or ICMP filtered on the way, waits for the timeout)."""
         rendezvous = self._options[SocketOption.UDT_RENDEZVOUS]
         with self._lock:
             self._check_open()
@@ -398,7 +400,9 @@ class socket:
                 if rendezvous:
                     raise error_from_code(ErrorCode.RENDEZVOUS_NEEDS_BIND)
                 wildcard = ("0.0.0.0", 0) if self._family == AF_INET else ("::", 0, 0, 0)
-                self._mux = _mux.Multiplexer.acquire(self._family, wildcard, **self._mux_options())
+                private = {**self._mux_options(), "reuse_addr": False}  # one peer: pinned to it
+                self._mux = _mux.Multiplexer.acquire(self._family, wildcard, **private)
+                self._mux.pin_peer(peer)  # a closed port's ICMP now refuses the connect at once
                 self._state = SocketState.OPENED
             connect_ms = self._options[SocketOption.UDT_CONNTIMEO] * (10 if rendezvous else 1)
             self._conn = self._mux.connect(self._engine_config(), peer, rendezvous, connect_ms)
