@@ -135,3 +135,15 @@ def test_refusal_leaves_other_connections_alone():
             udt.create_connection((LOOP4, _closed_port()), timeout=10)
         client.sendall(b"still here")
         assert accepted.recv(64) == b"still here"
+
+
+def test_a_refused_socket_can_connect_elsewhere():
+    with udt.socket() as sock, udt.create_server((LOOP4, 0)) as server:
+        sock.settimeout(10)
+        server.settimeout(10)
+        assert sock.connect_ex((LOOP4, _closed_port())) == errno.ECONNREFUSED
+        sock.connect(server.getsockname())  # its port follows the new peer
+        accepted, _ = server.accept()
+        with accepted:
+            sock.sendall(b"ping")
+            assert accepted.recv(16) == b"ping"

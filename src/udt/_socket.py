@@ -156,6 +156,7 @@ class socket:
         self._io_refs = 0
         self._read_shut = False
         self._local_used: tuple | None = None  # getsockname() of a connection, once learnt
+        self._pinned = False  # our private port, connect()ed to the peer (see connect)
         _live_sockets.add(self)
 
     @classmethod
@@ -402,8 +403,10 @@ class socket:
                 wildcard = ("0.0.0.0", 0) if self._family == AF_INET else ("::", 0, 0, 0)
                 private = {**self._mux_options(), "reuse_addr": False}  # one peer: pinned to it
                 self._mux = _mux.Multiplexer.acquire(self._family, wildcard, **private)
-                self._mux.pin_peer(peer)  # a closed port's ICMP now refuses the connect at once
+                self._pinned = True
                 self._state = SocketState.OPENED
+            if self._pinned:  # (again after a failed attempt: the next peer may differ)
+                self._mux.pin_peer(peer)  # a closed port's ICMP now refuses the connect at once
             connect_ms = self._options[SocketOption.UDT_CONNTIMEO] * (10 if rendezvous else 1)
             self._conn = self._mux.connect(self._engine_config(), peer, rendezvous, connect_ms)
             self._state = SocketState.CONNECTING
