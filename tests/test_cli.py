@@ -687,3 +687,73 @@ def test_demo_runs_real_verified_transfers():
     assert file_run["send"]["sha256"] == file_run["recv"]["sha256"]
     assert mem_run["recv"]["bytes"] > 0 and mem_run["send"]["sha256"] == mem_run["recv"]["sha256"]
     assert file_run["recv"]["mbit_per_s"] > 0 and mem_run["recv"]["mbit_per_s"] > 0
+
+
+# --------------------------------------------------------------------------- honest progress, --json failures
+
+
+def test_sender_meter_counts_acknowledged_bytes_not_queued():
+    from udt.cli._progress import Meter, ProgressBar
+
+    server = udt.create_server(("127.0.0.1", 0), options={udt.UDT_RCVBUF: 256 * 1024})
+    try:
+        server.settimeout(10)
+        with udt.create_connection(server.getsockname(), timeout=10) as client:
+            peer, _ = server.accept()
+            with peer:
+                bar = ProgressBar(enabled=False)
+                meter = bar.add(Meter("t", 4 << 20, unacked=lambda: client.getsockopt(udt.UDT_SNDDATA)))
+                client.sendall(os.urandom(4 << 20))  # the send buffer takes it all at once
+                meter.queued = 4 << 20
+                time.sleep(0.3)  # the receiver reads nothing: ACKs stop at its full buffer
+                assert bar.moved() <= 512 * 1024, bar.moved()
+                received = 0
+                while received < 4 << 20:
+                    received += len(peer.recv(1 << 20))
+                assert wait_for(lambda: bar.moved() == 4 << 20, what="every byte acknowledged")
+                assert meter.done == 4 << 20
+    finally:
+        server.close()
+
+
+def test_failure_under_json_prints_one_object(tmp_path):
+    make_file(tmp_path / "f", 10)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:  # answers nothing
+        silent.bind(("127.0.0.1", 0))
+        code, proc = run_sender(
+            tmp_path, "--timeout", "1", tmp_path / "f", f"127.0.0.1:{silent.getsockname()[1]}", "--json"
+        )
+    assert code == 4, proc.stderr
+    result = proc.json()
+    assert result["exit_code"] == 4 and result["bytes"] == 0 and "no answer" in result["error"]
+    with Receiver(tmp_path, "--mem", "--once") as first:  # its port is taken: the second cannot bind
+        port = parse_host_port(first.address)[1]
+        taken = Proc(tmp_path, "taken", cli("recv", "--port", port, "--bind", "127.0.0.1", "--mem", "--json"))
+        assert taken.wait() == 9, taken.stderr
+    failed = taken.json()
+    assert failed["exit_code"] == 9 and failed["bytes"] == 0 and "cannot listen" in failed["error"]
+    no_traceback(proc)
+
+
+def test_sender_whose_receiver_dies_reports_acknowledged_bytes(tmp_path):
+    out = tmp_path / "out"
+    big = make_file(tmp_path / "big.bin", 32 * 1024 * 1024)
+    with Receiver(tmp_path, "--output", out, "--once", "--json") as recv:
+        proc = sender(tmp_path, big, recv.address, "--max-bw", "4MB/s", "--timeout", "5", "--json")
+        wait_for(
+            lambda: any(p.name.startswith(wire.PARTIAL_PREFIX) and p.stat().st_size > 1 << 20 for p in out.iterdir()),
+            what="a partial file",
+        )
+        recv.popen.send_signal(signal.SIGINT)
+        assert recv.wait(15) == 130
+        code = proc.wait()
+    assert code == 5, proc.stderr
+    sent, got = proc.json(), recv.json()
+    assert sent["exit_code"] == 5 and sent["error"]
+    assert got["exit_code"] == 130 and got["error"] == "interrupted"
+    # the receiver counts what reached the file, the sender what the receiver acknowledged
+    assert 1 << 20 < got["bytes"] < big.stat().st_size
+    assert 0 < sent["bytes"] < big.stat().st_size
+    assert "in big.bin: 0 B of" not in recv.stderr, recv.stderr
+    no_traceback(recv)
+    no_traceback(proc)

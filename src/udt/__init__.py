@@ -27,6 +27,7 @@ from ._socket import (  # noqa: E402
     create_server,
     socket,
 )
+from ._sockopt import SOL_UDT  # noqa: E402
 from .errors import (  # noqa: E402
     BadSocketError,
     BrokenPipeUDTError,
@@ -50,8 +51,31 @@ from .errors import (  # noqa: E402
 )
 from .options import EpollEvent, SocketOption, SocketState  # noqa: E402
 
-# Every option as a module constant, UDT4 style: udt.UDT_MSS, udt.UDP_RCVBUF, …
-globals().update({option.name: option for option in SocketOption})
+# Every option as a module constant, UDT4 style (spelt out so type checkers see them; a test
+# checks that each SocketOption has its constant).
+UDT_MSS = SocketOption.UDT_MSS
+UDT_SNDSYN = SocketOption.UDT_SNDSYN
+UDT_RCVSYN = SocketOption.UDT_RCVSYN
+UDT_CC = SocketOption.UDT_CC
+UDT_FC = SocketOption.UDT_FC
+UDT_SNDBUF = SocketOption.UDT_SNDBUF
+UDT_RCVBUF = SocketOption.UDT_RCVBUF
+UDT_LINGER = SocketOption.UDT_LINGER
+UDP_SNDBUF = SocketOption.UDP_SNDBUF
+UDP_RCVBUF = SocketOption.UDP_RCVBUF
+UDT_MAXMSG = SocketOption.UDT_MAXMSG
+UDT_MSGTTL = SocketOption.UDT_MSGTTL
+UDT_RENDEZVOUS = SocketOption.UDT_RENDEZVOUS
+UDT_SNDTIMEO = SocketOption.UDT_SNDTIMEO
+UDT_RCVTIMEO = SocketOption.UDT_RCVTIMEO
+UDT_REUSEADDR = SocketOption.UDT_REUSEADDR
+UDT_MAXBW = SocketOption.UDT_MAXBW
+UDT_STATE = SocketOption.UDT_STATE
+UDT_EVENT = SocketOption.UDT_EVENT
+UDT_SNDDATA = SocketOption.UDT_SNDDATA
+UDT_RCVDATA = SocketOption.UDT_RCVDATA
+UDT_PEERIDLETIMEO = SocketOption.UDT_PEERIDLETIMEO
+UDT_CONNTIMEO = SocketOption.UDT_CONNTIMEO
 UDT_EPOLL_IN = EpollEvent.IN
 UDT_EPOLL_OUT = EpollEvent.OUT
 UDT_EPOLL_ERR = EpollEvent.ERR
@@ -69,6 +93,7 @@ __all__ = [
     "SHUT_RD",
     "SHUT_WR",
     "SHUT_RDWR",
+    "SOL_UDT",
     "SocketOption",
     "SocketState",
     "EpollEvent",
@@ -94,4 +119,27 @@ __all__ = [
     "WouldBlockError",
     "OperationTimeoutError",
     "PeerError",
-] + [option.name for option in SocketOption]
+    "UDT_MSS",
+    "UDT_SNDSYN",
+    "UDT_RCVSYN",
+    "UDT_CC",
+    "UDT_FC",
+    "UDT_SNDBUF",
+    "UDT_RCVBUF",
+    "UDT_LINGER",
+    "UDP_SNDBUF",
+    "UDP_RCVBUF",
+    "UDT_MAXMSG",
+    "UDT_MSGTTL",
+    "UDT_RENDEZVOUS",
+    "UDT_SNDTIMEO",
+    "UDT_RCVTIMEO",
+    "UDT_REUSEADDR",
+    "UDT_MAXBW",
+    "UDT_STATE",
+    "UDT_EVENT",
+    "UDT_SNDDATA",
+    "UDT_RCVDATA",
+    "UDT_PEERIDLETIMEO",
+    "UDT_CONNTIMEO",
+]

@@ -30,13 +30,14 @@ import os
 import threading
 import weakref
 
-from libc.errno cimport EAGAIN, EBADF, EINTR, ETIMEDOUT
+from libc.errno cimport EAGAIN, EBADF, ECONNREFUSED, EINTR, ETIMEDOUT
 from libc.stdint cimport int64_t, uint8_t, uint32_t
 from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memcpy, memset
 
 cimport udt.core.engine as core
 from udt._connection cimport Connection as CConnection
+from udt.core.connutil cimport _connect_failed
 from udt._conntable cimport (MuxConn, muxconn_decref, muxconn_incref, muxconn_new, same_address,
                              table_find_id, table_find_peer, table_free, table_init)
 from udt._heap cimport HEAP_SEND, HEAP_TIMER, heap_init, heap_push_or_lower, heap_remove_at
@@ -390,6 +391,8 @@ cdef class Multiplexer:
                     pthread_mutex_unlock(&current.lock)
                     muxconn_decref(current)
                     current = NULL
+            elif n == -ECONNREFUSED:
+                refuse_connects(m, self.channel, now_us())  # only a pinned channel hears ICMP
             elif n < 0 and n != -ETIMEDOUT and n != -EAGAIN and n != -EINTR:
                 mux_count(&m.send_errors, 1)  # a receive error (ICMP errors on some kernels): go on
             self._run_timers(now_us())
@@ -576,6 +579,8 @@ cdef class Multiplexer:
 
             if batch.count > 0:
                 sent = self.channel.c_send_batch(batch, SEND_WAIT_US)
+                if sent == -ECONNREFUSED:  # the ICMP reached this call first (pinned channel)
+                    refuse_connects(m, self.channel, now_us())
                 if sent < 0:
                     mux_count(&m.send_errors, 1)
                 else:
@@ -680,6 +685,14 @@ cdef class Multiplexer:
             (<CListener>listener)._start_acceptor()
         return listener
 
+    def pin_peer(self, tuple peer):
+        """connect() the UDP socket of a private client multiplexer to its one peer, so that the
+        kernel reports that peer's ICMP port-unreachable (an unconnected UDP socket hears none)
+        and a connect to a closed port fails at once (refuse_connects)."""
+        if self._key is not None:
+            raise error_from_code(ErrorCode.INVALID_OPERATION, "only a private multiplexer is pinned")
+        self.channel.connect(peer)
+
     def connect(self, object config, tuple peer, bint rendezvous, int connect_timeout_ms):
         """Start connecting to peer; returns the Connection (wait_connected() waits)."""
         cdef MuxCore* m = self._m
@@ -766,3 +779,32 @@ def _stop_all():
 
 
 atexit.register(_stop_all)
+
+
+cdef void refuse_connects(MuxCore* m, Channel channel, int64_t now) noexcept nogil:
+    """ECONNREFUSED on a pinned channel (``Multiplexer.pin_peer``): the peer's port is closed.
+    Client connects still in their handshake fail now (``ConnectionRefusedError``).  Established
+    connections ignore it (one ICMP is no proof a live peer is gone, and it is easily forged:
+    their own timers decide), and a rendezvous keeps calling a peer that may not be up yet."""
+    cdef MuxConn* found[8]  # a pinned multiplexer serves one udt socket: one connection
+    cdef int count = 0
+    cdef int i
+    cdef size_t slot
+    cdef MuxConn* mc
+    cdef uint32_t events
+    pthread_mutex_lock(&m.table_lock)
+    for slot in range(m.by_id.capacity):
+        mc = m.by_id.slots[slot]
+        if mc != NULL and count < 8:
+            muxconn_incref(mc)
+            found[count] = mc
+            count += 1
+    pthread_mutex_unlock(&m.table_lock)
+    for i in range(count):
+        mc = found[i]
+        pthread_mutex_lock(&mc.lock)
+        if mc.conn.state == core.STATE_CONNECTING and not mc.conn.rendezvous:
+            events = _connect_failed(&mc.conn, core.ERR_REJECTED)
+            after_engine_call(m, channel, mc, events, now, True)
+        pthread_mutex_unlock(&mc.lock)
+        muxconn_decref(mc)

@@ -31,10 +31,11 @@ import socket as _pysocket
 import threading
 import warnings
 import weakref
-from typing import Any, Literal, cast
+from typing import IO, Any, Literal, NoReturn, cast
 
 import udt._mux as _mux
 
+from . import _sockopt
 from ._files import FileHandle, check_file_range
 from .config import ConnectionConfiguration
 from .errors import (
@@ -46,7 +47,7 @@ from .errors import (
     NotConnectedError,
     error_from_code,
 )
-from .options import OPTION_SPECS, Phase, SocketOption, SocketState, coerce_option, defaults, validate
+from .options import OPTION_SPECS, Phase, SocketOption, SocketState, defaults, validate
 
 __all__ = [
     "socket",
@@ -70,6 +71,8 @@ SHUT_RD = _pysocket.SHUT_RD
 SHUT_WR = _pysocket.SHUT_WR
 SHUT_RDWR = _pysocket.SHUT_RDWR
 
+_Buffer = bytes | bytearray | memoryview  # what send() takes (any C-contiguous buffer works)
+_File = str | bytes | os.PathLike[str] | IO[bytes]  # a path or a binary file object
 _FILE_BLOCK = 8 << 20  # bytes moved per GIL-free step of sendfile/recvfile
 _GLOBAL_DEFAULT_TIMEOUT = _pysocket._GLOBAL_DEFAULT_TIMEOUT  # type: ignore[attr-defined]
 
@@ -152,6 +155,8 @@ class socket:
         self._closed = False
         self._io_refs = 0
         self._read_shut = False
+        self._local_used: tuple | None = None  # getsockname() of a connection, once learnt
+        self._pinned = False  # our private port, connect()ed to the peer (see connect)
         _live_sockets.add(self)
 
     @classmethod
@@ -226,7 +231,7 @@ class socket:
             except Exception:
                 pass
 
-    def __getstate__(self):
+    def __getstate__(self) -> NoReturn:
         raise TypeError(f"cannot pickle {type(self).__name__!r} object")
 
     # ---- helpers --------------------------------------------------------------------------
@@ -321,10 +326,17 @@ class socket:
             self._state = SocketState.OPENED
 
     def getsockname(self) -> tuple:
+        """The local address; a connection on a wildcard port reports the address its packets
+        leave from (the kernel's route to the peer, asked once through a connected UDP socket)."""
         self._check_open()
         if self._mux is None:
             return ("0.0.0.0", 0) if self._family == AF_INET else ("::", 0, 0, 0)
-        return self._mux.local_address
+        conn = self._conn
+        if conn is None or self._state not in (SocketState.CONNECTED, SocketState.BROKEN):
+            return self._mux.local_address
+        if self._local_used is None:
+            self._local_used = _sockopt.route_source(self._family, self._mux.local_address, conn.peer_address)
+        return self._local_used
 
     def getpeername(self) -> tuple:
         self._check_open()
@@ -372,7 +384,9 @@ class socket:
     def connect(self, address: tuple) -> None:
         """Connect to a listening peer, or with ``UDT_RENDEZVOUS`` meet a peer connecting back.
         Fails with ``ConnectionRefusedError`` when rejected and ``TimeoutError`` when nobody
-        answers (3 s client/server, 30 s rendezvous, bounded by the socket timeout)."""
+        answers (3 s client/server, 30 s rendezvous, bounded by the socket timeout).  An unbound
+        socket gets a private port pinned to the peer, so a closed port's ICMP refuses at once
+        (a socket bound first, or ICMP filtered on the way, waits for the timeout)."""
         rendezvous = self._options[SocketOption.UDT_RENDEZVOUS]
         with self._lock:
             self._check_open()
@@ -387,8 +401,12 @@ class socket:
                 if rendezvous:
                     raise error_from_code(ErrorCode.RENDEZVOUS_NEEDS_BIND)
                 wildcard = ("0.0.0.0", 0) if self._family == AF_INET else ("::", 0, 0, 0)
-                self._mux = _mux.Multiplexer.acquire(self._family, wildcard, **self._mux_options())
+                private = {**self._mux_options(), "reuse_addr": False}  # one peer: pinned to it
+                self._mux = _mux.Multiplexer.acquire(self._family, wildcard, **private)
+                self._pinned = True
                 self._state = SocketState.OPENED
+            if self._pinned:  # (again after a failed attempt: the next peer may differ)
+                self._mux.pin_peer(peer)  # a closed port's ICMP now refuses the connect at once
             connect_ms = self._options[SocketOption.UDT_CONNTIMEO] * (10 if rendezvous else 1)
             self._conn = self._mux.connect(self._engine_config(), peer, rendezvous, connect_ms)
             self._state = SocketState.CONNECTING
@@ -457,10 +475,12 @@ class socket:
         return self._recv_wait() != 0.0
 
     # ---- options --------------------------------------------------------------------------
-    def setsockopt(self, option: int, value: Any, *_unused: Any) -> None:
-        """Set a UDT option (``udt.UDT_*``; protocol.md §8 and :mod:`udt.options` for units)."""
+    def setsockopt(self, *args: Any) -> None:
+        """``setsockopt(UDT_option, value)``, or ``setsockopt(level, option, value)`` as for
+        :mod:`socket` (level ``udt.SOL_UDT``, or SOL_SOCKET's mapped options; :mod:`udt._sockopt`).
+        Units: protocol.md §8 and :mod:`udt.options`."""
+        opt, value = _sockopt.set_arguments(args)
         self._check_open()
-        opt = coerce_option(option)
         spec = OPTION_SPECS[opt]
         canonical = validate(opt, value)
         with self._lock:
@@ -485,10 +505,14 @@ class socket:
             elif opt == SocketOption.UDT_RENDEZVOUS and canonical and state == SocketState.LISTENING:
                 raise error_from_code(ErrorCode.RENDEZVOUS_NO_LISTEN)
 
-    def getsockopt(self, option: int, *_unused: Any) -> Any:
-        """The value of a UDT option; read-only ones report live state (UDT_STATE, UDT_EVENT,
-        UDT_SNDDATA/UDT_RCVDATA in bytes)."""
-        opt = coerce_option(option)
+    def getsockopt(self, *args: Any) -> Any:
+        """``getsockopt(UDT_option)`` or ``getsockopt(level, option[, buflen])`` (see setsockopt);
+        read-only options report live state (UDT_STATE, UDT_EVENT, UDT_SNDDATA/RCVDATA in bytes)."""
+        level, opt, buflen = _sockopt.get_arguments(args)
+        value = self._getsockopt(opt)
+        return value if level is None else _sockopt.from_udt_value(level, opt, value, buflen)
+
+    def _getsockopt(self, opt: SocketOption) -> Any:
         if opt == SocketOption.UDT_STATE:
             return self._live_state()
         self._check_open()
@@ -515,7 +539,7 @@ class socket:
         return self._state
 
     # ---- stream data ----------------------------------------------------------------------
-    def send(self, data, flags: int = 0) -> int:
+    def send(self, data: _Buffer, flags: int = 0) -> int:
         """Queue as much of *data* as the send buffer takes (waiting for some room while it is
         full); returns the bytes taken.  On a ``SOCK_DGRAM`` socket: ``sendmsg(data)``."""
         if flags:
@@ -524,7 +548,7 @@ class socket:
             return self.sendmsg(data)
         return self._connected().send(data, self._send_wait(), False)
 
-    def sendall(self, data, flags: int = 0) -> None:
+    def sendall(self, data: _Buffer, flags: int = 0) -> None:
         """Queue all of *data*; the timeout bounds the whole call (as in Python's socket)."""
         if flags:
             raise InvalidParameterError(ErrorCode.BAD_PARAMETER, "send flags are not supported")
@@ -547,7 +571,7 @@ class socket:
         del buffer[n:]
         return bytes(buffer)
 
-    def recv_into(self, buffer, nbytes: int = 0, flags: int = 0) -> int:
+    def recv_into(self, buffer: bytearray | memoryview, nbytes: int = 0, flags: int = 0) -> int:
         """Receive into *buffer* (at most *nbytes* bytes when given); returns the count, 0 at EOF."""
         if flags:
             raise InvalidParameterError(ErrorCode.BAD_PARAMETER, "recv flags are not supported")
@@ -566,7 +590,7 @@ class socket:
         return conn.recv_into(view, self._recv_wait())
 
     # ---- messages -------------------------------------------------------------------------
-    def sendmsg(self, data, ttl: float | None = None, inorder: bool = True) -> int:
+    def sendmsg(self, data: _Buffer, ttl: float | None = None, inorder: bool = True) -> int:
         """Send *data* as one message (``SOCK_DGRAM`` only).  *ttl* seconds: drop it if not
         delivered in time (None: UDT_MSGTTL, default forever); *inorder*: deliver in order."""
         if self._type != SOCK_DGRAM:
@@ -591,7 +615,7 @@ class socket:
         return self.recv(bufsize)
 
     # ---- files ----------------------------------------------------------------------------
-    def sendfile(self, file, offset: int = 0, count: int | None = None) -> int:
+    def sendfile(self, file: _File, offset: int = 0, count: int | None = None) -> int:
         """Send *count* bytes (None: to the end) of *file* (a path or a binary file object)
         starting at *offset*, in large blocks with the GIL released; returns the bytes sent and,
         for a file object, leaves its position just after them (like ``socket.sendfile``)."""
@@ -615,7 +639,7 @@ class socket:
             handle.advance(offset + sent)
         return sent
 
-    def recvfile(self, file, offset: int = 0, count: int | None = None) -> int:
+    def recvfile(self, file: _File, offset: int = 0, count: int | None = None) -> int:
         """Receive *count* bytes (None: until the peer closes) into *file* (a path, created if
         needed and not truncated, or a binary file object) at *offset*; returns the bytes written.
         Raises ``ConnectionResetError`` if the stream ends before *count* bytes."""
@@ -691,7 +715,7 @@ class socket:
             if mux is not None:
                 mux.release()
 
-    def detach(self):
+    def detach(self) -> NoReturn:
         raise OSError(_errno.EOPNOTSUPP, "udt sockets have no file descriptor to detach")
 
     # ---- file objects ---------------------------------------------------------------------
@@ -703,7 +727,7 @@ class socket:
         encoding: str | None = None,
         errors: str | None = None,
         newline: str | None = None,
-    ):
+    ) -> Any:  # text or binary by *mode*, as socket.makefile's overloads say
         """A file object reading/writing the stream (as :meth:`socket.socket.makefile`)."""
         if not set(mode) <= {"r", "w", "b"}:
             raise ValueError(f"invalid mode {mode!r} (only r, w, b allowed)")

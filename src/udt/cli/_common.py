@@ -399,38 +399,70 @@ def _restore_sigterm(previous: _SignalHandler) -> None:
             pass
 
 
-def run_main(prog: str, run: Callable[[], int]) -> int:
-    """Top level of both tools: map every failure to a message and an exit code."""
+class JsonReport:
+    """--json's promise: exactly one JSON object on stdout, whether the tool succeeds or fails.
+
+    ``progress`` returns the bytes moved so far (acknowledged by the receiver for a sender,
+    arrived for a receiver), reported with a failure.
+    """
+
+    def __init__(self, prog: str, enabled: bool, progress: Callable[[], int]) -> None:
+        self.prog = prog
+        self.enabled = enabled
+        self.progress = progress
+        self.emitted = False
+
+    def emit(self, obj: dict[str, Any]) -> None:
+        if self.enabled and not self.emitted:
+            self.emitted = True
+            sys.stdout.write(json.dumps(obj) + "\n")
+            sys.stdout.flush()
+
+    def failure(self, code: int, message: str) -> None:
+        if not self.emitted:
+            self.emit({"tool": self.prog, "error": message, "exit_code": int(code), "bytes": self.progress()})
+
+
+def run_main(prog: str, run: Callable[[], int], report: JsonReport | None = None) -> int:
+    """Top level of both tools: map every failure to a message and an exit code (and, with
+    --json, to the one JSON object on stdout)."""
     try:
-        return int(run())
-    except CliError as exc:
-        print(f"{prog}: {exc.message}", file=sys.stderr, flush=True)
-        return int(exc.code)
-    except Interrupted as exc:
-        return int(exc.code)
-    except (KeyboardInterrupt, _Terminated) as exc:
-        print(
-            f"{prog}: {'interrupted' if isinstance(exc, KeyboardInterrupt) else 'terminated'}",
-            file=sys.stderr,
-            flush=True,
-        )
-        return int(ExitCode.INTERRUPTED if isinstance(exc, KeyboardInterrupt) else ExitCode.TERMINATED)
+        code = int(run())
+        if code != ExitCode.OK and report is not None:
+            report.failure(code, f"exit code {code}")
+        return code
     except BrokenPipeError:  # our stdout went away (e.g. piped into head): nothing left to say
         return int(ExitCode.FAILURE)
+    except CliError as exc:
+        code, message = int(exc.code), exc.message
+        print(f"{prog}: {message}", file=sys.stderr, flush=True)
+    except Interrupted as exc:
+        code = int(exc.code)
+        message = "interrupted" if code == ExitCode.INTERRUPTED else "terminated"
+    except (KeyboardInterrupt, _Terminated) as exc:
+        interrupted = isinstance(exc, KeyboardInterrupt)
+        message = "interrupted" if interrupted else "terminated"
+        code = int(ExitCode.INTERRUPTED if interrupted else ExitCode.TERMINATED)
+        print(f"{prog}: {message}", file=sys.stderr, flush=True)
     except Exception as exc:  # a bug: say so plainly, show the trace only when asked
-        print(f"{prog}: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        code, message = int(ExitCode.FAILURE), f"internal error: {type(exc).__name__}: {exc}"
+        print(f"{prog}: {message}", file=sys.stderr)
         if os.environ.get("UDT_CLI_DEBUG"):
             traceback.print_exc()
         else:
             print(f"{prog}: set UDT_CLI_DEBUG=1 to see the traceback", file=sys.stderr)
-        return int(ExitCode.FAILURE)
+    if report is not None:
+        try:
+            report.failure(code, message)
+        except BrokenPipeError:
+            pass
+    return code
 
 
-def emit_result(result: dict[str, Any], human: str, *, as_json: bool) -> None:
-    """With --json: exactly one JSON object on stdout (human line on stderr); else the line."""
-    if as_json:
+def emit_result(result: dict[str, Any], human: str, report: JsonReport) -> None:
+    """With --json: the one JSON object on stdout (human line on stderr); else the line."""
+    if report.enabled:
         print(human, file=sys.stderr, flush=True)
-        sys.stdout.write(json.dumps(result) + "\n")
-        sys.stdout.flush()
+        report.emit(result)
     else:
         print(human, flush=True)

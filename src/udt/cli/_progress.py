@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import TextIO
 
 
@@ -21,16 +22,39 @@ class Meter:
     ``done``/``total`` place the current item (a file may restart them at 0 for the next one);
     ``moved`` only ever grows and is what the rate is computed from.  ``deadline`` is the
     time.monotonic() at which a timed (--mem) transfer stops.
+
+    A sender's meter counts what the receiver acknowledged, not what the send buffer took: the
+    worker sets ``queued`` (bytes handed to the socket) and ``unacked`` (a callable returning the
+    bytes still in the send buffer, which holds every byte until its ACK), and :meth:`refresh`
+    turns the two into ``done``/``moved``.
     """
 
-    __slots__ = ("label", "done", "total", "moved", "deadline")
+    __slots__ = ("label", "done", "total", "moved", "deadline", "queued", "unacked")
 
-    def __init__(self, label: str, total: int | None = None, deadline: float | None = None) -> None:
+    def __init__(
+        self,
+        label: str,
+        total: int | None = None,
+        deadline: float | None = None,
+        unacked: Callable[[], int] | None = None,
+    ) -> None:
         self.label = label
         self.done = 0
         self.total = total
         self.moved = 0
         self.deadline = deadline
+        self.queued = 0
+        self.unacked = unacked
+
+    def refresh(self) -> None:
+        """Acknowledged bytes into done/moved (never backwards); a closed socket keeps the last."""
+        if self.unacked is None:
+            return
+        try:
+            acked = self.queued - self.unacked()
+        except OSError:
+            return
+        self.done = self.moved = max(self.moved, acked)
 
 
 class ProgressBar:
@@ -60,8 +84,18 @@ class ProgressBar:
     def remove(self, meter: Meter) -> None:
         with self._lock:
             if meter in self._meters:
+                meter.refresh()
                 self._meters.remove(meter)
                 self._finished_bytes += meter.moved
+
+    def moved(self) -> int:
+        """Bytes moved by every meter so far (finished ones included), refreshed now."""
+        with self._lock:
+            meters = list(self._meters)
+            finished = self._finished_bytes
+        for meter in meters:
+            meter.refresh()
+        return finished + sum(m.moved for m in meters)
 
     def draw(self) -> None:
         if not self.enabled:
@@ -70,6 +104,8 @@ class ProgressBar:
         with self._lock:
             meters = list(self._meters)
             finished = self._finished_bytes
+        for meter in meters:
+            meter.refresh()
         done = sum(m.done for m in meters)
         moved = finished + sum(m.moved for m in meters)
         self._history.append((now, moved))

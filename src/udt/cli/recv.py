@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import os
 import sys
 import tempfile
@@ -29,6 +28,7 @@ from udt.cli._common import (
     CliError,
     ExitCode,
     Interrupted,
+    JsonReport,
     argtype,
     file_error,
     format_address,
@@ -72,10 +72,12 @@ replaced.  A server with --output also serves memory-mode senders.
 
 Output: one line per transfer (on stdout).  With --json, stdout carries exactly one JSON object
 at exit: with --once or --rendezvous the transfer itself (bytes, seconds, mbit_per_s, sha256,
-retransmitted, lost, mss, rtt_ms, peer, mode, status, files), otherwise, printed when the
-server is stopped, {"sessions": [one object per transfer], "bytes", "seconds" (from the first
-transfer's start to the last one's end), "mbit_per_s", "retransmitted", "lost" (sums), "failed",
-"sha256": null}.  "sha256" means the same as in udt-send --help."""
+retransmitted, lost, mss, rtt_ms, peer, mode, status, exit_code, files, and "error" when it
+failed), otherwise, printed when the server is stopped, {"sessions": [one object per
+transfer], "bytes", "seconds" (from the first transfer's start to the last one's end),
+"mbit_per_s", "retransmitted", "lost" (sums), "failed", "sha256": null}.  A failure before
+that prints one {"error", "exit_code", "bytes"} object ("bytes": what really arrived).
+"sha256" means the same as in udt-send --help."""
 
 
 @dataclass
@@ -177,16 +179,18 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("give --output DIR (where files go) or --mem")
     if args.bind.startswith("[") and args.bind.endswith("]"):
         args.bind = args.bind[1:-1]
-    return run_main(PROG, lambda: _run(args))
+    bar = ProgressBar()
+    report = JsonReport(PROG, args.json, bar.moved)
+    return run_main(PROG, lambda: _run(args, bar, report), report)
 
 
-def _run(args: argparse.Namespace) -> int:
+def _run(args: argparse.Namespace, bar: ProgressBar, report: JsonReport) -> int:
     if args.output:
         _prepare_output(args.output)
     settings = Settings(
         output=args.output,
         json=args.json,
-        bar=ProgressBar(),
+        bar=bar,
         cancel=Cancel(),
         mss=args.mss,
         idle_timeout=args.idle_timeout,
@@ -203,27 +207,21 @@ def _run(args: argparse.Namespace) -> int:
         outcome = supervise(PROG, job, settings.cancel, settings.bar.draw)
     except Interrupted:
         settings.bar.clear()
-        if args.json and not single:
-            _emit_summary(settings)
+        if not single:
+            _emit_summary(settings, report)
         raise
     finally:
         settings.bar.clear()
     if single:
         assert outcome is not None
-        if args.json:
-            sys.stdout.write(_json(outcome) + "\n")
-            sys.stdout.flush()
-        return outcome.get("exit_code", ExitCode.OK)
+        report.emit(outcome)
+        return int(outcome["exit_code"])
     return ExitCode.OK
 
 
-def _json(obj: dict[str, Any]) -> str:
-    return json.dumps({k: v for k, v in obj.items() if k != "exit_code"})
-
-
-def _emit_summary(settings: Settings) -> None:
+def _emit_summary(settings: Settings, report: JsonReport) -> None:
     with settings.lock:
-        sessions = [{k: v for k, v in s.items() if k != "exit_code"} for s in settings.sessions]
+        sessions = list(settings.sessions)
     nbytes = sum(s["bytes"] for s in sessions)
     # wall time from the first transfer's start to the last one's end (they may overlap)
     seconds = settings.span[1] - settings.span[0] if settings.span else 0.0
@@ -238,8 +236,7 @@ def _emit_summary(settings: Settings) -> None:
         "lost": sum(s.get("lost") or 0 for s in sessions),
         "failed": sum(1 for s in sessions if s.get("status") != "ok"),
     }
-    sys.stdout.write(_json(summary) + "\n")
-    sys.stdout.flush()
+    report.emit(summary)
 
 
 def _prepare_output(path: str) -> None:
@@ -462,12 +459,16 @@ def _serve_session(settings: Settings, conn: udt.socket, state: _SessionState) -
         _receive_memory(settings, conn, state)
 
 
-def _fill(conn: udt.socket, view: memoryview) -> None:
+def _fill(conn: udt.socket, view: memoryview, state: _SessionState) -> None:
+    """Fill *view*, counting every byte as it arrives (a chunk cut short still counts)."""
     while view:
         n = conn.recv_into(view)
         if not n:
             raise EOFError("peer closed the connection")
         view = view[n:]
+        state.nbytes += n
+        if state.meter is not None:
+            state.meter.done = state.meter.moved = state.nbytes
 
 
 def _receive_files(settings: Settings, conn: udt.socket, state: _SessionState) -> None:
@@ -519,6 +520,16 @@ def _receive_files(settings: Settings, conn: udt.socket, state: _SessionState) -
         _try_reply(conn, wire.ReplyStatus.OK if ok else wire.ReplyStatus.DIGEST_MISMATCH, size, digest)
 
 
+def _count_landed(state: _SessionState, file_size: int) -> None:
+    """A failed recvfile step still wrote what arrived before the failure (in order, from the
+    step's offset): count it, so the failure message and --json tell the bytes that arrived."""
+    landed = max(0, file_size - state.current_done)
+    state.current_done += landed
+    state.nbytes += landed
+    if state.meter is not None:
+        state.meter.done, state.meter.moved = state.current_done, state.nbytes
+
+
 def _receive_one(
     settings: Settings, conn: udt.socket, state: _SessionState, name: str, size: int
 ) -> tuple[bytes, bool]:
@@ -551,6 +562,7 @@ def _receive_one(
                     try:
                         got = conn.recvfile(out, state.current_done, step)
                     except OSError as exc:
+                        _count_landed(state, os.fstat(out.fileno()).st_size)
                         if getattr(exc, "udt_code", 0) not in _FILE_WRITE_CODES:
                             raise  # the connection, not the disk
                         _try_reply(conn, wire.ReplyStatus.WRITE_FAILED)
@@ -608,10 +620,8 @@ def _receive_memory(settings: Settings, conn: udt.socket, state: _SessionState) 
             if length > len(buf):
                 buf = bytearray(length)
             block = memoryview(buf)[:length]
-            _fill(conn, block)
+            _fill(conn, block, state)
             hasher.update(block)
-            state.nbytes += length
-            state.meter.done = state.meter.moved = state.nbytes
         elif tag == wire.Tag.END:
             count, digest = wire.END_BODY.unpack(recv_exact(conn, wire.END_BODY.size))
             state.ended = time.monotonic()

@@ -28,6 +28,7 @@ from udt.cli._common import (
     Cancel,
     CliError,
     ExitCode,
+    JsonReport,
     argtype,
     emit_result,
     file_error,
@@ -49,6 +50,7 @@ from udt.cli._common import (
 from udt.cli._hashing import FileHasher, FileShrankError
 from udt.cli._progress import Meter, ProgressBar
 from udt.errors import ErrorCode
+from udt.options import SocketOption
 from udt.units import parse_rate_bytes_per_s
 
 PROG = "udt-send"
@@ -64,11 +66,13 @@ Send files to udt-recv over UDT (a reliable, congestion-controlled transport ove
   udt-send --mem SECONDS HOST:PORT  stream generated data for SECONDS (memory to memory)
 
 All files go over one connection, one after another, under their base names.  A progress bar
-with rate and ETA appears when stderr is a terminal.  The final line gives the throughput; with
---json, stdout carries exactly one JSON object instead: bytes, seconds, mbit_per_s, sha256,
-retransmitted, lost, mss, rtt_ms, peer, mode, and for files a "files" list (name, path, bytes,
-sha256, status).  "sha256" is the file's sha256 for one file; for several files it is the sha256
-of their raw 32-byte digests concatenated in order; in --mem mode, the sha256 of all bytes sent
+with rate and ETA (of the bytes the receiver acknowledged) appears when stderr is a terminal.
+The final line gives the throughput; with --json, stdout carries exactly one JSON object
+instead: bytes, seconds, mbit_per_s, sha256, retransmitted, lost, mss, rtt_ms, peer, mode,
+exit_code, and for files a "files" list (name, path, bytes, sha256, status).  A failure still
+prints one object: "error", "exit_code" and "bytes" (acknowledged by the receiver so far).
+"sha256" is the file's sha256 for one file; for several files it is the sha256 of their raw
+32-byte digests concatenated in order; in --mem mode, the sha256 of all bytes sent
 (udt-recv --mem prints the same value for the bytes it received)."""
 
 
@@ -174,15 +178,16 @@ def main(argv: list[str] | None = None) -> int:
         bind = _parse_bind(args.bind)
     except ValueError as exc:
         parser.error(f"argument --bind: {exc}")
-    return run_main(PROG, lambda: _run(args, bind))
+    bar = ProgressBar()
+    report = JsonReport(PROG, args.json, bar.moved)
+    return run_main(PROG, lambda: _run(args, bind, bar, report), report)
 
 
-def _run(args: argparse.Namespace, bind: tuple[str, int | None]) -> int:
+def _run(args: argparse.Namespace, bind: tuple[str, int | None], bar: ProgressBar, report: JsonReport) -> int:
     sources = [] if args.mem is not None else _check_sources(args.files)
     host, port = args.destination
     family, sockaddr = resolve(host, port)
     cancel = Cancel()
-    bar = ProgressBar()
     peer = format_address(sockaddr)
 
     def job() -> dict[str, Any]:
@@ -195,6 +200,7 @@ def _run(args: argparse.Namespace, bind: tuple[str, int | None]) -> int:
             result["mss"] = negotiated_mss(sock, args.mss)
             return result
         finally:
+            bar.moved()  # the last acknowledged count, while the socket can still tell it
             cancel.unregister(sock)
             sock.close()
 
@@ -202,11 +208,14 @@ def _run(args: argparse.Namespace, bind: tuple[str, int | None]) -> int:
         result = supervise(PROG, job, cancel, bar.draw)
     finally:
         bar.clear()
-    emit_result(result, _human_line(result), as_json=args.json)
     failed = [f for f in result.get("files", []) if f["status"] != "verified"]
-    if failed:
-        names = ", ".join(f["name"] for f in failed)
-        raise CliError(ExitCode.VERIFY_FAILED, f"verification failed for {names}")
+    error = f"verification failed for {', '.join(f['name'] for f in failed)}" if failed else None
+    result["exit_code"] = int(ExitCode.VERIFY_FAILED if failed else ExitCode.OK)
+    if error is not None:
+        result["error"] = error
+    emit_result(result, _human_line(result), report)
+    if error is not None:
+        raise CliError(ExitCode.VERIFY_FAILED, error)
     return ExitCode.OK
 
 
@@ -301,7 +310,8 @@ def _send_files(
     sock: udt.socket, peer: str, sources: list[SourceFile], bar: ProgressBar, cancel: Cancel
 ) -> dict[str, Any]:
     total = sum(s.size for s in sources)
-    meter = bar.add(Meter(sources[0].name if len(sources) == 1 else f"{len(sources)} files", total))
+    label = sources[0].name if len(sources) == 1 else f"{len(sources)} files"
+    meter = bar.add(Meter(label, total, unacked=lambda: sock.getsockopt(SocketOption.UDT_SNDDATA)))
     replies = Replies(expected=len(sources) + 1)
     started = time.monotonic()
     reader = None
@@ -389,7 +399,7 @@ def _send_one(sock: udt.socket, source: SourceFile, meter: Meter, sent_before: i
                 if not sent:
                     raise CliError(ExitCode.FILE_ERROR, f"{source.path} shrank while being sent")
                 offset += sent
-                meter.done = meter.moved = sent_before + offset
+                meter.queued = sent_before + offset
         except BaseException:
             hasher.abandon()
             raise
@@ -411,7 +421,7 @@ def _send_memory(sock: udt.socket, peer: str, seconds: float, bar: ProgressBar, 
     replies = Replies(expected=1)
     started = time.monotonic()
     deadline = started + seconds
-    meter = bar.add(Meter("memory", deadline=deadline))
+    meter = bar.add(Meter("memory", deadline=deadline, unacked=lambda: sock.getsockopt(SocketOption.UDT_SNDDATA)))
     total = 0
     offset = 0
     try:
@@ -423,7 +433,7 @@ def _send_memory(sock: udt.socket, peer: str, seconds: float, bar: ProgressBar, 
             sock.sendall(chunk)
             hasher.update(chunk)
             total += MEM_CHUNK
-            meter.done = meter.moved = total
+            meter.queued = total
             offset = (offset + MEM_STRIDE) % MEM_CHUNK
         digest = hasher.digest()
         if not replies.done.is_set():
