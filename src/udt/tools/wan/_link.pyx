@@ -370,10 +370,10 @@ cdef class Shaper:
 
 cdef int _drain_fd(int fd, Direction* d, uint8_t* scratch) noexcept nogil:
     """Read up to READ_BATCH packets from *fd* into *d*; 1 when more may wait, -1 on error."""
-    cdef int i
+    cdef int _i
     cdef ssize_t n
     cdef uint8_t* room
-    for i in range(READ_BATCH):
+    for _i in range(READ_BATCH):
         room = _reserve(d, d.mtu)
         n = read(fd, scratch if room == NULL else room, d.mtu)
         if n < 0:
