@@ -101,6 +101,16 @@ class LinkSpec:
     schedule: Sequence[tuple[float, str | float]] = field(default_factory=tuple)
     max_rate: str | float | None = None
 
+    def __post_init__(self) -> None:
+        self.max_rate_bps()  # every rate parses
+        for name in ("delay_ms", "jitter_ms", "queue_ms", "queue_packets"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.queue_ms == 0 and self.queue_packets == 0:
+            raise ValueError("give a queue limit: queue_ms or queue_packets")
+        if not 0.0 <= self.loss < 1.0:
+            raise ValueError(f"loss must be in [0, 1), got {self.loss}")
+
     @property
     def rate_bps(self) -> float:
         return parse_rate(self.rate)
