@@ -455,7 +455,8 @@ cdef class Forwarder:
         cdef itimerspec when
         cdef int64_t now, next_fwd, next_rev, next_due, armed = -1
         cdef uint64_t expirations
-        cdef int n, i
+        cdef int n, i, fd
+        cdef bint left_ready, right_ready
         cdef Direction* fwd = &self.forward.d
         cdef Direction* rev = &self.reverse.d
         prctl(PR_SET_TIMERSLACK, 1, 0, 0, 0)    # delays are set in microseconds, not 50 us slack
@@ -467,14 +468,20 @@ cdef class Forwarder:
                 if errno == EINTR:
                     continue
                 return errno
+            left_ready = right_ready = False
             for i in range(n):
-                if events[i].data.fd == self.stop_fd:
+                fd = events[i].data.fd
+                if fd == self.stop_fd:
                     return 0
-                if events[i].data.fd == self.timer_fd:
+                if fd == self.timer_fd:
                     read(self.timer_fd, &expirations, sizeof(expirations))
                     armed = -1
+                left_ready = left_ready or fd == self.left_fd
+                right_ready = right_ready or fd == self.right_fd
             # Level-triggered: whatever a batch leaves behind wakes the next epoll_wait at once.
-            if _drain_fd(self.left_fd, fwd, self.scratch) < 0 or _drain_fd(self.right_fd, rev, self.scratch) < 0:
+            if left_ready and _drain_fd(self.left_fd, fwd, self.scratch) < 0:
+                return errno
+            if right_ready and _drain_fd(self.right_fd, rev, self.scratch) < 0:
                 return errno
             now = _now_ns()
             _deliver(self.right_fd, fwd, now)

@@ -16,7 +16,6 @@ import dataclasses
 import os
 import subprocess
 import threading
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -181,11 +180,6 @@ class WanLink:
         self._fds.clear()
         _live.discard(self)
 
-    @property
-    def error(self) -> BaseException | None:
-        """Why the forwarder stopped on its own (a TUN fd failed), else None."""
-        return self._error
-
     # -- commands in the namespaces -----------------------------------------------------------
 
     def exec_argv(self, namespace: str, argv: Sequence[str]) -> list[str]:
@@ -217,7 +211,10 @@ class WanLink:
 
     def counters(self) -> dict[str, dict[str, float]]:
         """``{"forward": {...}, "reverse": {...}}``: delivered, random_drops, ge_drops,
-        queue_drops, overflow_drops, invalid, queue_delay_ms_mean/max, rate_bps, ... (live)."""
+        queue_drops, overflow_drops, invalid, queue_delay_ms_mean/max, rate_bps, ... (live).
+        Raises OSError if the forwarder died (a TUN fd failed): the figures would be stale."""
+        if self._error is not None:
+            raise OSError(f"the WAN forwarder stopped: {self._error}") from self._error
         return {name: shaper.counters() for name, shaper in self._shapers.items()}
 
     def set_rate(self, direction: str, rate: str | float) -> None:
@@ -231,14 +228,6 @@ class WanLink:
         if self._forwarder is None:
             raise RuntimeError("the WanLink is not running")
         self._forwarder.start_schedules()
-
-    def wait_idle(self, timeout: float = 5.0) -> None:
-        """Wait until no packet is in the link either way (for exact counter comparisons)."""
-        deadline = time.monotonic() + timeout
-        while any(shaper.counters()["in_link"] for shaper in self._shapers.values()):
-            if time.monotonic() > deadline:
-                raise TimeoutError("the link did not drain")
-            time.sleep(0.01)
 
 
 @atexit.register
