@@ -146,6 +146,8 @@ def test_garbage_and_bad_settings():
     with pytest.raises(ValueError, match="delay_ms"):
         LinkSpec(rate="1Mbit", delay_ms=-1)
     assert parse_duration_ms("1.5s") == 1500 and parse_fraction("1%") == 0.01
+    with pytest.raises(ValueError, match="duration"):
+        parse_duration_ms("50")
 
 
 # -- real namespaces --------------------------------------------------------------------------

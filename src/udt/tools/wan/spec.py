@@ -10,8 +10,8 @@ from udt.units import parse_rate_bps
 
 __all__ = ["GilbertElliott", "LinkSpec", "parse_duration_ms", "parse_fraction", "parse_rate"]
 
-_DURATION = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*(us|ms|s|)\s*")
-_DURATION_SCALE_MS = {"us": 1e-3, "ms": 1.0, "": 1.0, "s": 1e3}
+_DURATION = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*(us|ms|s)\s*")
+_DURATION_SCALE_MS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 
 
 def parse_rate(rate: str | float) -> float:
@@ -24,7 +24,8 @@ def parse_rate(rate: str | float) -> float:
 
 
 def parse_duration_ms(text: str | float) -> float:
-    """Milliseconds from ``"50ms"``, ``"1.5s"``, ``"300us"`` or a bare number (ms)."""
+    """Milliseconds from ``"50ms"``, ``"1.5s"``, ``"300us"`` (a bare number string is refused, as
+    in ``udt-impair``) or a number (already ms)."""
     if not isinstance(text, str):
         return float(text)
     match = _DURATION.fullmatch(text)
