@@ -113,6 +113,11 @@ def test_schedule_and_set_rate_change_the_serialisation_time():
     s.offer(2000 * MS, ipv4(1000))
     s.pop_due(1002 * MS)
     assert s.next_due_ns() == 2004 * MS
+    s.start_schedule(3000 * MS)  # back to the first rate, the 4 Mbit/s entry to come
+    assert s.rate_bps == 8e6
+    s.offer(3000 * MS, ipv4(1000))
+    s.offer(4000 * MS, ipv4(1000))
+    assert s.rate_bps == 4e6
 
 
 def test_jitter_stays_in_bounds_and_never_reorders():

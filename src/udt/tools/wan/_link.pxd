@@ -31,6 +31,7 @@ cdef struct Slot:
 
 cdef struct Direction:
     double ns_per_byte            # 8e9 / rate; the rate is never unlimited
+    double base_ns_per_byte       # the rate before any schedule entry
     double max_ns_per_byte        # the rate the rings were sized for (set_rate may not exceed it)
     int64_t delay_ns
     int64_t jitter_ns             # uniform in [-jitter, +jitter], never reordering

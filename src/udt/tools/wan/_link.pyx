@@ -243,6 +243,7 @@ cdef class Shaper:
         self._name = name
         self.d.mtu = mtu
         self.d.ns_per_byte = 8e9 / rate_bps
+        self.d.base_ns_per_byte = self.d.ns_per_byte
         self.d.max_ns_per_byte = 8e9 / capacity_bps
         self.d.delay_ns = delay_ns
         self.d.jitter_ns = jitter_ns
@@ -315,7 +316,12 @@ cdef class Shaper:
         self.d.ns_per_byte = 8e9 / rate_bps
 
     def start_schedule(self, int64_t now_ns):
-        """Make the schedule's t = 0 *now_ns* (entries already passed apply again)."""
+        """Make the schedule's t = 0 *now_ns*: back to the first rate, every entry to come.
+
+        The forwarder may be reading these fields meanwhile: it can see one entry applied early
+        or late by the few microseconds this call takes, no more."""
+        self.d.sched_next = self.d.sched_n
+        self.d.ns_per_byte = self.d.base_ns_per_byte
         self.d.sched_origin_ns = now_ns
         self.d.sched_next = 0
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import fcntl
+import functools
 import itertools
 import os
 import shutil
@@ -49,8 +50,9 @@ def ip(netns: str, *args: str, check: bool = True) -> subprocess.CompletedProces
     return run(["ip", "-n", netns, *args], check=check)
 
 
+@functools.cache
 def unavailable_reason() -> str | None:
-    """None when namespaces and TUN devices can be made here, else why not."""
+    """None when namespaces and TUN devices can be made here, else why not (probed once)."""
     if shutil.which("ip") is None:
         return "iproute2 'ip' command not found"
     if os.geteuid() != 0:
