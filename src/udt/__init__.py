@@ -27,6 +27,7 @@ from ._socket import (  # noqa: E402
     create_server,
     socket,
 )
+from .epoll import UDT_EPOLL_ERR, UDT_EPOLL_ET, UDT_EPOLL_IN, UDT_EPOLL_OUT, epoll  # noqa: E402
 from .errors import (  # noqa: E402
     BadSocketError,
     BrokenPipeUDTError,
@@ -52,9 +53,6 @@ from .options import EpollEvent, SocketOption, SocketState  # noqa: E402
 
 # Every option as a module constant, UDT4 style: udt.UDT_MSS, udt.UDP_RCVBUF, …
 globals().update({option.name: option for option in SocketOption})
-UDT_EPOLL_IN = EpollEvent.IN
-UDT_EPOLL_OUT = EpollEvent.OUT
-UDT_EPOLL_ERR = EpollEvent.ERR
 
 __all__ = [
     "__version__",
@@ -76,6 +74,8 @@ __all__ = [
     "UDT_EPOLL_IN",
     "UDT_EPOLL_OUT",
     "UDT_EPOLL_ERR",
+    "UDT_EPOLL_ET",
+    "epoll",
     "UDTError",
     "ConnectionSetupError",
     "ConnectTimeoutError",
