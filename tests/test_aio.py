@@ -216,9 +216,9 @@ def test_hundred_concurrent_connections(run):
 
 def test_cancel_mid_read_and_mid_drain_keeps_stream(run):
     async def main():
-        server, port = await _server()
+        server, port = await _server(UDT_SNDBUF=64, UDT_RCVBUF=64)
         async with server:
-            reader, writer = await aio.open_connection(HOST, port)
+            reader, writer = await aio.open_connection(HOST, port, UDT_SNDBUF=64, UDT_RCVBUF=64)
             pending = asyncio.ensure_future(reader.readexactly(10))
             await asyncio.sleep(0.05)
             pending.cancel()
@@ -227,6 +227,7 @@ def test_cancel_mid_read_and_mid_drain_keeps_stream(run):
             payload = os.urandom(2 << 20)
             writer.transport.set_write_buffer_limits(high=16 * 1024)
             writer.write(payload)
+            assert writer.transport.get_write_buffer_size() > 16 * 1024  # small udt buffers: drain waits
             drain = asyncio.ensure_future(writer.drain())
             await asyncio.sleep(0)
             drain.cancel()
@@ -324,7 +325,7 @@ def test_protocol_level_pause_resume_writing(run):
 
         server, port = await _server()
         async with server:
-            transport, _ = await aio.create_connection(Client, HOST, port)
+            transport, _ = await aio.create_connection(Client, HOST, port, UDT_SNDBUF=64)
             transport.set_write_buffer_limits(high=32 * 1024, low=8 * 1024)
             transport.writelines([b"a" * (1 << 20), b"b" * (1 << 20)])
             assert events == ["pause"]
