@@ -7,6 +7,7 @@ import socket as _pysocket
 from typing import Any
 
 import udt as _udt
+from udt.options import SocketOption
 
 from ._poller import acquire_poller
 
@@ -73,7 +74,9 @@ async def resolve(
     """(family, sockaddr) for *host*, IPv4 first (udt learns of a dead address only by timeout)."""
     flags = _pysocket.AI_PASSIVE if passive else 0
     infos = await loop.getaddrinfo(host, port, family=family, type=_pysocket.SOCK_DGRAM, flags=flags)
-    found = [(info[0], info[4]) for info in infos if info[0] in (_pysocket.AF_INET, _pysocket.AF_INET6)]
+    found: list[tuple[int, tuple]] = [
+        (info[0], info[4]) for info in infos if info[0] in (_pysocket.AF_INET, _pysocket.AF_INET6)
+    ]
     if not found:
         raise OSError(f"getaddrinfo({host!r}) returned no IPv4 or IPv6 address")
     found.sort(key=lambda item: item[0] != _pysocket.AF_INET)
@@ -100,17 +103,17 @@ async def open_socket(
         sock = new_socket(fam, type, options)
         try:
             if rendezvous:
-                sock.setsockopt(_udt.UDT_RENDEZVOUS, True)
+                sock.setsockopt(SocketOption.UDT_RENDEZVOUS, True)
             if local_addr is not None:
                 sock.bind(local_addr)
             await connect(loop, sock, address)
             return sock
         except OSError as exc:
             errors.append(exc)
-            sock.setsockopt(_udt.UDT_LINGER, (False, 0))
+            sock.setsockopt(SocketOption.UDT_LINGER, (False, 0))
             sock.close()
         except BaseException:  # cancelled (asyncio.timeout, wait_for): leave no socket behind
-            sock.setsockopt(_udt.UDT_LINGER, (False, 0))
+            sock.setsockopt(SocketOption.UDT_LINGER, (False, 0))
             sock.close()
             raise
     if len(errors) == 1:

@@ -35,7 +35,9 @@ class MessageSocket:
     def getsockname(self) -> tuple:
         return self._sock.getsockname()
 
-    async def sendmsg(self, data: bytes | bytearray | memoryview, ttl: float | None = None, inorder: bool = True) -> int:
+    async def sendmsg(
+        self, data: bytes | bytearray | memoryview, ttl: float | None = None, inorder: bool = True
+    ) -> int:
         """Queue *data* as one message, waiting for send-buffer room; returns its length."""
         while True:
             self._check_open()

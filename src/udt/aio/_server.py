@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -50,7 +51,7 @@ class Server(asyncio.AbstractServer):
         self._serving = True
         self._poller = poller = acquire_poller(self._loop)
         for sock in self._sockets:
-            poller.set_reader(sock, lambda sock=sock: self._accept_ready(sock))
+            poller.set_reader(sock, functools.partial(self._accept_ready, sock))
 
     def _accept_ready(self, listener: Any) -> None:
         for _ in range(ACCEPT_BURST):

@@ -7,7 +7,7 @@ import logging
 import socket as _pysocket
 from typing import Any
 
-import udt as _udt
+from udt.options import SocketOption
 
 from ._poller import acquire_poller
 
@@ -23,8 +23,8 @@ def close_socket(loop: asyncio.AbstractEventLoop, sock: Any, *, abort: bool = Fa
     """Close *sock* without blocking the loop: udt's close waits (up to the linger time) until
     the send buffer is acknowledged, so a socket with data still queued closes on a worker thread."""
     if abort:
-        sock.setsockopt(_udt.UDT_LINGER, (False, 0))
-    elif sock.getsockopt(_udt.UDT_SNDDATA):
+        sock.setsockopt(SocketOption.UDT_LINGER, (False, 0))
+    elif sock.getsockopt(SocketOption.UDT_SNDDATA):
         loop.run_in_executor(None, sock.close)
         return
     sock.close()
@@ -41,9 +41,8 @@ class Transport(asyncio.Transport):
         *,
         server: Any = None,
     ) -> None:
-        super().__init__({"socket": sock})
-        self._extra["sockname"] = sock.getsockname()
-        self._extra["peername"] = sock.getpeername()
+        super().__init__()
+        self._info = {"socket": sock, "sockname": sock.getsockname(), "peername": sock.getpeername()}
         self._loop = loop
         self._sock = sock
         self._protocol: Any = protocol
@@ -67,7 +66,7 @@ class Transport(asyncio.Transport):
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "closing" if self._closing else "open"
-        return f"<udt.aio.Transport {state} peer={self._extra['peername']} buffered={len(self._buffer)}>"
+        return f"<udt.aio.Transport {state} peer={self._info['peername']} buffered={len(self._buffer)}>"
 
     def _start(self, protocol: asyncio.BaseProtocol) -> None:
         protocol.connection_made(self)
@@ -78,7 +77,7 @@ class Transport(asyncio.Transport):
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         if name == "perfmon":  # a fresh snapshot each time, as the socket method gives
             return default if self._closed else self._sock.perfmon()
-        return super().get_extra_info(name, default)
+        return self._info.get(name, default)
 
     def is_closing(self) -> bool:
         return self._closing
@@ -228,7 +227,12 @@ class Transport(asyncio.Transport):
             raise
         except BaseException as exc:
             self._loop.call_exception_handler(
-                {"message": f"protocol.{name}() failed", "exception": exc, "transport": self, "protocol": self._protocol}
+                {
+                    "message": f"protocol.{name}() failed",
+                    "exception": exc,
+                    "transport": self,
+                    "protocol": self._protocol,
+                }
             )
 
     # ---- ending ---------------------------------------------------------------------------
