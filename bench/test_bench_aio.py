@@ -8,10 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
-pytest.importorskip("udt.aio", reason="udt.aio needs the readiness layer (udt.epoll)")
-
 BENCH = Path(__file__).with_name("bench_aio.py")
 
 

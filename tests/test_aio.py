@@ -11,8 +11,7 @@ import pytest
 
 import udt
 import udt._socket as udt_socket
-
-aio = pytest.importorskip("udt.aio", reason="udt.aio needs the readiness layer (udt.epoll)")
+import udt.aio as aio
 
 try:
     import uvloop
