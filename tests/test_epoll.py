@@ -67,7 +67,7 @@ def test_data_eof_and_draining(pair):
 def test_pending_accept(pair):
     server, _, _ = pair
     with udt.epoll() as ep:
-        ep.add_usock(server, IN)
+        ep.add_usock(server)  # IN | OUT | ERR by default: a listener is never writable
         assert ep.wait(0) == ([], [], [], [])
         other = udt.create_connection(server.getsockname())
         try:
