@@ -194,13 +194,16 @@ class socket:
         """A descriptor readable exactly while this socket is readable (data, EOF, error, a
         pending accept): an eventfd made on the first call, closed with the socket.  Only for
         waiting (select, selectors, add_reader); read and write through the socket."""
-        return self._readiness_fd(False)
+        fd = self._readiness_fd(False)
+        assert fd is not None
+        return fd
 
-    def _readiness_fd(self, writable: bool) -> int:
+    def _readiness_fd(self, writable: bool) -> int | None:
+        """The read (or write) eventfd; None for a listener's write side (never writable)."""
         with self._lock:
             self._check_open()
-            if self._listener is not None and not writable:
-                return self._listener.readiness_fd()
+            if self._listener is not None:
+                return None if writable else self._listener.readiness_fd()
             if self._conn is not None:
                 return self._conn.readiness_fd(writable)
         raise OSError(_errno.ENOTCONN, "no readiness before connect() or listen()")

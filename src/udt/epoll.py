@@ -134,13 +134,14 @@ class epoll:
         try:
             if events & (UDT_EPOLL_IN | UDT_EPOLL_ERR):
                 fd = sock._readiness_fd(False)
+                assert fd is not None
                 fds[fd] = events & int(UDT_EPOLL_IN | UDT_EPOLL_ERR)
                 # the read eventfd is set for data too: ERR alone listens to its edges only
                 self._ep.register(fd, flag if events & UDT_EPOLL_IN else select.EPOLLIN | select.EPOLLET)
-            if events & UDT_EPOLL_OUT:
-                fd = sock._readiness_fd(True)
-                fds[fd] = int(UDT_EPOLL_OUT)
-                self._ep.register(fd, flag)
+            write_fd = sock._readiness_fd(True) if events & UDT_EPOLL_OUT else None
+            if write_fd is not None:  # (a listener is never writable)
+                fds[write_fd] = int(UDT_EPOLL_OUT)
+                self._ep.register(write_fd, flag)
         except BaseException:
             for fd in fds:
                 try:
