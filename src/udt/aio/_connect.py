@@ -36,10 +36,15 @@ def new_socket(family: int, type: int, options: dict[str, Any]) -> Any:
     return sock
 
 
-async def wait_ready(loop: asyncio.AbstractEventLoop, sock: Any, writable: bool) -> None:
-    """Wait until *sock* is readable (or writable): one registration, removed however we leave."""
+async def wait_ready(
+    loop: asyncio.AbstractEventLoop, sock: Any, writable: bool, pending: set[asyncio.Future] | None = None
+) -> None:
+    """Wait until *sock* is readable (or writable): one registration, removed however we leave.
+    The wait's future sits in *pending* meanwhile, so that closing the socket can end it."""
     poller = acquire_poller(loop)
     future = loop.create_future()
+    if pending is not None:
+        pending.add(future)
 
     def wake() -> None:
         if not future.done():
@@ -50,6 +55,8 @@ async def wait_ready(loop: asyncio.AbstractEventLoop, sock: Any, writable: bool)
     try:
         await future
     finally:
+        if pending is not None:
+            pending.discard(future)
         setter(sock, None)
         poller.release()
 

@@ -24,6 +24,7 @@ class MessageSocket:
         self._loop = asyncio.get_running_loop()
         self._poller = acquire_poller(self._loop)
         self._closed = False
+        self._pending: set[asyncio.Future] = set()  # sendmsg/recvmsg waits, ended by close()
 
     @property
     def socket(self) -> Any:
@@ -44,7 +45,7 @@ class MessageSocket:
             try:
                 return self._sock.sendmsg(data, ttl, inorder)
             except BlockingIOError:
-                await wait_ready(self._loop, self._sock, writable=True)
+                await wait_ready(self._loop, self._sock, True, self._pending)
 
     async def recvmsg(self, bufsize: int = DEFAULT_MAX_MESSAGE) -> bytes:
         """The next whole message (truncated to *bufsize*); ``b""`` once the peer has closed."""
@@ -53,7 +54,7 @@ class MessageSocket:
             try:
                 return self._sock.recvmsg(bufsize)
             except BlockingIOError:
-                await wait_ready(self._loop, self._sock, writable=False)
+                await wait_ready(self._loop, self._sock, False, self._pending)
 
     def _check_open(self) -> None:
         if self._closed:
@@ -62,6 +63,9 @@ class MessageSocket:
     def close(self) -> None:
         if not self._closed:
             self._closed = True
+            for future in self._pending:
+                if not future.done():
+                    future.set_result(None)  # the waiter retries and finds the socket closed
             self._poller.discard(self._sock)
             self._poller.release()
             close_socket(self._loop, self._sock)
