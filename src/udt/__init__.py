@@ -28,6 +28,7 @@ from ._socket import (  # noqa: E402
     socket,
 )
 from ._sockopt import SOL_UDT  # noqa: E402
+from .epoll import UDT_EPOLL_ERR, UDT_EPOLL_ET, UDT_EPOLL_IN, UDT_EPOLL_OUT, epoll  # noqa: E402
 from .errors import (  # noqa: E402
     BadSocketError,
     BrokenPipeUDTError,
@@ -76,9 +77,6 @@ UDT_SNDDATA = SocketOption.UDT_SNDDATA
 UDT_RCVDATA = SocketOption.UDT_RCVDATA
 UDT_PEERIDLETIMEO = SocketOption.UDT_PEERIDLETIMEO
 UDT_CONNTIMEO = SocketOption.UDT_CONNTIMEO
-UDT_EPOLL_IN = EpollEvent.IN
-UDT_EPOLL_OUT = EpollEvent.OUT
-UDT_EPOLL_ERR = EpollEvent.ERR
 
 __all__ = [
     "__version__",
@@ -101,6 +99,8 @@ __all__ = [
     "UDT_EPOLL_IN",
     "UDT_EPOLL_OUT",
     "UDT_EPOLL_ERR",
+    "UDT_EPOLL_ET",
+    "epoll",
     "UDTError",
     "ConnectionSetupError",
     "ConnectTimeoutError",

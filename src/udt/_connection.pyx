@@ -11,6 +11,8 @@ from libc.stdint cimport int64_t, uint8_t, uint32_t
 from libc.stdlib cimport free, malloc
 
 from udt._conntable cimport MuxConn, muxconn_decref
+from udt._epoll cimport (READY_ERR, READY_IN, READY_OUT, READY_READ_FD, READY_WRITE_FD,
+                         conn_readiness, conn_ready_note, ready_open)
 from udt._muxcore cimport MuxCore, after_engine_call, close_conn, schedule_send, schedule_timer
 from udt._net cimport (AF_INET, Channel, address_from_sockaddr, sockaddr, sockaddr_in, sockaddr_in6,
                        sockaddr_storage)
@@ -49,6 +51,7 @@ cdef int conn_send_wait(MuxCore* m, Channel channel, MuxConn* mc, const uint8_t*
             taken[0] += <size_t>written
             schedule_send(m, mc, now)
             schedule_timer(m, channel, mc, now, False)
+            conn_ready_note(mc)  # the buffer may be full now
             if message or taken[0] >= length or not send_all:
                 break
             continue
@@ -87,6 +90,7 @@ cdef ssize_t conn_recv_wait(MuxCore* m, Channel channel, MuxConn* mc, uint8_t* o
             if result > 0:
                 # reading frees receive buffer: the engine may want to tell the peer
                 schedule_send(m, mc, now)
+                conn_ready_note(mc)  # drained: no longer readable
             break
         if result != RC_NO_DATA:
             break
@@ -162,6 +166,38 @@ cdef class Connection:
             bits = core.conn_poll_events(&mc.conn)
             pthread_mutex_unlock(&mc.lock)
         return bits
+
+    def readiness(self):
+        """EpollEvent bits now (udt._epoll.conn_readiness): IN, OUT, ERR."""
+        cdef MuxConn* mc = self._conn()
+        cdef int bits
+        with nogil:
+            pthread_mutex_lock(&mc.lock)
+            bits = conn_readiness(mc)
+            pthread_mutex_unlock(&mc.lock)
+        return bits
+
+    def readiness_fd(self, bint writable):
+        """The eventfd readable while this connection is readable (writable: while it is
+        writable), created now if absent; it closes with the connection."""
+        cdef MuxConn* mc = self._conn()
+        cdef int which = READY_WRITE_FD if writable else READY_READ_FD
+        cdef int error = 0, fd = -1, bits
+        with nogil:
+            pthread_mutex_lock(&mc.lock)
+            if mc.local_closed:
+                error = -1
+            else:
+                bits = conn_readiness(mc)
+                error = ready_open(&mc.ready_fd[which], &mc.ready_on[which],
+                                   (bits & ((READY_OUT if writable else READY_IN) | READY_ERR)) != 0)
+                fd = mc.ready_fd[which]
+            pthread_mutex_unlock(&mc.lock)
+        if error == -1:
+            raise BadSocketError(ErrorCode.BAD_SOCKET, "Bad file descriptor: socket closed")
+        if error:
+            raise OSError(error, os.strerror(error))
+        return fd
 
     def send_buffered(self):
         cdef MuxConn* mc = self._conn()

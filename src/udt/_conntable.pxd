@@ -25,6 +25,8 @@ cdef struct MuxConn:
     int heap_pos[2]              # index in the send / timer heap, -1 when absent (heap lock)
     int64_t heap_key[2]          # next send time / next timer deadline (heap lock)
     MuxConn* rendezvous_next     # rendezvous list link (table_lock)
+    int ready_fd[2]              # readiness eventfds (read, write), -1 until polled (under lock)
+    int ready_on[2]              # ... whether each is set now
 
 
 cdef struct ConnTable:

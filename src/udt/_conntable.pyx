@@ -49,6 +49,8 @@ cdef MuxConn* muxconn_new(uint32_t socket_id) noexcept nogil:
     mc.socket_id = socket_id
     mc.heap_pos[0] = -1
     mc.heap_pos[1] = -1
+    mc.ready_fd[0] = -1
+    mc.ready_fd[1] = -1
     return mc
 
 

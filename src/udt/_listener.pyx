@@ -9,6 +9,7 @@ listener's accepting thread does it while the new connection is still private to
 registers it (UDT4 gives each accepted socket its own CCC)."""
 cimport cython
 
+import os
 import sys
 import threading
 
@@ -19,8 +20,9 @@ from libc.string cimport memcpy
 
 from udt._connection cimport Connection
 from udt._conntable cimport MuxConn, muxconn_decref, muxconn_incref, muxconn_new, same_address
+from udt._epoll cimport ready_close, ready_open
 from udt._muxcore cimport (MuxCore, MuxListener, after_engine_call, allocate_socket_id, close_conn,
-                           register_conn)
+                           listener_ready_note, register_conn)
 from udt._net cimport (AF_INET, Channel, CSendBatch, send_batch_add, send_batch_clear,
                        send_batch_free, send_batch_new, sockaddr, sockaddr_in, sockaddr_in6,
                        sockaddr_storage)
@@ -134,6 +136,7 @@ cdef void accept_deferred(MuxCore* m, Channel channel, MuxListener* lst, const c
         lst.queue[slot] = created  # the queue owns the creation reference
         created.queued_for_accept = 1
         lst.queue_count += 1
+        listener_ready_note(lst)
         if lst.waiters > 0:
             pthread_cond_broadcast(&lst.changed)
         muxconn_incref(created)
@@ -187,6 +190,7 @@ cdef class Listener:
                     lst.queue_head = (lst.queue_head + 1) % lst.capacity
                     lst.queue_count -= 1
                     mc.queued_for_accept = 0
+                    listener_ready_note(lst)
                     break
                 if deadline == 0:
                     result = RC_NO_DATA
@@ -252,6 +256,40 @@ cdef class Listener:
             pthread_mutex_unlock(&lst.lock)
         return 1 if count > 0 else 0
 
+    def readiness(self):
+        """EpollEvent bits now: IN while accept() would not wait (a connection queued, or
+        closed under it)."""
+        cdef MuxListener* lst = self.lst
+        cdef bint ready
+        if lst == NULL:
+            return 0
+        with nogil:
+            pthread_mutex_lock(&lst.lock)
+            ready = lst.queue_count > 0 or lst.closed != 0
+            pthread_mutex_unlock(&lst.lock)
+        return 1 if ready else 0
+
+    def readiness_fd(self):
+        """The listener's readiness eventfd (created now if absent): readable while
+        readiness() is IN."""
+        cdef MuxListener* lst = self.lst
+        cdef int error = 0, fd = -1
+        if lst == NULL or lst.closed:
+            raise BadSocketError(ErrorCode.BAD_SOCKET, "socket is closed")
+        with nogil:
+            pthread_mutex_lock(&lst.lock)
+            if lst.closed:
+                error = -1
+            else:
+                error = ready_open(&lst.ready_fd, &lst.ready_on, lst.queue_count > 0)
+                fd = lst.ready_fd
+            pthread_mutex_unlock(&lst.lock)
+        if error == -1:
+            raise BadSocketError(ErrorCode.BAD_SOCKET, "socket is closed")
+        if error:
+            raise OSError(error, os.strerror(error))
+        return fd
+
     def close(self):
         """Stop listening: wake accept() callers, abort connections nobody accepted yet.
         The structure itself is freed with this object (an accept() in progress holds it)."""
@@ -268,6 +306,7 @@ cdef class Listener:
             # from here the receive worker cannot reach lst (it looks it up under table_lock)
             pthread_mutex_lock(&lst.lock)
             lst.closed = 1
+            ready_close(&lst.ready_fd, &lst.ready_on)  # leaves every poller
             pthread_cond_broadcast(&lst.changed)
             pthread_cond_broadcast(&lst.pending_wake)
             while lst.queue_count > 0:

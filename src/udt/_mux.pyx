@@ -38,6 +38,7 @@ from libc.string cimport memcpy, memset
 cimport udt.core.engine as core
 from udt._connection cimport Connection as CConnection
 from udt.core.connutil cimport _connect_failed
+from udt._epoll cimport conn_ready_note
 from udt._conntable cimport (MuxConn, muxconn_decref, muxconn_incref, muxconn_new, same_address,
                              table_find_id, table_find_peer, table_free, table_init)
 from udt._heap cimport HEAP_SEND, HEAP_TIMER, heap_init, heap_push_or_lower, heap_remove_at
@@ -45,7 +46,7 @@ from udt._listener cimport Listener as CListener, defer_accept
 from udt._muxcore cimport (MUX_INVALID_HEADER, MUX_INVALID_NO_LISTENER,
                            MUX_INVALID_UNKNOWN_DESTINATION, MUX_INVALID_WRONG_SOURCE, SEND_BURST,
                            WAKE_EVENTS, MuxCore, MuxListener, after_engine_call, allocate_socket_id,
-                           closed_peer_to_answer, register_conn, schedule_send, schedule_timer,
+                           closed_peer_to_answer, listener_ready_note, register_conn, schedule_send, schedule_timer,
                            unregister_conn, unschedule)
 from udt._net cimport (AF_INET, Channel, CRecvBatch, CSendBatch, recv_batch_free, recv_batch_new,
                        recv_batch_source, send_batch_add, send_batch_add_pair, send_batch_clear,
@@ -254,6 +255,7 @@ cdef class Multiplexer:
             if m.listener != NULL:
                 pthread_mutex_lock(&m.listener.lock)
                 m.listener.closed = 1
+                listener_ready_note(m.listener)
                 pthread_cond_broadcast(&m.listener.changed)
                 pthread_cond_broadcast(&m.listener.pending_wake)
                 pthread_mutex_unlock(&m.listener.lock)
@@ -284,6 +286,7 @@ cdef class Multiplexer:
                 pthread_mutex_lock(&mc.lock)
                 mc.mux_dead = 1
                 pthread_cond_broadcast(&mc.changed)
+                conn_ready_note(mc)
                 pthread_mutex_unlock(&mc.lock)
                 pthread_mutex_lock(&m.table_lock)
                 unregister_conn(m, mc)
@@ -460,6 +463,7 @@ cdef class Multiplexer:
                     lst.queue[slot] = created  # the queue owns the creation reference
                     created.queued_for_accept = 1
                     lst.queue_count += 1
+                    listener_ready_note(lst)
                     if lst.waiters > 0:
                         pthread_cond_broadcast(&lst.changed)
         pthread_mutex_unlock(&lst.lock)
@@ -514,6 +518,7 @@ cdef class Multiplexer:
                     schedule_send(m, mc, now)
                     if mc.waiters > 0 and (events & WAKE_EVENTS):
                         pthread_cond_broadcast(&mc.changed)
+                    conn_ready_note(mc)
                 else:
                     after_engine_call(m, self.channel, mc, events, now, True)
             pthread_mutex_unlock(&mc.lock)
@@ -575,6 +580,7 @@ cdef class Multiplexer:
                 schedule_timer(m, self.channel, mc, now, False)
                 if mc.waiters > 0 and mc.conn.state >= core.STATE_BROKEN:
                     pthread_cond_broadcast(&mc.changed)
+                conn_ready_note(mc)
             pthread_mutex_unlock(&mc.lock)
 
             if batch.count > 0:
@@ -642,6 +648,7 @@ cdef class Multiplexer:
         if lst == NULL:
             raise MemoryError()
         lst.capacity = max(1, backlog)
+        lst.ready_fd = -1
         lst.queue = <MuxConn**>calloc(lst.capacity, sizeof(MuxConn*))
         cc_class = config.congestion_control
         if isinstance(cc_class, str):  # native: fill_options chose its table

@@ -9,6 +9,7 @@ The two heap locks are leaves: nothing is locked while holding one of them.
 from libc.stdint cimport int64_t, uint8_t, uint32_t
 
 from udt._conntable cimport ConnTable, MuxConn
+from udt._epoll cimport ready_flag
 from udt._heap cimport ConnHeap
 from udt._net cimport Channel, CRecvBatch, CSendBatch, sockaddr, sockaddr_storage
 from udt._sync cimport pthread_cond_t, pthread_mutex_t
@@ -61,6 +62,15 @@ cdef struct MuxListener:
     int pending_head
     int pending_count
     pthread_cond_t pending_wake  # the accepting thread waits here (with lock)
+    int ready_fd                 # readiness eventfd (udt._epoll), -1 until polled (lock)
+    int ready_on
+
+
+cdef inline void listener_ready_note(MuxListener* lst) noexcept nogil:
+    """After the accept queue or `closed` changed (lst.lock held): readable while accept()
+    would not wait."""
+    if lst.ready_fd >= 0:
+        ready_flag(lst.ready_fd, &lst.ready_on, lst.queue_count > 0 or lst.closed != 0)
 
 
 cdef struct MuxCore:

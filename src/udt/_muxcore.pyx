@@ -4,6 +4,7 @@ operations on a multiplexer's shared state (MuxCore, the lock order is in the .p
 from libc.stdint cimport int64_t, uint32_t
 from libc.string cimport memcpy
 
+from udt._epoll cimport READY_READ_FD, READY_WRITE_FD, conn_ready_note, ready_close
 from udt._conntable cimport (MuxConn, muxconn_decref, muxconn_incref, peer_key, same_address,
                              table_find_id, table_insert, table_remove)
 from udt._heap cimport HEAP_SEND, HEAP_TIMER, heap_push_or_lower, heap_remove_at, heap_set_key
@@ -72,6 +73,7 @@ cdef void after_engine_call(MuxCore* m, Channel channel, MuxConn* mc, uint32_t e
     schedule_timer(m, channel, mc, now, from_receive_worker)
     if mc.waiters > 0 and (events & WAKE_EVENTS):
         pthread_cond_broadcast(&mc.changed)
+    conn_ready_note(mc)
 
 
 cdef void unschedule(MuxCore* m, MuxConn* mc) noexcept nogil:
@@ -207,6 +209,9 @@ cdef int close_conn(MuxCore* m, Channel channel, MuxConn* mc, int64_t linger_us,
                 events = core.conn_close(&mc.conn, now)
             after_engine_call(m, channel, mc, events, now, False)
         pthread_cond_broadcast(&mc.changed)  # blocked recv/send in other threads leave with EBADF
+        # a closed socket leaves every poller (the kernel drops a closed fd from its epoll sets)
+        ready_close(&mc.ready_fd[READY_READ_FD], &mc.ready_on[READY_READ_FD])
+        ready_close(&mc.ready_fd[READY_WRITE_FD], &mc.ready_on[READY_WRITE_FD])
         if wait and linger_us > 0:
             while (not mc.mux_dead and mc.conn.state != core.STATE_CLOSED
                    and mc.conn.state != core.STATE_BROKEN):

@@ -6,9 +6,10 @@ mode (``SOCK_DGRAM``) with ``sendmsg``/``recvmsg`` and time-to-live, ``sendfile`
 moving data in large blocks with the GIL released, rendezvous connections, every UDT4 option
 (:mod:`udt.options`) and UDT4's ``perfmon`` statistics.
 
-A udt socket has **no file descriptor** (many udt sockets share one UDP socket and are served by
-two worker threads per port), so ``fileno()`` raises and ``select``/``selectors`` cannot watch it;
-use blocking calls with timeouts, threads, or the readiness bits of ``getsockopt(UDT_EVENT)``.
+A udt socket has no descriptor of its own (many share one UDP socket and two worker threads per
+port): ``fileno()`` returns a readiness eventfd, readable exactly while the socket is readable,
+made on first use (``select``/``selectors``/``add_reader`` take it); ``udt.epoll`` waits on many
+sockets (docs/readiness.md).
 
 ``close()`` first lets queued data drain and then shuts the connection down.  The linger time
 bounds a *stall*: close() gives up once the peer has acknowledged nothing for that long (3 seconds
@@ -157,6 +158,7 @@ class socket:
         self._read_shut = False
         self._local_used: tuple | None = None  # getsockname() of a connection, once learnt
         self._pinned = False  # our private port, connect()ed to the peer (see connect)
+        self._pollers: weakref.WeakSet = weakref.WeakSet()  # the udt.epoll sets watching it
         _live_sockets.add(self)
 
     @classmethod
@@ -194,12 +196,36 @@ class socket:
         return None
 
     def fileno(self) -> int:
-        """A udt socket has no file descriptor of its own: always raises ``OSError(EOPNOTSUPP)``."""
-        raise OSError(
-            _errno.EOPNOTSUPP,
-            "udt sockets have no file descriptor (many share one UDP socket); "
-            "use timeouts or threads instead of select()",
-        )
+        """A descriptor readable exactly while this socket is readable (data, EOF, error, a
+        pending accept): an eventfd made on the first call, closed with the socket.  Only for
+        waiting (select, selectors, add_reader); read and write through the socket."""
+        fd = self._readiness_fd(False)
+        assert fd is not None
+        return fd
+
+    def _readiness_fd(self, writable: bool) -> int | None:
+        """The read (or write) eventfd; None for a listener's write side (never writable)."""
+        with self._lock:
+            self._check_open()
+            if self._listener is not None:
+                return None if writable else self._listener.readiness_fd()
+            if self._conn is not None:
+                return self._conn.readiness_fd(writable)
+        raise OSError(_errno.ENOTCONN, "no readiness before connect() or listen()")
+
+    def _readiness(self) -> int:
+        """The EpollEvent bits of this socket now (0 once closed)."""
+        listener, conn = self._listener, self._conn
+        try:
+            if listener is not None:
+                return listener.readiness()
+            return conn.readiness() if conn is not None else 0
+        except OSError:
+            return 0
+
+    def _leave_pollers(self) -> None:
+        for poller in list(self._pollers):
+            poller._forget(self)
 
     def __repr__(self) -> str:
         parts = [f"state={self._state.name}", f"family={self.family.name}", f"type={self.type.name}"]
@@ -436,6 +462,7 @@ class socket:
                 self._state = SocketState.CONNECTED
 
     def _abandon_connect(self) -> None:
+        self._leave_pollers()
         with self._lock:
             conn, self._conn = self._conn, None
             if conn is not None:
@@ -698,6 +725,7 @@ class socket:
         self._real_close(abort)
 
     def _real_close(self, abort: bool) -> None:
+        self._leave_pollers()
         with self._lock:
             if getattr(self, "_really_closed", False):
                 return

@@ -114,6 +114,7 @@ class EpollEvent(IntEnum):
     IN = 1
     OUT = 4
     ERR = 8
+    ET = 1 << 31  # udt.epoll: report each condition once per rising edge (SRT's value)
 
 
 class Phase(Enum):

@@ -1,6 +1,8 @@
 """``udt-recv``: receive files (or ``--mem`` data) from ``udt-send`` over UDT, many senders at once.
 
-Each accepted connection gets its own thread.  A file is written under a temporary name in the
+One thread waits on the listener and every connection that has not started sending (one
+``udt.epoll``): an idle connection costs no thread.  A connection whose first bytes arrive gets a
+thread for its transfer (blocking recvfile at full speed).  A file is written under a temporary name in the
 output directory, hashed as it arrives, and renamed to its real name only when its sha256 matches
 the sender's; a sender that dies mid-file costs that file only (the temporary file is removed and
 the failure reported) and the server keeps serving.
@@ -29,6 +31,7 @@ from udt.cli._common import (
     ExitCode,
     Interrupted,
     JsonReport,
+    abort_socket,
     argtype,
     file_error,
     format_address,
@@ -56,7 +59,7 @@ from udt.units import parse_rate_bytes_per_s
 PROG = "udt-recv"
 RECVFILE_STEP = 4 << 20  # bytes per recvfile call: small enough for a lively progress bar
 _FILE_WRITE_CODES = (ErrorCode.FILE_WRITE_OFFSET, ErrorCode.FILE_WRITE)  # writing the local file
-ACCEPT_POLL = 0.5  # seconds; how often the accept loop looks at the cancel flag
+ACCEPT_POLL = 0.5  # seconds; how often the dispatcher looks at the cancel flag
 
 DESCRIPTION = """\
 Receive files from udt-send over UDT (a reliable, congestion-controlled transport over UDP).
@@ -263,34 +266,91 @@ def _serve(settings: Settings, family: int, local: tuple, args: argparse.Namespa
                 ExitCode.BIND_FAILED, f"cannot listen on {format_address(local)}: {exc.strerror or exc}"
             ) from None
         print(f"{PROG}: listening on {format_address(listener.getsockname())}", file=sys.stderr, flush=True)
-        listener.settimeout(ACCEPT_POLL)
-        while not settings.cancel.is_set():
-            try:
-                conn, addr = listener.accept()
-            except TimeoutError:
-                workers = [w for w in workers if w.is_alive()]
-                continue
-            except OSError:
-                if settings.cancel.is_set():
-                    break
-                raise
-            conn.settimeout(None)
-            print(f"{PROG}: connection from {format_address(addr)}", file=sys.stderr, flush=True)
-            if args.once:
+        if args.once:
+            listener.settimeout(ACCEPT_POLL)
+            while not settings.cancel.is_set():
+                try:
+                    conn, addr = listener.accept()
+                except TimeoutError:
+                    continue
+                except OSError:
+                    if settings.cancel.is_set():
+                        break
+                    raise
+                conn.settimeout(None)
+                print(f"{PROG}: connection from {format_address(addr)}", file=sys.stderr, flush=True)
                 settings.cancel.unregister(listener)
                 listener.close()
                 return _session(settings, conn, addr)
-            worker = threading.Thread(
-                target=_session, args=(settings, conn, addr), name=f"{PROG}-{format_address(addr)}", daemon=True
-            )
-            worker.start()
-            workers.append(worker)
+            return None
+        _dispatch(settings, listener, workers)
         return None
     finally:
         settings.cancel.unregister(listener)
         listener.close()
         for worker in workers:
             worker.join(5.0)
+
+
+def _dispatch(settings: Settings, listener: udt.socket, workers: list[threading.Thread]) -> None:
+    """Accept and park connections in one udt.epoll; start a transfer thread for each one whose
+    first bytes arrived, and drop one idle for longer than --idle-timeout."""
+    parked: dict[udt.socket, tuple[tuple[Any, ...], float]] = {}  # conn -> (peer, parked at)
+    listener.setblocking(False)
+    with udt.epoll() as ep:
+        ep.add_usock(listener, udt.UDT_EPOLL_IN)
+        try:
+            while not settings.cancel.is_set():
+                try:
+                    ready = ep.wait(ACCEPT_POLL)[0]
+                except OSError:
+                    if settings.cancel.is_set():
+                        break
+                    raise
+                for sock in ready:
+                    if sock is listener:
+                        _accept_all(settings, listener, ep, parked)
+                        continue
+                    addr, _ = parked.pop(sock)
+                    ep.remove_usock(sock)
+                    settings.cancel.unregister(sock)  # the session registers it again
+                    worker = threading.Thread(
+                        target=_session, args=(settings, sock, addr), name=f"{PROG}-{format_address(addr)}", daemon=True
+                    )
+                    worker.start()
+                    workers.append(worker)
+                if settings.idle_timeout is not None:
+                    now = time.monotonic()
+                    for sock, (addr, since) in list(parked.items()):
+                        if now - since >= settings.idle_timeout:
+                            del parked[sock]
+                            ep.remove_usock(sock)
+                            settings.cancel.unregister(sock)
+                            _session(settings, sock, addr, idle_expired=True)
+                workers[:] = [w for w in workers if w.is_alive()]
+        finally:
+            for sock in parked:
+                settings.cancel.unregister(sock)
+                abort_socket(sock)
+
+
+def _accept_all(
+    settings: Settings, listener: udt.socket, ep: udt.epoll, parked: dict[udt.socket, tuple[tuple[Any, ...], float]]
+) -> None:
+    while True:
+        try:
+            conn, addr = listener.accept()
+        except BlockingIOError:
+            return
+        except OSError:
+            if settings.cancel.is_set():
+                return
+            raise
+        conn.settimeout(None)
+        print(f"{PROG}: connection from {format_address(addr)}", file=sys.stderr, flush=True)
+        settings.cancel.register(conn)
+        ep.add_usock(conn, udt.UDT_EPOLL_IN)
+        parked[conn] = (addr, time.monotonic())
 
 
 def _rendezvous(settings: Settings, family: int, local: tuple, args: argparse.Namespace) -> dict[str, Any]:
@@ -325,13 +385,18 @@ def _rendezvous(settings: Settings, family: int, local: tuple, args: argparse.Na
     return _session(settings, sock, peer_addr)
 
 
-def _session(settings: Settings, conn: udt.socket, addr: tuple[Any, ...]) -> dict[str, Any]:
-    """Serve one connection to its end; never raises (failures become a reported result)."""
+def _session(
+    settings: Settings, conn: udt.socket, addr: tuple[Any, ...], *, idle_expired: bool = False
+) -> dict[str, Any]:
+    """Serve one connection to its end; never raises (failures become a reported result).
+    idle_expired: it sent nothing for --idle-timeout while parked; report that and close."""
     peer = format_address(addr)
     settings.cancel.register(conn)
     state = _SessionState(peer=peer)
     try:
         try:
+            if idle_expired:
+                raise TimeoutError
             conn.settimeout(settings.idle_timeout)
             _serve_session(settings, conn, state)
             code, error = ExitCode.OK, None
