@@ -203,7 +203,10 @@ cdef class Connection:
                     result = RC_CLOSED
                     break
                 state = mc.conn.state
-                if state == core.STATE_CONNECTED:
+                # cc_ready: the handshake completed (_established ran).  That is a connection,
+                # even if the peer's SHUTDOWN or a failure ended it before this thread woke:
+                # the peer's close comes after the connect, as in TCP, and reads report it.
+                if state == core.STATE_CONNECTED or mc.conn.cc_ready:
                     break
                 if state != core.STATE_CONNECTING and state != core.STATE_OPENED:
                     error = mc.conn.error
