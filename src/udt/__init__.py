@@ -46,6 +46,7 @@ from .errors import (  # noqa: E402
     ResourceError,
     SecurityCheckError,
     UDTError,
+    UnacknowledgedDataError,
     WouldBlockError,
 )
 from .options import EpollEvent, SocketOption, SocketState  # noqa: E402
@@ -94,4 +95,5 @@ __all__ = [
     "WouldBlockError",
     "OperationTimeoutError",
     "PeerError",
+    "UnacknowledgedDataError",
 ] + [option.name for option in SocketOption]
