@@ -505,7 +505,11 @@ cdef class Connection:
                 if linger_us > 0:
                     pthread_mutex_lock(&mc.lock)
                     pending = core.conn_pending_send_bytes(&mc.conn)
-                    broken = mc.conn.error != 0 or mc.conn.peer_shutdown
+                    # A peer's orderly SHUTDOWN is its own decision, not a broken connection: a
+                    # UDT4 receiver closes once it has read everything, before its last ACK.
+                    broken = mc.conn.error != 0
+                    if mc.conn.peer_shutdown and not broken:
+                        pending = 0
                     pthread_mutex_unlock(&mc.lock)
         if pending > 0:
             raise _errors.unacknowledged_error(pending, "broken" if broken else "linger")
