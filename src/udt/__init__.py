@@ -48,6 +48,7 @@ from .errors import (  # noqa: E402
     ResourceError,
     SecurityCheckError,
     UDTError,
+    UnacknowledgedDataError,
     WouldBlockError,
 )
 from .options import EpollEvent, SocketOption, SocketState  # noqa: E402
@@ -119,6 +120,7 @@ __all__ = [
     "WouldBlockError",
     "OperationTimeoutError",
     "PeerError",
+    "UnacknowledgedDataError",
     "UDT_MSS",
     "UDT_SNDSYN",
     "UDT_RCVSYN",

@@ -1,5 +1,7 @@
 # cython: language_level=3
 """A connection as the socket layer sees it (the user-thread side of a MuxConn)."""
+from libc.stdint cimport int64_t
+
 from udt._conntable cimport MuxConn
 from udt._muxcore cimport MuxCore
 from udt._net cimport Channel
@@ -8,6 +10,7 @@ from udt._net cimport Channel
 cdef class Connection:
     cdef MuxConn* c
     cdef MuxConn* _conn(self) except NULL
+    cdef int64_t _unacknowledged(self)
     cdef MuxCore* m              # the multiplexer's state, alive as long as `mux` is
     cdef Channel channel
     cdef object mux              # the Multiplexer (a Python reference: it is in a later unit)

@@ -239,7 +239,10 @@ cdef class Connection:
                     result = RC_CLOSED
                     break
                 state = mc.conn.state
-                if state == core.STATE_CONNECTED:
+                # cc_ready: the handshake completed (_established ran).  That is a connection,
+                # even if the peer's SHUTDOWN or a failure ended it before this thread woke:
+                # the peer's close comes after the connect, as in TCP, and reads report it.
+                if state == core.STATE_CONNECTED or mc.conn.cc_ready:
                     break
                 if state != core.STATE_CONNECTING and state != core.STATE_OPENED:
                     error = mc.conn.error
@@ -271,6 +274,7 @@ cdef class Connection:
         cdef int result
         cdef size_t taken = 0
         cdef int64_t deadline = deadline_from(timeout)
+        cdef int64_t untaken
         cdef bint main_thread = on_main_thread()
         PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
         try:
@@ -280,8 +284,11 @@ cdef class Connection:
                 result = conn_send_wait(self.m, self.channel, mc, <const uint8_t*>view.buf,
                                         <size_t>view.len, -1, False, False, send_all, deadline,
                                         main_thread, &taken)
+            untaken = <int64_t>view.len - <int64_t>taken
         finally:
             PyBuffer_Release(&view)
+        if result == -core.ERR_CONNECTION_BROKEN and send_all:
+            raise _errors.unacknowledged_error(self._unacknowledged() + untaken, "send")
         if result == RC_SIGNAL or (result < 0 and (send_all or taken == 0)):
             raise_result(result, True, 0, mc.conn.peer_reset)
         return taken
@@ -433,6 +440,49 @@ cdef class Connection:
             raise_result(result, False, 0, mc.conn.peer_reset)
         return done
 
+    cdef int64_t _unacknowledged(self):
+        """Bytes written that the peer has not acknowledged (queued, in flight or lost)."""
+        cdef MuxConn* mc = self.c
+        cdef int64_t pending
+        with nogil:
+            pthread_mutex_lock(&mc.lock)
+            pending = core.conn_pending_send_bytes(&mc.conn)
+            pthread_mutex_unlock(&mc.lock)
+        return pending
+
+    def flush(self, timeout):
+        """Wait (GIL released) until the peer acknowledged every byte written; raise the timeout
+        or broken-connection error, carrying the count still unacknowledged, otherwise."""
+        cdef MuxConn* mc = self._conn()
+        cdef int64_t deadline = deadline_from(timeout)
+        cdef int64_t signal_check = 0, pending = 0
+        cdef int result = 0, state
+        cdef bint main_thread = on_main_thread()
+        with nogil:
+            pthread_mutex_lock(&mc.lock)
+            while True:
+                if mc.local_closed or mc.mux_dead:
+                    result = RC_CLOSED
+                    break
+                if core.conn_pending_send_bytes(&mc.conn) == 0:
+                    break
+                state = mc.conn.state
+                if state != core.STATE_CONNECTED and state != core.STATE_CLOSING:
+                    result = -core.ERR_CONNECTION_BROKEN
+                    break
+                result = wait_changed(&mc.changed, &mc.lock, &mc.waiters, deadline, main_thread,
+                                      &signal_check)
+                if result != 0:
+                    break
+            pending = core.conn_pending_send_bytes(&mc.conn)
+            pthread_mutex_unlock(&mc.lock)
+        if result == RC_TIMEOUT:
+            raise _errors.unacknowledged_error(pending, "timeout")
+        if result == -core.ERR_CONNECTION_BROKEN:
+            raise _errors.unacknowledged_error(pending, "broken")
+        if result != 0:
+            raise_result(result, True)
+
     def shutdown_read(self):
         """Local only: UDT has no read shutdown on the wire."""
         self._conn()
@@ -475,12 +525,27 @@ cdef class Connection:
         return result
 
     def close(self, double linger_seconds):
-        """Drain (up to linger_seconds; 0 aborts), shut down, and release the connection."""
+        """Drain (up to linger_seconds without progress; 0 aborts), shut down, and release the
+        connection.  Unless aborting, raise if data was left unacknowledged: the linger ran out,
+        or the connection had broken (the connection is released all the same)."""
         cdef MuxConn* mc = self.c
         cdef int64_t linger_us = <int64_t>(linger_seconds * 1e6)
+        cdef int64_t pending = 0
+        cdef bint broken = False
         if mc == NULL or self._closed:
             return
         self._closed = True
         if self.m != NULL:
             with nogil:
                 close_conn(self.m, self.channel, mc, linger_us, True)
+                if linger_us > 0:
+                    pthread_mutex_lock(&mc.lock)
+                    pending = core.conn_pending_send_bytes(&mc.conn)
+                    # A peer's orderly SHUTDOWN is its own decision, not a broken connection: a
+                    # UDT4 receiver closes once it has read everything, before its last ACK.
+                    broken = mc.conn.error != 0
+                    if mc.conn.peer_shutdown and not broken:
+                        pending = 0
+                    pthread_mutex_unlock(&mc.lock)
+        if pending > 0:
+            raise _errors.unacknowledged_error(pending, "broken" if broken else "linger")

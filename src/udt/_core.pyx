@@ -56,7 +56,9 @@ cdef uint32_t _on_ack(Conn* c, const uint8_t* buf, size_t length, int64_t now) n
         return 0
     _peer_alive(c, now)
     if cif == 4:
-        # light ACK: flow window accounting only (UDT4)
+        # light ACK: flow window accounting only (UDT4); a newer one means data got through
+        if c.state == STATE_CLOSING and seq_cmp(ack, c.snd_last_ack) > 0:
+            c.linger_deadline = now + c.opts.linger_us
         if seq_cmp(ack, c.snd_last_ack) >= 0:
             c.flow_window -= seq_off(c.snd_last_ack, ack)
             c.snd_last_ack = ack
@@ -68,6 +70,10 @@ cdef uint32_t _on_ack(Conn* c, const uint8_t* buf, size_t length, int64_t now) n
         _invalid(c, INVALID_LENGTH)
         return 0
     c.stats.pkt_recv_ack_total += 1
+    # The linger bounds a stall, not the drain: data acknowledged, or room the peer's reader
+    # freed, is progress.  A repeated ACK is not (the peer re-sends it while our ACK2s are lost).
+    if c.state == STATE_CLOSING and (seq_cmp(ack, c.snd_una) > 0 or win > c.peer_avail):
+        c.linger_deadline = now + c.opts.linger_us
     if seq_cmp(ack, c.snd_last_ack) >= 0:
         c.flow_window = win
         c.snd_last_ack = ack
@@ -79,8 +85,6 @@ cdef uint32_t _on_ack(Conn* c, const uint8_t* buf, size_t length, int64_t now) n
         c.snd_una = ack
         losslist_remove_before(&c.snd_loss, ack)
         ev |= EV_WRITABLE
-        if c.state == STATE_CLOSING:
-            c.linger_deadline = now + c.opts.linger_us   # the linger bounds a stall, not a drain
         if c.snd.count == 0:
             c.snd_empty_time = now
             if c.snd_busy_since > 0:

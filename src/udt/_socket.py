@@ -11,15 +11,15 @@ port): ``fileno()`` returns a readiness eventfd, readable exactly while the sock
 made on first use (``select``/``selectors``/``add_reader`` take it); ``udt.epoll`` waits on many
 sockets (docs/readiness.md).
 
-``close()`` first lets queued data drain and then shuts the connection down.  The linger time
-bounds a *stall*: close() gives up once the peer has acknowledged nothing for that long (3 seconds
-by default; UDT4 waits 180 s in all), set by ``setsockopt(UDT_LINGER, seconds)`` or
-``(on, seconds)``; while data keeps being acknowledged it keeps draining, so a close never cuts a
-live transfer short.  A linger of 0 (or ``(False, …)``) aborts at once and drops unsent data.
-Whenever a close drops data, the peer is told (an error signal before the SHUTDOWN): its reads
-end with ``ConnectionResetError`` after the data that did arrive, never with a clean EOF; and
-SHUTDOWN waits (at most 200 ms) until the peer's reader has caught up, because UDT4's blocking
-``recvmsg`` loses the messages it was woken for when SHUTDOWN overtakes it.
+``close()`` drains queued data, then shuts the connection down.  The linger time
+(``UDT_LINGER``, 3 s by default; UDT4 waits 180 s in all) bounds a *stall*: any ACK from the peer
+that says something new is progress, so a live transfer is never cut short.  Giving up with
+data unacknowledged, or closing a broken connection that had some, releases the socket and raises
+(:class:`udt.UnacknowledgedDataError`, ``ConnectionResetError``; ``unacknowledged`` = bytes);
+``flush()`` waits for every byte to be acknowledged.  Linger 0 aborts: data dropped, no error.
+Whenever a close drops data the peer is told (an error signal before SHUTDOWN), so its reads end
+with ``ConnectionResetError``, never a clean EOF; SHUTDOWN waits (≤ 200 ms) for the peer's reader
+to catch up, because UDT4's blocking ``recvmsg`` loses messages when SHUTDOWN overtakes it.
 """
 
 from __future__ import annotations
@@ -702,12 +702,18 @@ class socket:
         if how in (SHUT_WR, SHUT_RDWR):
             conn.shutdown_write(self._linger_seconds())
 
+    def flush(self, timeout: float | None = None) -> None:
+        """Block (GIL released) until the peer acknowledged every byte sent (None: no limit).
+        Raises ``TimeoutError`` or the broken-connection error, ``unacknowledged`` = bytes."""
+        self._connected().flush(_check_timeout(timeout))
+
     def _linger_seconds(self) -> float:
         on, seconds = self._options[SocketOption.UDT_LINGER]
         return float(seconds) if on else 0.0
 
     def close(self) -> None:
-        """Drain queued data (at most the linger time), shut the connection down, free the port."""
+        """Drain queued data (linger: the longest stall), shut down, free the port; raise if
+        data stayed unacknowledged (see the module docstring)."""
         with self._lock:
             if self._closed:
                 return

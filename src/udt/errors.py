@@ -32,7 +32,9 @@ __all__ = [
     "WouldBlockError",
     "OperationTimeoutError",
     "PeerError",
+    "UnacknowledgedDataError",
     "error_from_code",
+    "unacknowledged_error",
 ]
 
 
@@ -86,6 +88,7 @@ class UDTError(OSError):
 
     default_code: int = ErrorCode.INVALID_OPERATION
     default_errno: int = _errno.EIO
+    unacknowledged: int | None = None  # bytes the peer never acknowledged, when data was lost
 
     def __init__(self, udt_code: int | None = None, message: str | None = None, *, errno: int | None = None) -> None:
         code = self.default_code if udt_code is None else int(udt_code)
@@ -94,7 +97,7 @@ class UDTError(OSError):
         self.udt_code = code
 
     def __reduce__(self):  # keep the code when pickled (e.g. across multiprocessing)
-        return (_rebuild, (type(self), self.udt_code, self.strerror, self.errno))
+        return (_rebuild, (type(self), self.udt_code, self.strerror, self.errno), self.__dict__)
 
     def __str__(self) -> str:
         return f"[UDT {self.udt_code}] {self.strerror}"
@@ -221,6 +224,33 @@ class PeerError(UDTError, ConnectionAbortedError):
 
     default_code = ErrorCode.PEER_ERROR
     default_errno = _errno.ECONNABORTED
+
+
+class UnacknowledgedDataError(UDTError):
+    """close() gave up with data the peer never acknowledged: the linger time passed with no ACK
+    or NAK from it.  errno EWOULDBLOCK, as BSD's close() under ``SO_LINGER``; ``unacknowledged``
+    is the byte count.  The socket is released all the same."""
+
+    default_code = ErrorCode.WOULD_BLOCK
+    default_errno = _errno.EWOULDBLOCK
+
+
+_UNACKNOWLEDGED: dict[str, tuple[type[UDTError], int, str]] = {
+    "linger": (UnacknowledgedDataError, ErrorCode.WOULD_BLOCK, "close gave up after the linger time without progress"),
+    "broken": (ConnectionBrokenError, ErrorCode.CONNECTION_BROKEN, "connection broken"),
+    "send": (BrokenPipeUDTError, ErrorCode.CONNECTION_BROKEN, "connection broken"),
+    "timeout": (OperationTimeoutError, ErrorCode.TIMED_OUT, "flush timed out"),
+}
+
+
+def unacknowledged_error(count: int, cause: str) -> UDTError:
+    """The error for data the peer did not acknowledge (*count* bytes), by *cause*: ``linger``
+    (close gave up), ``broken`` (the connection ended), ``send`` (it ended under a send), or
+    ``timeout`` (flush ran out of time).  Its ``unacknowledged`` attribute holds the count."""
+    cls, code, what = _UNACKNOWLEDGED[cause]
+    error = cls(code, f"{what}: {count} bytes sent were not acknowledged by the peer")
+    error.unacknowledged = count
+    return error
 
 
 _DEFAULT_MESSAGES: dict[int, str] = {

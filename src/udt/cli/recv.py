@@ -422,7 +422,10 @@ def _session(
         mss = negotiated_mss(conn, settings.mss)
     finally:
         settings.cancel.unregister(conn)
-        conn.close()
+        try:
+            conn.close()
+        except OSError:
+            pass  # the outcome is decided: a sender gone before it acknowledged our reply changes nothing
         if state.meter is not None:
             settings.bar.remove(state.meter)
     result = state.result(code, error, perf, mss)

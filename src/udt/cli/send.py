@@ -192,16 +192,20 @@ def _run(args: argparse.Namespace, bind: tuple[str, int | None], bar: ProgressBa
 
     def job() -> dict[str, Any]:
         sock = _connect(family, sockaddr, peer, args, bind, cancel)
-        try:
+        moot = True  # the verdict is the receiver's replies: data still queued when we fail, or
+        try:  # when it refused a file, is moot and close() must not turn it into an error
             if args.mem is not None:
                 result = _send_memory(sock, peer, args.mem, bar, cancel)
             else:
                 result = _send_files(sock, peer, sources, bar, cancel)
             result["mss"] = negotiated_mss(sock, args.mss)
+            moot = any(f["status"] != "verified" for f in result.get("files", []))
             return result
         finally:
             bar.moved()  # the last acknowledged count, while the socket can still tell it
             cancel.unregister(sock)
+            if moot:
+                sock.setsockopt(udt.SocketOption.UDT_LINGER, 0)
             sock.close()
 
     try:

@@ -1,0 +1,106 @@
+"""Resident memory stays within the configured limits (figures in docs/testing.md): 1,000 idle
+connections, a sender whose receiver stopped reading, a receiver facing 20 % loss.  Both ends run
+in this process, so each figure is the growth of both together.  Run with -s to see them."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+import udt
+from test_connect_close import relayed_pair
+
+LOOP4 = "127.0.0.1"
+MB = 1 << 20
+RING = 8192 * 1456  # one default send or receive ring (UDT_SNDBUF / UDT_RCVBUF), bytes
+
+
+def rss() -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS in /proc/self/status")
+
+
+def _abort_all(socks) -> None:
+    def abort(sock) -> None:
+        sock.setsockopt(udt.UDT_LINGER, 0)
+        sock.close()
+
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(abort, socks))
+
+
+@pytest.mark.slow
+def test_rss_of_1000_idle_connections():
+    server = udt.create_server((LOOP4, 0), backlog=1024)
+    server.settimeout(10)
+    clients, accepted = [], []
+    before = rss()
+    try:
+        port = None
+        for _ in range(1000):
+            sock = udt.socket()
+            sock.bind((LOOP4, port or 0))  # all clients share one port (UDT_REUSEADDR)
+            port = sock.getsockname()[1]
+            clients.append(sock)
+            sock.settimeout(10)
+            sock.connect(server.getsockname())
+            accepted.append(server.accept()[0])
+        time.sleep(2)  # a couple of keep-alive rounds
+        grown = rss() - before
+        print(f"\nRSS: 1000 idle connections (2000 endpoints) grew {grown / MB:.1f} MiB")
+        # measured ~150 KiB per endpoint with the default 8192-packet buffers: slot metadata and
+        # loss lists sized by UDT_SNDBUF/UDT_RCVBUF; payload pages only once data touches them
+        assert grown < 2000 * 256 * 1024
+    finally:
+        _abort_all(clients + accepted)
+        server.close()
+
+
+@pytest.mark.slow
+def test_rss_of_a_sender_whose_receiver_stopped_reading():
+    with relayed_pair() as (client, conn, relay):
+        before = rss()
+        client.settimeout(3)
+        sent = 0
+        with pytest.raises(TimeoutError):
+            while True:  # the receiver never reads: both rings fill, then send blocks
+                client.sendall(b"s" * MB)
+                sent += MB
+        grown = rss() - before
+        print(f"\nRSS: sender blocked after {sent / MB:.0f} MiB queued, grew {grown / MB:.1f} MiB")
+        assert sent <= 2 * RING + MB
+        assert grown < 2 * RING + 64 * MB
+
+
+@pytest.mark.slow
+def test_rss_of_a_receiver_facing_20_percent_loss():
+    from udt.tools.impair import Impairment
+
+    lossy = Impairment(loss=0.20, delay=0.005)
+    with relayed_pair(a_to_b=lossy, seed=20) as (client, conn, relay):
+        payload = os.urandom(4 * MB)
+        got = bytearray()
+        peak = [0]
+
+        def read() -> None:
+            while len(got) < len(payload):
+                got.extend(conn.recv(MB))
+                peak[0] = max(peak[0], rss())
+
+        before = rss()
+        reader = threading.Thread(target=read)
+        reader.start()
+        client.sendall(payload)
+        client.flush(timeout=30)
+        reader.join(30)
+        assert bytes(got) == payload
+        grown = max(peak[0], rss()) - before
+        print(f"\nRSS: 4 MiB through 20 % loss, peak growth {grown / MB:.1f} MiB")
+        assert grown < 2 * RING + 64 * MB
