@@ -51,6 +51,7 @@ class Flow:
         self.bytes = 0
         self.seconds: float | None = None
         self.mbit_per_s = 0.0
+        self.reported_mbit: float | None = None  # the tool's own figure, when it gives one
         self._waiters: list[Any] = []
         self.tcp_retrans: list[tuple[float, int, int]] = []  # (t, retransmits, bytes) per interval
 
@@ -59,7 +60,9 @@ class Flow:
             waiter(timeout)
         if not self.samples or self.samples[-1]["bytes"] <= 0:
             raise RuntimeError(f"{self.label}: no data delivered")
-        if self.seconds is None:  # a timed run: what arrived within the duration
+        if self.reported_mbit is not None:
+            self.mbit_per_s = self.reported_mbit
+        elif self.seconds is None:  # a timed run: what arrived within the duration
             self.mbit_per_s = window_mbit(self.samples, 0.0, self.duration + 0.3) or 0.0
         else:
             self.mbit_per_s = self.bytes * 8 / self.seconds / 1e6
@@ -164,22 +167,28 @@ class Iperf3(System):
     def flow(self, link: Any, path: WanPath, duration: float, i: int = 0) -> Flow:
         flow = Flow(self.name, duration)
         port = PORT + i
-        server = link.popen_receiver(["iperf3", "-s", "-1", "-B", link.receiver_host, "-p", str(port)])
+        server = link.popen_receiver(["iperf3", "-s", "-1", "--forceflush", "-B", link.receiver_host, "-p", str(port)])
+        assert server.stdout is not None
+        line = ""
+        for _ in range(3):  # a rule, then "Server listening on PORT": the client may connect
+            line = server.stdout.readline()
+            if "listening" in line:
+                break
+        if "listening" not in line:
+            server.kill()
+            raise RuntimeError(f"iperf3 server did not start: {line}{server.communicate()[1][-300:]}")
         amount = ["-n", str(path.transfer_bytes)] if path.kind == "transfer" else ["-t", f"{duration:g}"]
-        argv = ["iperf3", "-c", link.receiver_host, "-p", str(port), "-C", self.algorithm, "-J", "-i", "0.25"]
+        client = link.popen_sender(
+            ["iperf3", "-c", link.receiver_host, "-p", str(port), "-C", self.algorithm, "-J", "-i", "0.25", *amount], i
+        )
 
         def wait(timeout: float) -> None:
-            deadline = time.monotonic() + 10
-            while True:  # the one-shot server may not listen yet: retry a refused client
-                client = link.popen_sender([*argv, *amount], i)
-                report = json.loads(_communicate_any(client, timeout) or "{}")
-                if "error" not in report:
-                    break
-                if "refused" not in str(report["error"]) or time.monotonic() > deadline:
-                    raise Skip(f"iperf3 -C {self.algorithm}: {report['error']}")
-                time.sleep(0.1)
+            report = json.loads(_communicate_any(client, timeout) or "{}")
+            if "error" in report or "end" not in report:
+                raise RuntimeError(f"iperf3 -C {self.algorithm}: {report.get('error', 'no report')}")
             _communicate_any(server, 10)
             total = 0
+            flow.samples.append({"t": 0.0, "bytes": 0})
             for interval in report.get("intervals", []):
                 s = interval["sum"]
                 total += s["bytes"]
@@ -192,7 +201,7 @@ class Iperf3(System):
             if path.kind == "transfer":
                 flow.seconds = report["end"]["sum_sent"]["seconds"]
             else:  # iperf3's own figure: what the server received over the run
-                flow.samples.append({"t": duration, "bytes": received["bytes"]})
+                flow.reported_mbit = received["bits_per_second"] / 1e6
 
         flow._waiters.append(wait)
         return flow

@@ -114,9 +114,15 @@ def path_table(path: WanPath, records: list[dict[str, Any]], default_system: str
             result = dict(result, text=f"({result['text']}: tbf link, not the path)")
         record["verdict"] = result
         goal_ratio = result["goal_ratio"] if result else None
+        digits = ".2f" if completion else ".1f"
+        shown = fmt(main_value, digits)
+        if path.flows > 1:  # each flow's median, then their sum's spread
+            per_flow = [statistics.median(run["flows"][k]["mbit_per_s"] for run in record["runs"]) for k in range(2)]
+            shown = " + ".join(f"{v:.1f}" for v in per_flow)
         lines.append(
-            f"| {record['system']} | {fmt(main_value, '.2f' if completion else '.1f')} | "
-            f"{min(spread_vals):.1f}–{max(spread_vals):.1f} | {fmt(record.get('median_retrans_pct'), '.2f')} | "
+            f"| {record['system']} | {shown} | "
+            f"{min(spread_vals):{digits}}–{max(spread_vals):{digits}} | "
+            f"{fmt(record.get('median_retrans_pct'), '.2f')} | "
             f"{fmt(rtt / path.base_rtt_ms if rtt else None, '.2f')} | {fmt(ratio_bbr, '.2f')} | "
             f"{fmt(goal_ratio, '.2f')} | {(result['text'] if result else '')} |"
         )
