@@ -137,7 +137,9 @@ def plot_wan(data: dict[str, Any], out_dir: Path) -> list[Path]:
     fig, ax = plt.subplots(figsize=(max(8, 1.2 * len(data["paths"]) * len(systems) / 3), 4.5))
     width = 0.8 / max(len(systems), 1)
     for k, system in enumerate(systems):
-        xs, ys, errs = [], [], [[], []]
+        xs: list[float] = []
+        ys: list[float] = []
+        errs: list[list[float]] = [[], []]
         for i, path in enumerate(data["paths"]):
             record = next((r for r in path["systems"] if r["system"] == system), None)
             if record is None or record.get("median_mbit_per_s") is None:
