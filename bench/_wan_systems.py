@@ -87,7 +87,8 @@ def _communicate(proc: subprocess.Popen, timeout: float, what: str) -> str:
         proc.communicate()
         raise RuntimeError(f"{what} timed out") from None
     if proc.returncode != 0:
-        raise RuntimeError(f"{what} exited {proc.returncode}: {(err or '')[-400:]}")
+        last = " | ".join((err or "").strip().splitlines()[-2:])  # the exception, not the traceback
+        raise RuntimeError(f"{what} exited {proc.returncode}: {last[-300:]}")
     return out
 
 

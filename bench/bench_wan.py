@@ -61,6 +61,7 @@ def run_once(path: WanPath, system: System, duration: float, seed: int, work: Pa
     """One run of ``system`` on ``path`` with a fresh link; returns the run record."""
     with open_link(path, seed=seed, senders=path.flows) as link:
         flows = system.start(link, path, duration, work)
+        link.flows_started()
         for flow in flows:
             flow.wait(timeout=duration + 90)
         counters = link.counters()

@@ -133,7 +133,7 @@ def plot_wan(data: dict[str, Any], out_dir: Path) -> list[Path]:
         fig.savefig(target, dpi=110)
         plt.close(fig)
         written.append(target)
-    systems = sorted({r["system"] for p in data["paths"] for r in p["systems"]})
+    systems = list(dict.fromkeys(r["system"] for p in data["paths"] for r in p["systems"]))  # bench order
     fig, ax = plt.subplots(figsize=(max(8, 1.2 * len(data["paths"]) * len(systems) / 3), 4.5))
     width = 0.8 / max(len(systems), 1)
     for k, system in enumerate(systems):
