@@ -126,7 +126,8 @@ class WorkerPair(System):
         extra = ["--cc", self.cc] if self.cc else []
         size = ["--bytes", str(path.transfer_bytes)] if path.kind == "transfer" else []
         recv = link.popen_receiver(
-            [sys.executable, WORKERS, f"{self.role}-recv", "--host", link.receiver_host, *extra, *size]
+            [sys.executable, WORKERS, f"{self.role}-recv", "--host", link.receiver_host, "--seconds", str(duration)]
+            + [*extra, *size]
         )
         port = _ready_port(recv, f"{self.name} receiver")
         send = link.popen_sender(
@@ -278,8 +279,7 @@ def _udt_controllers() -> tuple[list[str], str, bool]:
     if available is None:
         return ["udt4"], "udt4", False
     names = list(available())
-    default = getattr(udt.cc, "DEFAULT", None) or getattr(udt.cc, "default", lambda: names[0])()
-    return names, str(default), True
+    return names, str(getattr(udt.cc, "DEFAULT_CC", names[0])), True
 
 
 def _tcp_available(algorithm: str) -> str | None:
