@@ -33,14 +33,16 @@ def _write_pattern(path, nbytes: int, seed: int) -> str:
     return peers.pattern_sha256(nbytes, seed)
 
 
+@pytest.mark.parametrize("cc", ["udt4", "bbr"])
 @pytest.mark.parametrize("nbytes", [4_000_000, pytest.param(40_000_000, marks=pytest.mark.slow)])
-def test_udt_sends_file_to_srt_listener(tmp_path, nbytes):
+def test_udt_sends_file_to_srt_listener(tmp_path, nbytes, cc):
     source = tmp_path / "in.bin"
     digest = _write_pattern(source, nbytes, seed=21)
     target = tmp_path / "out.bin"
     with peers.srt_recv(peers.free_udp_port(), target, timeout=TIMEOUT) as listener:
         port = listener.ready()["port"]
-        with udt.create_connection((LOCALHOST, port), timeout=10, type=udt.SOCK_DGRAM) as conn:
+        options = {udt.UDT_CC: cc}
+        with udt.create_connection((LOCALHOST, port), timeout=10, type=udt.SOCK_DGRAM, options=options) as conn:
             conn.settimeout(TIMEOUT)
             with open(source, "rb") as f:
                 while chunk := f.read(SRT_CHUNK):

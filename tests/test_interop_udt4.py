@@ -82,15 +82,15 @@ def check_messages(sizes: list[int], nbytes: int) -> None:
 
 
 # --------------------------------------------------------------------------- udt -> UDT4
-@pytest.mark.parametrize("mss", [1500, 9000])
+@pytest.mark.parametrize(("mss", "cc"), [(1500, "udt4"), (9000, "udt4"), (1500, "bbr")])
 @pytest.mark.parametrize("sock_type", ["stream", "dgram"])
-def test_udt_client_sends_to_udt4_server(request, sock_type, mss):
+def test_udt_client_sends_to_udt4_server(request, sock_type, mss, cc):
     nbytes = 8_000_000
     with peers.udt4("recv", sock_type=sock_type, mss=mss, nbytes=nbytes, msg_size=MSG_SIZE, timeout=TIMEOUT) as server:
         port = server.ready()["port"]
         with wire_capture(request, port):
             with udt.create_connection(
-                (LOCALHOST, port), timeout=10, type=_type(sock_type), options={udt.UDT_MSS: mss}
+                (LOCALHOST, port), timeout=10, type=_type(sock_type), options={udt.UDT_MSS: mss, udt.UDT_CC: cc}
             ) as conn:
                 assert conn.getsockopt(udt.UDT_MSS) == mss
                 conn.settimeout(TIMEOUT)

@@ -14,6 +14,7 @@ import time
 import pytest
 
 import udt
+import udt.cc
 from pattern_io import pattern_message_sizes, receive_pattern, send_pattern
 from udt.tools.impair import GilbertElliott, Impairment, Relay
 
@@ -54,14 +55,16 @@ def _send(sock, kind: int, result: dict) -> None:
         result["error"] = exc
 
 
-def transfer_through(a_to_b: Impairment, b_to_a: Impairment, kind: int = udt.SOCK_STREAM, seed: int = 5):
+def transfer_through(
+    a_to_b: Impairment, b_to_a: Impairment, kind: int = udt.SOCK_STREAM, seed: int = 5, cc: str = udt.cc.DEFAULT_CC
+):
     """Move NBYTES from a client to a server through the relay; returns what both ends saw."""
     server = udt.create_server((LOCALHOST, 0), type=kind)
     try:
         server.settimeout(30)
         with Relay(server.getsockname(), a_to_b=a_to_b, b_to_a=b_to_a, seed=seed, process=True) as relay:
             started = time.monotonic()
-            client = udt.create_connection(relay.address, timeout=20, type=kind)
+            client = udt.create_connection(relay.address, timeout=20, type=kind, options={udt.UDT_CC: cc})
             client.settimeout(240)
             conn, _ = server.accept()
             sent: dict = {}
@@ -101,6 +104,16 @@ def test_stream_survives_the_impairment_byte_identical(name):
         assert forward.duplicated > 0.5 * a_to_b.duplicate * forward.received
         assert received["pkt_duplicate_total"] > 0  # seen, and dropped
     assert received["invalid_total"] == 0  # impairment is not garbage: nothing invalid
+
+
+@pytest.mark.slow
+def test_bbr_through_random_loss_is_byte_identical():
+    """bbr as the sender through 3 % loss and 10 ms each way: every loss repaired, and repaired
+    about once (a model that read the loss as a congestion collapse would time out instead)."""
+    link = Impairment(delay=0.010, loss=0.03)
+    total, digest, _, sent, _, stats = transfer_through(link, link, cc="bbr")
+    assert total == NBYTES and digest == sent["sha256"]
+    assert stats.a_to_b.dropped_loss <= sent["perfmon"]["pkt_retrans_total"] < 3 * stats.a_to_b.dropped_loss
 
 
 def test_message_mode_keeps_boundaries_through_loss():

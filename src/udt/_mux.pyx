@@ -59,6 +59,7 @@ from udt._net import Channel as _Channel
 from udt._connection import Connection
 from udt._core import INVALID_REASONS
 from udt._listener import Listener
+from udt.cc import DEFAULT_CC
 from udt.errors import BadSocketError, ErrorCode, error_from_code
 
 __all__ = ["Multiplexer", "Listener", "Connection"]   # what the socket layer uses, from here
@@ -638,6 +639,8 @@ cdef class Multiplexer:
         lst.capacity = max(1, backlog)
         lst.queue = <MuxConn**>calloc(lst.capacity, sizeof(MuxConn*))
         cc_class = config.congestion_control
+        if isinstance(cc_class, str):  # native: fill_options chose its table
+            cc_class = None
         if cc_class is not None:  # each accepted connection gets its own instance
             lst.cc_class = <void*>cc_class
             lst.pending = <core.AcceptRequest*>calloc(lst.capacity, sizeof(core.AcceptRequest))
@@ -733,6 +736,11 @@ cdef int fill_options(core.ConnOptions* opts, object config) except -1:
     opts.snd_buf_packets = max(2, (config.sndbuf + payload - 1) // payload)
     opts.rcv_buf_packets = max(2, min((config.rcvbuf + payload - 1) // payload, opts.flight_flag_size))
     opts.max_bandwidth = config.max_bandwidth
+    name = config.congestion_control if config.congestion_control is not None else DEFAULT_CC
+    if isinstance(name, str):
+        opts.cc_ops = core.native_cc_by_name(name)
+        if opts.cc_ops == NULL:
+            raise ValueError(f"unknown congestion control {name!r}")
     opts.broken_timeout_us = <int64_t>config.peer_idle_timeout_ms * 1000
     return 0
 
@@ -740,7 +748,7 @@ cdef int fill_options(core.ConnOptions* opts, object config) except -1:
 cdef object make_cc(core.ConnOptions* opts, object config):
     """A Python congestion-control instance when UDT_CC names a class (None: native)."""
     cc_class = config.congestion_control
-    if cc_class is None:
+    if cc_class is None or isinstance(cc_class, str):
         return None
     instance = cc_class()
     opts.cc_ops = core.python_cc_ops()

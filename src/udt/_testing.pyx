@@ -27,6 +27,7 @@ from udt.core.engine cimport (
     conn_poll_events, conn_read, conn_read_message, conn_readable_bytes, conn_set_max_bandwidth,
     conn_stats, conn_writable_bytes, conn_write, listener_init, listener_on_handshake,
     listener_reject, packet_peek, python_cc_ops, stats_dict)
+from udt.core.ccnames cimport native_cc_by_name
 from udt.core.losslist cimport (losslist_alloc, losslist_contains, losslist_free, losslist_insert,
                                 losslist_pop_first, losslist_remove, losslist_remove_before,
                                 losslist_remove_range)
@@ -162,7 +163,11 @@ cdef class Endpoint:
         opts.max_bandwidth = max_bandwidth
         opts.random_seed = seed
         opts.connect_timeout_us = connect_timeout_us
-        if cc is not None:
+        if isinstance(cc, str):
+            opts.cc_ops = native_cc_by_name(cc)
+            if opts.cc_ops == NULL:
+                raise ValueError(f"unknown congestion control {cc!r}")
+        elif cc is not None:
             opts.cc_ops = python_cc_ops()
             opts.cc_user = <void*>cc
             self._cc = cc

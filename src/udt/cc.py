@@ -13,12 +13,24 @@ timeout, 0 = spec formula).  Values the engine maintains (read-only): ``rtt_us``
 ``rttvar_us``, ``rcv_rate`` and ``bandwidth`` (packets/s), ``mss``, ``max_cwnd``,
 ``snd_curr_seq``.
 
-Use one instance per connection (give the socket the class, or a factory).
+Use one instance per connection (give the socket the class, or a factory).  The native
+controllers are chosen by name instead: ``UDT_CC = "bbr"`` (delivery-rate model, loss-tolerant)
+or ``"udt4"`` (UDT4's DAIMD); :func:`available` lists them, :data:`DEFAULT_CC` is the default.
 """
 
 from __future__ import annotations
 
-__all__ = ["CongestionControl"]
+from udt.core.ccnames import NATIVE_NAMES
+
+__all__ = ["DEFAULT_CC", "CongestionControl", "available"]
+
+#: the congestion control a socket gets unless UDT_CC says otherwise (docs/engine.md, "BBR")
+DEFAULT_CC = "udt4"
+
+
+def available() -> list[str]:
+    """The names ``UDT_CC`` accepts for the native (compiled) congestion controls."""
+    return list(NATIVE_NAMES)
 
 
 class CongestionControl:

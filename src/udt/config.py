@@ -40,8 +40,9 @@ class ConnectionConfiguration:
     max_bandwidth: int = _option(SocketOption.UDT_MAXBW)
     #: Silence after which the connection is broken, ms (``UDT_PEERIDLETIMEO``).
     peer_idle_timeout_ms: int = _option(SocketOption.UDT_PEERIDLETIMEO)
-    #: None for the native congestion control, else a class or factory (``UDT_CC``).
-    congestion_control: Callable[[], Any] | None = _option(SocketOption.UDT_CC)
+    #: A native congestion control's name (udt.cc.available()), else a class or factory
+    #: (``UDT_CC``); None means udt.cc.DEFAULT_CC.
+    congestion_control: str | Callable[[], Any] | None = _option(SocketOption.UDT_CC)
 
     @classmethod
     def from_options(cls, options: Mapping[SocketOption, Any], *, message_mode: bool) -> ConnectionConfiguration:

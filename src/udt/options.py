@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from enum import Enum, IntEnum
 from typing import Any
 
+from .cc import DEFAULT_CC, available
 from .errors import ErrorCode, InvalidParameterError
 
 __all__ = [
@@ -204,11 +205,11 @@ OPTION_SPECS: dict[SocketOption, OptionSpec] = {
         OptionSpec(
             Opt.UDT_CC,
             "cc",
-            None,
+            DEFAULT_CC,
             Phase.BEFORE_CONNECT,
             None,
-            "congestion control: None for the native one, a udt.cc.CongestionControl "
-            "subclass or a factory returning a fresh instance per connection",
+            "congestion control: a native one by name (udt.cc.available()), a "
+            "udt.cc.CongestionControl subclass or a factory returning a fresh instance per connection",
         ),
         OptionSpec(
             Opt.UDT_FC, "int", DEFAULT_FC, Phase.BEFORE_CONNECT, _range(MIN_FC, 1 << 30), "maximum flow window, packets"
@@ -342,13 +343,17 @@ def validate(option: SocketOption, value: Any) -> Any:
 
 def _validate_cc(option: SocketOption, value: Any) -> Any:
     if value is None:
-        return None
+        return DEFAULT_CC
+    if isinstance(value, str):
+        if value not in available():
+            raise _bad(option, f"unknown congestion control {value!r}; native ones: {', '.join(available())}")
+        return value
     if isinstance(value, type):
         if all(hasattr(value, name) for name in ("on_ack", "on_loss")):
             return value
     elif callable(value):
         return value  # a factory: called once per connection for a fresh instance
-    raise _bad(option, "expected None (native), a udt.cc.CongestionControl subclass or a factory")
+    raise _bad(option, "expected a native name, a udt.cc.CongestionControl subclass or a factory")
 
 
 def defaults() -> dict[SocketOption, Any]:

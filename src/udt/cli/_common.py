@@ -188,7 +188,9 @@ def resolve(host: str, port: int, *, passive: bool = False) -> tuple[int, tuple]
     raise CliError(ExitCode.CONNECT_FAILED, f"{host!r} has no IPv4 or IPv6 address")
 
 
-def new_socket(family: int, *, mss: int | None, max_bw: int | None, rendezvous: bool = False) -> udt.socket:
+def new_socket(
+    family: int, *, mss: int | None, max_bw: int | None, rendezvous: bool = False, cc: str | None = None
+) -> udt.socket:
     """A udt stream socket with the options the command line asked for (set before bind)."""
     sock = udt.socket(family, udt.SOCK_STREAM)
     try:
@@ -198,6 +200,8 @@ def new_socket(family: int, *, mss: int | None, max_bw: int | None, rendezvous: 
             sock.setsockopt(SocketOption.UDT_MAXBW, max_bw)
         if rendezvous:
             sock.setsockopt(SocketOption.UDT_RENDEZVOUS, True)
+        if cc is not None:
+            sock.setsockopt(SocketOption.UDT_CC, cc)
     except ValueError as exc:
         sock.close()
         raise CliError(ExitCode.USAGE, f"invalid socket option: {exc}") from None

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import udt
+import udt.cc
 from udt.cli import _wire as wire
 from udt.cli._common import (
     EXIT_CODES_HELP,
@@ -126,6 +127,11 @@ def build_parser() -> argparse.ArgumentParser:
         type=argtype(parse_mss),
         metavar="BYTES",
         help="UDT maximum segment size, whole IP packet (default 1500)",
+    )
+    parser.add_argument(
+        "--cc",
+        choices=udt.cc.available(),
+        help=f"congestion control (default {udt.cc.DEFAULT_CC}); bbr tolerates random loss",
     )
     parser.add_argument(
         "--max-bw",
@@ -248,7 +254,7 @@ def _prepare_output(path: str) -> None:
 
 
 def _serve(settings: Settings, family: int, local: tuple, args: argparse.Namespace) -> dict[str, Any] | None:
-    listener = new_socket(family, mss=args.mss, max_bw=args.max_bw)
+    listener = new_socket(family, mss=args.mss, max_bw=args.max_bw, cc=args.cc)
     settings.cancel.register(listener)
     workers: list[threading.Thread] = []
     try:
@@ -295,7 +301,7 @@ def _rendezvous(settings: Settings, family: int, local: tuple, args: argparse.Na
     peer_family, peer_addr = resolve(host, port)
     if peer_family != family:
         raise CliError(ExitCode.USAGE, f"--bind {args.bind} and --rendezvous {host} are different address families")
-    sock = new_socket(family, mss=args.mss, max_bw=args.max_bw, rendezvous=True)
+    sock = new_socket(family, mss=args.mss, max_bw=args.max_bw, cc=args.cc, rendezvous=True)
     settings.cancel.register(sock)
     try:
         try:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import udt
+import udt.cc
 from udt.cli import _wire as wire
 from udt.cli._common import (
     EXIT_CODES_HELP,
@@ -122,6 +123,11 @@ def build_parser() -> argparse.ArgumentParser:
         type=argtype(parse_mss),
         metavar="BYTES",
         help="UDT maximum segment size, whole IP packet (default 1500)",
+    )
+    parser.add_argument(
+        "--cc",
+        choices=udt.cc.available(),
+        help=f"congestion control (default {udt.cc.DEFAULT_CC}); bbr tolerates random loss",
     )
     parser.add_argument(
         "--max-bw",
@@ -230,7 +236,7 @@ def _check_sources(paths: list[str]) -> list[SourceFile]:
 def _connect(
     family: int, sockaddr: tuple, peer: str, args: argparse.Namespace, bind: tuple[str, int | None], cancel: Cancel
 ) -> udt.socket:
-    sock = new_socket(family, mss=args.mss, max_bw=args.max_bw, rendezvous=args.rendezvous)
+    sock = new_socket(family, mss=args.mss, max_bw=args.max_bw, cc=args.cc, rendezvous=args.rendezvous)
     cancel.register(sock)
     try:
         local_host, local_port = bind

@@ -23,6 +23,8 @@ cdef struct CCState:
     int mss
     int max_cwnd                # flight flag size negotiated (cap of the window)
     int32_t snd_curr_seq        # largest sequence number sent so far
+    int64_t inflight            # packets sent past the cumulative ACK (what the window counts)
+    int64_t unsent              # packets written by the application and not yet sent once
     double max_bw_period_us     # pacing floor from UDT_MAXBW (0 = none); the engine enforces it
     bint want_pkt_sent          # call ops.on_pkt_sent (set by the CC's init; off = no per-packet cost)
     bint want_pkt_received      # call ops.on_pkt_received

@@ -138,6 +138,8 @@ cdef inline void _cc_sync_inputs(Conn* c) noexcept nogil:
     c.cc.bandwidth = c.bandwidth
     c.cc.mss = c.mss
     c.cc.snd_curr_seq = c.snd_curr_seq
+    c.cc.inflight = seq_off(c.snd_una, c.snd_next_seq)
+    c.cc.unsent = _unsent_packets(c)
 
 
 cdef inline void _cc_after(Conn* c) noexcept nogil:

@@ -8,6 +8,7 @@ The multiplexer and the test shim reach the engine through this header.
 """
 from udt._core cimport *
 from udt.core.app cimport *
+from udt.core.ccnames cimport native_cc_by_name
 from udt.core.lifecycle cimport (conn_abort, conn_accept, conn_close, conn_connect, conn_free,
                                  conn_init, conn_options_default, conn_set_max_bandwidth)
 from udt.core.listener cimport *

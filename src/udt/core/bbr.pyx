@@ -1,0 +1,363 @@
+# cython: language_level=3
+# Native BBR-family congestion control ("bbr"; docs/engine.md, "BBR").  A model of the path --
+# the bottleneck bandwidth (windowed max of delivery-rate samples) and the round-trip
+# propagation time (windowed min RTT) -- sets the pacing rate (gain x bandwidth) and the window
+# (gain x BDP).  Random loss below LOSS_THRESH per round does not move the model; above it the
+# round counts as congestion and caps the window and the bandwidth by BETA (as BBRv3 does).
+#
+# It learns only from what a UDT4/SRT receiver sends: the cumulative ACK sequence and RTT field
+# of full ACKs, the loss ranges of NAKs, plus its own per-packet send times (on_pkt_sent).  Each
+# sent packet gets a record in a ring indexed by sequence number (allocated in init, freed in
+# close: nothing per packet); a full ACK makes one rate sample from the record of the newest
+# acknowledged packet (draft-cheng-iccrg-delivery-rate-estimation, with the cumulative ACK as the
+# only delivery signal: a sequence counts once, when the ACK first passes it).
+
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t
+from libc.stdlib cimport calloc, free
+from udt.core.cc cimport native_cc_ops
+from udt.core.ccapi cimport CCOps, CCState
+from udt.core.seq cimport SEQ_MAX, seq_cmp, seq_dec, seq_inc, seq_off
+from udt.core.siphash cimport splitmix64
+
+cdef enum:
+    STARTUP = 0
+    DRAIN = 1
+    PROBE_BW = 2
+    BW_WINDOW = 10               # rounds the bandwidth max filter spans
+    CYCLE_LEN = 8
+    FULL_BW_ROUNDS = 3           # STARTUP ends after 3 rounds without 25 % growth
+    MIN_CWND = 16
+    SYN_US = 10000               # UDT4's full ACK period
+    MIN_RTT_WINDOW_US = 10000000
+    MAX_RING = 1 << 20
+
+cdef double STARTUP_GAIN = 2.77           # 2 / ln 2: doubles the delivery rate every round
+cdef double STARTUP_CWND_GAIN = 2.89
+cdef double CWND_GAIN = 2.0
+cdef double LOSS_THRESH = 0.1             # round loss rate above which loss means congestion
+cdef double BETA = 0.7
+cdef double[8] PROBE_GAINS = [1.25, 0.75, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]
+
+
+cdef struct SendRecord:
+    int64_t sent_time
+    int64_t first_sent_time        # send time of the newest acknowledged packet when this left
+    int64_t delivered_time         # when `delivered` was last advanced, as this left
+    int64_t delivered              # packets delivered when this left
+    float send_rate                # pacing rate when it left, packets/s
+    int32_t seq
+    uint8_t app_limited
+    uint8_t lost                   # a NAK named it since it was (re)sent: counted once
+
+
+cdef struct Bbr:
+    SendRecord* ring
+    int ring_mask
+    int state
+    int32_t last_ack
+    int64_t delivered
+    int64_t delivered_time
+    int64_t first_sent_time
+    int64_t app_limited_until      # the delivered count that ends an app-limited period (0 = none)
+    int64_t round_count
+    int64_t next_round_delivered
+    double bw_max[BW_WINDOW]       # per-round max of the rate samples, indexed by round % window
+    int64_t bw_round[BW_WINDOW]
+    double btl_bw                  # packets/s
+    double bw_lo                   # congestion cap on the bandwidth (0 = none)
+    double round_max_sample
+    int64_t min_rtt_us
+    int64_t min_rtt_stamp
+    double full_bw
+    int full_bw_count
+    bint full_bw_reached
+    int cycle_index
+    int64_t cycle_stamp
+    int64_t round_lost
+    int64_t loss_round             # the last round that saw a loss
+    int64_t round_delivered_start
+    double inflight_hi             # congestion cap on the window (0 = none)
+    double pacing_gain
+    double cwnd_gain
+
+
+cdef inline Bbr* _bbr(CCState* cc) noexcept nogil:
+    return <Bbr*>cc.user
+
+
+cdef inline double _bw(Bbr* b) noexcept nogil:
+    if b.bw_lo > 0 and b.bw_lo < b.btl_bw:
+        return b.bw_lo
+    return b.btl_bw
+
+
+cdef inline double _bdp(Bbr* b) noexcept nogil:
+    return _bw(b) * <double>b.min_rtt_us / 1e6
+
+
+cdef void bbr_init(CCState* cc, int64_t now) noexcept nogil:
+    cdef int size = 1024
+    cdef Bbr* b = <Bbr*>calloc(1, sizeof(Bbr))
+    while size < cc.max_cwnd and size < MAX_RING:
+        size <<= 1
+    if b != NULL:
+        b.ring = <SendRecord*>calloc(size, sizeof(SendRecord))
+    if b == NULL or b.ring == NULL:
+        # out of memory: the connection still works, with UDT4's DAIMD
+        free(b)
+        cc.user = NULL
+        cc.ops = native_cc_ops()
+        cc.ops.init(cc, now)
+        return
+    cc.user = <void*>b
+    cc.want_pkt_sent = True
+    b.ring_mask = size - 1
+    b.state = STARTUP
+    b.last_ack = seq_inc(cc.snd_curr_seq)
+    b.delivered_time = now
+    b.first_sent_time = now
+    b.min_rtt_us = cc.rtt_us if cc.rtt_us > 0 else 100000
+    b.min_rtt_stamp = now
+    b.btl_bw = <double>MIN_CWND * 1e6 / <double>b.min_rtt_us
+    b.pacing_gain = STARTUP_GAIN
+    b.cwnd_gain = STARTUP_CWND_GAIN
+    b.next_round_delivered = 0
+    cc.cwnd = MIN_CWND
+    cc.period_us = 1e6 / (b.pacing_gain * b.btl_bw)
+
+
+cdef void bbr_close(CCState* cc) noexcept nogil:
+    cdef Bbr* b = _bbr(cc)
+    if b != NULL:
+        free(b.ring)
+        free(b)
+        cc.user = NULL
+
+
+cdef void bbr_on_pkt_sent(CCState* cc, int32_t seq, int size, int64_t now) noexcept nogil:
+    cdef Bbr* b = _bbr(cc)
+    cdef SendRecord* r = &b.ring[seq & b.ring_mask]
+    if cc.inflight <= 1:
+        # nothing else in flight: intervals start now, not at the last (old) delivery
+        b.first_sent_time = now
+        b.delivered_time = now
+    if cc.unsent == 0 and <double>cc.inflight < cc.cwnd:
+        b.app_limited_until = b.delivered + cc.inflight if b.delivered + cc.inflight > 0 else 1
+    r.seq = seq
+    r.sent_time = now
+    r.send_rate = <float>(1e6 / cc.period_us if cc.period_us > 0 else 1e9)
+    r.first_sent_time = b.first_sent_time
+    r.delivered_time = b.delivered_time
+    r.delivered = b.delivered
+    r.app_limited = b.app_limited_until != 0
+    r.lost = 0
+
+
+cdef void _bw_update(Bbr* b, double sample) noexcept nogil:
+    cdef int slot = <int>(b.round_count % BW_WINDOW)
+    cdef int i
+    if b.bw_round[slot] != b.round_count:
+        b.bw_round[slot] = b.round_count
+        b.bw_max[slot] = 0
+    if sample > b.bw_max[slot]:
+        b.bw_max[slot] = sample
+    b.btl_bw = 0
+    for i in range(BW_WINDOW):
+        if b.round_count - b.bw_round[i] < BW_WINDOW and b.bw_max[i] > b.btl_bw:
+            b.btl_bw = b.bw_max[i]
+
+
+cdef void _end_round(CCState* cc, Bbr* b) noexcept nogil:
+    """A round trip ended: check STARTUP's plateau and whether this round's loss was congestion."""
+    cdef int64_t delivered = b.delivered - b.round_delivered_start
+    cdef double loss_rate = 0
+    if delivered + b.round_lost > 0:
+        loss_rate = <double>b.round_lost / <double>(delivered + b.round_lost)
+    if b.round_lost > 0:
+        b.loss_round = b.round_count
+    if loss_rate > LOSS_THRESH and b.state == PROBE_BW:
+        # (STARTUP's overshoot is drained by DRAIN; its losses are reported for a few rounds more)
+        b.inflight_hi = BETA * (<double>cc.inflight if b.inflight_hi == 0 or cc.inflight < b.inflight_hi
+                                else b.inflight_hi)
+        if b.inflight_hi < _bdp(b) + MIN_CWND:
+            b.inflight_hi = _bdp(b) + MIN_CWND
+        b.bw_lo = BETA * (b.bw_lo if b.bw_lo > 0 else b.btl_bw)
+        if b.round_max_sample > b.bw_lo:
+            b.bw_lo = b.round_max_sample
+    elif not b.full_bw_reached:
+        if b.btl_bw >= b.full_bw * 1.25:
+            b.full_bw = b.btl_bw
+            b.full_bw_count = 0
+        else:
+            b.full_bw_count += 1
+            if b.full_bw_count >= FULL_BW_ROUNDS:
+                b.full_bw_reached = True
+    b.round_lost = 0
+    b.round_delivered_start = b.delivered
+    b.round_max_sample = 0
+
+
+cdef void _enter_cycle_phase(CCState* cc, Bbr* b, int index, int64_t now) noexcept nogil:
+    b.cycle_index = index
+    b.cycle_stamp = now
+    b.pacing_gain = PROBE_GAINS[index]
+    if index == 0:
+        # probing up: forget the congestion caps slowly, so a freed path is found again
+        b.bw_lo = 0
+
+
+cdef void _update_state(CCState* cc, Bbr* b, int64_t now) noexcept nogil:
+    cdef int64_t phase_us
+    cdef int start
+    if b.state == STARTUP and b.full_bw_reached:
+        b.state = DRAIN
+        b.pacing_gain = 1.0 / STARTUP_CWND_GAIN
+        b.cwnd_gain = STARTUP_CWND_GAIN
+    if b.state == DRAIN and <double>cc.inflight <= _bdp(b) * 1.25 + <double>MIN_CWND:
+        b.state = PROBE_BW
+        b.cwnd_gain = CWND_GAIN
+        # a random phase other than the draining one, so competing flows do not probe in step
+        start = <int>(splitmix64(&cc.rng) % (CYCLE_LEN - 1))
+        _enter_cycle_phase(cc, b, 0 if start == 0 else start + 1, now)
+    elif b.state == PROBE_BW:
+        phase_us = b.min_rtt_us if b.min_rtt_us > 2 * SYN_US else 2 * SYN_US
+        if now - b.cycle_stamp < phase_us:
+            return
+        # the draining phase lasts until the queue is gone (the ACK/ACK2 RTT, which data holes
+        # do not inflate, back near the minimum), at most 4 phases
+        if (b.cycle_index == 1 and now - b.cycle_stamp < 4 * phase_us
+                and cc.rtt_us > b.min_rtt_us + b.min_rtt_us // 4 + SYN_US // 2):
+            return
+        _enter_cycle_phase(cc, b, (b.cycle_index + 1) % CYCLE_LEN, now)
+
+
+cdef void _set_output(CCState* cc, Bbr* b, int64_t newly) noexcept nogil:
+    cdef double bw = _bw(b)
+    cdef double rate = b.pacing_gain * bw
+    cdef double target
+    if b.state == STARTUP and cc.period_us > 0 and rate < 1e6 / cc.period_us:
+        rate = 1e6 / cc.period_us          # STARTUP never slows down
+    if rate > 0:
+        cc.period_us = 1e6 / rate
+    # ACKs come every SYN: two of them in the window.  UDT's window counts from the cumulative
+    # ACK, so after a loss the data beyond the hole stays "in flight" until the retransmission
+    # lands (a round trip, one more NAK period if that is lost too): room for it while loss lasts.
+    target = b.cwnd_gain * _bdp(b) + bw * (2 * SYN_US) / 1e6 + MIN_CWND
+    if b.loss_round > 0 and b.round_count - b.loss_round < BW_WINDOW:
+        target += bw * <double>(3 * b.min_rtt_us + 4 * cc.rttvar_us) / 1e6
+    if b.full_bw_reached:
+        cc.cwnd = cc.cwnd + newly if cc.cwnd + newly < target else target
+    elif cc.cwnd < target:
+        cc.cwnd += newly
+    if b.inflight_hi > 0 and b.state == PROBE_BW and b.cycle_index == 0:
+        # probing up: the cap grows like slow start (doubling per round) and goes once it is moot
+        b.inflight_hi += newly
+        if b.inflight_hi > 2 * target:
+            b.inflight_hi = 0
+    if b.inflight_hi > 0 and cc.cwnd > b.inflight_hi:
+        cc.cwnd = b.inflight_hi
+    if cc.cwnd < MIN_CWND:
+        cc.cwnd = MIN_CWND
+
+
+cdef void bbr_on_ack(CCState* cc, int32_t ack, int64_t now) noexcept nogil:
+    cdef Bbr* b = _bbr(cc)
+    cdef int64_t newly = seq_off(b.last_ack, ack)
+    cdef int64_t interval, rtt
+    cdef int32_t newest
+    cdef SendRecord* r
+    cdef double sample
+    if cc.rtt_us > 0 and cc.rtt_us < b.min_rtt_us:
+        b.min_rtt_us = cc.rtt_us
+        b.min_rtt_stamp = now
+    if newly <= 0:
+        return
+    b.last_ack = ack
+    b.delivered += newly
+    b.delivered_time = now
+    newest = seq_dec(ack)
+    r = &b.ring[newest & b.ring_mask]
+    if r.seq == newest and r.sent_time > 0:
+        rtt = now - r.sent_time
+        if rtt > 0 and (rtt < b.min_rtt_us or now - b.min_rtt_stamp > MIN_RTT_WINDOW_US):
+            # the window expired: restart from current samples (the 0.75 phase drains the queue
+            # once per cycle, so the true minimum comes back within one cycle; no PROBE_RTT)
+            b.min_rtt_us = rtt
+            b.min_rtt_stamp = now
+        b.first_sent_time = r.sent_time
+        if r.delivered >= b.next_round_delivered:
+            b.next_round_delivered = b.delivered
+            b.round_count += 1
+            _end_round(cc, b)
+        interval = r.sent_time - r.first_sent_time
+        if now - r.delivered_time > interval:
+            interval = now - r.delivered_time
+        if interval > 0:
+            sample = <double>(b.delivered - r.delivered) * 1e6 / <double>interval
+            # nothing is delivered faster than it is sent: without SACK a hole fill credits a
+            # round of packets at once, and the intervals do not always absorb it
+            if sample > r.send_rate:
+                sample = r.send_rate
+            if sample > b.round_max_sample:
+                b.round_max_sample = sample
+            # an app-limited sample only counts if it shows more than the model knows
+            if not r.app_limited or sample > b.btl_bw:
+                _bw_update(b, sample)
+    if b.app_limited_until != 0 and b.delivered > b.app_limited_until:
+        b.app_limited_until = 0
+    _update_state(cc, b, now)
+    _set_output(cc, b, newly)
+
+
+cdef void bbr_on_loss(CCState* cc, const int32_t* loss, int count, int64_t now) noexcept nogil:
+    """Count each lost transmission once (the receiver repeats its NAKs for old holes)."""
+    cdef Bbr* b = _bbr(cc)
+    cdef int i = 0
+    cdef int64_t k, n
+    cdef int32_t first, last, s
+    cdef SendRecord* r
+    while i < count:
+        if <uint32_t>loss[i] & 0x80000000u:
+            if i + 1 >= count:
+                return
+            first = <int32_t>(<uint32_t>loss[i] & SEQ_MAX)
+            last = loss[i + 1]
+            i += 2
+        else:
+            first = loss[i]
+            last = first
+            i += 1
+        if seq_cmp(first, b.last_ack) < 0:
+            first = b.last_ack
+        n = seq_off(first, last) + 1
+        if n > b.ring_mask + 1:
+            n = b.ring_mask + 1
+        s = first
+        for k in range(n):
+            r = &b.ring[s & b.ring_mask]
+            if r.seq == s and not r.lost:
+                r.lost = 1
+                b.round_lost += 1
+            s = seq_inc(s)
+    # STARTUP overflowing the queue stalls the cumulative ACK, so the round may never end:
+    # leave STARTUP as soon as this round's loss is clearly congestion
+    if (b.state == STARTUP and b.round_lost >= MIN_CWND and <double>b.round_lost
+            > LOSS_THRESH * <double>(b.delivered - b.round_delivered_start + b.round_lost)):
+        b.full_bw_reached = True
+        _update_state(cc, b, now)
+        _set_output(cc, b, 0)
+
+
+cdef CCOps BBR_CC_OPS
+BBR_CC_OPS.init = bbr_init
+BBR_CC_OPS.close = bbr_close
+BBR_CC_OPS.on_ack = bbr_on_ack
+BBR_CC_OPS.on_loss = bbr_on_loss
+BBR_CC_OPS.on_timeout = NULL
+BBR_CC_OPS.on_pkt_sent = bbr_on_pkt_sent
+BBR_CC_OPS.on_pkt_received = NULL
+BBR_CC_OPS.on_custom = NULL
+
+
+cdef const CCOps* bbr_cc_ops() noexcept nogil:
+    return &BBR_CC_OPS

@@ -1,0 +1,146 @@
+"""The native BBR controller (udt/core/bbr.pyx) on the fake clock: a bottleneck of RATE packets/s
+with a 50 ms drop-tail queue, 10 ms each way, seeded random loss.  Deterministic per seed."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from engine_harness import LinkProfile, Net, connected_pair
+
+import udt
+import udt.cc
+
+RATE = 4000  # packets/s (about 47 Mbit/s of payload)
+DELAY = 10_000  # one way: base RTT 20 ms
+PAYLOAD = 1456
+
+
+def _link(loss: float = 0.0, rate: float = RATE, delay: int = DELAY) -> LinkProfile:
+    return LinkProfile(delay_us=delay, rate_pps=rate, queue_packets=int(rate * 0.05), loss=loss)
+
+
+class Flow:
+    """A client sending as fast as the engine takes data (or at a capped application rate)."""
+
+    def __init__(self, cc: str, loss: float = 0.0, seed: int = 3, rate: float = RATE, snd_buf: int = 16384):
+        net = Net(seed=seed, profile=_link(loss, rate), reverse=LinkProfile(delay_us=DELAY, loss=loss))
+        self.net, self.c, self.s = connected_pair(
+            net, client_options={"cc": cc, "snd_buf": snd_buf}, server_options={"rcv_buf": 16384}
+        )
+        self.got = 0
+        self.app_rate = 0.0  # packets/s the application writes (0 = unlimited)
+        self._written = 0.0
+        self._last = self.net.now
+        self.rtts: list[float] = []
+
+    def run(self, seconds: float) -> float:
+        """Run for `seconds` of simulated time; returns the delivery rate over it, packets/s."""
+        net, start, got0 = self.net, self.net.now, self.got
+        chunk = bytes(PAYLOAD * 16)
+
+        def pump() -> bool:
+            if self.app_rate:
+                self._written += self.app_rate * (net.now - self._last) / 1e6
+                while self._written >= 16 and self.c.write(chunk, net.now) > 0:
+                    self._written -= 16
+            else:
+                while self.c.write(chunk, net.now) > 0:
+                    pass
+            self._last = net.now
+            while not isinstance(r := self.s.read(1 << 20, net.now), int) and r:
+                self.got += len(r)
+            self.rtts.append(self.c.stats(net.now)["ms_rtt"])
+            return net.now - start >= seconds * 1e6
+
+        net.run(int(seconds * 1e6) + 1_000_000, pump)
+        return (self.got - got0) / PAYLOAD / ((net.now - start) / 1e6)
+
+    @property
+    def pacing_pps(self) -> float:
+        return 1e6 / self.c.period_us
+
+
+def test_names_and_defaults():
+    assert udt.cc.available() == ["bbr", "udt4"]
+    assert udt.cc.DEFAULT_CC in udt.cc.available()
+    with pytest.raises(ValueError, match="unknown congestion control"):
+        Flow("vegas")
+
+
+def test_startup_reaches_the_bottleneck_then_drain_empties_the_queue():
+    f = Flow("bbr")
+    f.run(0.6)
+    assert f.pacing_pps > 0.9 * RATE  # STARTUP found the bottleneck within 0.6 s
+    f.rtts.clear()
+    rate = f.run(2.0)
+    assert rate > 0.9 * RATE
+    # DRAIN and the 0.75 phases keep the queue short: mean RTT near the 20 ms base (the queue
+    # alone could add 50 ms)
+    assert sum(f.rtts) / len(f.rtts) < 1.5 * 2 * DELAY / 1000
+
+
+@pytest.mark.parametrize(("loss", "floor"), [(0.01, 0.85), (0.03, 0.5)])
+def test_random_loss_is_not_congestion(loss, floor):
+    bbr = Flow("bbr", loss)
+    bbr.run(1.0)
+    got = bbr.run(2.0)
+    daimd = Flow("udt4", loss)
+    daimd.run(1.0)
+    base = daimd.run(2.0)
+    assert got > floor * RATE * (1 - loss)
+    assert got > 5 * base  # DAIMD reads each loss as congestion
+
+
+def test_follows_a_rate_drop_and_recovers():
+    f = Flow("bbr")
+    f.run(1.5)
+    f.net.set_profile(_link(rate=RATE / 4), LinkProfile(delay_us=DELAY))
+    f.run(2.0)  # within 2 s the model follows the new rate
+    assert f.pacing_pps < 1.6 * RATE / 4
+    assert f.run(1.0) > 0.8 * RATE / 4
+    f.net.set_profile(_link(), LinkProfile(delay_us=DELAY))
+    f.run(2.0)
+    assert f.run(1.0) > 0.85 * RATE  # and finds the freed capacity again
+
+
+def test_app_limited_periods_neither_inflate_nor_collapse_the_model():
+    f = Flow("bbr", snd_buf=1024)
+    f.run(1.5)
+    full = f.pacing_pps
+    f.app_rate = RATE / 8
+    f.run(1.0)  # the send buffer drains
+    slow = f.run(2.0)
+    assert slow == pytest.approx(RATE / 8, rel=0.15)
+    # the model still knows the path: pacing did not fall to the application's rate
+    assert f.pacing_pps > 0.6 * full
+    f.app_rate = 0.0
+    f.run(0.3)
+    assert f.run(1.0) > 0.9 * RATE
+
+
+def test_rtt_increase_is_followed():
+    """The min-RTT window (10 s) expires: the model takes the longer path's RTT and its BDP."""
+    rate = RATE / 4
+    f = Flow("bbr", rate=rate)
+    f.run(1.5)
+    f.net.set_profile(_link(rate=rate, delay=4 * DELAY), LinkProfile(delay_us=4 * DELAY))
+    f.run(10.0)
+    assert f.run(1.5) > 0.85 * rate
+
+
+def test_loopback_transfer_with_bbr_is_byte_identical():
+    data = os.urandom(4 << 20)
+    options = {udt.UDT_CC: "bbr"}
+    with udt.create_server(("127.0.0.1", 0), options=options) as server:
+        with udt.create_connection(server.getsockname()[:2], timeout=20, options=options) as c:
+            assert c.getsockopt(udt.UDT_CC) == "bbr"
+            s, _ = server.accept()
+            with s:
+                c.sendall(data)
+                got = bytearray()
+                while len(got) < len(data):
+                    got += s.recv(1 << 20)
+    assert bytes(got) == data
+    with udt.socket() as s, pytest.raises(ValueError, match="vegas"):
+        s.setsockopt(udt.UDT_CC, "vegas")
