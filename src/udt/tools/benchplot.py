@@ -3,6 +3,7 @@
 
     python bench/bench_transfer.py --json results.json
     python -m udt.tools.benchplot results.json -o throughput.png [--log]
+    python -m udt.tools.benchplot wan.json -o plots/        # bench_wan.py: one PNG per path + bars
 
 Bars are medians (MB/s), grouped by kind (file transfer, memory to memory) and coloured with udt
 highlighted; the whisker spans min–max of the runs and each run is a dot.  Skipped systems appear
@@ -21,8 +22,10 @@ from typing import Any
 
 def load(path: Path) -> dict[str, Any]:
     data = json.loads(path.read_text())
+    if isinstance(data, dict) and isinstance(data.get("paths"), list):
+        return data  # bench_wan.py's result: drawn by plot_wan
     if not isinstance(data, dict) or "results" not in data:
-        raise ValueError(f"{path} is not a bench_transfer.py --json result")
+        raise ValueError(f"{path} is not a bench_transfer.py or bench_wan.py --json result")
     for row in data["results"]:
         for key in ("system", "kind", "mb_per_s"):
             if key not in row:
@@ -89,10 +92,84 @@ def plot(data: dict[str, Any], output: Path, *, log_scale: bool = False, title: 
     plt.close(fig)
 
 
+def plot_wan(data: dict[str, Any], out_dir: Path) -> list[Path]:
+    """bench_wan.py's result: per path, throughput and RTT over time of every flow (first run),
+    then one chart of bars per path and system (median Mbit/s, whisker min–max)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    for path in data["paths"]:
+        fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 6), sharex=True)
+        for record in path["systems"]:
+            if not record["runs"]:
+                continue
+            for flow in record["runs"][0]["flows"]:
+                samples = flow["samples"]
+                times = [(a["t"] + b["t"]) / 2 for a, b in zip(samples, samples[1:]) if b["t"] > a["t"]]
+                rates = [
+                    (b["bytes"] - a["bytes"]) * 8 / (b["t"] - a["t"]) / 1e6
+                    for a, b in zip(samples, samples[1:])
+                    if b["t"] > a["t"]
+                ]
+                style = "-" if flow["label"].startswith("udt") else "--"
+                top.plot(times, rates, style, label=flow["label"], linewidth=1)
+                rtt = [(s["t"], s["rtt_ms"]) for s in flow.get("sender_samples", []) if s.get("rtt_ms")]
+                if rtt:
+                    bottom.plot(*zip(*rtt), style, label=flow["label"], linewidth=1)
+        top.axhline(path["rate_mbit"], color="grey", linewidth=0.8, linestyle=":")
+        bottom.axhline(path["rtt_ms"], color="grey", linewidth=0.8, linestyle=":")
+        top.set_ylabel("Mbit/s (receiver)")
+        bottom.set_ylabel("RTT, ms (sender)")
+        bottom.set_xlabel("seconds (first run)")
+        top.set_title(f"{path['path']}: {path['title']} ({data['meta'].get('date', '')})", fontsize=9)
+        top.legend(fontsize=7, loc="lower right")
+        for ax in (top, bottom):
+            ax.grid(alpha=0.3)
+        fig.tight_layout()
+        target = out_dir / f"wan-{path['path']}.png"
+        fig.savefig(target, dpi=110)
+        plt.close(fig)
+        written.append(target)
+    systems = list(dict.fromkeys(r["system"] for p in data["paths"] for r in p["systems"]))  # bench order
+    fig, ax = plt.subplots(figsize=(max(8, 1.2 * len(data["paths"]) * len(systems) / 3), 4.5))
+    width = 0.8 / max(len(systems), 1)
+    for k, system in enumerate(systems):
+        xs: list[float] = []
+        ys: list[float] = []
+        errs: list[list[float]] = [[], []]
+        for i, path in enumerate(data["paths"]):
+            record = next((r for r in path["systems"] if r["system"] == system), None)
+            if record is None or record.get("median_mbit_per_s") is None:
+                continue
+            xs.append(i + k * width)
+            ys.append(record["median_mbit_per_s"])
+            errs[0].append(record["median_mbit_per_s"] - record["min_mbit_per_s"])
+            errs[1].append(record["max_mbit_per_s"] - record["median_mbit_per_s"])
+        ax.bar(xs, ys, width, yerr=errs, capsize=2, label=system)
+    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(data["paths"]))])
+    ax.set_xticklabels([p["path"] for p in data["paths"]], fontsize=8)
+    ax.set_ylabel("Mbit/s (median; whisker min–max)")
+    meta = data["meta"]
+    ax.set_title(f"long, fat, lossy paths — {meta['runs']} runs of {meta['duration']:g} s ({meta['date']})", fontsize=9)
+    ax.legend(fontsize=7)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    target = out_dir / "wan-bars.png"
+    fig.savefig(target, dpi=110)
+    plt.close(fig)
+    written.append(target)
+    return written
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("results", type=Path, help="JSON written by bench/bench_transfer.py --json")
-    parser.add_argument("-o", "--output", type=Path, help="PNG to write (default: results with .png)")
+    parser.add_argument("results", type=Path, help="JSON written by bench/bench_transfer.py or bench_wan.py --json")
+    parser.add_argument(
+        "-o", "--output", type=Path, help="PNG to write (default: results with .png); for bench_wan.py, a directory"
+    )
     parser.add_argument("--log", action="store_true", help="logarithmic throughput axis (TCP dwarfs the rest)")
     parser.add_argument("--title", help="chart title")
     args = parser.parse_args(argv)
@@ -103,6 +180,12 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     output = args.output or args.results.with_suffix(".png")
     try:
+        if "paths" in data:
+            output = args.output or args.results.parent
+            output.mkdir(parents=True, exist_ok=True)
+            for written in plot_wan(data, output):
+                print(written)
+            return 0
         plot(data, output, log_scale=args.log, title=args.title)
     except ImportError:
         print("benchplot: matplotlib is needed (pip install matplotlib)", file=sys.stderr)
