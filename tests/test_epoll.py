@@ -81,8 +81,11 @@ def test_pending_accept(pair):
 
 def test_broken_connection_is_err_and_readable(pair):
     _, client, accepted = pair
+    client.sendall(b"first")
+    assert select.select([accepted], [], [], 2)[0] == [accepted]  # readable before the error
     with udt.epoll() as ep:
-        ep.add_usock(accepted, ERR)
+        ep.add_usock(accepted, ERR)  # ERR alone: its rising edge still wakes the wait
+        assert ep.poll(0) == []
         client.setsockopt(udt.UDT_LINGER, 0)
         client.setblocking(False)
         with contextlib.suppress(BlockingIOError):

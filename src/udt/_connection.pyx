@@ -190,7 +190,7 @@ cdef class Connection:
             else:
                 bits = conn_readiness(mc)
                 error = ready_open(&mc.ready_fd[which], &mc.ready_on[which],
-                                   (bits & ((READY_OUT if writable else READY_IN) | READY_ERR)) != 0)
+                                   bits & ((READY_OUT if writable else READY_IN) | READY_ERR))
                 fd = mc.ready_fd[which]
             pthread_mutex_unlock(&mc.lock)
         if error == -1:

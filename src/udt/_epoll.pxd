@@ -27,9 +27,10 @@ cdef inline void conn_ready_note(MuxConn* mc) noexcept nogil:
     if mc.ready_fd[READY_READ_FD] >= 0 or mc.ready_fd[READY_WRITE_FD] >= 0:
         conn_ready_update(mc)
 
-# Set (state true) or drain the eventfd fd when *on differs (the caller's lock held).
-cdef void ready_flag(int fd, int* on, bint state) noexcept nogil
+# Move the eventfd to state (the ready condition bits, 0: none), the caller's lock held: written
+# when a condition rises (readable, and a new edge), drained at 0, *on keeps the bits.
+cdef void ready_flag(int fd, int* on, int state) noexcept nogil
 # Create the eventfd *fd if absent, in the given state: 0, or an errno.
-cdef int ready_open(int* fd, int* on, bint state) noexcept nogil
+cdef int ready_open(int* fd, int* on, int state) noexcept nogil
 # Close the eventfd (if any): it leaves every kernel epoll set it was in.
 cdef void ready_close(int* fd, int* on) noexcept nogil

@@ -42,24 +42,25 @@ cdef void conn_ready_update(MuxConn* mc) noexcept nogil:
     cdef int bits = conn_readiness(mc)
     if mc.ready_fd[READY_READ_FD] >= 0:
         ready_flag(mc.ready_fd[READY_READ_FD], &mc.ready_on[READY_READ_FD],
-                   (bits & (READY_IN | READY_ERR)) != 0)
+                   bits & (READY_IN | READY_ERR))
     if mc.ready_fd[READY_WRITE_FD] >= 0:
         ready_flag(mc.ready_fd[READY_WRITE_FD], &mc.ready_on[READY_WRITE_FD],
-                   (bits & (READY_OUT | READY_ERR)) != 0)
+                   bits & (READY_OUT | READY_ERR))
 
 
-cdef void ready_flag(int fd, int* on, bint state) noexcept nogil:
+cdef void ready_flag(int fd, int* on, int state) noexcept nogil:
     cdef uint64_t value = 1
-    if fd < 0 or (on[0] != 0) == state:
+    if fd < 0 or on[0] == state:
         return
-    on[0] = 1 if state else 0
-    if state:
-        write(fd, &value, sizeof(value))  # cannot fail: the counter only ever holds 0 or 1
-    else:
-        read(fd, &value, sizeof(value))
+    if state & ~on[0]:
+        # a condition rose (ERR after IN counts too): a new write is a new edge for ET pollers
+        write(fd, &value, sizeof(value))  # cannot fail: the counter stays far below its limit
+    elif state == 0:
+        read(fd, &value, sizeof(value))   # drains the counter: not readable any more
+    on[0] = state
 
 
-cdef int ready_open(int* fd, int* on, bint state) noexcept nogil:
+cdef int ready_open(int* fd, int* on, int state) noexcept nogil:
     if fd[0] >= 0:
         return 0
     fd[0] = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)
