@@ -102,11 +102,13 @@ def test_broken_connection_is_err_and_readable(pair):
 
 
 def test_connect_timeout_is_err_and_writable():
-    with udt.socket() as sock, udt.epoll() as ep:
+    # a peer that takes the datagrams and never answers: no ICMP, so only the timeout ends it
+    with pysocket.socket(pysocket.AF_INET, pysocket.SOCK_DGRAM) as silent, udt.socket() as sock, udt.epoll() as ep:
+        silent.bind(("127.0.0.1", 0))
         sock.setsockopt(udt.UDT_CONNTIMEO, 200)
         sock.setblocking(False)
         with pytest.raises(BlockingIOError):
-            sock.connect(("127.0.0.1", 9))
+            sock.connect(silent.getsockname())
         ep.add_usock(sock, OUT | ERR)
         assert ep.poll(0) == []
         started = time.monotonic()
@@ -115,6 +117,22 @@ def test_connect_timeout_is_err_and_writable():
         with pytest.raises(TimeoutError):
             sock.recv(1)
         assert ep.poll(0) == []  # the failed attempt left the poller
+
+
+def test_connect_refused_is_err_and_writable():
+    # nothing listens on the port: the kernel's ICMP port-unreachable ends the attempt at once
+    with pysocket.socket(pysocket.AF_INET, pysocket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()
+    with udt.socket() as sock, udt.epoll() as ep:
+        sock.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            sock.connect(closed_port)
+        ep.add_usock(sock, OUT | ERR)
+        assert ep.poll(3) == [(sock, int(OUT | ERR))]
+        with pytest.raises(ConnectionRefusedError):
+            sock.recv(1)
+        assert ep.poll(0) == []
 
 
 def test_nonblocking_connect_becomes_writable():
