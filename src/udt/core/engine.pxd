@@ -9,6 +9,8 @@ The multiplexer and the test shim reach the engine through this header.
 from udt._core cimport *
 from udt.core.app cimport *
 from udt.core.lifecycle cimport (conn_abort, conn_accept, conn_close, conn_connect, conn_free,
-                                 conn_init, conn_options_default, conn_set_max_bandwidth)
+                                 conn_init, conn_options_default, conn_set_max_bandwidth,
+                                 conn_shutdown_write)
+from udt.core.hsext cimport CAP_HALF_CLOSE, CAPS_LOCAL
 from udt.core.listener cimport *
 from udt.core.stats cimport *
