@@ -230,3 +230,26 @@ def test_eof_subtype_is_not_interpreted_without_negotiation():
     eof = bytes([0xFF, 0xFF, 0x55, 0x01]) + (1).to_bytes(4, "big") + bytes(4) + (9).to_bytes(4, "big") + bytes(4)
     plain.receive(eof, 3)
     assert plain.caps == 0 and not plain.peer_eof
+
+
+def test_lost_eof_and_lost_confirmation_are_repaired():
+    net, c, s = connected_pair(Net(profile=LinkProfile(delay_us=10_000)))
+    sent = {0x5501: [], 0x5502: []}
+    real = net.transmit
+
+    def lossy(src, dst, data):
+        p = _testing.decode_packet(data)
+        if p["control"] and p["type"] == 0x7FFF and p["ext_type"] in sent:
+            sent[p["ext_type"]].append(net.now)
+            if len(sent[p["ext_type"]]) <= (2 if p["ext_type"] == 0x5501 else 1):
+                return  # the first two EOFs and the first confirmation are lost
+        real(src, dst, data)
+
+    net.transmit = lossy
+    c.write(b"x" * 5000, net.now)
+    assert c.shutdown_write(net.now) == 0
+    assert net.run(5_000_000, lambda: c.eof_acked)
+    eofs = sent[0x5501]
+    assert len(eofs) == 4 and len(sent[0x5502]) == 2 and s.peer_eof
+    assert all(b - a >= c.rtt_us for a, b in zip(eofs, eofs[1:]))  # paced by the RTT, not a flood
+    assert s.read(10_000, net.now) == b"x" * 5000 and s.read(10, net.now) == b""
