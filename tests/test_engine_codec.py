@@ -57,7 +57,8 @@ def handshaken_client(now: int = 0):
 
 def test_client_handshake_bytes_match_udt4_exactly():
     c, first, third, ev = handshaken_client()
-    assert first == HS_INDUCTION
+    # UDT4's bytes but for the cookie word, where udt offers its extension (protocol.md §11)
+    assert first[44:48] == b"UDTX" and first[:44] + bytes(4) + first[48:] == HS_INDUCTION
     assert third == HS_CONCLUSION
     assert ev & EV["CONNECTED"]
     assert c.state == ST["CONNECTED"]
@@ -210,7 +211,7 @@ def test_engine_nak_range_encoding():
         (bytes(16), "data_length"),
         (words("80090000 00000000 00000000 00000000 00000000"), "control_type"),
         (words("80000000 00000000 00000000 00000000") + bytes(40), "handshake"),
-        (words("80000000 00000000 00000000 00000000") + bytes(52), "handshake"),
+        (words("80000000 00000000 00000000 00000000") + bytes(48 + 257), "handshake"),
     ],
 )
 def test_peek_rejects(raw, reason):

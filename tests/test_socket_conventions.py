@@ -1,5 +1,6 @@
 """The :mod:`socket` module's conventions on udt sockets: three-argument socket options with levels,
-getsockname() of a connection on a wildcard port, and a connect to a closed port refused at once."""
+getsockname() of a connection on a wildcard port, a connect to a closed port refused at once,
+and the half-close between udt peers."""
 
 from __future__ import annotations
 
@@ -147,3 +148,23 @@ def test_a_refused_socket_can_connect_elsewhere():
         with accepted:
             sock.sendall(b"ping")
             assert accepted.recv(16) == b"ping"
+
+
+def test_half_close_request_response_between_udt_peers():
+    """shutdown(SHUT_WR) as TCP code uses it: the peer reads the request to EOF, then replies."""
+    with connected_pair() as (client, server):
+        request = b"GET /" + bytes(200_000)
+        client.sendall(request)
+        client.shutdown(pysocket.SHUT_WR)
+        with pytest.raises(BrokenPipeError):
+            client.send(b"after shutdown")
+        got = bytearray()
+        while chunk := server.recv(1 << 16):
+            got += chunk
+        assert bytes(got) == request
+        server.sendall(b"reply " * 10_000)  # a full close here raised BrokenPipeError
+        server.close()
+        got = bytearray()
+        while chunk := client.recv(1 << 16):
+            got += chunk
+        assert bytes(got) == b"reply " * 10_000

@@ -76,6 +76,16 @@ def test_spec_handshake_examples():
     assert final.fields["socket_id"] == 0x21E40ACE
 
 
+def test_udt_extension_trailer_decodes():
+    hs = words(
+        "80000000 00000000 00000000 27555d6a | 00000004 00000001 74697164 000005dc "
+        "00002000 ffffffff 21e40ace 252008b0 0100007f 00000000 00000000 00000000"
+    )
+    p = decode(hs + words("55445458 01000008 00010004 00000001"))
+    assert p.ok and p.fields["udt_extension_version"] == 1 and p.fields["udt_capabilities"] == 1
+    assert not decode(hs + bytes(16)).ok  # trailing bytes that are not ours: a UDT4 listener ignores it
+
+
 def test_spec_ack_examples():
     full = decode(words("80020000 00000001 00000000 00000007 | 74697174 000186a0 0000c350 00001fef 00011705 000003e8"))
     assert full.ok and full.name == "ack" and full.length == 40

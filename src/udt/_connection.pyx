@@ -488,8 +488,10 @@ cdef class Connection:
         self._conn()
 
     def shutdown_write(self, double linger_seconds):
-        """Drain what is queued (at most the linger time), then send SHUTDOWN: the peer reads EOF.
-        The connection stays registered so that data the peer already sent can still be read."""
+        """A udt peer that negotiated the half-close gets an EOF once what is queued is
+        acknowledged (this returns at once) and may still send to us.  Any other peer: drain what
+        is queued (at most the linger time), then send SHUTDOWN: the peer reads EOF.  The
+        connection stays registered so that data the peer already sent can still be read."""
         cdef MuxConn* mc = self._conn()
         cdef MuxCore* m = self.m
         cdef uint32_t events
@@ -498,7 +500,9 @@ cdef class Connection:
         with nogil:
             pthread_mutex_lock(&mc.lock)
             now = now_us()
-            if not mc.mux_dead and mc.conn.state == core.STATE_CONNECTED and not mc.conn.closing:
+            if not mc.mux_dead and core.conn_shutdown_write(&mc.conn, now) == 0:
+                after_engine_call(m, self.channel, mc, core.EV_WANT_TRANSMIT, now, False)
+            elif not mc.mux_dead and mc.conn.state == core.STATE_CONNECTED and not mc.conn.closing:
                 mc.conn.opts.linger_us = linger_us if linger_us > 0 else 1
                 events = core.conn_close(&mc.conn, now)
                 after_engine_call(m, self.channel, mc, events, now, False)

@@ -33,6 +33,7 @@ cdef enum:
     HEADER_SIZE = 16                  # UDT header bytes
     HANDSHAKE_CIF_SIZE = 48           # a listener ignores any other CIF length
     HANDSHAKE_SIZE = 64               # header + CIF
+    HANDSHAKE_MAX_OUT = 80            # + our extension trailer (HSEXT_SIZE, udt/core/hsext.pxd)
     IP_UDP_OVERHEAD = 28              # what UDT4 subtracts from the MSS (IPv4 + UDP)
     IP_UDP_OVERHEAD_V6 = 48           # what udt subtracts when *sending* over IPv6
     MIN_MSS = 76
@@ -364,8 +365,12 @@ cdef struct Conn:
     int peer_mss                # from the peer's handshake (rendezvous completion)
     int peer_flight_flag_size
     bint hs_reply_due           # answer a handshake with the stored response
-    uint8_t hs_response[HANDSHAKE_SIZE]   # stored response (server) / agreement (rendezvous)
+    uint8_t hs_response[HANDSHAKE_MAX_OUT]   # stored response (server) / agreement (rendezvous)
+    int hs_response_len
     bint hs_response_valid
+    bint hs_ext_seen            # client: the listener's induction answer carried our extension
+    uint32_t peer_caps          # capability bits of the peer's extension (0: a plain UDT4/SRT peer)
+    uint32_t caps               # negotiated: ours & the peer's (CAP_* in udt/core/hsext.pxd)
     uint8_t peer_ip[16]         # address bytes the peer sent to (our address as it sees it)
     # --- buffers and loss lists ---
     SendBuffer snd
@@ -429,6 +434,13 @@ cdef struct Conn:
     int reset_due               # error signals (2001) still to send before SHUTDOWN: we closed
                                 # with data undelivered, and the peer must not read a clean EOF
     int64_t linger_deadline
+    # --- half-close (CAP_HALF_CLOSE negotiated) ---
+    bint wr_shut                # shutdown(SHUT_WR): no more writes; EOF goes once all is acked
+    bint eof_acked              # the peer confirmed our EOF
+    int64_t eof_next_time       # next (re)transmission of our EOF
+    bint peer_eof               # the peer shut its sending side: reads end with EOF, we may send
+    bint eof_ack_due            # answer the peer's EOF (every copy, the answer may be lost)
+    int32_t eof_ack_seq         # the sequence number that EOF carried
     # --- stats ---
     Stats stats
     Stats stats_at_clear        # totals at the last clear (interval = total - this)
@@ -489,6 +501,8 @@ cdef struct AcceptRequest:
     uint32_t cookie
     uint8_t self_ip[16]         # our address as the client sent to (raw address bytes)
     sockaddr_storage peer_addr
+    bint ext                    # the conclusion carried our extension: answer with ours
+    uint32_t peer_caps          # its capability bits
 
 # Listener decision codes.
 cdef enum ListenerVerdict:

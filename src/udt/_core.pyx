@@ -32,6 +32,8 @@ from udt.core.connutil cimport (HANDSHAKE_RETRY_US, MAX_NAK_WORDS, MAX_PACING_LA
                                 _min_time, _nak_interval, _pacing_period, _peer_alive,
                                 _rcv_available, _rtt_update, _timestamp)
 from udt.core.lifecycle cimport conn_on_handshake, conn_rendezvous_complete
+from udt.core.hsext cimport (CAP_HALF_CLOSE, CAPS_LOCAL, EXT_EOF, EXT_EOF_ACK, HSEXT_MAGIC,
+                             hsext_encode)
 from udt.core.rate cimport _link_capacity, _receive_rate, _record_arrival
 
 # udt._core.INVALID_REASONS, as it always was: the names are defined by udt/core/stats.pyx
@@ -314,12 +316,34 @@ cdef uint32_t _on_control(Conn* c, const uint8_t* buf, size_t length, int64_t no
         return EV_PEER_ERROR | EV_READABLE | EV_WRITABLE
     if ctrl_type == PKT_USER_DEFINED:
         _peer_alive(c, now)
+        if c.caps & CAP_HALF_CLOSE and length >= HEADER_SIZE + 4:
+            if (get_u32(buf) & 0xFFFF) == EXT_EOF:
+                return _on_peer_eof(c, <int32_t>(get_u32(buf + 4) & SEQ_MAX))
+            if (get_u32(buf) & 0xFFFF) == EXT_EOF_ACK:
+                if c.wr_shut and <int32_t>(get_u32(buf + 4) & SEQ_MAX) == c.snd_next_seq:
+                    c.eof_acked = True
+                    return EV_WRITABLE
+                _invalid(c, INVALID_STATE)
+                return 0
         if c.cc.ops.on_custom != NULL:
             c.cc.ops.on_custom(&c.cc, buf, <int>length, now)
             _cc_after(c)
         return 0
     _invalid(c, INVALID_CONTROL_TYPE)
     return 0
+
+
+cdef uint32_t _on_peer_eof(Conn* c, int32_t seq) noexcept nogil:
+    """The peer shut its sending side after everything before seq was acknowledged.  A copy
+    that overtook data we still miss is left unanswered: the peer sends it again."""
+    if not c.buffers_ready or c.rcv_loss.count > 0 or seq_cmp(seq, c.rcv.frontier_seq) > 0:
+        return 0
+    c.eof_ack_due = True
+    c.eof_ack_seq = seq
+    if c.peer_eof:
+        return EV_WANT_TRANSMIT
+    c.peer_eof = True
+    return EV_READABLE | EV_WANT_TRANSMIT
 
 
 # ---------------------------------------------------------------------------------------------
@@ -537,19 +561,24 @@ cdef ssize_t _next_control(Conn* c, int64_t now, uint8_t* out, size_t cap) noexc
     cdef Handshake hs
     cdef ssize_t n
     cdef int i
-    if cap < HANDSHAKE_SIZE:
+    if cap < HANDSHAKE_MAX_OUT:
         return -ERR_NO_SEND_BUFFER
     if c.state == STATE_CONNECTING:
         if now >= c.hs_next_time:
             _fill_handshake(c, &hs, c.hs_req_type)
             c.hs_next_time = now + HANDSHAKE_RETRY_US
-            return <ssize_t>handshake_encode(out, &hs, c.peer_socket_id if (c.rendezvous and c.hs_peer_seen) else 0)
+            if hs.req_type == REQ_INDUCTION:
+                hs.cookie = HSEXT_MAGIC     # the offer: UDT4/SRT listeners overwrite it
+            n = <ssize_t>handshake_encode(out, &hs, c.peer_socket_id if (c.rendezvous and c.hs_peer_seen) else 0)
+            if c.rendezvous or (hs.req_type == REQ_CONCLUSION and c.hs_ext_seen):
+                n += <ssize_t>hsext_encode(out + n, CAPS_LOCAL)
+            return n
         return 0
     if c.hs_reply_due:
         c.hs_reply_due = False
         if c.hs_response_valid and _is_live(c):
-            memcpy(out, c.hs_response, HANDSHAKE_SIZE)
-            return HANDSHAKE_SIZE
+            memcpy(out, c.hs_response, c.hs_response_len)
+            return c.hs_response_len
     if c.state == STATE_CLOSED:
         if c.reset_due > 0:
             c.reset_due -= 1
@@ -593,10 +622,29 @@ cdef ssize_t _next_control(Conn* c, int64_t now, uint8_t* out, size_t cap) noexc
         if c.pending_drop_count > 0:
             memmove(&c.pending_drop[0], &c.pending_drop[1], c.pending_drop_count * sizeof(PendingDrop))
         return 24
+    if c.eof_ack_due:
+        c.eof_ack_due = False
+        put_header(out, control_word0(PKT_USER_DEFINED, EXT_EOF_ACK), <uint32_t>c.eof_ack_seq, 0,
+                   c.peer_socket_id)
+        put_u32(out + 16, 0)
+        return 20
+    if _eof_time(c) >= 0 and now >= c.eof_next_time:
+        c.eof_next_time = now + c.rtt_us + 4 * c.rttvar_us + SYN_US    # until the peer confirms
+        put_header(out, control_word0(PKT_USER_DEFINED, EXT_EOF), <uint32_t>c.snd_next_seq, 0,
+                   c.peer_socket_id)
+        put_u32(out + 16, 0)
+        return 20
     if c.keepalive_due:
         c.keepalive_due = False
         return <ssize_t>put_control(out, PKT_KEEPALIVE, 0, c.peer_socket_id)
     return 0
+
+
+cdef inline int64_t _eof_time(Conn* c) noexcept nogil:
+    """When our EOF (half-close) is due: once everything written is acknowledged; -1 if not."""
+    if not c.wr_shut or c.eof_acked or not c.buffers_ready or c.snd.count != 0:
+        return -1
+    return c.eof_next_time
 
 
 cdef bint _slot_expired(SendSlot* slot, int64_t now) noexcept nogil:
@@ -732,7 +780,7 @@ cdef inline bint _control_pending(Conn* c) noexcept nogil:
         return False
     return (c.hs_reply_due or c.pending_ack2_count > 0 or c.full_ack_due or c.light_ack_due
             or c.pending_nak_count > 0 or c.nak_report_due or c.pending_drop_count > 0
-            or c.keepalive_due)
+            or c.keepalive_due or c.eof_ack_due)
 
 
 cdef int64_t conn_next_send_time(Conn* c, int64_t now) noexcept nogil:
@@ -749,6 +797,9 @@ cdef int64_t conn_next_send_time(Conn* c, int64_t now) noexcept nogil:
         return now
     if not _is_live(c) or not c.buffers_ready:
         return -1
+    t = _eof_time(c)
+    if t >= 0:
+        return t if t > now else now
     if c.snd_loss.count > 0 or _can_send_new(c):
         t = <int64_t>ceil(c.next_send_exact)
         return t if t > now else now

@@ -691,8 +691,10 @@ class socket:
 
     # ---- ending ---------------------------------------------------------------------------
     def shutdown(self, how: int) -> None:
-        """SHUT_WR: send what is queued, then tell the peer (it reads EOF); UDT has no half-close
-        on the wire, so the peer cannot answer after it.  SHUT_RD: further recv returns EOF."""
+        """SHUT_WR: send what is queued, then tell the peer (it reads EOF).  Between two udt peers
+        (negotiated in the handshake) that is a half-close: the peer can still send and we still
+        receive; a UDT4/SRT peer gets a full close.  Sending afterwards raises BrokenPipeError.
+        SHUT_RD: further recv returns EOF."""
         if how not in (SHUT_RD, SHUT_WR, SHUT_RDWR):
             raise InvalidParameterError(ErrorCode.BAD_PARAMETER, f"invalid shutdown mode {how!r}")
         conn = self._connected()

@@ -14,7 +14,8 @@ from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 from udt._net cimport htons, sockaddr_storage, sockaddr_in, sockaddr_in6
 from udt.core.engine cimport (
     DEFAULT_BUFFER_PACKETS, EV_BROKEN, EV_CLOSED, EV_CONNECT_FAILED, EV_CONNECTED, EV_PEER_ERROR,
-    EV_PEER_SHUTDOWN, EV_READABLE, EV_WANT_TRANSMIT, EV_WRITABLE, HANDSHAKE_SIZE, HEADER_SIZE,
+    EV_PEER_SHUTDOWN, EV_READABLE, EV_WANT_TRANSMIT, EV_WRITABLE, HANDSHAKE_MAX_OUT, HANDSHAKE_SIZE,
+    HEADER_SIZE,
     INVALID_ACK2, INVALID_ACK_RANGE, INVALID_BUFFER_FULL, INVALID_CONTROL_TYPE, INVALID_COOKIE,
     INVALID_DATA_LENGTH, INVALID_DATA_SEQ, INVALID_DROP_REQUEST, INVALID_HANDSHAKE, INVALID_LENGTH,
     INVALID_NAK_RANGE, INVALID_REASON_COUNT, INVALID_STATE, INVALID_TOO_SHORT, INVALID_WRONG_PEER,
@@ -25,7 +26,7 @@ from udt.core.engine cimport (
     conn_next_datagram, conn_next_datagram_zc, conn_next_send_time, conn_next_timer,
     conn_on_datagram, conn_on_timer, conn_options_default, conn_pending_send_bytes,
     conn_poll_events, conn_read, conn_read_message, conn_readable_bytes, conn_set_max_bandwidth,
-    conn_stats, conn_writable_bytes, conn_write, listener_init, listener_on_handshake,
+    conn_shutdown_write, conn_stats, conn_writable_bytes, conn_write, listener_init, listener_on_handshake,
     listener_reject, packet_peek, python_cc_ops, stats_dict)
 from udt.core.ccnames cimport native_cc_by_name
 from udt.core.losslist cimport (losslist_alloc, losslist_contains, losslist_free, losslist_insert,
@@ -36,6 +37,7 @@ from udt.core.packet cimport (AF_INET6_VALUE, AF_INET_VALUE, CONTROL_FLAG, MSG_I
                               handshake_decode, handshake_encode, msg_word, put_header)
 from udt.core.seq cimport SEQ_MAX, msgno_inc, seq_add, seq_cmp, seq_off
 from udt.core.siphash cimport siphash24
+from udt.core.hsext cimport CAP_HALF_CLOSE, CAPS_LOCAL, HSEXT_SIZE, hsext_decode, hsext_encode
 
 from udt._core import INVALID_REASONS
 
@@ -96,7 +98,7 @@ cdef class AcceptedRequest:
 cdef class ListenerShim:
     """The stateless listener driven with bytes: handle() -> (verdict, reply, request)."""
     cdef Listener lst
-    cdef uint8_t out[HANDSHAKE_SIZE]
+    cdef uint8_t out[HANDSHAKE_MAX_OUT]
 
     def __cinit__(self, bytes key=b"k" * 16, int sock_type=1, int mss=1500, int ffs=8192,
                   int64_t now=0, int64_t slice_us=0):
@@ -112,12 +114,12 @@ cdef class ListenerShim:
         cdef AcceptedRequest req = AcceptedRequest()
         _to_sockaddr(peer, &addr)
         verdict = listener_on_handshake(&self.lst, <const uint8_t*><const char*>data, len(data),
-                                        &addr, now, self.out, HANDSHAKE_SIZE, &out_len, &req.req)
+                                        &addr, now, self.out, HANDSHAKE_MAX_OUT, &out_len, &req.req)
         reply = bytes(self.out[:out_len]) if out_len else None
         return verdict, reply, (req if verdict == LISTENER_ACCEPT else None)
 
     def reject(self, AcceptedRequest req):
-        n = listener_reject(&self.lst, &req.req, self.out, HANDSHAKE_SIZE)
+        n = listener_reject(&self.lst, &req.req, self.out, HANDSHAKE_MAX_OUT)
         return bytes(self.out[:n])
 
     @property
@@ -262,6 +264,9 @@ cdef class Endpoint:
     def abort(self, int64_t now):
         return conn_abort(self.c, now)
 
+    def shutdown_write(self, int64_t now):
+        return conn_shutdown_write(self.c, now)
+
     def set_max_bandwidth(self, int64_t bps):
         conn_set_max_bandwidth(self.c, bps)
 
@@ -349,6 +354,14 @@ cdef class Endpoint:
     def hs_cookie(self): return self.c.hs_cookie
     @property
     def hs_req_type(self): return self.c.hs_req_type
+    @property
+    def caps(self): return self.c.caps
+    @property
+    def peer_caps(self): return self.c.peer_caps
+    @property
+    def eof_acked(self): return bool(self.c.eof_acked)
+    @property
+    def peer_eof(self): return bool(self.c.peer_eof)
 
 
 cdef class LossListShim:
@@ -433,12 +446,13 @@ def decode_packet(const uint8_t[:] data):
     if w0 & CONTROL_FLAG:
         d.update(control=True, type=(w0 >> 16) & 0x7FFF, ext_type=w0 & 0xFFFF, info=w1,
                  cif=[get_u32(p + HEADER_SIZE + 4 * i) for i in range((n - HEADER_SIZE) // 4)])
-        if d["type"] == PKT_HANDSHAKE and n == HANDSHAKE_SIZE:
+        if d["type"] == PKT_HANDSHAKE and n >= HANDSHAKE_SIZE:
             handshake_decode(p + HEADER_SIZE, &hs)
             d["handshake"] = {"version": hs.version, "sock_type": hs.sock_type, "isn": hs.isn,
                               "mss": hs.mss, "flight_flag_size": hs.flight_flag_size,
                               "req_type": hs.req_type, "socket_id": hs.socket_id,
-                              "cookie": hs.cookie, "peer_ip": bytes(hs.peer_ip[:16])}
+                              "cookie": hs.cookie, "peer_ip": bytes(hs.peer_ip[:16]),
+                              "ext": decode_hsext(data[HANDSHAKE_SIZE:])}
     else:
         d.update(control=False, seq=w0 & SEQ_MAX, boundary=w1 >> 30, inorder=bool(w1 & MSG_INORDER_BIT),
                  msgno=w1 & MSG_NUMBER_MASK, payload=bytes(data[HEADER_SIZE:]))
@@ -463,6 +477,20 @@ def encode_handshake(*, int version=4, int sock_type=1, int32_t isn=0, int mss=1
     memcpy(hs.peer_ip, <const char*>peer_ip, 16)
     handshake_encode(out, &hs, dst)
     return bytes(out[:HANDSHAKE_SIZE])
+
+
+def encode_hsext(uint32_t caps):
+    """Our handshake extension trailer (what follows the 48-byte CIF) carrying caps."""
+    cdef uint8_t out[HSEXT_SIZE]
+    n = hsext_encode(out, caps)
+    return bytes(out[:n])
+
+
+def decode_hsext(const uint8_t[:] data):
+    """(1 ours, 0 none/not ours, -1 malformed; caps) of the bytes after a 48-byte CIF."""
+    cdef uint32_t caps = 0
+    cdef int rc = hsext_decode(&data[0] if data.shape[0] > 0 else NULL, data.shape[0], &caps)
+    return rc, caps
 
 
 def encode_control(int ctrl_type, uint32_t info=0, uint32_t dst=0, cif=(0,), uint32_t timestamp=0):
@@ -491,6 +519,7 @@ STATES = {"INIT": STATE_INIT, "OPENED": STATE_OPENED, "LISTENING": STATE_LISTENI
           "CONNECTING": STATE_CONNECTING, "CONNECTED": STATE_CONNECTED, "BROKEN": STATE_BROKEN,
           "CLOSING": STATE_CLOSING, "CLOSED": STATE_CLOSED, "NONEXIST": STATE_NONEXIST}
 LISTENER_VERDICTS = {"DROP": LISTENER_DROP, "REPLY": LISTENER_REPLY, "ACCEPT": LISTENER_ACCEPT}
+CAPS = {"HALF_CLOSE": CAP_HALF_CLOSE, "LOCAL": CAPS_LOCAL}
 # The C enum of invalid reasons by its C names: tests pin it to udt._core.INVALID_REASONS.
 INVALID_ENUM = {
     "INVALID_TOO_SHORT": INVALID_TOO_SHORT, "INVALID_CONTROL_TYPE": INVALID_CONTROL_TYPE,

@@ -29,7 +29,7 @@ cdef ssize_t conn_write(Conn* c, const uint8_t* data, size_t length, int64_t ttl
     cdef int psize = c.payload_size
     cdef SendSlot* slot
     cdef bint was_empty
-    if c.state == STATE_BROKEN or c.peer_shutdown:
+    if c.state == STATE_BROKEN or c.peer_shutdown or c.wr_shut:
         return -ERR_CONNECTION_BROKEN
     if c.state != STATE_CONNECTED:
         return -ERR_NO_CONNECTION
@@ -108,7 +108,7 @@ cdef ssize_t conn_write(Conn* c, const uint8_t* data, size_t length, int64_t ttl
 
 
 cdef ssize_t _eof_or_wait(Conn* c) noexcept nogil:
-    if c.peer_shutdown:
+    if c.peer_shutdown or c.peer_eof:
         return 0
     if c.state == STATE_BROKEN:
         return -(c.error if c.error != 0 else ERR_CONNECTION_BROKEN)
@@ -286,7 +286,7 @@ cdef int conn_state(Conn* c) noexcept nogil:
 cdef int conn_poll_events(Conn* c) noexcept nogil:
     cdef int ev = 0
     if c.state == STATE_CONNECTED:
-        if conn_readable_bytes(c) > 0:
+        if conn_readable_bytes(c) > 0 or c.peer_eof:
             ev |= 1
         if c.snd.count < c.snd.capacity:
             ev |= 4

@@ -10,6 +10,8 @@ from udt._core cimport *
 from udt.core.app cimport *
 from udt.core.ccnames cimport native_cc_by_name
 from udt.core.lifecycle cimport (conn_abort, conn_accept, conn_close, conn_connect, conn_free,
-                                 conn_init, conn_options_default, conn_set_max_bandwidth)
+                                 conn_init, conn_options_default, conn_set_max_bandwidth,
+                                 conn_shutdown_write)
+from udt.core.hsext cimport CAP_HALF_CLOSE, CAPS_LOCAL
 from udt.core.listener cimport *
 from udt.core.stats cimport *

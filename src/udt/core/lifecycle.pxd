@@ -26,6 +26,11 @@ cdef ssize_t conn_accept(Conn* conn, const AcceptRequest* req, int64_t now,
 # go CLOSED (EV_CLOSED from a later call), bounded by opts.linger_us (0 = conn_abort).
 # Returns event bits (EV_CLOSED at once when nothing is left to drain).
 cdef uint32_t conn_close(Conn* conn, int64_t now) noexcept nogil
+# Half-close (CAP_HALF_CLOSE negotiated): no more writes; once everything written is acknowledged
+# an EOF goes to the peer, repeated until it confirms (conn.eof_acked).  The connection stays
+# CONNECTED: we still receive.  0, -5000 when the peer did not negotiate it (close instead),
+# -2002 when not connected.
+cdef int conn_shutdown_write(Conn* c, int64_t now) noexcept nogil
 # Abort: queue SHUTDOWN (if connected) and go CLOSED at once; pending data is discarded.
 cdef uint32_t conn_abort(Conn* conn, int64_t now) noexcept nogil
 # Change UDT_MAXBW while running (bytes/s, -1 unlimited).

@@ -7,9 +7,10 @@ from udt._net cimport sockaddr_storage
 
 from udt._core cimport (DEFAULT_BUFFER_PACKETS, DEFAULT_FLIGHT_FLAG_SIZE, DEFAULT_MSS,
                         ERR_ALREADY_CONNECTED, ERR_BAD_PARAMETER, ERR_INVALID_OPERATION,
-                        ERR_NO_MEMORY, ERR_NO_SEND_BUFFER, ERR_REJECTED, ERR_SECURITY_FAILURE,
-                        EV_CLOSED, EV_CONNECTED, EV_WANT_TRANSMIT, EV_WRITABLE, HANDSHAKE_SIZE,
-                        HEADER_SIZE, INVALID_HANDSHAKE, INVALID_STATE, INVALID_WRONG_PEER,
+                        ERR_NO_CONNECTION, ERR_NO_MEMORY, ERR_NO_SEND_BUFFER, ERR_REJECTED,
+                        ERR_SECURITY_FAILURE, EV_CLOSED, EV_CONNECTED, EV_WANT_TRANSMIT,
+                        EV_WRITABLE, HANDSHAKE_MAX_OUT, HANDSHAKE_SIZE, HEADER_SIZE,
+                        INVALID_HANDSHAKE, INVALID_STATE, INVALID_WRONG_PEER,
                         IP_UDP_OVERHEAD, IP_UDP_OVERHEAD_V6, MIN_FLIGHT_FLAG_SIZE, MIN_MSS,
                         REQ_CONCLUSION, REQ_FAILURE_FIRST, REQ_INDUCTION, REQ_RENDEZVOUS,
                         REQ_RENDEZVOUS_AGREEMENT, SOCK_TYPE_DGRAM, SOCK_TYPE_STREAM, STATE_CLOSED,
@@ -17,6 +18,8 @@ from udt._core cimport (DEFAULT_BUFFER_PACKETS, DEFAULT_FLIGHT_FLAG_SIZE, DEFAUL
                         STATE_OPENED, UDT_VERSION, AcceptRequest, Conn, ConnOptions)
 from udt.core.buffers cimport rcvbuf_alloc, rcvbuf_free, sndbuf_alloc, sndbuf_free
 from udt.core.cc cimport native_cc_ops
+from udt.core.hsext cimport (CAP_HALF_CLOSE, CAPS_LOCAL, HSEXT_MAX_SIZE, hsext_decode,
+                             hsext_encode)
 from udt.core.losslist cimport losslist_alloc, losslist_clear, losslist_free
 from udt.core.packet cimport (AF_INET6_VALUE, AF_INET_VALUE, Handshake, handshake_decode,
                               handshake_encode)
@@ -148,6 +151,7 @@ cdef uint32_t _established(Conn* c, int64_t now, int32_t peer_isn, int peer_ffs,
     c.snd_next_seq = c.isn
     c.snd_curr_seq = seq_dec(c.isn)
     c.flow_window = peer_ffs if peer_ffs > 0 else 2
+    c.caps = c.peer_caps & CAPS_LOCAL
     c.next_send_exact = <double>now
     c.next_send_time = now
     c.state = STATE_CONNECTED
@@ -199,7 +203,7 @@ cdef ssize_t conn_accept(Conn* c, const AcceptRequest* req, int64_t now, uint8_t
     cdef int rc
     if c.state != STATE_OPENED:
         return -ERR_INVALID_OPERATION
-    if cap < HANDSHAKE_SIZE:
+    if cap < HANDSHAKE_MAX_OUT:
         return -ERR_NO_SEND_BUFFER
     if req.sock_type != c.opts.sock_type or req.mss < MIN_MSS:
         return -ERR_REJECTED
@@ -210,6 +214,7 @@ cdef ssize_t conn_accept(Conn* c, const AcceptRequest* req, int64_t now, uint8_t
     c.isn = req.isn                      # the server sends from the client's ISN too
     c.hs_cookie = req.cookie
     memcpy(c.peer_ip, req.self_ip, 16)
+    c.peer_caps = req.peer_caps if req.ext else 0
     rc = _alloc_buffers(c, req.isn)
     if rc < 0:
         return rc
@@ -217,10 +222,12 @@ cdef ssize_t conn_accept(Conn* c, const AcceptRequest* req, int64_t now, uint8_t
     _established(c, now, req.isn, req.peer_flight_flag_size, mss)
     _fill_handshake(c, &hs, REQ_CONCLUSION)
     hs.mss = mss
-    handshake_encode(c.hs_response, &hs, c.peer_socket_id)
+    c.hs_response_len = <int>handshake_encode(c.hs_response, &hs, c.peer_socket_id)
+    if req.ext:                          # a udt client: answer its offer (a plain one never sees it)
+        c.hs_response_len += <int>hsext_encode(c.hs_response + HANDSHAKE_SIZE, CAPS_LOCAL)
     c.hs_response_valid = True
-    memcpy(out, c.hs_response, HANDSHAKE_SIZE)
-    return HANDSHAKE_SIZE
+    memcpy(out, c.hs_response, c.hs_response_len)
+    return c.hs_response_len
 
 
 cdef uint32_t conn_close(Conn* c, int64_t now) noexcept nogil:
@@ -236,6 +243,17 @@ cdef uint32_t conn_close(Conn* c, int64_t now) noexcept nogil:
         c.closing = True
         c.linger_deadline = now + c.opts.linger_us
     return EV_WANT_TRANSMIT
+
+
+cdef int conn_shutdown_write(Conn* c, int64_t now) noexcept nogil:
+    if c.state != STATE_CONNECTED or c.closing:
+        return -ERR_NO_CONNECTION
+    if not (c.caps & CAP_HALF_CLOSE):
+        return -ERR_INVALID_OPERATION
+    if not c.wr_shut:
+        c.wr_shut = True
+        c.eof_next_time = now
+    return 0
 
 
 cdef uint32_t conn_abort(Conn* c, int64_t now) noexcept nogil:
@@ -285,6 +303,7 @@ cdef uint32_t _hs_client_connecting(Conn* c, const Handshake* hs, int64_t now) n
     cdef int mss
     if hs.req_type == REQ_INDUCTION and c.hs_req_type == REQ_INDUCTION:
         c.hs_cookie = hs.cookie
+        c.hs_ext_seen = hs.ext              # a udt listener: our conclusion carries the offer
         c.hs_req_type = REQ_CONCLUSION
         c.hs_next_time = now
         return EV_WANT_TRANSMIT
@@ -297,6 +316,7 @@ cdef uint32_t _hs_client_connecting(Conn* c, const Handshake* hs, int64_t now) n
             return _connect_failed(c, ERR_SECURITY_FAILURE)
         c.peer_socket_id = hs.socket_id
         memcpy(c.peer_ip, hs.peer_ip, 16)
+        c.peer_caps = hs.ext_caps if hs.ext else 0
         mss = hs.mss if hs.mss < c.opts.mss else c.opts.mss
         return _established(c, now, hs.isn, hs.flight_flag_size, mss)
     _invalid(c, INVALID_STATE)
@@ -330,6 +350,7 @@ cdef uint32_t _hs_rendezvous_connecting(Conn* c, const Handshake* hs, int64_t no
     c.peer_isn = hs.isn
     c.peer_mss = hs.mss
     c.peer_flight_flag_size = hs.flight_flag_size
+    c.peer_caps = hs.ext_caps if hs.ext else 0
     memcpy(c.peer_ip, hs.peer_ip, 16)
     if c.hs_req_type == REQ_RENDEZVOUS or hs.req_type == REQ_RENDEZVOUS:
         c.hs_req_type = REQ_CONCLUSION
@@ -382,9 +403,15 @@ cdef uint32_t conn_on_handshake(Conn* c, const uint8_t* buf, size_t length, int6
     cdef Handshake hs
     cdef int role, phase
     cdef HandshakeStep step
-    if length != HANDSHAKE_SIZE:
+    cdef int ext
+    if length < HANDSHAKE_SIZE or length > HANDSHAKE_SIZE + HSEXT_MAX_SIZE:
         _invalid(c, INVALID_HANDSHAKE)
         return 0
+    ext = hsext_decode(buf + HANDSHAKE_SIZE, length - HANDSHAKE_SIZE, &hs.ext_caps)
+    if ext < 0:
+        _invalid(c, INVALID_HANDSHAKE)
+        return 0
+    hs.ext = ext == 1
     handshake_decode(buf + HEADER_SIZE, &hs)
     if not c.rendezvous and _hs_late_induction(c, &hs):     # in any state, even after the end
         c.stats.late_packets += 1
@@ -417,7 +444,7 @@ cdef uint32_t conn_rendezvous_complete(Conn* c, int64_t now, bint answer) noexce
     cdef int mss = c.peer_mss if c.peer_mss < c.opts.mss else c.opts.mss
     cdef uint32_t ev = _established(c, now, c.peer_isn, c.peer_flight_flag_size, mss)
     _fill_handshake(c, &hs, REQ_RENDEZVOUS_AGREEMENT)
-    handshake_encode(c.hs_response, &hs, c.peer_socket_id)
+    c.hs_response_len = <int>handshake_encode(c.hs_response, &hs, c.peer_socket_id)
     c.hs_response_valid = True
     if answer:
         c.hs_reply_due = True

@@ -5,7 +5,7 @@ from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memcpy, memset
 from udt._net cimport sockaddr_storage
 
-from udt._core cimport (ERR_NO_SEND_BUFFER, HANDSHAKE_SIZE, HEADER_SIZE, INVALID_CONTROL_TYPE,
+from udt._core cimport (ERR_NO_SEND_BUFFER, HANDSHAKE_MAX_OUT, HANDSHAKE_SIZE, HEADER_SIZE, INVALID_CONTROL_TYPE,
                         INVALID_COOKIE, INVALID_DATA_LENGTH, INVALID_HANDSHAKE, INVALID_STATE,
                         INVALID_TOO_SHORT, LISTENER_ACCEPT, LISTENER_DROP, LISTENER_REPLY,
                         MIN_MSS, PKT_DATA, PKT_ERROR_SIGNAL, PKT_HANDSHAKE, PKT_SHUTDOWN,
@@ -15,6 +15,7 @@ from udt.core.packet cimport (CONTROL_FLAG, Handshake, address_bytes, address_po
                               handshake_decode, handshake_encode, put_control)
 from udt.core.seq cimport SEQ_MAX
 from udt.core.siphash cimport siphash24
+from udt.core.hsext cimport CAPS_LOCAL, HSEXT_MAGIC, HSEXT_MAX_SIZE, hsext_decode, hsext_encode
 
 
 # ---------------------------------------------------------------------------------------------
@@ -64,10 +65,17 @@ cdef int listener_on_handshake(Listener* lst, const uint8_t* buf, size_t length,
     if (get_u32(buf) & CONTROL_FLAG) == 0 or ((get_u32(buf) >> 16) & 0x7FFF) != PKT_HANDSHAKE:
         lst.invalid[INVALID_STATE] += 1
         return LISTENER_DROP
-    if length != HANDSHAKE_SIZE:
+    cdef uint32_t caps
+    cdef int ext
+    cdef bint offered
+    if length < HANDSHAKE_SIZE or length > HANDSHAKE_SIZE + HSEXT_MAX_SIZE:
         lst.invalid[INVALID_HANDSHAKE] += 1
         return LISTENER_DROP
-    if cap < HANDSHAKE_SIZE:
+    if cap < HANDSHAKE_MAX_OUT:
+        return LISTENER_DROP
+    ext = hsext_decode(buf + HANDSHAKE_SIZE, length - HANDSHAKE_SIZE, &caps)
+    if ext < 0:
+        lst.invalid[INVALID_HANDSHAKE] += 1
         return LISTENER_DROP
     handshake_decode(buf + HEADER_SIZE, &hs)
     if hs.socket_id == 0 or hs.isn < 0:
@@ -76,9 +84,11 @@ cdef int listener_on_handshake(Listener* lst, const uint8_t* buf, size_t length,
     sl = _slice(lst, now)
     if hs.req_type == REQ_INDUCTION:
         lst.inductions += 1
+        offered = hs.cookie == HSEXT_MAGIC      # a udt client (UDT4 and SRT send 0)
         hs.cookie = _cookie(lst, peer, sl)
-        handshake_encode(out, &hs, hs.socket_id)
-        out_len[0] = HANDSHAKE_SIZE
+        out_len[0] = handshake_encode(out, &hs, hs.socket_id)
+        if offered:
+            out_len[0] += hsext_encode(out + HANDSHAKE_SIZE, CAPS_LOCAL)
         return LISTENER_REPLY
     if hs.req_type != REQ_CONCLUSION:
         lst.invalid[INVALID_STATE] += 1
@@ -101,6 +111,8 @@ cdef int listener_on_handshake(Listener* lst, const uint8_t* buf, size_t length,
     req.cookie = hs.cookie
     memcpy(req.self_ip, hs.peer_ip, 16)
     memcpy(&req.peer_addr, peer, sizeof(sockaddr_storage))
+    req.ext = ext == 1
+    req.peer_caps = caps
     lst.accepted += 1
     return LISTENER_ACCEPT
 
@@ -144,7 +156,7 @@ cdef int packet_peek(const uint8_t* buf, size_t length, PacketInfo* info) noexce
     if t > PKT_ERROR_SIGNAL and t != PKT_USER_DEFINED:
         return -1 - INVALID_CONTROL_TYPE
     if t == PKT_HANDSHAKE:
-        if length != HANDSHAKE_SIZE:
+        if length < HANDSHAKE_SIZE or length > HANDSHAKE_SIZE + HSEXT_MAX_SIZE:
             return -1 - INVALID_HANDSHAKE
         info.hs_sock_type = <int>get_u32(buf + HEADER_SIZE + 4)
         info.hs_req_type = <int32_t>get_u32(buf + HEADER_SIZE + 20)

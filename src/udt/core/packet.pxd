@@ -81,6 +81,8 @@ cdef struct Handshake:
     uint32_t socket_id
     uint32_t cookie
     uint8_t peer_ip[16]          # raw address bytes (network order, as in sockaddr)
+    bint ext                     # not in the CIF: the receiver found our extension trailer
+    uint32_t ext_caps            # its capability bits (udt/core/hsext.pxd)
 
 
 cdef inline void handshake_decode(const uint8_t* cif, Handshake* hs) noexcept nogil:

@@ -308,7 +308,11 @@ def _decode_handshake(p: Packet, cif: bytes) -> None:
             f["socket_type_name"] = SOCKET_TYPES[stype]
         else:
             p.errors.append(f"socket type {stype}: UDT4 knows 1 (STREAM) and 2 (DGRAM)")
-        if len(cif) != HANDSHAKE_CIF:
+        if len(cif) >= HANDSHAKE_CIF + 16 and cif[HANDSHAKE_CIF : HANDSHAKE_CIF + 4] == b"UDTX":
+            # udt's extension trailer (protocol.md §11): the capabilities TLV comes first
+            f["udt_extension_version"] = cif[HANDSHAKE_CIF + 4]
+            f["udt_capabilities"] = _words(cif[HANDSHAKE_CIF + 12 : HANDSHAKE_CIF + 16])[0]
+        elif len(cif) != HANDSHAKE_CIF:
             p.errors.append(
                 f"version 4 handshake CIF is {len(cif)} bytes, a listener ignores anything but {HANDSHAKE_CIF}"
             )

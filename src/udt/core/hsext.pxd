@@ -1,0 +1,67 @@
+# cython: language_level=3
+"""The udt handshake extension (protocol.md §11): a trailer after the 48-byte UDT4 handshake,
+offered by a udt client in its conclusion (and by a rendezvous peer in every request), answered
+by a udt listener only when offered.  UDT4 and SRT peers read 48 bytes and ignore the rest.
+
+    magic u32 "UDTX" | version u8 | reserved u8 (0) | TLV bytes u16 | TLVs
+    TLV: type u16 | length u16 | value (length bytes, padded to 4)
+
+Unknown TLV types are skipped (a later version adds TLVs, never changes one); a trailer
+without the magic is not ours and is ignored; a trailer with the magic but inconsistent lengths
+is garbage and the handshake is dropped."""
+from libc.stdint cimport uint8_t, uint32_t
+
+from udt.core.packet cimport get_u32, put_u32
+
+cdef enum:
+    HSEXT_MAGIC = 0x55445458            # "UDTX"
+    HSEXT_VERSION = 1
+    HSEXT_HEADER_SIZE = 8
+    HSEXT_TLV_CAPS = 1                  # value: u32 capability bits
+    HSEXT_SIZE = 16                     # what we send: header + the capabilities TLV
+    HSEXT_MAX_SIZE = 256                # longest trailer accepted (room for later TLVs)
+    CAP_HALF_CLOSE = 0x1                # shutdown(SHUT_WR) sends EOF, the peer may still send
+    CAPS_LOCAL = CAP_HALF_CLOSE         # what this implementation offers
+    # user-defined control subtypes (word 0's extended type) of the half-close; SRT's are 1-8
+    EXT_EOF = 0x5501                    # word 1: our next sequence number (all before it acked)
+    EXT_EOF_ACK = 0x5502                # word 1: the sequence number of the EOF it confirms
+
+
+cdef inline size_t hsext_encode(uint8_t* p, uint32_t caps) noexcept nogil:
+    """Write our trailer at p (HSEXT_SIZE bytes); returns HSEXT_SIZE."""
+    put_u32(p, HSEXT_MAGIC)
+    put_u32(p + 4, (<uint32_t>HSEXT_VERSION << 24) | (HSEXT_SIZE - HSEXT_HEADER_SIZE))
+    put_u32(p + 8, (<uint32_t>HSEXT_TLV_CAPS << 16) | 4)
+    put_u32(p + 12, caps)
+    return HSEXT_SIZE
+
+
+cdef inline int hsext_decode(const uint8_t* p, size_t length, uint32_t* caps) noexcept nogil:
+    """Parse the bytes after the 48-byte handshake.  Returns 1 (a trailer: caps set), 0 (none,
+    or not ours: a plain peer) or -1 (ours but malformed)."""
+    cdef uint32_t w, tlv_bytes, t, n
+    cdef size_t pos
+    caps[0] = 0
+    if length < 4 or get_u32(p) != HSEXT_MAGIC:
+        return 0
+    if length < HSEXT_HEADER_SIZE or length > HSEXT_MAX_SIZE:
+        return -1
+    w = get_u32(p + 4)
+    tlv_bytes = w & 0xFFFF
+    if (w >> 24) == 0 or ((w >> 16) & 0xFF) != 0 or HSEXT_HEADER_SIZE + tlv_bytes != length:
+        return -1
+    pos = HSEXT_HEADER_SIZE
+    while pos < length:
+        if pos + 4 > length:
+            return -1
+        w = get_u32(p + pos)
+        t = w >> 16
+        n = w & 0xFFFF
+        if pos + 4 + ((n + 3) & ~3u) > length:
+            return -1
+        if t == HSEXT_TLV_CAPS:
+            if n != 4:
+                return -1
+            caps[0] = get_u32(p + pos + 4)
+        pos += 4 + ((n + 3) & ~3u)
+    return 1
