@@ -80,7 +80,7 @@ def test_startup_reaches_the_bottleneck_then_drain_empties_the_queue():
     assert sum(f.rtts) / len(f.rtts) < 1.5 * 2 * DELAY / 1000
 
 
-@pytest.mark.parametrize(("loss", "floor"), [(0.01, 0.85), (0.03, 0.5)])
+@pytest.mark.parametrize(("loss", "floor"), [(0.01, 0.9), (0.03, 0.7)])
 def test_random_loss_is_not_congestion(loss, floor):
     bbr = Flow("bbr", loss)
     bbr.run(1.0)
