@@ -64,6 +64,21 @@ def test_data_eof_and_draining(pair):
         assert accepted.recv(10) == b""
 
 
+def test_half_close_eof_is_readable_and_the_reply_writable(pair):
+    _, client, accepted = pair
+    with udt.epoll() as ep:
+        ep.add_usock(accepted, IN)
+        client.sendall(b"request")
+        client.shutdown(pysocket.SHUT_WR)  # udt to udt: a half-close, the peer may still answer
+        assert _readable(ep) == [accepted]
+        assert accepted.recv(100) == b"request"
+        assert _readable(ep) == [accepted]  # the EOF alone keeps it readable
+        assert accepted.recv(100) == b""
+        assert ep.poll(0) == [(accepted, int(IN))]  # level-triggered: EOF stays readable
+        accepted.sendall(b"reply")
+        assert client.recv(100) == b"reply"
+
+
 def test_pending_accept(pair):
     server, _, _ = pair
     with udt.epoll() as ep:

@@ -29,7 +29,7 @@ cdef int conn_readiness(MuxConn* mc) noexcept nogil:
     bits = core.conn_poll_events(&mc.conn) & READY_ERR
     if state == core.STATE_CONNECTED:
         # as conn_read / conn_write decide whether to wait
-        if mc.conn.peer_shutdown or core.conn_readable_bytes(&mc.conn) > 0:
+        if mc.conn.peer_shutdown or mc.conn.peer_eof or core.conn_readable_bytes(&mc.conn) > 0:
             bits |= READY_IN
         if core.conn_writable_bytes(&mc.conn) > 0:
             bits |= READY_OUT
