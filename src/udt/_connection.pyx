@@ -483,6 +483,11 @@ cdef class Connection:
         if result != 0:
             raise_result(result, True)
 
+    @property
+    def half_close(self):
+        """Did the handshake negotiate the half-close (a udt peer, protocol.md §11)?"""
+        return bool(self._conn().conn.caps & core.CAP_HALF_CLOSE)
+
     def shutdown_read(self):
         """Local only: UDT has no read shutdown on the wire."""
         self._conn()

@@ -704,6 +704,10 @@ class socket:
         if how in (SHUT_WR, SHUT_RDWR):
             conn.shutdown_write(self._linger_seconds())
 
+    def _half_close_negotiated(self) -> bool:
+        """Does shutdown(SHUT_WR) leave the peer able to send (both ends udt, protocol.md §11)?"""
+        return bool(self._connected().half_close)
+
     def flush(self, timeout: float | None = None) -> None:
         """Block (GIL released) until the peer acknowledged every byte sent (None: no limit).
         Raises ``TimeoutError`` or the broken-connection error, ``unacknowledged`` = bytes."""

@@ -170,9 +170,13 @@ class Transport(asyncio.Transport):
             self._finish(None)
 
     def can_write_eof(self) -> bool:
-        """False: udt's shutdown(SHUT_WR) ends the connection for the peer's sending too (UDT has
-        no half-close on the wire), so request/response over a half-close would break."""
-        return False
+        """True when both ends are udt and negotiated the half-close (protocol.md §11): after
+        write_eof() the peer reads EOF and can still answer.  A UDT4/SRT peer gets a full close
+        from shutdown(SHUT_WR), so its reply could not arrive: False there."""
+        try:
+            return self._sock._half_close_negotiated()
+        except OSError:  # not connected (any more)
+            return False
 
     def write_eof(self) -> None:
         """Send EOF after every byte written before (``shutdown(SHUT_WR)``); see can_write_eof."""
