@@ -8,6 +8,7 @@ prints one short line and exits 130 (143 for SIGTERM) without a traceback.
 
 from __future__ import annotations
 
+import argparse
 import errno
 import json
 import os
@@ -23,6 +24,7 @@ from types import FrameType
 from typing import Any, TypeVar
 
 import udt
+import udt.cc
 from udt.options import MAX_MSS, MIN_MSS, SocketOption
 from udt.units import RATES_HELP, SIZES_HELP
 
@@ -152,6 +154,21 @@ def argtype(fn: Callable[[str], T], name: str | None = None) -> Callable[[str], 
 
     convert.__name__ = name or fn.__name__.removeprefix("parse_")
     return convert
+
+
+def add_transport_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options both ends take alike: segment size and congestion control."""
+    parser.add_argument(
+        "--mss",
+        type=argtype(parse_mss),
+        metavar="BYTES",
+        help="UDT maximum segment size, whole IP packet (default 1500)",
+    )
+    parser.add_argument(
+        "--cc",
+        choices=udt.cc.available(),
+        help=f"congestion control (default {udt.cc.DEFAULT_CC}); bbr tolerates random loss",
+    )
 
 
 def format_address(addr: tuple[Any, ...]) -> str:

@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import udt
-import udt.cc
 from udt.cli import _wire as wire
 from udt.cli._common import (
     EXIT_CODES_HELP,
@@ -32,6 +31,7 @@ from udt.cli._common import (
     Interrupted,
     JsonReport,
     abort_socket,
+    add_transport_arguments,
     argtype,
     file_error,
     format_address,
@@ -42,7 +42,6 @@ from udt.cli._common import (
     new_socket,
     parse_count,
     parse_host_port,
-    parse_mss,
     parse_port,
     parse_seconds,
     perf_summary,
@@ -127,17 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--once", action="store_true", help="exit after one transfer, with its exit code")
     parser.add_argument("--json", action="store_true", help="print one JSON object with the results on stdout at exit")
-    parser.add_argument(
-        "--mss",
-        type=argtype(parse_mss),
-        metavar="BYTES",
-        help="UDT maximum segment size, whole IP packet (default 1500)",
-    )
-    parser.add_argument(
-        "--cc",
-        choices=udt.cc.available(),
-        help=f"congestion control (default {udt.cc.DEFAULT_CC}); bbr tolerates random loss",
-    )
+    add_transport_arguments(parser)
     parser.add_argument(
         "--max-bw",
         type=argtype(parse_rate_bytes_per_s, "rate"),

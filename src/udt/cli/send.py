@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import udt
-import udt.cc
 from udt.cli import _wire as wire
 from udt.cli._common import (
     EXIT_CODES_HELP,
@@ -29,6 +28,7 @@ from udt.cli._common import (
     CliError,
     ExitCode,
     JsonReport,
+    add_transport_arguments,
     argtype,
     emit_result,
     file_error,
@@ -39,7 +39,6 @@ from udt.cli._common import (
     network_error,
     new_socket,
     parse_host_port,
-    parse_mss,
     parse_seconds,
     perf_summary,
     recv_exact,
@@ -122,17 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="memory mode: send generated data for SECONDS instead of files",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object with the results on stdout")
-    parser.add_argument(
-        "--mss",
-        type=argtype(parse_mss),
-        metavar="BYTES",
-        help="UDT maximum segment size, whole IP packet (default 1500)",
-    )
-    parser.add_argument(
-        "--cc",
-        choices=udt.cc.available(),
-        help=f"congestion control (default {udt.cc.DEFAULT_CC}); bbr tolerates random loss",
-    )
+    add_transport_arguments(parser)
     parser.add_argument(
         "--max-bw",
         type=argtype(parse_rate_bytes_per_s, "rate"),
