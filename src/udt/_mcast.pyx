@@ -12,14 +12,11 @@ Addresses are passed in packed form (``socket.inet_pton`` output): 4 bytes for I
 """
 
 from libc.string cimport memset, memcpy
-from libc.stdint cimport uint32_t, uint16_t
+from libc.stdint cimport uint32_t
+
+from udt._sys cimport in6_addr, in_addr, sockaddr, sockaddr_in, sockaddr_in6, sockaddr_storage
 
 cdef extern from "<sys/socket.h>" nogil:
-    ctypedef unsigned short sa_family_t
-    struct sockaddr:
-        sa_family_t sa_family
-    struct sockaddr_storage:
-        sa_family_t ss_family
     int C_SOL_SOCKET "SOL_SOCKET"
     int C_SO_BROADCAST "SO_BROADCAST"
     int C_SO_REUSEADDR "SO_REUSEADDR"
@@ -29,20 +26,6 @@ cdef extern from "<sys/socket.h>" nogil:
     int C_AF_INET6 "AF_INET6"
 
 cdef extern from "<netinet/in.h>" nogil:
-    struct in_addr:
-        uint32_t s_addr
-    struct in6_addr:
-        unsigned char s6_addr[16]
-    struct sockaddr_in:
-        sa_family_t sin_family
-        uint16_t sin_port
-        in_addr sin_addr
-    struct sockaddr_in6:
-        sa_family_t sin6_family
-        uint16_t sin6_port
-        uint32_t sin6_flowinfo
-        in6_addr sin6_addr
-        uint32_t sin6_scope_id
     struct c_ip_mreqn "ip_mreqn":
         in_addr imr_multiaddr
         in_addr imr_address
