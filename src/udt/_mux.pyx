@@ -428,6 +428,8 @@ cdef class Multiplexer:
             mux_count(&m.invalid[MUX_INVALID_NO_LISTENER], 1)
             return NULL
         pthread_mutex_lock(&lst.lock)
+        mux_count(&m.hs_requests, 1)
+        mux_count(&m.hs_request_bytes, <int64_t>length)
         verdict = core.listener_on_handshake(&lst.engine, data, length,
                                              <const sockaddr_storage*>source, now, m.reply_area,
                                              core.MAX_CONTROL_SIZE, &out_len, &req)
@@ -471,6 +473,8 @@ cdef class Multiplexer:
             muxconn_incref(created)
         pthread_mutex_unlock(&m.table_lock)
         if reply > 0:
+            mux_count(&m.hs_replies, 1)
+            mux_count(&m.hs_reply_bytes, <int64_t>reply)
             self._reply(source, reply)
         if created != NULL:
             pthread_mutex_lock(&created.lock)
@@ -632,6 +636,32 @@ cdef class Multiplexer:
         }
         for i, name in enumerate(INVALID_REASONS):
             result["mux_invalid_" + name] = mux_read_count(&m.invalid_reason[i])
+        result["mux_handshake_requests"] = mux_read_count(&m.hs_requests)
+        result["mux_handshake_request_bytes"] = mux_read_count(&m.hs_request_bytes)
+        result["mux_handshake_replies"] = mux_read_count(&m.hs_replies)
+        result["mux_handshake_reply_bytes"] = mux_read_count(&m.hs_reply_bytes)
+        result.update(self._listener_stats())
+        return result
+
+    cdef dict _listener_stats(self):
+        """The stateless listener's own counters (listener_*), empty when none listens."""
+        cdef MuxCore* m = self._m
+        cdef core.Listener snapshot
+        cdef bint listening = False
+        with nogil:
+            pthread_mutex_lock(&m.table_lock)
+            if m.listener != NULL:
+                pthread_mutex_lock(&m.listener.lock)
+                snapshot = m.listener.engine
+                pthread_mutex_unlock(&m.listener.lock)
+                listening = True
+            pthread_mutex_unlock(&m.table_lock)
+        if not listening:
+            return {}
+        result = {"listener_inductions": snapshot.inductions, "listener_accepted": snapshot.accepted,
+                  "listener_rejected": snapshot.rejected}
+        for i, name in enumerate(INVALID_REASONS):
+            result["listener_invalid_" + name] = snapshot.invalid[i]
         return result
 
     def listen(self, object config, int backlog):

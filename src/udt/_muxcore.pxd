@@ -105,6 +105,10 @@ cdef struct MuxCore:
     int64_t datagrams_in
     int64_t datagrams_out
     int64_t closed_replies       # SHUTDOWNs re-sent to peers of closed connections
+    int64_t hs_requests          # handshakes that reached the listener, and their bytes
+    int64_t hs_request_bytes
+    int64_t hs_replies           # the listener's answers (never larger than each request)
+    int64_t hs_reply_bytes
 
 
 # scheduling (called with the connection lock held)

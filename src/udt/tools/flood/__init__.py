@@ -58,7 +58,10 @@ def raw_sockets_available() -> str | None:
 
 
 class Flood:
-    """Send a flood to target in a background thread (start()/stop() or a with block)."""
+    """Send a flood to target in a background thread (start()/stop() or a with block).
+
+    impersonate: send from these (address, port) pairs only (e.g. a real client's, to race
+    its handshake with forged conclusions) instead of ``sources`` random 127/8 ones."""
 
     def __init__(
         self,
@@ -71,9 +74,11 @@ class Flood:
         seed: int = 1,
         cookie: int = 0,
         batch: int = 64,
+        impersonate: list[tuple[str, int]] | None = None,
     ) -> None:
         host, port = target
-        packets = flood_packets(sources, mix, seed=seed, cookie=cookie)
+        pairs = [(int(ipaddress.IPv4Address(a)), p) for a, p in impersonate] if impersonate else None
+        packets = flood_packets(sources, mix, seed=seed, cookie=cookie, source_list=pairs)
         self._sender = RawSender(packets, int(ipaddress.IPv4Address(host)), port, batch)
         self._rate = rate
         self._seconds = seconds

@@ -89,9 +89,11 @@ def flood_packets(
     seed: int = 1,
     cookie: int = 0,
     network: str = "127.0.0.0/8",
+    source_list: list[tuple[int, int]] | None = None,
 ) -> list[tuple[int, int, bytes]]:
-    """The ring of datagrams the sender cycles through: one per source, kinds drawn by mix
-    (weights; ``replay`` needs ``cookie``)."""
+    """The ring of datagrams the sender cycles through: one per source (``sources`` drawn
+    from network, or cycling through ``source_list`` to impersonate given peers), kinds drawn
+    by mix (weights; ``replay`` needs ``cookie``)."""
     mix = dict(DEFAULT_MIX if mix is None else mix)
     for kind in mix:
         if kind not in KINDS:
@@ -102,7 +104,11 @@ def flood_packets(
     kinds = [k for k in mix if mix[k] > 0]
     weights = [mix[k] for k in kinds]
     result = []
-    for address, port in spoofed_sources(sources, seed, network):
+    if source_list:
+        pairs = [source_list[i % len(source_list)] for i in range(sources)]
+    else:
+        pairs = spoofed_sources(sources, seed, network)
+    for address, port in pairs:
         kind = rng.choices(kinds, weights)[0]
         socket_id = rng.randrange(1, 1 << 30)
         if kind == "induction":
