@@ -66,7 +66,12 @@ def serve(port: int = 0, host: str = "127.0.0.1") -> int:
     server = udt.create_server((host, port), backlog=1024)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
+
+    def watch_stdin() -> None:
+        sys.stdin.read()  # the parent closed our stdin (or died): stop
+        stop.set()
+
+    threading.Thread(target=watch_stdin, daemon=True).start()
     served = [0, 0]
     lock = threading.Lock()
     workers: list[threading.Thread] = []
