@@ -69,6 +69,11 @@ __all__ = ["Multiplexer", "Listener", "Connection"]   # what the socket layer us
 cdef enum:
     SEND_WAIT_US = 100000           # a full kernel send buffer is waited on at most this long
     RECV_SLOTS = 32                 # GRO-sized receive buffers per multiplexer
+    # A full receive batch means more is queued: the worker is behind.  Answering an induction
+    # costs ~4x what dropping it does (the kernel's send path), so while behind only this many
+    # per batch are answered and the rest shed: the queue drains, the conclusions (valid
+    # cookies) and every connection's packets get through, and a shed client retries.
+    HS_REPLIES_WHEN_BEHIND = 8
     MIN_TIMER_STEP_US = 1000        # a timer that does not advance is retried after this
     TABLE_INITIAL = 64
 
@@ -343,6 +348,7 @@ cdef class Multiplexer:
             now = now_us()
             if n > 0:
                 mux_count(&m.datagrams_in, n)
+                m.hs_reply_budget = HS_REPLIES_WHEN_BEHIND if n >= RECV_SLOTS else -1
                 current = NULL
                 events = 0
                 for i in range(n):
@@ -434,7 +440,13 @@ cdef class Multiplexer:
                                              <const sockaddr_storage*>source, now, m.reply_area,
                                              core.MAX_CONTROL_SIZE, &out_len, &req)
         if verdict == core.LISTENER_REPLY:
-            reply = <ssize_t>out_len
+            if info.hs_req_type != core.REQ_INDUCTION or m.hs_reply_budget < 0:
+                reply = <ssize_t>out_len
+            elif m.hs_reply_budget > 0:
+                m.hs_reply_budget -= 1
+                reply = <ssize_t>out_len
+            else:
+                mux_count(&m.hs_shed, 1)
         elif verdict == core.LISTENER_ACCEPT:
             mc = table_find_peer(&m.by_peer, <const sockaddr*>&req.peer_addr, req.peer_socket_id)
             if mc != NULL:
@@ -640,6 +652,7 @@ cdef class Multiplexer:
         result["mux_handshake_request_bytes"] = mux_read_count(&m.hs_request_bytes)
         result["mux_handshake_replies"] = mux_read_count(&m.hs_replies)
         result["mux_handshake_reply_bytes"] = mux_read_count(&m.hs_reply_bytes)
+        result["mux_handshake_shed"] = mux_read_count(&m.hs_shed)
         result.update(self._listener_stats())
         return result
 

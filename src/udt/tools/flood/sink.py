@@ -61,9 +61,14 @@ def _serve_one(conn: udt.socket, served: list[int], lock: threading.Lock) -> Non
             served[1] += 1
 
 
-def serve(port: int = 0, host: str = "127.0.0.1") -> int:
-    """Run the sink until stdin reaches EOF or SIGTERM; returns the exit status."""
-    server = udt.create_server((host, port), backlog=1024)
+def serve(port: int = 0, host: str = "127.0.0.1", idle_timeout_ms: int = 0) -> int:
+    """Run the sink until stdin reaches EOF or SIGTERM; returns the exit status.
+    idle_timeout_ms: UDT_PEERIDLETIMEO of the accepted connections (0: the default)."""
+    server = udt.socket()
+    if idle_timeout_ms > 0:
+        server.setsockopt(udt.UDT_PEERIDLETIMEO, idle_timeout_ms)
+    server.bind((host, port))
+    server.listen(1024)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
 
@@ -108,20 +113,45 @@ def exchange(
     return connected
 
 
+def paced_client(address: tuple[str, int], size: int, chunk: int = 65536, pause: float = 0.01) -> int:
+    """Send size bytes slowly and check the digest (the soak kill -9s this mid-transfer)."""
+    data = os.urandom(chunk)
+    digest = hashlib.sha256()
+    with udt.create_connection(address, timeout=10) as conn:
+        conn.sendall(struct.pack(">Q", size))
+        left = size
+        while left > 0:
+            piece = data[: min(left, chunk)]
+            conn.sendall(piece)
+            digest.update(piece)
+            left -= len(piece)
+            time.sleep(pause)
+        ok = _recv_exact(conn, 32) == digest.digest()
+    return 0 if ok else 1
+
+
 @dataclass(frozen=True)
 class Usage:
     cpu_seconds: float  # user + system
     rss_bytes: int
     threads: int
     fds: int
+    socket_drops: int  # datagrams the kernel dropped at the listener's full socket buffer
 
 
 class SinkProcess:
     """The sink in a child process; usage() reads its /proc entries."""
 
-    def __init__(self) -> None:
+    def __init__(self, idle_timeout_ms: int = 0, steady_malloc: bool = True) -> None:
+        env = dict(os.environ)
+        if steady_malloc:
+            # glibc raises its mmap threshold after freeing a large block and keeps one arena
+            # per thread, so freed connection buffers stay in RSS as allocator reserve; with a
+            # fixed threshold and two arenas RSS follows the memory udt actually holds
+            env.update(MALLOC_MMAP_THRESHOLD_="131072", MALLOC_ARENA_MAX="2")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "udt.tools.flood.sink"],
+            [sys.executable, "-m", "udt.tools.flood.sink", "--idle-timeout-ms", str(idle_timeout_ms)],
+            env=env,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -148,7 +178,16 @@ class SinkProcess:
                 elif line.startswith("Threads:"):
                     threads = int(line.split()[1])
         fds = len(os.listdir(f"/proc/{pid}/fd"))
-        return Usage(cpu, rss, threads, fds)
+        return Usage(cpu, rss, threads, fds, self._socket_drops())
+
+    def _socket_drops(self) -> int:
+        suffix = f":{self.port:04X}"
+        with open("/proc/net/udp") as f:
+            for line in f:
+                fields = line.split()
+                if len(fields) > 12 and fields[1].endswith(suffix) and fields[1].startswith("0100007F"):
+                    return int(fields[-1])
+        return 0
 
     def stop(self) -> dict:
         """Stop the sink; returns its final JSON report."""
@@ -173,5 +212,19 @@ class SinkProcess:
             self.stop()
 
 
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m udt.tools.flood.sink", description=__doc__.split("\n\n")[0])
+    p.add_argument("--port", type=int, default=0)
+    p.add_argument("--idle-timeout-ms", type=int, default=0)
+    p.add_argument("--client", metavar="PORT", type=int, help="be a paced client of the sink at PORT instead")
+    p.add_argument("--size", type=int, default=64 << 20, help="bytes the paced client sends")
+    args = p.parse_args(argv)
+    if args.client:
+        return paced_client(("127.0.0.1", args.client), args.size)
+    return serve(args.port, idle_timeout_ms=args.idle_timeout_ms)
+
+
 if __name__ == "__main__":
-    sys.exit(serve(int(sys.argv[1]) if len(sys.argv) > 1 else 0))
+    sys.exit(main())
