@@ -39,21 +39,31 @@ def _p99(values: list[float]) -> float:
     return ordered[min(len(ordered) - 1, int(round(0.99 * (len(ordered) - 1))))]
 
 
-def _clients(address: tuple[str, int], count: int, parallel: int, size: int) -> list[float]:
+def _clients(address: tuple[str, int], count: int, parallel: int, size: int, failures: list[str]) -> list[float]:
+    """Connect times of count clients (each checks its sha256); failures collects the rest."""
     data = os.urandom(size)
+
+    def one(_: int) -> float | None:
+        try:
+            return exchange(address, data)
+        except (OSError, AssertionError) as exc:
+            failures.append(f"{type(exc).__name__}: {exc}")
+            return None
+
     with ThreadPoolExecutor(parallel) as pool:
-        return list(pool.map(lambda _: exchange(address, data), range(count)))
+        return [t for t in pool.map(one, range(count)) if t is not None]
 
 
 def one_run(rate: float, clients: int, parallel: int, size: int, sources: int, settle: float) -> dict[str, Any]:
     with SinkProcess() as sink:
-        _clients(sink.address, 3, 1, size)  # warm up: imports, first multiplexers
-        unloaded = _clients(sink.address, clients, parallel, size)
+        failures: list[str] = []
+        _clients(sink.address, 3, 1, size, failures)  # warm up: imports, first multiplexers
+        unloaded = _clients(sink.address, clients, parallel, size, failures)
         before = sink.usage()
         started = time.monotonic()
         with Flood(sink.address, rate, sources=sources) as flood:
             time.sleep(settle)
-            loaded = _clients(sink.address, clients, parallel, size)
+            loaded = _clients(sink.address, clients, parallel, size, failures)
             time.sleep(settle)
             during = sink.usage()
             wall = time.monotonic() - started
@@ -71,6 +81,9 @@ def one_run(rate: float, clients: int, parallel: int, size: int, sources: int, s
         "p99_flood_ms": _p99(loaded) * 1e3,
         "ratio": statistics.median(loaded) / statistics.median(unloaded),
         "intact": stats.get("served", 0),
+        "failures": failures,
+        "load_average": os.getloadavg()[0],
+        "shed": stats.get("mux_handshake_shed", 0),
         "clients": 3 + 2 * clients,
         "socket_drops": during.socket_drops - before.socket_drops,
         "rss_before": before.rss_bytes,
@@ -99,6 +112,9 @@ def table(runs: list[dict[str, Any]], rate: float) -> str:
         ("connect p99 under flood (ms)", f"{med('p99_flood_ms'):.2f}"),
         ("clients intact (sha256) / started", f"{sum(r['intact'] for r in runs)} / {sum(r['clients'] for r in runs)}"),
         ("datagrams dropped at the listener's full socket buffer", f"{med('socket_drops'):,.0f}"),
+        ("connect failures", f"{sum(len(r['failures']) for r in runs)}"),
+        ("inductions shed while the worker was behind", f"{med('shed'):,.0f}"),
+        ("machine load average (1 min, 2 cores)", f"{med('load_average'):.1f}"),
         ("listener RSS before flood (MiB)", f"{med('rss_before') / 2**20:.1f}"),
         ("listener RSS delta during flood (MiB)", f"{med('rss_delta') / 2**20:+.2f}"),
         ("listener CPU share during flood (of one core)", f"{med('cpu_share') * 100:.1f} %"),

@@ -69,10 +69,14 @@ __all__ = ["Multiplexer", "Listener", "Connection"]   # what the socket layer us
 cdef enum:
     SEND_WAIT_US = 100000           # a full kernel send buffer is waited on at most this long
     RECV_SLOTS = 32                 # GRO-sized receive buffers per multiplexer
-    # A full receive batch means more is queued: the worker is behind.  Answering an induction
-    # costs ~4x what dropping it does (the kernel's send path), so while behind only this many
-    # per batch are answered and the rest shed: the queue drains, the conclusions (valid
-    # cookies) and every connection's packets get through, and a shed client retries.
+    # The worker is behind when a receive batch comes back full and the kernel still holds
+    # more than this in the socket's queue (~1,000 small datagrams: a sustained backlog, not a
+    # burst).  Answering an induction costs ~4x dropping it (the kernel's send path), so while
+    # behind only HS_REPLIES_WHEN_BEHIND per batch are answered and the rest shed: the queue
+    # drains, conclusions (valid cookies) and every connection's packets get through, and a
+    # shed client retries its induction.  Far behind (the machine starved this worker), none.
+    BEHIND_BACKLOG_BYTES = 1 << 20
+    FAR_BEHIND_BACKLOG_BYTES = 4 << 20
     HS_REPLIES_WHEN_BEHIND = 8
     MIN_TIMER_STEP_US = 1000        # a timer that does not advance is retried after this
     TABLE_INITIAL = 64
@@ -85,6 +89,21 @@ cdef enum:
 _registry = {}                      # (family, host, port) -> Multiplexer, for reuse_addr sharing
 _registry_lock = threading.Lock()
 _all_muxes = weakref.WeakSet()       # every running multiplexer (atexit stops them)
+
+
+cdef extern from "<sys/socket.h>" nogil:
+    enum:
+        SO_MEMINFO
+    int getsockopt(int fd, int level, int option, void* value, socklen_t* length)
+
+
+cdef inline int64_t _queued_bytes(int fd) noexcept nogil:
+    """Memory the kernel holds in fd's receive queue (SO_MEMINFO's rmem_alloc), 0 if unknown."""
+    cdef uint32_t info[9]
+    cdef socklen_t length = sizeof(info)
+    if getsockopt(fd, 1, SO_MEMINFO, info, &length) != 0 or length < sizeof(uint32_t):
+        return 0  # level 1: SOL_SOCKET
+    return info[0]
 
 
 cdef class Multiplexer:
@@ -318,7 +337,7 @@ cdef class Multiplexer:
     cdef void _receive_loop(self) noexcept nogil:
         cdef MuxCore* m = self._m
         cdef CRecvBatch* rx = m.rx_batch
-        cdef int64_t timeout, now, deadline
+        cdef int64_t timeout, now, deadline, queued
         cdef int n, i, peek
         cdef core.PacketInfo info
         cdef MuxConn* current = NULL
@@ -348,7 +367,13 @@ cdef class Multiplexer:
             now = now_us()
             if n > 0:
                 mux_count(&m.datagrams_in, n)
-                m.hs_reply_budget = HS_REPLIES_WHEN_BEHIND if n >= RECV_SLOTS else -1
+                m.hs_reply_budget = -1
+                if n >= RECV_SLOTS:
+                    queued = _queued_bytes(self.channel.fd)
+                    if queued > FAR_BEHIND_BACKLOG_BYTES:
+                        m.hs_reply_budget = 0
+                    elif queued > BEHIND_BACKLOG_BYTES:
+                        m.hs_reply_budget = HS_REPLIES_WHEN_BEHIND
                 current = NULL
                 events = 0
                 for i in range(n):
