@@ -5,8 +5,11 @@ received, and no flood datagram opens a connection.  The sink runs in its own pr
 
 from __future__ import annotations
 
+import json
 import os
 import socket
+import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -45,8 +48,9 @@ def test_clients_connect_and_transfer_during_a_50k_pps_flood(sink):
         during = sink.usage()
     stats = sink.stop()
     assert flood.result is not None and flood.result.rate >= 50_000, flood.result
-    assert len(connect_times) == 16 and stats["served"] == 16 and stats["failed"] == 0
-    assert max(connect_times) < 2.0  # every client in, none waited out a whole connect timeout
+    assert len(connect_times) == 16 and stats["served"] == 16 and stats["failed"] == 0, stats
+    # most get in at the first attempt (a lost or shed induction costs a 250 ms retry)
+    assert sorted(connect_times)[8] < 0.25, (connect_times, stats)
     assert stats["listener_accepted"] == 16  # no spoofed handshake got a connection
     assert stats["listener_invalid_cookie"] > 1000 and stats["listener_inductions"] > 10_000
     assert stats["mux_handshake_reply_bytes"] <= stats["mux_handshake_request_bytes"]
@@ -67,3 +71,45 @@ def test_forged_conclusions_racing_the_client_from_its_own_address(sink):
     stats = sink.stop()
     assert stats["served"] == 1 and stats["listener_accepted"] == 1
     assert stats["listener_invalid_cookie"] > 100
+
+
+@needs_raw
+def test_cli_floods_from_many_sources_at_the_rate():
+    """udt-flood from the shell: the datagrams arrive, from the number of sources asked for."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as target:
+        target.bind(("127.0.0.1", 0))
+        target.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+        port = target.getsockname()[1]
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "udt.tools.flood",
+                f"127.0.0.1:{port}",
+                "--rate",
+                "20000",
+                "--seconds",
+                "0.5",
+                "--sources",
+                "300",
+                "--mix",
+                "induction,conclusion=2",
+                "--json",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert proc.returncode == 0, proc.stderr
+        result = json.loads(proc.stdout)
+        assert 8_000 <= result["sent"] <= 10_500 and result["errors"] == 0
+        target.setblocking(False)
+        sources, kinds = set(), set()
+        while True:
+            try:
+                data, source = target.recvfrom(2048)
+            except BlockingIOError:
+                break
+            sources.add(source)
+            kinds.add(int.from_bytes(data[36:40], "big", signed=True))
+        assert len(sources) == 300 and kinds == {1, -1}
