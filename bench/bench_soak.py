@@ -3,7 +3,8 @@ while a spoofed handshake flood runs; at the end nothing is lost and nothing gre
 
 The listener is the sink (``udt.tools.flood.sink``) in its own process.  For MINUTES:
 
-* ``--direct`` threads loop: connect, send a random 16 KiB-1 MiB, check the sink's sha256, close;
+* ``--direct`` threads loop: connect (10 s connect timeout), send a random 16 KiB-1 MiB, check
+  the sink's sha256, close;
 * ``--lossy`` threads do the same through the impairment relay (``udt.tools.impair``, a child
   process: ``--loss`` each way and 5 ms delay);
 * ``--killers`` threads loop: start a paced client process and ``kill -9`` it mid-transfer (the
@@ -38,11 +39,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import udt
 from udt.tools.flood import Flood, raw_sockets_available
 from udt.tools.flood.sink import SinkProcess, Usage, exchange
 from udt.tools.impair import Impairment, Relay
 
 IDLE_TIMEOUT_MS = 5000
+# The soak is about loss and growth under a long mixed load on a shared machine: its clients
+# give a connect 10 s (UDT_CONNTIMEO) where UDT's default is 3 s; bench_flood.py measures the
+# connect itself with the default
+CLIENT_OPTIONS = {udt.UDT_CONNTIMEO: 10_000}
 RSS_GROWTH_LIMIT = 16 << 20  # allocator noise, caches and the flood's socket buffers stay under this
 
 
@@ -83,7 +89,7 @@ def _transfers(address: tuple[str, int], kind: str, tally: Tally, stop: threadin
     while not stop.is_set():
         data = rng.randbytes(rng.randrange(16 << 10, 1 << 20))
         try:
-            connect = exchange(address, data, timeout=20, source_address=source)
+            connect = exchange(address, data, timeout=20, source_address=source, options=CLIENT_OPTIONS)
         except AssertionError as exc:
             tally.fail(str(exc))
             continue

@@ -74,10 +74,12 @@ cdef enum:
     # burst).  Answering an induction costs ~4x dropping it (the kernel's send path), so while
     # behind only HS_REPLIES_WHEN_BEHIND per batch are answered and the rest shed: the queue
     # drains, conclusions (valid cookies) and every connection's packets get through, and a
-    # shed client retries its induction.  Far behind (the machine starved this worker), none.
+    # shed client retries its induction.  Far behind (the machine starved this worker), only
+    # HS_REPLIES_WHEN_FAR_BEHIND: never none, so a legitimate client keeps a chance per retry.
     BEHIND_BACKLOG_BYTES = 1 << 20
     FAR_BEHIND_BACKLOG_BYTES = 4 << 20
     HS_REPLIES_WHEN_BEHIND = 8
+    HS_REPLIES_WHEN_FAR_BEHIND = 2
     MIN_TIMER_STEP_US = 1000        # a timer that does not advance is retried after this
     TABLE_INITIAL = 64
 
@@ -371,7 +373,7 @@ cdef class Multiplexer:
                 if n >= RECV_SLOTS:
                     queued = _queued_bytes(self.channel.fd)
                     if queued > FAR_BEHIND_BACKLOG_BYTES:
-                        m.hs_reply_budget = 0
+                        m.hs_reply_budget = HS_REPLIES_WHEN_FAR_BEHIND
                     elif queued > BEHIND_BACKLOG_BYTES:
                         m.hs_reply_budget = HS_REPLIES_WHEN_BEHIND
                 current = NULL

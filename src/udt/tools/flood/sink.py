@@ -99,11 +99,15 @@ def serve(port: int = 0, host: str = "127.0.0.1", idle_timeout_ms: int = 0) -> i
 
 
 def exchange(
-    address: tuple[str, int], data: bytes, timeout: float = 30.0, source_address: tuple[str, int] | None = None
+    address: tuple[str, int],
+    data: bytes,
+    timeout: float = 30.0,
+    source_address: tuple[str, int] | None = None,
+    options: dict | None = None,
 ) -> float:
     """Connect, send data, check the sink's sha256; returns the connect time in seconds."""
     started = time.perf_counter()
-    with udt.create_connection(address, timeout=timeout, source_address=source_address) as conn:
+    with udt.create_connection(address, timeout=timeout, source_address=source_address, options=options) as conn:
         connected = time.perf_counter() - started
         conn.settimeout(timeout)
         conn.sendall(struct.pack(">Q", len(data)) + data)
