@@ -38,7 +38,9 @@ def test_udt_pair_negotiates_half_close():
     # the offer rides in the induction's cookie (UDT4 listeners overwrite it and need 48 bytes)
     assert induction["length"] == 64 and induction["handshake"]["cookie"] == MAGIC
     assert induction["handshake"]["ext"] == (0, 0)
-    for p in (answer, conclusion, response):
+    # the answer is request-sized (no amplification): its mark is header word 1, not a trailer
+    assert answer["length"] == 64 and answer["info"] == MAGIC and answer["handshake"]["ext"] == (0, 0)
+    for p in (conclusion, response):
         assert p["length"] == 80 and p["handshake"]["ext"] == (1, _testing.CAPS["LOCAL"])
     assert c.caps == s.caps == HALF
 
@@ -48,7 +50,7 @@ def test_plain_client_gets_plain_48_byte_handshakes():
     lst = _testing.ListenerShim(KEY, 1, 1500, 8192, 0)
     induction = _testing.encode_handshake(isn=7, req_type=1, socket_id=99)
     verdict, reply, _ = lst.handle(induction, CLIENT, 0)
-    assert verdict == V["REPLY"] and len(reply) == 64
+    assert verdict == V["REPLY"] and len(reply) == 64 and _testing.decode_packet(reply)["info"] == 0
     cookie = _testing.decode_packet(reply)["handshake"]["cookie"]
     conclusion = _testing.encode_handshake(isn=7, req_type=-1, socket_id=99, cookie=cookie)
     verdict, _, req = lst.handle(conclusion, CLIENT, 10)
@@ -77,7 +79,7 @@ def test_listener_answers_offer_only_from_a_udt_client():
     lst = _testing.ListenerShim(KEY, 1, 1500, 8192, 0)
     offer = _testing.encode_handshake(isn=7, req_type=1, socket_id=99, cookie=MAGIC)
     _, reply, _ = lst.handle(offer, CLIENT, 0)
-    assert len(reply) == 80 and _testing.decode_packet(reply)["handshake"]["ext"] == (1, HALF)
+    assert len(reply) == len(offer) == 64 and _testing.decode_packet(reply)["info"] == MAGIC
     cookie = _testing.decode_packet(reply)["handshake"]["cookie"]
     assert cookie != MAGIC
     conclusion = _testing.encode_handshake(isn=7, req_type=-1, socket_id=99, cookie=cookie)

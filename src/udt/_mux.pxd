@@ -27,3 +27,4 @@ cdef class Multiplexer:
     cdef MuxConn* _route_handshake(self, const uint8_t* data, size_t length, const sockaddr* source,
                                    core.PacketInfo* info, int64_t now) noexcept nogil
     cdef void _reply(self, const sockaddr* destination, ssize_t length) noexcept nogil
+    cdef dict _listener_stats(self)

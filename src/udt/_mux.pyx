@@ -69,6 +69,17 @@ __all__ = ["Multiplexer", "Listener", "Connection"]   # what the socket layer us
 cdef enum:
     SEND_WAIT_US = 100000           # a full kernel send buffer is waited on at most this long
     RECV_SLOTS = 32                 # GRO-sized receive buffers per multiplexer
+    # The worker is behind when a receive batch comes back full and the kernel still holds
+    # more than this in the socket's queue (~1,000 small datagrams: a sustained backlog, not a
+    # burst).  Answering an induction costs ~4x dropping it (the kernel's send path), so while
+    # behind only HS_REPLIES_WHEN_BEHIND per batch are answered and the rest shed: the queue
+    # drains, conclusions (valid cookies) and every connection's packets get through, and a
+    # shed client retries its induction.  Far behind (the machine starved this worker), only
+    # HS_REPLIES_WHEN_FAR_BEHIND: never none, so a legitimate client keeps a chance per retry.
+    BEHIND_BACKLOG_BYTES = 1 << 20
+    FAR_BEHIND_BACKLOG_BYTES = 4 << 20
+    HS_REPLIES_WHEN_BEHIND = 8
+    HS_REPLIES_WHEN_FAR_BEHIND = 2
     MIN_TIMER_STEP_US = 1000        # a timer that does not advance is retried after this
     TABLE_INITIAL = 64
 
@@ -80,6 +91,21 @@ cdef enum:
 _registry = {}                      # (family, host, port) -> Multiplexer, for reuse_addr sharing
 _registry_lock = threading.Lock()
 _all_muxes = weakref.WeakSet()       # every running multiplexer (atexit stops them)
+
+
+cdef extern from "<sys/socket.h>" nogil:
+    enum:
+        SO_MEMINFO
+    int getsockopt(int fd, int level, int option, void* value, socklen_t* length)
+
+
+cdef inline int64_t _queued_bytes(int fd) noexcept nogil:
+    """Memory the kernel holds in fd's receive queue (SO_MEMINFO's rmem_alloc), 0 if unknown."""
+    cdef uint32_t info[9]
+    cdef socklen_t length = sizeof(info)
+    if getsockopt(fd, 1, SO_MEMINFO, info, &length) != 0 or length < sizeof(uint32_t):
+        return 0  # level 1: SOL_SOCKET
+    return info[0]
 
 
 cdef class Multiplexer:
@@ -313,7 +339,7 @@ cdef class Multiplexer:
     cdef void _receive_loop(self) noexcept nogil:
         cdef MuxCore* m = self._m
         cdef CRecvBatch* rx = m.rx_batch
-        cdef int64_t timeout, now, deadline
+        cdef int64_t timeout, now, deadline, queued
         cdef int n, i, peek
         cdef core.PacketInfo info
         cdef MuxConn* current = NULL
@@ -343,6 +369,13 @@ cdef class Multiplexer:
             now = now_us()
             if n > 0:
                 mux_count(&m.datagrams_in, n)
+                m.hs_reply_budget = -1
+                if n >= RECV_SLOTS:
+                    queued = _queued_bytes(self.channel.fd)
+                    if queued > FAR_BEHIND_BACKLOG_BYTES:
+                        m.hs_reply_budget = HS_REPLIES_WHEN_FAR_BEHIND
+                    elif queued > BEHIND_BACKLOG_BYTES:
+                        m.hs_reply_budget = HS_REPLIES_WHEN_BEHIND
                 current = NULL
                 events = 0
                 for i in range(n):
@@ -428,11 +461,19 @@ cdef class Multiplexer:
             mux_count(&m.invalid[MUX_INVALID_NO_LISTENER], 1)
             return NULL
         pthread_mutex_lock(&lst.lock)
+        mux_count(&m.hs_requests, 1)
+        mux_count(&m.hs_request_bytes, <int64_t>length)
         verdict = core.listener_on_handshake(&lst.engine, data, length,
                                              <const sockaddr_storage*>source, now, m.reply_area,
                                              core.MAX_CONTROL_SIZE, &out_len, &req)
         if verdict == core.LISTENER_REPLY:
-            reply = <ssize_t>out_len
+            if info.hs_req_type != core.REQ_INDUCTION or m.hs_reply_budget < 0:
+                reply = <ssize_t>out_len
+            elif m.hs_reply_budget > 0:
+                m.hs_reply_budget -= 1
+                reply = <ssize_t>out_len
+            else:
+                mux_count(&m.hs_shed, 1)
         elif verdict == core.LISTENER_ACCEPT:
             mc = table_find_peer(&m.by_peer, <const sockaddr*>&req.peer_addr, req.peer_socket_id)
             if mc != NULL:
@@ -471,6 +512,8 @@ cdef class Multiplexer:
             muxconn_incref(created)
         pthread_mutex_unlock(&m.table_lock)
         if reply > 0:
+            mux_count(&m.hs_replies, 1)
+            mux_count(&m.hs_reply_bytes, <int64_t>reply)
             self._reply(source, reply)
         if created != NULL:
             pthread_mutex_lock(&created.lock)
@@ -632,6 +675,33 @@ cdef class Multiplexer:
         }
         for i, name in enumerate(INVALID_REASONS):
             result["mux_invalid_" + name] = mux_read_count(&m.invalid_reason[i])
+        result["mux_handshake_requests"] = mux_read_count(&m.hs_requests)
+        result["mux_handshake_request_bytes"] = mux_read_count(&m.hs_request_bytes)
+        result["mux_handshake_replies"] = mux_read_count(&m.hs_replies)
+        result["mux_handshake_reply_bytes"] = mux_read_count(&m.hs_reply_bytes)
+        result["mux_handshake_shed"] = mux_read_count(&m.hs_shed)
+        result.update(self._listener_stats())
+        return result
+
+    cdef dict _listener_stats(self):
+        """The stateless listener's own counters (listener_*), empty when none listens."""
+        cdef MuxCore* m = self._m
+        cdef core.Listener snapshot
+        cdef bint listening = False
+        with nogil:
+            pthread_mutex_lock(&m.table_lock)
+            if m.listener != NULL:
+                pthread_mutex_lock(&m.listener.lock)
+                snapshot = m.listener.engine
+                pthread_mutex_unlock(&m.listener.lock)
+                listening = True
+            pthread_mutex_unlock(&m.table_lock)
+        if not listening:
+            return {}
+        result = {"listener_inductions": snapshot.inductions, "listener_accepted": snapshot.accepted,
+                  "listener_rejected": snapshot.rejected}
+        for i, name in enumerate(INVALID_REASONS):
+            result["listener_invalid_" + name] = snapshot.invalid[i]
         return result
 
     def listen(self, object config, int backlog):

@@ -96,6 +96,7 @@ cdef struct MuxCore:
     CRecvBatch* rx_batch         # receive worker only
     CSendBatch* reply_batch      # receive worker only: handshake answers
     uint8_t* reply_area          # [core.MAX_CONTROL_SIZE]
+    int hs_reply_budget          # receive worker only: induction answers left this batch (-1: any)
     # counters (atomic adds; read for perfmon)
     int64_t invalid[MUX_INVALID_COUNT]
     int64_t invalid_reason[core.INVALID_REASON_COUNT]
@@ -105,6 +106,11 @@ cdef struct MuxCore:
     int64_t datagrams_in
     int64_t datagrams_out
     int64_t closed_replies       # SHUTDOWNs re-sent to peers of closed connections
+    int64_t hs_requests          # handshakes that reached the listener, and their bytes
+    int64_t hs_request_bytes
+    int64_t hs_replies           # the listener's answers (never larger than each request)
+    int64_t hs_reply_bytes
+    int64_t hs_shed              # inductions left unanswered while the worker was behind
 
 
 # scheduling (called with the connection lock held)

@@ -18,10 +18,10 @@ from udt._core cimport (DEFAULT_BUFFER_PACKETS, DEFAULT_FLIGHT_FLAG_SIZE, DEFAUL
                         STATE_OPENED, UDT_VERSION, AcceptRequest, Conn, ConnOptions)
 from udt.core.buffers cimport rcvbuf_alloc, rcvbuf_free, sndbuf_alloc, sndbuf_free
 from udt.core.cc cimport native_cc_ops
-from udt.core.hsext cimport (CAP_HALF_CLOSE, CAPS_LOCAL, HSEXT_MAX_SIZE, hsext_decode,
+from udt.core.hsext cimport (CAP_HALF_CLOSE, CAPS_LOCAL, HSEXT_MAGIC, HSEXT_MAX_SIZE, hsext_decode,
                              hsext_encode)
 from udt.core.losslist cimport losslist_alloc, losslist_clear, losslist_free
-from udt.core.packet cimport (AF_INET6_VALUE, AF_INET_VALUE, Handshake, handshake_decode,
+from udt.core.packet cimport (AF_INET6_VALUE, AF_INET_VALUE, Handshake, get_u32, handshake_decode,
                               handshake_encode)
 from udt.core.seq cimport SEQ_MAX, seq_dec
 from udt.core.siphash cimport splitmix64
@@ -413,6 +413,8 @@ cdef uint32_t conn_on_handshake(Conn* c, const uint8_t* buf, size_t length, int6
         return 0
     hs.ext = ext == 1
     handshake_decode(buf + HEADER_SIZE, &hs)
+    if hs.req_type == REQ_INDUCTION and get_u32(buf + 4) == HSEXT_MAGIC:
+        hs.ext = True                       # a udt listener's mark: its answer is request-sized
     if not c.rendezvous and _hs_late_induction(c, &hs):     # in any state, even after the end
         c.stats.late_packets += 1
         return 0

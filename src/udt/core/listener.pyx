@@ -12,10 +12,10 @@ from udt._core cimport (ERR_NO_SEND_BUFFER, HANDSHAKE_MAX_OUT, HANDSHAKE_SIZE, H
                         PKT_USER_DEFINED, REQ_CONCLUSION, REQ_INDUCTION, REQ_REJECTED,
                         UDT_VERSION, AcceptRequest, Listener, PacketInfo)
 from udt.core.packet cimport (CONTROL_FLAG, Handshake, address_bytes, address_port, get_u32,
-                              handshake_decode, handshake_encode, put_control)
+                              handshake_decode, handshake_encode, put_control, put_u32)
 from udt.core.seq cimport SEQ_MAX
 from udt.core.siphash cimport siphash24
-from udt.core.hsext cimport CAPS_LOCAL, HSEXT_MAGIC, HSEXT_MAX_SIZE, hsext_decode, hsext_encode
+from udt.core.hsext cimport HSEXT_MAGIC, HSEXT_MAX_SIZE, hsext_decode
 
 
 # ---------------------------------------------------------------------------------------------
@@ -84,11 +84,14 @@ cdef int listener_on_handshake(Listener* lst, const uint8_t* buf, size_t length,
     sl = _slice(lst, now)
     if hs.req_type == REQ_INDUCTION:
         lst.inductions += 1
-        offered = hs.cookie == HSEXT_MAGIC      # a udt client (UDT4 and SRT send 0)
+        # a udt client's offer (UDT4 and SRT send cookie 0).  The answer is the request's own
+        # size (no amplification for a spoofed source: protocol.md §11), so instead of the
+        # trailer it carries the mark in header word 1, which UDT4 and SRT echo as 0
+        offered = hs.cookie == HSEXT_MAGIC
         hs.cookie = _cookie(lst, peer, sl)
         out_len[0] = handshake_encode(out, &hs, hs.socket_id)
         if offered:
-            out_len[0] += hsext_encode(out + HANDSHAKE_SIZE, CAPS_LOCAL)
+            put_u32(out + 4, HSEXT_MAGIC)
         return LISTENER_REPLY
     if hs.req_type != REQ_CONCLUSION:
         lst.invalid[INVALID_STATE] += 1

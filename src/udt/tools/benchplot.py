@@ -164,6 +164,42 @@ def plot_wan(data: dict[str, Any], out_dir: Path) -> list[Path]:
     return written
 
 
+def plot_bars(rows: list[tuple[str, list[float]]], output: Path, *, xlabel: str, title: str) -> None:
+    """Horizontal bars of named samples (bench_flood.py, bench_soak.py): the median, a whisker
+    from p1 to p99 and every sample as a dot."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 0.7 * len(rows) + 1.6))
+    positions = list(range(len(rows)))[::-1]
+    for pos, (_label, values) in zip(positions, rows):
+        if not values:
+            continue
+        ordered = sorted(values)
+        median = statistics.median(ordered)
+        low = ordered[int(0.01 * (len(ordered) - 1))]
+        high = ordered[int(round(0.99 * (len(ordered) - 1)))]
+        ax.barh(
+            pos,
+            median,
+            color="#d62728" if pos == positions[-1] else "#1f77b4",
+            xerr=[[median - low], [high - median]],
+            capsize=4,
+        )
+        ax.plot(ordered, [pos] * len(ordered), "o", color="black", markersize=2, alpha=0.5, zorder=3)
+        ax.annotate(f"{median:.2f}", (median, pos), xytext=(6, -12), textcoords="offset points", fontsize=8)
+    ax.set_yticks(positions)
+    ax.set_yticklabels([label for label, _ in rows], fontsize=8)
+    ax.set_xlabel(xlabel)
+    ax.set_title(title, fontsize=9)
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(output, dpi=110)
+    plt.close(fig)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("results", type=Path, help="JSON written by bench/bench_transfer.py or bench_wan.py --json")

@@ -1,0 +1,5 @@
+import sys
+
+from udt.tools.flood.cli import main
+
+sys.exit(main())
