@@ -144,6 +144,16 @@ cdef class Connection:
         return self._peer_address
 
     @property
+    def handshakes_sent(self):
+        """Handshake requests this connect has sent so far (what a failed connect tried)."""
+        return self._conn().conn.hs_sent
+
+    @property
+    def peer_handshake_seen(self):
+        """A rendezvous connect received at least one handshake from its peer."""
+        return bool(self._conn().conn.hs_peer_seen)
+
+    @property
     def state(self):
         cdef MuxConn* mc = self._conn()
         cdef int state

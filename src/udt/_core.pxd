@@ -361,6 +361,7 @@ cdef struct Conn:
     uint32_t hs_cookie
     int64_t hs_next_time        # next (re)transmission of our request
     int64_t connect_deadline
+    int32_t hs_sent             # handshake requests sent by this connect (a failed one reports it)
     bint hs_peer_seen           # rendezvous: a handshake from the peer was received
     int peer_mss                # from the peer's handshake (rendezvous completion)
     int peer_flight_flag_size

@@ -567,6 +567,7 @@ cdef ssize_t _next_control(Conn* c, int64_t now, uint8_t* out, size_t cap) noexc
         if now >= c.hs_next_time:
             _fill_handshake(c, &hs, c.hs_req_type)
             c.hs_next_time = now + HANDSHAKE_RETRY_US
+            c.hs_sent += 1
             if hs.req_type == REQ_INDUCTION:
                 hs.cookie = HSEXT_MAGIC     # the offer: UDT4/SRT listeners overwrite it
             n = <ssize_t>handshake_encode(out, &hs, c.peer_socket_id if (c.rendezvous and c.hs_peer_seen) else 0)
