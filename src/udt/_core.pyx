@@ -586,7 +586,7 @@ cdef ssize_t _next_control(Conn* c, int64_t now, uint8_t* out, size_t cap) noexc
             return <ssize_t>put_control(out, PKT_ERROR_SIGNAL, ERR_CONNECTION_BROKEN, c.peer_socket_id)
         if c.shutdown_due > 0 and now >= c.shutdown_next_time:
             c.shutdown_due -= 1
-            c.shutdown_next_time = now + SHUTDOWN_SPACING_US
+            c.shutdown_next_time = now if c.shutdown_burst else now + SHUTDOWN_SPACING_US
             return <ssize_t>put_control(out, PKT_SHUTDOWN, 0, c.peer_socket_id)
         return 0
     if not _is_live(c):
