@@ -7,8 +7,8 @@
     host_b 10.0.2.2 ── 10.0.2.1 nat_b 203.0.113.1 ───┘
 
 Each NAT forwards and masquerades what leaves its public side (``wan``) with one nftables rule,
-chosen by :class:`Mapping`; its input chain drops new connections arriving on ``wan``, as a home
-router's firewall does (why this matters for port preservation: docs/testing.md, "NAT").  The
+chosen by :class:`Mapping`; its input and forward chains drop new flows arriving on ``wan``, as
+a home router's firewall does (why this matters for port preservation: docs/testing.md, "NAT").  The
 hosts know nothing of each other's private addresses: each can reach only the other NAT's public
 address, which is what a rendezvous peer is told.
 
@@ -56,27 +56,31 @@ def require_nat() -> None:
         pytest.skip(reason)
 
 
-def nat_ruleset(mapping: Mapping) -> str:
-    """The nftables ruleset of one NAT namespace: masquerade out of ``wan`` and drop unsolicited
-    inbound (an unanswered packet never gets a conntrack entry that would take our port)."""
-    return f"""
+def nat_ruleset(mapping: Mapping, *, drop_unsolicited: bool = True) -> str:
+    """The nftables ruleset of one NAT namespace: masquerade out of ``wan`` and (unless told
+    otherwise) drop unsolicited inbound, so an unanswered packet never gets a conntrack entry
+    that would take our port."""
+    nat = f"""
 table ip nat {{
     chain postrouting {{
         type nat hook postrouting priority srcnat; policy accept;
         oifname "wan" {mapping.value}
     }}
 }}
-table ip firewall {{
-    chain input {{
+"""
+    firewall = """
+table ip firewall {
+    chain input {
         type filter hook input priority filter; policy accept;
         iifname "wan" ct state new drop
-    }}
-    chain forward {{
+    }
+    chain forward {
         type filter hook forward priority filter; policy accept;
         iifname "wan" ct state new drop
-    }}
-}}
+    }
+}
 """
+    return nat + firewall if drop_unsolicited else nat
 
 
 @dataclass
@@ -108,8 +112,11 @@ class NatPair:
         return None
 
 
-def build_nat_pair(topology: Topology, mapping_a: Mapping, mapping_b: Mapping) -> NatPair:
-    """Build the two-NAT network inside *topology* (its namespaces are removed with it)."""
+def build_nat_pair(
+    topology: Topology, mapping_a: Mapping, mapping_b: Mapping, *, drop_unsolicited: bool = True
+) -> NatPair:
+    """Build the two-NAT network inside *topology* (its namespaces are removed with it);
+    *drop_unsolicited* False leaves the NATs without their firewall rule."""
     host_a, nat_a = topology.namespace("host-a"), topology.namespace("nat-a")
     host_b, nat_b = topology.namespace("host-b"), topology.namespace("nat-b")
     internet = topology.namespace("internet")
@@ -123,6 +130,6 @@ def build_nat_pair(topology: Topology, mapping_a: Mapping, mapping_b: Mapping) -
     nat_b.ip("route", "add", "default", "via", INTERNET_B_SIDE)
     for router in (nat_a, nat_b, internet):
         router.sysctl("net.ipv4.ip_forward", 1)
-    nat_a.run(["nft", "-f", "-"], input=nat_ruleset(mapping_a))
-    nat_b.run(["nft", "-f", "-"], input=nat_ruleset(mapping_b))
+    nat_a.run(["nft", "-f", "-"], input=nat_ruleset(mapping_a, drop_unsolicited=drop_unsolicited))
+    nat_b.run(["nft", "-f", "-"], input=nat_ruleset(mapping_b, drop_unsolicited=drop_unsolicited))
     return NatPair(host_a, host_b, nat_a, nat_b, internet)

@@ -119,6 +119,27 @@ def test_rendezvous_behind_symmetric_nat_fails_and_says_what_it_tried(symmetric_
     assert symmetric_nat.public_port(symmetric_nat.nat_b, "10.0.2.2", 9100) == 9100
 
 
+def test_without_a_firewall_the_first_handshake_takes_the_late_peers_port() -> None:
+    """The conntrack trap docs/testing.md describes: with no rule dropping unsolicited inbound,
+    A's first handshake reaches natB before B sent anything and leaves an entry there that makes
+    natB map B's port 9400 to another one; the rendezvous then fails although both NATs are
+    plain ``masquerade``.  Our NATs drop unsolicited inbound for this reason."""
+    require_nat()
+    with Topology(prefix="nat") as topology:
+        net = build_nat_pair(topology, Mapping.PORT_PRESERVING, Mapping.PORT_PRESERVING, drop_unsolicited=False)
+        early = net.host_a.python_popen(PEER_CODE, net.public_b, "9400", "send", "1000")
+        time.sleep(0.5)  # A's first handshakes reach natB first
+        late = net.host_b.python_popen(PEER_CODE, net.public_a, "9400", "recv", "1000")
+        results = []
+        for process in (early, late):
+            out, err = process.communicate(timeout=60)
+            assert process.returncode == 0, err
+            results.append(json.loads(out.strip().splitlines()[-1]))
+        assert all(r.get("error") == "ConnectTimeoutError" for r in results), results
+        assert net.public_port(net.nat_a, "10.0.1.2", 9400) == 9400
+        assert net.public_port(net.nat_b, "10.0.2.2", 9400) not in (None, 9400)
+
+
 def _cli(tool: str, *args: str) -> list[str]:
     return [sys.executable, "-m", f"udt.cli.{tool}", *args]
 
