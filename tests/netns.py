@@ -14,7 +14,8 @@ Usage (as a context manager, or through the :func:`netns_topology` pytest fixtur
             result = b.python("import socket; print(socket.gethostname())")
             server = b.python_popen(code)         # a long-running peer; killed on exit
 
-Namespace names are unique per process and call (``udt-<pid>-<counter>-<label>``), so parallel
+Namespace names are unique per process and call (``udt-<pid>-<counter>-<label>``; ``Topology(prefix=…)``
+changes ``udt``), so parallel
 test runs never collide.  Veth ends are created directly inside their namespaces, so their
 names (``veth0``, ``veth1``, … by default) only need to be unique within one namespace.  IPv6
 addresses are added with ``nodad`` so they are usable at once.  Leaving the ``with`` block —
@@ -57,11 +58,11 @@ class NetnsUnavailable(RuntimeError):
     """Namespaces cannot be made here (not root, no iproute2, no kernel support)."""
 
 
-def _unique_name(label: str) -> str:
+def _unique_name(label: str, prefix: str = "udt") -> str:
     with _counter_lock:
         number = next(_counter)
     safe = "".join(ch if ch.isalnum() or ch in "-_" else "-" for ch in label)[:20]
-    return f"udt-{os.getpid()}-{number}-{safe}"
+    return f"{prefix}-{os.getpid()}-{number}-{safe}"
 
 
 def _run(
@@ -229,12 +230,16 @@ class Veth:
 class Topology:
     """Namespaces and veth links made for one test; everything is removed on exit.
 
+    *prefix* starts every namespace name (``<prefix>-<pid>-<n>-<label>``), so a family of
+    tests can be told apart in ``ip netns list`` (the NAT tests use ``nat``).
+
     Use as a context manager (or :func:`netns_topology`).  Raises :class:`NetnsUnavailable`
     on entry when namespaces cannot be made (tests call :func:`require_netns` first to skip).
     """
 
-    def __init__(self, *, loopback_up: bool = True) -> None:
+    def __init__(self, *, loopback_up: bool = True, prefix: str = "udt") -> None:
         self.namespaces: list[Namespace] = []
+        self._prefix = prefix
         self.links: list[Veth] = []
         self._processes: list[subprocess.Popen] = []
         self._loopback_up = loopback_up
@@ -257,7 +262,7 @@ class Topology:
         """Create a namespace (loopback up unless ``loopback_up=False``)."""
         if self._closed:
             raise RuntimeError("topology already closed")
-        namespace = Namespace(_unique_name(label), self)
+        namespace = Namespace(_unique_name(label, self._prefix), self)
         _run(["ip", "netns", "add", namespace.name])
         self.namespaces.append(namespace)
         if self._loopback_up:

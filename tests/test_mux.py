@@ -253,3 +253,39 @@ def test_interpreter_exits_with_sockets_left_open(tmp_path):
     assert completed.returncode == 0, completed.stderr
     assert completed.stdout.strip() == "done"
     assert time.monotonic() - started < 15
+
+
+def test_close_leaves_the_spaced_shutdown_copies_to_the_port_or_sends_them_with_it():
+    """close() does not wait out the 10 ms spacing of its four SHUTDOWN copies: on a port that
+    stays up (an accepted socket) the send worker sends them after close() returned; a socket
+    whose port closes with it sends them in one burst before the port goes."""
+    with udt.create_server((LOOP4, 0)) as server:
+        client = udt.create_connection(server.getsockname(), timeout=5)
+        conn, _ = server.accept()
+        server_mux = mux_of(conn)
+        client.sendall(b"x")
+        assert conn.recv(10) == b"x"
+        time.sleep(0.05)  # let the ACK/ACK2 exchange settle
+        sent = server_mux.stats()["mux_datagrams_out"]
+        conn.close()  # the listener keeps the port: the copies follow, 10 ms apart
+        # close() returned before the last copies were due (it used to wait 30 ms for them)
+        assert server_mux.stats()["mux_datagrams_out"] - sent < 4
+        assert client.recv(10) == b""  # the first SHUTDOWN arrived: EOF
+        deadline = time.monotonic() + 2
+        while server_mux.stats()["mux_datagrams_out"] - sent < 4 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert server_mux.stats()["mux_datagrams_out"] - sent >= 4
+
+    with udt.create_server((LOOP4, 0)) as server:
+        client = udt.create_connection(server.getsockname(), timeout=5)
+        conn, _ = server.accept()
+        client_mux = mux_of(client)
+        client.sendall(b"y")
+        assert conn.recv(10) == b"y"
+        time.sleep(0.05)
+        sent = client_mux.stats()["mux_datagrams_out"]
+        client.close()  # its private port closes with it
+        assert client_mux.closed
+        assert client_mux.stats()["mux_datagrams_out"] - sent >= 4  # all four went out first
+        assert conn.recv(10) == b""
+        conn.close()

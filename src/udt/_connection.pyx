@@ -13,7 +13,8 @@ from libc.stdlib cimport free, malloc
 from udt._conntable cimport MuxConn, muxconn_decref
 from udt._epoll cimport (READY_ERR, READY_IN, READY_OUT, READY_READ_FD, READY_WRITE_FD,
                          conn_readiness, conn_ready_note, ready_open)
-from udt._muxcore cimport MuxCore, after_engine_call, close_conn, schedule_send, schedule_timer
+from udt._muxcore cimport (CLOSE_WAIT, CLOSE_WAIT_PORT_ENDS, MuxCore, after_engine_call, close_conn,
+                           schedule_send, schedule_timer)
 from udt._net cimport (AF_INET, Channel, address_from_sockaddr, sockaddr, sockaddr_in, sockaddr_in6,
                        sockaddr_storage)
 from udt._sync cimport cond_wait_until, mux_errno, now_us, pthread_mutex_lock, pthread_mutex_unlock
@@ -142,6 +143,16 @@ cdef class Connection:
             length = sizeof(sockaddr_in) if address.ss_family == AF_INET else sizeof(sockaddr_in6)
             self._peer_address = address_from_sockaddr(<const sockaddr*>&address, length)
         return self._peer_address
+
+    @property
+    def handshakes_sent(self):
+        """Handshake requests this connect has sent so far (what a failed connect tried)."""
+        return self._conn().conn.hs_sent
+
+    @property
+    def peer_handshake_seen(self):
+        """A rendezvous connect received at least one handshake from its peer."""
+        return bool(self._conn().conn.hs_peer_seen)
 
     @property
     def state(self):
@@ -541,12 +552,15 @@ cdef class Connection:
         cdef int64_t linger_us = <int64_t>(linger_seconds * 1e6)
         cdef int64_t pending = 0
         cdef bint broken = False
+        cdef bint port_ends
         if mc == NULL or self._closed:
             return
         self._closed = True
         if self.m != NULL:
+            port_ends = self.mux is None or self.mux.sole_user()
             with nogil:
-                close_conn(self.m, self.channel, mc, linger_us, True)
+                close_conn(self.m, self.channel, mc, linger_us,
+                           CLOSE_WAIT_PORT_ENDS if port_ends else CLOSE_WAIT)
                 if linger_us > 0:
                     pthread_mutex_lock(&mc.lock)
                     pending = core.conn_pending_send_bytes(&mc.conn)

@@ -361,6 +361,7 @@ cdef struct Conn:
     uint32_t hs_cookie
     int64_t hs_next_time        # next (re)transmission of our request
     int64_t connect_deadline
+    int32_t hs_sent             # handshake requests sent by this connect (a failed one reports it)
     bint hs_peer_seen           # rendezvous: a handshake from the peer was received
     int peer_mss                # from the peer's handshake (rendezvous completion)
     int peer_flight_flag_size
@@ -431,6 +432,7 @@ cdef struct Conn:
     int shutdown_due            # SHUTDOWN copies still to send: UDT has no ACK for it, and a
                                 # lost one leaves the peer waiting for its broken timer
     int64_t shutdown_next_time  # when the next copy is due (they go SHUTDOWN_SPACING_US apart)
+    bint shutdown_burst         # the port closes with this socket: the copies go out at once
     int reset_due               # error signals (2001) still to send before SHUTDOWN: we closed
                                 # with data undelivered, and the peer must not read a clean EOF
     int64_t linger_deadline

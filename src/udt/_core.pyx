@@ -567,6 +567,7 @@ cdef ssize_t _next_control(Conn* c, int64_t now, uint8_t* out, size_t cap) noexc
         if now >= c.hs_next_time:
             _fill_handshake(c, &hs, c.hs_req_type)
             c.hs_next_time = now + HANDSHAKE_RETRY_US
+            c.hs_sent += 1
             if hs.req_type == REQ_INDUCTION:
                 hs.cookie = HSEXT_MAGIC     # the offer: UDT4/SRT listeners overwrite it
             n = <ssize_t>handshake_encode(out, &hs, c.peer_socket_id if (c.rendezvous and c.hs_peer_seen) else 0)
@@ -585,7 +586,7 @@ cdef ssize_t _next_control(Conn* c, int64_t now, uint8_t* out, size_t cap) noexc
             return <ssize_t>put_control(out, PKT_ERROR_SIGNAL, ERR_CONNECTION_BROKEN, c.peer_socket_id)
         if c.shutdown_due > 0 and now >= c.shutdown_next_time:
             c.shutdown_due -= 1
-            c.shutdown_next_time = now + SHUTDOWN_SPACING_US
+            c.shutdown_next_time = now if c.shutdown_burst else now + SHUTDOWN_SPACING_US
             return <ssize_t>put_control(out, PKT_SHUTDOWN, 0, c.peer_socket_id)
         return 0
     if not _is_live(c):

@@ -240,6 +240,10 @@ cdef class Multiplexer:
                 raise BadSocketError(ErrorCode.BAD_SOCKET, "the multiplexer is closed")
             self._refs += 1
 
+    def sole_user(self):
+        """One socket holds the port: its close takes the port (and the send worker) along."""
+        return self._refs <= 1
+
     def release(self):
         """Drop a socket's reference; the last one stops the workers and closes the port."""
         with _registry_lock:

@@ -131,5 +131,11 @@ cdef uint32_t closed_peer_to_answer(MuxCore* m, uint32_t socket_id, const sockad
 cdef void unregister_conn(MuxCore* m, MuxConn* mc) noexcept nogil
 
 # closing (no lock held)
+cdef enum CloseWait:
+    CLOSE_NO_WAIT = 0           # return at once (abort paths: the listener, a failed connect)
+    CLOSE_WAIT = 1              # wait for the drain (linger); the port's send worker sends the
+                                # SHUTDOWN copies, spaced, after close returns
+    CLOSE_WAIT_PORT_ENDS = 2    # also the port goes with this socket: send the copies in one
+                                # burst and see them out before the port closes
 cdef int close_conn(MuxCore* m, Channel channel, MuxConn* mc, int64_t linger_us,
-                    bint wait) noexcept nogil
+                    int wait) noexcept nogil

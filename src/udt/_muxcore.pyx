@@ -186,10 +186,11 @@ cdef void unregister_conn(MuxCore* m, MuxConn* mc) noexcept nogil:
 # ---------------------------------------------------------------------------------------------
 
 cdef int close_conn(MuxCore* m, Channel channel, MuxConn* mc, int64_t linger_us,
-                    bint wait) noexcept nogil:
+                    int wait) noexcept nogil:
     """Close mc: drain while the peer acknowledges (linger_us without progress gives up; 0
-    aborts), send SHUTDOWN, wake its waiters, leave the tables.  With wait, block until the
-    engine reports CLOSED or its linger deadline (+1 s) passed."""
+    aborts), send SHUTDOWN, wake its waiters, leave the tables.  With wait (CloseWait), block
+    until the engine reports CLOSED or its linger deadline (+1 s) passed; when the port ends
+    with this socket, also until the SHUTDOWN copies are sent."""
     cdef int64_t now = now_us()
     cdef int64_t deadline
     cdef uint32_t events
@@ -222,14 +223,22 @@ cdef int close_conn(MuxCore* m, Channel channel, MuxConn* mc, int64_t linger_us,
                 mc.waiters += 1
                 cond_wait_until(&mc.changed, &mc.lock, deadline)
                 mc.waiters -= 1
-        # the SHUTDOWN copies go out SHUTDOWN_SPACING_US apart: see them sent before the port
-        # can go away with its last socket (bounded; nothing signals this, so poll gently)
-        deadline = now_us() + 200000
-        while (wait and not mc.mux_dead and mc.conn.state == core.STATE_CLOSED
-               and mc.conn.shutdown_due > 0 and now_us() < deadline):
-            mc.waiters += 1
-            cond_wait_until(&mc.changed, &mc.lock, now_us() + 5000)
-            mc.waiters -= 1
+        # The SHUTDOWN copies go out SHUTDOWN_SPACING_US apart from the send worker, which keeps
+        # its reference: a port that stays up sends them after we return.  A port that closes
+        # with this socket would take them along, so they go out now in one burst and we see
+        # them sent (the send worker wakes us; bounded).  Waiting out the spacing instead made
+        # every close of a client socket cost 30 ms.
+        if (wait == CLOSE_WAIT_PORT_ENDS and not mc.mux_dead and mc.conn.state == core.STATE_CLOSED
+                and mc.conn.shutdown_due > 0):
+            mc.conn.shutdown_burst = True
+            mc.conn.shutdown_next_time = 0
+            schedule_send(m, mc, now_us())
+            deadline = now_us() + 200000
+            while (not mc.mux_dead and mc.conn.state == core.STATE_CLOSED
+                   and mc.conn.shutdown_due > 0 and now_us() < deadline):
+                mc.waiters += 1
+                cond_wait_until(&mc.changed, &mc.lock, now_us() + 5000)
+                mc.waiters -= 1
         # we ended it (the peer did not): remember it, in case our SHUTDOWN gets lost
         remember = (mc.conn.state == core.STATE_CLOSED and mc.conn.peer_socket_id != 0
                     and not mc.conn.peer_shutdown and not mc.conn.peer_reset)

@@ -30,6 +30,7 @@ import io
 import os
 import socket as _pysocket
 import threading
+import time
 import warnings
 import weakref
 from typing import IO, Any, Literal, NoReturn, cast
@@ -38,6 +39,7 @@ import udt._mux as _mux
 
 from . import _sockopt
 from ._files import FileHandle, check_file_range
+from ._rendezvous import rendezvous_failure_message
 from .config import ConnectionConfiguration
 from .errors import (
     BadSocketError,
@@ -158,6 +160,7 @@ class socket:
         self._read_shut = False
         self._local_used: tuple | None = None  # getsockname() of a connection, once learnt
         self._pinned = False  # our private port, connect()ed to the peer (see connect)
+        self._connect_started = 0.0  # time.monotonic() of the connect in progress
         self._pollers: weakref.WeakSet = weakref.WeakSet()  # the udt.epoll sets watching it
         _live_sockets.add(self)
 
@@ -435,6 +438,7 @@ class socket:
                 self._mux.pin_peer(peer)  # a closed port's ICMP now refuses the connect at once
             connect_ms = self._options[SocketOption.UDT_CONNTIMEO] * (10 if rendezvous else 1)
             self._conn = self._mux.connect(self._engine_config(), peer, rendezvous, connect_ms)
+            self._connect_started = time.monotonic()
             self._state = SocketState.CONNECTING
         wait = self._recv_wait()
         if wait == 0:
@@ -448,11 +452,14 @@ class socket:
         except (BlockingIOError, InterruptedError, KeyboardInterrupt):
             raise
         except TimeoutError as exc:
+            rendezvous_failed = self._rendezvous_failure(conn)
             if self._state == SocketState.CONNECTING and not isinstance(exc, ConnectTimeoutError):
                 # the user's timeout ran out first: abandon the attempt, as socket.connect does
                 self._abandon_connect()
-                raise ConnectTimeoutError(ErrorCode.NO_SERVER, "timed out") from None
+                raise ConnectTimeoutError(ErrorCode.NO_SERVER, rendezvous_failed or "timed out") from None
             self._abandon_connect()
+            if rendezvous_failed:
+                raise ConnectTimeoutError(ErrorCode.NO_SERVER, rendezvous_failed) from None
             raise
         except OSError:
             self._abandon_connect()
@@ -460,6 +467,18 @@ class socket:
         with self._lock:
             if self._state == SocketState.CONNECTING:
                 self._state = SocketState.CONNECTED
+
+    def _rendezvous_failure(self, conn: Any) -> str | None:
+        """What a rendezvous that timed out tried (None for a client connect)."""
+        if not self._options[SocketOption.UDT_RENDEZVOUS]:
+            return None
+        return rendezvous_failure_message(
+            self._mux.local_address,
+            conn.peer_address,
+            conn.handshakes_sent,
+            time.monotonic() - self._connect_started,
+            conn.peer_handshake_seen,
+        )
 
     def _abandon_connect(self) -> None:
         self._leave_pollers()

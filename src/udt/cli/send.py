@@ -256,12 +256,14 @@ def _connect(
         sock.settimeout(args.timeout)
         try:
             sock.connect(sockaddr)
-        except TimeoutError:
+        except TimeoutError as exc:
             if cancel.is_set():
                 raise
-            hint = "udt-recv --rendezvous" if args.rendezvous else "udt-recv"
+            if args.rendezvous:  # the socket says what it tried and why a NAT may be the cause
+                detail = exc.strerror or str(exc)
+                raise CliError(ExitCode.TIMEOUT, f"{detail} (is udt-recv --rendezvous running there?)") from None
             raise CliError(
-                ExitCode.TIMEOUT, f"no answer from {peer} within {args.timeout:g} s (is {hint} running there?)"
+                ExitCode.TIMEOUT, f"no answer from {peer} within {args.timeout:g} s (is udt-recv running there?)"
             ) from None
         except OSError as exc:
             if cancel.is_set():

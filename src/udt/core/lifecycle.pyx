@@ -188,6 +188,7 @@ cdef int conn_connect(Conn* c, const sockaddr_storage* peer, int64_t now) noexce
     c.hs_req_type = REQ_RENDEZVOUS if c.rendezvous else REQ_INDUCTION
     c.hs_cookie = 0
     c.hs_next_time = now
+    c.hs_sent = 0
     if c.opts.connect_timeout_us > 0:
         c.connect_deadline = now + c.opts.connect_timeout_us
     else:

@@ -4,6 +4,7 @@
     python bench/bench_transfer.py --json results.json
     python -m udt.tools.benchplot results.json -o throughput.png [--log]
     python -m udt.tools.benchplot wan.json -o plots/        # bench_wan.py: one PNG per path + bars
+    python -m udt.tools.benchplot latency.json -o latency.png  # bench_latency.py: µs per row
 
 Bars are medians (MB/s), grouped by kind (file transfer, memory to memory) and coloured with udt
 highlighted; the whisker spans min–max of the runs and each run is a dot.  Skipped systems appear
@@ -24,6 +25,8 @@ def load(path: Path) -> dict[str, Any]:
     data = json.loads(path.read_text())
     if isinstance(data, dict) and isinstance(data.get("paths"), list):
         return data  # bench_wan.py's result: drawn by plot_wan
+    if isinstance(data, dict) and isinstance(data.get("many"), list):
+        return data  # bench_latency.py's result: drawn by plot_latency
     if not isinstance(data, dict) or "results" not in data:
         raise ValueError(f"{path} is not a bench_transfer.py or bench_wan.py --json result")
     for row in data["results"]:
@@ -200,6 +203,46 @@ def plot_bars(rows: list[tuple[str, list[float]]], output: Path, *, xlabel: str,
     plt.close(fig)
 
 
+def plot_latency(data: dict[str, Any], output: Path) -> None:
+    """bench_latency.py's rows as horizontal bars on a log axis: the median of each (measure,
+    system), a whisker out to its p99, a dot per run's median, udt in red, goals as ticks."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = data["results"]
+    fig, ax = plt.subplots(figsize=(10, 0.5 * len(rows) + 1.8))
+    positions = list(range(len(rows)))[::-1]
+    medians = [r["median_us"] for r in rows]
+    upper = [max(0.0, r["p99_us"] - r["median_us"]) for r in rows]
+    colours = ["#d62728" if r["system"] == "udt" else "#7f7f7f" for r in rows]
+    ax.barh(positions, medians, color=colours, xerr=[[0.0] * len(rows), upper], capsize=3)
+    goals = data.get("meta", {}).get("goals_us", {})
+    for pos, row in zip(positions, rows):
+        for value in row["run_medians_us"]:
+            ax.plot(value, pos, "o", color="black", markersize=3, zorder=3)
+        ax.annotate(
+            f"{row['median_us']:.0f} µs",
+            (row["median_us"], pos),
+            xytext=(6, -10),
+            textcoords="offset points",
+            fontsize=8,
+        )
+        goal = goals.get(f"{row['measure']}_median")
+        if goal and row["system"] == "udt":
+            ax.plot(goal, pos, "|", color="green", markersize=18, markeredgewidth=2, zorder=4)
+    ax.set_yticks(positions)
+    ax.set_yticklabels([f"{r['measure']}: {r['system']}" for r in rows], fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlabel("µs (median; whisker to p99; dots: run medians; green tick: goal)")
+    meta = data.get("meta", {})
+    ax.set_title(f"loopback latency — {meta.get('runs', '?')} runs ({meta.get('date', '')})", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(output, dpi=110)
+    plt.close(fig)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("results", type=Path, help="JSON written by bench/bench_transfer.py or bench_wan.py --json")
@@ -221,6 +264,10 @@ def main(argv: list[str] | None = None) -> int:
             output.mkdir(parents=True, exist_ok=True)
             for written in plot_wan(data, output):
                 print(written)
+            return 0
+        if "many" in data:
+            plot_latency(data, output)
+            print(output)
             return 0
         plot(data, output, log_scale=args.log, title=args.title)
     except ImportError:
