@@ -70,8 +70,18 @@ class Host:
 class Net:
     """An in-memory network of engines with a fake clock (µs)."""
 
-    def __init__(self, seed: int = 1, profile: LinkProfile | None = None, reverse: LinkProfile | None = None):
+    def __init__(
+        self,
+        seed: int = 1,
+        profile: LinkProfile | None = None,
+        reverse: LinkProfile | None = None,
+        *,
+        shared: bool = False,
+    ):
+        """``shared``: all traffic towards one host crosses one queue (a dumbbell's bottleneck)
+        instead of one per (source, destination) pair."""
         self.now = 0
+        self.shared = shared
         self.seed = seed
         self._rng = random.Random(seed)
         self._profile = profile or LinkProfile()
@@ -130,7 +140,7 @@ class Net:
 
     # ---- links ----
     def _direction(self, src: tuple, dst: tuple) -> _Direction:
-        key = (src, dst)
+        key = (None, dst) if self.shared else (src, dst)
         d = self._directions.get(key)
         if d is None:
             profile = self._profile
