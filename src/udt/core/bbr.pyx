@@ -72,6 +72,7 @@ cdef struct Bbr:
     double round_max_sample
     int64_t min_rtt_us
     int64_t min_rtt_stamp
+    bint rtt_measured              # min_rtt_us is a sample, not the engine's 100 ms placeholder
     double full_bw
     int full_bw_count
     bint full_bw_reached
@@ -313,11 +314,15 @@ cdef void _on_delivery(CCState* cc, Bbr* b, int64_t now) noexcept nogil:
     r = &b.ring[b.hi_recv & b.ring_mask]
     if r.seq == b.hi_recv and r.sent_time > 0:
         rtt = now - r.sent_time
-        if rtt > 0 and (rtt < b.min_rtt_us or now - b.min_rtt_stamp > MIN_RTT_WINDOW_US):
+        if rtt > 0 and (rtt < b.min_rtt_us or now - b.min_rtt_stamp > MIN_RTT_WINDOW_US
+                        or not b.rtt_measured):
             # the window expired: restart from current samples (the 0.75 phase drains the queue
             # once per cycle, so the true minimum comes back within one cycle; no PROBE_RTT)
+            # (and the first sample replaces the guess: a 200 ms path measured as 100 ms would
+            # halve the BDP and STARTUP would grow the window linearly, not double it)
             b.min_rtt_us = rtt
             b.min_rtt_stamp = now
+            b.rtt_measured = True
         b.first_sent_time = r.sent_time
         if r.delivered >= b.next_round_delivered:
             b.next_round_delivered = b.delivered
@@ -349,9 +354,8 @@ cdef void bbr_on_ack(CCState* cc, int32_t ack, int64_t now) noexcept nogil:
     cdef int64_t _k
     cdef int32_t s
     cdef SendRecord* r
-    if cc.rtt_us > 0 and cc.rtt_us < b.min_rtt_us:
-        b.min_rtt_us = cc.rtt_us
-        b.min_rtt_stamp = now
+    # (the min RTT comes from the send records only: the ACK's RTT field is the receiver's
+    # 100 ms placeholder until its first ACK2, and would halve a 200 ms path's BDP)
     if newly <= 0:
         return
     s = b.last_ack
