@@ -53,6 +53,7 @@ class _Direction:
     dropped: int = 0
     duplicated: int = 0
     delivered: int = 0
+    reverse: bool = False  # takes the reverse profile (source address above the destination's)
 
 
 @dataclass
@@ -146,7 +147,7 @@ class Net:
             profile = self._profile
             if self._reverse is not None and src > dst:
                 profile = self._reverse
-            d = _Direction(profile, random.Random(f"{self.seed}|{src}|{dst}"))
+            d = _Direction(profile, random.Random(f"{self.seed}|{src}|{dst}"), reverse=src > dst)
             self._directions[key] = d
         return d
 
@@ -154,7 +155,7 @@ class Net:
         self._profile = profile
         self._reverse = reverse
         for d in self._directions.values():
-            d.profile = profile
+            d.profile = reverse if reverse is not None and d.reverse else profile
 
     def transmit(self, src: tuple, dst: tuple, data: bytes) -> None:
         if self.sent_log is not None:

@@ -49,6 +49,7 @@ cdef struct SendRecord:
     uint8_t app_limited
     uint8_t lost                   # a NAK named it since it was (re)sent: counted once
     uint8_t hole                   # named by a NAK and not yet passed by the cumulative ACK
+    uint8_t resent                 # sent more than once: no RTT sample (Karn)
 
 
 cdef struct Bbr:
@@ -165,6 +166,9 @@ cdef void bbr_on_pkt_sent(CCState* cc, int32_t seq, int size, int64_t now) noexc
             # the ring wrapped over a hole never acknowledged (a send buffer beyond the ring)
             r.hole = 0
             b.holes -= 1
+        r.resent = 0
+    else:
+        r.resent = 1
     r.seq = seq
     r.sent_time = now
     r.send_rate = <float>(1e6 / cc.period_us if cc.period_us > 0 else 1e9)
@@ -313,7 +317,8 @@ cdef void _on_delivery(CCState* cc, Bbr* b, int64_t now) noexcept nogil:
     b.delivered_time = now
     r = &b.ring[b.hi_recv & b.ring_mask]
     if r.seq == b.hi_recv and r.sent_time > 0:
-        rtt = now - r.sent_time
+        # (Karn: the feedback for a resent packet may answer its first copy)
+        rtt = 0 if r.resent else now - r.sent_time
         if rtt > 0 and (rtt < b.min_rtt_us or now - b.min_rtt_stamp > MIN_RTT_WINDOW_US
                         or not b.rtt_measured):
             # the window expired: restart from current samples (the 0.75 phase drains the queue
