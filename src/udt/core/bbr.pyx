@@ -5,12 +5,13 @@
 # (gain x BDP).  Random loss below LOSS_THRESH per round does not move the model; above it the
 # round counts as congestion and caps the window and the bandwidth by BETA (as BBRv3 does).
 #
-# It learns only from what a UDT4/SRT receiver sends: the cumulative ACK sequence and RTT field
-# of full ACKs, the loss ranges of NAKs, plus its own per-packet send times (on_pkt_sent).  Each
-# sent packet gets a record in a ring indexed by sequence number (allocated in init, freed in
-# close: nothing per packet); a full ACK makes one rate sample from the record of the newest
-# acknowledged packet (draft-cheng-iccrg-delivery-rate-estimation, with the cumulative ACK as the
-# only delivery signal: a sequence counts once, when the ACK first passes it).
+# It learns only from what a UDT4/SRT receiver sends: the cumulative ACK sequence of full ACKs,
+# the loss ranges of NAKs, plus its own per-packet send times (on_pkt_sent).  Each sent packet
+# gets a record in a ring indexed by sequence number (allocated in init, freed in close: nothing
+# per packet).  A NAK also says that the packet after each gap arrived, so the newest sequence
+# known received (hi_recv) runs ahead of the cumulative ACK while holes wait for repair; every
+# ACK or NAK that moves it makes one rate sample from hi_recv's record
+# (draft-cheng-iccrg-delivery-rate-estimation, delivered = packets up to hi_recv less holes).
 
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t
 from libc.stdlib cimport calloc, free
