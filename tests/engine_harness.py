@@ -53,6 +53,7 @@ class _Direction:
     dropped: int = 0
     duplicated: int = 0
     delivered: int = 0
+    reverse: bool = False  # takes the reverse profile (source address above the destination's)
 
 
 @dataclass
@@ -70,8 +71,18 @@ class Host:
 class Net:
     """An in-memory network of engines with a fake clock (µs)."""
 
-    def __init__(self, seed: int = 1, profile: LinkProfile | None = None, reverse: LinkProfile | None = None):
+    def __init__(
+        self,
+        seed: int = 1,
+        profile: LinkProfile | None = None,
+        reverse: LinkProfile | None = None,
+        *,
+        shared: bool = False,
+    ):
+        """``shared``: all traffic towards one host crosses one queue (a dumbbell's bottleneck)
+        instead of one per (source, destination) pair."""
         self.now = 0
+        self.shared = shared
         self.seed = seed
         self._rng = random.Random(seed)
         self._profile = profile or LinkProfile()
@@ -130,13 +141,13 @@ class Net:
 
     # ---- links ----
     def _direction(self, src: tuple, dst: tuple) -> _Direction:
-        key = (src, dst)
+        key = (None, dst) if self.shared else (src, dst)
         d = self._directions.get(key)
         if d is None:
             profile = self._profile
             if self._reverse is not None and src > dst:
                 profile = self._reverse
-            d = _Direction(profile, random.Random(f"{self.seed}|{src}|{dst}"))
+            d = _Direction(profile, random.Random(f"{self.seed}|{src}|{dst}"), reverse=src > dst)
             self._directions[key] = d
         return d
 
@@ -144,7 +155,7 @@ class Net:
         self._profile = profile
         self._reverse = reverse
         for d in self._directions.values():
-            d.profile = profile
+            d.profile = reverse if reverse is not None and d.reverse else profile
 
     def transmit(self, src: tuple, dst: tuple, data: bytes) -> None:
         if self.sent_log is not None:

@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -52,6 +53,21 @@ def test_window_rate_and_verdicts(paths_module):
     assert wan.verdict(loss, dict(good, median_mbit_per_s=165.0), bbr)["pass"]
     assert not wan.verdict(loss, dict(good, median_mbit_per_s=150.0), bbr)["pass"]  # under 160 Mbit/s
     assert not wan.verdict(loss, dict(good, median_mbit_per_s=170.0), {"median_mbit_per_s": 150.0})["pass"]
+
+
+def test_runs_go_where_a_verdict_needs_them(paths_module):
+    """The trimmed schedule: medians of --runs for the judged controller on every path and for TCP
+    bbr where a goal is a multiple of it; one run of everything else; the full bench about 15 min."""
+    bench = importlib.import_module("bench_wan")
+    args = bench.parse_args([])
+    judged, tcp, other = (SimpleNamespace(name=n) for n in ("udt bbr", "TCP bbr", "TCP cubic"))
+    paths = paths_module.PATHS
+    assert bench.runs_of(judged, paths["clean"], "udt bbr", args) == 3
+    assert bench.runs_of(tcp, paths["loss1"], "udt bbr", args) == 3  # ≥ 1.4 × TCP bbr
+    assert bench.runs_of(tcp, paths["transfer10m"], "udt bbr", args) == 3
+    assert bench.runs_of(tcp, paths["clean"], "udt bbr", args) == 1
+    assert bench.runs_of(other, paths["loss1"], "udt bbr", args) == 1
+    assert bench.runs_of(other, paths["loss1"], "udt bbr", bench.parse_args(["--runs", "1", "--other-runs", "2"])) == 1
 
 
 @pytest.mark.slow

@@ -9,7 +9,7 @@ import pytest
 
 import udt
 import udt.cc
-from engine_harness import LinkProfile, Net, connected_pair
+from engine_harness import ST, LinkProfile, Net, connected_pair
 
 RATE = 4000  # packets/s (about 47 Mbit/s of payload)
 DELAY = 10_000  # one way: base RTT 20 ms
@@ -144,3 +144,61 @@ def test_loopback_transfer_with_bbr_is_byte_identical():
     assert bytes(got) == data
     with udt.socket() as s, pytest.raises(ValueError, match="vegas"):
         s.setsockopt(udt.UDT_CC, "vegas")
+
+
+def test_a_lost_retransmission_is_reported_again_under_steady_loss():
+    """Steady random loss reports a new loss every few ms; the periodic NAK re-report must still
+    fire, or a retransmission (or NAK) that is lost too holds the cumulative ACK -- and what the
+    application reads -- until the receive buffer fills (what stalled bbr on the real link)."""
+    f = Flow("bbr", 0.03)
+    longest = 0.0
+    last_got, last_change = 0, f.net.now
+    for _ in range(60):  # 3 s in 50 ms steps
+        f.run(0.05)
+        if f.got != last_got:
+            longest = max(longest, (f.net.now - last_change) / 1e6)
+            last_got, last_change = f.got, f.net.now
+    longest = max(longest, (f.net.now - last_change) / 1e6)
+    assert longest < 0.3  # a few NAK periods (20 ms RTT), not the 4 s the buffer holds
+    assert f.got > 0.8 * RATE * 0.97 * 3 * PAYLOAD
+
+
+def _shared_pair(seconds_apart: float):
+    """Two bbr clients on different hosts sending to one server across one bottleneck queue."""
+    net = Net(seed=5, profile=_link(), reverse=LinkProfile(delay_us=DELAY), shared=True)
+    server = ("10.0.1.1", 9000)
+    host = net.listen(server, rcv_buf=16384)
+    clients = []
+    for i, addr in enumerate((("10.0.0.1", 5000), ("10.0.0.3", 5000))):
+        if i:
+            net.run(int(seconds_apart * 1e6), lambda: False)
+        ep = net.endpoint(addr, server, cc="bbr", snd_buf=16384)
+        net.connect(ep)
+        assert net.run(5_000_000, lambda n=i + 1, ep=ep: len(host.accepted) == n and ep.state == ST["CONNECTED"])
+        clients.append(ep)
+    return net, clients, host
+
+
+@pytest.mark.slow
+def test_two_flows_share_one_bottleneck_fairly():
+    net, clients, host = _shared_pair(0.5)
+    servers = list(host.accepted)
+    assert len(servers) == 2
+    got = [0, 0]
+    chunk = bytes(PAYLOAD * 16)
+
+    def pump() -> bool:
+        for c in clients:
+            while c.write(chunk, net.now) > 0:
+                pass
+        for i, s in enumerate(servers):
+            while not isinstance(r := s.read(1 << 20, net.now), int) and r:
+                got[i] += len(r)
+        return False
+
+    net.run(10_000_000, pump)
+    before = list(got)
+    net.run(2_000_000, pump)
+    rates = [(got[i] - before[i]) / PAYLOAD / 2.0 for i in range(2)]
+    assert sum(rates) > 0.85 * RATE  # together they fill the link
+    assert min(rates) >= 0.8 * max(rates), rates

@@ -423,6 +423,7 @@ cdef struct Conn:
     int32_t pending_nak_last[PENDING_NAK_RANGES]
     int pending_nak_count
     bint nak_report_due         # send the whole receiver loss list
+    int32_t nak_horizon         # losses up to here are older than a NAK period: re-reported
     RateEstimator rate
     # --- liveness ---
     int exp_count

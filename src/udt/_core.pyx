@@ -18,7 +18,7 @@ from udt.core.buffers cimport (FRONTIER_PASSED_MESSAGE_END, RSLOT_DROPPED, RSLOT
                                RSLOT_FILLED, rcvbuf_advance_frontier, rcvbuf_index,
                                rcvbuf_message_complete, rcvbuf_payload, sndbuf_index,
                                sndbuf_payload, sndbuf_release)
-from udt.core.losslist cimport (losslist_insert, losslist_pop_first, losslist_remove,
+from udt.core.losslist cimport (losslist_insert, losslist_lower, losslist_pop_first, losslist_remove,
                                 losslist_remove_before, losslist_remove_range)
 from udt.core.packet cimport (CONTROL_FLAG, LOSS_RANGE_FLAG, MSG_NUMBER_26,
                               Handshake, control_word0, get_u32, handshake_encode, msg_boundary,
@@ -410,6 +410,10 @@ cdef uint32_t _on_data(Conn* c, const uint8_t* buf, size_t length, int64_t now) 
         gap = seq_off(c.rcv_largest, seq) - 1
         if gap > 0:
             # loss detected: remember it and report it at once
+            if c.rcv_loss.count == 0:
+                # the periodic re-report starts one NAK period after the first loss
+                c.next_nak_time = now + _nak_interval(c)
+                c.nak_horizon = c.rcv_largest
             losslist_insert(&c.rcv_loss, seq_inc(c.rcv_largest), seq_dec(seq))
             c.stats.pkt_rcv_loss_total += gap
             if c.pending_nak_count < PENDING_NAK_RANGES:
@@ -418,6 +422,7 @@ cdef uint32_t _on_data(Conn* c, const uint8_t* buf, size_t length, int64_t now) 
                 c.pending_nak_count += 1
             else:
                 c.nak_report_due = True
+                c.nak_horizon = seq
             ev |= EV_WANT_TRANSMIT
         c.rcv_largest = seq
     else:
@@ -543,8 +548,18 @@ cdef ssize_t _emit_nak(Conn* c, int64_t now, uint8_t* out, size_t cap) noexcept 
     if max_words < 1:
         return -ERR_NO_SEND_BUFFER
     if c.nak_report_due:
-        n = _put_loss_ranges(out + HEADER_SIZE, max_words, c.rcv_loss.first, c.rcv_loss.last, c.rcv_loss.count)
+        # the re-report names only losses seen before the previous one (at least a NAK period,
+        # more than a round trip, old): younger ones were just reported and their
+        # retransmissions are still on the way; naming them again would send them twice
+        n = _put_loss_ranges(out + HEADER_SIZE, max_words, c.rcv_loss.first, c.rcv_loss.last,
+                             losslist_lower(&c.rcv_loss, seq_inc(c.nak_horizon)))
         c.nak_report_due = False
+        c.nak_horizon = c.rcv_largest
+        # only the re-report restarts the NAK timer: were every first report of a new loss to
+        # push it back too, steady random loss would keep it from ever firing, and a lost
+        # retransmission (or NAK) would hold the cumulative ACK forever (the peer is not silent,
+        # so EXP never fires either)
+        c.next_nak_time = now + _nak_interval(c)
     else:
         n = _put_loss_ranges(out + HEADER_SIZE, max_words, c.pending_nak_first, c.pending_nak_last,
                              c.pending_nak_count)
@@ -552,7 +567,6 @@ cdef ssize_t _emit_nak(Conn* c, int64_t now, uint8_t* out, size_t cap) noexcept 
     if n == 0:
         return 0
     put_header(out, control_word0(PKT_NAK, 0), 0, 0, c.peer_socket_id)
-    c.next_nak_time = now + _nak_interval(c)
     c.stats.pkt_sent_nak_total += 1
     return HEADER_SIZE + 4 * n
 

@@ -5,12 +5,13 @@
 # (gain x BDP).  Random loss below LOSS_THRESH per round does not move the model; above it the
 # round counts as congestion and caps the window and the bandwidth by BETA (as BBRv3 does).
 #
-# It learns only from what a UDT4/SRT receiver sends: the cumulative ACK sequence and RTT field
-# of full ACKs, the loss ranges of NAKs, plus its own per-packet send times (on_pkt_sent).  Each
-# sent packet gets a record in a ring indexed by sequence number (allocated in init, freed in
-# close: nothing per packet); a full ACK makes one rate sample from the record of the newest
-# acknowledged packet (draft-cheng-iccrg-delivery-rate-estimation, with the cumulative ACK as the
-# only delivery signal: a sequence counts once, when the ACK first passes it).
+# It learns only from what a UDT4/SRT receiver sends: the cumulative ACK sequence of full ACKs,
+# the loss ranges of NAKs, plus its own per-packet send times (on_pkt_sent).  Each sent packet
+# gets a record in a ring indexed by sequence number (allocated in init, freed in close: nothing
+# per packet).  A NAK also says that the packet after each gap arrived, so the newest sequence
+# known received (hi_recv) runs ahead of the cumulative ACK while holes wait for repair; every
+# ACK or NAK that moves it makes one rate sample from hi_recv's record
+# (draft-cheng-iccrg-delivery-rate-estimation, delivered = packets up to hi_recv less holes).
 
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t
 from libc.stdlib cimport calloc, free
@@ -32,7 +33,7 @@ cdef enum:
     MAX_RING = 1 << 20
 
 cdef double STARTUP_GAIN = 2.77           # 2 / ln 2: doubles the delivery rate every round
-cdef double STARTUP_CWND_GAIN = 2.89
+cdef double STARTUP_CWND_GAIN = 2.0            # BBRv3: 2 x BDP fits the link plus a BDP of queue
 cdef double CWND_GAIN = 2.0
 cdef double LOSS_THRESH = 0.1             # round loss rate above which loss means congestion
 cdef double BETA = 0.7
@@ -48,6 +49,8 @@ cdef struct SendRecord:
     int32_t seq
     uint8_t app_limited
     uint8_t lost                   # a NAK named it since it was (re)sent: counted once
+    uint8_t hole                   # named by a NAK and not yet passed by the cumulative ACK
+    uint8_t resent                 # sent more than once: no RTT sample (Karn)
 
 
 cdef struct Bbr:
@@ -55,7 +58,10 @@ cdef struct Bbr:
     int ring_mask
     int state
     int32_t last_ack
-    int64_t delivered
+    int32_t hi_recv                # newest sequence known to have reached the receiver
+    int64_t hi_count               # packets up to hi_recv (since init)
+    int64_t holes                  # packets before hi_recv named lost and not yet acknowledged
+    int64_t delivered              # hi_count - holes: what the receiver has, never decreasing
     int64_t delivered_time
     int64_t first_sent_time
     int64_t app_limited_until      # the delivered count that ends an app-limited period (0 = none)
@@ -68,6 +74,7 @@ cdef struct Bbr:
     double round_max_sample
     int64_t min_rtt_us
     int64_t min_rtt_stamp
+    bint rtt_measured              # min_rtt_us is a sample, not the engine's 100 ms placeholder
     double full_bw
     int full_bw_count
     bint full_bw_reached
@@ -77,6 +84,7 @@ cdef struct Bbr:
     int64_t loss_round             # the last round that saw a loss
     int64_t round_delivered_start
     double inflight_hi             # congestion cap on the window (0 = none)
+    double cwnd                    # the model's pipe; cc.cwnd adds what loss holes hold back
     double pacing_gain
     double cwnd_gain
 
@@ -93,6 +101,15 @@ cdef inline double _bw(Bbr* b) noexcept nogil:
 
 cdef inline double _bdp(Bbr* b) noexcept nogil:
     return _bw(b) * <double>b.min_rtt_us / 1e6
+
+
+cdef inline double _pipe(CCState* cc, Bbr* b) noexcept nogil:
+    """Packets in the network: the engine's in-flight count less what the receiver holds beyond
+    the loss holes (see _set_window)."""
+    cdef int64_t beyond = seq_off(b.last_ack, b.hi_recv)
+    if beyond > 0 and beyond < cc.inflight:
+        return <double>(cc.inflight - beyond)
+    return <double>cc.inflight
 
 
 cdef void bbr_init(CCState* cc, int64_t now) noexcept nogil:
@@ -114,6 +131,7 @@ cdef void bbr_init(CCState* cc, int64_t now) noexcept nogil:
     b.ring_mask = size - 1
     b.state = STARTUP
     b.last_ack = seq_inc(cc.snd_curr_seq)
+    b.hi_recv = cc.snd_curr_seq
     b.delivered_time = now
     b.first_sent_time = now
     b.min_rtt_us = cc.rtt_us if cc.rtt_us > 0 else 100000
@@ -122,6 +140,7 @@ cdef void bbr_init(CCState* cc, int64_t now) noexcept nogil:
     b.pacing_gain = STARTUP_GAIN
     b.cwnd_gain = STARTUP_CWND_GAIN
     b.next_round_delivered = 0
+    b.cwnd = MIN_CWND
     cc.cwnd = MIN_CWND
     cc.period_us = 1e6 / (b.pacing_gain * b.btl_bw)
 
@@ -143,6 +162,14 @@ cdef void bbr_on_pkt_sent(CCState* cc, int32_t seq, int size, int64_t now) noexc
         b.delivered_time = now
     if cc.unsent == 0 and <double>cc.inflight < cc.cwnd:
         b.app_limited_until = b.delivered + cc.inflight if b.delivered + cc.inflight > 0 else 1
+    if r.seq != seq:
+        if r.hole:
+            # the ring wrapped over a hole never acknowledged (a send buffer beyond the ring)
+            r.hole = 0
+            b.holes -= 1
+        r.resent = 0
+    else:
+        r.resent = 1
     r.seq = seq
     r.sent_time = now
     r.send_rate = <float>(1e6 / cc.period_us if cc.period_us > 0 else 1e9)
@@ -177,7 +204,7 @@ cdef void _end_round(CCState* cc, Bbr* b) noexcept nogil:
         b.loss_round = b.round_count
     if loss_rate > LOSS_THRESH and b.state == PROBE_BW:
         # (STARTUP's overshoot is drained by DRAIN; its losses are reported for a few rounds more)
-        b.inflight_hi = BETA * (<double>cc.inflight if b.inflight_hi == 0 or cc.inflight < b.inflight_hi
+        b.inflight_hi = BETA * (_pipe(cc, b) if b.inflight_hi == 0 or _pipe(cc, b) < b.inflight_hi
                                 else b.inflight_hi)
         if b.inflight_hi < _bdp(b) + MIN_CWND:
             b.inflight_hi = _bdp(b) + MIN_CWND
@@ -213,7 +240,7 @@ cdef void _update_state(CCState* cc, Bbr* b, int64_t now) noexcept nogil:
         b.state = DRAIN
         b.pacing_gain = 1.0 / STARTUP_CWND_GAIN
         b.cwnd_gain = STARTUP_CWND_GAIN
-    if b.state == DRAIN and <double>cc.inflight <= _bdp(b) * 1.25 + <double>MIN_CWND:
+    if b.state == DRAIN and _pipe(cc, b) <= _bdp(b) * 1.25 + <double>MIN_CWND:
         b.state = PROBE_BW
         b.cwnd_gain = CWND_GAIN
         # a random phase other than the draining one, so competing flows do not probe in step
@@ -239,51 +266,69 @@ cdef void _set_output(CCState* cc, Bbr* b, int64_t newly) noexcept nogil:
         rate = 1e6 / cc.period_us          # STARTUP never slows down
     if rate > 0:
         cc.period_us = 1e6 / rate
-    # ACKs come every SYN: two of them in the window.  UDT's window counts from the cumulative
-    # ACK, so after a loss the data beyond the hole stays "in flight" until the retransmission
-    # lands (a round trip, one more NAK period if that is lost too): room for it while loss lasts.
+    # ACKs come every SYN: two of them in the window.
     target = b.cwnd_gain * _bdp(b) + bw * (2 * SYN_US) / 1e6 + MIN_CWND
-    if b.loss_round > 0 and b.round_count - b.loss_round < BW_WINDOW:
-        target += bw * <double>(3 * b.min_rtt_us + 4 * cc.rttvar_us) / 1e6
     if b.full_bw_reached:
-        cc.cwnd = cc.cwnd + newly if cc.cwnd + newly < target else target
-    elif cc.cwnd < target:
-        cc.cwnd += newly
+        b.cwnd = b.cwnd + newly if b.cwnd + newly < target else target
+    elif b.cwnd < target:
+        b.cwnd += newly
     if b.inflight_hi > 0 and b.state == PROBE_BW and b.cycle_index == 0:
         # probing up: the cap grows like slow start (doubling per round) and goes once it is moot
         b.inflight_hi += newly
         if b.inflight_hi > 2 * target:
             b.inflight_hi = 0
-    if b.inflight_hi > 0 and cc.cwnd > b.inflight_hi:
-        cc.cwnd = b.inflight_hi
-    if cc.cwnd < MIN_CWND:
-        cc.cwnd = MIN_CWND
+    if b.inflight_hi > 0 and b.cwnd > b.inflight_hi:
+        b.cwnd = b.inflight_hi
+    if b.cwnd < MIN_CWND:
+        b.cwnd = MIN_CWND
+    _set_window(cc, b)
 
 
-cdef void bbr_on_ack(CCState* cc, int32_t ack, int64_t now) noexcept nogil:
-    cdef Bbr* b = _bbr(cc)
-    cdef int64_t newly = seq_off(b.last_ack, ack)
+cdef void _set_window(CCState* cc, Bbr* b) noexcept nogil:
+    """The engine's window counts from the cumulative ACK, so the packets a loss hole holds back
+    (received beyond it, waiting for the retransmission: a round trip, one more NAK period if
+    that is lost too) would count as in flight.  The receiver NAKs a gap as soon as the packet
+    after it arrives, so the newest NAK bounds what it has: the window is the model's pipe plus
+    everything up to there, and data keeps flowing while holes wait (the flow window, the
+    receiver's free buffer, still caps it)."""
+    cdef int64_t beyond = seq_off(b.last_ack, b.hi_recv)
+    cc.cwnd = b.cwnd + (<double>beyond if beyond > 0 else 0.0)
+
+
+cdef void _advance_hi_recv(CCState* cc, Bbr* b, int32_t seq) noexcept nogil:
+    if seq_cmp(seq, b.hi_recv) > 0 and seq_cmp(seq, cc.snd_curr_seq) <= 0:
+        b.hi_count += seq_off(b.hi_recv, seq)
+        b.hi_recv = seq
+
+
+cdef void _on_delivery(CCState* cc, Bbr* b, int64_t now) noexcept nogil:
+    """What the receiver holds grew (hi_recv moved, or the cumulative ACK passed holes): a
+    delivery-rate sample from the record of hi_recv, the newest packet known to have arrived.
+    Counting from it, not from the cumulative ACK, keeps a hole's retransmission (a round trip
+    or more) from freezing the count and then crediting all it held back at once."""
+    cdef int64_t d = b.hi_count - b.holes
+    cdef int64_t newly = d - b.delivered
     cdef int64_t interval, rtt
-    cdef int32_t newest
     cdef SendRecord* r
     cdef double sample
-    if cc.rtt_us > 0 and cc.rtt_us < b.min_rtt_us:
-        b.min_rtt_us = cc.rtt_us
-        b.min_rtt_stamp = now
     if newly <= 0:
+        _set_window(cc, b)
         return
-    b.last_ack = ack
-    b.delivered += newly
+    b.delivered = d
     b.delivered_time = now
-    newest = seq_dec(ack)
-    r = &b.ring[newest & b.ring_mask]
-    if r.seq == newest and r.sent_time > 0:
-        rtt = now - r.sent_time
-        if rtt > 0 and (rtt < b.min_rtt_us or now - b.min_rtt_stamp > MIN_RTT_WINDOW_US):
+    r = &b.ring[b.hi_recv & b.ring_mask]
+    if r.seq == b.hi_recv and r.sent_time > 0:
+        # (Karn: the feedback for a resent packet may answer its first copy)
+        rtt = 0 if r.resent else now - r.sent_time
+        if rtt > 0 and (rtt < b.min_rtt_us or now - b.min_rtt_stamp > MIN_RTT_WINDOW_US
+                        or not b.rtt_measured):
             # the window expired: restart from current samples (the 0.75 phase drains the queue
             # once per cycle, so the true minimum comes back within one cycle; no PROBE_RTT)
+            # (and the first sample replaces the guess: a 200 ms path measured as 100 ms would
+            # halve the BDP and STARTUP would grow the window linearly, not double it)
             b.min_rtt_us = rtt
             b.min_rtt_stamp = now
+            b.rtt_measured = True
         b.first_sent_time = r.sent_time
         if r.delivered >= b.next_round_delivered:
             b.next_round_delivered = b.delivered
@@ -294,8 +339,8 @@ cdef void bbr_on_ack(CCState* cc, int32_t ack, int64_t now) noexcept nogil:
             interval = now - r.delivered_time
         if interval > 0:
             sample = <double>(b.delivered - r.delivered) * 1e6 / <double>interval
-            # nothing is delivered faster than it is sent: without SACK a hole fill credits a
-            # round of packets at once, and the intervals do not always absorb it
+            # nothing is delivered faster than it is sent (a lost NAK, found again by the next
+            # one, can credit a burst at once)
             if sample > r.send_rate:
                 sample = r.send_rate
             if sample > b.round_max_sample:
@@ -309,6 +354,30 @@ cdef void bbr_on_ack(CCState* cc, int32_t ack, int64_t now) noexcept nogil:
     _set_output(cc, b, newly)
 
 
+cdef void bbr_on_ack(CCState* cc, int32_t ack, int64_t now) noexcept nogil:
+    cdef Bbr* b = _bbr(cc)
+    cdef int64_t newly = seq_off(b.last_ack, ack)
+    cdef int64_t _k
+    cdef int32_t s
+    cdef SendRecord* r
+    # (the min RTT comes from the send records only: the ACK's RTT field is the receiver's
+    # 100 ms placeholder until its first ACK2, and would halve a 200 ms path's BDP)
+    if newly <= 0:
+        return
+    s = b.last_ack
+    for _k in range(newly if newly <= b.ring_mask + 1 else b.ring_mask + 1):
+        r = &b.ring[s & b.ring_mask]
+        if r.seq == s and r.hole:
+            r.hole = 0
+            b.holes -= 1
+        s = seq_inc(s)
+    if b.holes < 0:
+        b.holes = 0
+    b.last_ack = ack
+    _advance_hi_recv(cc, b, seq_dec(ack))
+    _on_delivery(cc, b, now)
+
+
 cdef void bbr_on_loss(CCState* cc, const int32_t* loss, int count, int64_t now) noexcept nogil:
     """Count each lost transmission once (the receiver repeats its NAKs for old holes)."""
     cdef Bbr* b = _bbr(cc)
@@ -319,7 +388,7 @@ cdef void bbr_on_loss(CCState* cc, const int32_t* loss, int count, int64_t now) 
     while i < count:
         if <uint32_t>loss[i] & 0x80000000u:
             if i + 1 >= count:
-                return
+                break
             first = <int32_t>(<uint32_t>loss[i] & SEQ_MAX)
             last = loss[i + 1]
             i += 2
@@ -335,17 +404,23 @@ cdef void bbr_on_loss(CCState* cc, const int32_t* loss, int count, int64_t now) 
         s = first
         for _k in range(n):
             r = &b.ring[s & b.ring_mask]
-            if r.seq == s and not r.lost:
-                r.lost = 1
-                b.round_lost += 1
+            if r.seq == s:
+                if not r.lost:
+                    r.lost = 1
+                    b.round_lost += 1
+                if not r.hole:
+                    r.hole = 1
+                    b.holes += 1
             s = seq_inc(s)
+        # the receiver saw the gap when the packet after it arrived
+        _advance_hi_recv(cc, b, seq_inc(last))
     # STARTUP overflowing the queue stalls the cumulative ACK, so the round may never end:
     # leave STARTUP as soon as this round's loss is clearly congestion
     if (b.state == STARTUP and b.round_lost >= MIN_CWND and <double>b.round_lost
             > LOSS_THRESH * <double>(b.delivered - b.round_delivered_start + b.round_lost)):
         b.full_bw_reached = True
         _update_state(cc, b, now)
-        _set_output(cc, b, 0)
+    _on_delivery(cc, b, now)
 
 
 cdef CCOps BBR_CC_OPS
