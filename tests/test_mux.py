@@ -289,3 +289,19 @@ def test_close_leaves_the_spaced_shutdown_copies_to_the_port_or_sends_them_with_
         assert client_mux.stats()["mux_datagrams_out"] - sent >= 4  # all four went out first
         assert conn.recv(10) == b""
         conn.close()
+
+    # a port that goes away while a closed connection still owes copies sends them as it stops
+    with udt.create_server((LOOP4, 0)) as server:
+        client = udt.create_connection(server.getsockname(), timeout=5)
+        conn, _ = server.accept()
+        server_mux = mux_of(conn)
+        client.sendall(b"z")
+        assert conn.recv(10) == b"z"
+        time.sleep(0.05)
+        sent = server_mux.stats()["mux_datagrams_out"]
+        conn.close()  # returns before its last copies are due ...
+        server.close()  # ... and the port closes with the listener
+        assert server_mux.closed
+        assert server_mux.stats()["mux_datagrams_out"] - sent >= 4
+    assert client.recv(10) == b""
+    client.close()

@@ -297,7 +297,8 @@ cdef class Multiplexer:
                 after_engine_call(m, self.channel, mc, core.conn_abort(&mc.conn, now) | core.EV_CLOSED,
                                   now, False)
                 pthread_mutex_unlock(&mc.lock)
-            # 2. the send worker flushes what is due (those SHUTDOWNs) and leaves
+            # 2. the send worker sends what is left (those SHUTDOWNs, and the copies closed
+            #    connections still owe, in one burst each) and leaves
             mux_atomic_store(&m.stopping, 1)
             pthread_mutex_lock(&m.send_lock)
             pthread_cond_signal(&m.send_wake)
@@ -581,7 +582,7 @@ cdef class Multiplexer:
         cdef size_t payload_length
         cdef uint8_t* header
         cdef int k, sent
-        cdef bint stopping
+        cdef bint stopping, owes_shutdown
         pthread_mutex_lock(&m.send_lock)
         while True:
             stopping = mux_atomic_load(&m.stopping) != 0
@@ -595,9 +596,7 @@ cdef class Multiplexer:
                 mux_count(&m.tx_wakeups, 1)
                 continue
             top = m.send_heap.items[0].heap_key[HEAP_SEND]
-            if top > now:
-                if stopping:
-                    break
+            if top > now and not stopping:  # stopping: what is left goes now (SHUTDOWNs owed)
                 m.send_sleep_until = top
                 cond_wait_until(&m.send_wake, &m.send_lock, top)
                 m.send_sleep_until = -2
@@ -608,7 +607,12 @@ cdef class Multiplexer:
 
             send_batch_clear(batch)
             next_time = -1
+            owes_shutdown = False
             pthread_mutex_lock(&mc.lock)
+            if stopping and mc.conn.state == core.STATE_CLOSED and mc.conn.shutdown_due > 0:
+                # the port closes: the copies still spaced 10 ms apart go in this burst
+                mc.conn.shutdown_burst = True
+                mc.conn.shutdown_next_time = 0
             if not mc.mux_dead:
                 memcpy(&batch.address, &mc.conn.peer_addr, sizeof(sockaddr_storage))
                 batch.address_length = (sizeof(sockaddr_in) if mc.conn.peer_addr.ss_family == AF_INET
@@ -624,6 +628,7 @@ cdef class Multiplexer:
                     else:
                         send_batch_add(batch, header, <size_t>length)
                 next_time = core.conn_next_send_time(&mc.conn, now)
+                owes_shutdown = mc.conn.state == core.STATE_CLOSED and mc.conn.shutdown_due > 0
                 schedule_timer(m, self.channel, mc, now, False)
                 if mc.waiters > 0 and mc.conn.state >= core.STATE_BROKEN:
                     pthread_cond_broadcast(&mc.changed)
@@ -639,7 +644,7 @@ cdef class Multiplexer:
                 else:
                     mux_count(&m.datagrams_out, sent)
             pthread_mutex_lock(&m.send_lock)
-            if next_time >= 0 and not stopping:
+            if next_time >= 0 and (not stopping or owes_shutdown):
                 heap_push_or_lower(&m.send_heap, mc, next_time)
             muxconn_decref(mc)
         pthread_mutex_unlock(&m.send_lock)
