@@ -16,8 +16,10 @@ cdef enum:
 
 
 cdef class CryptoState:
-    cdef object seal_aead           # AESGCM for what we send (None until keyed)
-    cdef object open_aead           # AESGCM for what the peer sends
+    cdef object seal_into           # AESGCM(key for what we send).encrypt_into (None until keyed)
+    cdef object open_into           # AESGCM(key for what the peer sends).decrypt_into
+    cdef bytearray seal_nonce       # 12 bytes each, rewritten in place per packet
+    cdef bytearray open_nonce
     cdef object pending             # client: the udt._crypto.ClientKeys awaiting the answer
     cdef readonly bint keyed
     cdef uint64_t next_pn           # packet number of our next sealed packet

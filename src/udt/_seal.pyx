@@ -35,11 +35,10 @@ cdef inline void _put_u64(uint8_t* p, uint64_t v) noexcept nogil:
         v >>= 8
 
 
-cdef inline bytes _nonce(uint64_t pn):
-    cdef uint8_t raw[12]
-    memset(raw, 0, 4)
-    _put_u64(raw + 4, pn)
-    return (<char*>raw)[:12]
+cdef inline bytearray _nonce(bytearray buf, uint64_t pn):
+    """buf (12 bytes: 4 zero, then pn) rewritten in place: no object per packet."""
+    _put_u64(<uint8_t*><char*>buf + 4, pn)
+    return buf
 
 
 cdef class CryptoState:
@@ -50,6 +49,8 @@ cdef class CryptoState:
         self.next_pn = 0
         self.highest = 0
         memset(self.window, 0, sizeof(self.window))
+        self.seal_nonce = bytearray(12)
+        self.open_nonce = bytearray(12)
 
     @staticmethod
     def keyed_with(bytes seal_key, bytes open_key):
@@ -66,8 +67,8 @@ cdef class CryptoState:
         return state
 
     cdef void _set_keys(self, bytes seal_key, bytes open_key):
-        self.seal_aead = AESGCM(seal_key)
-        self.open_aead = AESGCM(open_key)
+        self.seal_into = AESGCM(seal_key).encrypt_into
+        self.open_into = AESGCM(open_key).decrypt_into
         self.keyed = True
 
     def offer(self):
@@ -83,8 +84,8 @@ cdef class CryptoState:
         self.next_pn += 1
         memcpy(out, packet, SEAL_HEADER_SIZE)
         _put_u64(out + SEAL_HEADER_SIZE, pn)
-        self.seal_aead.encrypt_into(
-            _nonce(pn),
+        self.seal_into(
+            _nonce(self.seal_nonce, pn),
             PyMemoryView_FromMemory(<char*>packet + SEAL_HEADER_SIZE, length - SEAL_HEADER_SIZE, PyBUF_READ),
             PyMemoryView_FromMemory(<char*>packet, SEAL_HEADER_SIZE, PyBUF_READ),
             PyMemoryView_FromMemory(<char*>out + SEAL_HEADER_SIZE + SEAL_PN_SIZE,
@@ -110,8 +111,8 @@ cdef class CryptoState:
                 return OPEN_REPLAYED
         body = length - SEAL_HEADER_SIZE - SEAL_OVERHEAD
         try:
-            self.open_aead.decrypt_into(
-                _nonce(pn),
+            self.open_into(
+                _nonce(self.open_nonce, pn),
                 PyMemoryView_FromMemory(<char*>packet + SEAL_HEADER_SIZE + SEAL_PN_SIZE,
                                         length - SEAL_HEADER_SIZE - SEAL_PN_SIZE, PyBUF_READ),
                 PyMemoryView_FromMemory(<char*>packet, SEAL_HEADER_SIZE, PyBUF_READ),
