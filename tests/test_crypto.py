@@ -149,6 +149,24 @@ def test_sealed_packet_opens_once_and_tampering_is_detected():
     assert receiver.open_packet(sealed[:30])[0] == OPEN_FORGED
 
 
+def test_seal_is_standard_aes_gcm_as_cryptography_computes_it():
+    """The workers seal through OpenSSL's EVP; cryptography's AESGCM must agree both ways."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    send_key, receive_key = os.urandom(32), os.urandom(32)
+    ours = CryptoState.keyed_with(send_key, receive_key)
+    packet = os.urandom(16) + os.urandom(1400)
+    for expected_pn in range(3):
+        sealed = ours.seal_packet(packet)
+        pn = int.from_bytes(sealed[16:24], "big")
+        assert pn == expected_pn
+        nonce = bytes(4) + sealed[16:24]
+        assert AESGCM(send_key).decrypt(nonce, sealed[24:], sealed[:16]) == packet[16:]
+    theirs = bytes(4) + (7).to_bytes(8, "big")
+    foreign = packet[:16] + theirs[4:] + AESGCM(receive_key).encrypt(theirs, packet[16:], packet[:16])
+    assert ours.open_packet(foreign) == (OPEN_OK, packet)
+
+
 def test_replay_window_takes_reordering_and_refuses_old_numbers():
     sender, receiver = _state_pair()
     sealed = [sender.seal_packet(bytes(16) + i.to_bytes(4, "big")) for i in range(1100)]

@@ -30,6 +30,7 @@ cdef struct MuxConn:
     int ready_on[2]              # ... whether each is set now
     # owned udt._seal.CryptoState (encrypted connections) or NULL; set before registration
     void* crypto
+    void* seal                   # its udt._seal.SealState: what the workers seal and open with
     int64_t crypto_forged        # sealed packets that failed to open (receive worker only)
     int64_t crypto_replayed      # packet numbers opened before, or older than the window
     int64_t crypto_unsealed      # plain non-handshake packets sent to an encrypted connection

@@ -121,7 +121,8 @@ cdef void accept_deferred(MuxCore* m, Channel channel, MuxListener* lst, const c
     if created != NULL and core.conn_init(&created.conn, &lst.opts, created.socket_id, now) == 0:
         if lst.crypto != NULL:
             # the key exchange (protocol.md §12): the KDF runs here, never in the receive worker
-            crypto = server_answer(lst.crypto, req.crypto_offer, created.conn.crypto_answer)
+            crypto = server_answer(lst.crypto, req.crypto_offer, created.conn.crypto_answer,
+                                   &created.seal)
             if crypto == NULL:
                 reply = -core.REQ_CRYPTO_MISMATCH
             else:

@@ -44,8 +44,8 @@ from udt._conntable cimport (MuxConn, muxconn_decref, muxconn_incref, muxconn_ne
                              table_find_id, table_find_peer, table_free, table_init)
 from udt._heap cimport HEAP_SEND, HEAP_TIMER, heap_init, heap_push_or_lower, heap_remove_at
 from udt._listener cimport Listener as CListener, defer_accept
-from udt._seal cimport (OPEN_OK, OPEN_REPLAYED, SEAL_OVERHEAD, CryptoState, client_check,
-                        is_handshake)
+from udt._seal cimport (OPEN_OK, OPEN_REPLAYED, SEAL_OVERHEAD, CryptoState, SealState, client_check,
+                        is_handshake, open_sealed, seal)
 from udt.core.packet cimport get_u32
 from udt._muxcore cimport (RX_DROP, RX_OPENED, RX_PLAIN, MUX_INVALID_HEADER, MUX_INVALID_NO_LISTENER,
                            MUX_INVALID_UNKNOWN_DESTINATION, MUX_INVALID_WRONG_SOURCE, SEND_BURST,
@@ -129,7 +129,6 @@ cdef class Multiplexer:
         free(m.seal_out)
         free(m.rx_owner)
         free(m.rx_mark)
-        free(m.open_scratch)
         pthread_mutex_destroy(&m.table_lock)
         pthread_mutex_destroy(&m.send_lock)
         pthread_mutex_destroy(&m.timer_lock)
@@ -156,10 +155,9 @@ cdef class Multiplexer:
         if m.rx_batch != NULL:
             m.rx_owner = <MuxConn**>calloc(m.rx_batch.max_datagrams, sizeof(MuxConn*))
             m.rx_mark = <uint8_t*>calloc(m.rx_batch.max_datagrams, 1)
-        m.open_scratch = <uint8_t*>malloc(65536)
         if (m.tx_batch == NULL or m.reply_batch == NULL or m.rx_batch == NULL
                 or m.tx_headers == NULL or m.reply_area == NULL or m.rx_owner == NULL
-                or m.rx_mark == NULL or m.open_scratch == NULL):
+                or m.rx_mark == NULL):
             raise MemoryError()
         m.send_sleep_until = -2
         m.rx_sleep_until = -2
@@ -429,9 +427,10 @@ cdef class Multiplexer:
             self._run_timers(now_us())
 
     cdef bint _open_batch(self, CRecvBatch* rx, int n) noexcept nogil:
-        """Open every sealed datagram of the batch in place (receive worker, no lock held):
-        find each one's encrypted connection, then one GIL section opens them all.  Marks
-        each datagram RX_PLAIN, RX_OPENED or RX_DROP (counted on its connection)."""
+        """Open every sealed datagram of the batch in place (receive worker, before routing
+        looks at anything but the header): find each one's encrypted connection under one
+        table lock, then open them.  Marks each datagram RX_PLAIN, RX_OPENED or RX_DROP
+        (counted on its connection)."""
         cdef MuxCore* m = self._m
         cdef MuxConn* mc
         cdef const uint8_t* p
@@ -457,29 +456,22 @@ cdef class Multiplexer:
         pthread_mutex_unlock(&m.table_lock)
         if marked == 0:
             return True
-        with gil:
-            for i in range(n):
-                mc = m.rx_owner[i]
-                if mc == NULL:
-                    continue
-                try:
-                    verdict = (<CryptoState>mc.crypto).open(<uint8_t*>rx.data[i], rx.length[i],
-                                                            m.open_scratch, &new_length)
-                except BaseException:
-                    verdict = -1
-                if verdict == OPEN_OK:
-                    rx.length[i] = <uint32_t>new_length
-                    m.rx_mark[i] = RX_OPENED
-                else:
-                    m.rx_mark[i] = RX_DROP
-                    if verdict == OPEN_REPLAYED:
-                        mc.crypto_replayed += 1
-                    else:
-                        mc.crypto_forged += 1
         for i in range(n):
-            if m.rx_owner[i] != NULL:
-                muxconn_decref(m.rx_owner[i])
-                m.rx_owner[i] = NULL
+            mc = m.rx_owner[i]
+            if mc == NULL:
+                continue
+            verdict = open_sealed(<SealState*>mc.seal, <uint8_t*>rx.data[i], rx.length[i], &new_length)
+            if verdict == OPEN_OK:
+                rx.length[i] = <uint32_t>new_length
+                m.rx_mark[i] = RX_OPENED
+            else:
+                m.rx_mark[i] = RX_DROP
+                if verdict == OPEN_REPLAYED:
+                    mc.crypto_replayed += 1
+                else:
+                    mc.crypto_forged += 1
+            muxconn_decref(mc)
+            m.rx_owner[i] = NULL
         return True
 
     cdef MuxConn* _route_handshake(self, const uint8_t* data, size_t length, const sockaddr* source,
@@ -830,6 +822,7 @@ cdef class Multiplexer:
         cdef int result = 0
         cdef int64_t now
         cdef void* crypto = NULL
+        cdef void* sealer = NULL
         if self._stopped:
             raise BadSocketError(ErrorCode.BAD_SOCKET, "the multiplexer is closed")
         fill_options(&opts, config)
@@ -846,6 +839,7 @@ cdef class Multiplexer:
             opts.crypto_user = <void*>state
             Py_INCREF(state)  # the connection record's reference
             crypto = <void*>state
+            sealer = <void*>(<CryptoState>state).st
         cc = make_cc(&opts, config)
         memset(&address, 0, sizeof(address))
         sockaddr_from_address(peer, m.family, &address, &address_length)
@@ -857,6 +851,7 @@ cdef class Multiplexer:
                 result = -core.ERR_NO_MEMORY
             else:
                 mc.crypto = crypto
+                mc.seal = sealer
                 crypto = NULL
                 result = core.conn_init(&mc.conn, &opts, mc.socket_id, now)
                 if result == 0:
@@ -926,24 +921,21 @@ cdef int grow_seal_area(MuxCore* m, size_t slot) noexcept nogil:
 
 cdef void seal_burst(MuxCore* m, MuxConn* mc, CSendBatch* batch, int count) noexcept nogil:
     """Seal a burst copied out of mc (send worker, no lock held: only this worker seals for
-    mc) with the GIL taken once, and queue it on batch.  Handshakes go as they are."""
+    mc) and queue it on batch.  Handshakes go as they are."""
     cdef int k
     cdef ssize_t n
     cdef uint8_t* clear
-    with gil:
-        for k in range(count):
-            clear = m.seal_in + k * m.seal_slot
-            if is_handshake(clear, m.seal_len[k]):
-                memcpy(m.seal_out + k * m.seal_slot, clear, m.seal_len[k])
-                continue
-            try:
-                n = (<CryptoState>mc.crypto).seal(clear, m.seal_len[k], m.seal_out + k * m.seal_slot)
-            except BaseException:
-                n = -1
-            m.seal_len[k] = <size_t>n if n > 0 else 0  # unsealable: never sent in clear
+    cdef uint8_t* sealed
     for k in range(count):
-        if m.seal_len[k] > 0:
-            send_batch_add(batch, m.seal_out + k * m.seal_slot, m.seal_len[k])
+        clear = m.seal_in + k * m.seal_slot
+        sealed = m.seal_out + k * m.seal_slot
+        if is_handshake(clear, m.seal_len[k]):
+            memcpy(sealed, clear, m.seal_len[k])
+            n = <ssize_t>m.seal_len[k]
+        else:
+            n = seal(<SealState*>mc.seal, clear, m.seal_len[k], sealed)
+        if n > 0:  # unsealable (not keyed): never sent in clear
+            send_batch_add(batch, sealed, <size_t>n)
 
 
 cdef void move_peer(MuxConn* mc, const sockaddr* source) noexcept nogil:

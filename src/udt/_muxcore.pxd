@@ -120,7 +120,6 @@ cdef struct MuxCore:
     size_t seal_len[SEND_BURST]
     MuxConn** rx_owner           # [rx max_datagrams] receive worker: the encrypted connection
     uint8_t* rx_mark             # [rx max_datagrams] RX_* verdict of the opening pass
-    uint8_t* open_scratch        # [65536]
 
 
 # scheduling (called with the connection lock held)
