@@ -123,15 +123,28 @@ def main(argv: list[str] | None = None) -> int:
             f"{connect[name]:.0f} | {medians[name] / medians['plaintext']:.2f} |"
         )
     print(f"\nencrypted / plaintext = {ratio:.2f} (goal >= 0.60)")
-    result = {"size": size, "runs": rows, "median_mb_per_s": medians, "ratio": ratio}
+    result = {  # the bench_transfer.py shape, so udt.tools.benchplot draws it
+        "meta": {"size": size, "runs": runs, "date": time.strftime("%Y-%m-%d %H:%M")},
+        "results": [
+            {
+                "system": f"udt {name}",
+                "kind": "memory",
+                "what": "UDT_PASSPHRASE set on both ends" if name == "encrypted" else "no passphrase",
+                "mb_per_s": [r["mb_per_s"] for r in runs_],
+                "median_mb_per_s": medians[name],
+                "connect_ms": [r["connect_ms"] for r in runs_],
+                "note": "",
+            }
+            for name, runs_ in rows.items()
+        ],
+        "ratio": ratio,
+    }
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
     if args.plot:
         from udt.tools import benchplot
 
-        benchplot.bar_chart(
-            {name: medians[name] for name in rows}, args.plot, title="udt loopback: encryption cost", unit="MB/s"
-        )
+        benchplot.plot(result, args.plot, title=f"udt loopback, encryption cost ({size / 1e6:.0f} MB, {runs} runs)")
     return 0
 
 

@@ -202,6 +202,21 @@ def test_right_passphrase_transfers_intact_and_encrypted():
     assert server_stats["pkt_rcv_forged"] == server_stats["pkt_rcv_replayed"] == 0
 
 
+def test_encrypted_connection_reports_the_mss_on_the_wire():
+    options = {**SECRET, udt.UDT_MSS: 1400}
+    with udt.create_server((LOOP, 0), options=options) as server:
+        server.settimeout(10)
+        with udt.create_connection(server.getsockname(), timeout=10, options=options) as client:
+            conn, _ = server.accept()
+            with conn:
+                assert client.getsockopt(udt.UDT_MSS) == conn.getsockopt(udt.UDT_MSS) == 1400
+    with udt.socket() as sock:
+        sock.setsockopt(udt.UDT_MSS, 90)
+        sock.setsockopt(udt.UDT_PASSPHRASE, PASSPHRASE)
+        with pytest.raises(InvalidParameterError, match="at least 100"):
+            sock.connect((LOOP, 9))
+
+
 def test_plaintext_connections_stay_plaintext():
     payload = os.urandom(256 << 10)
     data, server_stats, _ = transfer({}, {}, payload)

@@ -11,6 +11,7 @@ from libc.stdint cimport int64_t, uint8_t, uint32_t
 from libc.stdlib cimport free, malloc
 
 from udt._conntable cimport MuxConn, muxconn_decref
+from udt._seal cimport SEAL_OVERHEAD
 from udt._epoll cimport (READY_ERR, READY_IN, READY_OUT, READY_READ_FD, READY_WRITE_FD,
                          conn_readiness, conn_ready_note, ready_open)
 from udt._muxcore cimport MuxCore, after_engine_call, close_conn, schedule_send, schedule_timer
@@ -155,8 +156,9 @@ cdef class Connection:
 
     @property
     def mss(self):
+        """The negotiated MSS on the wire (an encrypted engine plans 24 bytes less: §12)."""
         cdef MuxConn* mc = self._conn()
-        return mc.conn.mss
+        return mc.conn.mss + (SEAL_OVERHEAD if mc.crypto != NULL else 0)
 
     def events(self):
         cdef MuxConn* mc = self._conn()

@@ -360,7 +360,7 @@ cdef class Multiplexer:
                 mux_count(&m.datagrams_in, n)
                 current = NULL
                 events = 0
-                # encrypted connections: open the whole batch first, with the GIL taken once
+                # encrypted connections: open the whole batch first (one table lock, no GIL)
                 opened = mux_atomic_load(&m.crypto_conns) > 0 and self._open_batch(rx, n)
                 for i in range(n):
                     if opened and m.rx_mark[i] == RX_DROP:
