@@ -78,6 +78,7 @@ UDT_SNDDATA = SocketOption.UDT_SNDDATA
 UDT_RCVDATA = SocketOption.UDT_RCVDATA
 UDT_PEERIDLETIMEO = SocketOption.UDT_PEERIDLETIMEO
 UDT_CONNTIMEO = SocketOption.UDT_CONNTIMEO
+UDT_PASSPHRASE = SocketOption.UDT_PASSPHRASE
 
 __all__ = [
     "__version__",
@@ -144,4 +145,5 @@ __all__ = [
     "UDT_RCVDATA",
     "UDT_PEERIDLETIMEO",
     "UDT_CONNTIMEO",
+    "UDT_PASSPHRASE",
 ]

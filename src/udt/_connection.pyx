@@ -11,6 +11,7 @@ from libc.stdint cimport int64_t, uint8_t, uint32_t
 from libc.stdlib cimport free, malloc
 
 from udt._conntable cimport MuxConn, muxconn_decref
+from udt._seal cimport SEAL_OVERHEAD
 from udt._epoll cimport (READY_ERR, READY_IN, READY_OUT, READY_READ_FD, READY_WRITE_FD,
                          conn_readiness, conn_ready_note, ready_open)
 from udt._muxcore cimport (CLOSE_WAIT, CLOSE_WAIT_PORT_ENDS, MuxCore, after_engine_call, close_conn,
@@ -23,7 +24,7 @@ from udt._waits cimport (RC_CLOSED, RC_NO_BUFFER, RC_NO_DATA, RC_OS_ERROR, RC_SI
 cimport udt.core.engine as core
 
 from udt import errors as _errors
-from udt._waits import _rejection_hint
+from udt._waits import _rejection_text
 from udt.errors import BadSocketError, ErrorCode, error_from_code
 
 
@@ -166,8 +167,9 @@ cdef class Connection:
 
     @property
     def mss(self):
+        """The negotiated MSS on the wire (an encrypted engine plans 24 bytes less: §12)."""
         cdef MuxConn* mc = self._conn()
-        return mc.conn.mss
+        return mc.conn.mss + (SEAL_OVERHEAD if mc.crypto != NULL else 0)
 
     def events(self):
         cdef MuxConn* mc = self._conn()
@@ -273,8 +275,7 @@ cdef class Connection:
         if result == RC_TIMEOUT:
             raise _errors.OperationTimeoutError(ErrorCode.TIMED_OUT, "timed out")
         if error == core.ERR_REJECTED and reject_req_type:
-            raise error_from_code(error, f"connection rejected by the peer (request type "
-                                         f"{reject_req_type}){_rejection_hint(reject_req_type)}")
+            raise error_from_code(error, _rejection_text(reject_req_type))
         if result != 0:
             raise_result(result, False, 0, mc.conn.peer_reset)
 
@@ -542,6 +543,11 @@ cdef class Connection:
             pthread_mutex_unlock(&mc.lock)
         result = core.stats_dict(&s)
         result.update(self.mux.stats())
+        result["encrypted"] = mc.crypto != NULL      # protocol.md §12
+        result["pkt_rcv_forged"] = mc.crypto_forged
+        result["pkt_rcv_replayed"] = mc.crypto_replayed
+        result["pkt_rcv_unsealed"] = mc.crypto_unsealed
+        result["peer_rebinds"] = mc.peer_rebinds
         return result
 
     def close(self, double linger_seconds):

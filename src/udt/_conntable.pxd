@@ -20,6 +20,7 @@ cdef struct MuxConn:
     int mux_dead                 # the multiplexer stopped: every call fails (under lock)
     int in_tables                # registered in by_id (and by_peer / rendezvous list) (table_lock)
     int in_peer_table
+    uint64_t peer_table_key      # its key in by_peer (the peer address may move: §12 rebinding)
     int queued_for_accept        # sits in a listener's accept queue (listener lock)
     uint32_t socket_id
     int heap_pos[2]              # index in the send / timer heap, -1 when absent (heap lock)
@@ -27,6 +28,13 @@ cdef struct MuxConn:
     MuxConn* rendezvous_next     # rendezvous list link (table_lock)
     int ready_fd[2]              # readiness eventfds (read, write), -1 until polled (under lock)
     int ready_on[2]              # ... whether each is set now
+    # owned udt._seal.CryptoState (encrypted connections) or NULL; set before registration
+    void* crypto
+    void* seal                   # its udt._seal.SealState: what the workers seal and open with
+    int64_t crypto_forged        # sealed packets that failed to open (receive worker only)
+    int64_t crypto_replayed      # packet numbers opened before, or older than the window
+    int64_t crypto_unsealed      # plain non-handshake packets sent to an encrypted connection
+    int64_t peer_rebinds         # authenticated packets that moved us to a new peer address
 
 
 cdef struct ConnTable:

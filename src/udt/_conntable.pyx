@@ -2,6 +2,7 @@
 """Connection records and the connection tables of a multiplexer (declarations in the .pxd)."""
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free
+from cpython.ref cimport Py_DECREF
 
 from udt._net cimport AF_INET, AF_INET6, sockaddr, sockaddr_in, sockaddr_in6
 from udt._sync cimport (cond_init, mux_atomic_add, pthread_cond_destroy, pthread_mutex_destroy,
@@ -60,6 +61,9 @@ cdef void muxconn_decref(MuxConn* mc) noexcept nogil:
         return
     if mux_atomic_add(&mc.refs, -1) == 0:
         core.conn_free(&mc.conn)
+        if mc.crypto != NULL:
+            with gil:
+                Py_DECREF(<object>mc.crypto)
         pthread_cond_destroy(&mc.changed)
         pthread_mutex_destroy(&mc.lock)
         free(mc)

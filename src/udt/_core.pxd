@@ -33,7 +33,7 @@ cdef enum:
     HEADER_SIZE = 16                  # UDT header bytes
     HANDSHAKE_CIF_SIZE = 48           # a listener ignores any other CIF length
     HANDSHAKE_SIZE = 64               # header + CIF
-    HANDSHAKE_MAX_OUT = 80            # + our extension trailer (HSEXT_SIZE, udt/core/hsext.pxd)
+    HANDSHAKE_MAX_OUT = 128           # + our extension trailer (HSEXT_CRYPTO_TOTAL, udt/core/hsext.pxd)
     IP_UDP_OVERHEAD = 28              # what UDT4 subtracts from the MSS (IPv4 + UDP)
     IP_UDP_OVERHEAD_V6 = 48           # what udt subtracts when *sending* over IPv6
     MIN_MSS = 76
@@ -90,6 +90,12 @@ cdef enum RequestType:
     REQ_REJECTED = 1002
     REQ_FAILURE_FIRST = 1000    # every request type >= 1000 is a refusal: UDT4 sends 1002,
                                 # SRT 1000 + its reason (1004 = a STREAM socket, "rogue")
+    # encryption refusals (protocol.md §12); the 11xx range is ours, SRT's reasons end below
+    REQ_CRYPTO_UNEXPECTED = 1101   # listener: you offered encryption, I have no passphrase
+    REQ_CRYPTO_REQUIRED = 1102     # listener: I require a passphrase, you offered none
+    REQ_CRYPTO_MISMATCH = 1103     # listener: your key confirmation failed (wrong passphrase)
+    REQ_CRYPTO_PLAIN_PEER = 1110   # local: the peer cannot encrypt (UDT4/SRT or no passphrase)
+    REQ_CRYPTO_BAD_ANSWER = 1111   # local: the listener's key confirmation failed
 
 # Message boundary bits (word1 of a data packet, top two bits).
 cdef enum Boundary:
@@ -206,6 +212,12 @@ cdef struct ConnOptions:
     const CCOps* cc_ops         # NULL = native DAIMD
     void* cc_user               # passed to the CC as CCState.user
     uint64_t random_seed        # ISN and CC randomness; 0 = derive from socket ID and time (tests)
+    # encryption (protocol.md §12): a client offers crypto_offer in its conclusion and hands
+    # the listener's answer to crypto_check (0: keys agreed) before the connection exists
+    bint crypto
+    uint8_t crypto_offer[32]
+    int (*crypto_check)(void* user, const uint8_t* answer) noexcept nogil
+    void* crypto_user
 
 
 # ---------------------------------------------------------------------------------------------
@@ -373,6 +385,8 @@ cdef struct Conn:
     uint32_t peer_caps          # capability bits of the peer's extension (0: a plain UDT4/SRT peer)
     uint32_t caps               # negotiated: ours & the peer's (CAP_* in udt/core/hsext.pxd)
     uint8_t peer_ip[16]         # address bytes the peer sent to (our address as it sees it)
+    bint crypto_answer_set      # server: conn_accept appends crypto_answer (protocol.md §12)
+    uint8_t crypto_answer[32]
     # --- buffers and loss lists ---
     SendBuffer snd
     RecvBuffer rcv
@@ -506,6 +520,8 @@ cdef struct AcceptRequest:
     sockaddr_storage peer_addr
     bint ext                    # the conclusion carried our extension: answer with ours
     uint32_t peer_caps          # its capability bits
+    bint crypto_offered         # the conclusion carried a key-exchange TLV (protocol.md §12)
+    uint8_t crypto_offer[32]
 
 # Listener decision codes.
 cdef enum ListenerVerdict:

@@ -33,7 +33,7 @@ from udt.core.connutil cimport (HANDSHAKE_RETRY_US, MAX_NAK_WORDS, MAX_PACING_LA
                                 _rcv_available, _rtt_update, _timestamp)
 from udt.core.lifecycle cimport conn_on_handshake, conn_rendezvous_complete
 from udt.core.hsext cimport (CAP_HALF_CLOSE, CAPS_LOCAL, EXT_EOF, EXT_EOF_ACK, HSEXT_MAGIC,
-                             hsext_encode)
+                             hsext_encode, hsext_encode_crypto)
 from udt.core.rate cimport _link_capacity, _receive_rate, _record_arrival
 
 # udt._core.INVALID_REASONS, as it always was: the names are defined by udt/core/stats.pyx
@@ -585,7 +585,9 @@ cdef ssize_t _next_control(Conn* c, int64_t now, uint8_t* out, size_t cap) noexc
             if hs.req_type == REQ_INDUCTION:
                 hs.cookie = HSEXT_MAGIC     # the offer: UDT4/SRT listeners overwrite it
             n = <ssize_t>handshake_encode(out, &hs, c.peer_socket_id if (c.rendezvous and c.hs_peer_seen) else 0)
-            if c.rendezvous or (hs.req_type == REQ_CONCLUSION and c.hs_ext_seen):
+            if hs.req_type == REQ_CONCLUSION and c.hs_ext_seen and c.opts.crypto and not c.rendezvous:
+                n += <ssize_t>hsext_encode_crypto(out + n, CAPS_LOCAL, c.opts.crypto_offer)  # §12
+            elif c.rendezvous or (hs.req_type == REQ_CONCLUSION and c.hs_ext_seen):
                 n += <ssize_t>hsext_encode(out + n, CAPS_LOCAL)
             return n
         return 0

@@ -21,6 +21,7 @@ from libc.string cimport memcpy
 from udt._connection cimport Connection
 from udt._conntable cimport MuxConn, muxconn_decref, muxconn_incref, muxconn_new, same_address
 from udt._epoll cimport ready_close, ready_open
+from udt._seal cimport server_answer
 from udt._muxcore cimport (MuxCore, MuxListener, after_engine_call, allocate_socket_id, close_conn,
                            listener_ready_note, register_conn)
 from udt._net cimport (AF_INET, Channel, CSendBatch, send_batch_add, send_batch_clear,
@@ -109,7 +110,8 @@ cdef void accept_deferred(MuxCore* m, Channel channel, MuxListener* lst, const c
     cdef MuxConn* created
     cdef MuxConn* dropped = NULL
     cdef void* cc_instance
-    cdef ssize_t reply
+    cdef void* crypto = NULL
+    cdef ssize_t reply = 0
     cdef uint32_t socket_id
     cdef int slot
     pthread_mutex_lock(&m.table_lock)
@@ -117,9 +119,19 @@ cdef void accept_deferred(MuxCore* m, Channel channel, MuxListener* lst, const c
     pthread_mutex_unlock(&m.table_lock)
     created = muxconn_new(socket_id)
     if created != NULL and core.conn_init(&created.conn, &lst.opts, created.socket_id, now) == 0:
-        cc_instance = attach_python_cc(&created.conn, lst.cc_class)
-        reply = core.conn_accept(&created.conn, req, now, area, core.MAX_CONTROL_SIZE)
-        release_python_cc(cc_instance)  # the engine holds its own reference now
+        if lst.crypto != NULL:
+            # the key exchange (protocol.md §12): the KDF runs here, never in the receive worker
+            crypto = server_answer(lst.crypto, req.crypto_offer, created.conn.crypto_answer,
+                                   &created.seal)
+            if crypto == NULL:
+                reply = -core.REQ_CRYPTO_MISMATCH
+            else:
+                created.crypto = crypto  # owned by the record from now on
+                created.conn.crypto_answer_set = True
+        if reply == 0:
+            cc_instance = attach_python_cc(&created.conn, lst.cc_class)
+            reply = core.conn_accept(&created.conn, req, now, area, core.MAX_CONTROL_SIZE)
+            release_python_cc(cc_instance)  # the engine holds its own reference now
     else:
         reply = -core.ERR_NO_MEMORY
     now = now_us()
@@ -127,7 +139,13 @@ cdef void accept_deferred(MuxCore* m, Channel channel, MuxListener* lst, const c
     pthread_mutex_lock(&lst.lock)
     lst.pending_head = (lst.pending_head + 1) % lst.capacity
     lst.pending_count -= 1
-    if reply < 0 or lst.closed or register_conn(m, created, True) != 0:
+    if reply == -core.REQ_CRYPTO_MISMATCH:
+        dropped = created
+        created = NULL
+        lst.crypto_refused[2] += 1  # a wrong passphrase: refused with the reason, counted
+        reply = core.listener_refuse(&lst.engine, req, core.REQ_CRYPTO_MISMATCH, area,
+                                     core.MAX_CONTROL_SIZE)
+    elif reply < 0 or lst.closed or register_conn(m, created, True) != 0:
         dropped = created
         created = NULL
         reply = core.listener_reject(&lst.engine, req, area, core.MAX_CONTROL_SIZE)
@@ -237,6 +255,17 @@ cdef class Listener:
                     accept_deferred(self.m, self.channel, lst, &req, self._reply_batch,
                                     self._reply_area)
 
+    def crypto_stats(self):
+        """Encryption refusals of this listener (protocol.md §12), by reason."""
+        cdef MuxListener* lst = self.lst
+        if lst == NULL:
+            return {}
+        return {
+            "crypto_refused_unexpected": lst.crypto_refused[0],
+            "crypto_refused_no_passphrase": lst.crypto_refused[1],
+            "crypto_refused_mismatch": lst.crypto_refused[2],
+        }
+
     def set_backlog(self, int backlog):
         cdef MuxListener* lst = self.lst
         if lst != NULL:
@@ -336,6 +365,8 @@ cdef class Listener:
         pthread_cond_destroy(&lst.pending_wake)
         free(lst.pending)
         free(lst.queue)
+        if lst.crypto != NULL:
+            Py_DECREF(<object>lst.crypto)
         free(lst)
         send_batch_free(self._reply_batch)
         free(self._reply_area)

@@ -6,7 +6,7 @@ from libc.stdint cimport int64_t, uint8_t
 
 from udt._conntable cimport MuxConn
 from udt._muxcore cimport MuxCore
-from udt._net cimport Channel, sockaddr
+from udt._net cimport Channel, CRecvBatch, sockaddr
 cimport udt.core.engine as core
 
 
@@ -24,6 +24,7 @@ cdef class Multiplexer:
     cdef void _receive_loop(self) noexcept nogil
     cdef void _send_loop(self) noexcept nogil
     cdef void _run_timers(self, int64_t now) noexcept nogil
+    cdef bint _open_batch(self, CRecvBatch* rx, int n) noexcept nogil
     cdef MuxConn* _route_handshake(self, const uint8_t* data, size_t length, const sockaddr* source,
                                    core.PacketInfo* info, int64_t now) noexcept nogil
     cdef void _reply(self, const sockaddr* destination, ssize_t length) noexcept nogil

@@ -30,6 +30,7 @@ import os
 import threading
 import weakref
 
+from cpython.ref cimport Py_DECREF, Py_INCREF
 from libc.errno cimport EAGAIN, EBADF, ECONNREFUSED, EINTR, ETIMEDOUT
 from libc.stdint cimport int64_t, uint8_t, uint32_t
 from libc.stdlib cimport calloc, free, malloc
@@ -43,7 +44,10 @@ from udt._conntable cimport (MuxConn, muxconn_decref, muxconn_incref, muxconn_ne
                              table_find_id, table_find_peer, table_free, table_init)
 from udt._heap cimport HEAP_SEND, HEAP_TIMER, heap_init, heap_push_or_lower, heap_remove_at
 from udt._listener cimport Listener as CListener, defer_accept
-from udt._muxcore cimport (MUX_INVALID_HEADER, MUX_INVALID_NO_LISTENER,
+from udt._seal cimport (OPEN_OK, OPEN_REPLAYED, SEAL_OVERHEAD, CryptoState, SealState, client_check,
+                        is_handshake, open_sealed, seal)
+from udt.core.packet cimport get_u32
+from udt._muxcore cimport (RX_DROP, RX_OPENED, RX_PLAIN, MUX_INVALID_HEADER, MUX_INVALID_NO_LISTENER,
                            MUX_INVALID_UNKNOWN_DESTINATION, MUX_INVALID_WRONG_SOURCE, SEND_BURST,
                            WAKE_EVENTS, MuxCore, MuxListener, after_engine_call, allocate_socket_id,
                            closed_peer_to_answer, listener_ready_note, register_conn, schedule_send, schedule_timer,
@@ -59,6 +63,8 @@ from udt._sync cimport (cond_init, cond_wait_until, mux_atomic_load, mux_atomic_
 from udt._net import Channel as _Channel
 
 from udt._connection import Connection
+from udt._crypto import ClientKeys, ListenerKeys
+from udt._seal import CryptoState as _CryptoState
 from udt._core import INVALID_REASONS
 from udt._listener import Listener
 from udt.cc import DEFAULT_CC
@@ -145,6 +151,10 @@ cdef class Multiplexer:
         recv_batch_free(m.rx_batch)
         free(m.tx_headers)
         free(m.reply_area)
+        free(m.seal_in)
+        free(m.seal_out)
+        free(m.rx_owner)
+        free(m.rx_mark)
         pthread_mutex_destroy(&m.table_lock)
         pthread_mutex_destroy(&m.send_lock)
         pthread_mutex_destroy(&m.timer_lock)
@@ -168,8 +178,12 @@ cdef class Multiplexer:
         m.rx_batch = recv_batch_new(RECV_SLOTS, 65536, True)
         m.tx_headers = <uint8_t*>malloc(SEND_BURST * core.MAX_CONTROL_SIZE)
         m.reply_area = <uint8_t*>malloc(core.MAX_CONTROL_SIZE)
+        if m.rx_batch != NULL:
+            m.rx_owner = <MuxConn**>calloc(m.rx_batch.max_datagrams, sizeof(MuxConn*))
+            m.rx_mark = <uint8_t*>calloc(m.rx_batch.max_datagrams, 1)
         if (m.tx_batch == NULL or m.reply_batch == NULL or m.rx_batch == NULL
-                or m.tx_headers == NULL or m.reply_area == NULL):
+                or m.tx_headers == NULL or m.reply_area == NULL or m.rx_owner == NULL
+                or m.rx_mark == NULL):
             raise MemoryError()
         m.send_sleep_until = -2
         m.rx_sleep_until = -2
@@ -351,6 +365,7 @@ cdef class Multiplexer:
         cdef uint32_t events = 0
         cdef uint32_t answer_peer
         cdef const sockaddr* source
+        cdef bint opened
         while not mux_atomic_load(&m.stopping):
             # sleep until a datagram arrives or the nearest timer is due
             pthread_mutex_lock(&m.timer_lock)
@@ -383,7 +398,11 @@ cdef class Multiplexer:
                         m.hs_reply_budget = HS_REPLIES_WHEN_BEHIND
                 current = NULL
                 events = 0
+                # encrypted connections: open the whole batch first (one table lock, no GIL)
+                opened = mux_atomic_load(&m.crypto_conns) > 0 and self._open_batch(rx, n)
                 for i in range(n):
+                    if opened and m.rx_mark[i] == RX_DROP:
+                        continue
                     peek = core.packet_peek(<const uint8_t*>rx.data[i], rx.length[i], &info)
                     if peek < 0:
                         mux_count(&m.invalid[MUX_INVALID_HEADER], 1)
@@ -421,10 +440,17 @@ cdef class Multiplexer:
                             continue
                         pthread_mutex_lock(&current.lock)
                         events = 0
+                    if (current.crypto != NULL and not (opened and m.rx_mark[i] == RX_OPENED)
+                            and not is_handshake(<const uint8_t*>rx.data[i], rx.length[i])):
+                        current.crypto_unsealed += 1  # plain packets never reach an encrypted one
+                        continue
                     if (current.conn.peer_addr.ss_family != 0
                             and not same_address(&current.conn.peer_addr, source)):
-                        mux_count(&m.invalid[MUX_INVALID_WRONG_SOURCE], 1)
-                        continue
+                        if current.crypto != NULL and opened and m.rx_mark[i] == RX_OPENED:
+                            move_peer(current, source)  # the AEAD proves it: NAT rebinding (§12)
+                        else:
+                            mux_count(&m.invalid[MUX_INVALID_WRONG_SOURCE], 1)
+                            continue
                     events |= core.conn_on_datagram(&current.conn, <const uint8_t*>rx.data[i],
                                                     rx.length[i], now)
                 if current != NULL:
@@ -437,6 +463,54 @@ cdef class Multiplexer:
             elif n < 0 and n != -ETIMEDOUT and n != -EAGAIN and n != -EINTR:
                 mux_count(&m.send_errors, 1)  # a receive error (ICMP errors on some kernels): go on
             self._run_timers(now_us())
+
+    cdef bint _open_batch(self, CRecvBatch* rx, int n) noexcept nogil:
+        """Open every sealed datagram of the batch in place (receive worker, before routing
+        looks at anything but the header): find each one's encrypted connection under one
+        table lock, then open them.  Marks each datagram RX_PLAIN, RX_OPENED or RX_DROP
+        (counted on its connection)."""
+        cdef MuxCore* m = self._m
+        cdef MuxConn* mc
+        cdef const uint8_t* p
+        cdef int i, verdict
+        cdef int marked = 0
+        cdef uint32_t dst
+        cdef size_t new_length = 0
+        pthread_mutex_lock(&m.table_lock)
+        for i in range(n):
+            m.rx_owner[i] = NULL
+            m.rx_mark[i] = RX_PLAIN
+            p = <const uint8_t*>rx.data[i]
+            if rx.length[i] < 16 or is_handshake(p, rx.length[i]):
+                continue
+            dst = get_u32(p + 12)
+            if dst == 0:
+                continue
+            mc = table_find_id(&m.by_id, dst)
+            if mc != NULL and mc.crypto != NULL:
+                muxconn_incref(mc)
+                m.rx_owner[i] = mc
+                marked += 1
+        pthread_mutex_unlock(&m.table_lock)
+        if marked == 0:
+            return True
+        for i in range(n):
+            mc = m.rx_owner[i]
+            if mc == NULL:
+                continue
+            verdict = open_sealed(<SealState*>mc.seal, <uint8_t*>rx.data[i], rx.length[i], &new_length)
+            if verdict == OPEN_OK:
+                rx.length[i] = <uint32_t>new_length
+                m.rx_mark[i] = RX_OPENED
+            else:
+                m.rx_mark[i] = RX_DROP
+                if verdict == OPEN_REPLAYED:
+                    mc.crypto_replayed += 1
+                else:
+                    mc.crypto_forged += 1
+            muxconn_decref(mc)
+            m.rx_owner[i] = NULL
+        return True
 
     cdef MuxConn* _route_handshake(self, const uint8_t* data, size_t length, const sockaddr* source,
                                    core.PacketInfo* info, int64_t now) noexcept nogil:
@@ -485,9 +559,18 @@ cdef class Multiplexer:
                 muxconn_incref(mc)  # a repeated conclusion: the connection answers it again
             elif lst.closed or lst.queue_count >= lst.backlog:
                 reply = core.listener_reject(&lst.engine, &req, m.reply_area, core.MAX_CONTROL_SIZE)
-            elif lst.cc_class != NULL:
-                # the user's CC class is Python: the listener's accepting thread makes the
-                # connection (no Python call here, under these locks or in this worker)
+            elif (lst.crypto != NULL) != (req.crypto_offered != 0):
+                # one side has a passphrase, the other none: refused with the reason (§12);
+                # a plain UDT4/SRT client gets the 1002 it understands
+                lst.crypto_refused[0 if lst.crypto == NULL else 1] += 1
+                reply = core.listener_refuse(
+                    &lst.engine, &req, (core.REQ_REJECTED if not req.ext else core.REQ_CRYPTO_UNEXPECTED
+                                        if lst.crypto == NULL else core.REQ_CRYPTO_REQUIRED),
+                    m.reply_area, core.MAX_CONTROL_SIZE)
+            elif lst.cc_class != NULL or lst.crypto != NULL:
+                # the user's CC class is Python, or the key exchange needs the KDF: the
+                # listener's accepting thread makes the connection (no Python call here,
+                # under these locks or in this worker)
                 if defer_accept(lst, &req) != 0:
                     reply = core.listener_reject(&lst.engine, &req, m.reply_area, core.MAX_CONTROL_SIZE)
             else:
@@ -582,6 +665,9 @@ cdef class Multiplexer:
         cdef size_t payload_length
         cdef uint8_t* header
         cdef int k, sent
+        cdef int sealing = 0
+        cdef size_t need
+        cdef uint8_t* slot
         cdef bint stopping, owes_shutdown
         pthread_mutex_lock(&m.send_lock)
         while True:
@@ -608,12 +694,18 @@ cdef class Multiplexer:
             send_batch_clear(batch)
             next_time = -1
             owes_shutdown = False
+            sealing = 0
             pthread_mutex_lock(&mc.lock)
             if stopping and mc.conn.state == core.STATE_CLOSED and mc.conn.shutdown_due > 0:
                 # the port closes: the copies still spaced 10 ms apart go in this burst
                 mc.conn.shutdown_burst = True
                 mc.conn.shutdown_next_time = 0
-            if not mc.mux_dead:
+            if mc.crypto != NULL:
+                need = <size_t>(mc.conn.mss if mc.conn.mss > core.MAX_CONTROL_SIZE else core.MAX_CONTROL_SIZE) + 64
+                if m.seal_slot < need and grow_seal_area(m, need) != 0:
+                    need = 0  # no memory now: nothing leaves in clear, try again later
+                sealing = 1 if need > 0 else -1
+            if not mc.mux_dead and sealing >= 0:
                 memcpy(&batch.address, &mc.conn.peer_addr, sizeof(sockaddr_storage))
                 batch.address_length = (sizeof(sockaddr_in) if mc.conn.peer_addr.ss_family == AF_INET
                                         else sizeof(sockaddr_in6))
@@ -623,7 +715,14 @@ cdef class Multiplexer:
                                                         &payload, &payload_length)
                     if length <= 0:
                         break
-                    if payload_length > 0:
+                    if sealing:  # copied out in clear, sealed below without the lock
+                        slot = m.seal_in + k * m.seal_slot
+                        memcpy(slot, header, <size_t>length)
+                        if payload_length > 0:
+                            memcpy(slot + length, payload, payload_length)
+                        m.seal_len[k] = <size_t>length + payload_length
+                        sealing += 1
+                    elif payload_length > 0:
                         send_batch_add_pair(batch, header, <size_t>length, payload, payload_length)
                     else:
                         send_batch_add(batch, header, <size_t>length)
@@ -633,7 +732,11 @@ cdef class Multiplexer:
                 if mc.waiters > 0 and mc.conn.state >= core.STATE_BROKEN:
                     pthread_cond_broadcast(&mc.changed)
                 conn_ready_note(mc)
+            elif sealing < 0:
+                next_time = now + MIN_TIMER_STEP_US
             pthread_mutex_unlock(&mc.lock)
+            if sealing > 1:
+                seal_burst(m, mc, batch, sealing - 1)
 
             if batch.count > 0:
                 sent = self.channel.c_send_batch(batch, SEND_WAIT_US)
@@ -732,14 +835,21 @@ cdef class Multiplexer:
         cc_class = config.congestion_control
         if isinstance(cc_class, str):  # native: fill_options chose its table
             cc_class = None
+        keys = ListenerKeys(config.passphrase) if config.passphrase else None
         if cc_class is not None:  # each accepted connection gets its own instance
             lst.cc_class = <void*>cc_class
+        if cc_class is not None or keys is not None:
             lst.pending = <core.AcceptRequest*>calloc(lst.capacity, sizeof(core.AcceptRequest))
-        if (lst.queue == NULL or (cc_class is not None and lst.pending == NULL)
+        if keys is not None:  # the Listener object drops this reference when it is freed
+            Py_INCREF(keys)
+            lst.crypto = <void*>keys
+        if (lst.queue == NULL or (lst.pending == NULL and (cc_class is not None or keys is not None))
                 or pthread_mutex_init(&lst.lock, NULL) != 0 or cond_init(&lst.changed) != 0
                 or cond_init(&lst.pending_wake) != 0):
             free(lst.queue)
             free(lst.pending)
+            if lst.crypto != NULL:
+                Py_DECREF(<object>lst.crypto)
             free(lst)
             raise MemoryError()
         lst.backlog = lst.capacity
@@ -759,6 +869,8 @@ cdef class Multiplexer:
             pthread_mutex_destroy(&lst.lock)
             pthread_cond_destroy(&lst.changed)
             pthread_cond_destroy(&lst.pending_wake)
+            if lst.crypto != NULL:
+                Py_DECREF(<object>lst.crypto)
             free(lst)
             raise error_from_code(ErrorCode.PORT_HAS_LISTENER)
         listener = CListener.__new__(CListener)
@@ -767,7 +879,7 @@ cdef class Multiplexer:
         (<CListener>listener).channel = self.channel
         (<CListener>listener).mux = self
         (<CListener>listener)._cc_class = cc_class
-        if cc_class is not None:
+        if cc_class is not None or keys is not None:
             (<CListener>listener)._start_acceptor()
         return listener
 
@@ -788,11 +900,25 @@ cdef class Multiplexer:
         cdef MuxConn* mc
         cdef int result = 0
         cdef int64_t now
+        cdef void* crypto = NULL
+        cdef void* sealer = NULL
         if self._stopped:
             raise BadSocketError(ErrorCode.BAD_SOCKET, "the multiplexer is closed")
         fill_options(&opts, config)
         opts.rendezvous = rendezvous
         opts.connect_timeout_us = <int64_t>connect_timeout_ms * 1000
+        if opts.crypto:
+            if rendezvous:
+                raise error_from_code(ErrorCode.INVALID_OPERATION,
+                                      "UDT_PASSPHRASE is not supported with rendezvous yet")
+            state = _CryptoState.for_client(ClientKeys(config.passphrase))  # the KDF: here, once
+            offer = state.offer()
+            memcpy(opts.crypto_offer, <const char*>offer, 32)
+            opts.crypto_check = client_check
+            opts.crypto_user = <void*>state
+            Py_INCREF(state)  # the connection record's reference
+            crypto = <void*>state
+            sealer = <void*>(<CryptoState>state).st
         cc = make_cc(&opts, config)
         memset(&address, 0, sizeof(address))
         sockaddr_from_address(peer, m.family, &address, &address_length)
@@ -803,6 +929,9 @@ cdef class Multiplexer:
             if mc == NULL:
                 result = -core.ERR_NO_MEMORY
             else:
+                mc.crypto = crypto
+                mc.seal = sealer
+                crypto = NULL
                 result = core.conn_init(&mc.conn, &opts, mc.socket_id, now)
                 if result == 0:
                     result = core.conn_connect(&mc.conn, &address, now)
@@ -813,6 +942,8 @@ cdef class Multiplexer:
                 pthread_mutex_lock(&mc.lock)
                 after_engine_call(m, self.channel, mc, 0, now, False)
                 pthread_mutex_unlock(&mc.lock)
+        if crypto != NULL:
+            Py_DECREF(<object>crypto)
         if result != 0:
             muxconn_decref(mc)
             raise error_from_code(-result)
@@ -841,7 +972,57 @@ cdef int fill_options(core.ConnOptions* opts, object config) except -1:
         if opts.cc_ops == NULL:
             raise ValueError(f"unknown congestion control {name!r}")
     opts.broken_timeout_us = <int64_t>config.peer_idle_timeout_ms * 1000
+    if config.passphrase:
+        # every packet grows by the seal (protocol.md §12): the engine plans smaller ones
+        opts.crypto = True
+        opts.mss = config.mss - SEAL_OVERHEAD
+        if opts.mss < core.MIN_MSS:
+            raise error_from_code(ErrorCode.BAD_PARAMETER,
+                                  f"UDT_MSS must be at least {core.MIN_MSS + SEAL_OVERHEAD} with a passphrase")
     return 0
+
+
+cdef int grow_seal_area(MuxCore* m, size_t slot) noexcept nogil:
+    """Room for a burst of packets of up to slot bytes, in clear and sealed (send worker)."""
+    cdef uint8_t* clear = <uint8_t*>malloc(SEND_BURST * slot)
+    cdef uint8_t* sealed = <uint8_t*>malloc(SEND_BURST * slot)
+    if clear == NULL or sealed == NULL:
+        free(clear)
+        free(sealed)
+        return -1
+    free(m.seal_in)
+    free(m.seal_out)
+    m.seal_in = clear
+    m.seal_out = sealed
+    m.seal_slot = slot
+    return 0
+
+
+cdef void seal_burst(MuxCore* m, MuxConn* mc, CSendBatch* batch, int count) noexcept nogil:
+    """Seal a burst copied out of mc (send worker, no lock held: only this worker seals for
+    mc) and queue it on batch.  Handshakes go as they are."""
+    cdef int k
+    cdef ssize_t n
+    cdef uint8_t* clear
+    cdef uint8_t* sealed
+    for k in range(count):
+        clear = m.seal_in + k * m.seal_slot
+        sealed = m.seal_out + k * m.seal_slot
+        if is_handshake(clear, m.seal_len[k]):
+            memcpy(sealed, clear, m.seal_len[k])
+            n = <ssize_t>m.seal_len[k]
+        else:
+            n = seal(<SealState*>mc.seal, clear, m.seal_len[k], sealed)
+        if n > 0:  # unsealable (not keyed): never sent in clear
+            send_batch_add(batch, sealed, <size_t>n)
+
+
+cdef void move_peer(MuxConn* mc, const sockaddr* source) noexcept nogil:
+    """Follow an authenticated peer to its new address (mc.lock held)."""
+    memset(&mc.conn.peer_addr, 0, sizeof(sockaddr_storage))
+    memcpy(&mc.conn.peer_addr, source,
+           sizeof(sockaddr_in) if source.sa_family == AF_INET else sizeof(sockaddr_in6))
+    mc.peer_rebinds += 1
 
 
 cdef object make_cc(core.ConnOptions* opts, object config):

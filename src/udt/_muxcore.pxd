@@ -23,6 +23,9 @@ cdef enum:
     MUX_INVALID_WRONG_SOURCE = 2          # datagram for a socket ID from another address
     MUX_INVALID_HEADER = 3                # packet_peek rejected it (reasons in invalid_reason)
     MUX_INVALID_COUNT = 4
+    RX_PLAIN = 0                          # opening pass: not for an encrypted connection
+    RX_OPENED = 1                         # opened and authentic (may move the peer address)
+    RX_DROP = 2                           # forged, replayed or unsealed: counted, dropped
     CLOSED_MEMORY = 64                    # recently closed connections remembered per port
     CLOSED_MEMORY_US = 30000000           # ... for this long (µs)
     CLOSED_REPLY_GAP_US = 100000          # at most one SHUTDOWN answer per peer in this time
@@ -64,6 +67,10 @@ cdef struct MuxListener:
     pthread_cond_t pending_wake  # the accepting thread waits here (with lock)
     int ready_fd                 # readiness eventfd (udt._epoll), -1 until polled (lock)
     int ready_on
+    # owned udt._crypto.ListenerKeys (a passphrase) or NULL; with one the accepting thread
+    # runs every accept (the KDF needs Python)
+    void* crypto
+    int64_t crypto_refused[3]    # refusals: offered without our passphrase / none offered / mismatch
 
 
 cdef inline void listener_ready_note(MuxListener* lst) noexcept nogil:
@@ -111,6 +118,14 @@ cdef struct MuxCore:
     int64_t hs_replies           # the listener's answers (never larger than each request)
     int64_t hs_reply_bytes
     int64_t hs_shed              # inductions left unanswered while the worker was behind
+    # encryption (udt/_seal.pyx): only touched while crypto_conns > 0
+    int crypto_conns             # registered encrypted connections (table_lock; read atomically)
+    size_t seal_slot             # send worker: bytes per slot of seal_in / seal_out
+    uint8_t* seal_in             # [SEND_BURST * seal_slot] a burst in clear, packets contiguous
+    uint8_t* seal_out            # [SEND_BURST * seal_slot] ... sealed
+    size_t seal_len[SEND_BURST]
+    MuxConn** rx_owner           # [rx max_datagrams] receive worker: the encrypted connection
+    uint8_t* rx_mark             # [rx max_datagrams] RX_* verdict of the opening pass
 
 
 # scheduling (called with the connection lock held)

@@ -9,7 +9,7 @@ from udt._conntable cimport (MuxConn, muxconn_decref, muxconn_incref, peer_key, 
                              table_find_id, table_insert, table_remove)
 from udt._heap cimport HEAP_SEND, HEAP_TIMER, heap_push_or_lower, heap_remove_at, heap_set_key
 from udt._net cimport Channel, sockaddr, sockaddr_storage
-from udt._sync cimport (cond_wait_until, now_us, pthread_cond_broadcast, pthread_cond_signal,
+from udt._sync cimport (mux_atomic_add, cond_wait_until, now_us, pthread_cond_broadcast, pthread_cond_signal,
                         pthread_mutex_lock, pthread_mutex_unlock)
 cimport udt.core.engine as core
 
@@ -112,9 +112,11 @@ cdef int register_conn(MuxCore* m, MuxConn* mc, bint by_peer) noexcept nogil:
         return -1
     muxconn_incref(mc)
     mc.in_tables = 1
+    if mc.crypto != NULL:
+        mux_atomic_add(&m.crypto_conns, 1)
     if by_peer:
-        if table_insert(&m.by_peer, peer_key(<const sockaddr*>&mc.conn.peer_addr,
-                                             mc.conn.peer_socket_id), mc) == 0:
+        mc.peer_table_key = peer_key(<const sockaddr*>&mc.conn.peer_addr, mc.conn.peer_socket_id)
+        if table_insert(&m.by_peer, mc.peer_table_key, mc) == 0:
             muxconn_incref(mc)
             mc.in_peer_table = 1
     if mc.conn.rendezvous:
@@ -162,10 +164,11 @@ cdef void unregister_conn(MuxCore* m, MuxConn* mc) noexcept nogil:
     if mc.in_tables:
         table_remove(&m.by_id, mc.socket_id, mc)
         mc.in_tables = 0
+        if mc.crypto != NULL:
+            mux_atomic_add(&m.crypto_conns, -1)
         drops += 1
     if mc.in_peer_table:
-        table_remove(&m.by_peer, peer_key(<const sockaddr*>&mc.conn.peer_addr,
-                                          mc.conn.peer_socket_id), mc)
+        table_remove(&m.by_peer, mc.peer_table_key, mc)
         mc.in_peer_table = 0
         drops += 1
     link = &m.rendezvous

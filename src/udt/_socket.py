@@ -708,6 +708,14 @@ class socket:
             raise NotConnectedError(ErrorCode.NO_CONNECTION, "perfmon needs a connected socket")
         return PerfMon(self._conn.perfmon(bool(clear)))
 
+    def listener_stats(self) -> dict[str, int]:
+        """A listening socket's refusals that never reach accept() (protocol.md §12): offered
+        encryption without our passphrase, none offered to ours, a wrong passphrase."""
+        self._check_open()
+        if self._listener is None:
+            raise error_from_code(ErrorCode.NOT_LISTENING, "listener_stats needs a listening socket")
+        return dict(self._listener.crypto_stats())
+
     # ---- ending ---------------------------------------------------------------------------
     def shutdown(self, how: int) -> None:
         """SHUT_WR: send what is queued, then tell the peer (it reads EOF).  Between two udt peers

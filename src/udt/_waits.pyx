@@ -78,6 +78,24 @@ def _rejection_hint(int req_type):
     return ""
 
 
+_CRYPTO_REFUSALS = {  # protocol.md §12
+    core.REQ_CRYPTO_UNEXPECTED: "the listener has no passphrase (UDT_PASSPHRASE) but we offered encryption",
+    core.REQ_CRYPTO_REQUIRED: "the listener requires a passphrase (UDT_PASSPHRASE) and we set none",
+    core.REQ_CRYPTO_MISMATCH: "wrong passphrase: the listener's key confirmation failed",
+    core.REQ_CRYPTO_PLAIN_PEER: ("the peer cannot encrypt (a UDT4 or SRT peer without the udt handshake "
+                                 "extension): refused rather than falling back to plaintext"),
+    core.REQ_CRYPTO_BAD_ANSWER: "wrong passphrase: the listener's answer failed our key confirmation",
+}
+
+
+def _rejection_text(int req_type):
+    """The whole message of a refused connect (request type >= 1000)."""
+    reason = _CRYPTO_REFUSALS.get(req_type)
+    if reason is not None:
+        return f"connection refused (request type {req_type}): {reason}"
+    return f"connection rejected by the peer (request type {req_type}){_rejection_hint(req_type)}"
+
+
 cdef object raise_result(ssize_t result, bint sending, int os_error=0, bint peer_reset=False):
     """Raise the Python exception for a negative result of a data or wait call."""
     if result == RC_SIGNAL:

@@ -92,6 +92,7 @@ class SocketOption(IntEnum):
     # udt extensions
     UDT_PEERIDLETIMEO = 100  # ms of silence after which the connection counts as broken
     UDT_CONNTIMEO = 101  # ms a client/server connect may take (rendezvous: ×10)
+    UDT_PASSPHRASE = 102  # str: encrypt and authenticate every packet (protocol.md §12)
 
 
 class SocketState(IntEnum):
@@ -129,7 +130,7 @@ class Phase(Enum):
 @dataclass(frozen=True)
 class OptionSpec:
     option: SocketOption
-    kind: str  # "bool", "int", "linger", "cc", "readonly"
+    kind: str  # "bool", "int", "linger", "cc", "passphrase", "readonly"
     default: Any
     phase: Phase
     check: Callable[[SocketOption, Any], Any] | None = None
@@ -305,6 +306,14 @@ OPTION_SPECS: dict[SocketOption, OptionSpec] = {
             "silence after which the connection is broken, ms",
         ),
         OptionSpec(
+            Opt.UDT_PASSPHRASE,
+            "passphrase",
+            None,
+            Phase.BEFORE_CONNECT,
+            None,
+            "shared secret of both ends: every packet AES-GCM sealed, a mismatch refused; None: plaintext",
+        ),
+        OptionSpec(
             Opt.UDT_CONNTIMEO,
             "int",
             3000,
@@ -339,7 +348,23 @@ def validate(option: SocketOption, value: Any) -> Any:
         return _linger(option, value)
     if spec.kind == "cc":
         return _validate_cc(option, value)
+    if spec.kind == "passphrase":
+        return _validate_passphrase(option, value)
     raise AssertionError(spec.kind)
+
+
+MIN_PASSPHRASE = 10
+MAX_PASSPHRASE = 1024
+
+
+def _validate_passphrase(option: SocketOption, value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise _bad(option, f"expected a str or None, got {type(value).__name__}")
+    if not MIN_PASSPHRASE <= len(value) <= MAX_PASSPHRASE:
+        raise _bad(option, f"a passphrase has {MIN_PASSPHRASE} to {MAX_PASSPHRASE} characters, got {len(value)}")
+    return value
 
 
 def _validate_cc(option: SocketOption, value: Any) -> Any:

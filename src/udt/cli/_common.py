@@ -206,11 +206,19 @@ def resolve(host: str, port: int, *, passive: bool = False) -> tuple[int, tuple]
 
 
 def new_socket(
-    family: int, *, mss: int | None, max_bw: int | None, rendezvous: bool = False, cc: str | None = None
+    family: int,
+    *,
+    mss: int | None,
+    max_bw: int | None,
+    rendezvous: bool = False,
+    cc: str | None = None,
+    passphrase: str | None = None,
 ) -> udt.socket:
     """A udt stream socket with the options the command line asked for (set before bind)."""
     sock = udt.socket(family, udt.SOCK_STREAM)
     try:
+        if passphrase is not None:
+            sock.setsockopt(SocketOption.UDT_PASSPHRASE, passphrase)
         if mss is not None:
             sock.setsockopt(SocketOption.UDT_MSS, mss)
         if max_bw is not None:

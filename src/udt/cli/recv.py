@@ -51,6 +51,7 @@ from udt.cli._common import (
     supervise,
 )
 from udt.cli._hashing import FileHasher
+from udt.cli._passphrase import RefusalLog, add_passphrase_argument, read_passphrase
 from udt.cli._progress import Meter, ProgressBar
 from udt.errors import ErrorCode
 from udt.units import parse_rate_bytes_per_s
@@ -127,6 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--once", action="store_true", help="exit after one transfer, with its exit code")
     parser.add_argument("--json", action="store_true", help="print one JSON object with the results on stdout at exit")
     add_transport_arguments(parser)
+    add_passphrase_argument(parser)
     parser.add_argument(
         "--max-bw",
         type=argtype(parse_rate_bytes_per_s, "rate"),
@@ -243,7 +245,7 @@ def _prepare_output(path: str) -> None:
 
 
 def _serve(settings: Settings, family: int, local: tuple, args: argparse.Namespace) -> dict[str, Any] | None:
-    listener = new_socket(family, mss=args.mss, max_bw=args.max_bw, cc=args.cc)
+    listener = new_socket(family, mss=args.mss, max_bw=args.max_bw, cc=args.cc, passphrase=read_passphrase(args))
     settings.cancel.register(listener)
     workers: list[threading.Thread] = []
     try:
@@ -255,9 +257,11 @@ def _serve(settings: Settings, family: int, local: tuple, args: argparse.Namespa
                 ExitCode.BIND_FAILED, f"cannot listen on {format_address(local)}: {exc.strerror or exc}"
             ) from None
         print(f"{PROG}: listening on {format_address(listener.getsockname())}", file=sys.stderr, flush=True)
+        refusals = RefusalLog(PROG, listener)
         if args.once:
             listener.settimeout(ACCEPT_POLL)
             while not settings.cancel.is_set():
+                refusals.check()
                 try:
                     conn, addr = listener.accept()
                 except TimeoutError:
@@ -272,7 +276,7 @@ def _serve(settings: Settings, family: int, local: tuple, args: argparse.Namespa
                 listener.close()
                 return _session(settings, conn, addr)
             return None
-        _dispatch(settings, listener, workers)
+        _dispatch(settings, listener, workers, refusals)
         return None
     finally:
         settings.cancel.unregister(listener)
@@ -281,7 +285,7 @@ def _serve(settings: Settings, family: int, local: tuple, args: argparse.Namespa
             worker.join(5.0)
 
 
-def _dispatch(settings: Settings, listener: udt.socket, workers: list[threading.Thread]) -> None:
+def _dispatch(settings: Settings, listener: udt.socket, workers: list[threading.Thread], refusals: RefusalLog) -> None:
     """Accept and park connections in one udt.epoll; start a transfer thread for each one whose
     first bytes arrived, and drop one idle for longer than --idle-timeout."""
     parked: dict[udt.socket, tuple[tuple[Any, ...], float]] = {}  # conn -> (peer, parked at)
@@ -290,6 +294,7 @@ def _dispatch(settings: Settings, listener: udt.socket, workers: list[threading.
         ep.add_usock(listener, udt.UDT_EPOLL_IN)
         try:
             while not settings.cancel.is_set():
+                refusals.check()
                 try:
                     ready = ep.wait(ACCEPT_POLL)[0]
                 except OSError:
@@ -347,7 +352,9 @@ def _rendezvous(settings: Settings, family: int, local: tuple, args: argparse.Na
     peer_family, peer_addr = resolve(host, port)
     if peer_family != family:
         raise CliError(ExitCode.USAGE, f"--bind {args.bind} and --rendezvous {host} are different address families")
-    sock = new_socket(family, mss=args.mss, max_bw=args.max_bw, cc=args.cc, rendezvous=True)
+    sock = new_socket(
+        family, mss=args.mss, max_bw=args.max_bw, cc=args.cc, rendezvous=True, passphrase=read_passphrase(args)
+    )
     settings.cancel.register(sock)
     try:
         try:

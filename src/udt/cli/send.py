@@ -47,6 +47,7 @@ from udt.cli._common import (
     supervise,
 )
 from udt.cli._hashing import FileHasher, FileShrankError
+from udt.cli._passphrase import add_passphrase_argument, read_passphrase
 from udt.cli._progress import Meter, ProgressBar
 from udt.errors import ErrorCode
 from udt.options import SocketOption
@@ -122,6 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object with the results on stdout")
     add_transport_arguments(parser)
+    add_passphrase_argument(parser)
     parser.add_argument(
         "--max-bw",
         type=argtype(parse_rate_bytes_per_s, "rate"),
@@ -238,7 +240,14 @@ def _check_sources(paths: list[str]) -> list[SourceFile]:
 def _connect(
     family: int, sockaddr: tuple, peer: str, args: argparse.Namespace, bind: tuple[str, int | None], cancel: Cancel
 ) -> udt.socket:
-    sock = new_socket(family, mss=args.mss, max_bw=args.max_bw, cc=args.cc, rendezvous=args.rendezvous)
+    sock = new_socket(
+        family,
+        mss=args.mss,
+        max_bw=args.max_bw,
+        cc=args.cc,
+        rendezvous=args.rendezvous,
+        passphrase=read_passphrase(args),
+    )
     cancel.register(sock)
     try:
         local_host, local_port = bind

@@ -18,6 +18,9 @@ cdef enum:
     HSEXT_VERSION = 1
     HSEXT_HEADER_SIZE = 8
     HSEXT_TLV_CAPS = 1                  # value: u32 capability bits
+    HSEXT_TLV_CRYPTO = 2                # value: 32 bytes, the key exchange (protocol.md §12)
+    HSEXT_CRYPTO_SIZE = 32              # client: nonce 16 | proof 16; server: nonce 16 | proof 16
+    HSEXT_CRYPTO_TOTAL = 52             # header + caps TLV + crypto TLV (HSEXT_SIZE + 36)
     HSEXT_SIZE = 16                     # what we send: header + the capabilities TLV
     HSEXT_MAX_SIZE = 256                # longest trailer accepted (room for later TLVs)
     CAP_HALF_CLOSE = 0x1                # shutdown(SHUT_WR) sends EOF, the peer may still send
@@ -65,3 +68,39 @@ cdef inline int hsext_decode(const uint8_t* p, size_t length, uint32_t* caps) no
             caps[0] = get_u32(p + pos + 4)
         pos += 4 + ((n + 3) & ~3u)
     return 1
+
+
+cdef inline size_t hsext_encode_crypto(uint8_t* p, uint32_t caps, const uint8_t* value) noexcept nogil:
+    """Our trailer with the key-exchange TLV after the capabilities (protocol.md §12);
+    writes and returns HSEXT_CRYPTO_TOTAL bytes."""
+    cdef int i
+    put_u32(p, HSEXT_MAGIC)
+    put_u32(p + 4, (<uint32_t>HSEXT_VERSION << 24) | (HSEXT_CRYPTO_TOTAL - HSEXT_HEADER_SIZE))
+    put_u32(p + 8, (<uint32_t>HSEXT_TLV_CAPS << 16) | 4)
+    put_u32(p + 12, caps)
+    put_u32(p + 16, (<uint32_t>HSEXT_TLV_CRYPTO << 16) | HSEXT_CRYPTO_SIZE)
+    for i in range(HSEXT_CRYPTO_SIZE):
+        p[20 + i] = value[i]
+    return HSEXT_CRYPTO_TOTAL
+
+
+cdef inline bint hsext_find_crypto(const uint8_t* p, size_t length, uint8_t* value) noexcept nogil:
+    """Copy the key-exchange TLV of a trailer hsext_decode accepted into value (32 bytes);
+    False when the trailer has none (or one of the wrong length)."""
+    cdef uint32_t w, t, n
+    cdef size_t pos = HSEXT_HEADER_SIZE
+    cdef int i
+    if length < HSEXT_HEADER_SIZE or get_u32(p) != HSEXT_MAGIC:
+        return False
+    while pos + 4 <= length:
+        w = get_u32(p + pos)
+        t = w >> 16
+        n = w & 0xFFFF
+        if pos + 4 + ((n + 3) & ~3u) > length:
+            return False
+        if t == HSEXT_TLV_CRYPTO and n == HSEXT_CRYPTO_SIZE:
+            for i in range(HSEXT_CRYPTO_SIZE):
+                value[i] = p[pos + 4 + i]
+            return True
+        pos += 4 + ((n + 3) & ~3u)
+    return False

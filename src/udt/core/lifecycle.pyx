@@ -12,14 +12,15 @@ from udt._core cimport (DEFAULT_BUFFER_PACKETS, DEFAULT_FLIGHT_FLAG_SIZE, DEFAUL
                         EV_WRITABLE, HANDSHAKE_MAX_OUT, HANDSHAKE_SIZE, HEADER_SIZE,
                         INVALID_HANDSHAKE, INVALID_STATE, INVALID_WRONG_PEER,
                         IP_UDP_OVERHEAD, IP_UDP_OVERHEAD_V6, MIN_FLIGHT_FLAG_SIZE, MIN_MSS,
-                        REQ_CONCLUSION, REQ_FAILURE_FIRST, REQ_INDUCTION, REQ_RENDEZVOUS,
+                        REQ_CONCLUSION, REQ_CRYPTO_BAD_ANSWER, REQ_CRYPTO_PLAIN_PEER, REQ_FAILURE_FIRST,
+                        REQ_INDUCTION, REQ_RENDEZVOUS,
                         REQ_RENDEZVOUS_AGREEMENT, SOCK_TYPE_DGRAM, SOCK_TYPE_STREAM, STATE_CLOSED,
                         STATE_CLOSING, STATE_CONNECTED, STATE_CONNECTING, STATE_NONEXIST,
                         STATE_OPENED, UDT_VERSION, AcceptRequest, Conn, ConnOptions)
 from udt.core.buffers cimport rcvbuf_alloc, rcvbuf_free, sndbuf_alloc, sndbuf_free
 from udt.core.cc cimport native_cc_ops
 from udt.core.hsext cimport (CAP_HALF_CLOSE, CAPS_LOCAL, HSEXT_MAGIC, HSEXT_MAX_SIZE, hsext_decode,
-                             hsext_encode)
+                             hsext_encode, hsext_encode_crypto, hsext_find_crypto)
 from udt.core.losslist cimport losslist_alloc, losslist_clear, losslist_free
 from udt.core.packet cimport (AF_INET6_VALUE, AF_INET_VALUE, Handshake, get_u32, handshake_decode,
                               handshake_encode)
@@ -224,7 +225,10 @@ cdef ssize_t conn_accept(Conn* c, const AcceptRequest* req, int64_t now, uint8_t
     _fill_handshake(c, &hs, REQ_CONCLUSION)
     hs.mss = mss
     c.hs_response_len = <int>handshake_encode(c.hs_response, &hs, c.peer_socket_id)
-    if req.ext:                          # a udt client: answer its offer (a plain one never sees it)
+    if req.ext and c.crypto_answer_set:  # the key exchange's second half (protocol.md §12)
+        c.hs_response_len += <int>hsext_encode_crypto(c.hs_response + HANDSHAKE_SIZE, CAPS_LOCAL,
+                                                      c.crypto_answer)
+    elif req.ext:                        # a udt client: answer its offer (a plain one never sees it)
         c.hs_response_len += <int>hsext_encode(c.hs_response + HANDSHAKE_SIZE, CAPS_LOCAL)
     c.hs_response_valid = True
     memcpy(out, c.hs_response, c.hs_response_len)
@@ -303,6 +307,9 @@ cdef inline bint _hs_late_induction(Conn* c, const Handshake* hs) noexcept nogil
 cdef uint32_t _hs_client_connecting(Conn* c, const Handshake* hs, int64_t now) noexcept nogil:
     cdef int mss
     if hs.req_type == REQ_INDUCTION and c.hs_req_type == REQ_INDUCTION:
+        if c.opts.crypto and not hs.ext:    # a UDT4/SRT listener: never fall back to plaintext
+            c.reject_req_type = REQ_CRYPTO_PLAIN_PEER
+            return _connect_failed(c, ERR_REJECTED)
         c.hs_cookie = hs.cookie
         c.hs_ext_seen = hs.ext              # a udt listener: our conclusion carries the offer
         c.hs_req_type = REQ_CONCLUSION
@@ -318,6 +325,13 @@ cdef uint32_t _hs_client_connecting(Conn* c, const Handshake* hs, int64_t now) n
         c.peer_socket_id = hs.socket_id
         memcpy(c.peer_ip, hs.peer_ip, 16)
         c.peer_caps = hs.ext_caps if hs.ext else 0
+        if c.opts.crypto:                   # keys agreed before the connection exists (§12)
+            if not c.crypto_answer_set:
+                c.reject_req_type = REQ_CRYPTO_PLAIN_PEER
+                return _connect_failed(c, ERR_REJECTED)
+            if c.opts.crypto_check == NULL or c.opts.crypto_check(c.opts.crypto_user, c.crypto_answer) != 0:
+                c.reject_req_type = REQ_CRYPTO_BAD_ANSWER
+                return _connect_failed(c, ERR_REJECTED)
         mss = hs.mss if hs.mss < c.opts.mss else c.opts.mss
         return _established(c, now, hs.isn, hs.flight_flag_size, mss)
     _invalid(c, INVALID_STATE)
@@ -413,6 +427,9 @@ cdef uint32_t conn_on_handshake(Conn* c, const uint8_t* buf, size_t length, int6
         _invalid(c, INVALID_HANDSHAKE)
         return 0
     hs.ext = ext == 1
+    if c.opts.crypto and not c.is_server and c.state == STATE_CONNECTING:
+        c.crypto_answer_set = hs.ext and hsext_find_crypto(buf + HANDSHAKE_SIZE, length - HANDSHAKE_SIZE,
+                                                           c.crypto_answer)
     handshake_decode(buf + HEADER_SIZE, &hs)
     if hs.req_type == REQ_INDUCTION and get_u32(buf + 4) == HSEXT_MAGIC:
         hs.ext = True                       # a udt listener's mark: its answer is request-sized

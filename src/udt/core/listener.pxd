@@ -17,6 +17,9 @@ cdef int listener_on_handshake(Listener* lst, const uint8_t* buf, size_t length,
                                size_t cap, size_t* out_len, AcceptRequest* req) noexcept nogil
 # Write the 1002 rejection answering req (full backlog).  Returns its length (64) or -6001.
 cdef ssize_t listener_reject(Listener* lst, const AcceptRequest* req, uint8_t* out, size_t cap) noexcept nogil
+# The same with another refusal type (>= 1000: the encryption refusals of protocol.md §12).
+cdef ssize_t listener_refuse(Listener* lst, const AcceptRequest* req, int req_type, uint8_t* out,
+                             size_t cap) noexcept nogil
 
 # Validate a raw datagram's header (and a handshake's CIF) and describe it.  0 or -1 - reason
 # (InvalidReason) when it must be dropped before routing.

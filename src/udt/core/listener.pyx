@@ -15,7 +15,8 @@ from udt.core.packet cimport (CONTROL_FLAG, Handshake, address_bytes, address_po
                               handshake_decode, handshake_encode, put_control, put_u32)
 from udt.core.seq cimport SEQ_MAX
 from udt.core.siphash cimport siphash24
-from udt.core.hsext cimport HSEXT_MAGIC, HSEXT_MAX_SIZE, hsext_decode
+from udt.core.hsext cimport (CAPS_LOCAL, HSEXT_MAGIC, HSEXT_MAX_SIZE, hsext_decode, hsext_encode,
+                             hsext_find_crypto)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -116,11 +117,18 @@ cdef int listener_on_handshake(Listener* lst, const uint8_t* buf, size_t length,
     memcpy(&req.peer_addr, peer, sizeof(sockaddr_storage))
     req.ext = ext == 1
     req.peer_caps = caps
+    req.crypto_offered = req.ext and hsext_find_crypto(buf + HANDSHAKE_SIZE, length - HANDSHAKE_SIZE,
+                                                       req.crypto_offer)
     lst.accepted += 1
     return LISTENER_ACCEPT
 
 
 cdef ssize_t listener_reject(Listener* lst, const AcceptRequest* req, uint8_t* out, size_t cap) noexcept nogil:
+    return listener_refuse(lst, req, REQ_REJECTED, out, cap)
+
+
+cdef ssize_t listener_refuse(Listener* lst, const AcceptRequest* req, int req_type, uint8_t* out,
+                             size_t cap) noexcept nogil:
     cdef Handshake hs
     if cap < HANDSHAKE_SIZE:
         return -ERR_NO_SEND_BUFFER
@@ -129,7 +137,7 @@ cdef ssize_t listener_reject(Listener* lst, const AcceptRequest* req, uint8_t* o
     hs.isn = req.isn
     hs.mss = req.mss
     hs.flight_flag_size = lst.flight_flag_size
-    hs.req_type = REQ_REJECTED
+    hs.req_type = req_type
     hs.socket_id = req.peer_socket_id
     hs.cookie = req.cookie
     address_bytes(&req.peer_addr, hs.peer_ip)
