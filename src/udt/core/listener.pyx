@@ -15,8 +15,7 @@ from udt.core.packet cimport (CONTROL_FLAG, Handshake, address_bytes, address_po
                               handshake_decode, handshake_encode, put_control, put_u32)
 from udt.core.seq cimport SEQ_MAX
 from udt.core.siphash cimport siphash24
-from udt.core.hsext cimport (CAPS_LOCAL, HSEXT_MAGIC, HSEXT_MAX_SIZE, hsext_decode, hsext_encode,
-                             hsext_find_crypto)
+from udt.core.hsext cimport HSEXT_MAGIC, HSEXT_MAX_SIZE, hsext_decode, hsext_find_crypto
 
 
 # ---------------------------------------------------------------------------------------------
