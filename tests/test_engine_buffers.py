@@ -14,7 +14,8 @@ from engine_harness import LinkProfile, Net, connected_pair, invalid_counts, sha
 from udt import _testing
 
 PAYLOAD = 1456
-INITIAL = 512  # INITIAL_BUFFER_PACKETS
+INITIAL = 512  # INITIAL_RECV_PACKETS: where the receive limit starts
+INITIAL_SEND = 4096  # INITIAL_SEND_PACKETS
 CAP = 65536  # UDT_SNDBUF / UDT_RCVBUF / UDT_FC (the defaults), packets
 RATE = 10_000  # bottleneck, packets/s (~117 Mbit/s of payload)
 DELAY = 50_000  # one way: RTT 100 ms, so the path holds RATE * 0.1 = 1000 packets
@@ -62,7 +63,7 @@ def test_a_connection_holds_no_buffer_memory_until_data_moves():
     for ep in (c, s):
         b = ep.buffers
         assert b["snd_capacity"] == b["rcv_capacity"] == CAP
-        assert b["snd_limit"] == b["rcv_limit"] == INITIAL
+        assert b["snd_limit"] == INITIAL_SEND and b["rcv_limit"] == INITIAL
         assert b["snd_chunks"] == b["rcv_chunks"] == 0
         assert not b["snd_directory"] and not b["rcv_directory"]
         assert b["snd_loss_capacity"] == b["rcv_loss_capacity"] == 32
@@ -109,7 +110,7 @@ def test_no_growth_for_an_application_limited_sender():
     net, c, s = long_fat_pair()
     got = pump_for(net, c, s, 3.0, app_pps=RATE / 50)
     assert got > 0.9 * 3.0 * RATE / 50
-    assert c.buffers["snd_limit"] == INITIAL
+    assert c.buffers["snd_limit"] == INITIAL_SEND
     assert s.buffers["rcv_limit"] == INITIAL
     assert c.buffers["snd_chunks"] <= 4 and s.buffers["rcv_chunks"] <= 4
 
@@ -121,24 +122,24 @@ def test_no_growth_for_a_reader_that_does_not_read():
     # (plus the 2-packet probes a zero window still lets through, as in UDT4)
     assert s.readable_bytes <= (INITIAL + 64) * PAYLOAD
     assert s.buffers["rcv_chunks"] <= INITIAL // 64 + 1
-    # the sender is flow-controlled: its queue stays small too
-    assert c.buffers["snd_limit"] <= 2 * INITIAL + 64
+    # the sender is flow-controlled: its window stays small, and so does its queue
+    assert c.buffers["snd_limit"] == INITIAL_SEND
 
 
 def test_memory_and_limits_return_after_idle():
-    net, c, s = long_fat_pair(seed=2)
+    net, c, s = long_fat_pair("bbr", seed=2)
     net.set_profile(
         LinkProfile(delay_us=DELAY, rate_pps=RATE, queue_packets=RATE // 10, loss=0.01),
         LinkProfile(delay_us=DELAY, loss=0.01),
     )
     pump_for(net, c, s, 3.0)
-    assert c.buffers["snd_limit"] > INITIAL and s.buffers["rcv_limit"] > INITIAL
+    assert c.buffers["snd_limit"] > INITIAL_SEND and s.buffers["rcv_limit"] > INITIAL
     assert c.buffers["snd_chunks"] > 0 and s.buffers["rcv_chunks"] > 0
     pump_for(net, c, s, 5.0, app_pps=1e-9)  # the sender writes nothing more: drain, then idle
     assert c.pending_send_bytes == 0 and s.readable_bytes == 0
     for ep in (c, s):
         b = ep.buffers
-        assert b["snd_limit"] == b["rcv_limit"] == INITIAL
+        assert b["snd_limit"] == INITIAL_SEND and b["rcv_limit"] == INITIAL
         assert b["snd_chunks"] == b["rcv_chunks"] == 0
         assert not b["snd_directory"] and not b["rcv_directory"]
         assert b["snd_loss_capacity"] == b["rcv_loss_capacity"] == 32
@@ -180,7 +181,7 @@ def test_messages_intact_across_growth():
     assert net.run(60_000_000, pump)
     assert received == messages
     # one message bigger than the current limit still goes when the buffer is empty
-    big = os.urandom(PAYLOAD * (INITIAL + 100))
+    big = os.urandom(PAYLOAD * (INITIAL_SEND + 100))
     net.run(3_000_000)
     assert c.write(big, net.now) == len(big)
 

@@ -199,7 +199,7 @@ cdef struct ConnOptions:
     int rcv_buf_packets         # UDT_RCVBUF converted to packets, default 65536 (caps: the
                                 # rings grow to them with the path, udt/core/buffers.pxd)
     int buf_initial_packets     # where both buffer limits start and return after idle;
-                                # 0 = INITIAL_BUFFER_PACKETS, = the caps: fixed-size buffers
+                                # 0 = INITIAL_RECV/SEND_PACKETS, = the caps: fixed-size buffers
     bint rendezvous             # UDT_RENDEZVOUS
     int64_t max_bandwidth       # UDT_MAXBW bytes/s, -1 unlimited (may be changed while connected)
     int64_t broken_timeout_us   # silence after which the connection is broken, default 10 s

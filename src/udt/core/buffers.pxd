@@ -9,7 +9,8 @@ of its slots is used and goes back to the spare list when the last one is releas
 follows what is queued, and a steady transfer reuses the same few chunks without allocating.
 The directory itself is allocated with the first chunk.  After ``BUFFER_IDLE_RELEASE_US`` with
 nothing buffered, ``*_idle_release`` frees the spares and the directory and puts the limit back
-to ``INITIAL_BUFFER_PACKETS``: an idle connection holds no buffer memory at all.
+to its start (``INITIAL_RECV_PACKETS``, ``INITIAL_SEND_PACKETS``): an idle connection holds no
+buffer memory at all.
 
 The limits: ``rcv.limit`` is what ACKs advertise room for; it grows when the reader consumed more
 than half of it within one measurement interval (RTT + one ACK period, the time the sender needs
@@ -43,7 +44,11 @@ cdef enum:
     BUFFER_CHUNK_SHIFT = 6
     BUFFER_CHUNK_PACKETS = 64               # slots per chunk (~93 KB of payload at MSS 1500)
     BUFFER_CHUNK_MASK = 63
-    INITIAL_BUFFER_PACKETS = 512            # the limits' start (~745 KB at MSS 1500)
+    INITIAL_RECV_PACKETS = 512              # the receive limit's start (~745 KB at MSS 1500)
+    INITIAL_SEND_PACKETS = 4096             # what a writer may queue before the path is known
+                                            # (~6 MB, half UDT4's fixed buffer: costs only
+                                            # what is written, and sendall() of a few MB
+                                            # returns at once, as applications expect)
     BUFFER_IDLE_RELEASE_US = 1000000        # nothing buffered this long: release the memory
 
 
@@ -142,9 +147,9 @@ cdef inline int buffer_grow_limit(int limit, int64_t target, int capacity) noexc
     return <int>(target if target < capacity else capacity)
 
 
-cdef inline int buffer_initial_limit(int initial, int capacity) noexcept nogil:
+cdef inline int buffer_initial_limit(int initial, int default, int capacity) noexcept nogil:
     if initial <= 0:
-        initial = INITIAL_BUFFER_PACKETS
+        initial = default
     return initial if initial < capacity else capacity
 
 
@@ -155,7 +160,7 @@ cdef inline int sndbuf_alloc(SendBuffer* b, int capacity, int initial, int slot_
     """Set the ring up; no memory is taken until data is written."""
     chunks_init(&b.store, capacity, sizeof(SendSlot), slot_size)
     b.capacity = capacity
-    b.initial_limit = buffer_initial_limit(initial, capacity)
+    b.initial_limit = buffer_initial_limit(initial, INITIAL_SEND_PACKETS, capacity)
     b.limit = b.initial_limit
     b.slot_size = slot_size
     b.head = 0
@@ -232,7 +237,7 @@ cdef inline int rcvbuf_alloc(RecvBuffer* b, int capacity, int initial, int slot_
     """Set the ring up; no memory is taken until data arrives."""
     chunks_init(&b.store, capacity, sizeof(RecvSlot), slot_size)
     b.capacity = capacity
-    b.initial_limit = buffer_initial_limit(initial, capacity)
+    b.initial_limit = buffer_initial_limit(initial, INITIAL_RECV_PACKETS, capacity)
     b.limit = b.initial_limit
     b.slot_size = slot_size
     b.head = 0
