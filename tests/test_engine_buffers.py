@@ -226,3 +226,23 @@ def test_data_scattered_over_the_ring_allocates_at_most_the_ring():
     assert b["rcv_limit"] <= 1024
     assert invalid_counts(s.stats(5000))["buffer_full"] > 0
     assert b["rcv_loss_capacity"] <= 1024 // 2 + 2
+
+
+def test_the_default_caps_leave_a_1_gbit_200_ms_path_unlimited():
+    """The caps are what autotuning may grow to: with the defaults a 1 Gbit/s x 200 ms path
+    (25 MB, ~17,000 packets at MSS 1500) fits twice over in the flow window and both buffers."""
+    from udt.options import OPTION_SPECS, SocketOption
+
+    bdp = int(1e9 / 8 * 0.2 / PAYLOAD)
+    assert 16_000 < bdp < 18_000
+    assert OPTION_SPECS[SocketOption.UDT_FC].default >= 2 * bdp
+    for option in (SocketOption.UDT_SNDBUF, SocketOption.UDT_RCVBUF):
+        assert OPTION_SPECS[option].default // PAYLOAD >= 2 * bdp
+    # and the engine takes them as caps, not allocations: nothing is held before data moves
+    net, c, s = connected_pair(
+        Net(),
+        client_options={"snd_buf": 65536, "rcv_buf": 65536, "ffs": 65536},
+        server_options={"snd_buf": 65536, "rcv_buf": 65536, "ffs": 65536},
+    )
+    assert c.flow_window == 65536 and s.flow_window == 65536
+    assert c.buffers["snd_chunks"] == s.buffers["rcv_chunks"] == 0
