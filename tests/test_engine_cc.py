@@ -61,7 +61,7 @@ def test_a_loss_epoch_lasts_at_least_one_rate_control_interval():
     decrease per packet round trip) while increases come once per 10 ms: random loss would
     pin the rate.  NAKs within 10 ms of an epoch's start count in that epoch, which allows
     itself at most 5 decreases."""
-    c = client()
+    c = client(buf_initial=8192)  # all 4000 packets queued at once: a fixed send buffer
     c.write(b"x" * 1456 * 4000, 0)
     send_until(c, 0, 100)
     c.receive(full_ack(ISN + 8, 1, rate=1_000_000, bw=5_000_000), 20_000)

@@ -123,7 +123,8 @@ def test_server_conclusion_reply_matches_udt4_layout():
 
 def _connected_server(now: int = 0):
     req = _testing.request_from_conclusion(HS_CONCLUSION, ("127.0.0.1", 40000))
-    s = _testing.Endpoint(SERVER_ID, now=now, rcv_buf=8192)
+    # a fixed 8192-packet receive buffer (no autotuning), as in protocol.md §10's examples
+    s = _testing.Endpoint(SERVER_ID, now=now, rcv_buf=8192, buf_initial=8192)
     s.accept(req, now)
     return s
 

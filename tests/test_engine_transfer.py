@@ -459,7 +459,8 @@ def test_linger_expires_when_peer_is_gone():
 def test_linger_bounds_a_stall_not_a_drain():
     """A drain that takes longer than the linger time but keeps progressing is not cut short."""
     net = Net(profile=LinkProfile(rate_pps=2000, queue_packets=1000, delay_us=5000))
-    net, c, s = connected_pair(net, client_options={"linger_us": 300_000})
+    # the whole payload queued before close: a send buffer that starts big enough for it
+    net, c, s = connected_pair(net, client_options={"linger_us": 300_000, "buf_initial": 2048})
     data = payload(2 * MB, 6)  # 1441 packets at 2000 packets/s: > 0.7 s
     assert c.write(data, net.now) == len(data)
     t0 = net.now

@@ -38,8 +38,8 @@ cdef enum:
     IP_UDP_OVERHEAD_V6 = 48           # what udt subtracts when *sending* over IPv6
     MIN_MSS = 76
     DEFAULT_MSS = 1500
-    DEFAULT_FLIGHT_FLAG_SIZE = 25600
-    DEFAULT_BUFFER_PACKETS = 8192
+    DEFAULT_FLIGHT_FLAG_SIZE = 65536  # caps, not allocations: 1 Gbit/s x 200 ms is ~17,000 packets
+    DEFAULT_BUFFER_PACKETS = 65536
     MIN_FLIGHT_FLAG_SIZE = 32
     MAX_CONTROL_SIZE = 1500           # largest control datagram the engine emits (NAKs are capped)
     ACK_HISTORY_SIZE = 1024           # ACK numbers remembered for ACK2/RTT (UDT4's ACK window)
@@ -200,9 +200,12 @@ from udt.core.pycc cimport python_cc_ops
 cdef struct ConnOptions:
     int mss                     # whole IP packet (UDT_MSS), >= 76, default 1500
     int sock_type               # SOCK_TYPE_STREAM / SOCK_TYPE_DGRAM
-    int flight_flag_size        # UDT_FC, packets, >= 32, default 25600
-    int snd_buf_packets         # UDT_SNDBUF converted to packets (bytes // (mss - 28)), default 8192
-    int rcv_buf_packets         # UDT_RCVBUF converted to packets, default 8192
+    int flight_flag_size        # UDT_FC, packets, >= 32, default 65536
+    int snd_buf_packets         # UDT_SNDBUF converted to packets (bytes // (mss - 28)), default 65536
+    int rcv_buf_packets         # UDT_RCVBUF converted to packets, default 65536 (caps: the
+                                # rings grow to them with the path, udt/core/buffers.pxd)
+    int buf_initial_packets     # where both buffer limits start and return after idle;
+                                # 0 = INITIAL_RECV/SEND_PACKETS, = the caps: fixed-size buffers
     bint rendezvous             # UDT_RENDEZVOUS
     int64_t max_bandwidth       # UDT_MAXBW bytes/s, -1 unlimited (may be changed while connected)
     int64_t broken_timeout_us   # silence after which the connection is broken, default 10 s
@@ -232,7 +235,9 @@ cdef struct LossList:
     int64_t length              # sequence numbers in the set
     int32_t* first_base         # the allocations: removing at the front just advances
     int32_t* last_base          # first/last (O(1)); they are compacted when space runs out
-    int total_capacity
+    int total_capacity          # ranges allocated (grows by doubling up to max_capacity)
+    int initial_capacity        # what an idle connection shrinks back to
+    int max_capacity            # the bound, from the buffer it describes
 
 cdef struct SendSlot:
     int32_t length              # payload bytes in the slot
@@ -240,17 +245,34 @@ cdef struct SendSlot:
     int64_t origin_time         # when the message was written (TTL)
     int64_t ttl_us              # -1 = forever
 
+cdef struct ChunkStore:
+    # A ring's slots in chunks of BUFFER_CHUNK_PACKETS (udt/core/buffers.pxd): a chunk exists
+    # while one of its slots is in use; released chunks wait in `spare` for reuse (no malloc in
+    # steady state) until the connection has been idle for a while.
+    uint8_t** chunks            # directory (NULL while nothing was ever stored); NULL = no chunk
+    uint8_t** spare             # released chunks, reused before any malloc
+    uint32_t* used              # slots in use per chunk
+    int nchunks
+    int spare_count
+    int meta_bytes              # per-chunk slot metadata, then the payloads
+    size_t chunk_bytes
+    int64_t allocated           # chunks held (in use + spare): the memory, for stats and tests
+
 cdef struct SendBuffer:
-    # Ring of fixed-size packet slots: slot of seq s = (head + seqoff(snd_una, s)) % capacity.
-    uint8_t* data
-    SendSlot* slots
-    int capacity
+    # Ring of `capacity` packet slots (slot of seq s = (head + seqoff(snd_una, s)) % capacity),
+    # stored in chunks of BUFFER_CHUNK_PACKETS slots allocated while a slot in them is in use
+    # (udt/core/buffers.pxd): memory follows what is queued, not the configured maximum.
+    ChunkStore store
+    int capacity                # the configured maximum (UDT_SNDBUF), packets
+    int limit                   # what a writer may queue now (autotuned, <= capacity)
+    int initial_limit           # where the limit starts and returns to after idle
     int slot_size
     int head                    # slot of the oldest unacknowledged packet
     int count                   # packets held (unacknowledged + unsent)
     int64_t bytes               # payload bytes held
     int32_t next_msgno          # 1 .. 2^26-1, wraps to 1
     bint tail_open              # stream mode: the last slot is unsent and may take more bytes
+    int64_t last_active         # when data was last written or acknowledged (idle release)
 
 cdef struct RecvSlot:
     int32_t length
@@ -258,10 +280,12 @@ cdef struct RecvSlot:
     uint8_t state               # RSLOT_EMPTY / RSLOT_FILLED / RSLOT_DROPPED / RSLOT_TAKEN
 
 cdef struct RecvBuffer:
-    # Ring indexed by sequence offset from read_seq: out-of-order packets land in place.
-    uint8_t* data
-    RecvSlot* slots
-    int capacity
+    # Ring indexed by sequence offset from read_seq: out-of-order packets land in place.  Stored
+    # in chunks like the send ring; a slot whose chunk is absent is empty.
+    ChunkStore store
+    int capacity                # the configured maximum (min(UDT_RCVBUF, UDT_FC)), packets
+    int limit                   # what we advertise room for now (autotuned, <= capacity)
+    int initial_limit
     int slot_size
     int head                    # slot of read_seq
     int32_t read_seq            # first sequence not yet consumed by the application
@@ -269,6 +293,9 @@ cdef struct RecvBuffer:
     int32_t frontier_seq        # first sequence not yet received in order (the ACK point)
     int64_t contiguous_bytes    # stream: bytes readable from read_seq up to the first hole
     int32_t ooo_messages        # message mode: complete out-of-order messages waiting
+    int64_t last_active         # when data last arrived (idle release)
+    int64_t tune_start          # autotuning: start of the current measurement interval
+    int64_t tune_consumed       # packets the application consumed since tune_start
 
 cdef struct AckRecord:
     int32_t ack_no              # the ACK sequence number (word1)

@@ -15,9 +15,12 @@ from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t
 from libc.string cimport memcpy, memmove
 
 from udt.core.buffers cimport (FRONTIER_PASSED_MESSAGE_END, RSLOT_DROPPED, RSLOT_EMPTY,
-                               RSLOT_FILLED, rcvbuf_advance_frontier, rcvbuf_index,
-                               rcvbuf_message_complete, rcvbuf_payload, sndbuf_index,
-                               sndbuf_payload, sndbuf_release)
+                               RSLOT_FILLED, rcvbuf_advance_frontier, rcvbuf_autotune,
+                               rcvbuf_idle_release, rcvbuf_index, rcvbuf_message_complete,
+                               rcvbuf_note_arrival, rcvbuf_payload, rcvbuf_slot, rcvbuf_state,
+                               rcvbuf_take, sndbuf_idle_release, sndbuf_index, sndbuf_payload,
+                               sndbuf_release, sndbuf_slot)
+from udt.core.losslist cimport losslist_shrink
 from udt.core.losslist cimport (losslist_insert, losslist_lower, losslist_pop_first, losslist_remove,
                                 losslist_remove_before, losslist_remove_range)
 from udt.core.packet cimport (CONTROL_FLAG, LOSS_RANGE_FLAG, MSG_NUMBER_26,
@@ -237,9 +240,16 @@ cdef uint32_t _on_drop_request(Conn* c, const uint8_t* buf, size_t length, int64
         if off < 0 or off >= c.rcv.capacity:
             continue
         idx = rcvbuf_index(&c.rcv, off)
-        slot = &c.rcv.slots[idx]
-        if slot.state == RSLOT_EMPTY or (slot.state == RSLOT_FILLED and msg_number(slot.msg_word) == msgno):
-            if slot.state == RSLOT_FILLED and seq_cmp(s, c.rcv.frontier_seq) < 0:
+        if rcvbuf_state(&c.rcv, idx) == RSLOT_EMPTY:
+            slot = rcvbuf_take(&c.rcv, idx)     # bounded: the range lies within the ring
+            if slot == NULL:
+                continue
+            slot.state = RSLOT_DROPPED
+            c.stats.pkt_dropped_total += 1
+            continue
+        slot = rcvbuf_slot(&c.rcv, idx)
+        if slot.state == RSLOT_FILLED and msg_number(slot.msg_word) == msgno:
+            if seq_cmp(s, c.rcv.frontier_seq) < 0:
                 c.rcv.contiguous_bytes -= slot.length - (c.rcv.read_offset if off == 0 else 0)
             slot.state = RSLOT_DROPPED
             c.stats.pkt_dropped_total += 1
@@ -247,8 +257,10 @@ cdef uint32_t _on_drop_request(Conn* c, const uint8_t* buf, size_t length, int64
     off = seq_off(c.rcv.read_seq, first) - 1
     while off >= 0 and off < c.rcv.capacity:
         idx = rcvbuf_index(&c.rcv, off)
-        slot = &c.rcv.slots[idx]
-        if slot.state != RSLOT_FILLED or msg_number(slot.msg_word) != msgno:
+        if rcvbuf_state(&c.rcv, idx) != RSLOT_FILLED:
+            break
+        slot = rcvbuf_slot(&c.rcv, idx)
+        if msg_number(slot.msg_word) != msgno:
             break
         if seq_cmp(seq_add(c.rcv.read_seq, off), c.rcv.frontier_seq) < 0:
             c.rcv.contiguous_bytes -= slot.length - (c.rcv.read_offset if off == 0 else 0)
@@ -284,6 +296,7 @@ cdef uint32_t _on_control(Conn* c, const uint8_t* buf, size_t length, int64_t no
         return _on_ack2(c, buf, length, now)
     if ctrl_type == PKT_KEEPALIVE:
         _peer_alive(c, now)
+        _release_idle_buffers(c, now)   # the peer's keep-alive may be what pushes our EXP back
         return 0
     if ctrl_type == PKT_SHUTDOWN:
         _peer_alive(c, now)
@@ -357,6 +370,7 @@ cdef uint32_t _on_data(Conn* c, const uint8_t* buf, size_t length, int64_t now) 
     cdef int idx
     cdef uint32_t ev = 0
     cdef int bnd, moved
+    cdef RecvSlot* slot
     if payload == 0 or payload > <size_t>c.rcv.slot_size:
         _invalid(c, INVALID_DATA_LENGTH)
         return 0
@@ -403,9 +417,14 @@ cdef uint32_t _on_data(Conn* c, const uint8_t* buf, size_t length, int64_t now) 
         c.stats.duplicate_packets += 1
         return ev
     idx = rcvbuf_index(&c.rcv, off)
-    if c.rcv.slots[idx].state != RSLOT_EMPTY:
+    if rcvbuf_state(&c.rcv, idx) != RSLOT_EMPTY:
         c.stats.duplicate_packets += 1
         return ev
+    slot = rcvbuf_take(&c.rcv, idx)
+    if slot == NULL:                            # out of memory: as if the buffer were full
+        _invalid(c, INVALID_BUFFER_FULL)
+        return ev
+    rcvbuf_note_arrival(&c.rcv, now)
     if seq_cmp(seq, c.rcv_largest) > 0:
         gap = seq_off(c.rcv_largest, seq) - 1
         if gap > 0:
@@ -428,9 +447,9 @@ cdef uint32_t _on_data(Conn* c, const uint8_t* buf, size_t length, int64_t now) 
     else:
         losslist_remove(&c.rcv_loss, seq)
     memcpy(rcvbuf_payload(&c.rcv, idx), buf + HEADER_SIZE, payload)
-    c.rcv.slots[idx].length = <int32_t>payload
-    c.rcv.slots[idx].msg_word = word
-    c.rcv.slots[idx].state = RSLOT_FILLED
+    slot.length = <int32_t>payload
+    slot.msg_word = word
+    slot.state = RSLOT_FILLED
     moved = rcvbuf_advance_frontier(&c.rcv)
     if moved:
         if c.opts.sock_type == SOCK_TYPE_STREAM or (moved & FRONTIER_PASSED_MESSAGE_END):
@@ -498,6 +517,7 @@ cdef ssize_t _emit_full_ack(Conn* c, int64_t now, uint8_t* out, size_t cap) noex
     put_u32(out + 16, <uint32_t>c.rcv_last_ack)
     put_u32(out + 20, <uint32_t>(c.rtt_us if c.rtt_us < 0x7FFFFFFF else 0x7FFFFFFF))
     put_u32(out + 24, <uint32_t>(c.rttvar_us if c.rttvar_us < 0x7FFFFFFF else 0x7FFFFFFF))
+    rcvbuf_autotune(&c.rcv, now, c.rtt_us + SYN_US, seq_inc(c.rcv_largest))
     put_u32(out + 28, <uint32_t>_rcv_available(c))
     if now - c.rcv_last_6word_time > SYN_US:
         v = _receive_rate(c)
@@ -673,23 +693,23 @@ cdef void _drop_message(Conn* c, int32_t seq, int64_t now) noexcept nogil:
     cdef int64_t k = seq_off(c.snd_una, seq)
     cdef int64_t kf = k, kl = k
     cdef int idx = sndbuf_index(&c.snd, k)
-    cdef int32_t msgno = msg_number(c.snd.slots[idx].msg_word)
+    cdef int32_t msgno = msg_number(sndbuf_slot(&c.snd, idx).msg_word)
     cdef int bnd
     cdef int32_t first, last
     while kf > 0:
-        bnd = msg_boundary(c.snd.slots[sndbuf_index(&c.snd, kf)].msg_word)
+        bnd = msg_boundary(sndbuf_slot(&c.snd, sndbuf_index(&c.snd, kf)).msg_word)
         if bnd == BOUNDARY_FIRST or bnd == BOUNDARY_SOLO:
             break
-        if msg_number(c.snd.slots[sndbuf_index(&c.snd, kf - 1)].msg_word) != msgno:
+        if msg_number(sndbuf_slot(&c.snd, sndbuf_index(&c.snd, kf - 1)).msg_word) != msgno:
             break
         kf -= 1
     while kl + 1 < c.snd.count:
-        bnd = msg_boundary(c.snd.slots[sndbuf_index(&c.snd, kl)].msg_word)
+        bnd = msg_boundary(sndbuf_slot(&c.snd, sndbuf_index(&c.snd, kl)).msg_word)
         if bnd == BOUNDARY_LAST or bnd == BOUNDARY_SOLO:
             break
         kl += 1
     for k in range(kf, kl + 1):
-        c.snd.slots[sndbuf_index(&c.snd, k)].ttl_us = -1     # dropped once is enough
+        sndbuf_slot(&c.snd, sndbuf_index(&c.snd, k)).ttl_us = -1     # dropped once is enough
     first = seq_add(c.snd_una, kf)
     last = seq_add(c.snd_una, kl)
     if seq_cmp(last, c.snd_curr_seq) > 0:
@@ -707,7 +727,7 @@ cdef void _drop_message(Conn* c, int32_t seq, int64_t now) noexcept nogil:
 cdef ssize_t _emit_data(Conn* c, int32_t seq, int64_t now, bint retransmit, uint8_t* out,
                         const uint8_t** payload, size_t* payload_len) noexcept nogil:
     cdef int idx = sndbuf_index(&c.snd, seq_off(c.snd_una, seq))
-    cdef SendSlot* slot = &c.snd.slots[idx]
+    cdef SendSlot* slot = sndbuf_slot(&c.snd, idx)
     put_header(out, <uint32_t>seq, slot.msg_word, _timestamp(c, now), c.peer_socket_id)
     payload[0] = sndbuf_payload(&c.snd, idx)
     payload_len[0] = <size_t>slot.length
@@ -747,14 +767,14 @@ cdef ssize_t _next_data(Conn* c, int64_t now, uint8_t* out, size_t cap,
         if seq_cmp(seq, c.snd_una) < 0 or seq_cmp(seq, c.snd_curr_seq) > 0:
             continue
         idx = sndbuf_index(&c.snd, seq_off(c.snd_una, seq))
-        if _slot_expired(&c.snd.slots[idx], now):
+        if _slot_expired(sndbuf_slot(&c.snd, idx), now):
             _drop_message(c, seq, now)
             continue
         return _emit_data(c, seq, now, True, out, payload, payload_len)
     while _can_send_new(c):
         seq = c.snd_next_seq
         idx = sndbuf_index(&c.snd, seq_off(c.snd_una, seq))
-        if _slot_expired(&c.snd.slots[idx], now):
+        if _slot_expired(sndbuf_slot(&c.snd, idx), now):
             _drop_message(c, seq, now)
             continue
         c.snd_curr_seq = seq
@@ -847,6 +867,23 @@ cdef int64_t conn_next_timer(Conn* c) noexcept nogil:
     return t
 
 
+cdef void _release_idle_buffers(Conn* c, int64_t now) noexcept nogil:
+    """Keep-alive time with nothing to send: memory a quiet connection no longer needs goes
+    back, and the limits restart small (udt/core/buffers.pxd), like TCP after an idle RTO."""
+    if not c.buffers_ready:
+        return
+    if c.snd.count == 0:
+        if c.snd_empty_time > c.snd.last_active:
+            c.snd.last_active = c.snd_empty_time
+        sndbuf_idle_release(&c.snd, now)
+        if c.snd.store.chunks == NULL:
+            losslist_shrink(&c.snd_loss)
+    if c.rcv_loss.count == 0:
+        rcvbuf_idle_release(&c.rcv, now, seq_inc(c.rcv_largest))
+        if c.rcv.store.chunks == NULL:
+            losslist_shrink(&c.rcv_loss)
+
+
 cdef uint32_t conn_on_timer(Conn* c, int64_t now) noexcept nogil:
     cdef uint32_t ev = 0
     cdef int64_t n
@@ -890,6 +927,7 @@ cdef uint32_t conn_on_timer(Conn* c, int64_t now) noexcept nogil:
                 c.next_send_exact = <double>now
         else:
             c.keepalive_due = True
+            _release_idle_buffers(c, now)
         c.exp_count += 1
         c.last_rsp_time = now
         ev |= EV_WANT_TRANSMIT

@@ -147,6 +147,7 @@ cdef class Endpoint:
 
     def __cinit__(self, uint32_t socket_id=1, *, int64_t now=0, int mss=1500, int sock_type=1,
                   bint rendezvous=False, int snd_buf=8192, int rcv_buf=8192, int ffs=25600,
+                  int buf_initial=0,
                   int64_t broken_timeout_us=0, int64_t linger_us=3000000,
                   int64_t msg_ttl_us=-1, int64_t max_bandwidth=-1, uint64_t seed=1,
                   object cc=None, int64_t connect_timeout_us=0):
@@ -158,6 +159,7 @@ cdef class Endpoint:
         opts.snd_buf_packets = snd_buf
         opts.rcv_buf_packets = rcv_buf
         opts.flight_flag_size = ffs
+        opts.buf_initial_packets = buf_initial
         if broken_timeout_us > 0:
             opts.broken_timeout_us = broken_timeout_us
         opts.linger_us = linger_us
@@ -318,6 +320,24 @@ cdef class Endpoint:
     def rttvar_us(self): return self.c.rttvar_us
     @property
     def flow_window(self): return self.c.flow_window
+
+    @property
+    def buffers(self):
+        """The rings' geometry, autotuned limits and memory (udt/core/buffers.pxd), packets and
+        chunks; chunk_bytes is one chunk's allocation."""
+        return {
+            "snd_capacity": self.c.snd.capacity, "snd_limit": self.c.snd.limit,
+            "snd_chunks": self.c.snd.store.allocated, "snd_spare": self.c.snd.store.spare_count,
+            "snd_chunk_bytes": self.c.snd.store.chunk_bytes,
+            "snd_directory": self.c.snd.store.chunks != NULL,
+            "rcv_capacity": self.c.rcv.capacity, "rcv_limit": self.c.rcv.limit,
+            "rcv_chunks": self.c.rcv.store.allocated, "rcv_spare": self.c.rcv.store.spare_count,
+            "rcv_chunk_bytes": self.c.rcv.store.chunk_bytes,
+            "rcv_directory": self.c.rcv.store.chunks != NULL,
+            "snd_loss_capacity": self.c.snd_loss.total_capacity,
+            "rcv_loss_capacity": self.c.rcv_loss.total_capacity,
+        }
+
     @property
     def cwnd(self): return self.c.cc.cwnd
     @property

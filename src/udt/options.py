@@ -56,9 +56,15 @@ UDT_HEADER_SIZE = 16
 DEFAULT_MSS = 1500
 MIN_MSS = 76
 MAX_MSS = 65535 - 1  # largest UDP/IP datagram we will build
-DEFAULT_FC = 25600
+# UDT_FC, UDT_SNDBUF and UDT_RCVBUF are caps, not allocations: the buffers start small, grow with
+# the path's bandwidth x RTT up to them and shrink after idle (docs/engine.md, "Buffers").  65536
+# packets (~95 MB at MSS 1500) leave a 1 Gbit/s x 200 ms path (~17,000 packets) room to spare.
+DEFAULT_FC = 65536
 MIN_FC = 32
-DEFAULT_BUFFER_PACKETS = 8192
+DEFAULT_BUFFER_PACKETS = 65536
+# The kernel's UDP receive buffer absorbs bursts between two receive-worker wake-ups (UDT4: 8192
+# packets); it does not need to scale with the path.
+DEFAULT_UDP_RCVBUF = 8192 * DEFAULT_MSS
 DEFAULT_LINGER_SECONDS = 3
 DEFAULT_PEER_IDLE_TIMEOUT_MS = 10_000  # udt: a dead peer is detected within 10 s (UDT4: ~46 s)
 # What the kernel accepts for one socket buffer when asked politely; larger is clamped by it.
@@ -214,10 +220,20 @@ OPTION_SPECS: dict[SocketOption, OptionSpec] = {
             "udt.cc.CongestionControl subclass or a factory returning a fresh instance per connection",
         ),
         OptionSpec(
-            Opt.UDT_FC, "int", DEFAULT_FC, Phase.BEFORE_CONNECT, _range(MIN_FC, 1 << 30), "maximum flow window, packets"
+            Opt.UDT_FC,
+            "int",
+            DEFAULT_FC,
+            Phase.BEFORE_CONNECT,
+            _range(MIN_FC, 1 << 30),
+            "maximum flow window, packets (the cap the receive buffer grows to)",
         ),
         OptionSpec(
-            Opt.UDT_SNDBUF, "int", _buffer_default, Phase.BEFORE_CONNECT, _range(1, 1 << 34), "send buffer, bytes"
+            Opt.UDT_SNDBUF,
+            "int",
+            _buffer_default,
+            Phase.BEFORE_CONNECT,
+            _range(1, 1 << 34),
+            "send buffer cap, bytes (grows with the path up to it)",
         ),
         OptionSpec(
             Opt.UDT_RCVBUF,
@@ -225,7 +241,7 @@ OPTION_SPECS: dict[SocketOption, OptionSpec] = {
             _buffer_default,
             Phase.BEFORE_CONNECT,
             _range(1, 1 << 34),
-            "receive buffer, bytes (at most FC packets)",
+            "receive buffer cap, bytes (at most FC packets; grows with the path up to it)",
         ),
         OptionSpec(
             Opt.UDT_LINGER,
@@ -246,7 +262,7 @@ OPTION_SPECS: dict[SocketOption, OptionSpec] = {
         OptionSpec(
             Opt.UDP_RCVBUF,
             "int",
-            DEFAULT_BUFFER_PACKETS * DEFAULT_MSS,
+            DEFAULT_UDP_RCVBUF,
             Phase.BEFORE_BIND,
             _range(1024, MAX_KERNEL_BUFFER),
             "kernel receive buffer of the UDP socket, bytes",

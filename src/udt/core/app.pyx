@@ -10,8 +10,11 @@ from udt._core cimport (BOUNDARY_FIRST, BOUNDARY_LAST, BOUNDARY_MIDDLE, BOUNDARY
                         ERR_NO_SEND_BUFFER, SOCK_TYPE_DGRAM, SOCK_TYPE_STREAM, STATE_BROKEN,
                         STATE_CLOSED, STATE_CLOSING, STATE_CONNECTED, Conn, RecvBuffer, RecvSlot,
                         SendSlot)
-from udt.core.buffers cimport (RSLOT_FILLED, RSLOT_TAKEN, rcvbuf_consume_head, rcvbuf_index,
-                               rcvbuf_payload, sndbuf_index, sndbuf_payload)
+from udt.core.buffers cimport (RSLOT_FILLED, RSLOT_TAKEN, buffer_grow_limit, rcvbuf_consume_head,
+                               rcvbuf_index, rcvbuf_payload, rcvbuf_slot, rcvbuf_state,
+                               chunks_unuse, sndbuf_append, sndbuf_index, sndbuf_note_window, sndbuf_payload,
+                               sndbuf_slot)
+from udt.core.connutil cimport _send_window
 from udt.core.packet cimport (MSG_BOUNDARY_SHIFT, MSG_INORDER_BIT, msg_boundary, msg_number,
                               msg_word)
 from udt.core.seq cimport msgno_inc, seq_off
@@ -42,13 +45,19 @@ cdef ssize_t conn_write(Conn* c, const uint8_t* data, size_t length, int64_t ttl
         npk = (<int64_t>length + psize - 1) // psize
         if npk > c.snd.capacity:
             return -ERR_MESSAGE_TOO_LARGE
-        if c.snd.count + npk > c.snd.capacity:
-            return -ERR_NO_SEND_BUFFER
+        if c.snd.count + npk > c.snd.limit:
+            sndbuf_note_window(&c.snd, _send_window(c))
+            if c.snd.count == 0:            # one message larger than the limit: make room for it
+                c.snd.limit = buffer_grow_limit(c.snd.limit, npk, c.snd.capacity)
+            if c.snd.count + npk > c.snd.limit:
+                return -ERR_NO_SEND_BUFFER
         msgno = c.snd.next_msgno
-        c.snd.next_msgno = msgno_inc(msgno)
         for k in range(npk):
             idx = sndbuf_index(&c.snd, c.snd.count)
-            slot = &c.snd.slots[idx]
+            slot = sndbuf_append(&c.snd)
+            if slot == NULL:                # out of memory: undo the message
+                _unappend(c, k)
+                return -ERR_NO_SEND_BUFFER
             chunk = length - done if length - done < <size_t>psize else <size_t>psize
             memcpy(sndbuf_payload(&c.snd, idx), data + done, chunk)
             bnd = (BOUNDARY_FIRST if k == 0 else 0) | (BOUNDARY_LAST if k == npk - 1 else 0)
@@ -59,6 +68,7 @@ cdef ssize_t conn_write(Conn* c, const uint8_t* data, size_t length, int64_t ttl
             c.snd.count += 1
             c.snd.bytes += <int64_t>chunk
             done += chunk
+        c.snd.next_msgno = msgno_inc(msgno)
     else:
         if length == 0:
             return 0
@@ -66,11 +76,11 @@ cdef ssize_t conn_write(Conn* c, const uint8_t* data, size_t length, int64_t ttl
         tail = -1
         if c.snd.count > sent_count:
             tail = sndbuf_index(&c.snd, c.snd.count - 1)
-            if c.snd.slots[tail].length >= psize:
+            if sndbuf_slot(&c.snd, tail).length >= psize:
                 tail = -1
         if tail >= 0:
             # append to the unsent last packet: the bytes join its message
-            slot = &c.snd.slots[tail]
+            slot = sndbuf_slot(&c.snd, tail)
             chunk = <size_t>(psize - slot.length)
             if chunk > length:
                 chunk = length
@@ -80,16 +90,27 @@ cdef ssize_t conn_write(Conn* c, const uint8_t* data, size_t length, int64_t ttl
             done = chunk
             msgno = msg_number(slot.msg_word)
         else:
-            if c.snd.count >= c.snd.capacity:
+            if c.snd.count >= c.snd.limit:
+                sndbuf_note_window(&c.snd, _send_window(c))
+            if c.snd.count >= c.snd.limit:
                 return -ERR_NO_SEND_BUFFER
             msgno = c.snd.next_msgno
             c.snd.next_msgno = msgno_inc(msgno)
-        while done < length and c.snd.count < c.snd.capacity:
+        while done < length:
+            if c.snd.count >= c.snd.limit:
+                # the writer has more than the limit takes: grow it if the window asks
+                sndbuf_note_window(&c.snd, _send_window(c))
+                if c.snd.count >= c.snd.limit:
+                    break
+            idx = sndbuf_index(&c.snd, c.snd.count)
+            slot = sndbuf_append(&c.snd)
+            if slot == NULL:                # out of memory: take what fitted
+                if done == 0:
+                    return -ERR_NO_SEND_BUFFER
+                break
             if tail >= 0:
                 # the message goes on past the old last packet
-                c.snd.slots[tail].msg_word &= ~((<uint32_t>BOUNDARY_LAST) << MSG_BOUNDARY_SHIFT)
-            idx = sndbuf_index(&c.snd, c.snd.count)
-            slot = &c.snd.slots[idx]
+                sndbuf_slot(&c.snd, tail).msg_word &= ~((<uint32_t>BOUNDARY_LAST) << MSG_BOUNDARY_SHIFT)
             chunk = length - done if length - done < <size_t>psize else <size_t>psize
             memcpy(sndbuf_payload(&c.snd, idx), data + done, chunk)
             slot.length = <int32_t>chunk
@@ -101,10 +122,22 @@ cdef ssize_t conn_write(Conn* c, const uint8_t* data, size_t length, int64_t ttl
             done += chunk
             tail = idx
         if tail >= 0:
-            c.snd.slots[tail].msg_word |= (<uint32_t>BOUNDARY_LAST) << MSG_BOUNDARY_SHIFT
+            sndbuf_slot(&c.snd, tail).msg_word |= (<uint32_t>BOUNDARY_LAST) << MSG_BOUNDARY_SHIFT
+    c.snd.last_active = now
     if was_empty and c.snd.count > 0:
         c.snd_busy_since = now if now > 0 else 1
     return <ssize_t>done
+
+
+cdef void _unappend(Conn* c, int64_t n) noexcept nogil:
+    """Give back the n slots a message took after the last one counted (out of memory)."""
+    cdef int64_t _
+    cdef int idx
+    for _ in range(n):
+        c.snd.count -= 1
+        idx = sndbuf_index(&c.snd, c.snd.count)
+        c.snd.bytes -= sndbuf_slot(&c.snd, idx).length
+        chunks_unuse(&c.snd.store, idx)
 
 
 cdef ssize_t _eof_or_wait(Conn* c) noexcept nogil:
@@ -128,10 +161,10 @@ cdef ssize_t conn_read(Conn* c, uint8_t* out, size_t cap, int64_t now) noexcept 
     if not c.buffers_ready:
         return _eof_or_wait(c)
     while done < cap and seq_off(b.read_seq, b.frontier_seq) > 0:
-        slot = &b.slots[b.head]
-        if slot.state != RSLOT_FILLED:
+        if rcvbuf_state(b, b.head) != RSLOT_FILLED:
             rcvbuf_consume_head(b)
             continue
+        slot = rcvbuf_slot(b, b.head)
         n = <size_t>(slot.length - b.read_offset)
         if n > cap - done:
             n = cap - done
@@ -140,7 +173,7 @@ cdef ssize_t conn_read(Conn* c, uint8_t* out, size_t cap, int64_t now) noexcept 
         b.contiguous_bytes -= <int64_t>n
         done += n
         if b.read_offset >= slot.length:
-            rcvbuf_consume_head(b)
+            rcvbuf_consume_head(b)     # slot may point into a spare chunk from here on
     if done == 0 and cap > 0:
         return _eof_or_wait(c)
     return <ssize_t>done
@@ -152,19 +185,24 @@ cdef int64_t _message_at(Conn* c, int64_t off, int64_t limit, int64_t* npk) noex
     cdef int64_t k = off, total = 0
     cdef int idx, bnd
     cdef int32_t msgno
+    cdef RecvSlot* slot
     idx = rcvbuf_index(b, k)
-    if b.slots[idx].state != RSLOT_FILLED:
+    if rcvbuf_state(b, idx) != RSLOT_FILLED:
         return -1
-    bnd = msg_boundary(b.slots[idx].msg_word)
+    slot = rcvbuf_slot(b, idx)
+    bnd = msg_boundary(slot.msg_word)
     if bnd != BOUNDARY_FIRST and bnd != BOUNDARY_SOLO:
         return -1
-    msgno = msg_number(b.slots[idx].msg_word)
+    msgno = msg_number(slot.msg_word)
     while k < limit:
         idx = rcvbuf_index(b, k)
-        if b.slots[idx].state != RSLOT_FILLED or msg_number(b.slots[idx].msg_word) != msgno:
+        if rcvbuf_state(b, idx) != RSLOT_FILLED:
             return -1
-        total += b.slots[idx].length
-        bnd = msg_boundary(b.slots[idx].msg_word)
+        slot = rcvbuf_slot(b, idx)
+        if msg_number(slot.msg_word) != msgno:
+            return -1
+        total += slot.length
+        bnd = msg_boundary(slot.msg_word)
         if bnd == BOUNDARY_LAST or bnd == BOUNDARY_SOLO:
             npk[0] = k - off + 1
             return total
@@ -177,8 +215,8 @@ cdef void _skip_dead_head(Conn* c) noexcept nogil:
     cdef RecvBuffer* b = &c.rcv
     cdef int bnd
     while seq_off(b.read_seq, b.frontier_seq) > 0:
-        if b.slots[b.head].state == RSLOT_FILLED:
-            bnd = msg_boundary(b.slots[b.head].msg_word)
+        if rcvbuf_state(b, b.head) == RSLOT_FILLED:
+            bnd = msg_boundary(rcvbuf_slot(b, b.head).msg_word)
             if bnd == BOUNDARY_FIRST or bnd == BOUNDARY_SOLO:
                 return
             # a fragment whose first packet was dropped: discard up to its end
@@ -198,7 +236,8 @@ cdef int64_t _find_ooo_message(Conn* c, int64_t* start, int64_t* npk) noexcept n
         end = b.capacity
     while off < end:
         idx = rcvbuf_index(b, off)
-        if (b.slots[idx].state == RSLOT_FILLED and not (b.slots[idx].msg_word & MSG_INORDER_BIT)):
+        if (rcvbuf_state(b, idx) == RSLOT_FILLED
+                and not (rcvbuf_slot(b, idx).msg_word & MSG_INORDER_BIT)):
             size = _message_at(c, off, end, npk)
             if size >= 0:
                 start[0] = off
@@ -235,7 +274,7 @@ cdef ssize_t conn_read_message(Conn* c, uint8_t* out, size_t cap, size_t* msg_le
     for k in range(start, start + npk):
         # reading from the head consumes as it goes, so the head is always the next packet
         idx = b.head if from_head else rcvbuf_index(b, k)
-        n = <size_t>b.slots[idx].length
+        n = <size_t>rcvbuf_slot(b, idx).length
         if n > cap - done:
             n = cap - done
         if n > 0:
@@ -244,7 +283,7 @@ cdef ssize_t conn_read_message(Conn* c, uint8_t* out, size_t cap, size_t* msg_le
         if from_head:
             rcvbuf_consume_head(b)
         else:
-            b.slots[idx].state = RSLOT_TAKEN
+            rcvbuf_slot(b, idx).state = RSLOT_TAKEN
     msg_length[0] = <size_t>size
     truncated[0] = <size_t>size > cap
     return <ssize_t>done
@@ -272,7 +311,9 @@ cdef int64_t conn_readable_bytes(Conn* c) noexcept nogil:
 cdef int64_t conn_writable_bytes(Conn* c) noexcept nogil:
     if c.state != STATE_CONNECTED or not c.buffers_ready:
         return 0
-    return <int64_t>(c.snd.capacity - c.snd.count) * c.payload_size
+    if c.snd.count >= c.snd.limit:
+        return 0
+    return <int64_t>(c.snd.limit - c.snd.count) * c.payload_size
 
 
 cdef int64_t conn_pending_send_bytes(Conn* c) noexcept nogil:
@@ -288,7 +329,7 @@ cdef int conn_poll_events(Conn* c) noexcept nogil:
     if c.state == STATE_CONNECTED:
         if conn_readable_bytes(c) > 0 or c.peer_eof:
             ev |= 1
-        if c.snd.count < c.snd.capacity:
+        if c.snd.count < c.snd.limit:
             ev |= 4
     elif c.state == STATE_BROKEN:
         ev |= 1

@@ -1,13 +1,36 @@
 # cython: language_level=3
-"""Send and receive buffers: rings of fixed-size packet slots allocated once per connection.
+"""Send and receive buffers: rings of packet slots stored in chunks that exist only while used,
+with limits that follow the path (autotuning, like Linux TCP's) up to the configured capacity.
+
+The ring geometry is fixed at setup (``capacity`` slots: the option's maximum), so the indexing
+of every packet is what it always was; what changes is where a slot lives.  Slots come in chunks
+of ``BUFFER_CHUNK_PACKETS``; a chunk is taken (from the spare list, else malloc) when the first
+of its slots is used and goes back to the spare list when the last one is released, so memory
+follows what is queued, and a steady transfer reuses the same few chunks without allocating.
+The directory itself is allocated with the first chunk.  After ``BUFFER_IDLE_RELEASE_US`` with
+nothing buffered, ``*_idle_release`` frees the spares and the directory and puts the limit back
+to its start (``INITIAL_RECV_PACKETS``, ``INITIAL_SEND_PACKETS``): an idle connection holds no
+buffer memory at all.
+
+The limits: ``rcv.limit`` is what ACKs advertise room for; it grows when the reader consumed more
+than half of it within one measurement interval (RTT + one ACK period, the time the sender needs
+to learn about new room), or when more than half of it lies past a hole, to twice that (Linux's
+receive-buffer "dynamic right-sizing").
+``snd.limit`` is what writers may queue; it grows when a writer found it full while the send
+window (min(cwnd, flow window)) asks for more, to twice that window (``tcp_sndbuf_expand``).
+Neither grows on an idle or application-limited connection.  Both stay <= ``capacity``.
+
+Chunk pointers stay valid while the connection lives (spares are only freed after the idle
+time, and ``conn_free`` frees everything), so a zero-copy payload pointer handed to the send
+worker never dangles while a burst is on its way to the kernel.
 
 Header-only ``cdef inline`` functions: the engine touches the rings for every packet.
 """
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t
 from libc.stdlib cimport malloc, calloc, free
 from libc.string cimport memset
-from udt._core cimport (BOUNDARY_FIRST, BOUNDARY_LAST, BOUNDARY_SOLO, RecvBuffer, RecvSlot, SendBuffer,
-                        SendSlot)
+from udt._core cimport (BOUNDARY_FIRST, BOUNDARY_LAST, BOUNDARY_SOLO, ChunkStore, RecvBuffer,
+                        RecvSlot, SendBuffer, SendSlot)
 from udt.core.seq cimport seq_add, seq_inc, seq_off
 from udt.core.packet cimport msg_boundary, msg_number, MSG_BOUNDARY_SHIFT, MSG_INORDER_BIT
 
@@ -17,31 +40,142 @@ cdef enum RecvSlotState:
     RSLOT_DROPPED = 2       # dropped by a message drop request: skipped by readers
     RSLOT_TAKEN = 3         # an out-of-order message already delivered from here
 
+cdef enum:
+    BUFFER_CHUNK_SHIFT = 6
+    BUFFER_CHUNK_PACKETS = 64               # slots per chunk (~93 KB of payload at MSS 1500)
+    BUFFER_CHUNK_MASK = 63
+    INITIAL_RECV_PACKETS = 512              # the receive limit's start (~745 KB at MSS 1500)
+    INITIAL_SEND_PACKETS = 4096             # what a writer may queue before the path is known
+                                            # (~6 MB, half UDT4's fixed buffer: costs only
+                                            # what is written, and sendall() of a few MB
+                                            # returns at once, as applications expect)
+    BUFFER_IDLE_RELEASE_US = 1000000        # nothing buffered this long: release the memory
+
+
+# ---------------------------------------------------------------------------------------------
+# Chunk store (shared by both rings)
+# ---------------------------------------------------------------------------------------------
+cdef inline void chunks_init(ChunkStore* s, int capacity, int meta_size, int slot_size) noexcept nogil:
+    memset(s, 0, sizeof(ChunkStore))
+    s.nchunks = (capacity + BUFFER_CHUNK_MASK) >> BUFFER_CHUNK_SHIFT
+    s.meta_bytes = (BUFFER_CHUNK_PACKETS * meta_size + 63) & ~63
+    s.chunk_bytes = <size_t>s.meta_bytes + <size_t>BUFFER_CHUNK_PACKETS * <size_t>slot_size
+
+
+cdef inline void chunks_free(ChunkStore* s) noexcept nogil:
+    cdef int k
+    if s.chunks != NULL:
+        for k in range(s.nchunks):
+            free(s.chunks[k])
+        for k in range(s.spare_count):
+            free(s.spare[k])
+    free(s.chunks)          # one block: chunks, spare, used
+    s.chunks = NULL
+    s.spare = NULL
+    s.used = NULL
+    s.spare_count = 0
+    s.allocated = 0
+
+
+cdef inline uint8_t* chunks_get(ChunkStore* s, int idx) noexcept nogil:
+    """The chunk holding slot idx, or NULL if none is allocated (its slots are unused)."""
+    if s.chunks == NULL:
+        return NULL
+    return s.chunks[idx >> BUFFER_CHUNK_SHIFT]
+
+
+cdef inline uint8_t* chunks_use(ChunkStore* s, int idx) noexcept nogil:
+    """Mark slot idx used, taking its chunk if it has none; NULL when out of memory."""
+    cdef int k = idx >> BUFFER_CHUNK_SHIFT
+    cdef uint8_t* chunk
+    if s.chunks == NULL:
+        # one block: directory, spare list and use counts (calloc: all absent, all zero)
+        s.chunks = <uint8_t**>calloc(1, <size_t>s.nchunks * (2 * sizeof(uint8_t*) + sizeof(uint32_t)))
+        if s.chunks == NULL:
+            return NULL
+        s.spare = s.chunks + s.nchunks
+        s.used = <uint32_t*>(s.spare + s.nchunks)
+    chunk = s.chunks[k]
+    if chunk == NULL:
+        if s.spare_count > 0:
+            s.spare_count -= 1
+            chunk = s.spare[s.spare_count]
+        else:
+            chunk = <uint8_t*>malloc(s.chunk_bytes)
+            if chunk == NULL:
+                return NULL
+            s.allocated += 1
+        memset(chunk, 0, <size_t>s.meta_bytes)        # every slot's metadata starts empty
+        s.chunks[k] = chunk
+    s.used[k] += 1
+    return chunk
+
+
+cdef inline void chunks_unuse(ChunkStore* s, int idx) noexcept nogil:
+    """Slot idx is no longer used; its chunk goes to the spare list when it was the last."""
+    cdef int k = idx >> BUFFER_CHUNK_SHIFT
+    if s.chunks == NULL or s.chunks[k] == NULL:
+        return
+    s.used[k] -= 1
+    if s.used[k] == 0:
+        s.spare[s.spare_count] = s.chunks[k]
+        s.spare_count += 1
+        s.chunks[k] = NULL
+
+
+cdef inline void chunks_release_spares(ChunkStore* s) noexcept nogil:
+    """Free the spare chunks, and the directory too when no chunk is in use."""
+    cdef int k
+    if s.chunks == NULL:
+        return
+    for k in range(s.spare_count):
+        free(s.spare[k])
+    s.allocated -= s.spare_count
+    s.spare_count = 0
+    if s.allocated == 0:
+        free(s.chunks)
+        s.chunks = NULL
+        s.spare = NULL
+        s.used = NULL
+
+
+cdef inline int buffer_grow_limit(int limit, int64_t target, int capacity) noexcept nogil:
+    """The limit raised to target (rounded up to whole chunks), never above capacity."""
+    if target <= limit:
+        return limit
+    target = (target + BUFFER_CHUNK_MASK) & ~(<int64_t>BUFFER_CHUNK_MASK)
+    return <int>(target if target < capacity else capacity)
+
+
+cdef inline int buffer_initial_limit(int initial, int default, int capacity) noexcept nogil:
+    if initial <= 0:
+        initial = default
+    return initial if initial < capacity else capacity
+
+
 # ---------------------------------------------------------------------------------------------
 # Send buffer
 # ---------------------------------------------------------------------------------------------
-cdef inline int sndbuf_alloc(SendBuffer* b, int capacity, int slot_size) noexcept nogil:
-    b.data = <uint8_t*>malloc(<size_t>capacity * <size_t>slot_size)
-    b.slots = <SendSlot*>calloc(capacity, sizeof(SendSlot))
+cdef inline int sndbuf_alloc(SendBuffer* b, int capacity, int initial, int slot_size) noexcept nogil:
+    """Set the ring up; no memory is taken until data is written."""
+    chunks_init(&b.store, capacity, sizeof(SendSlot), slot_size)
     b.capacity = capacity
+    b.initial_limit = buffer_initial_limit(initial, INITIAL_SEND_PACKETS, capacity)
+    b.limit = b.initial_limit
     b.slot_size = slot_size
     b.head = 0
     b.count = 0
     b.bytes = 0
     b.next_msgno = 1
     b.tail_open = False
-    if b.data == NULL or b.slots == NULL:
-        sndbuf_free(b)
-        return -1
+    b.last_active = 0
     return 0
 
 
 cdef inline void sndbuf_free(SendBuffer* b) noexcept nogil:
-    free(b.data)
-    free(b.slots)
-    b.data = NULL
-    b.slots = NULL
+    chunks_free(&b.store)
     b.capacity = 0
+    b.limit = 0
     b.count = 0
     b.bytes = 0
 
@@ -51,8 +185,22 @@ cdef inline int sndbuf_index(SendBuffer* b, int64_t k) noexcept nogil:
     return <int>((b.head + k) % b.capacity)
 
 
+cdef inline SendSlot* sndbuf_slot(SendBuffer* b, int idx) noexcept nogil:
+    """Metadata of a slot in use (its chunk exists)."""
+    return <SendSlot*>b.store.chunks[idx >> BUFFER_CHUNK_SHIFT] + (idx & BUFFER_CHUNK_MASK)
+
+
 cdef inline uint8_t* sndbuf_payload(SendBuffer* b, int idx) noexcept nogil:
-    return b.data + <size_t>idx * <size_t>b.slot_size
+    return (b.store.chunks[idx >> BUFFER_CHUNK_SHIFT] + b.store.meta_bytes
+            + <size_t>(idx & BUFFER_CHUNK_MASK) * <size_t>b.slot_size)
+
+
+cdef inline SendSlot* sndbuf_append(SendBuffer* b) noexcept nogil:
+    """Take the slot after the last one (the caller fills it and counts it); NULL: no memory."""
+    cdef int idx = sndbuf_index(b, b.count)
+    if chunks_use(&b.store, idx) == NULL:
+        return NULL
+    return sndbuf_slot(b, idx)
 
 
 cdef inline void sndbuf_release(SendBuffer* b, int64_t n) noexcept nogil:
@@ -63,18 +211,34 @@ cdef inline void sndbuf_release(SendBuffer* b, int64_t n) noexcept nogil:
         n = b.count
     for k in range(n):
         idx = sndbuf_index(b, k)
-        b.bytes -= b.slots[idx].length
+        b.bytes -= sndbuf_slot(b, idx).length
+        chunks_unuse(&b.store, idx)
     b.head = <int>((b.head + n) % b.capacity)
     b.count -= <int>n
+
+
+cdef inline void sndbuf_note_window(SendBuffer* b, int64_t window) noexcept nogil:
+    """A writer found the buffer full: grow the limit to twice the send window if that asks
+    for more (the unacknowledged window plus as much again queued keeps the pipe full)."""
+    b.limit = buffer_grow_limit(b.limit, 2 * window + BUFFER_CHUNK_PACKETS, b.capacity)
+
+
+cdef inline void sndbuf_idle_release(SendBuffer* b, int64_t now) noexcept nogil:
+    if b.count == 0 and now - b.last_active >= BUFFER_IDLE_RELEASE_US:
+        b.limit = b.initial_limit
+        chunks_release_spares(&b.store)
 
 
 # ---------------------------------------------------------------------------------------------
 # Receive buffer
 # ---------------------------------------------------------------------------------------------
-cdef inline int rcvbuf_alloc(RecvBuffer* b, int capacity, int slot_size, int32_t first_seq) noexcept nogil:
-    b.data = <uint8_t*>malloc(<size_t>capacity * <size_t>slot_size)
-    b.slots = <RecvSlot*>calloc(capacity, sizeof(RecvSlot))
+cdef inline int rcvbuf_alloc(RecvBuffer* b, int capacity, int initial, int slot_size,
+                             int32_t first_seq) noexcept nogil:
+    """Set the ring up; no memory is taken until data arrives."""
+    chunks_init(&b.store, capacity, sizeof(RecvSlot), slot_size)
     b.capacity = capacity
+    b.initial_limit = buffer_initial_limit(initial, INITIAL_RECV_PACKETS, capacity)
+    b.limit = b.initial_limit
     b.slot_size = slot_size
     b.head = 0
     b.read_seq = first_seq
@@ -82,26 +246,85 @@ cdef inline int rcvbuf_alloc(RecvBuffer* b, int capacity, int slot_size, int32_t
     b.read_offset = 0
     b.contiguous_bytes = 0
     b.ooo_messages = 0
-    if b.data == NULL or b.slots == NULL:
-        rcvbuf_free(b)
-        return -1
+    b.last_active = 0
+    b.tune_start = 0
+    b.tune_consumed = 0
     return 0
 
 
 cdef inline void rcvbuf_free(RecvBuffer* b) noexcept nogil:
-    free(b.data)
-    free(b.slots)
-    b.data = NULL
-    b.slots = NULL
+    chunks_free(&b.store)
     b.capacity = 0
+    b.limit = 0
 
 
 cdef inline int rcvbuf_index(RecvBuffer* b, int64_t off) noexcept nogil:
     return <int>((b.head + off) % b.capacity)
 
 
+cdef inline RecvSlot* rcvbuf_slot(RecvBuffer* b, int idx) noexcept nogil:
+    """Metadata of a slot that is not empty (its chunk exists)."""
+    return <RecvSlot*>b.store.chunks[idx >> BUFFER_CHUNK_SHIFT] + (idx & BUFFER_CHUNK_MASK)
+
+
+cdef inline int rcvbuf_state(RecvBuffer* b, int idx) noexcept nogil:
+    cdef uint8_t* chunk = chunks_get(&b.store, idx)
+    if chunk == NULL:
+        return RSLOT_EMPTY
+    return (<RecvSlot*>chunk + (idx & BUFFER_CHUNK_MASK)).state
+
+
+cdef inline RecvSlot* rcvbuf_take(RecvBuffer* b, int idx) noexcept nogil:
+    """An empty slot about to be filled or marked: its chunk, taken if needed (the caller sets
+    a state other than RSLOT_EMPTY).  NULL when out of memory."""
+    if chunks_use(&b.store, idx) == NULL:
+        return NULL
+    return rcvbuf_slot(b, idx)
+
+
 cdef inline uint8_t* rcvbuf_payload(RecvBuffer* b, int idx) noexcept nogil:
-    return b.data + <size_t>idx * <size_t>b.slot_size
+    return (b.store.chunks[idx >> BUFFER_CHUNK_SHIFT] + b.store.meta_bytes
+            + <size_t>(idx & BUFFER_CHUNK_MASK) * <size_t>b.slot_size)
+
+
+cdef inline int64_t rcvbuf_available(RecvBuffer* b) noexcept nogil:
+    """Room to advertise: the limit less what is held up to the ACK point."""
+    return b.limit - seq_off(b.read_seq, b.frontier_seq) - 1
+
+
+cdef inline void rcvbuf_note_arrival(RecvBuffer* b, int64_t now) noexcept nogil:
+    b.last_active = now
+
+
+cdef inline void rcvbuf_autotune(RecvBuffer* b, int64_t now, int64_t interval,
+                                 int32_t next_expected) noexcept nogil:
+    """At each full ACK.  UDT's window counts from the ACK point, so the room the peer needs is
+    what the application consumes in an interval (RTT + ACK period: how late the peer learns of
+    room; Linux's "dynamic right-sizing" counts what the reader copied per RTT too) plus
+    whatever lies past a hole (next_expected: the sequence after the largest received).  Grow
+    the limit to twice that when it asks for more; what sits unread does not count, so a slow
+    or absent reader never makes it grow."""
+    cdef int64_t beyond = seq_off(b.frontier_seq, next_expected)
+    if beyond < 0:
+        beyond = 0
+    if now - b.tune_start >= interval:
+        b.limit = buffer_grow_limit(b.limit, 2 * (b.tune_consumed + beyond) + BUFFER_CHUNK_PACKETS,
+                                    b.capacity)
+        b.tune_start = now
+        b.tune_consumed = 0
+    elif 2 * beyond > b.limit:
+        b.limit = buffer_grow_limit(b.limit, 2 * beyond + BUFFER_CHUNK_PACKETS, b.capacity)
+
+
+cdef inline void rcvbuf_idle_release(RecvBuffer* b, int64_t now, int32_t next_expected) noexcept nogil:
+    """Nothing unread, nothing missing (next_expected: the sequence after the largest received)
+    and no arrival for a while: back to the initial limit and no memory."""
+    if (b.read_seq == b.frontier_seq and b.frontier_seq == next_expected
+            and now - b.last_active >= BUFFER_IDLE_RELEASE_US):
+        b.limit = b.initial_limit
+        b.tune_start = now
+        b.tune_consumed = 0
+        chunks_release_spares(&b.store)
 
 
 cdef enum:
@@ -114,15 +337,18 @@ cdef inline int rcvbuf_advance_frontier(RecvBuffer* b) noexcept nogil:
     plus FRONTIER_PASSED_MESSAGE_END if it went past the last packet of a message (message
     mode readers only need to look when that happens)."""
     cdef int64_t off = seq_off(b.read_seq, b.frontier_seq)
-    cdef int idx, bnd
+    cdef int idx, bnd, state
+    cdef RecvSlot* slot
     cdef int result = 0
     while off < b.capacity:
         idx = rcvbuf_index(b, off)
-        if b.slots[idx].state == RSLOT_EMPTY:
+        state = rcvbuf_state(b, idx)
+        if state == RSLOT_EMPTY:
             break
-        if b.slots[idx].state == RSLOT_FILLED:
-            b.contiguous_bytes += b.slots[idx].length
-            bnd = msg_boundary(b.slots[idx].msg_word)
+        if state == RSLOT_FILLED:
+            slot = rcvbuf_slot(b, idx)
+            b.contiguous_bytes += slot.length
+            bnd = msg_boundary(slot.msg_word)
             if bnd == BOUNDARY_LAST or bnd == BOUNDARY_SOLO:
                 result |= FRONTIER_PASSED_MESSAGE_END
         off += 1
@@ -134,10 +360,16 @@ cdef inline int rcvbuf_advance_frontier(RecvBuffer* b) noexcept nogil:
 cdef inline void rcvbuf_consume_head(RecvBuffer* b) noexcept nogil:
     """Forget the head slot (read, dropped or taken) and move read_seq on."""
     cdef int idx = b.head
-    if b.slots[idx].state == RSLOT_FILLED:
-        b.contiguous_bytes -= b.slots[idx].length - b.read_offset
-    b.slots[idx].state = RSLOT_EMPTY
-    b.slots[idx].length = 0
+    cdef RecvSlot* slot
+    cdef int state = rcvbuf_state(b, idx)
+    if state != RSLOT_EMPTY:
+        slot = rcvbuf_slot(b, idx)
+        if state == RSLOT_FILLED:
+            b.contiguous_bytes -= slot.length - b.read_offset
+        slot.state = RSLOT_EMPTY
+        slot.length = 0
+        chunks_unuse(&b.store, idx)
+    b.tune_consumed += 1
     b.read_offset = 0
     b.head = (b.head + 1) % b.capacity
     b.read_seq = seq_inc(b.read_seq)
@@ -146,8 +378,9 @@ cdef inline void rcvbuf_consume_head(RecvBuffer* b) noexcept nogil:
 cdef inline bint rcvbuf_message_complete(RecvBuffer* b, int64_t off) noexcept nogil:
     """Is the packet at receive offset off part of a complete out-of-order (o=0) message?"""
     cdef int idx = rcvbuf_index(b, off)
-    cdef uint32_t word = b.slots[idx].msg_word
+    cdef uint32_t word = rcvbuf_slot(b, idx).msg_word
     cdef int32_t msgno = msg_number(word)
+    cdef RecvSlot* slot
     cdef int64_t k
     cdef int bnd
     if word & MSG_INORDER_BIT:
@@ -155,9 +388,12 @@ cdef inline bint rcvbuf_message_complete(RecvBuffer* b, int64_t off) noexcept no
     k = off
     while True:                                 # back to the first packet
         idx = rcvbuf_index(b, k)
-        if b.slots[idx].state != RSLOT_FILLED or msg_number(b.slots[idx].msg_word) != msgno:
+        if rcvbuf_state(b, idx) != RSLOT_FILLED:
             return False
-        bnd = msg_boundary(b.slots[idx].msg_word)
+        slot = rcvbuf_slot(b, idx)
+        if msg_number(slot.msg_word) != msgno:
+            return False
+        bnd = msg_boundary(slot.msg_word)
         if bnd == BOUNDARY_FIRST or bnd == BOUNDARY_SOLO:
             break
         k -= 1
@@ -166,9 +402,12 @@ cdef inline bint rcvbuf_message_complete(RecvBuffer* b, int64_t off) noexcept no
     k = off
     while True:                                 # forward to the last packet
         idx = rcvbuf_index(b, k)
-        if b.slots[idx].state != RSLOT_FILLED or msg_number(b.slots[idx].msg_word) != msgno:
+        if rcvbuf_state(b, idx) != RSLOT_FILLED:
             return False
-        bnd = msg_boundary(b.slots[idx].msg_word)
+        slot = rcvbuf_slot(b, idx)
+        if msg_number(slot.msg_word) != msgno:
+            return False
+        bnd = msg_boundary(slot.msg_word)
         if bnd == BOUNDARY_LAST or bnd == BOUNDARY_SOLO:
             return True
         k += 1

@@ -118,7 +118,8 @@ cdef inline bint _close_may_finish(Conn* c, int64_t now) noexcept nogil:
 
 
 cdef inline int64_t _rcv_available(Conn* c) noexcept nogil:
-    cdef int64_t a = c.rcv.capacity - seq_off(c.rcv.read_seq, c.rcv.frontier_seq) - 1
+    # the autotuned limit, not the ring: the peer is told what we mean to hold (buffers.pxd)
+    cdef int64_t a = c.rcv.limit - seq_off(c.rcv.read_seq, c.rcv.frontier_seq) - 1
     return a if a > MIN_AVAILABLE_BUFFER else MIN_AVAILABLE_BUFFER
 
 

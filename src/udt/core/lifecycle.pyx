@@ -112,11 +112,14 @@ cdef int _alloc_buffers(Conn* c, int32_t first_rcv_seq) noexcept nogil:
     cdef int slot = c.opts.mss - IP_UDP_OVERHEAD - HEADER_SIZE
     if c.buffers_ready:
         return 0
-    if sndbuf_alloc(&c.snd, c.opts.snd_buf_packets, slot) < 0:
+    # the rings' geometry only: their memory comes in chunks as data needs it (buffers.pxd)
+    if sndbuf_alloc(&c.snd, c.opts.snd_buf_packets, c.opts.buf_initial_packets, slot) < 0:
         return -ERR_NO_MEMORY
-    if rcvbuf_alloc(&c.rcv, c.opts.rcv_buf_packets, slot, first_rcv_seq) < 0:
+    if rcvbuf_alloc(&c.rcv, c.opts.rcv_buf_packets, c.opts.buf_initial_packets, slot,
+                    first_rcv_seq) < 0:
         sndbuf_free(&c.snd)
         return -ERR_NO_MEMORY
+    # loss lists start small and double up to these bounds (losslist.pxd)
     if (losslist_alloc(&c.snd_loss, c.opts.snd_buf_packets // 2 + 2) < 0
             or losslist_alloc(&c.rcv_loss, c.opts.rcv_buf_packets // 2 + 2) < 0):
         sndbuf_free(&c.snd)

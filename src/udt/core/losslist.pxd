@@ -1,19 +1,27 @@
 # cython: language_level=3
 """Range-compressed loss lists (sender and receiver, protocol.md §5): a sorted array of inclusive
 [first, last] ranges of 31-bit sequence numbers that all lie within half the sequence space.
-Memory is allocated once (capacity ranges) when the connection's buffers are created.
+Memory starts small (``LOSSLIST_INITIAL`` ranges) and doubles when full, up to a bound set by
+the buffer the list describes: a rare, bounded copy (at most log2(bound / initial) times), and an
+idle connection shrinks it back (``losslist_shrink``).
 
 Header-only ``cdef inline`` functions: the engine calls them on the packet path (a cross-module
 call would be an indirect one), the test shim drives them directly.
 """
 from libc.stdint cimport int32_t, int64_t
 from libc.stdlib cimport malloc, free
-from libc.string cimport memmove
+from libc.string cimport memcpy, memmove
 from udt._core cimport LossList
 from udt.core.seq cimport seq_cmp, seq_off, seq_add, seq_inc, seq_dec
 
 
-cdef inline int losslist_alloc(LossList* ll, int capacity) noexcept nogil:
+cdef enum:
+    LOSSLIST_INITIAL = 32
+
+
+cdef inline int losslist_alloc(LossList* ll, int max_capacity) noexcept nogil:
+    """At most max_capacity ranges; LOSSLIST_INITIAL of them allocated now."""
+    cdef int capacity = LOSSLIST_INITIAL if LOSSLIST_INITIAL < max_capacity else max_capacity
     ll.first_base = <int32_t*>malloc(capacity * sizeof(int32_t))
     ll.last_base = <int32_t*>malloc(capacity * sizeof(int32_t))
     ll.first = ll.first_base
@@ -22,10 +30,39 @@ cdef inline int losslist_alloc(LossList* ll, int capacity) noexcept nogil:
     ll.length = 0
     ll.capacity = capacity
     ll.total_capacity = capacity
+    ll.initial_capacity = capacity
+    ll.max_capacity = max_capacity
     if ll.first_base == NULL or ll.last_base == NULL:
         losslist_free(ll)
         return -1
     return 0
+
+
+cdef inline bint _ll_resize(LossList* ll, int capacity) noexcept nogil:
+    """Move the ranges into arrays of `capacity` (>= count) ranges; False if out of memory."""
+    cdef int32_t* first = <int32_t*>malloc(capacity * sizeof(int32_t))
+    cdef int32_t* last = <int32_t*>malloc(capacity * sizeof(int32_t))
+    if first == NULL or last == NULL:
+        free(first)
+        free(last)
+        return False
+    memcpy(first, ll.first, ll.count * sizeof(int32_t))
+    memcpy(last, ll.last, ll.count * sizeof(int32_t))
+    free(ll.first_base)
+    free(ll.last_base)
+    ll.first_base = first
+    ll.last_base = last
+    ll.first = first
+    ll.last = last
+    ll.total_capacity = capacity
+    ll.capacity = capacity
+    return True
+
+
+cdef inline void losslist_shrink(LossList* ll) noexcept nogil:
+    """An empty list that grew goes back to its initial size (idle connections)."""
+    if ll.count == 0 and ll.total_capacity > ll.initial_capacity:
+        _ll_resize(ll, ll.initial_capacity)
 
 
 cdef inline void losslist_free(LossList* ll) noexcept nogil:
@@ -38,6 +75,8 @@ cdef inline void losslist_free(LossList* ll) noexcept nogil:
     ll.count = 0
     ll.capacity = 0
     ll.total_capacity = 0
+    ll.initial_capacity = 0
+    ll.max_capacity = 0
     ll.length = 0
 
 
@@ -57,7 +96,17 @@ cdef inline bint _ll_room(LossList* ll) noexcept nogil:
     """Make room for one more range (compacting to the front); False if truly full."""
     if ll.count < ll.capacity:
         return True
-    if ll.first != ll.first_base:
+    if ll.first != ll.first_base and ll.count < ll.total_capacity // 2:
+        memmove(ll.first_base, ll.first, ll.count * sizeof(int32_t))
+        memmove(ll.last_base, ll.last, ll.count * sizeof(int32_t))
+        ll.first = ll.first_base
+        ll.last = ll.last_base
+        ll.capacity = ll.total_capacity
+    elif ll.total_capacity < ll.max_capacity:
+        # full (or nearly): double, a bounded copy that happens at most log2(max / initial) times
+        _ll_resize(ll, ll.total_capacity * 2 if ll.total_capacity * 2 < ll.max_capacity
+                   else ll.max_capacity)
+    elif ll.first != ll.first_base:
         memmove(ll.first_base, ll.first, ll.count * sizeof(int32_t))
         memmove(ll.last_base, ll.last, ll.count * sizeof(int32_t))
         ll.first = ll.first_base

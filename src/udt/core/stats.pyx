@@ -42,8 +42,9 @@ cdef void conn_stats(Conn* c, Stats* out, bint clear, int64_t now) noexcept nogi
     out.ms_rtt = c.rtt_us / 1000.0
     out.mbps_bandwidth = <double>c.bandwidth * c.payload_size * 8.0 / 1e6
     if c.buffers_ready:
-        out.byte_avail_snd_buf = <int64_t>(c.snd.capacity - c.snd.count) * c.payload_size
-        out.byte_avail_rcv_buf = (c.rcv.capacity - seq_off(c.rcv.read_seq, c.rcv.frontier_seq)) \
+        out.byte_avail_snd_buf = <int64_t>(c.snd.limit - c.snd.count if c.snd.limit > c.snd.count
+                                           else 0) * c.payload_size
+        out.byte_avail_rcv_buf = (c.rcv.limit - seq_off(c.rcv.read_seq, c.rcv.frontier_seq)) \
             * <int64_t>c.rcv.slot_size
     else:
         out.byte_avail_snd_buf = 0
