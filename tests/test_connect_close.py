@@ -166,6 +166,7 @@ def test_a_broken_connection_fails_flush_sendall_and_close_with_the_count():
     with relayed_pair(options) as (client, conn, relay):
         client.sendall(b"ready")
         assert conn.recv(5) == b"ready"
+        client.flush(timeout=5)  # its ACK must not still be in flight when the link is cut
         _cut(relay, "a_to_b", "b_to_a")
         client.sendall(b"y" * 200_000)
         started = time.monotonic()
