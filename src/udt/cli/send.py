@@ -54,7 +54,9 @@ from udt.options import SocketOption
 from udt.units import parse_rate_bytes_per_s
 
 PROG = "udt-send"
-SENDFILE_STEP = 4 << 20  # bytes per sendfile call: small enough for a lively progress bar
+# bytes per sendfile call: small, so the bytes a failing call had queued (uncounted in the
+# meter) stay a small part of the acknowledged count, and the progress bar stays lively
+SENDFILE_STEP = 256 << 10
 MEM_CHUNK = 1 << 20  # bytes per memory-mode chunk record
 MEM_STRIDE = 4093  # chunk start moves by a prime through the random pool: no two neighbours equal
 REPLY_TIMEOUT = 120.0  # seconds to wait for the receiver's verdict after the last byte
