@@ -45,8 +45,8 @@ GOALS_US = {"pingpong_median": 100.0, "pingpong_p99": 300.0, "connect_median": 1
 # --------------------------------------------------------------------------- servers (child processes)
 
 
-def _udt_echo(listener: udt.socket) -> None:
-    conn, _ = listener.accept()
+def _echo(conn: udt.socket | socket.socket) -> None:
+    """Send back every MESSAGE-sized request until the peer closes."""
     buf = bytearray(MESSAGE)
     view = memoryview(buf)
     while True:
@@ -58,22 +58,17 @@ def _udt_echo(listener: udt.socket) -> None:
                 return
             got += n
         conn.sendall(buf)
+
+
+def _udt_echo(listener: udt.socket) -> None:
+    conn, _ = listener.accept()
+    _echo(conn)
 
 
 def _tcp_echo(listener: socket.socket) -> None:
     conn, _ = listener.accept()
     conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    buf = bytearray(MESSAGE)
-    view = memoryview(buf)
-    while True:
-        got = 0
-        while got < MESSAGE:
-            n = conn.recv_into(view[got:])
-            if not n:
-                conn.close()
-                return
-            got += n
-        conn.sendall(buf)
+    _echo(conn)
 
 
 def _udp_echo(sock: socket.socket) -> None:
