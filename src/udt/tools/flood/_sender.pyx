@@ -4,7 +4,7 @@ spoofed ones) sent through a raw IP_HDRINCL socket in sendmmsg batches, paced to
 without the GIL.  A Python loop cannot hold 50,000 packets/s on a small machine; this can.
 Needs CAP_NET_RAW (root)."""
 from libc.errno cimport errno
-from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t
+from libc.stdint cimport int64_t, uint8_t, uint32_t
 from libc.stdlib cimport calloc, free
 from libc.string cimport memcpy
 from posix.time cimport CLOCK_MONOTONIC, clock_gettime, nanosleep, timespec
@@ -12,27 +12,13 @@ from posix.unistd cimport close
 from posix.uio cimport iovec
 
 
+from udt._sys cimport (AF_INET, SO_SNDBUF, SOL_SOCKET, htonl, mmsghdr, sendmmsg, setsockopt,
+                       sockaddr_in, socket)
+
+
 cdef extern from "<sys/socket.h>" nogil:
-    ctypedef unsigned int socklen_t
-    struct msghdr:
-        void* msg_name
-        socklen_t msg_namelen
-        iovec* msg_iov
-        size_t msg_iovlen
-        void* msg_control
-        size_t msg_controllen
-        int msg_flags
-    struct mmsghdr:
-        msghdr msg_hdr
-        unsigned int msg_len
-    int socket(int domain, int type, int protocol)
-    int setsockopt(int fd, int level, int option, const void* value, socklen_t length)
-    int sendmmsg(int fd, mmsghdr* messages, unsigned int count, int flags)
     enum:
-        AF_INET
         SOCK_RAW
-        SOL_SOCKET
-        SO_SNDBUF
 
 
 cdef extern from "<netinet/in.h>" nogil:
@@ -40,14 +26,6 @@ cdef extern from "<netinet/in.h>" nogil:
         IPPROTO_RAW
         IPPROTO_IP
         IP_HDRINCL
-    struct in_addr:
-        uint32_t s_addr
-    struct sockaddr_in:
-        uint16_t sin_family
-        uint16_t sin_port
-        in_addr sin_addr
-    uint16_t htons(uint16_t value)
-    uint32_t htonl(uint32_t value)
 
 
 cdef inline int64_t _now_ns() noexcept nogil:
