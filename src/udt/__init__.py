@@ -14,6 +14,7 @@ See docs/architecture.md.
 
 __version__ = "0.1.0"
 
+from ._factories import create_connection, create_server  # noqa: E402
 from ._socket import (  # noqa: E402
     AF_INET,
     AF_INET6,
@@ -23,8 +24,6 @@ from ._socket import (  # noqa: E402
     SOCK_DGRAM,
     SOCK_STREAM,
     PerfMon,
-    create_connection,
-    create_server,
     socket,
 )
 from ._sockopt import SOL_UDT  # noqa: E402
