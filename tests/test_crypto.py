@@ -12,6 +12,7 @@ import time
 import pytest
 
 import udt
+from rebinding_nat import RebindingNat
 from udt._seal import CryptoState
 from udt.errors import InvalidParameterError
 
@@ -299,12 +300,10 @@ def test_capture_of_an_encrypted_transfer_has_no_plaintext(encrypted):
 
 
 def test_nat_rebinding_with_encryption_follows_the_peer():
-    from test_faults import _RebindingNat
-
     options = {**SECRET, udt.UDT_PEERIDLETIMEO: 3000}
     payload = os.urandom(3 << 20)
     server = udt.create_server((LOOP, 0), options=options)
-    nat = _RebindingNat(server.getsockname())
+    nat = RebindingNat(server.getsockname())
     got: dict = {}
     try:
         client = udt.create_connection(nat.address, timeout=10, options=options)

@@ -12,6 +12,7 @@ import time
 import pytest
 
 import udt
+from rebinding_nat import RebindingNat
 from test_cli import Proc, Receiver, cli, make_file, run_sender, sender, sha256_file, wait_for
 from test_connect_close import relayed_pair
 from udt.cli import _wire as wire
@@ -164,67 +165,13 @@ def test_link_cut_above_the_idle_timeout_fails_clearly_on_both_sides():
     assert got["got"] + sent["error"].unacknowledged >= len(payload)
 
 
-class _RebindingNat:
-    """A one-client UDP forwarder that can move the client to a new public port mid-transfer,
-    as a NAT does when its mapping expires (nothing else is impaired)."""
-
-    def __init__(self, target) -> None:
-        import socket
-
-        self.target = target
-        self.inside = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.inside.bind(("127.0.0.1", 0))
-        self.address = self.inside.getsockname()
-        self.outside = [self._new_outside()]
-        self.client = None
-        self.stopping = threading.Event()
-        self.thread = threading.Thread(target=self._run, name="rebinding-nat")
-        self.thread.start()
-
-    @staticmethod
-    def _new_outside():
-        import socket
-
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        sock.bind(("127.0.0.1", 0))
-        sock.settimeout(0)
-        return sock
-
-    def rebind(self) -> None:
-        self.outside.append(self._new_outside())  # the old mapping still carries replies
-
-    def _run(self) -> None:
-        import select
-
-        self.inside.settimeout(0)
-        while not self.stopping.is_set():
-            socks = [self.inside, *self.outside]
-            ready, _, _ = select.select(socks, [], [], 0.05)
-            for sock in ready:
-                try:
-                    data, source = sock.recvfrom(65536)
-                except BlockingIOError:
-                    continue
-                if sock is self.inside:
-                    self.client = source
-                    self.outside[-1].sendto(data, self.target)
-                elif self.client is not None:
-                    self.inside.sendto(data, self.client)
-
-    def close(self) -> None:
-        self.stopping.set()
-        self.thread.join(5)
-        for sock in (self.inside, *self.outside):
-            sock.close()
-
-
 def test_nat_rebinding_without_encryption_fails_clearly():
     """The client's public port changes mid-transfer.  Without encryption nothing proves that
     packets from the new port come from the same peer (the socket ID is guessable), so the server
     drops them as from the wrong source and both sides end with an error, never a hang."""
     options = {udt.UDT_PEERIDLETIMEO: 1000}
     server = udt.create_server((LOOP4, 0), options=options)
-    nat = _RebindingNat(server.getsockname())
+    nat = RebindingNat(server.getsockname())
     sent: dict = {}
     got: dict = {}
     try:
