@@ -266,6 +266,13 @@ cdef class Multiplexer:
         cdef int n
         cdef int64_t now
         cdef MuxConn** everything
+        from udt._pool import on_worker_thread
+        if on_worker_thread():
+            # a socket closed by code the pool's worker runs (a Python CC's callback, or the
+            # collector freeing an unclosed socket there): the worker can neither wait for
+            # itself nor join itself, so a helper thread stops the port
+            threading.Thread(target=self.stop, name="udt-mux-stop", daemon=True).start()
+            return
         with _registry_lock:
             if self._stopped:
                 return

@@ -36,7 +36,7 @@ from udt._sync cimport (cond_init, cond_wait_until, mux_atomic_load, mux_atomic_
                         pthread_mutex_unlock)
 from udt._sys cimport EFD_CLOEXEC, EFD_NONBLOCK, close, eventfd, read, write
 
-__all__ = ["attach", "set_worker_count", "worker_count"]
+__all__ = ["attach", "on_worker_thread", "set_worker_count", "worker_count"]
 
 
 cdef extern from "<sys/epoll.h>" nogil:
@@ -258,7 +258,7 @@ cdef class _Pair:
     cdef int index
     cdef RxWorker* rx
     cdef TxWorker* tx
-    cdef object threads
+    cdef readonly object threads
     cdef readonly set muxes
 
     def __cinit__(self, int index):
@@ -498,6 +498,12 @@ def attach(Multiplexer mux):
         pair = min(_pairs[:_count], key=lambda p: len(p.muxes))
         pair._add(mux)
         return pair
+
+
+def on_worker_thread():
+    """True on one of the pool's threads (they must not stop a port they serve themselves)."""
+    current = threading.current_thread()
+    return any(p.threads is not None and current in p.threads for p in list(_pairs))
 
 
 def threads():
