@@ -337,7 +337,7 @@ def _worker_main(args: list[str]) -> int:
 
 
 def table(rows: list[Row]) -> str:
-    reference = {row.kind: row.median for row in rows if row.system.startswith("udt ") and row.median}
+    reference = {row.kind: row.median for row in reversed(rows) if row.system.startswith("udt ") and row.median}
     head = (
         f"| {'system':<38} | {'kind':<6} | {'median MB/s':>11} | {'Mbit/s':>8} "
         f"| {'min–max MB/s':>15} | runs | {'× udt':>6} |"

@@ -31,7 +31,7 @@ from udt._heap cimport HEAP_SEND, HEAP_TIMER
 from udt._mux cimport Multiplexer
 from udt._muxcore cimport MuxCore
 from udt._sync cimport (cond_init, cond_wait_until, mux_atomic_load, mux_atomic_store, mux_count,
-                        mux_errno, now_us, pthread_cond_broadcast, pthread_cond_signal, pthread_cond_t,
+                        mux_errno, mux_read_count, now_us, pthread_cond_broadcast, pthread_cond_signal, pthread_cond_t,
                         pthread_cond_wait, pthread_mutex_init, pthread_mutex_lock, pthread_mutex_t,
                         pthread_mutex_unlock)
 from udt._sys cimport EFD_CLOEXEC, EFD_NONBLOCK, close, eventfd, read, write
@@ -61,8 +61,12 @@ cdef enum:
     RX_EVENTS = 64              # epoll events taken per wait
     RX_BATCHES = 8              # batches one port receives per turn before the others' turn
     TX_TURNS = 8                # connections one port sends for per turn
-    WAKE_BIT = 1 << 31          # epoll data: the port's wake eventfd (else its channel)
     CONTROL_SLOT = 0x7fffffff   # epoll data: the worker's own eventfd
+
+
+# epoll data: (generation << 32) | slot index, this bit set for the port's wake eventfd (else its
+# channel).  Unsigned: as an enum (a C int) it would sign-extend into the generation.
+cdef uint32_t WAKE_BIT = 0x80000000u
 
 
 cdef struct RxSlot:
@@ -81,6 +85,7 @@ cdef struct RxWorker:
     int stopping
     RxSlot* slots
     int capacity
+    int64_t waits               # returns from epoll_wait (atomic adds)
 
 
 cdef struct TxWorker:
@@ -92,6 +97,7 @@ cdef struct TxWorker:
     void** muxes                # borrowed Multiplexers
     int count
     int capacity
+    int64_t waits               # returns from a condition wait (atomic adds)
 
 
 cdef RxWorker* _rx[MAX_PAIRS]   # never freed: a port may lock its pair's locks late
@@ -153,6 +159,7 @@ cdef void rx_loop(RxWorker* w) noexcept nogil:
             now = now_us()
             timeout_ms = 0 if deadline <= now else <int>((deadline - now + 999) // 1000)
         n = epoll_wait(w.epfd, events, RX_EVENTS, timeout_ms)
+        mux_count(&w.waits, 1)
         pthread_mutex_lock(&w.timer_lock)
         w.sleep_until = -2
         pthread_mutex_unlock(&w.timer_lock)
@@ -165,7 +172,7 @@ cdef void rx_loop(RxWorker* w) noexcept nogil:
             if slot_index == CONTROL_SLOT:
                 read(w.control_fd, &drained, sizeof(drained))
                 continue
-            index = <int>(slot_index & ~(<uint32_t>WAKE_BIT))
+            index = <int>(slot_index & ~WAKE_BIT)
             if index >= w.capacity:
                 continue
             slot = &w.slots[index]
@@ -219,6 +226,7 @@ cdef void tx_loop(TxWorker* w) noexcept nogil:
             else:
                 cond_wait_until(&w.wake, &w.lock, best_top)
             w.sleep_until = -2
+            mux_count(&w.waits, 1)
             woke = True
             continue
         m = (<Multiplexer>w.muxes[best])._m
@@ -382,7 +390,7 @@ cdef class _Pair:
                     ev.events = EPOLLIN
                     ev.data.u64 = (<uint64_t>rx.slots[index].generation << 32) | <uint32_t>index
                     failed = epoll_ctl(rx.epfd, EPOLL_CTL_ADD, fd, &ev) != 0
-                    ev.data.u64 |= WAKE_BIT
+                    ev.data.u64 |= <uint64_t>WAKE_BIT
                     if not failed:
                         failed = epoll_ctl(rx.epfd, EPOLL_CTL_ADD, wake_fd, &ev) != 0
                         if failed:
@@ -504,6 +512,16 @@ def on_worker_thread():
     """True on one of the pool's threads (they must not stop a port they serve themselves)."""
     current = threading.current_thread()
     return any(p.threads is not None and current in p.threads for p in list(_pairs))
+
+
+def wakeups():
+    """Returns from a wait of every worker so far, receive and send (tests: no spinning)."""
+    cdef int i
+    cdef int64_t total = 0
+    for i in range(MAX_PAIRS):
+        if _rx[i] != NULL:
+            total += mux_read_count(&_rx[i].waits) + mux_read_count(&_tx[i].waits)
+    return total
 
 
 def threads():
