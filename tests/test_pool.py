@@ -97,3 +97,16 @@ def test_worker_count_is_configurable():
     finally:
         udt.set_worker_count(None)
     assert udt.worker_count() == before
+
+
+def test_udt_workers_environment_variable(monkeypatch):
+    from udt import _pool
+
+    monkeypatch.setenv("UDT_WORKERS", "3")
+    assert _pool._default_count() == 3
+    for bad in ("0", "65", "many"):
+        monkeypatch.setenv("UDT_WORKERS", bad)
+        with pytest.raises(ValueError, match="UDT_WORKERS"):
+            _pool._default_count()
+    monkeypatch.delenv("UDT_WORKERS")
+    assert 1 <= _pool._default_count() <= 4
