@@ -20,6 +20,7 @@ import multiprocessing as mp
 import os
 import statistics
 import sys
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -65,10 +66,12 @@ async def _clients(system: str, port: int, connections: int, size: int) -> dict[
     _, open_connection = _opener(system)
     payload = os.urandom(size)
     expected = hashlib.sha256(payload).digest()
+    peak = [threading.active_count()]  # threads of this (client) process while connections are open
 
     async def one() -> float:
         started = time.perf_counter()
         reader, writer = await open_connection(HOST, port)
+        peak[0] = max(peak[0], threading.active_count())
         writer.write(size.to_bytes(8, "big"))
         for i in range(0, size, BLOCK):
             writer.write(payload[i : i + BLOCK])
@@ -93,6 +96,7 @@ async def _clients(system: str, port: int, connections: int, size: int) -> dict[
         "p50_s": statistics.median(times),
         "p90_s": times[int(0.9 * (len(times) - 1))],
         "max_s": times[-1],
+        "peak_threads": peak[0],
     }
 
 
@@ -132,12 +136,14 @@ def main(argv: list[str] | None = None) -> int:
     results = [run_system(system, connections, args.size) for system in SYSTEMS]
     tcp = results[-1]
     print(f"{connections} connections x {args.size} bytes, one event-loop thread per side")
-    print(f"{'system':<12} {'intact':>7} {'MiB/s':>8} {'ratio':>6} {'p50 s':>7} {'p90 s':>7} {'max s':>7}")
+    print(
+        f"{'system':<12} {'intact':>7} {'MiB/s':>8} {'ratio':>6} {'p50 s':>7} {'p90 s':>7} {'max s':>7} {'threads':>7}"
+    )
     for r in results:
         r["throughput_ratio_vs_tcp"] = r["mib_per_s"] / tcp["mib_per_s"]
         print(
             f"{r['system']:<12} {r['intact']:>7} {r['mib_per_s']:>8.1f} {r['throughput_ratio_vs_tcp']:>6.2f} "
-            f"{r['p50_s']:>7.3f} {r['p90_s']:>7.3f} {r['max_s']:>7.3f}"
+            f"{r['p50_s']:>7.3f} {r['p90_s']:>7.3f} {r['max_s']:>7.3f} {r['peak_threads']:>7}"
         )
     if args.json:
         text = json.dumps({"results": results}, indent=2)

@@ -288,10 +288,13 @@ def print_table(data: dict[str, Any]) -> None:
         print(f"| {r['measure']} | {r['system']} | {r['median_us']:.1f} | {r['p99_us']:.1f} | {tcp} | {udp} | {note} |")
     print()
     many = f"{meta['connections']} connections × {meta['bytes_per_connection']} B, one server port"
-    print(f"| {many} | intact | MiB/s | × TCP |")
-    print("|---|---:|---:|---:|")
+    print(f"| {many} | intact | MiB/s | × TCP | client threads |")
+    print("|---|---:|---:|---:|---:|")
     for m in data["many"]:
-        print(f"| {m['system']} | {m['intact']}/{m['connections']} | {m['mib_per_s']:.1f} | {m['ratio_vs_tcp']:.2f} |")
+        print(
+            f"| {m['system']} | {m['intact']}/{m['connections']} | {m['mib_per_s']:.1f} | {m['ratio_vs_tcp']:.2f} "
+            f"| {m['peak_threads']} |"
+        )
 
 
 def _size(text: str) -> int:

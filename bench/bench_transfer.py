@@ -58,8 +58,8 @@ def parse_size(text: str) -> int:
     return parse(text)
 
 
-def cli(tool: str, *args: object) -> list[str]:
-    return [sys.executable, "-m", f"udt.cli.{tool}", *map(str, args)]
+def cli(tool: str, *args: object, python: str = sys.executable) -> list[str]:
+    return [python, "-m", f"udt.cli.{tool}", *map(str, args)]
 
 
 def wait_line(path: Path, prefix: str, proc: subprocess.Popen, timeout: float = 30.0) -> str:
@@ -97,22 +97,27 @@ def worker(*args: object) -> list[str]:
 # --------------------------------------------------------------------------- udt
 
 
-def run_udt(work: Path, *, memory: bool, source: Path, seconds: float, mss: int) -> float:
-    """One udt-send → udt-recv run; MB/s from the receiver's own timing (header to end record)."""
+def run_udt(work: Path, *, memory: bool, source: Path, seconds: float, mss: int, python: str = sys.executable) -> float:
+    """One udt-send → udt-recv run; MB/s from the receiver's own timing (header to end record).
+    ``python``: the interpreter whose udt runs both ends (``--baseline``: another build)."""
     err, out = work / "recv.err", work / "recv.out"
     target = work / "udt-out"
     shutil.rmtree(target, ignore_errors=True)
     mode = ["--mem"] if memory else ["--output", target]
     with open(out, "wb") as o, open(err, "wb") as e:
         recv = subprocess.Popen(
-            cli("recv", "--port", 0, "--bind", "127.0.0.1", "--once", "--json", "--mss", mss, *mode), stdout=o, stderr=e
+            cli("recv", "--port", 0, "--bind", "127.0.0.1", "--once", "--json", "--mss", mss, *mode, python=python),
+            stdout=o,
+            stderr=e,
         )
     send = None
     try:
         address = wait_line(err, "udt-recv: listening on ", recv)
         what = ["--mem", seconds] if memory else [source]
         send = subprocess.Popen(
-            cli("send", *what, address, "--json", "--mss", mss), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+            cli("send", *what, address, "--json", "--mss", mss, python=python),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
         )
         sout, serr = send.communicate(timeout=RUN_TIMEOUT)
         if send.returncode != 0:
@@ -332,7 +337,7 @@ def _worker_main(args: list[str]) -> int:
 
 
 def table(rows: list[Row]) -> str:
-    reference = {row.kind: row.median for row in rows if row.system.startswith("udt ") and row.median}
+    reference = {row.kind: row.median for row in reversed(rows) if row.system.startswith("udt ") and row.median}
     head = (
         f"| {'system':<38} | {'kind':<6} | {'median MB/s':>11} | {'Mbit/s':>8} "
         f"| {'min–max MB/s':>15} | runs | {'× udt':>6} |"
@@ -367,6 +372,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="smoke run: 64 MiB, 1 run, 1 s")
     parser.add_argument("--only", help="comma-separated substrings: run only matching systems")
     parser.add_argument("--json", metavar="FILE", help="write the raw results here (for udt/tools/benchplot.py)")
+    parser.add_argument(
+        "--baseline",
+        metavar="PYTHON",
+        help="also run udt --mem with this interpreter (another build of udt), interleaved: an A/B row",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.size, args.runs, args.seconds = "64M", 1, 1.0
@@ -409,6 +419,15 @@ def main(argv: list[str] | None = None) -> int:
             (Row("TCP, Python sendall 1 MiB", "memory", f"{args.size}"), lambda: run_tcp(size)),
             (Row("TCP, iperf3", "memory", f"{args.seconds:g} s"), lambda: run_iperf3(args.seconds)),
         ]
+        if args.baseline:
+            baseline = args.baseline
+            systems.insert(
+                4,
+                (
+                    Row("udt memory mode, --baseline build", "memory", f"{args.seconds:g} s, {baseline}"),
+                    lambda: run_udt(work, memory=True, source=source, seconds=args.seconds, mss=mss, python=baseline),
+                ),
+            )
         if args.only:
             wanted = [w.strip().lower() for w in args.only.split(",")]
             systems = [(row, fn) for row, fn in systems if any(w in row.system.lower() for w in wanted)]

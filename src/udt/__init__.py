@@ -2,8 +2,9 @@
 
 Layers, bottom up: ``udt.dgram`` (datagram sockets, multicast) over the channel in
 ``udt._net`` (batched, GIL-free UDP I/O with GSO/GRO); the protocol engine in ``udt._core``
-(sans-IO, compiled); the multiplexer in ``udt._mux`` (one UDP port shared by many connections,
-two worker threads without the GIL); and the socket API here::
+(sans-IO, compiled); the multiplexer in ``udt._mux`` (one UDP port shared by many connections);
+the worker pool in ``udt._pool`` (a few threads without the GIL serve every port); and the
+socket API here::
 
     import udt
     with udt.create_server(("127.0.0.1", 9000)) as server:
@@ -27,6 +28,7 @@ from ._socket import (  # noqa: E402
     socket,
 )
 from ._sockopt import SOL_UDT  # noqa: E402
+from ._workers import set_worker_count, worker_count  # noqa: E402
 from .epoll import UDT_EPOLL_ERR, UDT_EPOLL_ET, UDT_EPOLL_IN, UDT_EPOLL_OUT, epoll  # noqa: E402
 from .errors import (  # noqa: E402
     BadSocketError,
@@ -85,6 +87,8 @@ __all__ = [
     "create_connection",
     "create_server",
     "PerfMon",
+    "set_worker_count",
+    "worker_count",
     "AF_INET",
     "AF_INET6",
     "SOCK_STREAM",

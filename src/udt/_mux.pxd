@@ -15,14 +15,14 @@ cdef class Multiplexer:
     cdef Channel channel
     cdef object _key
     cdef int _refs
-    cdef object _threads
+    cdef object _pair
     cdef bint _stopped
     cdef object _local_address
     cdef object __weakref__
     cdef _setup(self, Channel channel)
     cdef _free_core(self)
-    cdef void _receive_loop(self) noexcept nogil
-    cdef void _send_loop(self) noexcept nogil
+    cdef bint _receive_ready(self, int batches) noexcept nogil
+    cdef int64_t _send_due(self, int turns) noexcept nogil
     cdef void _run_timers(self, int64_t now) noexcept nogil
     cdef bint _open_batch(self, CRecvBatch* rx, int n) noexcept nogil
     cdef MuxConn* _route_handshake(self, const uint8_t* data, size_t length, const sockaddr* source,

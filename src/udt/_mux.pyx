@@ -1,8 +1,10 @@
 # cython: language_level=3
 """The multiplexer: one UDP channel per (address, port, family), shared by every udt socket bound
-there, served by two worker threads that run without the GIL.
+there, served without the GIL by one worker pair (a receive and a send thread) of the
+process-wide pool in ``_pool.pyx``, which serves other ports too.  This unit holds the work;
+the pool decides when it runs (``_receive_ready``, ``_run_timers``, ``_send_due``).
 
-* receive worker: waits in the channel's ``recv_batch`` until a datagram arrives or the nearest
+* receive worker: waits (the pool's epoll set) until a datagram arrives or the nearest
   timer of its connections is due (no fixed tick: an idle link costs no wakeups), dispatches each
   datagram by destination socket ID (0: the listener or a rendezvous socket, by peer address),
   feeds the engine under the connection's lock, runs due timers, wakes user threads and the send
@@ -56,9 +58,8 @@ from udt._net cimport (AF_INET, Channel, CRecvBatch, CSendBatch, recv_batch_free
                        recv_batch_source, send_batch_add, send_batch_add_pair, send_batch_clear,
                        send_batch_free, send_batch_new, sockaddr, sockaddr_from_address,
                        sockaddr_in, sockaddr_in6, sockaddr_storage, socklen_t)
-from udt._sync cimport (cond_init, cond_wait_until, mux_atomic_load, mux_atomic_store, mux_count,
-                        mux_read_count, now_us, pthread_cond_broadcast, pthread_cond_destroy,
-                        pthread_cond_signal, pthread_cond_wait, pthread_mutex_destroy,
+from udt._sync cimport (cond_init, mux_atomic_load, mux_count, mux_read_count, now_us,
+                        pthread_cond_broadcast, pthread_cond_destroy, pthread_mutex_destroy,
                         pthread_mutex_init, pthread_mutex_lock, pthread_mutex_unlock)
 from udt._net import Channel as _Channel
 
@@ -115,7 +116,7 @@ cdef inline int64_t _queued_bytes(int fd) noexcept nogil:
 
 
 cdef class Multiplexer:
-    """One UDP channel and its two worker threads, shared by the udt sockets bound to it.
+    """One UDP channel and its place in the worker pool, shared by the udt sockets bound to it.
 
     Reference counted by the sockets (:meth:`retain`/:meth:`release`); the last release stops
     the workers, closes the channel and frees the port.
@@ -125,7 +126,6 @@ cdef class Multiplexer:
         self._m = <MuxCore*>calloc(1, sizeof(MuxCore))
         if self._m == NULL:
             raise MemoryError()
-        self._threads = []
         self._stopped = True
 
     def __dealloc__(self):
@@ -156,9 +156,6 @@ cdef class Multiplexer:
         free(m.rx_owner)
         free(m.rx_mark)
         pthread_mutex_destroy(&m.table_lock)
-        pthread_mutex_destroy(&m.send_lock)
-        pthread_mutex_destroy(&m.timer_lock)
-        pthread_cond_destroy(&m.send_wake)
         free(m)
 
     cdef _setup(self, Channel channel):
@@ -166,8 +163,7 @@ cdef class Multiplexer:
         self.channel = channel
         m.family = channel.family
         m.next_socket_id = int.from_bytes(os.urandom(4), "little") | 1
-        if (pthread_mutex_init(&m.table_lock, NULL) != 0 or pthread_mutex_init(&m.send_lock, NULL) != 0
-                or pthread_mutex_init(&m.timer_lock, NULL) != 0 or cond_init(&m.send_wake) != 0):
+        if pthread_mutex_init(&m.table_lock, NULL) != 0:
             raise MemoryError()
         if (table_init(&m.by_id, TABLE_INITIAL) != 0 or table_init(&m.by_peer, TABLE_INITIAL) != 0
                 or heap_init(&m.send_heap, HEAP_SEND, 64) != 0
@@ -185,17 +181,11 @@ cdef class Multiplexer:
                 or m.tx_headers == NULL or m.reply_area == NULL or m.rx_owner == NULL
                 or m.rx_mark == NULL):
             raise MemoryError()
-        m.send_sleep_until = -2
-        m.rx_sleep_until = -2
         self._local_address = channel.getsockname()
         self._refs = 1
+        from udt._pool import attach  # (not at import: _pool cimports this unit)
+        self._pair = attach(self)     # a worker pair of the process-wide pool serves us now
         self._stopped = False
-        name = f"udt-mux-{self._local_address[1]}"
-        receiver = threading.Thread(target=self._receive_main, name=name + "-recv", daemon=True)
-        sender = threading.Thread(target=self._send_main, name=name + "-send", daemon=True)
-        self._threads = [receiver, sender]
-        receiver.start()
-        sender.start()
         _all_muxes.add(self)
 
     # ---- creation and sharing ----
@@ -276,6 +266,13 @@ cdef class Multiplexer:
         cdef int n
         cdef int64_t now
         cdef MuxConn** everything
+        from udt._pool import on_worker_thread
+        if on_worker_thread():
+            # a socket closed by code the pool's worker runs (a Python CC's callback, or the
+            # collector freeing an unclosed socket there): the worker can neither wait for
+            # itself nor join itself, so a helper thread stops the port
+            threading.Thread(target=self.stop, name="udt-mux-stop", daemon=True).start()
+            return
         with _registry_lock:
             if self._stopped:
                 return
@@ -311,19 +308,13 @@ cdef class Multiplexer:
                 after_engine_call(m, self.channel, mc, core.conn_abort(&mc.conn, now) | core.EV_CLOSED,
                                   now, False)
                 pthread_mutex_unlock(&mc.lock)
-            # 2. the send worker sends what is left (those SHUTDOWNs, and the copies closed
-            #    connections still owe, in one burst each) and leaves
-            mux_atomic_store(&m.stopping, 1)
-            pthread_mutex_lock(&m.send_lock)
-            pthread_cond_signal(&m.send_wake)
-            pthread_mutex_unlock(&m.send_lock)
-        current = threading.current_thread()
-        if self._threads[1] is not current:
-            self._threads[1].join()
-        # 3. the receive worker wakes with EBADF when the channel closes
+        # 2. the send worker sends what is left (those SHUTDOWNs, and the copies closed
+        #    connections still owe, in one burst each), then drops us (udt/_pool.pyx)
+        self._pair.detach_send(self)
+        # 3. the receive worker drops us (it is not in the middle of our batch), the channel closes
+        self._pair.detach_receive(self)
         self.channel.close()
-        if self._threads[0] is not current:
-            self._threads[0].join()
+        self._pair.release(self)
         # 4. the connections are cut loose: every later call on them fails with EBADF
         with nogil:
             for i in range(n):
@@ -345,20 +336,15 @@ cdef class Multiplexer:
             while m.timer_heap.count > 0:
                 muxconn_decref(heap_remove_at(&m.timer_heap, m.timer_heap.count - 1))
 
-    # ---- the worker threads ----
+    # ---- the work of the pool's workers for this port (udt/_pool.pyx runs them) ----
 
-    def _receive_main(self):
-        with nogil:
-            self._receive_loop()
-
-    def _send_main(self):
-        with nogil:
-            self._send_loop()
-
-    cdef void _receive_loop(self) noexcept nogil:
+    cdef bint _receive_ready(self, int batches) noexcept nogil:
+        """Receive and dispatch up to ``batches`` batches without waiting (the pool's receive
+        worker, when the channel is readable).  True when batches may be left: call again
+        before waiting (a GRO buffer still being split is not seen by epoll)."""
         cdef MuxCore* m = self._m
         cdef CRecvBatch* rx = m.rx_batch
-        cdef int64_t timeout, now, deadline, queued
+        cdef int64_t now, queued
         cdef int n, i, peek
         cdef core.PacketInfo info
         cdef MuxConn* current = NULL
@@ -366,26 +352,11 @@ cdef class Multiplexer:
         cdef uint32_t answer_peer
         cdef const sockaddr* source
         cdef bint opened
-        while not mux_atomic_load(&m.stopping):
-            # sleep until a datagram arrives or the nearest timer is due
-            pthread_mutex_lock(&m.timer_lock)
-            if m.timer_heap.count > 0:
-                deadline = m.timer_heap.items[0].heap_key[HEAP_TIMER]
-                m.rx_sleep_until = deadline
-                timeout = deadline - now_us()
-                if timeout < 0:
-                    timeout = 0
-            else:
-                m.rx_sleep_until = -1
-                timeout = -1
-            pthread_mutex_unlock(&m.timer_lock)
-            n = self.channel.c_recv_batch(rx, timeout)
-            pthread_mutex_lock(&m.timer_lock)
-            m.rx_sleep_until = -2
-            pthread_mutex_unlock(&m.timer_lock)
-            mux_count(&m.rx_wakeups, 1)
-            if n == -EBADF:
-                break
+        while batches > 0:
+            batches -= 1
+            n = self.channel.c_recv_batch(rx, 0)
+            if n == -EBADF or n == -EAGAIN:
+                return False
             now = now_us()
             if n > 0:
                 mux_count(&m.datagrams_in, n)
@@ -462,7 +433,7 @@ cdef class Multiplexer:
                 refuse_connects(m, self.channel, now_us())  # only a pinned channel hears ICMP
             elif n < 0 and n != -ETIMEDOUT and n != -EAGAIN and n != -EINTR:
                 mux_count(&m.send_errors, 1)  # a receive error (ICMP errors on some kernels): go on
-            self._run_timers(now_us())
+        return True
 
     cdef bint _open_batch(self, CRecvBatch* rx, int n) noexcept nogil:
         """Open every sealed datagram of the batch in place (receive worker, before routing
@@ -631,21 +602,21 @@ cdef class Multiplexer:
         cdef int64_t next_timer
         while rounds < 100000:
             rounds += 1
-            pthread_mutex_lock(&m.timer_lock)
+            pthread_mutex_lock(m.timer_lock)
             if m.timer_heap.count == 0 or m.timer_heap.items[0].heap_key[HEAP_TIMER] > now:
-                pthread_mutex_unlock(&m.timer_lock)
+                pthread_mutex_unlock(m.timer_lock)
                 return
             mc = heap_remove_at(&m.timer_heap, 0)  # its heap reference is ours now
-            pthread_mutex_unlock(&m.timer_lock)
+            pthread_mutex_unlock(m.timer_lock)
             pthread_mutex_lock(&mc.lock)
             if not mc.mux_dead:
                 events = core.conn_on_timer(&mc.conn, now)
                 next_timer = core.conn_next_timer(&mc.conn)
                 if 0 <= next_timer <= now:
                     # the engine did not move its deadline: retry a little later, never spin
-                    pthread_mutex_lock(&m.timer_lock)
+                    pthread_mutex_lock(m.timer_lock)
                     heap_push_or_lower(&m.timer_heap, mc, now + MIN_TIMER_STEP_US)
-                    pthread_mutex_unlock(&m.timer_lock)
+                    pthread_mutex_unlock(m.timer_lock)
                     schedule_send(m, mc, now)
                     if mc.waiters > 0 and (events & WAKE_EVENTS):
                         pthread_cond_broadcast(&mc.changed)
@@ -655,7 +626,11 @@ cdef class Multiplexer:
             pthread_mutex_unlock(&mc.lock)
             muxconn_decref(mc)
 
-    cdef void _send_loop(self) noexcept nogil:
+    cdef int64_t _send_due(self, int turns) noexcept nogil:
+        """Send the bursts that are due, at most ``turns`` connections' (the pool's send worker,
+        with the pair's send lock held: it is released around each send).  Returns the next
+        send time: -1 when nothing is queued, now or earlier when more is due already.  While
+        stopping, everything queued is due (the SHUTDOWNs owed go now)."""
         cdef MuxCore* m = self._m
         cdef CSendBatch* batch = m.tx_batch
         cdef MuxConn* mc
@@ -669,27 +644,19 @@ cdef class Multiplexer:
         cdef size_t need
         cdef uint8_t* slot
         cdef bint stopping, owes_shutdown
-        pthread_mutex_lock(&m.send_lock)
         while True:
             stopping = mux_atomic_load(&m.stopping) != 0
             now = now_us()
             if m.send_heap.count == 0:
-                if stopping:
-                    break
-                m.send_sleep_until = -1
-                pthread_cond_wait(&m.send_wake, &m.send_lock)
-                m.send_sleep_until = -2
-                mux_count(&m.tx_wakeups, 1)
-                continue
+                return -1
             top = m.send_heap.items[0].heap_key[HEAP_SEND]
             if top > now and not stopping:  # stopping: what is left goes now (SHUTDOWNs owed)
-                m.send_sleep_until = top
-                cond_wait_until(&m.send_wake, &m.send_lock, top)
-                m.send_sleep_until = -2
-                mux_count(&m.tx_wakeups, 1)
-                continue
+                return top
+            if turns <= 0:
+                return now
+            turns -= 1
             mc = heap_remove_at(&m.send_heap, 0)  # the heap's reference is ours now
-            pthread_mutex_unlock(&m.send_lock)
+            pthread_mutex_unlock(m.send_lock)
 
             send_batch_clear(batch)
             next_time = -1
@@ -746,11 +713,10 @@ cdef class Multiplexer:
                     mux_count(&m.send_errors, 1)
                 else:
                     mux_count(&m.datagrams_out, sent)
-            pthread_mutex_lock(&m.send_lock)
+            pthread_mutex_lock(m.send_lock)
             if next_time >= 0 and (not stopping or owes_shutdown):
                 heap_push_or_lower(&m.send_heap, mc, next_time)
             muxconn_decref(mc)
-        pthread_mutex_unlock(&m.send_lock)
 
     # ---- Python API ----
 

@@ -3,8 +3,11 @@
 operations on it under its locks: scheduling, registration, the closed-connection memory, close.
 
 Lock order (never reversed, never a Python call while one is held):
-    MuxCore.table_lock -> MuxListener.lock -> MuxConn.lock -> MuxCore.send_lock / MuxCore.timer_lock
-The two heap locks are leaves: nothing is locked while holding one of them.
+    the pool's receive-worker list lock (udt/_pool.pyx) -> MuxCore.table_lock -> MuxListener.lock
+    -> MuxConn.lock -> MuxCore.send_lock / MuxCore.timer_lock
+The two heap locks are leaves: nothing is locked while holding one of them.  They are shared by
+the multiplexers one worker pair serves (MuxCore holds pointers to the pair's), which changes
+nothing in the order: a thread holding one still locks nothing else.
 """
 from libc.stdint cimport int64_t, uint8_t, uint32_t
 
@@ -90,14 +93,19 @@ cdef struct MuxCore:
     int closed_next
     uint32_t next_socket_id
     int family
-    pthread_mutex_t send_lock
-    pthread_cond_t send_wake
+    # The locks, condition and sleep marks below belong to the worker pair that serves this
+    # port (udt/_pool.pyx): every multiplexer of one pair shares them, so a worker sleeps on one
+    # condition (send) or one epoll set (receive) for all its ports.  Set before any use, and
+    # never freed (a pair's structure outlives its threads).
+    pthread_mutex_t* send_lock
+    pthread_cond_t* send_wake
     ConnHeap send_heap
-    int64_t send_sleep_until     # -1: waiting without deadline, -2: busy (send_lock)
-    pthread_mutex_t timer_lock
+    int64_t* send_sleep_until    # -1: waiting without deadline, -2: busy (send_lock)
+    pthread_mutex_t* timer_lock
     ConnHeap timer_heap
-    int64_t rx_sleep_until       # -1: waiting without deadline, -2: busy (timer_lock)
+    int64_t* rx_sleep_until      # -1: waiting without deadline, -2: busy (timer_lock)
     int stopping                 # atomic: the workers finish their round and leave
+    int tx_attached              # served by its pair's send worker (send_lock)
     CSendBatch* tx_batch         # send worker only
     uint8_t* tx_headers          # [SEND_BURST * core.MAX_CONTROL_SIZE] headers / control packets
     CRecvBatch* rx_batch         # receive worker only

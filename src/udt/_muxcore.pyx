@@ -25,12 +25,12 @@ cdef void schedule_send(MuxCore* m, MuxConn* mc, int64_t now) noexcept nogil:
     cdef int earliest
     if when < 0 or mc.mux_dead:
         return
-    pthread_mutex_lock(&m.send_lock)
+    pthread_mutex_lock(m.send_lock)
     earliest = heap_push_or_lower(&m.send_heap, mc, when)
-    if earliest == 1 and m.send_sleep_until != -2 and (m.send_sleep_until < 0 or when < m.send_sleep_until):
-        m.send_sleep_until = -2  # one signal is enough until it sleeps again
-        pthread_cond_signal(&m.send_wake)
-    pthread_mutex_unlock(&m.send_lock)
+    if earliest == 1 and m.send_sleep_until[0] != -2 and (m.send_sleep_until[0] < 0 or when < m.send_sleep_until[0]):
+        m.send_sleep_until[0] = -2  # one signal is enough until it sleeps again
+        pthread_cond_signal(m.send_wake)
+    pthread_mutex_unlock(m.send_lock)
 
 
 cdef void schedule_timer(MuxCore* m, Channel channel, MuxConn* mc, int64_t now,
@@ -42,11 +42,11 @@ cdef void schedule_timer(MuxCore* m, Channel channel, MuxConn* mc, int64_t now,
     cdef MuxConn* removed
     if mc.mux_dead:
         return
-    pthread_mutex_lock(&m.timer_lock)
+    pthread_mutex_lock(m.timer_lock)
     if when < 0:
         if mc.heap_pos[HEAP_TIMER] >= 0:
             removed = heap_remove_at(&m.timer_heap, mc.heap_pos[HEAP_TIMER])
-            pthread_mutex_unlock(&m.timer_lock)
+            pthread_mutex_unlock(m.timer_lock)
             muxconn_decref(removed)  # never the last reference: the caller holds one
             return
     else:
@@ -56,11 +56,11 @@ cdef void schedule_timer(MuxCore* m, Channel channel, MuxConn* mc, int64_t now,
             heap_set_key(&m.timer_heap, mc, when)
         else:
             heap_push_or_lower(&m.timer_heap, mc, when)
-        if (not from_receive_worker and m.rx_sleep_until != -2
-                and (m.rx_sleep_until < 0 or when < m.rx_sleep_until)):
-            m.rx_sleep_until = -2
+        if (not from_receive_worker and m.rx_sleep_until[0] != -2
+                and (m.rx_sleep_until[0] < 0 or when < m.rx_sleep_until[0])):
+            m.rx_sleep_until[0] = -2
             wake = True
-    pthread_mutex_unlock(&m.timer_lock)
+    pthread_mutex_unlock(m.timer_lock)
     if wake:
         channel.c_interrupt()
 
@@ -80,14 +80,14 @@ cdef void unschedule(MuxCore* m, MuxConn* mc) noexcept nogil:
     """Take mc out of both heaps (its references are dropped)."""
     cdef MuxConn* a = NULL
     cdef MuxConn* b = NULL
-    pthread_mutex_lock(&m.send_lock)
+    pthread_mutex_lock(m.send_lock)
     if mc.heap_pos[HEAP_SEND] >= 0:
         a = heap_remove_at(&m.send_heap, mc.heap_pos[HEAP_SEND])
-    pthread_mutex_unlock(&m.send_lock)
-    pthread_mutex_lock(&m.timer_lock)
+    pthread_mutex_unlock(m.send_lock)
+    pthread_mutex_lock(m.timer_lock)
     if mc.heap_pos[HEAP_TIMER] >= 0:
         b = heap_remove_at(&m.timer_heap, mc.heap_pos[HEAP_TIMER])
-    pthread_mutex_unlock(&m.timer_lock)
+    pthread_mutex_unlock(m.timer_lock)
     muxconn_decref(a)
     muxconn_decref(b)
 
@@ -255,11 +255,11 @@ cdef int close_conn(MuxCore* m, Channel channel, MuxConn* mc, int64_t linger_us,
         remember_closed(m, mc.socket_id, peer_socket_id, &peer, now_us())
     pthread_mutex_unlock(&m.table_lock)
     # the SHUTDOWN may still sit in the send heap: the send worker sends it and lets go
-    pthread_mutex_lock(&m.timer_lock)
+    pthread_mutex_lock(m.timer_lock)
     if mc.heap_pos[HEAP_TIMER] >= 0:
         mc = heap_remove_at(&m.timer_heap, mc.heap_pos[HEAP_TIMER])
-        pthread_mutex_unlock(&m.timer_lock)
+        pthread_mutex_unlock(m.timer_lock)
         muxconn_decref(mc)
     else:
-        pthread_mutex_unlock(&m.timer_lock)
+        pthread_mutex_unlock(m.timer_lock)
     return 0

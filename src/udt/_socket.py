@@ -6,8 +6,8 @@ mode (``SOCK_DGRAM``) with ``sendmsg``/``recvmsg`` and time-to-live, ``sendfile`
 moving data in large blocks with the GIL released, rendezvous connections, every UDT4 option
 (:mod:`udt.options`) and UDT4's ``perfmon`` statistics.
 
-A udt socket has no descriptor of its own (many share one UDP socket and two worker threads per
-port): ``fileno()`` returns a readiness eventfd, readable exactly while the socket is readable,
+A udt socket has no descriptor of its own (many share one UDP socket, and a few worker threads
+serve every port): ``fileno()`` returns a readiness eventfd, readable exactly while the socket is readable,
 made on first use (``select``/``selectors``/``add_reader`` take it); ``udt.epoll`` waits on many
 sockets (docs/readiness.md).
 
