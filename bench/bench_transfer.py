@@ -4,9 +4,11 @@
     python bench/bench_transfer.py [--size 1G] [--runs 3] [--seconds 5] [--quick] [--json FILE]
 
 Every system runs in separate processes (sender and receiver), one after another, ``--runs``
-times; the table shows the median, the spread (min–max) and the ratio to udt of the same kind
-(file transfer or memory to memory).  Missing peers are skipped with a note.  ``--json FILE``
-keeps the raw numbers for ``udt.tools.benchplot``.  See bench/README.md.
+times; the table shows the median, the spread (min–max), the ratio to udt of the same kind
+(file transfer or memory to memory) and the CPU seconds per GB moved (user + system time of the
+sender and receiver processes, from ``getrusage(RUSAGE_CHILDREN)`` around each run).
+Missing peers are skipped with a note.  ``--json FILE`` keeps the raw numbers for ``udt.tools.benchplot``.
+See bench/README.md.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import shutil
 import socket
 import statistics
@@ -42,11 +45,32 @@ class Row:
     kind: str  # "file" or "memory"
     what: str
     mb_per_s: list[float] = field(default_factory=list)
+    cpu_s_per_gb: list[float] = field(default_factory=list)
     note: str = ""
 
     @property
     def median(self) -> float | None:
         return statistics.median(self.mb_per_s) if self.mb_per_s else None
+
+    @property
+    def cpu_median(self) -> float | None:
+        return statistics.median(self.cpu_s_per_gb) if self.cpu_s_per_gb else None
+
+
+def children_cpu() -> float:
+    """User + system seconds of every child process that ended and was waited for so far.
+    Every system's sender and receiver are children of this process (the peers of
+    udt.tools.peers too), so the difference around one run is that run's CPU, both ends."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def measure(fn: Callable[[], tuple[float, int]]) -> tuple[float, float]:
+    """Run one system once: (MB/s, CPU seconds per GB moved by sender and receiver)."""
+    before = children_cpu()
+    mb_per_s, nbytes = fn()
+    cpu = children_cpu() - before
+    return mb_per_s, (cpu / (nbytes / 1e9) if nbytes else float("nan"))
 
 
 # --------------------------------------------------------------------------- helpers
@@ -97,7 +121,9 @@ def worker(*args: object) -> list[str]:
 # --------------------------------------------------------------------------- udt
 
 
-def run_udt(work: Path, *, memory: bool, source: Path, seconds: float, mss: int, python: str = sys.executable) -> float:
+def run_udt(
+    work: Path, *, memory: bool, source: Path, seconds: float, mss: int, python: str = sys.executable
+) -> tuple[float, int]:
     """One udt-send → udt-recv run; MB/s from the receiver's own timing (header to end record).
     ``python``: the interpreter whose udt runs both ends (``--baseline``: another build)."""
     err, out = work / "recv.err", work / "recv.out"
@@ -128,7 +154,7 @@ def run_udt(work: Path, *, memory: bool, source: Path, seconds: float, mss: int,
         sent = json.loads(sout)
         if received["sha256"] != sent["sha256"] or received["bytes"] != sent["bytes"]:
             raise RuntimeError("udt transfer not byte-identical")
-        return received["bytes"] / received["seconds"] / 1e6
+        return received["bytes"] / received["seconds"] / 1e6, received["bytes"]
     finally:
         kill(*(p for p in (recv, send) if p is not None))
         shutil.rmtree(target, ignore_errors=True)
@@ -145,7 +171,7 @@ def _peers() -> Any:
     return peers
 
 
-def run_srt(work: Path, *, source: Path, size: int) -> float:
+def run_srt(work: Path, *, source: Path, size: int) -> tuple[float, int]:
     peers = _peers()
     reason = peers.srt_unavailable_reason()
     if reason:
@@ -160,12 +186,12 @@ def run_srt(work: Path, *, source: Path, size: int) -> float:
             report = server.result()
         if report["bytes"] != size:
             raise RuntimeError(f"srt-file-transmit delivered {report['bytes']} of {size} bytes")
-        return report["bytes"] / report["seconds"] / 1e6
+        return report["bytes"] / report["seconds"] / 1e6, report["bytes"]
     finally:
         output.unlink(missing_ok=True)
 
 
-def run_udt4(work: Path, *, memory: bool, source: Path, size: int, mss: int) -> float:
+def run_udt4(work: Path, *, memory: bool, source: Path, size: int, mss: int) -> tuple[float, int]:
     peers = _peers()
     reason = peers.udt4_unavailable_reason()
     if reason:
@@ -185,7 +211,7 @@ def run_udt4(work: Path, *, memory: bool, source: Path, size: int, mss: int) -> 
             report = server.result()
         if report["bytes"] != size:
             raise RuntimeError(f"UDT4 delivered {report['bytes']} of {size} bytes")
-        return report["bytes"] / report["seconds"] / 1e6
+        return report["bytes"] / report["seconds"] / 1e6, report["bytes"]
     finally:
         output.unlink(missing_ok=True)
 
@@ -213,17 +239,18 @@ def _pair(recv_args: list[object], send_args: Callable[[str], list[object]]) -> 
         kill(*(p for p in (recv, send) if p is not None))
 
 
-def run_udp(seconds: float) -> float:
+def run_udp(seconds: float) -> tuple[float, int]:
+    """CPU per GB counts what the receiver got: datagrams the kernel dropped cost CPU too."""
     report = _pair(["udp-recv"], lambda port: ["udp-send", port, seconds])
-    return report["bytes"] / report["seconds"] / 1e6
+    return report["bytes"] / report["seconds"] / 1e6, report["bytes"]
 
 
-def run_tcp(size: int) -> float:
+def run_tcp(size: int) -> tuple[float, int]:
     report = _pair(["tcp-recv"], lambda port: ["tcp-send", port, size])
-    return report["bytes"] / report["seconds"] / 1e6
+    return report["bytes"] / report["seconds"] / 1e6, report["bytes"]
 
 
-def run_iperf3(seconds: float) -> float:
+def run_iperf3(seconds: float) -> tuple[float, int]:
     tool = shutil.which("iperf3")
     if tool is None:
         raise Skip("iperf3 not installed (apt-get install iperf3)")
@@ -251,7 +278,7 @@ def run_iperf3(seconds: float) -> float:
         received = report.get("end", {}).get("sum_received")
         if not received or not received.get("bits_per_second"):
             raise RuntimeError(f"iperf3 reported no received data: {report.get('error') or proc.stderr[-300:]}")
-        return received["bits_per_second"] / 8 / 1e6
+        return received["bits_per_second"] / 8 / 1e6, int(received.get("bytes", 0))
     finally:
         try:
             server.wait(10)  # the one-shot server ends after its client
@@ -337,22 +364,30 @@ def _worker_main(args: list[str]) -> int:
 
 
 def table(rows: list[Row]) -> str:
-    reference = {row.kind: row.median for row in reversed(rows) if row.system.startswith("udt ") and row.median}
+    udt_rows = [row for row in reversed(rows) if row.system.startswith("udt ")]  # the first udt row of a kind wins
+    reference = {row.kind: row.median for row in udt_rows if row.median}
+    cpu_reference = {row.kind: row.cpu_median for row in udt_rows if row.cpu_median}
     head = (
         f"| {'system':<38} | {'kind':<6} | {'median MB/s':>11} | {'Mbit/s':>8} "
-        f"| {'min–max MB/s':>15} | runs | {'× udt':>6} |"
+        f"| {'min–max MB/s':>15} | runs | {'× udt':>6} | {'CPU s/GB':>8} | {'CPU × udt':>9} |"
     )
     lines = [head, "|" + "|".join("-" * (len(c)) for c in head.split("|")[1:-1]) + "|"]
     for row in rows:
         if row.median is None:
-            lines.append(f"| {row.system:<38} | {row.kind:<6} | {'—':>11} | {'—':>8} | {'—':>15} | {0:>4} | {'—':>6} |")
+            lines.append(
+                f"| {row.system:<38} | {row.kind:<6} | {'—':>11} | {'—':>8} | {'—':>15} | {0:>4} | {'—':>6} "
+                f"| {'—':>8} | {'—':>9} |"
+            )
             continue
         ref = reference.get(row.kind)
         ratio = f"{row.median / ref:.2f}" if ref else "—"
         spread = f"{min(row.mb_per_s):.0f}–{max(row.mb_per_s):.0f}"
+        cpu, cpu_ref = row.cpu_median, cpu_reference.get(row.kind)
+        cpu_text = f"{cpu:.2f}" if cpu is not None and cpu == cpu else "—"
+        cpu_ratio = f"{cpu / cpu_ref:.2f}" if cpu is not None and cpu == cpu and cpu_ref else "—"
         lines.append(
             f"| {row.system:<38} | {row.kind:<6} | {row.median:>11.1f} | {row.median * 8:>8.0f} | "
-            f"{spread:>15} | {len(row.mb_per_s):>4} | {ratio:>6} |"
+            f"{spread:>15} | {len(row.mb_per_s):>4} | {ratio:>6} | {cpu_text:>8} | {cpu_ratio:>9} |"
         )
     notes = [f"- {row.system}: {row.note}" for row in rows if row.note]
     return "\n".join(lines + ([""] + notes if notes else []))
@@ -391,7 +426,7 @@ def main(argv: list[str] | None = None) -> int:
                 f.write(block[: min(remaining, len(block))])
                 remaining -= min(remaining, len(block))
         mss = args.mss
-        systems: list[tuple[Row, Callable[[], float]]] = [
+        systems: list[tuple[Row, Callable[[], tuple[float, int]]]] = [
             (
                 Row("udt udt-send → udt-recv", "file", f"{args.size} file"),
                 lambda: run_udt(work, memory=False, source=source, seconds=args.seconds, mss=mss),
@@ -442,7 +477,7 @@ def main(argv: list[str] | None = None) -> int:
         for run in range(args.runs):
             for row, fn in list(active):
                 try:
-                    value = fn()
+                    value, cpu = measure(fn)
                 except Skip as exc:
                     row.note = f"skipped: {exc}"
                     active.remove((row, fn))
@@ -452,7 +487,8 @@ def main(argv: list[str] | None = None) -> int:
                     active.remove((row, fn))
                     continue
                 row.mb_per_s.append(value)
-                print(f"  run {run + 1}: {row.system}: {value:.1f} MB/s", flush=True)
+                row.cpu_s_per_gb.append(cpu)
+                print(f"  run {run + 1}: {row.system}: {value:.1f} MB/s, {cpu:.2f} CPU s/GB", flush=True)
         rows = [row for row, _fn in systems]
     print()
     print(table(rows))
@@ -478,6 +514,8 @@ def main(argv: list[str] | None = None) -> int:
                             "what": r.what,
                             "mb_per_s": r.mb_per_s,
                             "median_mb_per_s": r.median,
+                            "cpu_s_per_gb": r.cpu_s_per_gb,
+                            "median_cpu_s_per_gb": r.cpu_median,
                             "note": r.note,
                         }
                         for r in rows

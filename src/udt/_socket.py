@@ -74,7 +74,12 @@ SHUT_RDWR = _pysocket.SHUT_RDWR
 
 _Buffer = bytes | bytearray | memoryview  # what send() takes (any C-contiguous buffer works)
 _File = str | bytes | os.PathLike[str] | IO[bytes]  # a path or a binary file object
-_FILE_BLOCK = 8 << 20  # bytes moved per GIL-free step of sendfile/recvfile
+# bytes per step of sendfile/recvfile (all steps run in C without the GIL): small enough that
+# a block is still in the L2 cache when it is copied the second time (pread, then into the send
+# ring; out of the receive ring, then pwrite).  Against 8 MiB in udt-recv's 4 MiB recvfile
+# steps (udt-send's steps are 256 KiB already), 1 GiB files on tmpfs, 9 interleaved runs:
+# CPU per GB -3 % (3.10 vs 3.18 s/GB), throughput higher in most pairs.
+_FILE_BLOCK = 256 << 10
 _GLOBAL_DEFAULT_TIMEOUT = _pysocket._GLOBAL_DEFAULT_TIMEOUT  # type: ignore[attr-defined]
 
 _live_sockets: weakref.WeakSet[socket] = weakref.WeakSet()

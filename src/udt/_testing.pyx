@@ -29,6 +29,9 @@ from udt.core.engine cimport (
     conn_shutdown_write, conn_stats, conn_writable_bytes, conn_write, listener_init, listener_on_handshake,
     listener_reject, packet_peek, python_cc_ops, stats_dict)
 from udt.core.ccnames cimport native_cc_by_name
+from udt.core.ccapi cimport CCState
+from udt.core.buffers cimport sndbuf_alloc, sndbuf_append, sndbuf_free, sndbuf_index, sndbuf_payload, sndbuf_release
+from udt._core cimport SendBuffer, SendSlot
 from udt.core.losslist cimport (losslist_alloc, losslist_contains, losslist_free, losslist_insert,
                                 losslist_pop_first, losslist_remove, losslist_remove_before,
                                 losslist_remove_range)
@@ -657,3 +660,126 @@ def engine_benchmark(int64_t total_bytes=200_000_000, int mss=1500):
     return {"seconds": seconds, "bytes": received, "data_packets": packets,
             "ns_per_packet": seconds * 1e9 / max(packets, 1),
             "gbit_per_s": received * 8 / seconds / 1e9 if seconds > 0 else 0.0}
+
+
+# ---------------------------------------------------------------------------------------------
+# Unit loops for bench/test_bench_units.py (pytest-benchmark): each runs `rounds` iterations of
+# one hot unit in C without the GIL, so a timing measures the unit, not the Python call.
+# ---------------------------------------------------------------------------------------------
+
+cdef int64_t _loop_codec(int64_t rounds) noexcept nogil:
+    """Encode a data header and a handshake, decode both (what every packet costs)."""
+    cdef uint8_t buf[HANDSHAKE_MAX_OUT]
+    cdef Handshake hs, back
+    cdef int64_t i, acc = 0
+    memset(&hs, 0, sizeof(hs))
+    memset(buf, 0, sizeof(buf))
+    hs.version = 4
+    hs.sock_type = SOCK_TYPE_STREAM
+    hs.mss = 1500
+    hs.flight_flag_size = 8192
+    for i in range(rounds):
+        put_header(buf, <uint32_t>(i & 0x7FFFFFFF), msg_word(3, True, <int32_t>(i & MSG_NUMBER_MASK)),
+                   <uint32_t>i, 7)
+        acc += get_u32(buf) + (get_u32(buf + 4) & MSG_NUMBER_MASK) + get_u32(buf + 8) + get_u32(buf + 12)
+        hs.isn = <int32_t>(i & 0x7FFFFFFF)
+        handshake_encode(buf, &hs, 9)
+        handshake_decode(buf + HEADER_SIZE, &back)
+        acc += back.isn
+    return acc
+
+
+cdef int64_t _loop_losslist(int64_t rounds) noexcept nogil:
+    """A NAK's worth of ranges inserted, some retransmitted (popped), the rest acknowledged."""
+    cdef LossList ll
+    cdef int64_t _i, acc = 0
+    cdef int32_t base = 0
+    cdef int k
+    losslist_alloc(&ll, 1 << 16)
+    for _i in range(rounds):
+        for k in range(8):
+            losslist_insert(&ll, seq_add(base, 10 * k), seq_add(base, 10 * k + 3))
+        acc += losslist_pop_first(&ll)
+        acc += losslist_remove(&ll, seq_add(base, 21))
+        acc += losslist_contains(&ll, seq_add(base, 52))
+        losslist_remove_before(&ll, seq_add(base, 80))
+        base = seq_add(base, 80)
+    losslist_free(&ll)
+    return acc
+
+
+cdef int64_t _loop_sndbuf(int64_t rounds) noexcept nogil:
+    """Append 64 packets of 1456 bytes to a send buffer (copy in), release them (ACK)."""
+    cdef SendBuffer b
+    cdef SendSlot* slot
+    cdef uint8_t src[1456]
+    cdef int64_t _i, acc = 0
+    cdef int _k
+    memset(src, 5, sizeof(src))
+    sndbuf_alloc(&b, 8192, 8192, 1456)
+    for _i in range(rounds):
+        for _k in range(64):
+            slot = sndbuf_append(&b)
+            if slot == NULL:
+                sndbuf_free(&b)
+                return -1
+            memcpy(sndbuf_payload(&b, sndbuf_index(&b, b.count)), src, 1456)
+            slot.length = 1456
+            b.count += 1
+            b.bytes += 1456
+        acc += b.bytes
+        sndbuf_release(&b, 64)
+    sndbuf_free(&b)
+    return acc
+
+
+cdef int64_t _loop_cc(int64_t rounds) noexcept nogil:
+    """The native DAIMD's reaction to a full ACK every round and a NAK every 16th."""
+    cdef CCState* cc = &_bench_cc
+    cdef int32_t loss[2]
+    cdef int64_t i, now = 1
+    for i in range(rounds):
+        now += 100
+        cc.snd_curr_seq = seq_add(cc.snd_curr_seq, 64)
+        cc.ops.on_ack(cc, cc.snd_curr_seq, now)
+        if i % 16 == 15:
+            loss[0] = <int32_t>(<uint32_t>seq_add(cc.snd_curr_seq, -20) | 0x80000000u)
+            loss[1] = seq_add(cc.snd_curr_seq, -10)
+            cc.ops.on_loss(cc, loss, 2, now)
+    return <int64_t>cc.cwnd
+
+
+cdef CCState _bench_cc
+
+
+def unit_benchmark(str unit, int64_t rounds=10000):
+    """Run `rounds` iterations of one hot unit in C ("codec", "losslist", "sndbuf", "cc");
+    returns a checksum of the work (so it cannot be optimised away; -1: out of memory)."""
+    cdef int64_t result
+    if rounds < 0:
+        raise ValueError("rounds must be >= 0")
+    if unit == "codec":
+        with nogil:
+            result = _loop_codec(rounds)
+    elif unit == "losslist":
+        with nogil:
+            result = _loop_losslist(rounds)
+    elif unit == "sndbuf":
+        with nogil:
+            result = _loop_sndbuf(rounds)
+    elif unit == "cc":
+        memset(&_bench_cc, 0, sizeof(CCState))
+        _bench_cc.ops = native_cc_by_name("udt4")
+        _bench_cc.mss = 1500
+        _bench_cc.max_cwnd = 8192
+        _bench_cc.rtt_us = 1000
+        _bench_cc.rcv_rate = 100000
+        _bench_cc.bandwidth = 100000
+        _bench_cc.ops.init(&_bench_cc, 1)
+        with nogil:
+            result = _loop_cc(rounds)
+    else:
+        raise ValueError(f"unknown unit {unit!r} (codec, losslist, sndbuf, cc)")
+    if result == -1:
+        raise MemoryError(unit)
+    return result
