@@ -202,3 +202,20 @@ def test_two_flows_share_one_bottleneck_fairly():
     rates = [(got[i] - before[i]) / PAYLOAD / 2.0 for i in range(2)]
     assert sum(rates) > 0.85 * RATE  # together they fill the link
     assert min(rates) >= 0.8 * max(rates), rates
+
+
+def test_freed_capacity_on_a_long_path_is_found_within_two_seconds():
+    """100 ms RTT, the link 4x faster at once: an up phase whose packets came through at nearly
+    1.25x probes again after the draining phase instead of cruising six phases, so the model
+    grows 1.25x every ~2 round trips (one 8-phase cycle per 1.25x took over 5 s to get there)."""
+    delay, rate = 50_000, RATE
+
+    def link(r: float) -> LinkProfile:
+        return LinkProfile(delay_us=delay, rate_pps=r, queue_packets=int(r * 0.1))
+
+    f = Flow("bbr", rate=rate / 4)
+    f.net.set_profile(link(rate / 4), LinkProfile(delay_us=delay))
+    f.run(3.0)
+    f.net.set_profile(link(rate), LinkProfile(delay_us=delay))
+    f.run(2.0)
+    assert f.run(0.5) > 0.75 * rate
