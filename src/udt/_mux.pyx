@@ -45,15 +45,16 @@ from udt._conntable cimport (MuxConn, muxconn_decref, muxconn_incref, muxconn_ne
 from udt._heap cimport HEAP_SEND, HEAP_TIMER, heap_init, heap_push_or_lower, heap_remove_at
 from udt._listener cimport Listener as CListener, defer_accept
 from udt._seal cimport (OPEN_OK, OPEN_REPLAYED, SEAL_OVERHEAD, CryptoState, SealState, client_check,
-                        is_handshake, open_sealed, seal)
+                        is_handshake, open_sealed)
 from udt.core.packet cimport get_u32
 from udt._muxcore cimport (RX_DROP, RX_OPENED, RX_PLAIN, MUX_INVALID_HEADER, MUX_INVALID_NO_LISTENER,
                            MUX_INVALID_UNKNOWN_DESTINATION, MUX_INVALID_WRONG_SOURCE, SEND_BURST,
-                           WAKE_EVENTS, MuxCore, MuxListener, after_engine_call, allocate_socket_id,
+                           WAKE_EVENTS, BurstArea, MuxCore, MuxListener, after_engine_call,
+                           allocate_socket_id, burst_area_free, burst_area_init, burst_send, burst_take,
                            closed_peer_to_answer, listener_ready_note, register_conn, schedule_send, schedule_timer,
                            unregister_conn, unschedule)
 from udt._net cimport (AF_INET, Channel, CRecvBatch, CSendBatch, recv_batch_free, recv_batch_new,
-                       recv_batch_source, send_batch_add, send_batch_add_pair, send_batch_clear,
+                       recv_batch_source, send_batch_add, send_batch_clear,
                        send_batch_free, send_batch_new, sockaddr, sockaddr_from_address,
                        sockaddr_in, sockaddr_in6, sockaddr_storage, socklen_t)
 from udt._sync cimport (cond_init, cond_wait_until, mux_atomic_load, mux_atomic_store, mux_count,
@@ -146,13 +147,10 @@ cdef class Multiplexer:
         table_free(&m.by_peer)
         free(m.send_heap.items)
         free(m.timer_heap.items)
-        send_batch_free(m.tx_batch)
+        burst_area_free(&m.tx)
         send_batch_free(m.reply_batch)
         recv_batch_free(m.rx_batch)
-        free(m.tx_headers)
         free(m.reply_area)
-        free(m.seal_in)
-        free(m.seal_out)
         free(m.rx_owner)
         free(m.rx_mark)
         pthread_mutex_destroy(&m.table_lock)
@@ -173,16 +171,15 @@ cdef class Multiplexer:
                 or heap_init(&m.send_heap, HEAP_SEND, 64) != 0
                 or heap_init(&m.timer_heap, HEAP_TIMER, 64) != 0):
             raise MemoryError()
-        m.tx_batch = send_batch_new(SEND_BURST, 2 * SEND_BURST)
+        tx_ok = burst_area_init(&m.tx, SEND_BURST) == 0
         m.reply_batch = send_batch_new(1, 1)
         m.rx_batch = recv_batch_new(RECV_SLOTS, 65536, True)
-        m.tx_headers = <uint8_t*>malloc(SEND_BURST * core.MAX_CONTROL_SIZE)
         m.reply_area = <uint8_t*>malloc(core.MAX_CONTROL_SIZE)
         if m.rx_batch != NULL:
             m.rx_owner = <MuxConn**>calloc(m.rx_batch.max_datagrams, sizeof(MuxConn*))
             m.rx_mark = <uint8_t*>calloc(m.rx_batch.max_datagrams, 1)
-        if (m.tx_batch == NULL or m.reply_batch == NULL or m.rx_batch == NULL
-                or m.tx_headers == NULL or m.reply_area == NULL or m.rx_owner == NULL
+        if (not tx_ok or m.reply_batch == NULL or m.rx_batch == NULL
+                or m.reply_area == NULL or m.rx_owner == NULL
                 or m.rx_mark == NULL):
             raise MemoryError()
         m.send_sleep_until = -2
@@ -657,17 +654,10 @@ cdef class Multiplexer:
 
     cdef void _send_loop(self) noexcept nogil:
         cdef MuxCore* m = self._m
-        cdef CSendBatch* batch = m.tx_batch
+        cdef BurstArea* area = &m.tx
         cdef MuxConn* mc
         cdef int64_t now, next_time, top
-        cdef ssize_t length
-        cdef const uint8_t* payload
-        cdef size_t payload_length
-        cdef uint8_t* header
-        cdef int k, sent
-        cdef int sealing = 0
-        cdef size_t need
-        cdef uint8_t* slot
+        cdef int sent, taken
         cdef bint stopping, owes_shutdown
         pthread_mutex_lock(&m.send_lock)
         while True:
@@ -691,61 +681,47 @@ cdef class Multiplexer:
             mc = heap_remove_at(&m.send_heap, 0)  # the heap's reference is ours now
             pthread_mutex_unlock(&m.send_lock)
 
-            send_batch_clear(batch)
             next_time = -1
             owes_shutdown = False
-            sealing = 0
+            taken = 0
             pthread_mutex_lock(&mc.lock)
+            if mc.tx_inflight:
+                # a user thread's direct burst is on its way: it reschedules mc once sent.  A
+                # closing port, which sends what is due without waiting, takes mc back and
+                # waits for that (signalled) or 1 ms, so it never leaves with a SHUTDOWN owed.
+                pthread_mutex_unlock(&mc.lock)
+                pthread_mutex_lock(&m.send_lock)
+                if stopping:
+                    heap_push_or_lower(&m.send_heap, mc, now + MIN_TIMER_STEP_US)
+                    m.send_sleep_until = now + MIN_TIMER_STEP_US
+                    cond_wait_until(&m.send_wake, &m.send_lock, now + MIN_TIMER_STEP_US)
+                    m.send_sleep_until = -2
+                muxconn_decref(mc)
+                continue
             if stopping and mc.conn.state == core.STATE_CLOSED and mc.conn.shutdown_due > 0:
                 # the port closes: the copies still spaced 10 ms apart go in this burst
                 mc.conn.shutdown_burst = True
                 mc.conn.shutdown_next_time = 0
-            if mc.crypto != NULL:
-                need = <size_t>(mc.conn.mss if mc.conn.mss > core.MAX_CONTROL_SIZE else core.MAX_CONTROL_SIZE) + 64
-                if m.seal_slot < need and grow_seal_area(m, need) != 0:
-                    need = 0  # no memory now: nothing leaves in clear, try again later
-                sealing = 1 if need > 0 else -1
-            if not mc.mux_dead and sealing >= 0:
-                memcpy(&batch.address, &mc.conn.peer_addr, sizeof(sockaddr_storage))
-                batch.address_length = (sizeof(sockaddr_in) if mc.conn.peer_addr.ss_family == AF_INET
-                                        else sizeof(sockaddr_in6))
-                for k in range(SEND_BURST):
-                    header = m.tx_headers + k * core.MAX_CONTROL_SIZE
-                    length = core.conn_next_datagram_zc(&mc.conn, now, header, core.MAX_CONTROL_SIZE,
-                                                        &payload, &payload_length)
-                    if length <= 0:
-                        break
-                    if sealing:  # copied out in clear, sealed below without the lock
-                        slot = m.seal_in + k * m.seal_slot
-                        memcpy(slot, header, <size_t>length)
-                        if payload_length > 0:
-                            memcpy(slot + length, payload, payload_length)
-                        m.seal_len[k] = <size_t>length + payload_length
-                        sealing += 1
-                    elif payload_length > 0:
-                        send_batch_add_pair(batch, header, <size_t>length, payload, payload_length)
-                    else:
-                        send_batch_add(batch, header, <size_t>length)
+            if not mc.mux_dead:
+                taken = burst_take(area, mc, now)
+            if taken >= 0 and not mc.mux_dead:
                 next_time = core.conn_next_send_time(&mc.conn, now)
                 owes_shutdown = mc.conn.state == core.STATE_CLOSED and mc.conn.shutdown_due > 0
                 schedule_timer(m, self.channel, mc, now, False)
                 if mc.waiters > 0 and mc.conn.state >= core.STATE_BROKEN:
                     pthread_cond_broadcast(&mc.changed)
                 conn_ready_note(mc)
-            elif sealing < 0:
+            elif taken < 0:  # no memory to seal now: nothing leaves in clear, try again later
                 next_time = now + MIN_TIMER_STEP_US
             pthread_mutex_unlock(&mc.lock)
-            if sealing > 1:
-                seal_burst(m, mc, batch, sealing - 1)
 
-            if batch.count > 0:
-                sent = self.channel.c_send_batch(batch, SEND_WAIT_US)
+            if taken > 0:
+                sent = burst_send(m, self.channel, area, mc, SEND_WAIT_US)
                 if sent == -ECONNREFUSED:  # the ICMP reached this call first (pinned channel)
                     refuse_connects(m, self.channel, now_us())
-                if sent < 0:
-                    mux_count(&m.send_errors, 1)
-                else:
-                    mux_count(&m.datagrams_out, sent)
+                pthread_mutex_lock(&mc.lock)
+                mc.tx_inflight = 0
+                pthread_mutex_unlock(&mc.lock)
             pthread_mutex_lock(&m.send_lock)
             if next_time >= 0 and (not stopping or owes_shutdown):
                 heap_push_or_lower(&m.send_heap, mc, next_time)
@@ -980,41 +956,6 @@ cdef int fill_options(core.ConnOptions* opts, object config) except -1:
             raise error_from_code(ErrorCode.BAD_PARAMETER,
                                   f"UDT_MSS must be at least {core.MIN_MSS + SEAL_OVERHEAD} with a passphrase")
     return 0
-
-
-cdef int grow_seal_area(MuxCore* m, size_t slot) noexcept nogil:
-    """Room for a burst of packets of up to slot bytes, in clear and sealed (send worker)."""
-    cdef uint8_t* clear = <uint8_t*>malloc(SEND_BURST * slot)
-    cdef uint8_t* sealed = <uint8_t*>malloc(SEND_BURST * slot)
-    if clear == NULL or sealed == NULL:
-        free(clear)
-        free(sealed)
-        return -1
-    free(m.seal_in)
-    free(m.seal_out)
-    m.seal_in = clear
-    m.seal_out = sealed
-    m.seal_slot = slot
-    return 0
-
-
-cdef void seal_burst(MuxCore* m, MuxConn* mc, CSendBatch* batch, int count) noexcept nogil:
-    """Seal a burst copied out of mc (send worker, no lock held: only this worker seals for
-    mc) and queue it on batch.  Handshakes go as they are."""
-    cdef int k
-    cdef ssize_t n
-    cdef uint8_t* clear
-    cdef uint8_t* sealed
-    for k in range(count):
-        clear = m.seal_in + k * m.seal_slot
-        sealed = m.seal_out + k * m.seal_slot
-        if is_handshake(clear, m.seal_len[k]):
-            memcpy(sealed, clear, m.seal_len[k])
-            n = <ssize_t>m.seal_len[k]
-        else:
-            n = seal(<SealState*>mc.seal, clear, m.seal_len[k], sealed)
-        if n > 0:  # unsealable (not keyed): never sent in clear
-            send_batch_add(batch, sealed, <size_t>n)
 
 
 cdef void move_peer(MuxConn* mc, const sockaddr* source) noexcept nogil:
