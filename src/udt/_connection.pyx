@@ -14,13 +14,12 @@ from udt._conntable cimport MuxConn, muxconn_decref
 from udt._seal cimport SEAL_OVERHEAD
 from udt._epoll cimport (READY_ERR, READY_IN, READY_OUT, READY_READ_FD, READY_WRITE_FD,
                          conn_readiness, conn_ready_note, ready_open)
-from udt._muxcore cimport (CLOSE_WAIT, CLOSE_WAIT_PORT_ENDS, BurstArea, MuxCore, after_engine_call,
-                           burst_area_free, burst_area_init, burst_send, burst_take, close_conn,
-                           schedule_send, schedule_timer)
+from udt._muxcore cimport (CLOSE_WAIT, CLOSE_WAIT_PORT_ENDS, BurstArea, DIRECT_BURST, MuxCore,
+                           after_engine_call, burst_area_free, burst_area_init, close_conn,
+                           schedule_send, schedule_timer, send_now)
 from udt._net cimport (AF_INET, Channel, address_from_sockaddr, sockaddr, sockaddr_in, sockaddr_in6,
                        sockaddr_storage)
-from udt._sync cimport (cond_wait_until, mux_atomic_load, mux_errno, now_us, pthread_cond_broadcast,
-                        pthread_mutex_lock, pthread_mutex_unlock)
+from udt._sync cimport cond_wait_until, mux_errno, now_us, pthread_mutex_lock, pthread_mutex_unlock
 from udt._waits cimport (RC_CLOSED, RC_NO_BUFFER, RC_NO_DATA, RC_OS_ERROR, RC_SIGNAL, RC_TIMEOUT,
                          deadline_from, on_main_thread, raise_result, wait_changed)
 cimport udt.core.engine as core
@@ -36,35 +35,7 @@ cdef extern from "<unistd.h>" nogil:
 
 
 cdef enum:
-    DIRECT_BURST = 8                # datagrams a user thread sends itself per write, at most
-    DIRECT_SEND_WAIT_US = 100000    # a full kernel send buffer is waited on at most this long
-
-
-cdef void send_direct(MuxCore* m, Channel channel, MuxConn* mc, BurstArea* area,
-                      int64_t now) noexcept nogil:
-    """After a write (mc.lock held, held again on return): when nothing paces the connection
-    — what it has is due now (send window open, pacing period elapsed) and no burst of the
-    send worker (or of another user thread) is on its way — this thread takes the burst and
-    sends it itself, instead of handing it to the send worker: on a latency-bound exchange that
-    hop (a wake-up and a context switch each way) was most of the round trip.  The same
-    burst_take / burst_send as the worker's (sealing included); mc.tx_inflight keeps the wire
-    order.  Whatever is left (more than one burst, or paced) is the send worker's."""
-    cdef int taken
-    if (area == NULL or mc.tx_inflight or mc.mux_dead or mc.conn.state != core.STATE_CONNECTED
-            or mux_atomic_load(&m.stopping) or core.conn_next_send_time(&mc.conn, now) != now):
-        schedule_send(m, mc, now)
-        return
-    taken = burst_take(area, mc, now)
-    schedule_timer(m, channel, mc, now, False)
-    if taken > 0:
-        pthread_mutex_unlock(&mc.lock)
-        burst_send(m, channel, area, mc, DIRECT_SEND_WAIT_US)
-        pthread_mutex_lock(&mc.lock)
-        mc.tx_inflight = 0
-        now = now_us()
-        if mc.waiters > 0 and mc.conn.state >= core.STATE_BROKEN:
-            pthread_cond_broadcast(&mc.changed)
-    schedule_send(m, mc, now)
+    DIRECT_SEND_WAIT_US = 100000    # a direct send waits at most this long for a full kernel buffer
 
 
 cdef int conn_send_wait(MuxCore* m, Channel channel, MuxConn* mc, BurstArea* area,
@@ -72,7 +43,7 @@ cdef int conn_send_wait(MuxCore* m, Channel channel, MuxConn* mc, BurstArea* are
                         bint message, bint send_all, int64_t deadline, bint main_thread,
                         size_t* taken) noexcept nogil:
     """Copy data into the send buffer, waiting for room (GIL released), and send what is due
-    at once from this thread when nothing paces it (send_direct; area NULL: never).  *taken
+    at once from this thread when nothing paces it (send_now; area NULL: never).  *taken
     counts the bytes queued; returns 0 when done (all of it with send_all, else at least one
     byte) or a negative code (RC_NO_BUFFER in non-blocking mode, RC_TIMEOUT, RC_CLOSED, -2001 …)."""
     cdef int result = 0
@@ -87,7 +58,7 @@ cdef int conn_send_wait(MuxCore* m, Channel channel, MuxConn* mc, BurstArea* are
         written = core.conn_write(&mc.conn, data + taken[0], length - taken[0], ttl_us, inorder, now)
         if written > 0:
             taken[0] += <size_t>written
-            send_direct(m, channel, mc, area, now)
+            send_now(m, channel, mc, area, now, DIRECT_SEND_WAIT_US, False)
             schedule_timer(m, channel, mc, now, False)
             conn_ready_note(mc)  # the buffer may be full now
             if message or taken[0] >= length or not send_all:

@@ -47,7 +47,7 @@ from udt._listener cimport Listener as CListener, defer_accept
 from udt._seal cimport (OPEN_OK, OPEN_REPLAYED, SEAL_OVERHEAD, CryptoState, SealState, client_check,
                         is_handshake, open_sealed)
 from udt.core.packet cimport get_u32
-from udt._muxcore cimport (RX_DROP, RX_OPENED, RX_PLAIN, MUX_INVALID_HEADER, MUX_INVALID_NO_LISTENER,
+from udt._muxcore cimport (DIRECT_BURST, RX_DROP, RX_OPENED, RX_PLAIN, MUX_INVALID_HEADER, MUX_INVALID_NO_LISTENER,
                            MUX_INVALID_UNKNOWN_DESTINATION, MUX_INVALID_WRONG_SOURCE, SEND_BURST,
                            WAKE_EVENTS, BurstArea, MuxCore, MuxListener, after_engine_call,
                            allocate_socket_id, burst_area_free, burst_area_init, burst_send, burst_take,
@@ -148,6 +148,7 @@ cdef class Multiplexer:
         free(m.send_heap.items)
         free(m.timer_heap.items)
         burst_area_free(&m.tx)
+        burst_area_free(&m.rx_tx)
         send_batch_free(m.reply_batch)
         recv_batch_free(m.rx_batch)
         free(m.reply_area)
@@ -171,7 +172,7 @@ cdef class Multiplexer:
                 or heap_init(&m.send_heap, HEAP_SEND, 64) != 0
                 or heap_init(&m.timer_heap, HEAP_TIMER, 64) != 0):
             raise MemoryError()
-        tx_ok = burst_area_init(&m.tx, SEND_BURST) == 0
+        tx_ok = burst_area_init(&m.tx, SEND_BURST) == 0 and burst_area_init(&m.rx_tx, DIRECT_BURST) == 0
         m.reply_batch = send_batch_new(1, 1)
         m.rx_batch = recv_batch_new(RECV_SLOTS, 65536, True)
         m.reply_area = <uint8_t*>malloc(core.MAX_CONTROL_SIZE)
@@ -721,6 +722,7 @@ cdef class Multiplexer:
                     refuse_connects(m, self.channel, now_us())
                 pthread_mutex_lock(&mc.lock)
                 mc.tx_inflight = 0
+                schedule_send(m, mc, now_us())  # what others queued meanwhile (send_now left it)
                 pthread_mutex_unlock(&mc.lock)
             pthread_mutex_lock(&m.send_lock)
             if next_time >= 0 and (not stopping or owes_shutdown):
@@ -1013,6 +1015,6 @@ cdef void refuse_connects(MuxCore* m, Channel channel, int64_t now) noexcept nog
         pthread_mutex_lock(&mc.lock)
         if mc.conn.state == core.STATE_CONNECTING and not mc.conn.rendezvous:
             events = _connect_failed(&mc.conn, core.ERR_REJECTED)
-            after_engine_call(m, channel, mc, events, now, True)
+            after_engine_call(m, channel, mc, events, now, False)  # either worker calls this
         pthread_mutex_unlock(&mc.lock)
         muxconn_decref(mc)

@@ -18,6 +18,8 @@ cimport udt.core.engine as core
 
 cdef enum:
     SEND_BURST = 64     # datagrams taken from one connection per send-worker turn (GSO limit)
+    DIRECT_BURST = 8    # datagrams per burst a user thread or the receive worker sends itself
+    DIRECT_ROUNDS = 2   # ... bursts in a row, at most (then the send worker takes over)
     MUX_INVALID_UNKNOWN_DESTINATION = 0   # datagram for a socket ID we do not have
     MUX_INVALID_NO_LISTENER = 1           # dest 0 handshake and nobody listens or rendezvous
     MUX_INVALID_WRONG_SOURCE = 2          # datagram for a socket ID from another address
@@ -113,6 +115,7 @@ cdef struct MuxCore:
     int64_t rx_sleep_until       # -1: waiting without deadline, -2: busy (timer_lock)
     int stopping                 # atomic: the workers finish their round and leave
     BurstArea tx                 # send worker only
+    BurstArea rx_tx              # receive worker only: what it sends itself (send_now)
     CRecvBatch* rx_batch         # receive worker only
     CSendBatch* reply_batch      # receive worker only: handshake answers
     uint8_t* reply_area          # [core.MAX_CONTROL_SIZE]
@@ -153,6 +156,9 @@ cdef void burst_area_free(BurstArea* a) noexcept nogil
 cdef int burst_take(BurstArea* a, MuxConn* mc, int64_t now) noexcept nogil
 cdef int burst_send(MuxCore* m, Channel channel, BurstArea* a, MuxConn* mc,
                     int64_t wait_us) noexcept nogil
+# what is due now leaves from this thread (mc.lock held, released while sending, held again)
+cdef void send_now(MuxCore* m, Channel channel, MuxConn* mc, BurstArea* area, int64_t now,
+                   int64_t wait_us, bint from_receive_worker) noexcept nogil
 
 # registration and the closed-connection memory (table_lock held)
 cdef uint32_t allocate_socket_id(MuxCore* m) noexcept nogil

@@ -13,7 +13,7 @@ from udt._net cimport (AF_INET, Channel, CSendBatch, send_batch_add, send_batch_
                        send_batch_clear, send_batch_free, send_batch_new, sockaddr, sockaddr_in,
                        sockaddr_in6, sockaddr_storage)
 from udt._seal cimport SealState, is_handshake, seal
-from udt._sync cimport mux_count
+from udt._sync cimport mux_atomic_load, mux_count
 from udt._sync cimport (mux_atomic_add, cond_wait_until, now_us, pthread_cond_broadcast, pthread_cond_signal,
                         pthread_mutex_lock, pthread_mutex_unlock)
 cimport udt.core.engine as core
@@ -22,6 +22,10 @@ cimport udt.core.engine as core
 # ---------------------------------------------------------------------------------------------
 # scheduling (called with the connection lock held)
 # ---------------------------------------------------------------------------------------------
+
+cdef enum:
+    RX_SEND_WAIT_US = 1000      # the receive worker waits this long at most for a full kernel buffer
+
 
 cdef void schedule_send(MuxCore* m, MuxConn* mc, int64_t now) noexcept nogil:
     """Queue mc in the send heap at its next send time; wake the send worker if it sleeps
@@ -72,13 +76,18 @@ cdef void schedule_timer(MuxCore* m, Channel channel, MuxConn* mc, int64_t now,
 
 cdef void after_engine_call(MuxCore* m, Channel channel, MuxConn* mc, uint32_t events, int64_t now,
                             bint from_receive_worker) noexcept nogil:
-    """What follows every engine call on mc (lock held): reschedule sending and timers, wake
-    the user threads waiting on it when something they wait for changed."""
-    schedule_send(m, mc, now)
-    schedule_timer(m, channel, mc, now, from_receive_worker)
+    """What follows every engine call on mc (lock held): wake the user threads waiting on it
+    when something they wait for changed, reschedule sending and timers.  In the receive
+    worker, what is due now (the immediate ACK, an ACK2) leaves from here (send_now: the
+    lock is released while sending), after the wake-up, so the user thread runs meanwhile."""
     if mc.waiters > 0 and (events & WAKE_EVENTS):
         pthread_cond_broadcast(&mc.changed)
     conn_ready_note(mc)
+    if from_receive_worker and m.rx_tx.batch != NULL:
+        send_now(m, channel, mc, &m.rx_tx, now, RX_SEND_WAIT_US, True)
+    else:
+        schedule_send(m, mc, now)
+    schedule_timer(m, channel, mc, now, from_receive_worker)
 
 
 cdef void unschedule(MuxCore* m, MuxConn* mc) noexcept nogil:
@@ -222,6 +231,44 @@ cdef int burst_send(MuxCore* m, Channel channel, BurstArea* a, MuxConn* mc,
     else:
         mux_count(&m.datagrams_out, sent)
     return sent
+
+
+cdef void send_now(MuxCore* m, Channel channel, MuxConn* mc, BurstArea* area, int64_t now,
+                   int64_t wait_us, bint from_receive_worker) noexcept nogil:
+    """Send what mc has due now from this thread (a user thread after its write, the receive
+    worker after feeding the engine) instead of handing it to the send worker, when nothing
+    paces the connection: what it has is due now (send window open, pacing period elapsed).
+    mc.lock is held on entry and on return, released while sending.  On a latency-bound
+    exchange the hand-off to the send worker (a wake-up and a context switch) was most of the
+    round trip.
+
+    One burst at a time per connection (mc.tx_inflight, so the wire order and the seal numbers
+    hold): while another thread's burst is on its way, what was queued is left to that thread,
+    which looks again when it is done (here, or the send worker's schedule_send).  At most
+    DIRECT_ROUNDS bursts of area.limit datagrams: a bulk sender's stream stays the send
+    worker's.  area NULL: the send worker sends everything."""
+    cdef int rounds = 0
+    cdef int taken
+    while True:
+        if mc.tx_inflight:
+            return  # its holder looks again when done
+        if (area == NULL or rounds >= DIRECT_ROUNDS or mc.mux_dead
+                or mc.conn.state != core.STATE_CONNECTED or mux_atomic_load(&m.stopping)
+                or core.conn_next_send_time(&mc.conn, now) != now):
+            break
+        taken = burst_take(area, mc, now)
+        if taken <= 0:
+            break
+        schedule_timer(m, channel, mc, now, from_receive_worker)
+        pthread_mutex_unlock(&mc.lock)
+        burst_send(m, channel, area, mc, wait_us)
+        pthread_mutex_lock(&mc.lock)
+        mc.tx_inflight = 0
+        if mc.waiters > 0 and mc.conn.state >= core.STATE_BROKEN:
+            pthread_cond_broadcast(&mc.changed)
+        rounds += 1
+        now = now_us()
+    schedule_send(m, mc, now)
 
 
 # ---------------------------------------------------------------------------------------------
