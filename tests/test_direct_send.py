@@ -102,8 +102,8 @@ def _writer(sock: udt.socket, tag: int, count: int, failures: list[BaseException
     try:
         rng = hashlib.sha256(bytes([tag]))
         for i in range(count):
-            # mostly single-packet messages (sent directly), every 16th a multi-burst one
-            # (more than the direct rounds take: the send worker sends its rest)
+            # mostly single-packet messages (sent directly), every 16th a 28-packet one (more
+            # than a direct sender takes: the send worker's, while the others go direct)
             size = 40_000 if i % 16 == 15 else 1 + (i * 37) % 1400
             rng.update(i.to_bytes(4, "little"))
             body = (rng.digest() * (size // 32 + 1))[:size]

@@ -5,7 +5,8 @@ there, served by two worker threads that run without the GIL.
 * receive worker: waits in the channel's ``recv_batch`` until a datagram arrives or the nearest
   timer of its connections is due (no fixed tick: an idle link costs no wakeups), dispatches each
   datagram by destination socket ID (0: the listener or a rendezvous socket, by peer address),
-  feeds the engine under the connection's lock, runs due timers, wakes user threads and the send
+  feeds the engine under the connection's lock, runs due timers, wakes user threads, sends what
+  is due now itself (``send_now``: the immediate ACK, an ACK2) and leaves the rest to the send
   worker.  A Python congestion control's callbacks run here under that connection's lock only;
   creating one for an accepted connection and its init() are left to the listener's accepting
   thread (``_listener.pyx``), so a slow class never holds the port's locks nor this worker.
@@ -13,7 +14,9 @@ there, served by two worker threads that run without the GIL.
   until the earliest, takes a burst of datagrams (zero-copy: header + payload pointer) under the
   connection lock, sends them in one GSO ``sendmsg`` with the lock released.
 * user threads: copy into / out of the engine's buffers under the connection lock and wait on the
-  connection's condition variable with the GIL released.
+  connection's condition variable with the GIL released; after a write, a burst that nothing
+  paces leaves from the user thread itself (``send_now``, the same ``burst_take``/``burst_send``
+  as the send worker's; ``MuxConn.tx_inflight`` keeps one burst per connection on its way).
 
 Lock order and the structures are in ``_muxcore.pxd``.  Time is CLOCK_MONOTONIC in microseconds.
 

@@ -240,13 +240,14 @@ cdef void send_now(MuxCore* m, Channel channel, MuxConn* mc, BurstArea* area, in
     paces the connection: what it has is due now (send window open, pacing period elapsed).
     mc.lock is held on entry and on return, released while sending.  On a latency-bound
     exchange the hand-off to the send worker (a wake-up and a context switch) was most of the
-    round trip.
+    round trip.  Only while the send buffer holds at most DIRECT_BURST packets' worth: a bulk
+    stream (a writer, or the ACKs that open its window) stays the send worker's, paced and in
+    its 64-datagram batches, as before.
 
     One burst at a time per connection (mc.tx_inflight, so the wire order and the seal numbers
     hold): while another thread's burst is on its way, what was queued is left to that thread,
     which looks again when it is done (here, or the send worker's schedule_send).  At most
-    DIRECT_ROUNDS bursts of area.limit datagrams: a bulk sender's stream stays the send
-    worker's.  area NULL: the send worker sends everything."""
+    DIRECT_ROUNDS bursts of area.limit datagrams.  area NULL: the send worker sends everything."""
     cdef int rounds = 0
     cdef int taken
     while True:
@@ -254,6 +255,7 @@ cdef void send_now(MuxCore* m, Channel channel, MuxConn* mc, BurstArea* area, in
             return  # its holder looks again when done
         if (area == NULL or rounds >= DIRECT_ROUNDS or mc.mux_dead
                 or mc.conn.state != core.STATE_CONNECTED or mux_atomic_load(&m.stopping)
+                or core.conn_pending_send_bytes(&mc.conn) > <int64_t>DIRECT_BURST * mc.conn.mss
                 or core.conn_next_send_time(&mc.conn, now) != now):
             break
         taken = burst_take(area, mc, now)
