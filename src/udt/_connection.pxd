@@ -3,7 +3,7 @@
 from libc.stdint cimport int64_t
 
 from udt._conntable cimport MuxConn
-from udt._muxcore cimport MuxCore
+from udt._muxcore cimport BurstArea, MuxCore
 from udt._net cimport Channel
 
 
@@ -17,3 +17,5 @@ cdef class Connection:
     cdef object _peer_address
     cdef object _cc
     cdef bint _closed
+    cdef BurstArea* _direct      # the user threads' direct sends (one at a time: tx_inflight)
+    cdef BurstArea* _direct_area(self)

@@ -8,14 +8,15 @@ import os
 from cpython.buffer cimport PyBUF_SIMPLE, PyBUF_WRITABLE, PyBuffer_Release, PyObject_GetBuffer
 from libc.errno cimport EINTR
 from libc.stdint cimport int64_t, uint8_t, uint32_t
-from libc.stdlib cimport free, malloc
+from libc.stdlib cimport calloc, free, malloc
 
 from udt._conntable cimport MuxConn, muxconn_decref
 from udt._seal cimport SEAL_OVERHEAD
 from udt._epoll cimport (READY_ERR, READY_IN, READY_OUT, READY_READ_FD, READY_WRITE_FD,
                          conn_readiness, conn_ready_note, ready_open)
-from udt._muxcore cimport (CLOSE_WAIT, CLOSE_WAIT_PORT_ENDS, MuxCore, after_engine_call, close_conn,
-                           schedule_send, schedule_timer)
+from udt._muxcore cimport (CLOSE_WAIT, CLOSE_WAIT_PORT_ENDS, BurstArea, DIRECT_BURST, MuxCore,
+                           after_engine_call, burst_area_free, burst_area_init, close_conn,
+                           schedule_send, schedule_timer, send_now)
 from udt._net cimport (AF_INET, Channel, address_from_sockaddr, sockaddr, sockaddr_in, sockaddr_in6,
                        sockaddr_storage)
 from udt._sync cimport cond_wait_until, mux_errno, now_us, pthread_mutex_lock, pthread_mutex_unlock
@@ -33,12 +34,18 @@ cdef extern from "<unistd.h>" nogil:
     ssize_t pwrite(int fd, const void* buf, size_t count, long long offset)
 
 
-cdef int conn_send_wait(MuxCore* m, Channel channel, MuxConn* mc, const uint8_t* data,
-                        size_t length, int64_t ttl_us, bint inorder, bint message, bint send_all,
-                        int64_t deadline, bint main_thread, size_t* taken) noexcept nogil:
-    """Copy data into the send buffer, waiting for room (GIL released).  *taken counts the bytes
-    queued; returns 0 when done (all of it with send_all, else at least one byte) or a negative
-    code (RC_NO_BUFFER in non-blocking mode, RC_TIMEOUT, RC_CLOSED, -2001 …)."""
+cdef enum:
+    DIRECT_SEND_WAIT_US = 100000    # a direct send waits at most this long for a full kernel buffer
+
+
+cdef int conn_send_wait(MuxCore* m, Channel channel, MuxConn* mc, BurstArea* area,
+                        const uint8_t* data, size_t length, int64_t ttl_us, bint inorder,
+                        bint message, bint send_all, int64_t deadline, bint main_thread,
+                        size_t* taken) noexcept nogil:
+    """Copy data into the send buffer, waiting for room (GIL released), and send what is due
+    at once from this thread when nothing paces it (send_now; area NULL: never).  *taken
+    counts the bytes queued; returns 0 when done (all of it with send_all, else at least one
+    byte) or a negative code (RC_NO_BUFFER in non-blocking mode, RC_TIMEOUT, RC_CLOSED, -2001 …)."""
     cdef int result = 0
     cdef ssize_t written
     cdef int64_t signal_check = 0, now
@@ -51,7 +58,7 @@ cdef int conn_send_wait(MuxCore* m, Channel channel, MuxConn* mc, const uint8_t*
         written = core.conn_write(&mc.conn, data + taken[0], length - taken[0], ttl_us, inorder, now)
         if written > 0:
             taken[0] += <size_t>written
-            schedule_send(m, mc, now)
+            send_now(m, channel, mc, area, now, DIRECT_SEND_WAIT_US, False)
             schedule_timer(m, channel, mc, now, False)
             conn_ready_note(mc)  # the buffer may be full now
             if message or taken[0] >= length or not send_all:
@@ -111,6 +118,10 @@ cdef class Connection:
 
     def __dealloc__(self):
         cdef MuxConn* mc = self.c
+        if self._direct != NULL:  # no send of ours runs: they hold a reference to self
+            burst_area_free(self._direct)
+            free(self._direct)
+            self._direct = NULL
         if mc == NULL:
             return
         self.c = NULL
@@ -118,6 +129,16 @@ cdef class Connection:
             with nogil:
                 close_conn(self.m, self.channel, mc, 0, False)
         muxconn_decref(mc)
+
+    cdef BurstArea* _direct_area(self):
+        """The area of this connection's direct sends, allocated on first use (NULL: no
+        memory, the send worker sends everything)."""
+        if self._direct == NULL:
+            self._direct = <BurstArea*>calloc(1, sizeof(BurstArea))
+            if self._direct != NULL and burst_area_init(self._direct, DIRECT_BURST) != 0:
+                free(self._direct)
+                self._direct = NULL
+        return self._direct
 
     cdef MuxConn* _conn(self) except NULL:
         if self.c == NULL or self._closed:
@@ -282,6 +303,7 @@ cdef class Connection:
     def send(self, data, timeout, bint send_all):
         """Stream send: copy into the send buffer (all of it with send_all); returns the count."""
         cdef MuxConn* mc = self._conn()
+        cdef BurstArea* area = self._direct_area()
         cdef Py_buffer view
         cdef int result
         cdef size_t taken = 0
@@ -293,7 +315,7 @@ cdef class Connection:
             if view.len == 0:
                 return 0
             with nogil:
-                result = conn_send_wait(self.m, self.channel, mc, <const uint8_t*>view.buf,
+                result = conn_send_wait(self.m, self.channel, mc, area, <const uint8_t*>view.buf,
                                         <size_t>view.len, -1, False, False, send_all, deadline,
                                         main_thread, &taken)
             untaken = <int64_t>view.len - <int64_t>taken
@@ -308,6 +330,7 @@ cdef class Connection:
     def sendmsg(self, data, int64_t ttl_ms, bint inorder, timeout):
         """Queue one message (whole or not at all); returns its length."""
         cdef MuxConn* mc = self._conn()
+        cdef BurstArea* area = self._direct_area()
         cdef Py_buffer view
         cdef int result
         cdef size_t taken = 0
@@ -319,7 +342,7 @@ cdef class Connection:
             if view.len == 0:
                 raise _errors.InvalidParameterError(ErrorCode.BAD_PARAMETER, "empty message")
             with nogil:
-                result = conn_send_wait(self.m, self.channel, mc, <const uint8_t*>view.buf,
+                result = conn_send_wait(self.m, self.channel, mc, area, <const uint8_t*>view.buf,
                                         <size_t>view.len, ttl_us, inorder, True, False, deadline,
                                         main_thread, &taken)
         finally:
@@ -394,7 +417,7 @@ cdef class Connection:
                         result = -core.ERR_FILE_READ  # the file shrank under us
                         break
                     taken = 0
-                    result = conn_send_wait(self.m, self.channel, mc, area, <size_t>got,
+                    result = conn_send_wait(self.m, self.channel, mc, NULL, area, <size_t>got,
                                             -1, True, False, True, deadline, main_thread, &taken)
                     done += <long long>taken
                     if result < 0:

@@ -7,7 +7,8 @@ the pool decides when it runs (``_receive_ready``, ``_run_timers``, ``_send_due`
 * receive worker: waits (the pool's epoll set) until a datagram arrives or the nearest
   timer of its connections is due (no fixed tick: an idle link costs no wakeups), dispatches each
   datagram by destination socket ID (0: the listener or a rendezvous socket, by peer address),
-  feeds the engine under the connection's lock, runs due timers, wakes user threads and the send
+  feeds the engine under the connection's lock, runs due timers, wakes user threads, sends what
+  is due now itself (``send_now``: the immediate ACK, an ACK2) and leaves the rest to the send
   worker.  A Python congestion control's callbacks run here under that connection's lock only;
   creating one for an accepted connection and its init() are left to the listener's accepting
   thread (``_listener.pyx``), so a slow class never holds the port's locks nor this worker.
@@ -15,7 +16,9 @@ the pool decides when it runs (``_receive_ready``, ``_run_timers``, ``_send_due`
   until the earliest, takes a burst of datagrams (zero-copy: header + payload pointer) under the
   connection lock, sends them in one GSO ``sendmsg`` with the lock released.
 * user threads: copy into / out of the engine's buffers under the connection lock and wait on the
-  connection's condition variable with the GIL released.
+  connection's condition variable with the GIL released; after a write, a burst that nothing
+  paces leaves from the user thread itself (``send_now``, the same ``burst_take``/``burst_send``
+  as the send worker's; ``MuxConn.tx_inflight`` keeps one burst per connection on its way).
 
 Lock order and the structures are in ``_muxcore.pxd``.  Time is CLOCK_MONOTONIC in microseconds.
 
@@ -47,18 +50,19 @@ from udt._conntable cimport (MuxConn, muxconn_decref, muxconn_incref, muxconn_ne
 from udt._heap cimport HEAP_SEND, HEAP_TIMER, heap_init, heap_push_or_lower, heap_remove_at
 from udt._listener cimport Listener as CListener, defer_accept
 from udt._seal cimport (OPEN_OK, OPEN_REPLAYED, SEAL_OVERHEAD, CryptoState, SealState, client_check,
-                        is_handshake, open_sealed, seal)
+                        is_handshake, open_sealed)
 from udt.core.packet cimport get_u32
-from udt._muxcore cimport (RX_DROP, RX_OPENED, RX_PLAIN, MUX_INVALID_HEADER, MUX_INVALID_NO_LISTENER,
+from udt._muxcore cimport (DIRECT_BURST, RX_DROP, RX_OPENED, RX_PLAIN, MUX_INVALID_HEADER, MUX_INVALID_NO_LISTENER,
                            MUX_INVALID_UNKNOWN_DESTINATION, MUX_INVALID_WRONG_SOURCE, SEND_BURST,
-                           WAKE_EVENTS, MuxCore, MuxListener, after_engine_call, allocate_socket_id,
+                           WAKE_EVENTS, BurstArea, MuxCore, MuxListener, after_engine_call,
+                           allocate_socket_id, burst_area_free, burst_area_init, burst_send, burst_take,
                            closed_peer_to_answer, listener_ready_note, register_conn, schedule_send, schedule_timer,
                            unregister_conn, unschedule)
 from udt._net cimport (AF_INET, Channel, CRecvBatch, CSendBatch, recv_batch_free, recv_batch_new,
-                       recv_batch_source, send_batch_add, send_batch_add_pair, send_batch_clear,
+                       recv_batch_source, send_batch_add, send_batch_clear,
                        send_batch_free, send_batch_new, sockaddr, sockaddr_from_address,
                        sockaddr_in, sockaddr_in6, sockaddr_storage, socklen_t)
-from udt._sync cimport (cond_init, mux_atomic_load, mux_count, mux_read_count, now_us,
+from udt._sync cimport (cond_init, cond_wait_until, mux_atomic_load, mux_count, mux_read_count, now_us,
                         pthread_cond_broadcast, pthread_cond_destroy, pthread_mutex_destroy,
                         pthread_mutex_init, pthread_mutex_lock, pthread_mutex_unlock)
 from udt._net import Channel as _Channel
@@ -146,13 +150,11 @@ cdef class Multiplexer:
         table_free(&m.by_peer)
         free(m.send_heap.items)
         free(m.timer_heap.items)
-        send_batch_free(m.tx_batch)
+        burst_area_free(&m.tx)
+        burst_area_free(&m.rx_tx)
         send_batch_free(m.reply_batch)
         recv_batch_free(m.rx_batch)
-        free(m.tx_headers)
         free(m.reply_area)
-        free(m.seal_in)
-        free(m.seal_out)
         free(m.rx_owner)
         free(m.rx_mark)
         pthread_mutex_destroy(&m.table_lock)
@@ -169,16 +171,15 @@ cdef class Multiplexer:
                 or heap_init(&m.send_heap, HEAP_SEND, 64) != 0
                 or heap_init(&m.timer_heap, HEAP_TIMER, 64) != 0):
             raise MemoryError()
-        m.tx_batch = send_batch_new(SEND_BURST, 2 * SEND_BURST)
+        tx_ok = burst_area_init(&m.tx, SEND_BURST) == 0 and burst_area_init(&m.rx_tx, DIRECT_BURST) == 0
         m.reply_batch = send_batch_new(1, 1)
         m.rx_batch = recv_batch_new(RECV_SLOTS, 65536, True)
-        m.tx_headers = <uint8_t*>malloc(SEND_BURST * core.MAX_CONTROL_SIZE)
         m.reply_area = <uint8_t*>malloc(core.MAX_CONTROL_SIZE)
         if m.rx_batch != NULL:
             m.rx_owner = <MuxConn**>calloc(m.rx_batch.max_datagrams, sizeof(MuxConn*))
             m.rx_mark = <uint8_t*>calloc(m.rx_batch.max_datagrams, 1)
-        if (m.tx_batch == NULL or m.reply_batch == NULL or m.rx_batch == NULL
-                or m.tx_headers == NULL or m.reply_area == NULL or m.rx_owner == NULL
+        if (not tx_ok or m.reply_batch == NULL or m.rx_batch == NULL
+                or m.reply_area == NULL or m.rx_owner == NULL
                 or m.rx_mark == NULL):
             raise MemoryError()
         self._local_address = channel.getsockname()
@@ -632,17 +633,10 @@ cdef class Multiplexer:
         send time: -1 when nothing is queued, now or earlier when more is due already.  While
         stopping, everything queued is due (the SHUTDOWNs owed go now)."""
         cdef MuxCore* m = self._m
-        cdef CSendBatch* batch = m.tx_batch
+        cdef BurstArea* area = &m.tx
         cdef MuxConn* mc
         cdef int64_t now, next_time, top
-        cdef ssize_t length
-        cdef const uint8_t* payload
-        cdef size_t payload_length
-        cdef uint8_t* header
-        cdef int k, sent
-        cdef int sealing = 0
-        cdef size_t need
-        cdef uint8_t* slot
+        cdef int sent, taken
         cdef bint stopping, owes_shutdown
         while True:
             stopping = mux_atomic_load(&m.stopping) != 0
@@ -658,61 +652,48 @@ cdef class Multiplexer:
             mc = heap_remove_at(&m.send_heap, 0)  # the heap's reference is ours now
             pthread_mutex_unlock(m.send_lock)
 
-            send_batch_clear(batch)
             next_time = -1
             owes_shutdown = False
-            sealing = 0
+            taken = 0
             pthread_mutex_lock(&mc.lock)
+            if mc.tx_inflight:
+                # a user thread's direct burst is on its way: it reschedules mc once sent.  A
+                # closing port, which sends what is due without waiting, takes mc back and
+                # waits for that (signalled) or 1 ms, so it never leaves with a SHUTDOWN owed.
+                pthread_mutex_unlock(&mc.lock)
+                pthread_mutex_lock(m.send_lock)
+                if stopping:  # (the pair's condition: any of its ports' signals ends the wait early)
+                    heap_push_or_lower(&m.send_heap, mc, now + MIN_TIMER_STEP_US)
+                    m.send_sleep_until[0] = now + MIN_TIMER_STEP_US
+                    cond_wait_until(m.send_wake, m.send_lock, now + MIN_TIMER_STEP_US)
+                    m.send_sleep_until[0] = -2
+                muxconn_decref(mc)
+                continue
             if stopping and mc.conn.state == core.STATE_CLOSED and mc.conn.shutdown_due > 0:
                 # the port closes: the copies still spaced 10 ms apart go in this burst
                 mc.conn.shutdown_burst = True
                 mc.conn.shutdown_next_time = 0
-            if mc.crypto != NULL:
-                need = <size_t>(mc.conn.mss if mc.conn.mss > core.MAX_CONTROL_SIZE else core.MAX_CONTROL_SIZE) + 64
-                if m.seal_slot < need and grow_seal_area(m, need) != 0:
-                    need = 0  # no memory now: nothing leaves in clear, try again later
-                sealing = 1 if need > 0 else -1
-            if not mc.mux_dead and sealing >= 0:
-                memcpy(&batch.address, &mc.conn.peer_addr, sizeof(sockaddr_storage))
-                batch.address_length = (sizeof(sockaddr_in) if mc.conn.peer_addr.ss_family == AF_INET
-                                        else sizeof(sockaddr_in6))
-                for k in range(SEND_BURST):
-                    header = m.tx_headers + k * core.MAX_CONTROL_SIZE
-                    length = core.conn_next_datagram_zc(&mc.conn, now, header, core.MAX_CONTROL_SIZE,
-                                                        &payload, &payload_length)
-                    if length <= 0:
-                        break
-                    if sealing:  # copied out in clear, sealed below without the lock
-                        slot = m.seal_in + k * m.seal_slot
-                        memcpy(slot, header, <size_t>length)
-                        if payload_length > 0:
-                            memcpy(slot + length, payload, payload_length)
-                        m.seal_len[k] = <size_t>length + payload_length
-                        sealing += 1
-                    elif payload_length > 0:
-                        send_batch_add_pair(batch, header, <size_t>length, payload, payload_length)
-                    else:
-                        send_batch_add(batch, header, <size_t>length)
+            if not mc.mux_dead:
+                taken = burst_take(area, mc, now)
+            if taken >= 0 and not mc.mux_dead:
                 next_time = core.conn_next_send_time(&mc.conn, now)
                 owes_shutdown = mc.conn.state == core.STATE_CLOSED and mc.conn.shutdown_due > 0
                 schedule_timer(m, self.channel, mc, now, False)
                 if mc.waiters > 0 and mc.conn.state >= core.STATE_BROKEN:
                     pthread_cond_broadcast(&mc.changed)
                 conn_ready_note(mc)
-            elif sealing < 0:
+            elif taken < 0:  # no memory to seal now: nothing leaves in clear, try again later
                 next_time = now + MIN_TIMER_STEP_US
             pthread_mutex_unlock(&mc.lock)
-            if sealing > 1:
-                seal_burst(m, mc, batch, sealing - 1)
 
-            if batch.count > 0:
-                sent = self.channel.c_send_batch(batch, SEND_WAIT_US)
+            if taken > 0:
+                sent = burst_send(m, self.channel, area, mc, SEND_WAIT_US)
                 if sent == -ECONNREFUSED:  # the ICMP reached this call first (pinned channel)
                     refuse_connects(m, self.channel, now_us())
-                if sent < 0:
-                    mux_count(&m.send_errors, 1)
-                else:
-                    mux_count(&m.datagrams_out, sent)
+                pthread_mutex_lock(&mc.lock)
+                mc.tx_inflight = 0
+                schedule_send(m, mc, now_us())  # what others queued meanwhile (send_now left it)
+                pthread_mutex_unlock(&mc.lock)
             pthread_mutex_lock(m.send_lock)
             if next_time >= 0 and (not stopping or owes_shutdown):
                 heap_push_or_lower(&m.send_heap, mc, next_time)
@@ -948,41 +929,6 @@ cdef int fill_options(core.ConnOptions* opts, object config) except -1:
     return 0
 
 
-cdef int grow_seal_area(MuxCore* m, size_t slot) noexcept nogil:
-    """Room for a burst of packets of up to slot bytes, in clear and sealed (send worker)."""
-    cdef uint8_t* clear = <uint8_t*>malloc(SEND_BURST * slot)
-    cdef uint8_t* sealed = <uint8_t*>malloc(SEND_BURST * slot)
-    if clear == NULL or sealed == NULL:
-        free(clear)
-        free(sealed)
-        return -1
-    free(m.seal_in)
-    free(m.seal_out)
-    m.seal_in = clear
-    m.seal_out = sealed
-    m.seal_slot = slot
-    return 0
-
-
-cdef void seal_burst(MuxCore* m, MuxConn* mc, CSendBatch* batch, int count) noexcept nogil:
-    """Seal a burst copied out of mc (send worker, no lock held: only this worker seals for
-    mc) and queue it on batch.  Handshakes go as they are."""
-    cdef int k
-    cdef ssize_t n
-    cdef uint8_t* clear
-    cdef uint8_t* sealed
-    for k in range(count):
-        clear = m.seal_in + k * m.seal_slot
-        sealed = m.seal_out + k * m.seal_slot
-        if is_handshake(clear, m.seal_len[k]):
-            memcpy(sealed, clear, m.seal_len[k])
-            n = <ssize_t>m.seal_len[k]
-        else:
-            n = seal(<SealState*>mc.seal, clear, m.seal_len[k], sealed)
-        if n > 0:  # unsealable (not keyed): never sent in clear
-            send_batch_add(batch, sealed, <size_t>n)
-
-
 cdef void move_peer(MuxConn* mc, const sockaddr* source) noexcept nogil:
     """Follow an authenticated peer to its new address (mc.lock held)."""
     memset(&mc.conn.peer_addr, 0, sizeof(sockaddr_storage))
@@ -1038,6 +984,6 @@ cdef void refuse_connects(MuxCore* m, Channel channel, int64_t now) noexcept nog
         pthread_mutex_lock(&mc.lock)
         if mc.conn.state == core.STATE_CONNECTING and not mc.conn.rendezvous:
             events = _connect_failed(&mc.conn, core.ERR_REJECTED)
-            after_engine_call(m, channel, mc, events, now, True)
+            after_engine_call(m, channel, mc, events, now, False)  # either worker calls this
         pthread_mutex_unlock(&mc.lock)
         muxconn_decref(mc)

@@ -21,6 +21,8 @@ cimport udt.core.engine as core
 
 cdef enum:
     SEND_BURST = 64     # datagrams taken from one connection per send-worker turn (GSO limit)
+    DIRECT_BURST = 8    # datagrams per burst a user thread or the receive worker sends itself
+    DIRECT_ROUNDS = 2   # ... bursts in a row, at most (then the send worker takes over)
     MUX_INVALID_UNKNOWN_DESTINATION = 0   # datagram for a socket ID we do not have
     MUX_INVALID_NO_LISTENER = 1           # dest 0 handshake and nobody listens or rendezvous
     MUX_INVALID_WRONG_SOURCE = 2          # datagram for a socket ID from another address
@@ -36,6 +38,20 @@ cdef enum:
     WAKE_EVENTS = (core.EV_READABLE | core.EV_WRITABLE | core.EV_CONNECTED
                    | core.EV_CONNECT_FAILED | core.EV_BROKEN | core.EV_CLOSED
                    | core.EV_PEER_SHUTDOWN | core.EV_PEER_ERROR)
+
+
+cdef struct BurstArea:
+    # Where one sender builds a burst taken from a connection: the send worker's (MuxCore.tx)
+    # and each Connection's for a user thread's direct sends (udt._connection).  Allocated
+    # once; the seal buffers grow to the largest packet seen (never per packet).
+    CSendBatch* batch
+    uint8_t* headers             # [limit * core.MAX_CONTROL_SIZE] headers / control packets
+    int limit                    # datagrams per burst (<= SEND_BURST)
+    int sealing                  # this burst: 0 in clear, n + 1 with n packets to seal, -1 no memory
+    size_t seal_slot             # bytes per slot of seal_in / seal_out
+    uint8_t* seal_in             # [limit * seal_slot] a burst in clear, packets contiguous
+    uint8_t* seal_out            # [limit * seal_slot] ... sealed
+    size_t seal_len[SEND_BURST]
 
 
 cdef struct ClosedConn:
@@ -106,8 +122,8 @@ cdef struct MuxCore:
     int64_t* rx_sleep_until      # -1: waiting without deadline, -2: busy (timer_lock)
     int stopping                 # atomic: the workers finish their round and leave
     int tx_attached              # served by its pair's send worker (send_lock)
-    CSendBatch* tx_batch         # send worker only
-    uint8_t* tx_headers          # [SEND_BURST * core.MAX_CONTROL_SIZE] headers / control packets
+    BurstArea tx                 # send worker only
+    BurstArea rx_tx              # receive worker only: what it sends itself (send_now)
     CRecvBatch* rx_batch         # receive worker only
     CSendBatch* reply_batch      # receive worker only: handshake answers
     uint8_t* reply_area          # [core.MAX_CONTROL_SIZE]
@@ -128,10 +144,6 @@ cdef struct MuxCore:
     int64_t hs_shed              # inductions left unanswered while the worker was behind
     # encryption (udt/_seal.pyx): only touched while crypto_conns > 0
     int crypto_conns             # registered encrypted connections (table_lock; read atomically)
-    size_t seal_slot             # send worker: bytes per slot of seal_in / seal_out
-    uint8_t* seal_in             # [SEND_BURST * seal_slot] a burst in clear, packets contiguous
-    uint8_t* seal_out            # [SEND_BURST * seal_slot] ... sealed
-    size_t seal_len[SEND_BURST]
     MuxConn** rx_owner           # [rx max_datagrams] receive worker: the encrypted connection
     uint8_t* rx_mark             # [rx max_datagrams] RX_* verdict of the opening pass
 
@@ -143,6 +155,18 @@ cdef void schedule_timer(MuxCore* m, Channel channel, MuxConn* mc, int64_t now,
 cdef void after_engine_call(MuxCore* m, Channel channel, MuxConn* mc, uint32_t events, int64_t now,
                             bint from_receive_worker) noexcept nogil
 cdef void unschedule(MuxCore* m, MuxConn* mc) noexcept nogil
+
+# bursts: taking datagrams from a connection and sending them, for the send worker and for a
+# user thread sending directly (burst_take with mc.lock held and mc.tx_inflight clear; then
+# burst_send with no lock; then mc.tx_inflight = 0 under the lock again)
+cdef int burst_area_init(BurstArea* a, int limit) noexcept nogil
+cdef void burst_area_free(BurstArea* a) noexcept nogil
+cdef int burst_take(BurstArea* a, MuxConn* mc, int64_t now) noexcept nogil
+cdef int burst_send(MuxCore* m, Channel channel, BurstArea* a, MuxConn* mc,
+                    int64_t wait_us) noexcept nogil
+# what is due now leaves from this thread (mc.lock held, released while sending, held again)
+cdef void send_now(MuxCore* m, Channel channel, MuxConn* mc, BurstArea* area, int64_t now,
+                   int64_t wait_us, bint from_receive_worker) noexcept nogil
 
 # registration and the closed-connection memory (table_lock held)
 cdef uint32_t allocate_socket_id(MuxCore* m) noexcept nogil

@@ -1,14 +1,19 @@
 # cython: language_level=3
 """Scheduling, registration, the closed-connection memory and closing a connection: the
 operations on a multiplexer's shared state (MuxCore, the lock order is in the .pxd)."""
-from libc.stdint cimport int64_t, uint32_t
+from libc.stdint cimport int64_t, uint8_t, uint32_t
+from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy
 
 from udt._epoll cimport READY_READ_FD, READY_WRITE_FD, conn_ready_note, ready_close
 from udt._conntable cimport (MuxConn, muxconn_decref, muxconn_incref, peer_key, same_address,
                              table_find_id, table_insert, table_remove)
 from udt._heap cimport HEAP_SEND, HEAP_TIMER, heap_push_or_lower, heap_remove_at, heap_set_key
-from udt._net cimport Channel, sockaddr, sockaddr_storage
+from udt._net cimport (AF_INET, Channel, CSendBatch, send_batch_add, send_batch_add_pair,
+                       send_batch_clear, send_batch_free, send_batch_new, sockaddr, sockaddr_in,
+                       sockaddr_in6, sockaddr_storage)
+from udt._seal cimport SealState, is_handshake, seal
+from udt._sync cimport mux_atomic_load, mux_count
 from udt._sync cimport (mux_atomic_add, cond_wait_until, now_us, pthread_cond_broadcast, pthread_cond_signal,
                         pthread_mutex_lock, pthread_mutex_unlock)
 cimport udt.core.engine as core
@@ -17,6 +22,10 @@ cimport udt.core.engine as core
 # ---------------------------------------------------------------------------------------------
 # scheduling (called with the connection lock held)
 # ---------------------------------------------------------------------------------------------
+
+cdef enum:
+    RX_SEND_WAIT_US = 1000      # the receive worker waits this long at most for a full kernel buffer
+
 
 cdef void schedule_send(MuxCore* m, MuxConn* mc, int64_t now) noexcept nogil:
     """Queue mc in the send heap at its next send time; wake the send worker if it sleeps
@@ -67,13 +76,18 @@ cdef void schedule_timer(MuxCore* m, Channel channel, MuxConn* mc, int64_t now,
 
 cdef void after_engine_call(MuxCore* m, Channel channel, MuxConn* mc, uint32_t events, int64_t now,
                             bint from_receive_worker) noexcept nogil:
-    """What follows every engine call on mc (lock held): reschedule sending and timers, wake
-    the user threads waiting on it when something they wait for changed."""
-    schedule_send(m, mc, now)
-    schedule_timer(m, channel, mc, now, from_receive_worker)
+    """What follows every engine call on mc (lock held): wake the user threads waiting on it
+    when something they wait for changed, reschedule sending and timers.  In the receive
+    worker, what is due now (the immediate ACK, an ACK2) leaves from here (send_now: the
+    lock is released while sending), after the wake-up, so the user thread runs meanwhile."""
     if mc.waiters > 0 and (events & WAKE_EVENTS):
         pthread_cond_broadcast(&mc.changed)
     conn_ready_note(mc)
+    if from_receive_worker and m.rx_tx.batch != NULL:
+        send_now(m, channel, mc, &m.rx_tx, now, RX_SEND_WAIT_US, True)
+    else:
+        schedule_send(m, mc, now)
+    schedule_timer(m, channel, mc, now, from_receive_worker)
 
 
 cdef void unschedule(MuxCore* m, MuxConn* mc) noexcept nogil:
@@ -90,6 +104,173 @@ cdef void unschedule(MuxCore* m, MuxConn* mc) noexcept nogil:
     pthread_mutex_unlock(m.timer_lock)
     muxconn_decref(a)
     muxconn_decref(b)
+
+
+# ---------------------------------------------------------------------------------------------
+# bursts (the send worker, and a user thread sending directly)
+# ---------------------------------------------------------------------------------------------
+
+cdef int burst_area_init(BurstArea* a, int limit) noexcept nogil:
+    """Allocate a's batch and header room for bursts of up to limit datagrams; 0 or -1."""
+    a.limit = limit if 0 < limit <= SEND_BURST else SEND_BURST
+    a.batch = send_batch_new(a.limit, 2 * a.limit)
+    a.headers = <uint8_t*>malloc(<size_t>a.limit * core.MAX_CONTROL_SIZE)
+    a.sealing = 0
+    a.seal_slot = 0
+    a.seal_in = NULL
+    a.seal_out = NULL
+    if a.batch == NULL or a.headers == NULL:
+        burst_area_free(a)
+        return -1
+    return 0
+
+
+cdef void burst_area_free(BurstArea* a) noexcept nogil:
+    send_batch_free(a.batch)
+    free(a.headers)
+    free(a.seal_in)
+    free(a.seal_out)
+    a.batch = NULL
+    a.headers = NULL
+    a.seal_in = NULL
+    a.seal_out = NULL
+    a.seal_slot = 0
+
+
+cdef int _grow_seal_area(BurstArea* a, size_t slot) noexcept nogil:
+    """Room for a burst of packets of up to slot bytes, in clear and sealed."""
+    cdef uint8_t* clear = <uint8_t*>malloc(<size_t>a.limit * slot)
+    cdef uint8_t* sealed = <uint8_t*>malloc(<size_t>a.limit * slot)
+    if clear == NULL or sealed == NULL:
+        free(clear)
+        free(sealed)
+        return -1
+    free(a.seal_in)
+    free(a.seal_out)
+    a.seal_in = clear
+    a.seal_out = sealed
+    a.seal_slot = slot
+    return 0
+
+
+cdef int burst_take(BurstArea* a, MuxConn* mc, int64_t now) noexcept nogil:
+    """Take the datagrams mc has due now, up to a.limit, into a (mc.lock held, mc.tx_inflight
+    clear; it is set when something was taken: the caller clears it under the lock once
+    burst_send returned).  Zero-copy in clear (header + a pointer into the send buffer slot);
+    an encrypted connection's packets are copied out to be sealed by burst_send without the
+    lock.  Returns the count, or -1 when the seal area could not grow (nothing taken, nothing
+    ever leaves in clear: try again later)."""
+    cdef int k
+    cdef ssize_t length
+    cdef const uint8_t* payload
+    cdef size_t payload_length
+    cdef uint8_t* header
+    cdef uint8_t* slot
+    cdef size_t need
+    cdef CSendBatch* batch = a.batch
+    send_batch_clear(batch)
+    a.sealing = 0
+    if mc.crypto != NULL:
+        need = <size_t>(mc.conn.mss if mc.conn.mss > core.MAX_CONTROL_SIZE else core.MAX_CONTROL_SIZE) + 64
+        if a.seal_slot < need and _grow_seal_area(a, need) != 0:
+            a.sealing = -1
+            return -1
+        a.sealing = 1
+    memcpy(&batch.address, &mc.conn.peer_addr, sizeof(sockaddr_storage))
+    batch.address_length = (sizeof(sockaddr_in) if mc.conn.peer_addr.ss_family == AF_INET
+                            else sizeof(sockaddr_in6))
+    for k in range(a.limit):
+        header = a.headers + k * core.MAX_CONTROL_SIZE
+        length = core.conn_next_datagram_zc(&mc.conn, now, header, core.MAX_CONTROL_SIZE,
+                                            &payload, &payload_length)
+        if length <= 0:
+            break
+        if a.sealing:  # copied out in clear, sealed by burst_send without the lock
+            slot = a.seal_in + k * a.seal_slot
+            memcpy(slot, header, <size_t>length)
+            if payload_length > 0:
+                memcpy(slot + length, payload, payload_length)
+            a.seal_len[k] = <size_t>length + payload_length
+            a.sealing += 1
+        elif payload_length > 0:
+            send_batch_add_pair(batch, header, <size_t>length, payload, payload_length)
+        else:
+            send_batch_add(batch, header, <size_t>length)
+    k = a.sealing - 1 if a.sealing > 0 else batch.count
+    if k > 0:
+        mc.tx_inflight = 1
+    return k
+
+
+cdef int burst_send(MuxCore* m, Channel channel, BurstArea* a, MuxConn* mc,
+                    int64_t wait_us) noexcept nogil:
+    """Seal what burst_take copied out (only the holder of mc.tx_inflight seals for mc, so
+    packet numbers go out in order) and send the burst in one call, no lock held.  Counts the
+    datagrams out or the error; returns what c_send_batch returned (0 for an empty burst)."""
+    cdef int k
+    cdef ssize_t n
+    cdef uint8_t* clear
+    cdef uint8_t* sealed
+    cdef int sent
+    cdef CSendBatch* batch = a.batch
+    for k in range(a.sealing - 1 if a.sealing > 1 else 0):
+        clear = a.seal_in + k * a.seal_slot
+        sealed = a.seal_out + k * a.seal_slot
+        if is_handshake(clear, a.seal_len[k]):  # handshakes go as they are
+            memcpy(sealed, clear, a.seal_len[k])
+            n = <ssize_t>a.seal_len[k]
+        else:
+            n = seal(<SealState*>mc.seal, clear, a.seal_len[k], sealed)
+        if n > 0:  # unsealable (not keyed): never sent in clear
+            send_batch_add(batch, sealed, <size_t>n)
+    if batch.count == 0:
+        return 0
+    sent = channel.c_send_batch(batch, wait_us)
+    if sent < 0:
+        mux_count(&m.send_errors, 1)
+    else:
+        mux_count(&m.datagrams_out, sent)
+    return sent
+
+
+cdef void send_now(MuxCore* m, Channel channel, MuxConn* mc, BurstArea* area, int64_t now,
+                   int64_t wait_us, bint from_receive_worker) noexcept nogil:
+    """Send what mc has due now from this thread (a user thread after its write, the receive
+    worker after feeding the engine) instead of handing it to the send worker, when nothing
+    paces the connection: what it has is due now (send window open, pacing period elapsed).
+    mc.lock is held on entry and on return, released while sending.  On a latency-bound
+    exchange the hand-off to the send worker (a wake-up and a context switch) was most of the
+    round trip.  Only while the send buffer holds at most DIRECT_BURST packets' worth: a bulk
+    stream (a writer, or the ACKs that open its window) stays the send worker's, paced and in
+    its 64-datagram batches, as before.
+
+    One burst at a time per connection (mc.tx_inflight, so the wire order and the seal numbers
+    hold): while another thread's burst is on its way, what was queued is left to that thread,
+    which looks again when it is done (here, or the send worker's schedule_send).  At most
+    DIRECT_ROUNDS bursts of area.limit datagrams.  area NULL: the send worker sends everything."""
+    cdef int rounds = 0
+    cdef int taken
+    while True:
+        if mc.tx_inflight:
+            return  # its holder looks again when done
+        if (area == NULL or rounds >= DIRECT_ROUNDS or mc.mux_dead
+                or mc.conn.state != core.STATE_CONNECTED or mux_atomic_load(&m.stopping)
+                or core.conn_pending_send_bytes(&mc.conn) > <int64_t>DIRECT_BURST * mc.conn.mss
+                or core.conn_next_send_time(&mc.conn, now) != now):
+            break
+        taken = burst_take(area, mc, now)
+        if taken <= 0:
+            break
+        schedule_timer(m, channel, mc, now, from_receive_worker)
+        pthread_mutex_unlock(&mc.lock)
+        burst_send(m, channel, area, mc, wait_us)
+        pthread_mutex_lock(&mc.lock)
+        mc.tx_inflight = 0
+        if mc.waiters > 0 and mc.conn.state >= core.STATE_BROKEN:
+            pthread_cond_broadcast(&mc.changed)
+        rounds += 1
+        now = now_us()
+    schedule_send(m, mc, now)
 
 
 # ---------------------------------------------------------------------------------------------

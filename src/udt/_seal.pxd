@@ -22,7 +22,8 @@ cdef enum:
 
 
 cdef struct SealState:
-    # Only the send worker seals (seal_ctx, next_pn) and only the receive worker opens
+    # Only the holder of the connection's tx_inflight seals (seal_ctx, next_pn: the send
+    # worker, or a user thread sending directly, one at a time) and only the receive worker opens
     # (open_ctx, highest, window); `keyed` is set once, before either may use the keys.
     EVP_CIPHER_CTX* seal_ctx
     EVP_CIPHER_CTX* open_ctx
