@@ -668,7 +668,7 @@ cdef class Multiplexer:
         cdef int sealing = 0
         cdef size_t need
         cdef uint8_t* slot
-        cdef bint stopping, owes_shutdown
+        cdef bint stopping, owes_shutdown, probe
         pthread_mutex_lock(&m.send_lock)
         while True:
             stopping = mux_atomic_load(&m.stopping) != 0
@@ -694,6 +694,7 @@ cdef class Multiplexer:
             send_batch_clear(batch)
             next_time = -1
             owes_shutdown = False
+            probe = False
             sealing = 0
             pthread_mutex_lock(&mc.lock)
             if stopping and mc.conn.state == core.STATE_CLOSED and mc.conn.shutdown_due > 0:
@@ -701,7 +702,7 @@ cdef class Multiplexer:
                 mc.conn.shutdown_burst = True
                 mc.conn.shutdown_next_time = 0
             if mc.crypto != NULL:
-                need = <size_t>(mc.conn.mss if mc.conn.mss > core.MAX_CONTROL_SIZE else core.MAX_CONTROL_SIZE) + 64
+                need = <size_t>max(mc.conn.mss, mc.conn.pmtud_max, core.MAX_CONTROL_SIZE) + 64  # probes too
                 if m.seal_slot < need and grow_seal_area(m, need) != 0:
                     need = 0  # no memory now: nothing leaves in clear, try again later
                 sealing = 1 if need > 0 else -1
@@ -726,6 +727,10 @@ cdef class Multiplexer:
                         send_batch_add_pair(batch, header, <size_t>length, payload, payload_length)
                     else:
                         send_batch_add(batch, header, <size_t>length)
+                    if mc.conn.pmtud_probe_out:  # last in the burst: it may fail alone (EMSGSIZE)
+                        mc.conn.pmtud_probe_out = False
+                        probe = True
+                        break
                 next_time = core.conn_next_send_time(&mc.conn, now)
                 owes_shutdown = mc.conn.state == core.STATE_CLOSED and mc.conn.shutdown_due > 0
                 schedule_timer(m, self.channel, mc, now, False)
@@ -739,7 +744,11 @@ cdef class Multiplexer:
                 seal_burst(m, mc, batch, sealing - 1)
 
             if batch.count > 0:
+                if probe:  # path-MTU probe: DF for this burst only (protocol.md §13)
+                    self.channel.c_probe_mode(True)
                 sent = self.channel.c_send_batch(batch, SEND_WAIT_US)
+                if probe:
+                    self.channel.c_probe_mode(False)
                 if sent == -ECONNREFUSED:  # the ICMP reached this call first (pinned channel)
                     refuse_connects(m, self.channel, now_us())
                 if sent < 0:
@@ -979,6 +988,8 @@ cdef int fill_options(core.ConnOptions* opts, object config) except -1:
         if opts.mss < core.MIN_MSS:
             raise error_from_code(ErrorCode.BAD_PARAMETER,
                                   f"UDT_MSS must be at least {core.MIN_MSS + SEAL_OVERHEAD} with a passphrase")
+    if config.pmtud:  # the most a UDP datagram holds (protocol.md §13), less the seal
+        opts.pmtud_max_mss = core.PMTUD_MAX_MSS - (SEAL_OVERHEAD if config.passphrase else 0)
     return 0
 
 

@@ -16,11 +16,14 @@ from udt._core cimport (DEFAULT_BUFFER_PACKETS, DEFAULT_FLIGHT_FLAG_SIZE, DEFAUL
                         REQ_INDUCTION, REQ_RENDEZVOUS,
                         REQ_RENDEZVOUS_AGREEMENT, SOCK_TYPE_DGRAM, SOCK_TYPE_STREAM, STATE_CLOSED,
                         STATE_CLOSING, STATE_CONNECTED, STATE_CONNECTING, STATE_NONEXIST,
-                        STATE_OPENED, UDT_VERSION, AcceptRequest, Conn, ConnOptions)
-from udt.core.buffers cimport rcvbuf_alloc, rcvbuf_free, sndbuf_alloc, sndbuf_free
+                        STATE_OPENED, UDT_VERSION, PMTUD_MAX_MSS, AcceptRequest, Conn, ConnOptions,
+                        RecvSlot, SendSlot)
+from udt.core.buffers cimport (BUFFER_CHUNK_PACKETS, chunks_init, rcvbuf_alloc, rcvbuf_free, sndbuf_alloc,
+                               sndbuf_free)
 from udt.core.cc cimport native_cc_ops
-from udt.core.hsext cimport (CAP_HALF_CLOSE, CAPS_LOCAL, HSEXT_MAGIC, HSEXT_MAX_SIZE, hsext_decode,
-                             hsext_encode, hsext_encode_crypto, hsext_find_crypto)
+from udt.core.hsext cimport (CAP_HALF_CLOSE, CAP_PMTUD, CAPS_LOCAL, HSEXT_MAGIC, HSEXT_MAX_SIZE,
+                             hsext_add_max_mss, hsext_decode, hsext_encode, hsext_encode_crypto,
+                             hsext_find_crypto, hsext_find_max_mss)
 from udt.core.losslist cimport losslist_alloc, losslist_clear, losslist_free
 from udt.core.packet cimport (AF_INET6_VALUE, AF_INET_VALUE, Handshake, get_u32, handshake_decode,
                               handshake_encode)
@@ -64,6 +67,10 @@ cdef int conn_init(Conn* c, const ConnOptions* opts, uint32_t socket_id, int64_t
         c.state = STATE_NONEXIST
         return -ERR_BAD_PARAMETER
     c.opts = opts[0]
+    if c.opts.pmtud_max_mss > PMTUD_MAX_MSS:
+        c.opts.pmtud_max_mss = PMTUD_MAX_MSS
+    if c.opts.pmtud_max_mss <= c.opts.mss:
+        c.opts.pmtud_max_mss = 0            # nothing to discover above the handshake's MSS
     if c.opts.broken_timeout_us <= 0:
         c.opts.broken_timeout_us = DEFAULT_BROKEN_US
     if c.opts.linger_us < 0:
@@ -139,6 +146,44 @@ cdef void _set_mss(Conn* c, int mss) noexcept nogil:
         c.payload_size = 16
 
 
+cdef void _pmtud_negotiate(Conn* c) noexcept nogil:
+    """Both udt, both offered discovery (CAP_PMTUD and TLV 3): the ceiling is the smaller
+    maximum, and the rings (empty still) get slots of that size, their starting limits scaled
+    down to the same bytes (protocol.md §13, engine.md).  Otherwise the MSS stays the handshake's."""
+    cdef int top = c.opts.pmtud_max_mss
+    cdef int old_slot, slot
+    c.pmtud_max = 0
+    c.pmtud_base_mss = c.mss
+    if not (c.caps & CAP_PMTUD) or top == 0 or c.peer_pmtud_max <= 0:
+        c.caps &= ~(<uint32_t>CAP_PMTUD)
+        return
+    if c.peer_pmtud_max < top:
+        top = c.peer_pmtud_max
+    if top <= c.mss or not c.buffers_ready or c.snd.store.chunks != NULL or c.rcv.store.chunks != NULL:
+        c.caps &= ~(<uint32_t>CAP_PMTUD)
+        return
+    old_slot = c.snd.slot_size
+    slot = top - IP_UDP_OVERHEAD - HEADER_SIZE
+    chunks_init(&c.snd.store, c.snd.capacity, sizeof(SendSlot), slot)
+    chunks_init(&c.rcv.store, c.rcv.capacity, sizeof(RecvSlot), slot)
+    c.snd.slot_size = slot
+    c.rcv.slot_size = slot
+    if c.opts.buf_initial_packets == 0:     # autotuned: start with the same bytes as before
+        c.snd.initial_limit = _scaled_limit(c.snd.initial_limit, old_slot, slot)
+        c.snd.limit = c.snd.initial_limit
+        c.rcv.initial_limit = _scaled_limit(c.rcv.initial_limit, old_slot, slot)
+        c.rcv.limit = c.rcv.initial_limit
+    c.pmtud_max = top
+    c.pmtud_probe_due = True
+
+
+cdef inline int _scaled_limit(int limit, int old_slot, int slot) noexcept nogil:
+    cdef int64_t n = <int64_t>limit * old_slot // slot
+    if n < BUFFER_CHUNK_PACKETS:
+        n = BUFFER_CHUNK_PACKETS
+    return <int>(n if n < limit else limit)
+
+
 cdef uint32_t _established(Conn* c, int64_t now, int32_t peer_isn, int peer_ffs, int mss) noexcept nogil:
     """Common tail of every successful handshake: sequence state, timers, CC."""
     _set_mss(c, mss)
@@ -156,6 +201,7 @@ cdef uint32_t _established(Conn* c, int64_t now, int32_t peer_isn, int peer_ffs,
     c.snd_curr_seq = seq_dec(c.isn)
     c.flow_window = peer_ffs if peer_ffs > 0 else 2
     c.caps = c.peer_caps & CAPS_LOCAL
+    _pmtud_negotiate(c)
     c.next_send_exact = <double>now
     c.next_send_time = now
     c.state = STATE_CONNECTED
@@ -220,6 +266,7 @@ cdef ssize_t conn_accept(Conn* c, const AcceptRequest* req, int64_t now, uint8_t
     c.hs_cookie = req.cookie
     memcpy(c.peer_ip, req.self_ip, 16)
     c.peer_caps = req.peer_caps if req.ext else 0
+    c.peer_pmtud_max = req.peer_pmtud_max if req.ext else 0
     rc = _alloc_buffers(c, req.isn)
     if rc < 0:
         return rc
@@ -233,6 +280,9 @@ cdef ssize_t conn_accept(Conn* c, const AcceptRequest* req, int64_t now, uint8_t
                                                       c.crypto_answer)
     elif req.ext:                        # a udt client: answer its offer (a plain one never sees it)
         c.hs_response_len += <int>hsext_encode(c.hs_response + HANDSHAKE_SIZE, CAPS_LOCAL)
+    if req.ext and c.peer_pmtud_max > 0:  # answered only when offered: never longer than the request
+        c.hs_response_len = HANDSHAKE_SIZE + <int>hsext_add_max_mss(
+            c.hs_response + HANDSHAKE_SIZE, c.hs_response_len - HANDSHAKE_SIZE, <uint32_t>c.opts.pmtud_max_mss)
     c.hs_response_valid = True
     memcpy(out, c.hs_response, c.hs_response_len)
     return c.hs_response_len
@@ -430,6 +480,8 @@ cdef uint32_t conn_on_handshake(Conn* c, const uint8_t* buf, size_t length, int6
         _invalid(c, INVALID_HANDSHAKE)
         return 0
     hs.ext = ext == 1
+    if hs.ext and c.state == STATE_CONNECTING:
+        c.peer_pmtud_max = <int>hsext_find_max_mss(buf + HANDSHAKE_SIZE, length - HANDSHAKE_SIZE)
     if c.opts.crypto and not c.is_server and c.state == STATE_CONNECTING:
         c.crypto_answer_set = hs.ext and hsext_find_crypto(buf + HANDSHAKE_SIZE, length - HANDSHAKE_SIZE,
                                                            c.crypto_answer)
