@@ -41,6 +41,8 @@ def test_discovery_reaches_the_path_mtu(mtu, low, high):
     _settle(net, c, s)
     for ep in (c, s):
         assert low <= ep.mss <= high, ep.pmtud
+        # new chunks take slots of the confirmed size only: a refusing path costs no memory
+        assert ep.pmtud["slot_size"] == ep.mss - 44
     got = transfer(net, c, s, DATA)
     assert sha(got) == sha(DATA)
     # what the sender put on the wire matches what it found
@@ -106,12 +108,15 @@ def test_smaller_peer_maximum_is_the_ceiling():
     assert c.mss == s.mss == 9000
 
 
-def test_mss_change_under_loss_keeps_data_intact():
+@pytest.mark.parametrize("message_mode", [False, True])
+def test_mss_change_under_loss_keeps_data_intact(message_mode):
     """Writing starts at once, so packets of 1500 are in flight, lost and retransmitted at
-    their old size while new ones go out at the grown MSS."""
-    net, c, s = _pair(0, loss=0.02, delay_us=20_000)
+    their old size while new ones go out at the grown MSS; the receiver moves chunks made
+    before the change to bigger slots when big packets land in them."""
+    opts = dict(ON, sock_type=2 if message_mode else 1)
+    net, c, s = _pair(0, client=opts, server=opts, loss=0.02, delay_us=20_000)
     data = bytes((i * 7) & 0xFF for i in range(8 << 20))
-    got = transfer(net, c, s, data)
+    got = transfer(net, c, s, data, chunk=200_000 if message_mode else 65536, message_mode=message_mode)
     assert sha(got) == sha(data)
     assert c.mss == 65535
     st = c.stats(net.now)

@@ -258,6 +258,11 @@ cdef struct ChunkStore:
     uint8_t** chunks            # directory (NULL while nothing was ever stored); NULL = no chunk
     uint8_t** spare             # released chunks, reused before any malloc
     uint32_t* used              # slots in use per chunk
+    int32_t* sizes              # payload bytes per slot of each chunk (what it was made with)
+    int slot_size               # the size new chunks get (path-MTU discovery raises it)
+    uint8_t* retired            # chunks too small since the MSS grew, linked through their first
+                                # word; freed with the spares (a burst may still point into one)
+    int retired_count
     int nchunks
     int spare_count
     int meta_bytes              # per-chunk slot metadata, then the payloads

@@ -15,7 +15,8 @@ from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t
 from libc.string cimport memcpy, memmove
 
 from udt.core.buffers cimport (FRONTIER_PASSED_MESSAGE_END, RSLOT_DROPPED, RSLOT_EMPTY,
-                               RSLOT_FILLED, rcvbuf_advance_frontier, rcvbuf_autotune,
+                               RSLOT_FILLED, chunks_set_slot_size, chunks_slot_size, chunks_upgrade,
+                               rcvbuf_advance_frontier, rcvbuf_autotune,
                                rcvbuf_idle_release, rcvbuf_index, rcvbuf_message_complete,
                                rcvbuf_note_arrival, rcvbuf_payload, rcvbuf_slot, rcvbuf_state,
                                rcvbuf_take, sndbuf_idle_release, sndbuf_index, sndbuf_payload,
@@ -425,6 +426,10 @@ cdef uint32_t _on_data(Conn* c, const uint8_t* buf, size_t length, int64_t now) 
     idx = rcvbuf_index(&c.rcv, off)
     if rcvbuf_state(&c.rcv, idx) != RSLOT_EMPTY:
         c.stats.duplicate_packets += 1
+        return ev
+    if (<int>payload > chunks_slot_size(&c.rcv.store, idx)      # a chunk from before the MSS grew
+            and chunks_upgrade(&c.rcv.store, idx) < 0):
+        _invalid(c, INVALID_BUFFER_FULL)
         return ev
     slot = rcvbuf_take(&c.rcv, idx)
     if slot == NULL:                            # out of memory: as if the buffer were full
@@ -1021,6 +1026,10 @@ cdef uint32_t _pmtud_on_probe(Conn* c, const uint8_t* buf, size_t length) noexce
     if c.pmtud_max == 0 or size > c.pmtud_max or length < <size_t>HEADER_SIZE + 4:
         _invalid(c, INVALID_LENGTH)
         return 0
+    # packets this large may follow: new receive chunks get slots for them (older ones are
+    # moved to bigger slots when such a packet lands in them)
+    chunks_set_slot_size(&c.rcv.store, size - _ip_overhead(c) - HEADER_SIZE)
+    c.rcv.slot_size = c.rcv.store.slot_size
     c.pmtud_ack_size = size
     c.pmtud_ack_id = get_u32(buf + 4)
     return EV_WANT_TRANSMIT
@@ -1039,6 +1048,8 @@ cdef uint32_t _pmtud_on_ack(Conn* c, const uint8_t* buf, size_t length) noexcept
     c.mss = size
     c.payload_size = size - _ip_overhead(c) - HEADER_SIZE
     c.cc.mss = size
+    chunks_set_slot_size(&c.snd.store, c.payload_size)    # new chunks only: queued packets keep theirs
+    c.snd.slot_size = c.snd.store.slot_size
     c.pmtud_probe = 0
     c.pmtud_tries = 0
     c.pmtud_deadline = 0

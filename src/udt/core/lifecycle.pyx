@@ -16,10 +16,8 @@ from udt._core cimport (DEFAULT_BUFFER_PACKETS, DEFAULT_FLIGHT_FLAG_SIZE, DEFAUL
                         REQ_INDUCTION, REQ_RENDEZVOUS,
                         REQ_RENDEZVOUS_AGREEMENT, SOCK_TYPE_DGRAM, SOCK_TYPE_STREAM, STATE_CLOSED,
                         STATE_CLOSING, STATE_CONNECTED, STATE_CONNECTING, STATE_NONEXIST,
-                        STATE_OPENED, UDT_VERSION, PMTUD_MAX_MSS, AcceptRequest, Conn, ConnOptions,
-                        RecvSlot, SendSlot)
-from udt.core.buffers cimport (BUFFER_CHUNK_PACKETS, chunks_init, rcvbuf_alloc, rcvbuf_free, sndbuf_alloc,
-                               sndbuf_free)
+                        STATE_OPENED, UDT_VERSION, PMTUD_MAX_MSS, AcceptRequest, Conn, ConnOptions)
+from udt.core.buffers cimport rcvbuf_alloc, rcvbuf_free, sndbuf_alloc, sndbuf_free
 from udt.core.cc cimport native_cc_ops
 from udt.core.hsext cimport (CAP_HALF_CLOSE, CAP_PMTUD, CAPS_LOCAL, HSEXT_MAGIC, HSEXT_MAX_SIZE,
                              hsext_add_max_mss, hsext_decode, hsext_encode, hsext_encode_crypto,
@@ -148,40 +146,18 @@ cdef void _set_mss(Conn* c, int mss) noexcept nogil:
 
 cdef void _pmtud_negotiate(Conn* c) noexcept nogil:
     """Both udt, both offered discovery (CAP_PMTUD and TLV 3): the ceiling is the smaller
-    maximum, and the rings (empty still) get slots of that size, their starting limits scaled
-    down to the same bytes (protocol.md §13, engine.md).  Otherwise the MSS stays the handshake's."""
+    maximum and the first probe is due (protocol.md §13).  Otherwise the MSS stays the
+    handshake's.  The rings keep their slot size: it grows with the MSS, chunk by chunk."""
     cdef int top = c.opts.pmtud_max_mss
-    cdef int old_slot, slot
     c.pmtud_max = 0
     c.pmtud_base_mss = c.mss
-    if not (c.caps & CAP_PMTUD) or top == 0 or c.peer_pmtud_max <= 0:
-        c.caps &= ~(<uint32_t>CAP_PMTUD)
-        return
     if c.peer_pmtud_max < top:
         top = c.peer_pmtud_max
-    if top <= c.mss or not c.buffers_ready or c.snd.store.chunks != NULL or c.rcv.store.chunks != NULL:
+    if not (c.caps & CAP_PMTUD) or top <= c.mss:
         c.caps &= ~(<uint32_t>CAP_PMTUD)
         return
-    old_slot = c.snd.slot_size
-    slot = top - IP_UDP_OVERHEAD - HEADER_SIZE
-    chunks_init(&c.snd.store, c.snd.capacity, sizeof(SendSlot), slot)
-    chunks_init(&c.rcv.store, c.rcv.capacity, sizeof(RecvSlot), slot)
-    c.snd.slot_size = slot
-    c.rcv.slot_size = slot
-    if c.opts.buf_initial_packets == 0:     # autotuned: start with the same bytes as before
-        c.snd.initial_limit = _scaled_limit(c.snd.initial_limit, old_slot, slot)
-        c.snd.limit = c.snd.initial_limit
-        c.rcv.initial_limit = _scaled_limit(c.rcv.initial_limit, old_slot, slot)
-        c.rcv.limit = c.rcv.initial_limit
     c.pmtud_max = top
     c.pmtud_probe_due = True
-
-
-cdef inline int _scaled_limit(int limit, int old_slot, int slot) noexcept nogil:
-    cdef int64_t n = <int64_t>limit * old_slot // slot
-    if n < BUFFER_CHUNK_PACKETS:
-        n = BUFFER_CHUNK_PACKETS
-    return <int>(n if n < limit else limit)
 
 
 cdef uint32_t _established(Conn* c, int64_t now, int32_t peer_isn, int peer_ffs, int mss) noexcept nogil:
