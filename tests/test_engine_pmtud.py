@@ -137,3 +137,20 @@ def test_probe_above_our_maximum_is_invalid():
 def test_discovery_off_in_engine_options_by_default():
     net, c, s = _pair(0, client={}, server={})
     assert c.pmtud["max"] == 0 and c.pmtud["slot_size"] == 1500 - 44
+
+
+@pytest.mark.parametrize(("packets", "ceiling"), [(64, 0), (640, 640 * 1456 // 64 + 44)])
+def test_buffers_in_bytes_bound_the_ceiling(packets, ceiling):
+    """UDT_SNDBUF/UDT_RCVBUF are bytes: the MSS grows only while a ring still holds a chunk
+    (64 packets) at the new size, and the packet limits shrink to the same bytes."""
+    opts = dict(ON, snd_buf=packets, rcv_buf=packets)
+    net, c, s = _pair(0, client=opts, server=opts)
+    assert c.pmtud["max"] == ceiling
+    if ceiling:
+        _settle(net, c, s)
+    else:
+        net.run(1_000_000)
+    assert c.mss == (ceiling or 1500)
+    got = transfer(net, c, s, DATA)
+    assert sha(got) == sha(DATA)
+    assert c.buffers["snd_limit"] * (c.mss - 44) <= packets * 1456 or c.buffers["snd_limit"] == 64

@@ -275,7 +275,8 @@ cdef struct SendBuffer:
     # (udt/core/buffers.pxd): memory follows what is queued, not the configured maximum.
     ChunkStore store
     int capacity                # the configured maximum (UDT_SNDBUF), packets
-    int limit                   # what a writer may queue now (autotuned, <= capacity)
+    int limit                   # what a writer may queue now (autotuned, <= max_limit)
+    int max_limit               # capacity, less once the MSS grew: UDT_SNDBUF stays in bytes
     int initial_limit           # where the limit starts and returns to after idle
     int slot_size
     int head                    # slot of the oldest unacknowledged packet
@@ -295,7 +296,8 @@ cdef struct RecvBuffer:
     # in chunks like the send ring; a slot whose chunk is absent is empty.
     ChunkStore store
     int capacity                # the configured maximum (min(UDT_RCVBUF, UDT_FC)), packets
-    int limit                   # what we advertise room for now (autotuned, <= capacity)
+    int limit                   # what we advertise room for now (autotuned, <= max_limit)
+    int max_limit               # capacity, less once the MSS grew: UDT_RCVBUF stays in bytes
     int initial_limit
     int slot_size
     int head                    # slot of read_seq

@@ -15,7 +15,8 @@ from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t
 from libc.string cimport memcpy, memmove
 
 from udt.core.buffers cimport (FRONTIER_PASSED_MESSAGE_END, RSLOT_DROPPED, RSLOT_EMPTY,
-                               RSLOT_FILLED, chunks_set_slot_size, chunks_slot_size, chunks_upgrade,
+                               RSLOT_FILLED, buffer_scale_limits, chunks_set_slot_size, chunks_slot_size,
+                               chunks_upgrade,
                                rcvbuf_advance_frontier, rcvbuf_autotune,
                                rcvbuf_idle_release, rcvbuf_index, rcvbuf_message_complete,
                                rcvbuf_note_arrival, rcvbuf_payload, rcvbuf_slot, rcvbuf_state,
@@ -1030,6 +1031,8 @@ cdef uint32_t _pmtud_on_probe(Conn* c, const uint8_t* buf, size_t length) noexce
     # moved to bigger slots when such a packet lands in them)
     chunks_set_slot_size(&c.rcv.store, size - _ip_overhead(c) - HEADER_SIZE)
     c.rcv.slot_size = c.rcv.store.slot_size
+    buffer_scale_limits(&c.rcv.limit, &c.rcv.initial_limit, &c.rcv.max_limit, c.rcv.capacity,
+                        c.pmtud_base_mss - _ip_overhead(c) - HEADER_SIZE, c.rcv.slot_size)
     c.pmtud_ack_size = size
     c.pmtud_ack_id = get_u32(buf + 4)
     return EV_WANT_TRANSMIT
@@ -1050,6 +1053,8 @@ cdef uint32_t _pmtud_on_ack(Conn* c, const uint8_t* buf, size_t length) noexcept
     c.cc.mss = size
     chunks_set_slot_size(&c.snd.store, c.payload_size)    # new chunks only: queued packets keep theirs
     c.snd.slot_size = c.snd.store.slot_size
+    buffer_scale_limits(&c.snd.limit, &c.snd.initial_limit, &c.snd.max_limit, c.snd.capacity,
+                        c.pmtud_base_mss - _ip_overhead(c) - HEADER_SIZE, c.payload_size)
     c.pmtud_probe = 0
     c.pmtud_tries = 0
     c.pmtud_deadline = 0

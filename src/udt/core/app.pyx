@@ -64,7 +64,7 @@ cdef ssize_t conn_write(Conn* c, const uint8_t* data, size_t length, int64_t ttl
         if c.snd.count + npk > c.snd.limit:
             sndbuf_note_window(&c.snd, _send_window(c))
             if c.snd.count == 0:            # one message larger than the limit: make room for it
-                c.snd.limit = buffer_grow_limit(c.snd.limit, npk, c.snd.capacity)
+                c.snd.limit = buffer_grow_limit(c.snd.limit, npk, c.snd.max_limit)
             if c.snd.count + npk > c.snd.limit:
                 return -ERR_NO_SEND_BUFFER
         msgno = c.snd.next_msgno

@@ -222,6 +222,23 @@ cdef inline int buffer_grow_limit(int limit, int64_t target, int capacity) noexc
     return <int>(target if target < capacity else capacity)
 
 
+cdef inline void buffer_scale_limits(int* limit, int* initial_limit, int* max_limit, int capacity,
+                                     int base_slot, int slot) noexcept nogil:
+    """The MSS grew from base_slot to slot bytes of payload: the limits in packets shrink so
+    that the bytes they stand for (UDT_SNDBUF/UDT_RCVBUF are bytes) stay what they were, never
+    below one chunk (path-MTU discovery only grows while a ring holds one at the new size)."""
+    cdef int64_t m = <int64_t>capacity * base_slot // slot
+    if m < BUFFER_CHUNK_PACKETS:
+        m = BUFFER_CHUNK_PACKETS
+    if m > capacity:
+        m = capacity
+    max_limit[0] = <int>m
+    if limit[0] > m:
+        limit[0] = <int>m
+    if initial_limit[0] > m:
+        initial_limit[0] = <int>m
+
+
 cdef inline int buffer_initial_limit(int initial, int default, int capacity) noexcept nogil:
     if initial <= 0:
         initial = default
@@ -235,6 +252,7 @@ cdef inline int sndbuf_alloc(SendBuffer* b, int capacity, int initial, int slot_
     """Set the ring up; no memory is taken until data is written."""
     chunks_init(&b.store, capacity, sizeof(SendSlot), slot_size)
     b.capacity = capacity
+    b.max_limit = capacity
     b.initial_limit = buffer_initial_limit(initial, INITIAL_SEND_PACKETS, capacity)
     b.limit = b.initial_limit
     b.slot_size = slot_size
@@ -294,7 +312,7 @@ cdef inline void sndbuf_release(SendBuffer* b, int64_t n) noexcept nogil:
 cdef inline void sndbuf_note_window(SendBuffer* b, int64_t window) noexcept nogil:
     """A writer found the buffer full: grow the limit to twice the send window if that asks
     for more (the unacknowledged window plus as much again queued keeps the pipe full)."""
-    b.limit = buffer_grow_limit(b.limit, 2 * window + BUFFER_CHUNK_PACKETS, b.capacity)
+    b.limit = buffer_grow_limit(b.limit, 2 * window + BUFFER_CHUNK_PACKETS, b.max_limit)
 
 
 cdef inline void sndbuf_idle_release(SendBuffer* b, int64_t now) noexcept nogil:
@@ -311,6 +329,7 @@ cdef inline int rcvbuf_alloc(RecvBuffer* b, int capacity, int initial, int slot_
     """Set the ring up; no memory is taken until data arrives."""
     chunks_init(&b.store, capacity, sizeof(RecvSlot), slot_size)
     b.capacity = capacity
+    b.max_limit = capacity
     b.initial_limit = buffer_initial_limit(initial, INITIAL_RECV_PACKETS, capacity)
     b.limit = b.initial_limit
     b.slot_size = slot_size
@@ -382,11 +401,11 @@ cdef inline void rcvbuf_autotune(RecvBuffer* b, int64_t now, int64_t interval,
         beyond = 0
     if now - b.tune_start >= interval:
         b.limit = buffer_grow_limit(b.limit, 2 * (b.tune_consumed + beyond) + BUFFER_CHUNK_PACKETS,
-                                    b.capacity)
+                                    b.max_limit)
         b.tune_start = now
         b.tune_consumed = 0
     elif 2 * beyond > b.limit:
-        b.limit = buffer_grow_limit(b.limit, 2 * beyond + BUFFER_CHUNK_PACKETS, b.capacity)
+        b.limit = buffer_grow_limit(b.limit, 2 * beyond + BUFFER_CHUNK_PACKETS, b.max_limit)
 
 
 cdef inline void rcvbuf_idle_release(RecvBuffer* b, int64_t now, int32_t next_expected) noexcept nogil:

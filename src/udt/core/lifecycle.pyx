@@ -17,7 +17,7 @@ from udt._core cimport (DEFAULT_BUFFER_PACKETS, DEFAULT_FLIGHT_FLAG_SIZE, DEFAUL
                         REQ_RENDEZVOUS_AGREEMENT, SOCK_TYPE_DGRAM, SOCK_TYPE_STREAM, STATE_CLOSED,
                         STATE_CLOSING, STATE_CONNECTED, STATE_CONNECTING, STATE_NONEXIST,
                         STATE_OPENED, UDT_VERSION, PMTUD_MAX_MSS, AcceptRequest, Conn, ConnOptions)
-from udt.core.buffers cimport rcvbuf_alloc, rcvbuf_free, sndbuf_alloc, sndbuf_free
+from udt.core.buffers cimport BUFFER_CHUNK_PACKETS, rcvbuf_alloc, rcvbuf_free, sndbuf_alloc, sndbuf_free
 from udt.core.cc cimport native_cc_ops
 from udt.core.hsext cimport (CAP_HALF_CLOSE, CAP_PMTUD, CAPS_LOCAL, HSEXT_MAGIC, HSEXT_MAX_SIZE,
                              hsext_add_max_mss, hsext_decode, hsext_encode, hsext_encode_crypto,
@@ -151,9 +151,15 @@ cdef void _pmtud_negotiate(Conn* c) noexcept nogil:
     cdef int top = c.opts.pmtud_max_mss
     c.pmtud_max = 0
     c.pmtud_base_mss = c.mss
+    cdef int64_t fits
     if c.peer_pmtud_max < top:
         top = c.peer_pmtud_max
-    if not (c.caps & CAP_PMTUD) or top <= c.mss:
+    # the rings' bytes (UDT_SNDBUF/UDT_RCVBUF) must hold a chunk of packets at the new size
+    fits = <int64_t>(c.snd.capacity if c.snd.capacity < c.rcv.capacity else c.rcv.capacity) \
+        * (c.mss - IP_UDP_OVERHEAD - HEADER_SIZE) // BUFFER_CHUNK_PACKETS + IP_UDP_OVERHEAD + HEADER_SIZE
+    if fits < top:
+        top = <int>fits
+    if not (c.caps & CAP_PMTUD) or top <= c.mss or not c.buffers_ready:
         c.caps &= ~(<uint32_t>CAP_PMTUD)
         return
     c.pmtud_max = top
