@@ -154,3 +154,22 @@ def test_buffers_in_bytes_bound_the_ceiling(packets, ceiling):
     got = transfer(net, c, s, DATA)
     assert sha(got) == sha(DATA)
     assert c.buffers["snd_limit"] * (c.mss - 44) <= packets * 1456 or c.buffers["snd_limit"] == 64
+
+
+def test_maxbw_stays_bytes_per_second_after_growth():
+    opts = dict(ON, max_bandwidth=2_000_000)
+    net, c, s = _pair(0, client=opts)
+    _settle(net, c, s)
+    assert c.mss == 65535
+    start = net.now
+    got = transfer(net, c, s, DATA)
+    assert sha(got) == sha(DATA)
+    assert (net.now - start) / 1e6 >= 0.9 * len(DATA) / 2_000_000
+
+
+def test_server_waits_for_the_client_before_probing():
+    net = Net(seed=9)
+    net.sent_log = []
+    net, c, s = connected_pair(net, client_options=ON, server_options=ON)
+    _settle(net, c, s)
+    assert s.pmtud["probes_lost"] == 0 and s.mss == 65535

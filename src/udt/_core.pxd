@@ -508,6 +508,7 @@ cdef struct Conn:
     int pmtud_tries             # copies of this size lost so far
     bint pmtud_probe_due        # send the probe now
     bint pmtud_done             # the search is over
+    bint pmtud_wait_peer        # server: the first probe waits for the client's first packet
     int64_t pmtud_deadline      # the probe in flight counts as lost at this time
     int pmtud_ack_size          # receiver: datagram size of the probe to confirm (0: none)
     uint32_t pmtud_ack_id

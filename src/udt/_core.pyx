@@ -486,6 +486,9 @@ cdef uint32_t conn_on_datagram(Conn* c, const uint8_t* buf, size_t length, int64
     if c.state != STATE_CONNECTING and not _is_live(c) and c.state != STATE_BROKEN:
         _invalid(c, INVALID_STATE)
         return 0
+    if c.pmtud_wait_peer and (get_u32(buf) >> 16) != 0x8000:   # anything but a handshake
+        c.pmtud_wait_peer = False
+        c.pmtud_probe_due = c.state == STATE_CONNECTED
     if get_u32(buf) & CONTROL_FLAG:
         if c.state == STATE_BROKEN:
             _invalid(c, INVALID_STATE)
@@ -1048,6 +1051,8 @@ cdef uint32_t _pmtud_on_ack(Conn* c, const uint8_t* buf, size_t length) noexcept
     if c.pmtud_probe == 0 or get_u32(buf + 4) != c.pmtud_probe_id or size != c.pmtud_probe:
         c.stats.late_packets += 1       # a second confirmation, or one for a size given up
         return 0
+    if c.cc.max_bw_period_us > 0:       # UDT_MAXBW stays bytes per second
+        c.cc.max_bw_period_us *= <double>size / <double>c.mss
     c.mss = size
     c.payload_size = size - _ip_overhead(c) - HEADER_SIZE
     c.cc.mss = size

@@ -163,7 +163,10 @@ cdef void _pmtud_negotiate(Conn* c) noexcept nogil:
         c.caps &= ~(<uint32_t>CAP_PMTUD)
         return
     c.pmtud_max = top
-    c.pmtud_probe_due = True
+    # a server waits for the client's first packet after the handshake: its probe must not reach
+    # a client still busy with the conclusion answer (lost probes would fail the size for good)
+    c.pmtud_wait_peer = c.is_server
+    c.pmtud_probe_due = not c.is_server
 
 
 cdef uint32_t _established(Conn* c, int64_t now, int32_t peer_isn, int peer_ffs, int mss) noexcept nogil:
@@ -310,7 +313,7 @@ cdef uint32_t conn_abort(Conn* c, int64_t now) noexcept nogil:
 cdef void conn_set_max_bandwidth(Conn* c, int64_t bytes_per_second) noexcept nogil:
     c.opts.max_bandwidth = bytes_per_second
     if bytes_per_second > 0:
-        c.cc.max_bw_period_us = 1e6 * <double>c.opts.mss / <double>bytes_per_second
+        c.cc.max_bw_period_us = 1e6 * <double>c.mss / <double>bytes_per_second  # c.mss: it may grow
     else:
         c.cc.max_bw_period_us = 0
 
