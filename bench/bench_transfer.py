@@ -122,7 +122,7 @@ def worker(*args: object) -> list[str]:
 
 
 def run_udt(
-    work: Path, *, memory: bool, source: Path, seconds: float, mss: int, python: str = sys.executable
+    work: Path, *, memory: bool, source: Path, seconds: float, mss: int | str, python: str = sys.executable
 ) -> tuple[float, int]:
     """One udt-send → udt-recv run; MB/s from the receiver's own timing (header to end record).
     ``python``: the interpreter whose udt runs both ends (``--baseline``: another build)."""
@@ -364,7 +364,8 @@ def _worker_main(args: list[str]) -> int:
 
 
 def table(rows: list[Row]) -> str:
-    udt_rows = [row for row in reversed(rows) if row.system.startswith("udt ")]  # the first udt row of a kind wins
+    # the first udt row of each kind wins: the fixed MSS, comparable with UDT4/SRT
+    udt_rows = [row for row in reversed(rows) if row.system.startswith("udt ")]
     reference = {row.kind: row.median for row in udt_rows if row.median}
     cpu_reference = {row.kind: row.cpu_median for row in udt_rows if row.cpu_median}
     head = (
@@ -403,7 +404,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--seconds", type=float, default=5.0, help="duration of timed runs: udt --mem, raw UDP, iperf3 (default 5)"
     )
-    parser.add_argument("--mss", type=int, default=1500, help="MSS for udt and UDT4 (default 1500)")
+    parser.add_argument(
+        "--mss",
+        type=int,
+        default=1500,
+        help="fixed MSS for udt and UDT4 (default 1500); the '--mss auto' rows discover the path's MTU",
+    )
     parser.add_argument("--quick", action="store_true", help="smoke run: 64 MiB, 1 run, 1 s")
     parser.add_argument("--only", help="comma-separated substrings: run only matching systems")
     parser.add_argument("--json", metavar="FILE", help="write the raw results here (for udt/tools/benchplot.py)")
@@ -432,6 +438,10 @@ def main(argv: list[str] | None = None) -> int:
                 lambda: run_udt(work, memory=False, source=source, seconds=args.seconds, mss=mss),
             ),
             (
+                Row("udt udt-send → udt-recv, --mss auto", "file", f"{args.size} file"),
+                lambda: run_udt(work, memory=False, source=source, seconds=args.seconds, mss="auto"),
+            ),
+            (
                 Row("srt-file-transmit (SRT file mode)", "file", f"{args.size} file"),
                 lambda: run_srt(work, source=source, size=size),
             ),
@@ -442,6 +452,10 @@ def main(argv: list[str] | None = None) -> int:
             (
                 Row("udt memory mode (--mem)", "memory", f"{args.seconds:g} s"),
                 lambda: run_udt(work, memory=True, source=source, seconds=args.seconds, mss=mss),
+            ),
+            (
+                Row("udt memory mode (--mem), --mss auto", "memory", f"{args.seconds:g} s"),
+                lambda: run_udt(work, memory=True, source=source, seconds=args.seconds, mss="auto"),
             ),
             (
                 Row("UDT4 via udt4py send/recv", "memory", f"{args.size}"),

@@ -42,6 +42,7 @@ class LinkProfile:
     jitter_us: int = 0
     rate_pps: float = 0.0  # bottleneck rate in packets/s (0 = infinite)
     queue_packets: int = 100  # bottleneck queue; overflow drops
+    mtu: int = 0  # path MTU (IP packet bytes, IPv4: datagram + 28); larger ones are dropped (0 = none)
 
 
 @dataclass
@@ -53,6 +54,7 @@ class _Direction:
     dropped: int = 0
     duplicated: int = 0
     delivered: int = 0
+    too_big: int = 0  # dropped for the path MTU
     reverse: bool = False  # takes the reverse profile (source address above the destination's)
 
 
@@ -163,6 +165,10 @@ class Net:
         d = self._direction(src, dst)
         p = d.profile
         r = d.rng
+        if p.mtu and len(data) + 28 > p.mtu:
+            d.dropped += 1
+            d.too_big += 1
+            return
         if p.burst_enter > 0:
             d.bad = (r.random() >= p.burst_exit) if d.bad else (r.random() < p.burst_enter)
             if d.bad:

@@ -80,6 +80,7 @@ UDT_RCVDATA = SocketOption.UDT_RCVDATA
 UDT_PEERIDLETIMEO = SocketOption.UDT_PEERIDLETIMEO
 UDT_CONNTIMEO = SocketOption.UDT_CONNTIMEO
 UDT_PASSPHRASE = SocketOption.UDT_PASSPHRASE
+UDT_PMTUD = SocketOption.UDT_PMTUD
 
 __all__ = [
     "__version__",
@@ -148,5 +149,6 @@ __all__ = [
     "UDT_RCVDATA",
     "UDT_PEERIDLETIMEO",
     "UDT_CONNTIMEO",
+    "UDT_PMTUD",
     "UDT_PASSPHRASE",
 ]

@@ -41,6 +41,9 @@ cdef enum:
     DEFAULT_FLIGHT_FLAG_SIZE = 65536  # caps, not allocations: 1 Gbit/s x 200 ms is ~17,000 packets
     DEFAULT_BUFFER_PACKETS = 65536
     MIN_FLIGHT_FLAG_SIZE = 32
+    PMTUD_MAX_MSS = 65535             # largest MSS discovery tries: an IPv4 packet (UDP 65507 + 28)
+    PMTUD_MAX_TRIES = 3               # copies of a probe lost before its size counts as too big
+    PMTUD_MIN_STEP = 512              # the search stops when it brackets the MTU this closely
     MAX_CONTROL_SIZE = 1500           # largest control datagram the engine emits (NAKs are capped)
     ACK_HISTORY_SIZE = 1024           # ACK numbers remembered for ACK2/RTT (UDT4's ACK window)
     ARRIVAL_WINDOW = 16               # receive-rate median window
@@ -221,6 +224,9 @@ cdef struct ConnOptions:
     uint8_t crypto_offer[32]
     int (*crypto_check)(void* user, const uint8_t* answer) noexcept nogil
     void* crypto_user
+    # path-MTU discovery (protocol.md §13): the largest MSS we accept (TLV 3 of the handshake
+    # extension; the rings' slots are sized for it when both sides offer it); 0 = off
+    int pmtud_max_mss
 
 
 # ---------------------------------------------------------------------------------------------
@@ -252,6 +258,11 @@ cdef struct ChunkStore:
     uint8_t** chunks            # directory (NULL while nothing was ever stored); NULL = no chunk
     uint8_t** spare             # released chunks, reused before any malloc
     uint32_t* used              # slots in use per chunk
+    int32_t* sizes              # payload bytes per slot of each chunk (what it was made with)
+    int slot_size               # the size new chunks get (path-MTU discovery raises it)
+    uint8_t* retired            # chunks too small since the MSS grew, linked through their first
+                                # word; freed with the spares (a burst may still point into one)
+    int retired_count
     int nchunks
     int spare_count
     int meta_bytes              # per-chunk slot metadata, then the payloads
@@ -264,7 +275,8 @@ cdef struct SendBuffer:
     # (udt/core/buffers.pxd): memory follows what is queued, not the configured maximum.
     ChunkStore store
     int capacity                # the configured maximum (UDT_SNDBUF), packets
-    int limit                   # what a writer may queue now (autotuned, <= capacity)
+    int limit                   # what a writer may queue now (autotuned, <= max_limit)
+    int max_limit               # capacity, less once the MSS grew: UDT_SNDBUF stays in bytes
     int initial_limit           # where the limit starts and returns to after idle
     int slot_size
     int head                    # slot of the oldest unacknowledged packet
@@ -284,7 +296,8 @@ cdef struct RecvBuffer:
     # in chunks like the send ring; a slot whose chunk is absent is empty.
     ChunkStore store
     int capacity                # the configured maximum (min(UDT_RCVBUF, UDT_FC)), packets
-    int limit                   # what we advertise room for now (autotuned, <= capacity)
+    int limit                   # what we advertise room for now (autotuned, <= max_limit)
+    int max_limit               # capacity, less once the MSS grew: UDT_RCVBUF stays in bytes
     int initial_limit
     int slot_size
     int head                    # slot of read_seq
@@ -485,6 +498,24 @@ cdef struct Conn:
     bint peer_eof               # the peer shut its sending side: reads end with EOF, we may send
     bint eof_ack_due            # answer the peer's EOF (every copy, the answer may be lost)
     int32_t eof_ack_seq         # the sequence number that EOF carried
+    # --- path-MTU discovery (CAP_PMTUD and both TLV 3: protocol.md §13, _core.pyx) ---
+    int peer_pmtud_max          # the peer's TLV 3 (0: it offered none)
+    int pmtud_max               # negotiated ceiling: min of both (0: discovery off)
+    int pmtud_base_mss          # the handshake's MSS: the floor, and the fallback
+    int pmtud_fail              # smallest size whose probes were lost (0: none yet)
+    int pmtud_probe             # size of the probe in flight (0: none)
+    uint32_t pmtud_probe_id
+    int pmtud_tries             # copies of this size lost so far
+    bint pmtud_probe_due        # send the probe now
+    bint pmtud_done             # the search is over
+    bint pmtud_wait_peer        # server: the first probe waits for the client's first packet
+    int64_t pmtud_deadline      # the probe in flight counts as lost at this time
+    int pmtud_ack_size          # receiver: datagram size of the probe to confirm (0: none)
+    uint32_t pmtud_ack_id
+    bint pmtud_probe_out        # a probe just left conn_next_datagram_zc: the multiplexer sends
+                                # it last in its burst, with DF (Channel.c_probe_mode), and clears this
+    int64_t pmtud_probes_sent
+    int64_t pmtud_probes_lost
     # --- stats ---
     Stats stats
     Stats stats_at_clear        # totals at the last clear (interval = total - this)
@@ -549,6 +580,7 @@ cdef struct AcceptRequest:
     uint32_t peer_caps          # its capability bits
     bint crypto_offered         # the conclusion carried a key-exchange TLV (protocol.md §12)
     uint8_t crypto_offer[32]
+    int peer_pmtud_max          # its TLV 3: the largest MSS it accepts (0: no discovery)
 
 # Listener decision codes.
 cdef enum ListenerVerdict:

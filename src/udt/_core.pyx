@@ -15,7 +15,9 @@ from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t
 from libc.string cimport memcpy, memmove
 
 from udt.core.buffers cimport (FRONTIER_PASSED_MESSAGE_END, RSLOT_DROPPED, RSLOT_EMPTY,
-                               RSLOT_FILLED, rcvbuf_advance_frontier, rcvbuf_autotune,
+                               RSLOT_FILLED, buffer_scale_limits, chunks_set_slot_size, chunks_slot_size,
+                               chunks_upgrade,
+                               rcvbuf_advance_frontier, rcvbuf_autotune,
                                rcvbuf_idle_release, rcvbuf_index, rcvbuf_message_complete,
                                rcvbuf_note_arrival, rcvbuf_payload, rcvbuf_slot, rcvbuf_state,
                                rcvbuf_take, sndbuf_idle_release, sndbuf_index, sndbuf_payload,
@@ -35,7 +37,8 @@ from udt.core.connutil cimport (HANDSHAKE_RETRY_US, MAX_NAK_WORDS, MAX_PACING_LA
                                 _min_time, _nak_interval, _pacing_period, _peer_alive,
                                 _rcv_available, _rtt_update, _timestamp)
 from udt.core.lifecycle cimport conn_on_handshake, conn_rendezvous_complete
-from udt.core.hsext cimport (CAP_HALF_CLOSE, CAPS_LOCAL, EXT_EOF, EXT_EOF_ACK, HSEXT_MAGIC,
+from udt.core.hsext cimport (CAP_HALF_CLOSE, CAP_PMTUD, CAPS_LOCAL, EXT_EOF, EXT_EOF_ACK,
+                             EXT_PMTU_ACK, EXT_PMTU_PROBE, HSEXT_MAGIC, hsext_add_max_mss,
                              hsext_encode, hsext_encode_crypto)
 from udt.core.rate cimport _link_capacity, _receive_rate, _record_arrival
 
@@ -329,6 +332,11 @@ cdef uint32_t _on_control(Conn* c, const uint8_t* buf, size_t length, int64_t no
         return EV_PEER_ERROR | EV_READABLE | EV_WRITABLE
     if ctrl_type == PKT_USER_DEFINED:
         _peer_alive(c, now)
+        if c.caps & CAP_PMTUD:
+            if (get_u32(buf) & 0xFFFF) == EXT_PMTU_PROBE:
+                return _pmtud_on_probe(c, buf, length)
+            if (get_u32(buf) & 0xFFFF) == EXT_PMTU_ACK:
+                return _pmtud_on_ack(c, buf, length)
         if c.caps & CAP_HALF_CLOSE and length >= HEADER_SIZE + 4:
             if (get_u32(buf) & 0xFFFF) == EXT_EOF:
                 return _on_peer_eof(c, <int32_t>(get_u32(buf + 4) & SEQ_MAX))
@@ -420,6 +428,10 @@ cdef uint32_t _on_data(Conn* c, const uint8_t* buf, size_t length, int64_t now) 
     if rcvbuf_state(&c.rcv, idx) != RSLOT_EMPTY:
         c.stats.duplicate_packets += 1
         return ev
+    if (<int>payload > chunks_slot_size(&c.rcv.store, idx)      # a chunk from before the MSS grew
+            and chunks_upgrade(&c.rcv.store, idx) < 0):
+        _invalid(c, INVALID_BUFFER_FULL)
+        return ev
     slot = rcvbuf_take(&c.rcv, idx)
     if slot == NULL:                            # out of memory: as if the buffer were full
         _invalid(c, INVALID_BUFFER_FULL)
@@ -474,6 +486,9 @@ cdef uint32_t conn_on_datagram(Conn* c, const uint8_t* buf, size_t length, int64
     if c.state != STATE_CONNECTING and not _is_live(c) and c.state != STATE_BROKEN:
         _invalid(c, INVALID_STATE)
         return 0
+    if c.pmtud_wait_peer and (get_u32(buf) >> 16) != 0x8000:   # anything but a handshake
+        c.pmtud_wait_peer = False
+        c.pmtud_probe_due = c.state == STATE_CONNECTED
     if get_u32(buf) & CONTROL_FLAG:
         if c.state == STATE_BROKEN:
             _invalid(c, INVALID_STATE)
@@ -609,6 +624,9 @@ cdef ssize_t _next_control(Conn* c, int64_t now, uint8_t* out, size_t cap) noexc
                 n += <ssize_t>hsext_encode_crypto(out + n, CAPS_LOCAL, c.opts.crypto_offer)  # §12
             elif c.rendezvous or (hs.req_type == REQ_CONCLUSION and c.hs_ext_seen):
                 n += <ssize_t>hsext_encode(out + n, CAPS_LOCAL)
+            if n > HANDSHAKE_SIZE:      # our trailer: discovery's TLV 3 when it is on (§13)
+                n = HANDSHAKE_SIZE + <ssize_t>hsext_add_max_mss(out + HANDSHAKE_SIZE, <size_t>(n - HANDSHAKE_SIZE),
+                                                                <uint32_t>c.opts.pmtud_max_mss)
             return n
         return 0
     if c.hs_reply_due:
@@ -670,6 +688,11 @@ cdef ssize_t _next_control(Conn* c, int64_t now, uint8_t* out, size_t cap) noexc
         put_header(out, control_word0(PKT_USER_DEFINED, EXT_EOF), <uint32_t>c.snd_next_seq, 0,
                    c.peer_socket_id)
         put_u32(out + 16, 0)
+        return 20
+    if c.pmtud_ack_size > 0:            # confirm the peer's probe (§13)
+        put_header(out, control_word0(PKT_USER_DEFINED, EXT_PMTU_ACK), c.pmtud_ack_id, 0, c.peer_socket_id)
+        put_u32(out + 16, <uint32_t>c.pmtud_ack_size)
+        c.pmtud_ack_size = 0
         return 20
     if c.keepalive_due:
         c.keepalive_due = False
@@ -792,6 +815,10 @@ cdef ssize_t conn_next_datagram_zc(Conn* c, int64_t now, uint8_t* out, size_t ca
     n = _next_control(c, now, out, cap)
     if n != 0:
         return n
+    if c.pmtud_probe_due and c.state == STATE_CONNECTED:
+        n = _pmtud_emit(c, now, out, payload, payload_len)
+        if n != 0:
+            return n
     # message drop requests created while choosing data go out before the data
     n = _next_data(c, now, out, cap, payload, payload_len)
     if n == 0 and c.pending_drop_count > 0:
@@ -806,6 +833,8 @@ cdef ssize_t conn_next_datagram(Conn* c, int64_t now, uint8_t* out, size_t cap) 
     if cap < <size_t>c.mss:
         return -ERR_NO_SEND_BUFFER
     n = conn_next_datagram_zc(c, now, out, cap, &payload, &payload_len)
+    if n > 0 and <size_t>n + payload_len > cap:
+        return -ERR_NO_SEND_BUFFER      # a probe larger than the caller's buffer: counts as lost
     if n > 0 and payload_len > 0:
         memcpy(out + n, payload, payload_len)
         n += <ssize_t>payload_len
@@ -817,7 +846,7 @@ cdef inline bint _control_pending(Conn* c) noexcept nogil:
         return False
     return (c.hs_reply_due or c.pending_ack2_count > 0 or c.full_ack_due or c.light_ack_due
             or c.pending_nak_count > 0 or c.nak_report_due or c.pending_drop_count > 0
-            or c.keepalive_due or c.eof_ack_due)
+            or c.keepalive_due or c.eof_ack_due or c.pmtud_ack_size > 0)
 
 
 cdef int64_t conn_next_send_time(Conn* c, int64_t now) noexcept nogil:
@@ -830,7 +859,7 @@ cdef int64_t conn_next_send_time(Conn* c, int64_t now) noexcept nogil:
         if c.shutdown_due > 0:
             return c.shutdown_next_time if c.shutdown_next_time > now else now
         return -1
-    if _control_pending(c):
+    if _control_pending(c) or (c.pmtud_probe_due and c.state == STATE_CONNECTED):
         return now
     if not _is_live(c) or not c.buffers_ready:
         return -1
@@ -859,6 +888,8 @@ cdef int64_t conn_next_timer(Conn* c) noexcept nogil:
     if c.rcv_loss.count > 0:
         t = _min_time(t, c.next_nak_time)
     t = _min_time(t, _exp_deadline(c))
+    if c.pmtud_deadline > 0:
+        t = _min_time(t, c.pmtud_deadline)
     t = _min_time(t, c.last_peer_activity + c.opts.broken_timeout_us + 1)
     if c.state == STATE_CLOSING:
         t = _min_time(t, c.linger_deadline)
@@ -911,6 +942,8 @@ cdef uint32_t conn_on_timer(Conn* c, int64_t now) noexcept nogil:
         c.nak_report_due = True
         c.next_nak_time = now + _nak_interval(c)
         ev |= EV_WANT_TRANSMIT
+    if c.pmtud_deadline > 0 and now >= c.pmtud_deadline:
+        ev |= _pmtud_on_timeout(c)
     if now >= _exp_deadline(c):
         if c.snd.count > 0:
             if c.snd_curr_seq != seq_dec(c.snd_una) and c.snd_loss.count == 0:
@@ -932,3 +965,116 @@ cdef uint32_t conn_on_timer(Conn* c, int64_t now) noexcept nogil:
         c.last_rsp_time = now
         ev |= EV_WANT_TRANSMIT
     return ev
+
+
+# ---------------------------------------------------------------------------------------------
+# Path-MTU discovery (protocol.md §13; RFC 8899's packetization-layer PMTUD).  Negotiated in
+# the handshake (lifecycle._pmtud_negotiate sets pmtud_max and sizes the rings' slots for it);
+# one probe in flight at a time, confirmed by the peer's EXT_PMTU_ACK, lost after
+# RTT + 4·RTTVar + SYN; PMTUD_MAX_TRIES lost copies mark the size too big.  Probes are not data:
+# their loss is no congestion signal and they take no sequence number.  The search tries the
+# ceiling first (loopback, a jumbo LAN: one round trip), then 9000, then halves the interval
+# between the confirmed MSS and the smallest failure until it is below PMTUD_MIN_STEP.  Only new
+# packets take the new size: what the send buffer holds keeps its length, retransmissions too.
+# ---------------------------------------------------------------------------------------------
+cdef uint8_t _PMTUD_PAD[65536]          # a probe's padding (zeros), sent by pointer
+
+
+cdef inline int _ip_overhead(Conn* c) noexcept nogil:
+    return IP_UDP_OVERHEAD_V6 if c.is_ipv6 else IP_UDP_OVERHEAD
+
+
+cdef int _pmtud_next_size(Conn* c) noexcept nogil:
+    """The next candidate MSS, or 0 when the search is over."""
+    cdef int lo = c.mss
+    cdef int hi = c.pmtud_fail if c.pmtud_fail > 0 else c.pmtud_max + 1
+    cdef int mid
+    if lo >= c.pmtud_max or hi - lo <= 1:
+        return 0
+    if c.pmtud_fail == 0:
+        return c.pmtud_max
+    if lo < 9000 < hi and hi - lo > PMTUD_MIN_STEP:
+        return 9000
+    if hi - lo <= PMTUD_MIN_STEP:
+        return 0
+    mid = (lo + hi) // 2
+    return mid & ~3
+
+
+cdef ssize_t _pmtud_emit(Conn* c, int64_t now, uint8_t* out, const uint8_t** payload,
+                         size_t* payload_len) noexcept nogil:
+    """The probe (a copy of the current candidate), padded to its size by pointer."""
+    cdef int datagram
+    c.pmtud_probe_due = False
+    if c.pmtud_probe == 0:
+        c.pmtud_probe = _pmtud_next_size(c)
+        c.pmtud_tries = 0
+        c.pmtud_probe_id += 1
+        if c.pmtud_probe == 0:
+            c.pmtud_done = True
+            return 0
+    datagram = c.pmtud_probe - _ip_overhead(c)
+    put_header(out, control_word0(PKT_USER_DEFINED, EXT_PMTU_PROBE), c.pmtud_probe_id,
+               _timestamp(c, now), c.peer_socket_id)
+    payload[0] = _PMTUD_PAD
+    payload_len[0] = <size_t>(datagram - HEADER_SIZE)
+    c.pmtud_deadline = now + c.rtt_us + 4 * c.rttvar_us + SYN_US
+    c.pmtud_probes_sent += 1
+    c.pmtud_probe_out = True
+    return HEADER_SIZE
+
+
+cdef uint32_t _pmtud_on_probe(Conn* c, const uint8_t* buf, size_t length) noexcept nogil:
+    """The peer's probe: confirm its size (up to what we accept)."""
+    cdef int size = <int>length + _ip_overhead(c)
+    if c.pmtud_max == 0 or size > c.pmtud_max or length < <size_t>HEADER_SIZE + 4:
+        _invalid(c, INVALID_LENGTH)
+        return 0
+    # packets this large may follow: new receive chunks get slots for them (older ones are
+    # moved to bigger slots when such a packet lands in them)
+    chunks_set_slot_size(&c.rcv.store, size - _ip_overhead(c) - HEADER_SIZE)
+    c.rcv.slot_size = c.rcv.store.slot_size
+    buffer_scale_limits(&c.rcv.limit, &c.rcv.initial_limit, &c.rcv.max_limit, c.rcv.capacity,
+                        c.pmtud_base_mss - _ip_overhead(c) - HEADER_SIZE, c.rcv.slot_size)
+    c.pmtud_ack_size = size
+    c.pmtud_ack_id = get_u32(buf + 4)
+    return EV_WANT_TRANSMIT
+
+
+cdef uint32_t _pmtud_on_ack(Conn* c, const uint8_t* buf, size_t length) noexcept nogil:
+    """The peer received our probe: new packets may be that large."""
+    cdef int size
+    if length < <size_t>HEADER_SIZE + 4:
+        _invalid(c, INVALID_LENGTH)
+        return 0
+    size = <int>get_u32(buf + HEADER_SIZE)
+    if c.pmtud_probe == 0 or get_u32(buf + 4) != c.pmtud_probe_id or size != c.pmtud_probe:
+        c.stats.late_packets += 1       # a second confirmation, or one for a size given up
+        return 0
+    if c.cc.max_bw_period_us > 0:       # UDT_MAXBW stays bytes per second
+        c.cc.max_bw_period_us *= <double>size / <double>c.mss
+    c.mss = size
+    c.payload_size = size - _ip_overhead(c) - HEADER_SIZE
+    c.cc.mss = size
+    chunks_set_slot_size(&c.snd.store, c.payload_size)    # new chunks only: queued packets keep theirs
+    c.snd.slot_size = c.snd.store.slot_size
+    buffer_scale_limits(&c.snd.limit, &c.snd.initial_limit, &c.snd.max_limit, c.snd.capacity,
+                        c.pmtud_base_mss - _ip_overhead(c) - HEADER_SIZE, c.payload_size)
+    c.pmtud_probe = 0
+    c.pmtud_tries = 0
+    c.pmtud_deadline = 0
+    c.pmtud_probe_due = True            # the next candidate, if any
+    return EV_WANT_TRANSMIT | EV_WRITABLE
+
+
+cdef uint32_t _pmtud_on_timeout(Conn* c) noexcept nogil:
+    """The probe in flight is lost: again, or this size is too big for the path."""
+    c.pmtud_deadline = 0
+    c.pmtud_probes_lost += 1
+    c.pmtud_tries += 1
+    if c.pmtud_tries >= PMTUD_MAX_TRIES:
+        if c.pmtud_fail == 0 or c.pmtud_probe < c.pmtud_fail:
+            c.pmtud_fail = c.pmtud_probe
+        c.pmtud_probe = 0
+    c.pmtud_probe_due = True
+    return EV_WANT_TRANSMIT

@@ -926,6 +926,8 @@ cdef int fill_options(core.ConnOptions* opts, object config) except -1:
         if opts.mss < core.MIN_MSS:
             raise error_from_code(ErrorCode.BAD_PARAMETER,
                                   f"UDT_MSS must be at least {core.MIN_MSS + SEAL_OVERHEAD} with a passphrase")
+    if config.pmtud:  # the most a UDP datagram holds (protocol.md §13), less the seal
+        opts.pmtud_max_mss = core.PMTUD_MAX_MSS - (SEAL_OVERHEAD if config.passphrase else 0)
     return 0
 
 

@@ -52,6 +52,7 @@ cdef struct BurstArea:
     uint8_t* seal_in             # [limit * seal_slot] a burst in clear, packets contiguous
     uint8_t* seal_out            # [limit * seal_slot] ... sealed
     size_t seal_len[SEND_BURST]
+    bint probe                   # this burst ends with a path-MTU probe (protocol.md §13): sent with DF
 
 
 cdef struct ClosedConn:

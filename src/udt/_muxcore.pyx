@@ -170,8 +170,9 @@ cdef int burst_take(BurstArea* a, MuxConn* mc, int64_t now) noexcept nogil:
     cdef CSendBatch* batch = a.batch
     send_batch_clear(batch)
     a.sealing = 0
+    a.probe = False
     if mc.crypto != NULL:
-        need = <size_t>(mc.conn.mss if mc.conn.mss > core.MAX_CONTROL_SIZE else core.MAX_CONTROL_SIZE) + 64
+        need = <size_t>max(mc.conn.mss, mc.conn.pmtud_max, core.MAX_CONTROL_SIZE) + 64  # probes too
         if a.seal_slot < need and _grow_seal_area(a, need) != 0:
             a.sealing = -1
             return -1
@@ -196,6 +197,10 @@ cdef int burst_take(BurstArea* a, MuxConn* mc, int64_t now) noexcept nogil:
             send_batch_add_pair(batch, header, <size_t>length, payload, payload_length)
         else:
             send_batch_add(batch, header, <size_t>length)
+        if mc.conn.pmtud_probe_out:  # last in the burst: it may fail alone (EMSGSIZE)
+            mc.conn.pmtud_probe_out = False
+            a.probe = True
+            break
     k = a.sealing - 1 if a.sealing > 0 else batch.count
     if k > 0:
         mc.tx_inflight = 1
@@ -225,7 +230,11 @@ cdef int burst_send(MuxCore* m, Channel channel, BurstArea* a, MuxConn* mc,
             send_batch_add(batch, sealed, <size_t>n)
     if batch.count == 0:
         return 0
+    if a.probe:  # path-MTU probe: DF for this burst only (protocol.md §13)
+        channel.c_probe_mode(True)
     sent = channel.c_send_batch(batch, wait_us)
+    if a.probe:
+        channel.c_probe_mode(False)
     if sent < 0:
         mux_count(&m.send_errors, 1)
     else:

@@ -13,7 +13,9 @@ from libc.stdint cimport int64_t, uint64_t
 from libc.string cimport memset
 
 from udt._addr cimport address_from_sockaddr, sockaddr_from_address
-from udt._sys cimport (AF_UNSPEC, C_POLLIN, EFD_CLOEXEC, EFD_NONBLOCK, SIOCOUTQ, SO_RCVBUF,
+from udt._sys cimport (AF_INET6, AF_UNSPEC, C_POLLIN, IP_MTU_DISCOVER, IP_PMTUDISC_PROBE,
+                       IPPROTO_IP, IPPROTO_IPV6, IPV6_MTU_DISCOVER, IPV6_PMTUDISC_PROBE,
+                       EFD_CLOEXEC, EFD_NONBLOCK, SIOCOUTQ, SO_RCVBUF,
                        SO_RCVBUFFORCE, SO_SNDBUF, SO_SNDBUFFORCE, SOL_SOCKET, bind, check, close,
                        connect, eventfd, get_int_option, getpeername, getsockname, getsockopt,
                        ioctl, poll, pollfd, raise_errno, read, set_int_option, setsockopt,
@@ -67,6 +69,32 @@ cdef class UdpSocket:
             self.c_release()
             return -EBADF
         return 0
+
+    cdef int c_probe_mode(self, bint probe) noexcept nogil:
+        """Path-MTU probes (protocol.md §13) leave with IP_PMTUDISC_PROBE: DF set, never
+        fragmented, the kernel's path-MTU cache ignored; after them the socket goes back to the
+        mode it had (Linux's default fragments what exceeds the route's MTU, which a fixed
+        UDT_MSS above it relies on).  Best effort: 0, or -errno."""
+        cdef int rc = self.c_acquire()
+        cdef int value
+        if rc < 0:
+            return rc
+        if self._pmtudisc_v4 == 0:          # first use: remember the socket's modes
+            self._pmtudisc_v4 = -1
+            self._pmtudisc_v6 = -1
+            if get_int_option(self.fd, IPPROTO_IP, IP_MTU_DISCOVER, &value) == 0:
+                self._pmtudisc_v4 = value + 1
+            if self.family == AF_INET6 and get_int_option(self.fd, IPPROTO_IPV6, IPV6_MTU_DISCOVER,
+                                                          &value) == 0:
+                self._pmtudisc_v6 = value + 1
+        if self._pmtudisc_v4 > 0:           # (stored + 1: 0 means not read yet)
+            rc = set_int_option(self.fd, IPPROTO_IP, IP_MTU_DISCOVER,
+                                IP_PMTUDISC_PROBE if probe else self._pmtudisc_v4 - 1)
+        if self._pmtudisc_v6 > 0:
+            rc = set_int_option(self.fd, IPPROTO_IPV6, IPV6_MTU_DISCOVER,
+                                IPV6_PMTUDISC_PROBE if probe else self._pmtudisc_v6 - 1)
+        self.c_release()
+        return rc
 
     cdef void c_release(self) noexcept nogil:
         if udt_atomic_add(&self._users, -1) == 0 and udt_atomic_load(&self._closed):

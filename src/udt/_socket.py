@@ -545,6 +545,8 @@ class socket:
                 if canonical > limit:  # protocol.md §8: RCVBUF ≤ FC packets
                     canonical = limit
             self._options[opt] = canonical
+            if opt == SocketOption.UDT_MSS:  # a fixed MSS: no discovery (UDT_PMTUD may turn it back on)
+                self._options[SocketOption.UDT_PMTUD] = False
             if opt == SocketOption.UDT_SNDTIMEO:
                 self._send_timeout = None if canonical < 0 else canonical / 1000.0
             elif opt == SocketOption.UDT_RCVTIMEO:

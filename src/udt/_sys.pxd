@@ -84,8 +84,13 @@ cdef extern from "<sys/socket.h>" nogil:
 
 cdef extern from "<netinet/in.h>" nogil:
     enum:
+        IPPROTO_IP
         IPPROTO_UDP
         IPPROTO_IPV6
+        IP_MTU_DISCOVER             # path-MTU discovery's probes go out with DF (_sock.pyx)
+        IP_PMTUDISC_PROBE
+        IPV6_MTU_DISCOVER
+        IPV6_PMTUDISC_PROBE
         INET_ADDRSTRLEN
         INET6_ADDRSTRLEN
 

@@ -40,7 +40,7 @@ from udt.core.packet cimport (AF_INET6_VALUE, AF_INET_VALUE, CONTROL_FLAG, MSG_I
                               handshake_decode, handshake_encode, msg_word, put_header)
 from udt.core.seq cimport SEQ_MAX, msgno_inc, seq_add, seq_cmp, seq_off
 from udt.core.siphash cimport siphash24
-from udt.core.hsext cimport CAP_HALF_CLOSE, CAPS_LOCAL, HSEXT_SIZE, hsext_decode, hsext_encode
+from udt.core.hsext cimport CAP_HALF_CLOSE, CAP_PMTUD, CAPS_LOCAL, HSEXT_SIZE, hsext_decode, hsext_encode
 
 from udt._core import INVALID_REASONS
 
@@ -153,7 +153,7 @@ cdef class Endpoint:
                   int buf_initial=0,
                   int64_t broken_timeout_us=0, int64_t linger_us=3000000,
                   int64_t msg_ttl_us=-1, int64_t max_bandwidth=-1, uint64_t seed=1,
-                  object cc=None, int64_t connect_timeout_us=0):
+                  object cc=None, int64_t connect_timeout_us=0, int pmtud_max_mss=0):
         cdef ConnOptions opts
         conn_options_default(&opts)
         opts.mss = mss
@@ -170,6 +170,7 @@ cdef class Endpoint:
         opts.max_bandwidth = max_bandwidth
         opts.random_seed = seed
         opts.connect_timeout_us = connect_timeout_us
+        opts.pmtud_max_mss = pmtud_max_mss
         if isinstance(cc, str):
             opts.cc_ops = native_cc_by_name(cc)
             if opts.cc_ops == NULL:
@@ -317,6 +318,17 @@ cdef class Endpoint:
     def mss(self): return self.c.mss
     @property
     def payload_size(self): return self.c.payload_size
+
+    @property
+    def pmtud(self):
+        """Path-MTU discovery's state (protocol.md §13)."""
+        return {
+            "max": self.c.pmtud_max, "base": self.c.pmtud_base_mss, "fail": self.c.pmtud_fail,
+            "probe": self.c.pmtud_probe, "done": bool(self.c.pmtud_done),
+            "probes_sent": self.c.pmtud_probes_sent, "probes_lost": self.c.pmtud_probes_lost,
+            "peer_max": self.c.peer_pmtud_max, "slot_size": self.c.snd.slot_size,
+        }
+
     @property
     def rtt_us(self): return self.c.rtt_us
     @property
@@ -542,7 +554,7 @@ STATES = {"INIT": STATE_INIT, "OPENED": STATE_OPENED, "LISTENING": STATE_LISTENI
           "CONNECTING": STATE_CONNECTING, "CONNECTED": STATE_CONNECTED, "BROKEN": STATE_BROKEN,
           "CLOSING": STATE_CLOSING, "CLOSED": STATE_CLOSED, "NONEXIST": STATE_NONEXIST}
 LISTENER_VERDICTS = {"DROP": LISTENER_DROP, "REPLY": LISTENER_REPLY, "ACCEPT": LISTENER_ACCEPT}
-CAPS = {"HALF_CLOSE": CAP_HALF_CLOSE, "LOCAL": CAPS_LOCAL}
+CAPS = {"HALF_CLOSE": CAP_HALF_CLOSE, "PMTUD": CAP_PMTUD, "LOCAL": CAPS_LOCAL}
 # The C enum of invalid reasons by its C names: tests pin it to udt._core.INVALID_REASONS.
 INVALID_ENUM = {
     "INVALID_TOO_SHORT": INVALID_TOO_SHORT, "INVALID_CONTROL_TYPE": INVALID_CONTROL_TYPE,

@@ -43,6 +43,8 @@ class ConnectionConfiguration:
     #: A native congestion control's name (udt.cc.available()), else a class or factory
     #: (``UDT_CC``); None means udt.cc.DEFAULT_CC.
     congestion_control: str | Callable[[], Any] | None = _option(SocketOption.UDT_CC)
+    #: Path-MTU discovery between udt peers (``UDT_PMTUD``): the MSS grows from ``mss``.
+    pmtud: bool = _option(SocketOption.UDT_PMTUD)
     #: Shared secret: encrypt and authenticate every packet (``UDT_PASSPHRASE``); None: plaintext.
     passphrase: str | None = field(default=None, repr=False, metadata={"option": SocketOption.UDT_PASSPHRASE})
 

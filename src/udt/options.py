@@ -99,6 +99,7 @@ class SocketOption(IntEnum):
     UDT_PEERIDLETIMEO = 100  # ms of silence after which the connection counts as broken
     UDT_CONNTIMEO = 101  # ms a client/server connect may take (rendezvous: ×10)
     UDT_PASSPHRASE = 102  # str: encrypt and authenticate every packet (protocol.md §12)
+    UDT_PMTUD = 103  # bool: path-MTU discovery between udt peers (protocol.md §13)
 
 
 class SocketState(IntEnum):
@@ -336,6 +337,14 @@ OPTION_SPECS: dict[SocketOption, OptionSpec] = {
             Phase.ANYTIME,
             _range(100, 3_600_000),
             "how long a client/server connect waits for the peer, ms (rendezvous: ×10)",
+        ),
+        OptionSpec(
+            Opt.UDT_PMTUD,
+            "bool",
+            True,
+            Phase.BEFORE_CONNECT,
+            None,
+            "path-MTU discovery between udt peers (grows the MSS from UDT_MSS); setting UDT_MSS turns it off",
         ),
     )
 }

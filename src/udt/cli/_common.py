@@ -135,8 +135,15 @@ def parse_count(text: str) -> int:
     return int(text)
 
 
+MSS_AUTO = 0
+"""What ``--mss auto`` parses to: path-MTU discovery (``UDT_PMTUD``), the default between udt peers."""
+
+
 def parse_mss(text: str) -> int:
-    """UDT's MSS counts the whole IP packet (protocol.md §8); the limits are ``udt.options``'."""
+    """UDT's MSS counts the whole IP packet (protocol.md §8); the limits are ``udt.options``'.
+    ``auto`` is MSS_AUTO: discover the path's MTU; a number fixes the MSS."""
+    if text == "auto":
+        return MSS_AUTO
     if not text.isdigit() or not MIN_MSS <= int(text) <= MAX_MSS:
         raise ValueError(f"invalid MSS {text!r}: an integer from {MIN_MSS} to {MAX_MSS} (bytes per IP packet)")
     return int(text)
@@ -161,8 +168,9 @@ def add_transport_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--mss",
         type=argtype(parse_mss),
-        metavar="BYTES",
-        help="UDT maximum segment size, whole IP packet (default 1500)",
+        metavar="BYTES|auto",
+        help="UDT maximum segment size, whole IP packet (fixed); auto (the default): start at 1500 "
+        "and grow to the path's MTU between udt peers",
     )
     parser.add_argument(
         "--cc",
@@ -219,7 +227,9 @@ def new_socket(
     try:
         if passphrase is not None:
             sock.setsockopt(SocketOption.UDT_PASSPHRASE, passphrase)
-        if mss is not None:
+        if mss == MSS_AUTO:
+            sock.setsockopt(SocketOption.UDT_PMTUD, True)
+        elif mss is not None:
             sock.setsockopt(SocketOption.UDT_MSS, mss)
         if max_bw is not None:
             sock.setsockopt(SocketOption.UDT_MAXBW, max_bw)

@@ -10,7 +10,7 @@ from udt._core cimport (BOUNDARY_FIRST, BOUNDARY_LAST, BOUNDARY_MIDDLE, BOUNDARY
                         ERR_NO_SEND_BUFFER, SOCK_TYPE_DGRAM, SOCK_TYPE_STREAM, STATE_BROKEN,
                         STATE_CLOSED, STATE_CLOSING, STATE_CONNECTED, Conn, RecvBuffer, RecvSlot,
                         SendSlot)
-from udt.core.buffers cimport (RSLOT_FILLED, RSLOT_TAKEN, buffer_grow_limit, rcvbuf_consume_head,
+from udt.core.buffers cimport (RSLOT_FILLED, RSLOT_TAKEN, buffer_grow_limit, chunks_slot_size, rcvbuf_consume_head,
                                rcvbuf_index, rcvbuf_payload, rcvbuf_slot, rcvbuf_state,
                                chunks_unuse, sndbuf_append, sndbuf_index, sndbuf_note_window, sndbuf_payload,
                                sndbuf_slot)
@@ -23,6 +23,13 @@ from udt.core.seq cimport msgno_inc, seq_off
 # ---------------------------------------------------------------------------------------------
 # Application side
 # ---------------------------------------------------------------------------------------------
+cdef inline int _room(Conn* c, int idx) noexcept nogil:
+    """Payload of a packet in slot idx: the MSS's, or less in a chunk made before the MSS grew
+    (path-MTU discovery: slots keep the size their chunk was made with, buffers.pxd)."""
+    cdef int r = chunks_slot_size(&c.snd.store, idx)
+    return r if r < c.payload_size else c.payload_size
+
+
 cdef ssize_t conn_write(Conn* c, const uint8_t* data, size_t length, int64_t ttl_us,
                         bint inorder, int64_t now) noexcept nogil:
     cdef int64_t sent_count, npk, k
@@ -42,13 +49,22 @@ cdef ssize_t conn_write(Conn* c, const uint8_t* data, size_t length, int64_t ttl
     if c.opts.sock_type == SOCK_TYPE_DGRAM:
         if length == 0:
             return -ERR_BAD_PARAMETER
-        npk = (<int64_t>length + psize - 1) // psize
+        if c.snd.count > 0 and _room(c, c.snd.head) < psize:
+            # the MSS grew while older (smaller) chunks are in use: count slot by slot
+            npk = 0
+            done = 0
+            while done < length and npk <= c.snd.capacity:
+                done += <size_t>_room(c, sndbuf_index(&c.snd, c.snd.count + npk))
+                npk += 1
+            done = 0
+        else:
+            npk = (<int64_t>length + psize - 1) // psize
         if npk > c.snd.capacity:
             return -ERR_MESSAGE_TOO_LARGE
         if c.snd.count + npk > c.snd.limit:
             sndbuf_note_window(&c.snd, _send_window(c))
             if c.snd.count == 0:            # one message larger than the limit: make room for it
-                c.snd.limit = buffer_grow_limit(c.snd.limit, npk, c.snd.capacity)
+                c.snd.limit = buffer_grow_limit(c.snd.limit, npk, c.snd.max_limit)
             if c.snd.count + npk > c.snd.limit:
                 return -ERR_NO_SEND_BUFFER
         msgno = c.snd.next_msgno
@@ -58,6 +74,7 @@ cdef ssize_t conn_write(Conn* c, const uint8_t* data, size_t length, int64_t ttl
             if slot == NULL:                # out of memory: undo the message
                 _unappend(c, k)
                 return -ERR_NO_SEND_BUFFER
+            psize = _room(c, idx)
             chunk = length - done if length - done < <size_t>psize else <size_t>psize
             memcpy(sndbuf_payload(&c.snd, idx), data + done, chunk)
             bnd = (BOUNDARY_FIRST if k == 0 else 0) | (BOUNDARY_LAST if k == npk - 1 else 0)
@@ -76,6 +93,7 @@ cdef ssize_t conn_write(Conn* c, const uint8_t* data, size_t length, int64_t ttl
         tail = -1
         if c.snd.count > sent_count:
             tail = sndbuf_index(&c.snd, c.snd.count - 1)
+            psize = _room(c, tail)
             if sndbuf_slot(&c.snd, tail).length >= psize:
                 tail = -1
         if tail >= 0:
@@ -111,6 +129,7 @@ cdef ssize_t conn_write(Conn* c, const uint8_t* data, size_t length, int64_t ttl
             if tail >= 0:
                 # the message goes on past the old last packet
                 sndbuf_slot(&c.snd, tail).msg_word &= ~((<uint32_t>BOUNDARY_LAST) << MSG_BOUNDARY_SHIFT)
+            psize = _room(c, idx)
             chunk = length - done if length - done < <size_t>psize else <size_t>psize
             memcpy(sndbuf_payload(&c.snd, idx), data + done, chunk)
             slot.length = <int32_t>chunk

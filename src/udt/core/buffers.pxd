@@ -28,7 +28,7 @@ Header-only ``cdef inline`` functions: the engine touches the rings for every pa
 """
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t
 from libc.stdlib cimport malloc, calloc, free
-from libc.string cimport memset
+from libc.string cimport memcpy, memset
 from udt._core cimport (BOUNDARY_FIRST, BOUNDARY_LAST, BOUNDARY_SOLO, ChunkStore, RecvBuffer,
                         RecvSlot, SendBuffer, SendSlot)
 from udt.core.seq cimport seq_add, seq_inc, seq_off
@@ -60,6 +60,71 @@ cdef inline void chunks_init(ChunkStore* s, int capacity, int meta_size, int slo
     s.nchunks = (capacity + BUFFER_CHUNK_MASK) >> BUFFER_CHUNK_SHIFT
     s.meta_bytes = (BUFFER_CHUNK_PACKETS * meta_size + 63) & ~63
     s.chunk_bytes = <size_t>s.meta_bytes + <size_t>BUFFER_CHUNK_PACKETS * <size_t>slot_size
+    s.slot_size = slot_size
+
+
+cdef inline void chunks_retire(ChunkStore* s, uint8_t* chunk) noexcept nogil:
+    """A chunk too small for the current slot size: kept (still counted in ``allocated``) until
+    the spares are released, since a zero-copy burst may still be sending from it."""
+    (<uint8_t**>chunk)[0] = s.retired   # its first metadata word: no burst reads it
+    s.retired = chunk
+    s.retired_count += 1
+
+
+cdef inline void chunks_free_retired(ChunkStore* s) noexcept nogil:
+    cdef uint8_t* chunk
+    while s.retired != NULL:
+        chunk = s.retired
+        s.retired = (<uint8_t**>chunk)[0]
+        free(chunk)
+    s.allocated -= s.retired_count
+    s.retired_count = 0
+
+
+cdef inline void chunks_set_slot_size(ChunkStore* s, int slot_size) noexcept nogil:
+    """New chunks get slots of slot_size bytes (path-MTU discovery grew the MSS); chunks in use
+    keep theirs, spares of the old size are retired (a spare must fit any slot)."""
+    cdef int k
+    if slot_size <= s.slot_size:
+        return
+    s.slot_size = slot_size
+    s.chunk_bytes = <size_t>s.meta_bytes + <size_t>BUFFER_CHUNK_PACKETS * <size_t>slot_size
+    if s.chunks != NULL:
+        for k in range(s.spare_count):
+            chunks_retire(s, s.spare[k])
+        s.spare_count = 0
+
+
+cdef inline int chunks_slot_size(ChunkStore* s, int idx) noexcept nogil:
+    """Payload room of slot idx: its chunk's, or what a new chunk would have."""
+    if s.chunks == NULL or s.chunks[idx >> BUFFER_CHUNK_SHIFT] == NULL:
+        return s.slot_size
+    return s.sizes[idx >> BUFFER_CHUNK_SHIFT]
+
+
+cdef inline uint8_t* chunks_payload(ChunkStore* s, int idx) noexcept nogil:
+    cdef int k = idx >> BUFFER_CHUNK_SHIFT
+    return s.chunks[k] + s.meta_bytes + <size_t>(idx & BUFFER_CHUNK_MASK) * <size_t>s.sizes[k]
+
+
+cdef inline int chunks_upgrade(ChunkStore* s, int idx) noexcept nogil:
+    """Move the chunk of slot idx (in use, smaller slots) to one of the current slot size,
+    payloads copied slot by slot: a receiver's ring after the MSS grew (no pointer into a
+    receive chunk outlives the connection lock).  0, or -1 out of memory (the old one stays)."""
+    cdef int k = idx >> BUFFER_CHUNK_SHIFT
+    cdef int j
+    cdef uint8_t* old = s.chunks[k]
+    cdef uint8_t* chunk = <uint8_t*>malloc(s.chunk_bytes)
+    if chunk == NULL:
+        return -1
+    memcpy(chunk, old, <size_t>s.meta_bytes)
+    for j in range(BUFFER_CHUNK_PACKETS):
+        memcpy(chunk + s.meta_bytes + <size_t>j * <size_t>s.slot_size,
+               old + s.meta_bytes + <size_t>j * <size_t>s.sizes[k], <size_t>s.sizes[k])
+    free(old)
+    s.chunks[k] = chunk
+    s.sizes[k] = s.slot_size
+    return 0
 
 
 cdef inline void chunks_free(ChunkStore* s) noexcept nogil:
@@ -69,10 +134,12 @@ cdef inline void chunks_free(ChunkStore* s) noexcept nogil:
             free(s.chunks[k])
         for k in range(s.spare_count):
             free(s.spare[k])
-    free(s.chunks)          # one block: chunks, spare, used
+    chunks_free_retired(s)
+    free(s.chunks)          # one block: chunks, spare, used, sizes
     s.chunks = NULL
     s.spare = NULL
     s.used = NULL
+    s.sizes = NULL
     s.spare_count = 0
     s.allocated = 0
 
@@ -89,12 +156,14 @@ cdef inline uint8_t* chunks_use(ChunkStore* s, int idx) noexcept nogil:
     cdef int k = idx >> BUFFER_CHUNK_SHIFT
     cdef uint8_t* chunk
     if s.chunks == NULL:
-        # one block: directory, spare list and use counts (calloc: all absent, all zero)
-        s.chunks = <uint8_t**>calloc(1, <size_t>s.nchunks * (2 * sizeof(uint8_t*) + sizeof(uint32_t)))
+        # one block: directory, spare list, use counts and slot sizes (calloc: all absent, zero)
+        s.chunks = <uint8_t**>calloc(<size_t>s.nchunks,
+                                     2 * sizeof(uint8_t*) + sizeof(uint32_t) + sizeof(int32_t))
         if s.chunks == NULL:
             return NULL
         s.spare = s.chunks + s.nchunks
         s.used = <uint32_t*>(s.spare + s.nchunks)
+        s.sizes = <int32_t*>(s.used + s.nchunks)
     chunk = s.chunks[k]
     if chunk == NULL:
         if s.spare_count > 0:
@@ -107,6 +176,7 @@ cdef inline uint8_t* chunks_use(ChunkStore* s, int idx) noexcept nogil:
             s.allocated += 1
         memset(chunk, 0, <size_t>s.meta_bytes)        # every slot's metadata starts empty
         s.chunks[k] = chunk
+        s.sizes[k] = s.slot_size
     s.used[k] += 1
     return chunk
 
@@ -118,8 +188,11 @@ cdef inline void chunks_unuse(ChunkStore* s, int idx) noexcept nogil:
         return
     s.used[k] -= 1
     if s.used[k] == 0:
-        s.spare[s.spare_count] = s.chunks[k]
-        s.spare_count += 1
+        if s.sizes[k] == s.slot_size:
+            s.spare[s.spare_count] = s.chunks[k]
+            s.spare_count += 1
+        else:                       # made before the MSS grew: too small to reuse
+            chunks_retire(s, s.chunks[k])
         s.chunks[k] = NULL
 
 
@@ -132,11 +205,13 @@ cdef inline void chunks_release_spares(ChunkStore* s) noexcept nogil:
         free(s.spare[k])
     s.allocated -= s.spare_count
     s.spare_count = 0
+    chunks_free_retired(s)
     if s.allocated == 0:
         free(s.chunks)
         s.chunks = NULL
         s.spare = NULL
         s.used = NULL
+        s.sizes = NULL
 
 
 cdef inline int buffer_grow_limit(int limit, int64_t target, int capacity) noexcept nogil:
@@ -145,6 +220,23 @@ cdef inline int buffer_grow_limit(int limit, int64_t target, int capacity) noexc
         return limit
     target = (target + BUFFER_CHUNK_MASK) & ~(<int64_t>BUFFER_CHUNK_MASK)
     return <int>(target if target < capacity else capacity)
+
+
+cdef inline void buffer_scale_limits(int* limit, int* initial_limit, int* max_limit, int capacity,
+                                     int base_slot, int slot) noexcept nogil:
+    """The MSS grew from base_slot to slot bytes of payload: the limits in packets shrink so
+    that the bytes they stand for (UDT_SNDBUF/UDT_RCVBUF are bytes) stay what they were, never
+    below one chunk (path-MTU discovery only grows while a ring holds one at the new size)."""
+    cdef int64_t m = <int64_t>capacity * base_slot // slot
+    if m < BUFFER_CHUNK_PACKETS:
+        m = BUFFER_CHUNK_PACKETS
+    if m > capacity:
+        m = capacity
+    max_limit[0] = <int>m
+    if limit[0] > m:
+        limit[0] = <int>m
+    if initial_limit[0] > m:
+        initial_limit[0] = <int>m
 
 
 cdef inline int buffer_initial_limit(int initial, int default, int capacity) noexcept nogil:
@@ -160,6 +252,7 @@ cdef inline int sndbuf_alloc(SendBuffer* b, int capacity, int initial, int slot_
     """Set the ring up; no memory is taken until data is written."""
     chunks_init(&b.store, capacity, sizeof(SendSlot), slot_size)
     b.capacity = capacity
+    b.max_limit = capacity
     b.initial_limit = buffer_initial_limit(initial, INITIAL_SEND_PACKETS, capacity)
     b.limit = b.initial_limit
     b.slot_size = slot_size
@@ -191,8 +284,7 @@ cdef inline SendSlot* sndbuf_slot(SendBuffer* b, int idx) noexcept nogil:
 
 
 cdef inline uint8_t* sndbuf_payload(SendBuffer* b, int idx) noexcept nogil:
-    return (b.store.chunks[idx >> BUFFER_CHUNK_SHIFT] + b.store.meta_bytes
-            + <size_t>(idx & BUFFER_CHUNK_MASK) * <size_t>b.slot_size)
+    return chunks_payload(&b.store, idx)
 
 
 cdef inline SendSlot* sndbuf_append(SendBuffer* b) noexcept nogil:
@@ -220,7 +312,7 @@ cdef inline void sndbuf_release(SendBuffer* b, int64_t n) noexcept nogil:
 cdef inline void sndbuf_note_window(SendBuffer* b, int64_t window) noexcept nogil:
     """A writer found the buffer full: grow the limit to twice the send window if that asks
     for more (the unacknowledged window plus as much again queued keeps the pipe full)."""
-    b.limit = buffer_grow_limit(b.limit, 2 * window + BUFFER_CHUNK_PACKETS, b.capacity)
+    b.limit = buffer_grow_limit(b.limit, 2 * window + BUFFER_CHUNK_PACKETS, b.max_limit)
 
 
 cdef inline void sndbuf_idle_release(SendBuffer* b, int64_t now) noexcept nogil:
@@ -237,6 +329,7 @@ cdef inline int rcvbuf_alloc(RecvBuffer* b, int capacity, int initial, int slot_
     """Set the ring up; no memory is taken until data arrives."""
     chunks_init(&b.store, capacity, sizeof(RecvSlot), slot_size)
     b.capacity = capacity
+    b.max_limit = capacity
     b.initial_limit = buffer_initial_limit(initial, INITIAL_RECV_PACKETS, capacity)
     b.limit = b.initial_limit
     b.slot_size = slot_size
@@ -283,8 +376,7 @@ cdef inline RecvSlot* rcvbuf_take(RecvBuffer* b, int idx) noexcept nogil:
 
 
 cdef inline uint8_t* rcvbuf_payload(RecvBuffer* b, int idx) noexcept nogil:
-    return (b.store.chunks[idx >> BUFFER_CHUNK_SHIFT] + b.store.meta_bytes
-            + <size_t>(idx & BUFFER_CHUNK_MASK) * <size_t>b.slot_size)
+    return chunks_payload(&b.store, idx)
 
 
 cdef inline int64_t rcvbuf_available(RecvBuffer* b) noexcept nogil:
@@ -309,11 +401,11 @@ cdef inline void rcvbuf_autotune(RecvBuffer* b, int64_t now, int64_t interval,
         beyond = 0
     if now - b.tune_start >= interval:
         b.limit = buffer_grow_limit(b.limit, 2 * (b.tune_consumed + beyond) + BUFFER_CHUNK_PACKETS,
-                                    b.capacity)
+                                    b.max_limit)
         b.tune_start = now
         b.tune_consumed = 0
     elif 2 * beyond > b.limit:
-        b.limit = buffer_grow_limit(b.limit, 2 * beyond + BUFFER_CHUNK_PACKETS, b.capacity)
+        b.limit = buffer_grow_limit(b.limit, 2 * beyond + BUFFER_CHUNK_PACKETS, b.max_limit)
 
 
 cdef inline void rcvbuf_idle_release(RecvBuffer* b, int64_t now, int32_t next_expected) noexcept nogil:

@@ -21,13 +21,19 @@ cdef enum:
     HSEXT_TLV_CRYPTO = 2                # value: 32 bytes, the key exchange (protocol.md §12)
     HSEXT_CRYPTO_SIZE = 32              # client: nonce 16 | proof 16; server: nonce 16 | proof 16
     HSEXT_CRYPTO_TOTAL = 52             # header + caps TLV + crypto TLV (HSEXT_SIZE + 36)
+    HSEXT_TLV_MAX_MSS = 3               # value: u32, the largest MSS we accept (path-MTU discovery)
     HSEXT_SIZE = 16                     # what we send: header + the capabilities TLV
+    HSEXT_MSS_TLV_SIZE = 8              # the max-MSS TLV, appended when discovery is on
     HSEXT_MAX_SIZE = 256                # longest trailer accepted (room for later TLVs)
     CAP_HALF_CLOSE = 0x1                # shutdown(SHUT_WR) sends EOF, the peer may still send
-    CAPS_LOCAL = CAP_HALF_CLOSE         # what this implementation offers
+    CAP_PMTUD = 0x2                     # path-MTU discovery: probes EXT_PMTU_PROBE / _ACK
+    CAPS_LOCAL = CAP_HALF_CLOSE | CAP_PMTUD    # what this implementation offers
+    # (CAP_PMTUD counts only when both handshakes carry TLV 3 too)
     # user-defined control subtypes (word 0's extended type) of the half-close; SRT's are 1-8
     EXT_EOF = 0x5501                    # word 1: our next sequence number (all before it acked)
     EXT_EOF_ACK = 0x5502                # word 1: the sequence number of the EOF it confirms
+    EXT_PMTU_PROBE = 0x5503             # word 1: probe id; padded to the candidate MSS
+    EXT_PMTU_ACK = 0x5504               # word 1: probe id, CIF word: the probe's datagram size
 
 
 cdef inline size_t hsext_encode(uint8_t* p, uint32_t caps) noexcept nogil:
@@ -104,3 +110,33 @@ cdef inline bint hsext_find_crypto(const uint8_t* p, size_t length, uint8_t* val
             return True
         pos += 4 + ((n + 3) & ~3u)
     return False
+
+
+cdef inline size_t hsext_add_max_mss(uint8_t* p, size_t length, uint32_t max_mss) noexcept nogil:
+    """Append TLV 3 (the largest MSS we accept) to the trailer of length bytes at p, when
+    max_mss > 0; returns the new length."""
+    if max_mss == 0:
+        return length
+    put_u32(p + length, (<uint32_t>HSEXT_TLV_MAX_MSS << 16) | 4)
+    put_u32(p + length + 4, max_mss)
+    length += HSEXT_MSS_TLV_SIZE
+    put_u32(p + 4, (<uint32_t>HSEXT_VERSION << 24) | <uint32_t>(length - HSEXT_HEADER_SIZE))
+    return length
+
+
+cdef inline uint32_t hsext_find_max_mss(const uint8_t* p, size_t length) noexcept nogil:
+    """TLV 3 of a trailer hsext_decode accepted; 0 when absent (no discovery)."""
+    cdef uint32_t w, t, n
+    cdef size_t pos = HSEXT_HEADER_SIZE
+    if length < HSEXT_HEADER_SIZE or get_u32(p) != HSEXT_MAGIC:
+        return 0
+    while pos + 4 <= length:
+        w = get_u32(p + pos)
+        t = w >> 16
+        n = w & 0xFFFF
+        if pos + 4 + ((n + 3) & ~3u) > length:
+            return 0
+        if t == HSEXT_TLV_MAX_MSS and n == 4:
+            return get_u32(p + pos + 4)
+        pos += 4 + ((n + 3) & ~3u)
+    return 0

@@ -16,11 +16,12 @@ from udt._core cimport (DEFAULT_BUFFER_PACKETS, DEFAULT_FLIGHT_FLAG_SIZE, DEFAUL
                         REQ_INDUCTION, REQ_RENDEZVOUS,
                         REQ_RENDEZVOUS_AGREEMENT, SOCK_TYPE_DGRAM, SOCK_TYPE_STREAM, STATE_CLOSED,
                         STATE_CLOSING, STATE_CONNECTED, STATE_CONNECTING, STATE_NONEXIST,
-                        STATE_OPENED, UDT_VERSION, AcceptRequest, Conn, ConnOptions)
-from udt.core.buffers cimport rcvbuf_alloc, rcvbuf_free, sndbuf_alloc, sndbuf_free
+                        STATE_OPENED, UDT_VERSION, PMTUD_MAX_MSS, AcceptRequest, Conn, ConnOptions)
+from udt.core.buffers cimport BUFFER_CHUNK_PACKETS, rcvbuf_alloc, rcvbuf_free, sndbuf_alloc, sndbuf_free
 from udt.core.cc cimport native_cc_ops
-from udt.core.hsext cimport (CAP_HALF_CLOSE, CAPS_LOCAL, HSEXT_MAGIC, HSEXT_MAX_SIZE, hsext_decode,
-                             hsext_encode, hsext_encode_crypto, hsext_find_crypto)
+from udt.core.hsext cimport (CAP_HALF_CLOSE, CAP_PMTUD, CAPS_LOCAL, HSEXT_MAGIC, HSEXT_MAX_SIZE,
+                             hsext_add_max_mss, hsext_decode, hsext_encode, hsext_encode_crypto,
+                             hsext_find_crypto, hsext_find_max_mss)
 from udt.core.losslist cimport losslist_alloc, losslist_clear, losslist_free
 from udt.core.packet cimport (AF_INET6_VALUE, AF_INET_VALUE, Handshake, get_u32, handshake_decode,
                               handshake_encode)
@@ -64,6 +65,10 @@ cdef int conn_init(Conn* c, const ConnOptions* opts, uint32_t socket_id, int64_t
         c.state = STATE_NONEXIST
         return -ERR_BAD_PARAMETER
     c.opts = opts[0]
+    if c.opts.pmtud_max_mss > PMTUD_MAX_MSS:
+        c.opts.pmtud_max_mss = PMTUD_MAX_MSS
+    if c.opts.pmtud_max_mss <= c.opts.mss:
+        c.opts.pmtud_max_mss = 0            # nothing to discover above the handshake's MSS
     if c.opts.broken_timeout_us <= 0:
         c.opts.broken_timeout_us = DEFAULT_BROKEN_US
     if c.opts.linger_us < 0:
@@ -139,6 +144,31 @@ cdef void _set_mss(Conn* c, int mss) noexcept nogil:
         c.payload_size = 16
 
 
+cdef void _pmtud_negotiate(Conn* c) noexcept nogil:
+    """Both udt, both offered discovery (CAP_PMTUD and TLV 3): the ceiling is the smaller
+    maximum and the first probe is due (protocol.md §13).  Otherwise the MSS stays the
+    handshake's.  The rings keep their slot size: it grows with the MSS, chunk by chunk."""
+    cdef int top = c.opts.pmtud_max_mss
+    c.pmtud_max = 0
+    c.pmtud_base_mss = c.mss
+    cdef int64_t fits
+    if c.peer_pmtud_max < top:
+        top = c.peer_pmtud_max
+    # the rings' bytes (UDT_SNDBUF/UDT_RCVBUF) must hold a chunk of packets at the new size
+    fits = <int64_t>(c.snd.capacity if c.snd.capacity < c.rcv.capacity else c.rcv.capacity) \
+        * (c.mss - IP_UDP_OVERHEAD - HEADER_SIZE) // BUFFER_CHUNK_PACKETS + IP_UDP_OVERHEAD + HEADER_SIZE
+    if fits < top:
+        top = <int>fits
+    if not (c.caps & CAP_PMTUD) or top <= c.mss or not c.buffers_ready:
+        c.caps &= ~(<uint32_t>CAP_PMTUD)
+        return
+    c.pmtud_max = top
+    # a server waits for the client's first packet after the handshake: its probe must not reach
+    # a client still busy with the conclusion answer (lost probes would fail the size for good)
+    c.pmtud_wait_peer = c.is_server
+    c.pmtud_probe_due = not c.is_server
+
+
 cdef uint32_t _established(Conn* c, int64_t now, int32_t peer_isn, int peer_ffs, int mss) noexcept nogil:
     """Common tail of every successful handshake: sequence state, timers, CC."""
     _set_mss(c, mss)
@@ -156,6 +186,7 @@ cdef uint32_t _established(Conn* c, int64_t now, int32_t peer_isn, int peer_ffs,
     c.snd_curr_seq = seq_dec(c.isn)
     c.flow_window = peer_ffs if peer_ffs > 0 else 2
     c.caps = c.peer_caps & CAPS_LOCAL
+    _pmtud_negotiate(c)
     c.next_send_exact = <double>now
     c.next_send_time = now
     c.state = STATE_CONNECTED
@@ -220,6 +251,7 @@ cdef ssize_t conn_accept(Conn* c, const AcceptRequest* req, int64_t now, uint8_t
     c.hs_cookie = req.cookie
     memcpy(c.peer_ip, req.self_ip, 16)
     c.peer_caps = req.peer_caps if req.ext else 0
+    c.peer_pmtud_max = req.peer_pmtud_max if req.ext else 0
     rc = _alloc_buffers(c, req.isn)
     if rc < 0:
         return rc
@@ -233,6 +265,9 @@ cdef ssize_t conn_accept(Conn* c, const AcceptRequest* req, int64_t now, uint8_t
                                                       c.crypto_answer)
     elif req.ext:                        # a udt client: answer its offer (a plain one never sees it)
         c.hs_response_len += <int>hsext_encode(c.hs_response + HANDSHAKE_SIZE, CAPS_LOCAL)
+    if req.ext and c.peer_pmtud_max > 0:  # answered only when offered: never longer than the request
+        c.hs_response_len = HANDSHAKE_SIZE + <int>hsext_add_max_mss(
+            c.hs_response + HANDSHAKE_SIZE, c.hs_response_len - HANDSHAKE_SIZE, <uint32_t>c.opts.pmtud_max_mss)
     c.hs_response_valid = True
     memcpy(out, c.hs_response, c.hs_response_len)
     return c.hs_response_len
@@ -278,7 +313,7 @@ cdef uint32_t conn_abort(Conn* c, int64_t now) noexcept nogil:
 cdef void conn_set_max_bandwidth(Conn* c, int64_t bytes_per_second) noexcept nogil:
     c.opts.max_bandwidth = bytes_per_second
     if bytes_per_second > 0:
-        c.cc.max_bw_period_us = 1e6 * <double>c.opts.mss / <double>bytes_per_second
+        c.cc.max_bw_period_us = 1e6 * <double>c.mss / <double>bytes_per_second  # c.mss: it may grow
     else:
         c.cc.max_bw_period_us = 0
 
@@ -430,6 +465,8 @@ cdef uint32_t conn_on_handshake(Conn* c, const uint8_t* buf, size_t length, int6
         _invalid(c, INVALID_HANDSHAKE)
         return 0
     hs.ext = ext == 1
+    if hs.ext and c.state == STATE_CONNECTING:
+        c.peer_pmtud_max = <int>hsext_find_max_mss(buf + HANDSHAKE_SIZE, length - HANDSHAKE_SIZE)
     if c.opts.crypto and not c.is_server and c.state == STATE_CONNECTING:
         c.crypto_answer_set = hs.ext and hsext_find_crypto(buf + HANDSHAKE_SIZE, length - HANDSHAKE_SIZE,
                                                            c.crypto_answer)

@@ -15,7 +15,7 @@ from udt.core.packet cimport (CONTROL_FLAG, Handshake, address_bytes, address_po
                               handshake_decode, handshake_encode, put_control, put_u32)
 from udt.core.seq cimport SEQ_MAX
 from udt.core.siphash cimport siphash24
-from udt.core.hsext cimport HSEXT_MAGIC, HSEXT_MAX_SIZE, hsext_decode, hsext_find_crypto
+from udt.core.hsext cimport HSEXT_MAGIC, HSEXT_MAX_SIZE, hsext_decode, hsext_find_crypto, hsext_find_max_mss
 
 
 # ---------------------------------------------------------------------------------------------
@@ -118,6 +118,8 @@ cdef int listener_on_handshake(Listener* lst, const uint8_t* buf, size_t length,
     req.peer_caps = caps
     req.crypto_offered = req.ext and hsext_find_crypto(buf + HANDSHAKE_SIZE, length - HANDSHAKE_SIZE,
                                                        req.crypto_offer)
+    if req.ext:
+        req.peer_pmtud_max = <int>hsext_find_max_mss(buf + HANDSHAKE_SIZE, length - HANDSHAKE_SIZE)
     lst.accepted += 1
     return LISTENER_ACCEPT
 

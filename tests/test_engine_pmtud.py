@@ -1,0 +1,175 @@
+"""Path-MTU discovery between udt peers (protocol.md §13), with the fake clock: the search
+reaches the path's MTU (the harness drops datagrams above LinkProfile.mtu), lost probes fall
+back, a peer that does not offer it (UDT4/SRT-like, or udt with it off) keeps the handshake's
+MSS, and an MSS that grows while packets are lost and retransmitted keeps the data intact."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+
+from engine_harness import LinkProfile, Net, connected_pair, sha, transfer
+from udt import _testing
+
+ST = _testing.STATES
+PMTUD = _testing.CAPS["PMTUD"]
+ON = {"pmtud_max_mss": 65535}
+DATA = bytes(range(256)) * 16_000  # 4 MB
+
+
+def _pair(mtu: int = 0, client: dict | None = None, server: dict | None = None, **profile):
+    net = Net(seed=7, profile=LinkProfile(mtu=mtu, **profile))
+    return connected_pair(
+        net, client_options=ON if client is None else client, server_options=ON if server is None else server
+    )
+
+
+def _settle(net, *eps) -> None:
+    """Run until every endpoint's search is over (probes time out after RTT + 4·RTTVar)."""
+    assert net.run(60_000_000, lambda: all(ep.pmtud["done"] for ep in eps))
+
+
+@pytest.mark.parametrize(
+    ("mtu", "low", "high"),
+    [(0, 65535, 65535), (9000, 9000, 9000), (4000, 4000 - 512, 4000), (1500, 1500, 1500)],
+)
+def test_discovery_reaches_the_path_mtu(mtu, low, high):
+    net, c, s = _pair(mtu)
+    assert c.caps & PMTUD and s.caps & PMTUD
+    assert c.pmtud["max"] == s.pmtud["max"] == 65535
+    _settle(net, c, s)
+    for ep in (c, s):
+        assert low <= ep.mss <= high, ep.pmtud
+        # new chunks take slots of the confirmed size only: a refusing path costs no memory
+        assert ep.pmtud["slot_size"] == ep.mss - 44
+    got = transfer(net, c, s, DATA)
+    assert sha(got) == sha(DATA)
+    # what the sender put on the wire matches what it found
+    assert c.payload_size == c.mss - 28 - 16
+
+
+def test_lost_probes_are_not_congestion_and_fall_back():
+    """On a 1500-byte path every probe is lost: the MSS stays, the search ends, no data lost."""
+    net, c, s = _pair(1500)
+    _settle(net, c, s)
+    st = c.pmtud
+    assert c.mss == 1500 and st["probes_lost"] == st["probes_sent"] > 0 and st["fail"] > 1500
+    # three copies per size, and the search is bounded (a binary search to 512 bytes)
+    assert st["probes_sent"] % 3 == 0 and st["probes_sent"] <= 3 * 10
+    before = c.stats(net.now)
+    assert before["pkt_snd_loss_total"] == 0  # probe loss never reaches the loss list or the CC
+    got = transfer(net, c, s, DATA)
+    assert sha(got) == sha(DATA)
+
+
+def test_random_probe_loss_still_converges():
+    net, c, s = _pair(9000, loss=0.2)
+    _settle(net, c, s)
+    assert 8000 <= c.mss <= 9000, c.pmtud
+    got = transfer(net, c, s, DATA)
+    assert sha(got) == sha(DATA)
+
+
+@pytest.mark.parametrize("side", ["server", "client"])
+def test_peer_that_refuses_keeps_the_negotiated_mss(side):
+    """A peer without the TLV (discovery off, or a UDT4/SRT peer: no trailer at all) is never
+    probed: both stay at the handshake's MSS, with slots of that size."""
+    net = Net(seed=3)
+    net.sent_log = []
+    opts = {"client": dict(ON), "server": dict(ON)}
+    opts[side] = {}
+    net, c, s = connected_pair(net, client_options=opts["client"], server_options=opts["server"])
+    net.run(3_000_000)
+    for ep in (c, s):
+        assert ep.mss == 1500 and not ep.caps & PMTUD and ep.pmtud["max"] == 0
+        assert ep.pmtud["probes_sent"] == 0 and ep.pmtud["slot_size"] == 1500 - 44
+    assert max(len(d) for _, _, _, d in net.sent_log) <= 1500 - 28
+    got = transfer(net, c, s, DATA)
+    assert sha(got) == sha(DATA)
+
+
+def test_plain_udt4_listener_sees_no_tlv():
+    """The listener's conclusion answer carries TLV 3 only when the conclusion did, so the
+    answer is never longer than the request (protocol.md §11)."""
+    net = Net(seed=5)
+    net.sent_log = []
+    net, c, s = connected_pair(net, client_options=ON, server_options=ON)
+    hs = [d for _, _, _, d in net.sent_log if _testing.decode_packet(d).get("type") == 0]
+    conclusion, response = hs[2], hs[3]
+    assert len(conclusion) == len(response) == 64 + 16 + 8
+    assert struct.unpack_from("!HHI", conclusion, 80) == (3, 4, 65535)
+
+
+def test_smaller_peer_maximum_is_the_ceiling():
+    net, c, s = _pair(0, server={"pmtud_max_mss": 9000})
+    assert c.pmtud["max"] == s.pmtud["max"] == 9000
+    _settle(net, c, s)
+    assert c.mss == s.mss == 9000
+
+
+@pytest.mark.parametrize("message_mode", [False, True])
+def test_mss_change_under_loss_keeps_data_intact(message_mode):
+    """Writing starts at once, so packets of 1500 are in flight, lost and retransmitted at
+    their old size while new ones go out at the grown MSS; the receiver moves chunks made
+    before the change to bigger slots when big packets land in them."""
+    opts = dict(ON, sock_type=2 if message_mode else 1)
+    net, c, s = _pair(0, client=opts, server=opts, loss=0.02, delay_us=20_000)
+    data = bytes((i * 7) & 0xFF for i in range(8 << 20))
+    got = transfer(net, c, s, data, chunk=200_000 if message_mode else 65536, message_mode=message_mode)
+    assert sha(got) == sha(data)
+    assert c.mss == 65535
+    st = c.stats(net.now)
+    assert st["pkt_retrans_total"] > 0
+    assert st["pkt_sent_total"] < len(data) // 1456  # most of it went in big packets
+
+
+def test_probe_above_our_maximum_is_invalid():
+    net, c, s = _pair(0, server={"pmtud_max_mss": 9000})
+    header = struct.pack("!IIII", 0xFFFF5503, 1, 0, s.socket_id)
+    before = s.stats(net.now)["invalid_length"]
+    s.receive(header + bytes(9004 - 28 - 16), net.now)  # one word above the ceiling
+    assert s.stats(net.now)["invalid_length"] == before + 1
+    s.receive(header + bytes(9000 - 28 - 16), net.now)  # at the ceiling: confirmed
+    assert s.stats(net.now)["invalid_length"] == before + 1
+
+
+def test_discovery_off_in_engine_options_by_default():
+    net, c, s = _pair(0, client={}, server={})
+    assert c.pmtud["max"] == 0 and c.pmtud["slot_size"] == 1500 - 44
+
+
+@pytest.mark.parametrize(("packets", "ceiling"), [(64, 0), (640, 640 * 1456 // 64 + 44)])
+def test_buffers_in_bytes_bound_the_ceiling(packets, ceiling):
+    """UDT_SNDBUF/UDT_RCVBUF are bytes: the MSS grows only while a ring still holds a chunk
+    (64 packets) at the new size, and the packet limits shrink to the same bytes."""
+    opts = dict(ON, snd_buf=packets, rcv_buf=packets)
+    net, c, s = _pair(0, client=opts, server=opts)
+    assert c.pmtud["max"] == ceiling
+    if ceiling:
+        _settle(net, c, s)
+    else:
+        net.run(1_000_000)
+    assert c.mss == (ceiling or 1500)
+    got = transfer(net, c, s, DATA)
+    assert sha(got) == sha(DATA)
+    assert c.buffers["snd_limit"] * (c.mss - 44) <= packets * 1456 or c.buffers["snd_limit"] == 64
+
+
+def test_maxbw_stays_bytes_per_second_after_growth():
+    opts = dict(ON, max_bandwidth=2_000_000)
+    net, c, s = _pair(0, client=opts)
+    _settle(net, c, s)
+    assert c.mss == 65535
+    start = net.now
+    got = transfer(net, c, s, DATA)
+    assert sha(got) == sha(DATA)
+    assert (net.now - start) / 1e6 >= 0.9 * len(DATA) / 2_000_000
+
+
+def test_server_waits_for_the_client_before_probing():
+    net = Net(seed=9)
+    net.sent_log = []
+    net, c, s = connected_pair(net, client_options=ON, server_options=ON)
+    _settle(net, c, s)
+    assert s.pmtud["probes_lost"] == 0 and s.mss == 65535
