@@ -40,6 +40,8 @@ def test_quick_run_reports_rate_and_cpu(tmp_path):
     assert set(results) == {
         "udt udt-send → udt-recv",
         "udt memory mode (--mem)",
+        "udt udt-send → udt-recv, --mss auto",
+        "udt memory mode (--mem), --mss auto",
         "raw UDP, Python sendto/recvfrom_into",
     }
     for r in results.values():
