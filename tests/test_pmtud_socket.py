@@ -85,3 +85,43 @@ def test_either_side_keeps_the_handshake_mss(client_opts, server_opts):
     client_mss, server_mss, digest = _transfer(client_opts, server_opts)
     assert digest == hashlib.sha256(DATA).hexdigest()
     assert client_mss == server_mss == 1500
+
+
+def test_maxbw_holds_for_packets_queued_before_the_mss_grew():
+    """3 MiB queued at MSS 1500 through a forwarder (so the first probe is confirmed only after
+    the buffer filled), encrypted, under a UDT_MAXBW of 4 MB/s: the packets of the old size
+    must still leave at about 4 MB/s.  The cap's per-packet period scaled to the grown MSS once
+    paced them at 1456/65535 of it (~90 kB/s: a stall after the first megabyte)."""
+    import time
+
+    from rebinding_nat import RebindingNat
+
+    options = {udt.UDT_PASSPHRASE: "correct horse battery staple"}
+    payload = os.urandom(3 << 20)
+    got = bytearray()
+    with udt.create_server(("127.0.0.1", 0), options=options) as server:
+        nat = RebindingNat(server.getsockname())
+        try:
+            client = udt.create_connection(nat.address, timeout=5, options=options)
+            server.settimeout(5)
+            conn, _ = server.accept()
+            with client, conn:
+                client.setsockopt(udt.UDT_MAXBW, 4_000_000)
+
+                def read() -> None:
+                    conn.settimeout(20)
+                    while chunk := conn.recv(1 << 20):
+                        got.extend(chunk)
+
+                reader = threading.Thread(target=read)
+                reader.start()
+                started = time.monotonic()
+                client.sendall(payload)
+                client.flush(timeout=20)
+                elapsed = time.monotonic() - started
+                client.shutdown(udt.SHUT_WR)
+                reader.join(20)
+        finally:
+            nat.close()
+    assert hashlib.sha256(got).digest() == hashlib.sha256(payload).digest()
+    assert elapsed < 5, f"3 MiB at a 4 MB/s cap took {elapsed:.1f} s"

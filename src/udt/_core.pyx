@@ -34,7 +34,7 @@ from udt.core.connutil cimport (HANDSHAKE_RETRY_US, MAX_NAK_WORDS, MAX_PACING_LA
                                 SHUTDOWN_GRACE_US, SHUTDOWN_SPACING_US, SYN_US, _can_send_new,
                                 _cc_after, _cc_sync_inputs, _close_may_finish, _connect_failed,
                                 _exp_deadline, _fill_handshake, _finish_close, _invalid, _is_live,
-                                _min_time, _nak_interval, _pacing_period, _peer_alive,
+                                _min_time, _nak_interval, _packet_period, _peer_alive,
                                 _rcv_available, _rtt_update, _timestamp)
 from udt.core.lifecycle cimport conn_on_handshake, conn_rendezvous_complete
 from udt.core.hsext cimport (CAP_HALF_CLOSE, CAP_PMTUD, CAPS_LOCAL, EXT_EOF, EXT_EOF_ACK,
@@ -764,9 +764,9 @@ cdef ssize_t _emit_data(Conn* c, int32_t seq, int64_t now, bint retransmit, uint
         c.probe_sent = True
     elif c.probe_sent:
         c.probe_sent = False
-        c.next_send_exact += 2 * _pacing_period(c)
+        c.next_send_exact += 2 * _packet_period(c, slot.length)
     else:
-        c.next_send_exact += _pacing_period(c)
+        c.next_send_exact += _packet_period(c, slot.length)
     c.next_send_time = <int64_t>c.next_send_exact
     if c.cc.want_pkt_sent and c.cc.ops.on_pkt_sent != NULL:
         _cc_sync_inputs(c)

@@ -72,6 +72,21 @@ cdef inline double _pacing_period(Conn* c) noexcept nogil:
     return p
 
 
+cdef inline double _packet_period(Conn* c, size_t payload) noexcept nogil:
+    """_pacing_period for one packet of payload bytes.  UDT_MAXBW's floor is per MSS-sized
+    packet; once path-MTU discovery grew the MSS, packets queued at the older, smaller size
+    must not wait a whole new-MSS period each (that paced them at a fraction of UDT_MAXBW)."""
+    cdef double p = c.cc.period_us
+    cdef double floor = c.cc.max_bw_period_us
+    if floor > 0 and c.mss > c.pmtud_base_mss and payload < <size_t>c.payload_size:
+        floor *= <double>(payload + <size_t>(c.mss - c.payload_size)) / <double>c.mss
+    if p < floor:
+        p = floor
+    if p < 0:
+        p = 0
+    return p
+
+
 cdef inline int64_t _unsent_packets(Conn* c) noexcept nogil:
     return c.snd.count - seq_off(c.snd_una, c.snd_next_seq)
 
