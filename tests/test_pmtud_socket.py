@@ -50,10 +50,14 @@ def _transfer(client_opts: dict, server_opts: dict) -> tuple[int, int, str]:
     return mss, result["mss"], result["sha"]
 
 
-def test_option_is_public_and_on_by_default():
+def test_option_is_public_and_off_by_default_for_now():
+    # off until a sender whose receiver stopped reading no longer hangs past its timeout
+    # with discovery on (tests/test_memory.py; docs/engine.md, path-MTU discovery)
     assert udt.UDT_PMTUD is SocketOption.UDT_PMTUD
-    assert OPTION_SPECS[SocketOption.UDT_PMTUD].default is True
+    assert OPTION_SPECS[SocketOption.UDT_PMTUD].default is False
     with udt.socket() as s:
+        assert s.getsockopt(udt.UDT_PMTUD) is False
+        s.setsockopt(udt.UDT_PMTUD, True)
         assert s.getsockopt(udt.UDT_PMTUD) is True
         s.setsockopt(udt.UDT_MSS, 9000)  # a fixed MSS: no discovery
         assert s.getsockopt(udt.UDT_PMTUD) is False
@@ -69,7 +73,9 @@ def test_cli_mss_auto():
 
 @pytest.mark.parametrize("secret", [False, True])
 def test_loopback_mss_grows_and_data_is_intact(secret):
-    opts = {udt.UDT_PASSPHRASE: "correct horse battery staple"} if secret else {}
+    opts = {udt.UDT_PMTUD: True}
+    if secret:
+        opts[udt.UDT_PASSPHRASE] = "correct horse battery staple"
     client_mss, server_mss, digest = _transfer(opts, opts)
     assert digest == hashlib.sha256(DATA).hexdigest()
     # the most a UDP datagram holds; with a passphrase the seal's 24 bytes count in UDT_MSS
@@ -78,7 +84,7 @@ def test_loopback_mss_grows_and_data_is_intact(secret):
 
 @pytest.mark.parametrize(
     ("client_opts", "server_opts"),
-    [({udt.UDT_MSS: 1500}, {}), ({}, {udt.UDT_PMTUD: False})],
+    [({udt.UDT_MSS: 1500}, {udt.UDT_PMTUD: True}), ({udt.UDT_PMTUD: True}, {udt.UDT_PMTUD: False})],
     ids=["client-fixed-mss", "server-off"],
 )
 def test_either_side_keeps_the_handshake_mss(client_opts, server_opts):
@@ -96,7 +102,7 @@ def test_maxbw_holds_for_packets_queued_before_the_mss_grew():
 
     from rebinding_nat import RebindingNat
 
-    options = {udt.UDT_PASSPHRASE: "correct horse battery staple"}
+    options = {udt.UDT_PASSPHRASE: "correct horse battery staple", udt.UDT_PMTUD: True}
     payload = os.urandom(3 << 20)
     got = bytearray()
     with udt.create_server(("127.0.0.1", 0), options=options) as server:
