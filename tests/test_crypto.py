@@ -12,6 +12,7 @@ import time
 import pytest
 
 import udt
+from loopback_pair import connected_pair
 from rebinding_nat import RebindingNat
 from udt._seal import CryptoState
 from udt.errors import InvalidParameterError
@@ -39,28 +40,18 @@ def _read_all(conn, out: dict) -> None:
 def transfer(client_options: dict, server_options: dict, payload: bytes, *, via=None):
     """Send payload from a client to a server (through via(server address) -> relay, if
     given); returns (received bytes, server-side perfmon, client-side perfmon)."""
-    with udt.create_server((LOOP, 0), options=server_options) as server:
-        server.settimeout(20)
-        relay = via(server.getsockname()) if via else None
-        try:
-            target = relay.address if relay else server.getsockname()
-            client = udt.create_connection(target, timeout=10, options=client_options)
-            conn, _ = server.accept()
-            got: dict = {}
-            with client, conn:
-                conn.settimeout(30)
-                reader = threading.Thread(target=_read_all, args=(conn, got))
-                reader.start()
-                client.sendall(payload)
-                client.flush(timeout=30)
-                client_stats = client.perfmon()
-                client.shutdown(socket.SHUT_WR)
-                reader.join(30)
-                assert not reader.is_alive(), "the reader hung"
-                server_stats = conn.perfmon()
-        finally:
-            if relay:
-                relay.close()
+    got: dict = {}
+    with connected_pair(client_options, server_options, via=via) as (client, conn):
+        conn.settimeout(30)
+        reader = threading.Thread(target=_read_all, args=(conn, got))
+        reader.start()
+        client.sendall(payload)
+        client.flush(timeout=30)
+        client_stats = client.perfmon()
+        client.shutdown(socket.SHUT_WR)
+        reader.join(30)
+        assert not reader.is_alive(), "the reader hung"
+        server_stats = conn.perfmon()
     assert "error" not in got, got
     return got["data"], server_stats, client_stats
 
@@ -205,12 +196,8 @@ def test_right_passphrase_transfers_intact_and_encrypted():
 
 def test_encrypted_connection_reports_the_mss_on_the_wire():
     options = {**SECRET, udt.UDT_MSS: 1400}
-    with udt.create_server((LOOP, 0), options=options) as server:
-        server.settimeout(10)
-        with udt.create_connection(server.getsockname(), timeout=10, options=options) as client:
-            conn, _ = server.accept()
-            with conn:
-                assert client.getsockopt(udt.UDT_MSS) == conn.getsockopt(udt.UDT_MSS) == 1400
+    with connected_pair(options) as (client, conn):
+        assert client.getsockopt(udt.UDT_MSS) == conn.getsockopt(udt.UDT_MSS) == 1400
     with udt.socket() as sock:
         sock.setsockopt(udt.UDT_MSS, 90)
         sock.setsockopt(udt.UDT_PASSPHRASE, PASSPHRASE)

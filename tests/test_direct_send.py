@@ -15,6 +15,7 @@ import threading
 import pytest
 
 import udt
+from loopback_pair import connected_pair
 from udt.tools.impair import Impairment, Relay
 
 LOOP = "127.0.0.1"
@@ -60,30 +61,20 @@ def _run_pingpong(options: dict, sizes: list[int], *, via=None, seed: int = 1) -
     """Ping-pong sizes[i]-byte messages (all of one size per run) through an echo server; the
     client's perfmon before and after."""
     assert len(set(sizes)) == 1
-    with udt.create_server((LOOP, 0), options=options) as server:
-        server.settimeout(20)
-        relay = via(server.getsockname()) if via else None
+    failures: list[BaseException] = []
+    with connected_pair(options, via=via) as (client, conn):
+        client.settimeout(30)
+        conn.settimeout(30)
+        echo = threading.Thread(target=_echo, args=(conn, sizes[0], len(sizes), failures))
+        echo.start()
         try:
-            target = relay.address if relay else server.getsockname()
-            client = udt.create_connection(target, timeout=10, options=options)
-            conn, _ = server.accept()
-            failures: list[BaseException] = []
-            with client, conn:
-                client.settimeout(30)
-                conn.settimeout(30)
-                echo = threading.Thread(target=_echo, args=(conn, sizes[0], len(sizes), failures))
-                echo.start()
-                try:
-                    before = client.perfmon()
-                    _pingpong(client, sizes, seed)
-                    after = client.perfmon()
-                finally:
-                    echo.join(30)
-                assert not echo.is_alive(), "the echo hung"
-            assert not failures, failures
+            before = client.perfmon()
+            _pingpong(client, sizes, seed)
+            after = client.perfmon()
         finally:
-            if relay:
-                relay.close()
+            echo.join(30)
+        assert not echo.is_alive(), "the echo hung"
+    assert not failures, failures
     return before, after
 
 
@@ -129,34 +120,24 @@ def _concurrent_writers(options: dict, *, via=None, count: int = 160) -> tuple[d
     """Three threads writing messages on one connection while its receive worker answers the
     peer's ACKs: returns the receiver's and the sender's perfmon."""
     options = {**options, udt.UDT_SNDSYN: True}
-    with udt.create_server((LOOP, 0), type=udt.SOCK_DGRAM, options=options) as server:
-        server.settimeout(20)
-        relay = via(server.getsockname()) if via else None
+    failures: list[BaseException] = []
+    with connected_pair(options, via=via, type=udt.SOCK_DGRAM) as (client, conn):
+        client.settimeout(60)
+        conn.settimeout(60)
+        writers = [
+            threading.Thread(target=_writer, args=(client, tag, count, failures), name=f"udt-test-w{tag}")
+            for tag in range(3)
+        ]
+        for w in writers:
+            w.start()
         try:
-            target = relay.address if relay else server.getsockname()
-            client = udt.create_connection(target, timeout=10, type=udt.SOCK_DGRAM, options=options)
-            conn, _ = server.accept()
-            failures: list[BaseException] = []
-            with client, conn:
-                client.settimeout(60)
-                conn.settimeout(60)
-                writers = [
-                    threading.Thread(target=_writer, args=(client, tag, count, failures), name=f"udt-test-w{tag}")
-                    for tag in range(3)
-                ]
-                for w in writers:
-                    w.start()
-                try:
-                    _check_messages(conn, len(writers), count)
-                finally:
-                    for w in writers:
-                        w.join(60)
-                assert not failures, failures
-                client.flush(timeout=30)
-                return conn.perfmon(), client.perfmon()
+            _check_messages(conn, len(writers), count)
         finally:
-            if relay:
-                relay.close()
+            for w in writers:
+                w.join(60)
+        assert not failures, failures
+        client.flush(timeout=30)
+        return conn.perfmon(), client.perfmon()
 
 
 @pytest.mark.parametrize("mode", sorted(MODES))
@@ -190,30 +171,26 @@ def test_bulk_stream_stays_intact():
     """A bulk sendall (the send worker's stream, with direct bursts at its start) next to
     small writes, sha256 compared."""
     payload = os.urandom(4 << 20)
-    with udt.create_server((LOOP, 0)) as server:
-        server.settimeout(20)
-        client = udt.create_connection(server.getsockname(), timeout=10)
-        conn, _ = server.accept()
-        with client, conn:
-            conn.settimeout(30)
-            client.settimeout(30)
-            got = bytearray()
-            done = threading.Event()
+    with connected_pair() as (client, conn):
+        conn.settimeout(30)
+        client.settimeout(30)
+        got = bytearray()
+        done = threading.Event()
 
-            def read():
-                while len(got) < len(payload) + 3 * 100:
-                    chunk = conn.recv(1 << 20)
-                    if not chunk:
-                        break
-                    got.extend(chunk)
-                done.set()
+        def read():
+            while len(got) < len(payload) + 3 * 100:
+                chunk = conn.recv(1 << 20)
+                if not chunk:
+                    break
+                got.extend(chunk)
+            done.set()
 
-            reader = threading.Thread(target=read, name="udt-test-reader")
-            reader.start()
-            for i in range(100):
-                client.sendall(b"%03d" % i)
-            client.sendall(payload)
-            reader.join(60)
-            assert done.is_set()
+        reader = threading.Thread(target=read, name="udt-test-reader")
+        reader.start()
+        for i in range(100):
+            client.sendall(b"%03d" % i)
+        client.sendall(payload)
+        reader.join(60)
+        assert done.is_set()
     expected = b"".join(b"%03d" % i for i in range(100)) + payload
     assert hashlib.sha256(got).hexdigest() == hashlib.sha256(expected).hexdigest()
