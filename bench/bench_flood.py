@@ -27,6 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from _tables import figure_table
 from udt.tools.flood import Flood, raw_sockets_available
 from udt.tools.flood.sink import SinkProcess, exchange
 from udt.units import parse_size
@@ -126,9 +127,7 @@ def table(runs: list[dict[str, Any]], rate: float) -> str:
         ),
         ("forged cookies dropped", f"{med('invalid_cookie'):,.0f}"),
     ]
-    lines = [f"| figure (median of {len(runs)} run{'s' if len(runs) > 1 else ''}) | value |", "|---|---|"]
-    lines += [f"| {name} | {value} |" for name, value in rows]
-    return "\n".join(lines)
+    return figure_table(f"figure (median of {len(runs)} run{'s' if len(runs) > 1 else ''})", rows)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import udt
+from _tables import figure_table
 from udt.tools.flood import Flood, raw_sockets_available
 from udt.tools.flood.sink import SinkProcess, Usage, exchange
 from udt.tools.impair import Impairment, Relay
@@ -276,9 +277,7 @@ def table(r: dict[str, Any]) -> str:
         ("handshake bytes in / out", f"{r['handshake_request_bytes']:,} / {r['handshake_reply_bytes']:,}"),
         ("verdict", "nothing lost, nothing grew" if r["ok"] else f"FAILED: grew {r['grew']}, {r['failures'][:3]}"),
     ]
-    lines = ["| soak figure | value |", "|---|---|"]
-    lines += [f"| {name} | {value} |" for name, value in rows]
-    return "\n".join(lines)
+    return figure_table("soak figure", rows)
 
 
 def main(argv: list[str] | None = None) -> int:
