@@ -22,22 +22,6 @@ from typing import Any
 
 SAMPLE = 0.25  # seconds between samples
 BLOCK = 1 << 20
-# udt's buffers and flow window, in packets.  The defaults (8192 / 25600) are fixed today and
-# window-limit these paths: a loss hole holds back everything behind it at the receiver for a
-# round trip or more, which at 200 Mbit/s with 1 % loss is more than 8192 packets.  Until they
-# autotune, the bench raises them (bench/README.md says so).
-BUFFER_PACKETS = 65536
-
-
-def raise_buffers(sock: object) -> None:
-    import udt
-
-    payload = sock.getsockopt(udt.UDT_MSS) - 28 - 16  # type: ignore[attr-defined]
-    sock.setsockopt(udt.UDT_FC, BUFFER_PACKETS)  # type: ignore[attr-defined]
-    sock.setsockopt(udt.UDT_SNDBUF, BUFFER_PACKETS * payload)  # type: ignore[attr-defined]
-    sock.setsockopt(udt.UDT_RCVBUF, BUFFER_PACKETS * payload)  # type: ignore[attr-defined]
-
-
 def emit(**fields: Any) -> None:
     print(json.dumps(fields), flush=True)
 
@@ -69,7 +53,6 @@ def udt_recv(opts: argparse.Namespace) -> None:
     listener = udt.socket(udt.AF_INET, udt.SOCK_STREAM)
     if opts.cc:
         listener.setsockopt(udt.UDT_CC, opts.cc)
-    raise_buffers(listener)
     listener.bind((opts.host, opts.port))
     listener.listen(1)
     emit(event="ready", port=listener.getsockname()[1])
@@ -95,7 +78,16 @@ def udt_recv(opts: argparse.Namespace) -> None:
         last = time.monotonic()
         sampler.maybe()
     sampler.maybe(force=True)
-    emit(event="done", bytes=total, seconds=round(last - sampler.start, 6))
+    stats = conn.perfmon()
+    emit(
+        event="done",
+        bytes=total,
+        seconds=round(last - sampler.start, 6),
+        rcv_loss=stats["pkt_rcv_loss_total"],
+        dropped=stats["pkt_dropped_total"],
+        duplicates=stats["pkt_duplicate_total"],
+        naks_sent=stats["pkt_sent_nak_total"],
+    )
     conn.close()
     listener.close()
 
@@ -106,7 +98,6 @@ def udt_send(opts: argparse.Namespace) -> None:
     sock = udt.socket(udt.AF_INET, udt.SOCK_STREAM)
     if opts.cc:
         sock.setsockopt(udt.UDT_CC, opts.cc)
-    raise_buffers(sock)
     sock.setsockopt(udt.UDT_LINGER, (True, 10 if opts.bytes is not None else 1))
     sock.connect((opts.host, opts.port))
     block = os.urandom(BLOCK)
@@ -117,6 +108,13 @@ def udt_send(opts: argparse.Namespace) -> None:
             "sent": stats["pkt_sent_total"],
             "retrans": stats["pkt_retrans_total"],
             "rtt_ms": stats["ms_rtt"],
+            "cwnd": stats["pkt_congestion_window"],
+            "flow_window": stats["pkt_flow_window"],
+            "period_us": stats["us_pkt_snd_period"],
+            "bw_mbit": stats["mbps_bandwidth"],
+            "snd_buf_avail": stats["byte_avail_snd_buf"],
+            "flight": stats["pkt_flight_size"],
+            "snd_loss": stats["pkt_snd_loss_total"],
         }
 
     sampler = Sampler(take)
