@@ -4,7 +4,7 @@ Everything is big-endian.  One connection carries one *session*, in one of two k
 
 Session header (sender → receiver, 8 bytes)::
 
-    magic b"UDTX" | version u8 (1) | kind u8 (1 = files, 2 = memory) | flags u16 (0)
+    magic b"UDTX" | version u8 (1) | kind u8 (1 = files, 2 = memory, 3 = pattern) | flags u16 (0)
 
 Files session, for each file, in the order given on the command line::
 
@@ -12,16 +12,26 @@ Files session, for each file, in the order given on the command line::
     <size bytes of file data>
     b"H" | sha256 of the data (32 bytes)
 
-Memory session, repeated until the time is up::
+Memory session (any data, sha256-checked; what udt-send before pattern sessions sent), repeated
+until the time is up::
 
     b"C" | length u32 (1 .. MAX_CHUNK) | <length bytes of generated data>
+
+Pattern session (what ``udt-send --mem`` sends): a seed, then chunks as in a memory session whose
+data is the pattern of :mod:`udt.cli._pattern` (length 1 .. ``_pattern.CHUNK``), which the
+receiver compares byte for byte instead of hashing::
+
+    b"S" | seed (32 bytes)
+    b"C" | length u32 | <the next length bytes of the seed's pattern>   (repeated)
 
 Both kinds end with::
 
     b"E" | count u64 | digest (32 bytes)
 
 where, for files, ``count`` is the number of files and ``digest`` the *session digest* (see
-:func:`session_digest`); for memory, ``count`` is the number of bytes and ``digest`` their sha256.
+:func:`session_digest`); for memory, ``count`` is the number of bytes and ``digest`` their
+sha256; for a pattern session, ``count`` is the number of bytes and ``digest``
+:func:`udt.cli._pattern.stream_digest` of the seed and that count.
 
 Replies (receiver → sender), one per file and one for the end record::
 
@@ -53,6 +63,7 @@ PARTIAL_PREFIX = ".udt-partial-"
 class SessionKind(IntEnum):
     FILES = 1
     MEMORY = 2
+    PATTERN = 3
 
 
 class Tag:
@@ -61,6 +72,7 @@ class Tag:
     FILE = b"F"
     DIGEST = b"H"
     CHUNK = b"C"
+    SEED = b"S"
     END = b"E"
     REPLY = b"R"
 
@@ -89,6 +101,7 @@ SESSION_HEADER = struct.Struct("!4sBBH")
 FILE_HEADER = struct.Struct("!QH")  # after the b"F" tag
 DIGEST_BODY = struct.Struct("!32s")  # after the b"H" tag
 CHUNK_BODY = struct.Struct("!I")  # after the b"C" tag
+SEED_BODY = struct.Struct("!32s")  # after the b"S" tag
 END_BODY = struct.Struct("!Q32s")  # after the b"E" tag
 REPLY = struct.Struct("!cBQ32s")
 
@@ -128,6 +141,10 @@ def pack_digest(digest: bytes) -> bytes:
 
 def pack_chunk_header(length: int) -> bytes:
     return Tag.CHUNK + CHUNK_BODY.pack(length)
+
+
+def pack_seed(seed: bytes) -> bytes:
+    return Tag.SEED + SEED_BODY.pack(seed)
 
 
 def pack_end(count: int, digest: bytes) -> bytes:

@@ -52,6 +52,8 @@ from udt.cli._common import (
 )
 from udt.cli._hashing import FileHasher
 from udt.cli._passphrase import RefusalLog, add_passphrase_argument, read_passphrase
+from udt.cli._pattern import CHUNK as PATTERN_CHUNK
+from udt.cli._pattern import Pattern, first_difference, same_bytes, stream_digest
 from udt.cli._progress import Meter, ProgressBar
 from udt.errors import ErrorCode
 from udt.units import parse_rate_bytes_per_s
@@ -485,7 +487,7 @@ def _report(settings: Settings, result: dict[str, Any], state: _SessionState) ->
             f"{PROG}: received {what} from {result['peer']} in {seconds:.2f} s: "
             f"{result['mbit_per_s']:.1f} Mbit/s ({result['bytes'] / seconds / 1e6 if seconds else 0:.1f} MB/s), "
             f"{_count(result.get('retransmitted'))} retransmitted, {_count(result.get('lost'))} lost; "
-            f"sha256 verified"
+            f"{'sha256 verified' if result['mode'] == 'files' else 'verified'}"
         )
         print(line, file=sys.stderr if settings.json else sys.stdout, flush=True)
         return
@@ -518,6 +520,9 @@ def _serve_session(settings: Settings, conn: udt.socket, state: _SessionState) -
             _try_reply(conn, wire.ReplyStatus.KIND_REFUSED)
             raise SessionFailed(ExitCode.PROTOCOL_ERROR, f"{state.peer} sent files but this is a --mem receiver")
         _receive_files(settings, conn, state)
+    elif kind == wire.SessionKind.PATTERN:
+        state.mode = "memory"
+        _receive_pattern(settings, conn, state)
     else:
         state.mode = "memory"
         _receive_memory(settings, conn, state)
@@ -672,6 +677,8 @@ _UMASK = _read_umask()  # read once at import: os.umask is process-wide, not thr
 
 
 def _receive_memory(settings: Settings, conn: udt.socket, state: _SessionState) -> None:
+    """A memory session of arbitrary data (udt-send before pattern sessions, other tools):
+    sha256 of every byte, compared with the sender's."""
     hasher = hashlib.sha256()
     buf = bytearray(0)  # grows to the largest chunk this sender uses (1 MiB for udt-send)
     state.meter = settings.bar.add(Meter(f"memory from {state.peer}"))
@@ -699,6 +706,53 @@ def _receive_memory(settings: Settings, conn: udt.socket, state: _SessionState) 
                     ExitCode.VERIFY_FAILED,
                     f"memory transfer from {state.peer}: sender sent {count} bytes, "
                     f"received {state.nbytes}, sha256 {'matches' if digest == state.digest else 'differs'}",
+                )
+            return
+        else:
+            raise wire.ProtocolError(f"unexpected record tag {tag!r}")
+
+
+def _receive_pattern(settings: Settings, conn: udt.socket, state: _SessionState) -> None:
+    """A pattern session (``udt-send --mem``): compare every chunk with the seed's pattern.
+
+    A mismatch does not end the session at once: the rest is read (and still compared, so the
+    count stays honest) and the end record answered with DIGEST_MISMATCH, as a memory session
+    whose sha256 differs is."""
+    tag = recv_exact(conn, 1)
+    if tag != wire.Tag.SEED:
+        raise wire.ProtocolError(f"expected the pattern seed, got tag {tag!r}")
+    (seed,) = wire.SEED_BODY.unpack(recv_exact(conn, wire.SEED_BODY.size))
+    pattern = Pattern(seed)
+    buf = bytearray(PATTERN_CHUNK)
+    state.meter = settings.bar.add(Meter(f"memory from {state.peer}"))
+    first_bad: int | None = None  # stream offset of the first byte that differed
+    while True:
+        tag = recv_exact(conn, 1)
+        if tag == wire.Tag.CHUNK:
+            (length,) = wire.CHUNK_BODY.unpack(recv_exact(conn, wire.CHUNK_BODY.size))
+            if not 0 < length <= PATTERN_CHUNK:
+                raise wire.ProtocolError(f"pattern chunk length {length} out of range")
+            start = pattern.position
+            expected = pattern.next_chunk(length)
+            block = memoryview(buf)[:length]
+            _fill(conn, block, state)
+            if first_bad is None and not same_bytes(block, expected):
+                first_bad = start + first_difference(block, expected)
+        elif tag == wire.Tag.END:
+            count, digest = wire.END_BODY.unpack(recv_exact(conn, wire.END_BODY.size))
+            state.ended = time.monotonic()
+            state.digest = stream_digest(seed, state.nbytes)
+            ok = first_bad is None and count == state.nbytes and digest == state.digest
+            _try_reply(
+                conn, wire.ReplyStatus.OK if ok else wire.ReplyStatus.DIGEST_MISMATCH, state.nbytes, state.digest
+            )
+            if not ok:
+                what = (
+                    f"byte {first_bad} differs from the pattern" if first_bad is not None else "stream digest differs"
+                )
+                raise SessionFailed(
+                    ExitCode.VERIFY_FAILED,
+                    f"memory transfer from {state.peer}: sender sent {count} bytes, received {state.nbytes}, {what}",
                 )
             return
         else:
