@@ -2,7 +2,8 @@
 
 It runs the two command-line tools exactly as a user would, as separate processes on
 127.0.0.1: ``udt-recv --once --json`` and ``udt-send FILE`` for a file of random bytes (sha256
-checked by both ends), then ``udt-send --mem`` for memory-to-memory throughput.  It prints what
+checked by both ends), then ``udt-send --mem`` for memory-to-memory throughput (every byte
+compared with the seeded pattern it must carry).  It prints what
 the tools measured and exits non-zero if any transfer fails or does not verify.
 """
 
@@ -95,12 +96,12 @@ def run_pair(send_args: list[str], recv_args: list[str], workdir: Path) -> tuple
     return sent, received
 
 
-def _line(what: str, sent: dict, received: dict) -> str:
+def _line(what: str, check: str, sent: dict, received: dict) -> str:
     same = sent.get("sha256") and sent.get("sha256") == received.get("sha256")
     return (
         f"{what:<24} {format_bytes(received['bytes']):>10} in {received['seconds']:6.2f} s = "
         f"{received['mbit_per_s']:8.0f} Mbit/s ({received['mbit_per_s'] / 8:6.0f} MB/s)  "
-        f"sha256 {'matches' if same else 'DIFFERS'}  retransmitted {sent.get('retransmitted', 0)}, "
+        f"{check} {'matches' if same else 'DIFFERS'}  retransmitted {sent.get('retransmitted', 0)}, "
         f"lost {received.get('lost', 0)}"
     )
 
@@ -120,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         metavar="SECONDS",
         help="length of the memory-to-memory run (default 2; 0 skips it)",
     )
-    parser.add_argument("--mss", default=None, help="UDT MSS for both tools (default 1500)")
+    parser.add_argument("--mss", default=None, help="UDT MSS for both tools (default: theirs, auto = path-MTU discovery)")
     parser.add_argument("--json", action="store_true", help="print one JSON object with all results")
     args = parser.parse_args(argv)
     extra = ["--mss", args.mss] if args.mss else []
@@ -144,13 +145,13 @@ def main(argv: list[str] | None = None) -> int:
             ):
                 raise DemoError("the file did not arrive intact")
             results["file"] = {"send": sent, "recv": received}
-            lines.append(_line("file, udt-send/recv", sent, received))
+            lines.append(_line("file, udt-send/recv", "sha256", sent, received))
             if args.mem > 0:
                 sent, received = run_pair(["--mem", str(args.mem), *extra], ["--mem", *extra], work)
                 if sent["sha256"] != received["sha256"]:
-                    raise DemoError("memory mode: the receiver's sha256 differs from the sender's")
+                    raise DemoError("memory mode: the receiver's stream digest differs from the sender's")
                 results["memory"] = {"send": sent, "recv": received}
-                lines.append(_line("memory, udt-send --mem", sent, received))
+                lines.append(_line("memory, udt-send --mem", "pattern", sent, received))
     except (DemoError, subprocess.TimeoutExpired, OSError) as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return 1
