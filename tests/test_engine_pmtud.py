@@ -227,4 +227,3 @@ def test_a_reader_that_stopped_holds_the_same_bytes_after_growth():
     got = transfer(net, c, s, more, timeout_us=60_000_000)
     assert sha(got) == sha(more)
     assert net.now - start < 5_000_000
-
