@@ -173,3 +173,57 @@ def test_server_waits_for_the_client_before_probing():
     net, c, s = connected_pair(net, client_options=ON, server_options=ON)
     _settle(net, c, s)
     assert s.pmtud["probes_lost"] == 0 and s.mss == 65535
+
+
+def _stall(opts: dict, seconds: int = 10):
+    """Write as fast as the sender takes it to a reader that never reads; bytes written by
+    the end of each second."""
+    net = Net(seed=7, profile=LinkProfile(delay_us=500))
+    net, c, s = connected_pair(net, client_options=opts, server_options=opts)
+    if opts:
+        _settle(net, c, s)
+    block = bytes(1 << 16)
+    written = 0
+    marks = []
+
+    def pump() -> bool:
+        nonlocal written
+        while (n := c.write(block, net.now)) > 0:
+            written += n
+        return False
+
+    for _ in range(seconds):
+        net.run(1_000_000, pump)
+        marks.append(written)
+    return marks, net, c, s
+
+
+def test_a_reader_that_stopped_holds_the_same_bytes_after_growth():
+    """The hang in tests/test_memory.py: at 64 KiB the zero window's 2-packet probes let
+    ~12 MB/s through (sendall never timed out), the receiver kept it past UDT_RCVBUF's bytes
+    (its ring's geometry is packets), and the limits' starting points were capped instead of
+    scaled (512 receive packets of 64 KiB).  Now the trickle and the bytes held match MSS 1500."""
+    base, _, _, s0 = _stall({})
+    grown, net, c, s = _stall(ON)
+    assert c.mss == 65535
+    base_rate = (base[-1] - base[4]) / 5
+    rate = (grown[-1] - grown[4]) / 5
+    assert rate <= 2 * base_rate + 65536, (rate, base_rate)
+    # bytes held by the receiver stay within its byte cap (8192 packets of 1456 here)
+    assert s.readable_bytes <= 8192 * 1456
+    assert s.readable_bytes <= 4 * s0.readable_bytes
+    # the reader comes back: the spacing ends with the ACK that reports room, and 16 MB more
+    # arrive at the grown MSS's speed, every byte
+    more = bytes((i * 13) & 0xFF for i in range(16 << 20))
+    start = net.now
+    held = bytearray()
+
+    def drain() -> bool:
+        while not isinstance(r := s.read(1 << 20, net.now), int) and r:
+            held.extend(r)
+        return len(held) >= grown[-1]
+
+    assert net.run(5_000_000, drain) and held == bytes(grown[-1])
+    got = transfer(net, c, s, more, timeout_us=60_000_000)
+    assert sha(got) == sha(more)
+    assert net.now - start < 5_000_000

@@ -50,14 +50,10 @@ def _transfer(client_opts: dict, server_opts: dict) -> tuple[int, int, str]:
     return mss, result["mss"], result["sha"]
 
 
-def test_option_is_public_and_off_by_default_for_now():
-    # off until a sender whose receiver stopped reading no longer hangs past its timeout
-    # with discovery on (tests/test_memory.py; docs/engine.md, path-MTU discovery)
+def test_option_is_public_and_on_by_default():
     assert udt.UDT_PMTUD is SocketOption.UDT_PMTUD
-    assert OPTION_SPECS[SocketOption.UDT_PMTUD].default is False
+    assert OPTION_SPECS[SocketOption.UDT_PMTUD].default is True
     with udt.socket() as s:
-        assert s.getsockopt(udt.UDT_PMTUD) is False
-        s.setsockopt(udt.UDT_PMTUD, True)
         assert s.getsockopt(udt.UDT_PMTUD) is True
         s.setsockopt(udt.UDT_MSS, 9000)  # a fixed MSS: no discovery
         assert s.getsockopt(udt.UDT_PMTUD) is False

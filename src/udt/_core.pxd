@@ -516,6 +516,8 @@ cdef struct Conn:
                                 # it last in its burst, with DF (Channel.c_probe_mode), and clears this
     int64_t pmtud_probes_sent
     int64_t pmtud_probes_lost
+    int64_t pmtud_probes_confirmed
+    bint zero_window_paced      # new data spaced to UDT4's zero-window trickle in bytes
     # --- stats ---
     Stats stats
     Stats stats_at_clear        # totals at the last clear (interval = total - this)

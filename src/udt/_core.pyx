@@ -30,7 +30,7 @@ from udt.core.packet cimport (CONTROL_FLAG, LOSS_RANGE_FLAG, MSG_NUMBER_26,
                               msg_number, put_control, put_header, put_u32)
 from udt.core.seq cimport (SEQ_MAX, SEQ_THRESHOLD, ackno_inc, seq_add, seq_cmp, seq_dec, seq_inc,
                            seq_off)
-from udt.core.connutil cimport (HANDSHAKE_RETRY_US, MAX_NAK_WORDS, MAX_PACING_LAG_US,
+from udt.core.connutil cimport (HANDSHAKE_RETRY_US, MAX_NAK_WORDS, MAX_PACING_LAG_US, MIN_AVAILABLE_BUFFER,
                                 SHUTDOWN_GRACE_US, SHUTDOWN_SPACING_US, SYN_US, _can_send_new,
                                 _cc_after, _cc_sync_inputs, _close_may_finish, _connect_failed,
                                 _exp_deadline, _fill_handshake, _finish_close, _invalid, _is_live,
@@ -86,6 +86,10 @@ cdef uint32_t _on_ack(Conn* c, const uint8_t* buf, size_t length, int64_t now) n
         c.flow_window = win
         c.snd_last_ack = ack
         c.peer_avail = win
+        if c.zero_window_paced and win > MIN_AVAILABLE_BUFFER:
+            c.zero_window_paced = False     # the reader is back: no more zero-window spacing
+            if c.next_send_exact > <double>now:
+                c.next_send_exact = <double>now
         if win > c.peer_avail_max:
             c.peer_avail_max = win
     if seq_cmp(ack, c.snd_una) > 0:
@@ -400,6 +404,11 @@ cdef uint32_t _on_data(Conn* c, const uint8_t* buf, size_t length, int64_t now) 
         return ev
     if off < -(<int64_t>c.rcv.capacity) * 4:
         _invalid(c, INVALID_DATA_SEQ)
+        return ev
+    if off >= c.rcv.max_limit and seq_cmp(seq, c.rcv_largest) > 0:
+        # UDT_RCVBUF is bytes: once the MSS grew, the ring's geometry (packets) holds far more
+        # than that; new data past the ceiling is dropped (holes below it still fill)
+        _invalid(c, INVALID_BUFFER_FULL)
         return ev
     _peer_alive(c, now)
     _record_arrival(c, seq, now)
@@ -747,6 +756,18 @@ cdef void _drop_message(Conn* c, int32_t seq, int64_t now) noexcept nogil:
         c.pending_drop_count += 1
 
 
+cdef inline void _zero_window_pace(Conn* c, int length, int64_t now) noexcept nogil:
+    """The peer's window is closed (ACK word 3 at its floor of 2 packets: a reader that stopped).
+    UDT4's 2-packet probes per ACK interval are ~290 KB/s at MSS 1500 but 45 times that at
+    64 KiB, which filled a stalled reader's buffer and kept sendall() from ever timing out; so
+    a grown MSS spaces them to the same bytes per SYN.  An ACK that opens the window ends it."""
+    cdef double gap = <double>SYN_US * length / (
+        MIN_AVAILABLE_BUFFER * (c.pmtud_base_mss - _ip_overhead(c) - HEADER_SIZE))
+    if c.next_send_exact < <double>now + gap:
+        c.next_send_exact = <double>now + gap
+    c.zero_window_paced = True
+
+
 cdef ssize_t _emit_data(Conn* c, int32_t seq, int64_t now, bint retransmit, uint8_t* out,
                         const uint8_t** payload, size_t* payload_len) noexcept nogil:
     cdef int idx = sndbuf_index(&c.snd, seq_off(c.snd_una, seq))
@@ -767,6 +788,9 @@ cdef ssize_t _emit_data(Conn* c, int32_t seq, int64_t now, bint retransmit, uint
         c.next_send_exact += 2 * _packet_period(c, slot.length)
     else:
         c.next_send_exact += _packet_period(c, slot.length)
+    if (not retransmit and c.peer_avail <= MIN_AVAILABLE_BUFFER and c.pmtud_max > 0
+            and c.mss > c.pmtud_base_mss):
+        _zero_window_pace(c, slot.length, now)
     c.next_send_time = <int64_t>c.next_send_exact
     if c.cc.want_pkt_sent and c.cc.ops.on_pkt_sent != NULL:
         _cc_sync_inputs(c)
@@ -1027,6 +1051,7 @@ cdef ssize_t _pmtud_emit(Conn* c, int64_t now, uint8_t* out, const uint8_t** pay
 cdef uint32_t _pmtud_on_probe(Conn* c, const uint8_t* buf, size_t length) noexcept nogil:
     """The peer's probe: confirm its size (up to what we accept)."""
     cdef int size = <int>length + _ip_overhead(c)
+    cdef int old_slot = c.rcv.slot_size
     if c.pmtud_max == 0 or size > c.pmtud_max or length < <size_t>HEADER_SIZE + 4:
         _invalid(c, INVALID_LENGTH)
         return 0
@@ -1035,7 +1060,7 @@ cdef uint32_t _pmtud_on_probe(Conn* c, const uint8_t* buf, size_t length) noexce
     chunks_set_slot_size(&c.rcv.store, size - _ip_overhead(c) - HEADER_SIZE)
     c.rcv.slot_size = c.rcv.store.slot_size
     buffer_scale_limits(&c.rcv.limit, &c.rcv.initial_limit, &c.rcv.max_limit, c.rcv.capacity,
-                        c.pmtud_base_mss - _ip_overhead(c) - HEADER_SIZE, c.rcv.slot_size)
+                        c.pmtud_base_mss - _ip_overhead(c) - HEADER_SIZE, old_slot, c.rcv.slot_size)
     c.pmtud_ack_size = size
     c.pmtud_ack_id = get_u32(buf + 4)
     return EV_WANT_TRANSMIT
@@ -1044,6 +1069,7 @@ cdef uint32_t _pmtud_on_probe(Conn* c, const uint8_t* buf, size_t length) noexce
 cdef uint32_t _pmtud_on_ack(Conn* c, const uint8_t* buf, size_t length) noexcept nogil:
     """The peer received our probe: new packets may be that large."""
     cdef int size
+    cdef int old_payload = c.payload_size
     if length < <size_t>HEADER_SIZE + 4:
         _invalid(c, INVALID_LENGTH)
         return 0
@@ -1059,7 +1085,8 @@ cdef uint32_t _pmtud_on_ack(Conn* c, const uint8_t* buf, size_t length) noexcept
     chunks_set_slot_size(&c.snd.store, c.payload_size)    # new chunks only: queued packets keep theirs
     c.snd.slot_size = c.snd.store.slot_size
     buffer_scale_limits(&c.snd.limit, &c.snd.initial_limit, &c.snd.max_limit, c.snd.capacity,
-                        c.pmtud_base_mss - _ip_overhead(c) - HEADER_SIZE, c.payload_size)
+                        c.pmtud_base_mss - _ip_overhead(c) - HEADER_SIZE, old_payload, c.payload_size)
+    c.pmtud_probes_confirmed += 1
     c.pmtud_probe = 0
     c.pmtud_tries = 0
     c.pmtud_deadline = 0

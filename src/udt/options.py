@@ -341,10 +341,10 @@ OPTION_SPECS: dict[SocketOption, OptionSpec] = {
         OptionSpec(
             Opt.UDT_PMTUD,
             "bool",
-            False,
+            True,
             Phase.BEFORE_CONNECT,
             None,
-            "path-MTU discovery between udt peers (grows the MSS from UDT_MSS); off by default for now",
+            "path-MTU discovery between udt peers (grows the MSS from UDT_MSS); setting UDT_MSS turns it off",
         ),
     )
 }

@@ -136,8 +136,7 @@ def parse_count(text: str) -> int:
 
 
 MSS_AUTO = 0
-"""What ``--mss auto`` parses to: path-MTU discovery (``UDT_PMTUD``), the CLIs' default
-(the socket API's ``UDT_PMTUD`` is off by default for now)."""
+"""What ``--mss auto`` parses to: path-MTU discovery (``UDT_PMTUD``), the default between udt peers."""
 
 
 def parse_mss(text: str) -> int:

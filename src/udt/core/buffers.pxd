@@ -222,21 +222,32 @@ cdef inline int buffer_grow_limit(int limit, int64_t target, int capacity) noexc
     return <int>(target if target < capacity else capacity)
 
 
+cdef inline int _scaled_packets(int packets, int old_slot, int slot, int64_t ceiling) noexcept nogil:
+    """packets of old_slot bytes as packets of slot bytes (rounded up, at least 2, at most ceiling)."""
+    cdef int64_t n = (<int64_t>packets * old_slot + slot - 1) // slot
+    if n < 2:
+        n = 2
+    return <int>(n if n < ceiling else ceiling)
+
+
 cdef inline void buffer_scale_limits(int* limit, int* initial_limit, int* max_limit, int capacity,
-                                     int base_slot, int slot) noexcept nogil:
-    """The MSS grew from base_slot to slot bytes of payload: the limits in packets shrink so
-    that the bytes they stand for (UDT_SNDBUF/UDT_RCVBUF are bytes) stay what they were, never
-    below one chunk (path-MTU discovery only grows while a ring holds one at the new size)."""
+                                     int base_slot, int old_slot, int slot) noexcept nogil:
+    """The MSS changed from old_slot to slot bytes of payload (base_slot: the handshake's): the
+    limits in packets change so that the bytes they stand for (UDT_SNDBUF/UDT_RCVBUF are bytes,
+    and so is where autotuning starts) stay what they were.  The ceiling never drops below one
+    chunk (path-MTU discovery only grows while a ring holds one at the new size).  Capping the
+    start instead of scaling it let a connection start at 512 packets of 64 KiB (32 MB) where
+    it meant 745 KB."""
     cdef int64_t m = <int64_t>capacity * base_slot // slot
     if m < BUFFER_CHUNK_PACKETS:
         m = BUFFER_CHUNK_PACKETS
     if m > capacity:
         m = capacity
     max_limit[0] = <int>m
-    if limit[0] > m:
-        limit[0] = <int>m
-    if initial_limit[0] > m:
-        initial_limit[0] = <int>m
+    if old_slot <= 0:
+        old_slot = slot
+    limit[0] = _scaled_packets(limit[0], old_slot, slot, m)
+    initial_limit[0] = _scaled_packets(initial_limit[0], old_slot, slot, m)
 
 
 cdef inline int buffer_initial_limit(int initial, int default, int capacity) noexcept nogil:
