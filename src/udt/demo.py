@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         metavar="SECONDS",
         help="length of the memory-to-memory run (default 2; 0 skips it)",
     )
-    parser.add_argument("--mss", default=None, help="UDT MSS for both tools (default: theirs, auto = path-MTU discovery)")
+    parser.add_argument("--mss", default=None, help="UDT MSS for both tools (default: auto, path-MTU discovery)")
     parser.add_argument("--json", action="store_true", help="print one JSON object with all results")
     args = parser.parse_args(argv)
     extra = ["--mss", args.mss] if args.mss else []
