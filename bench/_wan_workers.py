@@ -22,6 +22,8 @@ from typing import Any
 
 SAMPLE = 0.25  # seconds between samples
 BLOCK = 1 << 20
+
+
 def emit(**fields: Any) -> None:
     print(json.dumps(fields), flush=True)
 
