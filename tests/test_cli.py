@@ -385,12 +385,18 @@ def test_ipv6_loopback(tmp_path):
 
 
 def _raw_session(address: str, records: bytes) -> list[tuple[wire.ReplyStatus, int, bytes]]:
-    """Speak the framing by hand over a real udt connection; return the replies until close."""
+    """Speak the files framing by hand over a real udt connection; return the replies until close."""
+    return raw_replies(address, wire.pack_session_header(wire.SessionKind.FILES) + records)
+
+
+def raw_replies(address: str, data: bytes) -> list[tuple[wire.ReplyStatus, int, bytes]]:
+    """Send ``data`` (a session header and records, built by hand) to a receiver over a real udt
+    connection; return the replies it sent until it closed."""
     host, port = parse_host_port(address)
     replies = []
     with udt.create_connection((host, port), timeout=10) as conn:
         conn.settimeout(30)
-        conn.sendall(wire.pack_session_header(wire.SessionKind.FILES) + records)
+        conn.sendall(data)
         buf = b""
         while True:
             try:

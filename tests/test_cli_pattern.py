@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-import udt
-from test_cli import Receiver, no_traceback
+from test_cli import Receiver, no_traceback, raw_replies
 from udt.cli import _wire as wire
-from udt.cli._common import parse_host_port
 from udt.cli._pattern import CHUNK, SEED_BYTES, STRIDE, Pattern, first_difference, new_seed, same_bytes, stream_digest
 
 
@@ -67,34 +65,13 @@ def _pattern_records(seed: bytes, lengths: list[int], corrupt_at: int | None = N
     return out + wire.pack_end(position, stream_digest(seed, position))
 
 
-def _session(address: str, records: bytes) -> list[tuple[wire.ReplyStatus, int, bytes]]:
-    host, port = parse_host_port(address)
-    replies = []
-    with udt.create_connection((host, port), timeout=10) as conn:
-        conn.settimeout(30)
-        conn.sendall(records)
-        buf = b""
-        while True:
-            try:
-                data = conn.recv(4096)
-            except OSError:
-                break
-            if not data:
-                break
-            buf += data
-        while len(buf) >= wire.REPLY.size:
-            replies.append(wire.unpack_reply(buf[: wire.REPLY.size]))
-            buf = buf[wire.REPLY.size :]
-    return replies
-
-
 LENGTHS = [CHUNK, 5000, 123_457, 1]
 
 
 def test_intact_pattern_session_is_verified(tmp_path):
     seed = new_seed()
     with Receiver(tmp_path, "--mem", "--once", "--json") as recv:
-        replies = _session(recv.address, _pattern_records(seed, LENGTHS))
+        replies = raw_replies(recv.address, _pattern_records(seed, LENGTHS))
         assert recv.wait() == 0, recv.stderr
     total = sum(LENGTHS)
     assert replies == [(wire.ReplyStatus.OK, total, stream_digest(seed, total))]
@@ -111,7 +88,7 @@ def test_intact_pattern_session_is_verified(tmp_path):
 def test_damaged_pattern_is_refused_with_the_offset(tmp_path, damage, message):
     seed = new_seed()
     with Receiver(tmp_path, "--mem", "--once", "--json") as recv:
-        replies = _session(recv.address, _pattern_records(seed, [CHUNK, CHUNK, 1000], **damage))
+        replies = raw_replies(recv.address, _pattern_records(seed, [CHUNK, CHUNK, 1000], **damage))
         assert recv.wait() == 6, recv.stderr
     assert [r[0] for r in replies] == [wire.ReplyStatus.DIGEST_MISMATCH]
     assert message in recv.stderr
@@ -121,12 +98,12 @@ def test_damaged_pattern_is_refused_with_the_offset(tmp_path, damage, message):
 def test_pattern_session_needs_its_seed_and_bounded_chunks(tmp_path):
     header = wire.pack_session_header(wire.SessionKind.PATTERN)
     with Receiver(tmp_path, "--mem", "--once", name="noseed") as recv:
-        replies = _session(recv.address, header + wire.pack_chunk_header(10) + bytes(10))
+        replies = raw_replies(recv.address, header + wire.pack_chunk_header(10) + bytes(10))
         assert recv.wait() == 8
     assert [r[0] for r in replies] == [wire.ReplyStatus.PROTOCOL_ERROR]
     assert "expected the pattern seed" in recv.stderr
     with Receiver(tmp_path, "--mem", "--once", name="bigchunk") as recv:
-        replies = _session(recv.address, header + wire.pack_seed(new_seed()) + wire.pack_chunk_header(CHUNK + 1))
+        replies = raw_replies(recv.address, header + wire.pack_seed(new_seed()) + wire.pack_chunk_header(CHUNK + 1))
         assert recv.wait() == 8
     assert "out of range" in recv.stderr
     no_traceback(recv)
