@@ -8,6 +8,14 @@ import hashlib
 from udt.tools import peers
 
 
+def write_pattern_file(path, nbytes: int, seed: int) -> str:
+    """Write nbytes of the pattern to path (the file interop tests' source); returns its sha256."""
+    with open(path, "wb") as f:
+        for block in peers.pattern_chunks(nbytes, seed):
+            f.write(block)
+    return peers.pattern_sha256(nbytes, seed)
+
+
 def send_pattern(sock, message_mode: bool, nbytes: int, *, msg_size: int, seed: int = 0) -> str:
     """Send nbytes of the pattern (stream: sendall; message mode: messages of msg_size cut from
     each pattern block); returns its sha256."""

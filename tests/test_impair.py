@@ -111,6 +111,18 @@ def drain(sock: socket.socket, into: list[bytes]) -> None:
         sock.settimeout(5.0)
 
 
+def burst_through(relay: Relay, a: socket.socket, b: socket.socket, payloads: list[bytes]) -> list[bytes]:
+    """Send payloads from a through relay at once; what reached b once the relay held none."""
+    for data in payloads:
+        a.sendto(data, relay.address)
+    received: list[bytes] = []
+    while relay.stats().a_to_b.received < len(payloads) or relay.stats().a_to_b.in_flight:
+        select.select([b], [], [], 0.01)
+        drain(b, received)
+    drain(b, received)
+    return received
+
+
 def transfer(
     relay: Relay, a: socket.socket, b: socket.socket, payloads: list[bytes], window: int = 256, timeout: float = 60.0
 ) -> list[bytes]:
@@ -475,13 +487,7 @@ def test_queue_overflow_drops_the_tail(ab):
     # 1 Mbit/s: a 1000-byte datagram takes 8 ms on the link; 100 sent in a burst of < 8 ms.
     imp = Impairment(rate=1e6, queue_packets=20)
     with Relay(b.getsockname(), a_to_b=imp) as relay:
-        for data in numbered(100, 1000):
-            a.sendto(data, relay.address)
-        received = []
-        while relay.stats().a_to_b.received < 100 or relay.stats().a_to_b.in_flight:
-            select.select([b], [], [], 0.01)
-            drain(b, received)
-        drain(b, received)
+        received = burst_through(relay, a, b, numbered(100, 1000))
         stats = relay.stats().a_to_b
     order = [seq(x) for x in received]
     kept = len(order)
@@ -494,13 +500,7 @@ def test_queue_limit_in_bytes(ab):
     a, b = ab
     imp = Impairment(rate=1e6, queue_bytes=10_000)
     with Relay(b.getsockname(), a_to_b=imp) as relay:
-        for data in numbered(50, 1000):
-            a.sendto(data, relay.address)
-        received = []
-        while relay.stats().a_to_b.received < 50 or relay.stats().a_to_b.in_flight:
-            select.select([b], [], [], 0.01)
-            drain(b, received)
-        drain(b, received)
+        received = burst_through(relay, a, b, numbered(50, 1000))
     assert [seq(x) for x in received] == list(range(len(received)))
     assert 10 <= len(received) <= 12
 

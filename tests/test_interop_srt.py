@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from pattern_io import write_pattern_file
 from udt.tools import peers
 
 SRT_MISSING = peers.srt_unavailable_reason()
@@ -26,18 +27,11 @@ TIMEOUT = 60.0
 SRT_CHUNK = 1456  # srt-file-transmit reads and writes 1456-byte chunks (its -chunk default)
 
 
-def _write_pattern(path, nbytes: int, seed: int) -> str:
-    with open(path, "wb") as f:
-        for block in peers.pattern_chunks(nbytes, seed):
-            f.write(block)
-    return peers.pattern_sha256(nbytes, seed)
-
-
 @pytest.mark.parametrize("cc", ["udt4", "bbr"])
 @pytest.mark.parametrize("nbytes", [4_000_000, pytest.param(40_000_000, marks=pytest.mark.slow)])
 def test_udt_sends_file_to_srt_listener(tmp_path, nbytes, cc):
     source = tmp_path / "in.bin"
-    digest = _write_pattern(source, nbytes, seed=21)
+    digest = write_pattern_file(source, nbytes, seed=21)
     target = tmp_path / "out.bin"
     with peers.srt_recv(peers.free_udp_port(), target, timeout=TIMEOUT) as listener:
         port = listener.ready()["port"]
@@ -55,7 +49,7 @@ def test_udt_sends_file_to_srt_listener(tmp_path, nbytes, cc):
 @pytest.mark.parametrize("nbytes", [4_000_000, pytest.param(40_000_000, marks=pytest.mark.slow)])
 def test_srt_caller_sends_file_to_udt_server(tmp_path, nbytes):
     source = tmp_path / "in.bin"
-    digest = _write_pattern(source, nbytes, seed=22)
+    digest = write_pattern_file(source, nbytes, seed=22)
     with udt.create_server((LOCALHOST, 0), type=udt.SOCK_DGRAM) as server:
         server.settimeout(TIMEOUT)
         port = server.getsockname()[1]

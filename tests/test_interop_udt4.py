@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from pattern_io import pattern_message_sizes, receive_pattern, send_pattern
+from pattern_io import pattern_message_sizes, receive_pattern, send_pattern, write_pattern_file
 from udt.tools import peers
 
 UDT4_MISSING = peers.udt4_unavailable_reason()
@@ -175,9 +175,7 @@ def test_rendezvous(request, direction, sock_type, mss):
 def test_udt_sendfile_to_udt4_recvfile(request, tmp_path):
     nbytes = 32_000_000
     source = tmp_path / "in.bin"
-    with open(source, "wb") as f:
-        for block in peers.pattern_chunks(nbytes, seed=11):
-            f.write(block)
+    write_pattern_file(source, nbytes, seed=11)
     target = tmp_path / "out.bin"
     with peers.udt4("recv", api="file", path=target, nbytes=nbytes, timeout=TIMEOUT) as server:
         port = server.ready()["port"]
@@ -194,9 +192,7 @@ def test_udt_sendfile_to_udt4_recvfile(request, tmp_path):
 def test_udt4_sendfile_to_udt_recvfile(request, tmp_path):
     nbytes = 32_000_000
     source = tmp_path / "in.bin"
-    with open(source, "wb") as f:
-        for block in peers.pattern_chunks(nbytes, seed=12):
-            f.write(block)
+    write_pattern_file(source, nbytes, seed=12)
     target = tmp_path / "out.bin"
     with udt.create_server((LOCALHOST, 0)) as server:
         server.settimeout(TIMEOUT)

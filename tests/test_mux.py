@@ -262,17 +262,23 @@ def test_interpreter_exits_with_sockets_left_open(tmp_path):
     assert time.monotonic() - started < 15
 
 
+def _settled_pair(server, byte: bytes):
+    """A connection to server that moved one byte and let its ACK/ACK2 exchange settle."""
+    client = udt.create_connection(server.getsockname(), timeout=5)
+    conn, _ = server.accept()
+    client.sendall(byte)
+    assert conn.recv(10) == byte
+    time.sleep(0.05)
+    return client, conn
+
+
 def test_close_leaves_the_spaced_shutdown_copies_to_the_port_or_sends_them_with_it():
     """close() does not wait out the 10 ms spacing of its four SHUTDOWN copies: on a port that
     stays up (an accepted socket) the send worker sends them after close() returned; a socket
     whose port closes with it sends them in one burst before the port goes."""
     with udt.create_server((LOOP4, 0)) as server:
-        client = udt.create_connection(server.getsockname(), timeout=5)
-        conn, _ = server.accept()
+        client, conn = _settled_pair(server, b"x")
         server_mux = mux_of(conn)
-        client.sendall(b"x")
-        assert conn.recv(10) == b"x"
-        time.sleep(0.05)  # let the ACK/ACK2 exchange settle
         sent = server_mux.stats()["mux_datagrams_out"]
         conn.close()  # the listener keeps the port: the copies follow, 10 ms apart
         # close() returned before the last copies were due (it used to wait 30 ms for them)
@@ -284,12 +290,8 @@ def test_close_leaves_the_spaced_shutdown_copies_to_the_port_or_sends_them_with_
         assert server_mux.stats()["mux_datagrams_out"] - sent >= 4
 
     with udt.create_server((LOOP4, 0)) as server:
-        client = udt.create_connection(server.getsockname(), timeout=5)
-        conn, _ = server.accept()
+        client, conn = _settled_pair(server, b"y")
         client_mux = mux_of(client)
-        client.sendall(b"y")
-        assert conn.recv(10) == b"y"
-        time.sleep(0.05)
         sent = client_mux.stats()["mux_datagrams_out"]
         client.close()  # its private port closes with it
         assert client_mux.closed
@@ -299,12 +301,8 @@ def test_close_leaves_the_spaced_shutdown_copies_to_the_port_or_sends_them_with_
 
     # a port that goes away while a closed connection still owes copies sends them as it stops
     with udt.create_server((LOOP4, 0)) as server:
-        client = udt.create_connection(server.getsockname(), timeout=5)
-        conn, _ = server.accept()
+        client, conn = _settled_pair(server, b"z")
         server_mux = mux_of(conn)
-        client.sendall(b"z")
-        assert conn.recv(10) == b"z"
-        time.sleep(0.05)
         sent = server_mux.stats()["mux_datagrams_out"]
         conn.close()  # returns before its last copies are due ...
         server.close()  # ... and the port closes with the listener
