@@ -638,3 +638,42 @@ def test_srt_retransmission_flag_does_not_split_a_message():
     s.receive(first, net.now)
     s.receive(bytes(flagged), net.now)
     assert s.read_message(5000, net.now)[0] == b"a" * 1456 + b"b" * 10
+
+
+@pytest.mark.parametrize("cc", ["udt4", "bbr"])
+def test_an_ack_stall_on_a_long_path_resends_a_probe_not_the_window(cc):
+    """The receiver's feedback stalls for longer than the EXP period (a receiver starved of CPU,
+    a burst of lost ACKs) while a full window is in flight on a 200 ms path.  All of it arrived:
+    re-queueing the whole window (what UDT4 does on EXP) would send it all again as duplicates
+    and count it all as lost.  Towards a udt peer, which re-reports its loss list by itself, the
+    EXP resends a probe only (the first and the last unacknowledged packets)."""
+    link = LinkProfile(delay_us=100_000, rate_pps=8000, queue_packets=2000)
+    net = Net(seed=3, profile=link)
+    net, c, s = connected_pair(net, client_options={"cc": cc})
+    data = payload(24 * MB, 5)
+    off = 0
+    got = bytearray()
+
+    def pump():
+        nonlocal off
+        while off < len(data) and (n := c.write(data[off : off + 65536], net.now)) > 0:
+            off += n
+        while not isinstance(r := s.read(1 << 20, net.now), int) and r:
+            got.extend(r)
+        return len(got) == len(data)
+
+    net.run(3_000_000, pump)  # past startup: a window of several hundred packets in flight
+    inflight = c.stats(net.now)["pkt_flight_size"]
+    assert inflight > 500
+    before_c, before_s = c.stats(net.now), s.stats(net.now)
+    net.set_profile(link, reverse=LinkProfile(loss=1.0))  # the feedback stalls for 0.7 s
+    net.run(700_000, pump)
+    assert c.exp_count > 1  # the EXP did fire
+    net.set_profile(link)
+    assert net.run(60_000_000, pump)
+    assert sha(bytes(got)) == sha(data)
+    after_c, after_s = c.stats(net.now), s.stats(net.now)
+    duplicates = after_s["pkt_duplicate_total"] - before_s["pkt_duplicate_total"]
+    marked_lost = after_c["pkt_snd_loss_total"] - before_c["pkt_snd_loss_total"]
+    assert duplicates < 20, (duplicates, inflight)
+    assert marked_lost < 20, (marked_lost, inflight)

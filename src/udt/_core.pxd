@@ -437,6 +437,8 @@ cdef struct Conn:
     int32_t snd_last_ack        # last ACK seen (flow window accounting; light ACKs too)
     int32_t snd_next_seq        # next new sequence number
     int32_t snd_curr_seq        # largest sequence sent (snd_next_seq - 1)
+    bint exp_probing            # an EXP probed a udt peer: NAKs up to exp_probe_seq are no news
+    int32_t exp_probe_seq       # snd_curr_seq when it did (the CC already had its on_timeout)
     int64_t flow_window
     int64_t peer_avail          # receive buffer the peer's newest full ACK reported free (packets)
     int64_t peer_avail_max      # the most it ever reported: its reader had caught up then

@@ -96,6 +96,8 @@ cdef uint32_t _on_ack(Conn* c, const uint8_t* buf, size_t length, int64_t now) n
         sndbuf_release(&c.snd, seq_off(c.snd_una, ack))
         c.snd_una = ack
         losslist_remove_before(&c.snd_loss, ack)
+        if c.exp_probing and seq_cmp(ack, c.exp_probe_seq) > 0:
+            c.exp_probing = False
         ev |= EV_WRITABLE
         if c.snd.count == 0:
             c.snd_empty_time = now
@@ -213,11 +215,44 @@ cdef uint32_t _on_nak(Conn* c, const uint8_t* buf, size_t length, int64_t now) n
         added = losslist_insert(&c.snd_loss, first, last)
         if added > 0:
             c.stats.pkt_snd_loss_total += added
+    if c.exp_probing:
+        n = _losses_after_probe(c, words, n)
     _cc_sync_inputs(c)
-    if c.cc.ops.on_loss != NULL:
+    if n > 0 and c.cc.ops.on_loss != NULL:
         c.cc.ops.on_loss(&c.cc, words, n, now)
         _cc_after(c)
     return EV_WANT_TRANSMIT
+
+
+cdef int _losses_after_probe(Conn* c, int32_t* words, int n) noexcept nogil:
+    """Keep in a validated NAK only what was sent after the last EXP probe (returns the new word
+    count).  What the probe's NAKs name from before it is what UDT4's EXP would have re-queued
+    without telling the CC more than on_timeout: it is the same signal, not a new loss."""
+    cdef int i = 0, out = 0
+    cdef uint32_t w
+    cdef int32_t first, last
+    while i < n:
+        w = <uint32_t>words[i]
+        if w & LOSS_RANGE_FLAG:
+            first = <int32_t>(w & SEQ_MAX)
+            last = words[i + 1]
+            i += 2
+        else:
+            first = <int32_t>w
+            last = first
+            i += 1
+        if seq_cmp(last, c.exp_probe_seq) <= 0:
+            continue
+        if seq_cmp(first, c.exp_probe_seq) <= 0:
+            first = seq_inc(c.exp_probe_seq)
+        if first == last:
+            words[out] = first
+            out += 1
+        else:
+            words[out] = <int32_t>(<uint32_t>first | LOSS_RANGE_FLAG)
+            words[out + 1] = last
+            out += 2
+    return out
 
 
 cdef uint32_t _on_drop_request(Conn* c, const uint8_t* buf, size_t length, int64_t now) noexcept nogil:
@@ -939,9 +974,30 @@ cdef void _release_idle_buffers(Conn* c, int64_t now) noexcept nogil:
             losslist_shrink(&c.rcv_loss)
 
 
+cdef void _exp_requeue(Conn* c) noexcept nogil:
+    """Nothing heard for an EXP period with data unacknowledged.  A UDT4 or SRT receiver does
+    not re-report its losses by itself, so everything unacknowledged is presumed lost (as UDT4
+    does).  A udt receiver re-reports its loss list every NAK period: the silence is more
+    likely a stall of its feedback (a receiver waiting for a core, lost ACKs) than a lost
+    window, and re-sending a whole long-path window would arrive as thousands of duplicates.
+    It gets a probe (like TCP's tail-loss probe): the first unacknowledged packet, which moves
+    its ACK on if that one was lost, and the last one sent, which shows it a lost tail as a gap
+    it then NAKs.  Probes are not counted as losses: nothing says they were lost."""
+    cdef int64_t n
+    if c.peer_caps == 0:
+        n = losslist_insert(&c.snd_loss, c.snd_una, c.snd_curr_seq)
+        if n > 0:
+            c.stats.pkt_snd_loss_total += n
+        return
+    losslist_insert(&c.snd_loss, c.snd_una, c.snd_una)
+    if c.snd_curr_seq != c.snd_una:
+        losslist_insert(&c.snd_loss, c.snd_curr_seq, c.snd_curr_seq)
+    c.exp_probing = True
+    c.exp_probe_seq = c.snd_curr_seq
+
+
 cdef uint32_t conn_on_timer(Conn* c, int64_t now) noexcept nogil:
     cdef uint32_t ev = 0
-    cdef int64_t n
     if c.state == STATE_CONNECTING:
         if now >= c.connect_deadline:
             return _connect_failed(c, ERR_NO_SERVER)
@@ -971,10 +1027,7 @@ cdef uint32_t conn_on_timer(Conn* c, int64_t now) noexcept nogil:
     if now >= _exp_deadline(c):
         if c.snd.count > 0:
             if c.snd_curr_seq != seq_dec(c.snd_una) and c.snd_loss.count == 0:
-                # nothing heard for a while: everything unacknowledged is presumed lost
-                n = losslist_insert(&c.snd_loss, c.snd_una, c.snd_curr_seq)
-                if n > 0:
-                    c.stats.pkt_snd_loss_total += n
+                _exp_requeue(c)
             _cc_sync_inputs(c)
             if c.cc.ops.on_timeout != NULL:
                 c.cc.ops.on_timeout(&c.cc, now)
