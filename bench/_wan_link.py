@@ -50,6 +50,9 @@ class _WanFace:
     def flows_started(self) -> None:
         self.wan.restart_schedule()
 
+    def udp_counters(self) -> dict[str, dict[str, int]]:
+        return self.wan.udp_counters()
+
 
 def _spec(path: WanPath, seed: int, *, forward: bool) -> Any:
     kwargs: dict[str, Any] = {

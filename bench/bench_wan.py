@@ -83,10 +83,13 @@ def run_once(path: WanPath, system: System, duration: float, seed: int, work: Pa
         for flow in flows:
             flow.wait(timeout=duration + 90)
         counters = link.counters()
+        udp = link.udp_counters() if hasattr(link, "udp_counters") else {}
     return {
         "seed": seed,
         "flows": [{"label": f.label, **summarize(f, path)} for f in flows],
         "link": counters,
+        # a receiving socket's overflow drops happen after the link: only the kernel counts them
+        "udp_rcvbuf_errors": {side: c.get("RcvbufErrors") for side, c in udp.items()},
     }
 
 

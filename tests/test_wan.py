@@ -244,10 +244,17 @@ def test_random_loss_matches_setting_and_counters(can_build):
     with WanLink(LinkSpec(rate="100Mbit", loss=p, seed=11), LinkSpec(rate="100Mbit")) as wan:
         counter = ready(wan.popen_right(py(COUNT), stdout=subprocess.PIPE, text=True))
         before = wan.counters()["forward"]
+        udp_before = wan.udp_counters()["right"]
         wan.run_left(py(SEND, wan.right_addr, str(n)), check=True, timeout=30)
         received = int(counter.communicate(timeout=30)[0])
         after = wan.counters()["forward"]
+        udp_after = wan.udp_counters()["right"]
     drops = after["random_drops"] - before["random_drops"]
+    # the receiving end's kernel saw what the link delivered (and counts what its sockets dropped)
+    arrived = (
+        udp_after["InDatagrams"] + udp_after["RcvbufErrors"] - udp_before["InDatagrams"] - udp_before["RcvbufErrors"]
+    )
+    assert arrived >= received and arrived <= after["delivered"] - before["delivered"]
     assert abs((n - received) - n * p) < 4.5 * math.sqrt(n * p * (1 - p))
     assert abs(drops - (n - received)) <= 3
     assert after["queue_drops"] == 0

@@ -35,6 +35,7 @@ cdef struct MuxConn:
     int64_t crypto_replayed      # packet numbers opened before, or older than the window
     int64_t crypto_unsealed      # plain non-handshake packets sent to an encrypted connection
     int64_t peer_rebinds         # authenticated packets that moved us to a new peer address
+    int rcvbuf_followed          # conn.rcv.limit the port's UDP buffer was last sized for (receive worker)
     # A burst taken from conn is on its way to the kernel (under lock): the send worker or a
     # user thread sending directly (udt._muxcore.burst_take).  Nobody takes another meanwhile,
     # so datagrams (and their seal numbers) reach the wire in the order the engine made them.

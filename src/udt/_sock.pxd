@@ -53,11 +53,13 @@ cdef class UdpSocket:
     cdef int _released
     cdef int _pmtudisc_v4           # IP_MTU_DISCOVER as found (-1: unknown), restored after a probe
     cdef int _pmtudisc_v6
+    cdef readonly long long rcvbuf_asked   # the last SO_RCVBUF asked for (0: the kernel's default)
     cdef object __weakref__
 
     cdef int c_acquire(self) noexcept nogil
     cdef void c_release(self) noexcept nogil
     cdef int c_probe_mode(self, bint probe) noexcept nogil
+    cdef int c_grow_rcvbuf(self, long long wanted) noexcept nogil
     cdef int c_wait(self, short events, int64_t timeout_us) noexcept nogil
     cdef int c_interrupt(self) noexcept nogil
     cdef _open(self, int fd, int family)

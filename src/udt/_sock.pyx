@@ -22,6 +22,18 @@ from udt._sys cimport (AF_INET6, AF_UNSPEC, C_POLLIN, IP_MTU_DISCOVER, IP_PMTUDI
                        sockaddr, sockaddr_storage, socklen_t, write)
 
 
+cdef long long MAX_BUFFER = 0x7FFFFFFF // 2   # the kernel doubles what it is asked for
+
+
+cdef int _set_forced(int fd, int forced, int plain, int size) noexcept nogil:
+    """The FORCE variant passes the sysctl ceiling (CAP_NET_ADMIN); without it, take what the
+    ceiling allows."""
+    cdef int result = set_int_option(fd, SOL_SOCKET, forced, size)
+    if result == -EPERM:
+        result = set_int_option(fd, SOL_SOCKET, plain, size)
+    return result
+
+
 cdef class UdpSocket:
     """A UDP descriptor that threads share safely: lifetime, waking, waiting, names, options.
 
@@ -288,17 +300,34 @@ cdef class UdpSocket:
     cdef int _set_buffer(self, int forced, int plain, object value) except -1:
         cdef long long requested = value.__index__()
         cdef int result
-        if not 0 <= requested <= 0x7FFFFFFF // 2:
-            raise ValueError(f"buffer size must be 0-{0x7FFFFFFF // 2}, not {requested}")
+        if not 0 <= requested <= MAX_BUFFER:
+            raise ValueError(f"buffer size must be 0-{MAX_BUFFER}, not {requested}")
         check(self.c_acquire())
-        # The FORCE variant passes the sysctl ceiling (CAP_NET_ADMIN); without it, take what
-        # the ceiling allows.
-        result = set_int_option(self.fd, SOL_SOCKET, forced, <int>requested)
-        if result == -EPERM:
-            result = set_int_option(self.fd, SOL_SOCKET, plain, <int>requested)
+        result = _set_forced(self.fd, forced, plain, <int>requested)
         self.c_release()
         check(result)
+        if plain == SO_RCVBUF:
+            self.rcvbuf_asked = requested
         return 0
+
+    cdef int c_grow_rcvbuf(self, long long wanted) noexcept nogil:
+        """Raise the kernel receive buffer to ``wanted`` bytes if that is more than asked so far
+        (never lowers it; at most MAX_BUFFER).  The multiplexer calls it as a connection's receive
+        window grows: a receive worker that waits for a core must not find the datagrams of that
+        window dropped by the kernel (RcvbufErrors).  0, or a negative errno."""
+        cdef int result
+        if wanted > MAX_BUFFER:
+            wanted = MAX_BUFFER
+        if wanted <= self.rcvbuf_asked:
+            return 0
+        result = self.c_acquire()
+        if result < 0:
+            return result
+        result = _set_forced(self.fd, SO_RCVBUFFORCE, SO_RCVBUF, <int>wanted)
+        self.c_release()
+        # asked once, right or wrong: a refusal is not retried per batch
+        self.rcvbuf_asked = wanted
+        return result
 
     @property
     def rcvbuf(self) -> int:

@@ -63,7 +63,7 @@ DEFAULT_FC = 65536
 MIN_FC = 32
 DEFAULT_BUFFER_PACKETS = 65536
 # The kernel's UDP receive buffer absorbs bursts between two receive-worker wake-ups (UDT4: 8192
-# packets); it does not need to scale with the path.
+# packets): where it starts.  The multiplexer grows it with the receive window (docs/engine.md).
 DEFAULT_UDP_RCVBUF = 8192 * DEFAULT_MSS
 DEFAULT_LINGER_SECONDS = 3
 DEFAULT_PEER_IDLE_TIMEOUT_MS = 10_000  # udt: a dead peer is detected within 10 s (UDT4: ~46 s)

@@ -217,6 +217,15 @@ class WanLink:
             raise OSError(f"the WAN forwarder stopped: {self._error}") from self._error
         return {name: shaper.counters() for name, shaper in self._shapers.items()}
 
+    def udp_counters(self) -> dict[str, dict[str, int]]:
+        """Each end's kernel UDP counters (``/proc/net/snmp``: InDatagrams, RcvbufErrors,
+        SndbufErrors, InErrors ...) by ``"left"``/``"right"``: drops at a receiving socket whose
+        buffer overflowed happen after the link and show only here."""
+        return {
+            side: _udp_snmp(self.exec_argv(ns, ["cat", "/proc/net/snmp"]))
+            for side, ns in (("left", self.left_ns), ("right", self.right_ns))
+        }
+
     def set_rate(self, direction: str, rate: str | float) -> None:
         """Change a direction's rate now (``"50Mbit"`` or bits/s, at most its ``max_rate``)."""
         if direction not in DIRECTIONS:
@@ -228,6 +237,14 @@ class WanLink:
         if self._forwarder is None:
             raise RuntimeError("the WanLink is not running")
         self._forwarder.start_schedules()
+
+
+def _udp_snmp(argv: Sequence[str]) -> dict[str, int]:
+    text = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+    rows = [line.split()[1:] for line in text.splitlines() if line.startswith("Udp:")]
+    if len(rows) < 2:
+        return {}
+    return {name: int(value) for name, value in zip(rows[0], rows[1])}
 
 
 @atexit.register
