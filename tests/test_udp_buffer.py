@@ -1,5 +1,5 @@
 """The kernel's UDP receive buffer follows the receive window (udt/_mux.pyx,
-_follow_receive_window): a receive worker that waits for a core must not lose a window's datagrams
+_rcvbuf_for_window): a receive worker that waits for a core must not lose a window's datagrams
 to the kernel (RcvbufErrors), and the growth stays within the connection's UDT_RCVBUF."""
 
 from __future__ import annotations

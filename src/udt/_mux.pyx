@@ -110,23 +110,25 @@ cdef extern from "<sys/socket.h>" nogil:
     int getsockopt(int fd, int level, int option, void* value, socklen_t* length)
 
 
-cdef void _follow_receive_window(Channel channel, MuxConn* mc) noexcept nogil:
+cdef long long _rcvbuf_for_window(Channel channel, MuxConn* mc, long long grow) noexcept nogil:
     """The connection's receive limit grew (the engine's autotuning, docs/engine.md "Buffers
     that follow the path"): let the kernel's UDP buffer hold that window too, so a receive worker
     that waits for a core drops nothing (a 1 Gbit/s x 200 ms window is ~17,000 datagrams; the
     default buffer holds ~10,000).  Asked for limit x MSS bytes, which the kernel doubles for its
     per-packet overhead; at least twice the last size asked (few syscalls), never more than
-    the connection's UDT_RCVBUF cap allows; never lowered (the port's other connections)."""
+    the connection's UDT_RCVBUF cap allows; never lowered (the port's other connections).
+    Returns the larger of that and ``grow``, what the batch asks for so far: the receive worker
+    sets it after the batch, with no connection lock held."""
     cdef long long wanted = <long long>mc.conn.rcv.limit * mc.conn.mss
     cdef long long cap = <long long>mc.conn.rcv.max_limit * mc.conn.mss
     mc.rcvbuf_followed = mc.conn.rcv.limit
     if wanted <= channel.rcvbuf_asked:
-        return
+        return grow
     if wanted < 2 * channel.rcvbuf_asked:
         wanted = 2 * channel.rcvbuf_asked
     if wanted > cap:
         wanted = cap
-    channel.c_grow_rcvbuf(wanted)
+    return wanted if wanted > grow else grow
 
 
 cdef inline int64_t _queued_bytes(int fd) noexcept nogil:
@@ -372,6 +374,7 @@ cdef class Multiplexer:
         cdef uint32_t answer_peer
         cdef const sockaddr* source
         cdef bint opened
+        cdef long long grow = 0
         while batches > 0:
             batches -= 1
             n = self.channel.c_recv_batch(rx, 0)
@@ -445,12 +448,15 @@ cdef class Multiplexer:
                     events |= core.conn_on_datagram(&current.conn, <const uint8_t*>rx.data[i],
                                                     rx.length[i], now)
                     if current.conn.rcv.limit > current.rcvbuf_followed:
-                        _follow_receive_window(self.channel, current)
+                        grow = _rcvbuf_for_window(self.channel, current, grow)
                 if current != NULL:
                     after_engine_call(m, self.channel, current, events, now, True)
                     pthread_mutex_unlock(&current.lock)
                     muxconn_decref(current)
                     current = NULL
+                if grow > 0:
+                    self.channel.c_grow_rcvbuf(grow)   # a syscall: no lock held
+                    grow = 0
             elif n == -ECONNREFUSED:
                 refuse_connects(m, self.channel, now_us())  # only a pinned channel hears ICMP
             elif n < 0 and n != -ETIMEDOUT and n != -EAGAIN and n != -EINTR:
