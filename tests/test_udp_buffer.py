@@ -36,3 +36,14 @@ def test_the_growth_stays_within_udt_rcvbuf():
     cap = 2 << 20
     _before, after = _send_and_read({udt.UDP_RCVBUF: SMALL, udt.UDT_RCVBUF: cap})
     assert after <= 2 * cap + (64 << 10), after  # the kernel doubles what it is asked for
+
+
+def test_growth_starts_from_what_the_socket_has():
+    """A channel made without a size (or adopting a socket its owner sized) counts the kernel's
+    current buffer as asked for, so growing towards a window never lowers it."""
+    from udt._net import Channel
+
+    with Channel(udt.AF_INET) as channel:
+        assert channel.rcvbuf_asked == channel.rcvbuf // 2 > 0
+    with Channel(udt.AF_INET, rcvbuf=SMALL) as channel:
+        assert channel.rcvbuf_asked == SMALL

@@ -121,6 +121,10 @@ cdef class Channel:
                 self._gro = set_int_option(fd, SOL_UDP, UDP_GRO, 1) == 0
             if rcvbuf is not None:
                 self.rcvbuf = rcvbuf
+            elif get_int_option(fd, SOL_SOCKET, SO_RCVBUF, &value) == 0:
+                # an adopted socket keeps what its owner set: growth never lowers it (the kernel
+                # reports twice what was asked)
+                self.rcvbuf_asked = value // 2
             if sndbuf is not None:
                 self.sndbuf = sndbuf
         except BaseException:
