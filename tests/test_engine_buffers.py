@@ -248,17 +248,15 @@ def test_the_default_caps_leave_a_1_gbit_200_ms_path_unlimited():
     assert c.buffers["snd_chunks"] == s.buffers["rcv_chunks"] == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known: the receive limit (2x the last interval's reading) trails BBR's startup; "
-    "~29 % of steps are flow-window-limited here (an anticipating growth was tried and dropped)",
-)
 def test_the_flow_window_keeps_up_with_bbr_startup():
-    """During startup BBR's window doubles every round; a receive limit grown to only twice the
-    last round's reading trails it for a round or two (the sender learns of the room an RTT
-    late), so the flow window, not the path, set the pace.  Growth that anticipates a rising
-    read rate (Linux's tcp_rcv_space_adjust) keeps the window ahead of the congestion window."""
+    """During startup BBR's window doubles every round and asks for 2.89 times what it
+    delivered; a receive limit grown to only twice the last round's reading trailed it for the
+    whole ramp (the sender learns of the room an RTT late): 25 % of the steps below the path's
+    BDP were flow-window-limited.  While the data reaches the edge offered a round trip ago
+    (the sender is window-limited) the limit grows faster; once the path is full (in flight at
+    least the BDP) the path sets the pace whatever the windows say."""
     rate, delay = 40_000, 100_000  # ~470 Mbit/s of payload, RTT 200 ms: 8,000 packets in flight
+    bdp = rate * 2 * delay // 1_000_000
     net = Net(
         seed=3,
         profile=LinkProfile(delay_us=delay, rate_pps=rate, queue_packets=rate // 10),
@@ -269,20 +267,24 @@ def test_the_flow_window_keeps_up_with_bbr_startup():
     block = bytes(PAYLOAD * 64)
     limited = total = 0
     got = 0
+    most_in_flight = 0
 
     def pump() -> bool:
-        nonlocal limited, total, got
+        nonlocal limited, total, got, most_in_flight
         while c.write(block, net.now) > 0:
             pass
         while not isinstance(r := s.read(1 << 20, net.now), int) and r:
             got += len(r)
         total += 1
         in_flight = (c.snd_next_seq - c.snd_una) % (1 << 31)
-        if in_flight >= c.flow_window - 1 and c.flow_window < c.cwnd:
-            limited += 1  # held back by the receiver's window with the congestion window open
+        most_in_flight = max(most_in_flight, in_flight)
+        if in_flight >= c.flow_window - 1 and c.flow_window < c.cwnd and in_flight < bdp:
+            limited += 1  # held back by the receiver's window, the congestion window and path open
         return False
 
     net.run(3_000_000, pump)
     assert got // PAYLOAD > 2 * rate * 2 * delay / 1e6  # the ramp got somewhere
     assert limited <= total // 50, (limited, total)
-    assert s.buffers["rcv_limit"] <= CAP // 2  # anticipation, bounded: not straight to the cap
+    # bounded by what the sender used (BBR's startup overshoots this path's 12,000 packets of
+    # BDP and queue, and the limit holds what arrives past its holes), not straight to the cap
+    assert s.buffers["rcv_limit"] <= 3 * most_in_flight + 2 * 64 < CAP, most_in_flight

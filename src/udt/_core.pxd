@@ -309,10 +309,13 @@ cdef struct RecvBuffer:
     int64_t last_active         # when data last arrived (idle release)
     int64_t tune_start          # autotuning: start of the current measurement interval
     int64_t tune_consumed       # packets the application consumed since tune_start
+    int64_t tune_arrived        # packets that arrived since tune_start
+    bint tune_filled            # the sender filled the window offered a round trip earlier
 
 cdef struct AckRecord:
     int32_t ack_no              # the ACK sequence number (word1)
     int32_t ack_seq             # the data sequence it acknowledged
+    int32_t edge                # the window's right edge it offered (ack_seq + available)
     int64_t sent_time
 
 cdef struct RateEstimator:

@@ -559,6 +559,20 @@ cdef bint _full_ack_wanted(Conn* c, int64_t now) noexcept nogil:
     return False
 
 
+cdef bint _window_filled(Conn* c, int64_t now) noexcept nogil:
+    """Did the data reach (within 1/4 of the limit) the right edge of the window our ACK of a
+    round trip ago offered?  Then the sender sends as far as it is allowed: window-limited.
+    (What it sends now it sent after that ACK reached it, half a round trip ago.)"""
+    cdef int i, idx
+    cdef AckRecord* rec
+    for i in range(c.ack_history_count):
+        idx = (c.ack_history_pos - 1 - i + ACK_HISTORY_SIZE) % ACK_HISTORY_SIZE
+        rec = &c.ack_history[idx]
+        if now - rec.sent_time >= c.rtt_us:
+            return seq_off(rec.edge, seq_inc(c.rcv_largest)) > -(c.rcv.limit // 4)
+    return False
+
+
 cdef ssize_t _emit_full_ack(Conn* c, int64_t now, uint8_t* out, size_t cap) noexcept nogil:
     cdef int32_t ack = c.rcv.frontier_seq
     cdef int words = 4
@@ -576,8 +590,10 @@ cdef ssize_t _emit_full_ack(Conn* c, int64_t now, uint8_t* out, size_t cap) noex
     put_u32(out + 16, <uint32_t>c.rcv_last_ack)
     put_u32(out + 20, <uint32_t>(c.rtt_us if c.rtt_us < 0x7FFFFFFF else 0x7FFFFFFF))
     put_u32(out + 24, <uint32_t>(c.rttvar_us if c.rttvar_us < 0x7FFFFFFF else 0x7FFFFFFF))
-    rcvbuf_autotune(&c.rcv, now, c.rtt_us + SYN_US, seq_inc(c.rcv_largest))
-    put_u32(out + 28, <uint32_t>_rcv_available(c))
+    rcvbuf_autotune(&c.rcv, now, c.rtt_us + SYN_US, seq_inc(c.rcv_largest), _window_filled(c, now))
+    v = _rcv_available(c)
+    put_u32(out + 28, <uint32_t>v)
+    c.ack_history[c.ack_history_pos].edge = seq_add(c.rcv_last_ack, <int32_t>v)
     if now - c.rcv_last_6word_time > SYN_US:
         v = _receive_rate(c)
         put_u32(out + 32, <uint32_t>(v if v < 0x7FFFFFFF else 0x7FFFFFFF))

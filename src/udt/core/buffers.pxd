@@ -15,7 +15,8 @@ buffer memory at all.
 The limits: ``rcv.limit`` is what ACKs advertise room for; it grows when the reader consumed more
 than half of it within one measurement interval (RTT + one ACK period, the time the sender needs
 to learn about new room), or when more than half of it lies past a hole, to twice that (Linux's
-receive-buffer "dynamic right-sizing").
+receive-buffer "dynamic right-sizing"), to three times the rate read while the sender is
+window-limited (see ``rcvbuf_autotune``).
 ``snd.limit`` is what writers may queue; it grows when a writer found it full while the send
 window (min(cwnd, flow window)) asks for more, to twice that window (``tcp_sndbuf_expand``).
 Neither grows on an idle or application-limited connection.  Both stay <= ``capacity``.
@@ -45,6 +46,8 @@ cdef enum:
     BUFFER_CHUNK_PACKETS = 64               # slots per chunk (~93 KB of payload at MSS 1500)
     BUFFER_CHUNK_MASK = 63
     INITIAL_RECV_PACKETS = 512              # the receive limit's start (~745 KB at MSS 1500)
+    WINDOW_LIMITED_GROWTH = 3               # the receive limit's growth (x consumed) while the
+                                            # sender fills the window (2 otherwise)
     INITIAL_SEND_PACKETS = 4096             # what a writer may queue before the path is known
                                             # (~6 MB, half UDT4's fixed buffer: costs only
                                             # what is written, and sendall() of a few MB
@@ -353,6 +356,8 @@ cdef inline int rcvbuf_alloc(RecvBuffer* b, int capacity, int initial, int slot_
     b.last_active = 0
     b.tune_start = 0
     b.tune_consumed = 0
+    b.tune_arrived = 0
+    b.tune_filled = False
     return 0
 
 
@@ -397,24 +402,47 @@ cdef inline int64_t rcvbuf_available(RecvBuffer* b) noexcept nogil:
 
 cdef inline void rcvbuf_note_arrival(RecvBuffer* b, int64_t now) noexcept nogil:
     b.last_active = now
+    b.tune_arrived += 1
 
 
 cdef inline void rcvbuf_autotune(RecvBuffer* b, int64_t now, int64_t interval,
-                                 int32_t next_expected) noexcept nogil:
+                                 int32_t next_expected, bint filled) noexcept nogil:
     """At each full ACK.  UDT's window counts from the ACK point, so the room the peer needs is
     what the application consumes in an interval (RTT + ACK period: how late the peer learns of
     room; Linux's "dynamic right-sizing" counts what the reader copied per RTT too) plus
     whatever lies past a hole (next_expected: the sequence after the largest received).  Grow
     the limit to twice that when it asks for more; what sits unread does not count, so a slow
-    or absent reader never makes it grow."""
+    or absent reader never makes it grow, and neither does what did not arrive in the interval
+    (a reader catching up with a repaired hole reads a burst that says nothing of the rate).
+
+    filled: the data reached the edge our ACK of a round trip ago offered, so the sender is
+    window-limited.  A sender in startup doubles its window every round (BBR's asks for 2.89
+    times what it delivered): twice what was read trailed it for the whole ramp, the room
+    reaching it an RTT late.  While it is so limited (and nothing is missing: a hole means the
+    path drops) the limit grows to WINDOW_LIMITED_GROWTH times the rate read, from half an
+    interval on; still a multiple of what the reader consumed, that stops as soon as the sender
+    is no longer window-limited."""
     cdef int64_t beyond = seq_off(b.frontier_seq, next_expected)
+    cdef int64_t elapsed = now - b.tune_start
+    cdef int64_t consumed = b.tune_consumed if b.tune_consumed < b.tune_arrived else b.tune_arrived
+    cdef int64_t factor = 2
     if beyond < 0:
         beyond = 0
-    if now - b.tune_start >= interval:
-        b.limit = buffer_grow_limit(b.limit, 2 * (b.tune_consumed + beyond) + BUFFER_CHUNK_PACKETS,
+    if filled and beyond == 0:
+        b.tune_filled = True
+        if 2 * elapsed >= interval and elapsed < interval:
+            b.limit = buffer_grow_limit(
+                b.limit, WINDOW_LIMITED_GROWTH * (consumed * interval // elapsed)
+                + BUFFER_CHUNK_PACKETS, b.max_limit)
+    if elapsed >= interval:
+        if b.tune_filled:
+            factor = WINDOW_LIMITED_GROWTH
+        b.limit = buffer_grow_limit(b.limit, factor * consumed + 2 * beyond + BUFFER_CHUNK_PACKETS,
                                     b.max_limit)
         b.tune_start = now
         b.tune_consumed = 0
+        b.tune_arrived = 0
+        b.tune_filled = False
     elif 2 * beyond > b.limit:
         b.limit = buffer_grow_limit(b.limit, 2 * beyond + BUFFER_CHUNK_PACKETS, b.max_limit)
 
@@ -427,6 +455,8 @@ cdef inline void rcvbuf_idle_release(RecvBuffer* b, int64_t now, int32_t next_ex
         b.limit = b.initial_limit
         b.tune_start = now
         b.tune_consumed = 0
+        b.tune_arrived = 0
+        b.tune_filled = False
         chunks_release_spares(&b.store)
 
 
