@@ -677,3 +677,32 @@ def test_an_ack_stall_on_a_long_path_resends_a_probe_not_the_window(cc):
     marked_lost = after_c["pkt_snd_loss_total"] - before_c["pkt_snd_loss_total"]
     assert duplicates < 20, (duplicates, inflight)
     assert marked_lost < 20, (marked_lost, inflight)
+
+
+def test_a_lost_tail_is_recovered_by_one_exp_probe():
+    """The last 50 of 400 packets are lost and nothing follows them: no gap for the receiver to
+    NAK.  The EXP's probe of the last packet sent shows it the gap; its NAK brings the rest, so
+    the tail costs one EXP and about one round trip, not one EXP per packet."""
+    link = LinkProfile(delay_us=20_000)
+    net = Net(seed=4, profile=link)
+    net, c, s = connected_pair(net)
+    data = payload(400 * 1456, 9)
+    head = 350 * 1456
+    assert c.write(data[:head], net.now) == head
+    got = bytearray()
+
+    def read() -> bool:
+        got.extend(_read_all(s, net))
+        return len(got) == len(data)
+
+    assert net.run(5_000_000, lambda: read() or len(got) == head)
+    net.set_profile(LinkProfile(delay_us=20_000, loss=1.0), reverse=link)
+    assert c.write(data[head:], net.now) == len(data) - head
+    assert net.run(5_000_000, lambda: c.next_send_time(net.now) == -1)  # all 50 sent (and lost)
+    net.run(25_000)  # the tail is gone; the feedback for the rest has arrived
+    net.set_profile(link)
+    t0 = net.now
+    assert net.run(5_000_000, lambda: read() and c.pending_send_bytes == 0)
+    assert bytes(got) == data
+    assert net.now - t0 < 300_000 + 4 * 40_000 + 100_000, net.now - t0  # one EXP, ~1 RTT more
+    assert 50 <= c.stats(net.now)["pkt_retrans_total"] <= 60  # the tail was lost, and resent once
