@@ -343,7 +343,7 @@ cdef struct Stats:
     # totals since start
     int64_t pkt_sent_total
     int64_t pkt_recv_total
-    int64_t pkt_snd_loss_total  # packets the peer reported lost (NAK) or EXP re-queued
+    int64_t pkt_snd_loss_total  # packets the peer reported lost (NAK) or EXP re-queued (not probes)
     int64_t pkt_rcv_loss_total  # gaps seen by our receiver
     int64_t pkt_retrans_total
     int64_t pkt_sent_ack_total
