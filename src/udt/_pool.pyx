@@ -61,12 +61,6 @@ cdef enum:
     RX_EVENTS = 64              # epoll events taken per wait
     RX_BATCHES = 8              # batches one port receives per turn before the others' turn
     TX_TURNS = 8                # connections one port sends for per turn
-    # The send worker sleeps this much past the earliest send time, so what falls due meanwhile
-    # leaves in the same GSO sendmsg: waking at each packet's own time sent ~3 datagrams per call
-    # at 440 MB/s (a syscall, an skb and a loopback delivery each).  A slow flow's packets wait at
-    # most this long; the rate is unchanged (a late sender catches up, MAX_PACING_LAG_US); control
-    # packets are due now and do not wait.  50 us was slower: it adds to a loopback RTT of ~90 us.
-    SEND_COALESCE_US = 10
     CONTROL_SLOT = 0x7fffffff   # epoll data: the worker's own eventfd
 
 
@@ -226,11 +220,11 @@ cdef void tx_loop(TxWorker* w) noexcept nogil:
         if best < 0 or best_top > now:
             if best < 0 and w.stopping:
                 break
-            w.sleep_until = -1 if best < 0 else best_top + SEND_COALESCE_US
+            w.sleep_until = -1 if best < 0 else best_top
             if best < 0:
                 pthread_cond_wait(&w.wake, &w.lock)
             else:
-                cond_wait_until(&w.wake, &w.lock, w.sleep_until)
+                cond_wait_until(&w.wake, &w.lock, best_top)
             w.sleep_until = -2
             mux_count(&w.waits, 1)
             woke = True
