@@ -41,6 +41,7 @@ def test_discovery_reaches_the_path_mtu(mtu, low, high):
     _settle(net, c, s)
     for ep in (c, s):
         assert low <= ep.mss <= high, ep.pmtud
+        assert ep.stats(net.now)["mss"] == ep.mss
         # new chunks take slots of the confirmed size only: a refusing path costs no memory
         assert ep.pmtud["slot_size"] == ep.mss - 44
     got = transfer(net, c, s, DATA)
@@ -59,6 +60,10 @@ def test_lost_probes_are_not_congestion_and_fall_back():
     assert st["probes_sent"] % 3 == 0 and st["probes_sent"] <= 3 * 10
     before = c.stats(net.now)
     assert before["pkt_snd_loss_total"] == 0  # probe loss never reaches the loss list or the CC
+    # perfmon shows the search: what the engine counted, the MSS in use and the ceiling
+    assert (before["pmtud_probes_sent"], before["pmtud_probes_lost"]) == (st["probes_sent"], st["probes_lost"])
+    assert before["pmtud_probes_confirmed"] == 0
+    assert (before["mss"], before["pmtud_max_mss"]) == (1500, 65535)
     got = transfer(net, c, s, DATA)
     assert sha(got) == sha(DATA)
 
