@@ -695,6 +695,22 @@ def test_demo_runs_real_verified_transfers():
     assert file_run["recv"]["mbit_per_s"] > 0 and mem_run["recv"]["mbit_per_s"] > 0
 
 
+def test_demo_with_a_fixed_mss():
+    """--mss once went between udt-send's FILE and HOST:PORT: the sender refused its arguments
+    and the demo waited 600 s for a receiver nobody would end."""
+    done = subprocess.run(
+        [sys.executable, "-m", "udt.demo", "--size", "1M", "--mem", "0.2", "--mss", "1500", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=ENV,
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["file"]["send"]["mss"] == result["memory"]["send"]["mss"] == 1500
+    assert result["file"]["recv"]["files"][0]["status"] == "verified"
+
+
 # --------------------------------------------------------------------------- honest progress, --json failures
 
 

@@ -127,3 +127,63 @@ def test_maxbw_holds_for_packets_queued_before_the_mss_grew():
             nat.close()
     assert hashlib.sha256(got).digest() == hashlib.sha256(payload).digest()
     assert elapsed < 5, f"3 MiB at a 4 MB/s cap took {elapsed:.1f} s"
+
+
+def _grown_pair(options: dict) -> tuple[dict, dict, int, int, int, int]:
+    """A connection that moved 8 MiB; (client perfmon, server perfmon, client and server
+    UDP_RCVBUF before and after the transfer)."""
+    with udt.create_server(("127.0.0.1", 0), options=options) as server:
+        server_before = server.getsockopt(udt.UDP_RCVBUF)
+        client = udt.create_connection(server.getsockname(), timeout=10, options=options)
+        client_before = client.getsockopt(udt.UDP_RCVBUF)
+        server.settimeout(10)
+        conn, _ = server.accept()
+        with client, conn:
+            got = bytearray()
+
+            def read() -> None:
+                conn.settimeout(20)
+                while len(got) < len(DATA) and (chunk := conn.recv(1 << 20)):
+                    got.extend(chunk)
+
+            reader = threading.Thread(target=read)
+            reader.start()
+            client.sendall(DATA)
+            client.flush(timeout=20)
+            reader.join(20)
+            assert bytes(got) == DATA
+            return (
+                client.perfmon(),
+                conn.perfmon(),
+                client_before,
+                client.getsockopt(udt.UDP_RCVBUF),
+                server_before,
+                conn.getsockopt(udt.UDP_RCVBUF),
+            )
+
+
+def test_perfmon_reports_discovery_and_kernel_buffers_follow_the_mss():
+    """At 64 KiB the default UDP buffers (8192 datagrams of 1500 bytes for receiving) held ~180
+    datagrams: a burst overflowed them (RcvbufErrors, ~9 % retransmitted on loopback).  They
+    grow with the MSS discovery confirms, on both ends, before the big packets come."""
+    sender, receiver, c_before, c_after, s_before, s_after = _grown_pair({udt.UDT_PMTUD: True})
+    for stats in sender, receiver:
+        assert stats["mss"] == stats["pmtud_max_mss"] == 65535
+    assert sender["pmtud_probes_confirmed"] >= 1
+    assert sender["pmtud_probes_sent"] >= sender["pmtud_probes_confirmed"] + sender["pmtud_probes_lost"]
+    # (the client grew as its first probe left, within connect(): compare with the listener's start)
+    assert c_after > s_before and s_after > s_before
+    assert s_after <= 2 * (64 << 20)  # bounded (the kernel reports twice the request)
+
+
+def test_fixed_mss_and_user_set_buffers_stay_as_set():
+    options = {udt.UDT_MSS: 1500, udt.UDP_RCVBUF: 1 << 20}
+    sender, receiver, c_before, c_after, s_before, s_after = _grown_pair(options)
+    for stats in sender, receiver:
+        assert stats["mss"] == 1500
+        assert stats["pmtud_max_mss"] == stats["pmtud_probes_sent"] == 0
+    assert (c_after, s_after) == (c_before, s_before)
+    options = {udt.UDT_PMTUD: True, udt.UDP_RCVBUF: 1 << 20}  # discovery, but the user's size
+    sender, _, c_before, c_after, s_before, s_after = _grown_pair(options)
+    assert sender["mss"] == 65535
+    assert (c_after, s_after) == (c_before, s_before)

@@ -376,6 +376,12 @@ cdef struct Stats:
     double mbps_bandwidth
     int64_t byte_avail_snd_buf
     int64_t byte_avail_rcv_buf
+    # path-MTU discovery (protocol.md §13): instant MSS and ceiling, totals of probes
+    int64_t mss                 # of new packets now (the handshake's, or what discovery found)
+    int64_t pmtud_max_mss       # negotiated ceiling (0: discovery off)
+    int64_t pmtud_probes_sent
+    int64_t pmtud_probes_confirmed
+    int64_t pmtud_probes_lost
     # invalid datagrams dropped, per InvalidReason
     int64_t invalid[INVALID_REASON_COUNT]
     int64_t duplicate_packets   # data already received (not invalid, but worth seeing)

@@ -73,6 +73,7 @@ from udt._seal import CryptoState as _CryptoState
 from udt._core import INVALID_REASONS
 from udt._listener import Listener
 from udt.cc import DEFAULT_CC
+from udt.options import DEFAULT_UDP_RCVBUF, DEFAULT_UDP_SNDBUF
 from udt.errors import BadSocketError, ErrorCode, error_from_code
 
 __all__ = ["Multiplexer", "Listener", "Connection"]   # what the socket layer uses, from here
@@ -142,6 +143,14 @@ cdef inline int64_t _queued_bytes(int fd) noexcept nogil:
     if getsockopt(fd, 1, SO_MEMINFO, info, &length) != 0 or length < sizeof(uint32_t):
         return 0  # level 1: SOL_SOCKET
     return info[0]
+
+
+def _scale_default_buffers(channel, udp_rcvbuf, udp_sndbuf) -> None:
+    """UDP_RCVBUF/UDP_SNDBUF left at their defaults are counts of MSS-1500 datagrams (UDT4's 8192
+    for receiving): they grow with the MSS path-MTU discovery finds (protocol.md §13), or 64 KiB
+    datagrams overflow a 12 MB receive buffer in one burst.  A value the user set stays as set."""
+    channel.scale_buffers_with_mss(udp_rcvbuf if udp_rcvbuf == DEFAULT_UDP_RCVBUF else 0,
+                                   udp_sndbuf if udp_sndbuf == DEFAULT_UDP_SNDBUF else 0)
 
 
 cdef class Multiplexer:
@@ -230,6 +239,7 @@ cdef class Multiplexer:
                     mux._refs += 1
                     return mux
             channel = _Channel(family, gso=True, gro=True, rcvbuf=udp_rcvbuf, sndbuf=udp_sndbuf)
+            _scale_default_buffers(channel, udp_rcvbuf, udp_sndbuf)
             try:
                 channel.bind(address)
                 mux = Multiplexer.__new__(Multiplexer)
@@ -248,6 +258,7 @@ cdef class Multiplexer:
         """A multiplexer over an existing UDP socket (taken over: it is detached)."""
         cdef Multiplexer mux
         channel = _Channel.adopt(sock, gso=True, gro=True, rcvbuf=udp_rcvbuf, sndbuf=udp_sndbuf)
+        _scale_default_buffers(channel, udp_rcvbuf, udp_sndbuf)
         try:
             if channel.getsockname()[1] == 0:  # an unbound socket: bind it to an ephemeral port
                 channel.bind(("0.0.0.0", 0) if channel.family == AF_INET else ("::", 0, 0, 0))

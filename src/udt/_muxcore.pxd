@@ -53,6 +53,8 @@ cdef struct BurstArea:
     uint8_t* seal_out            # [limit * seal_slot] ... sealed
     size_t seal_len[SEND_BURST]
     bint probe                   # this burst ends with a path-MTU probe (protocol.md §13): sent with DF
+    int grow_buffers             # datagram size a probe (or our answer to one) lets through:
+    #                              the channel's kernel buffers are sized for it before it leaves
 
 
 cdef struct ClosedConn:

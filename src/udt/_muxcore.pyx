@@ -171,6 +171,7 @@ cdef int burst_take(BurstArea* a, MuxConn* mc, int64_t now) noexcept nogil:
     send_batch_clear(batch)
     a.sealing = 0
     a.probe = False
+    a.grow_buffers = mc.conn.pmtud_ack_size  # an answer to the peer's probe: bigger data follows
     if mc.crypto != NULL:
         need = <size_t>max(mc.conn.mss, mc.conn.pmtud_max, core.MAX_CONTROL_SIZE) + 64  # probes too
         if a.seal_slot < need and _grow_seal_area(a, need) != 0:
@@ -200,6 +201,8 @@ cdef int burst_take(BurstArea* a, MuxConn* mc, int64_t now) noexcept nogil:
         if mc.conn.pmtud_probe_out:  # last in the burst: it may fail alone (EMSGSIZE)
             mc.conn.pmtud_probe_out = False
             a.probe = True
+            if mc.conn.pmtud_probe > a.grow_buffers:
+                a.grow_buffers = mc.conn.pmtud_probe
             break
     k = a.sealing - 1 if a.sealing > 0 else batch.count
     if k > 0:
@@ -230,6 +233,8 @@ cdef int burst_send(MuxCore* m, Channel channel, BurstArea* a, MuxConn* mc,
             send_batch_add(batch, sealed, <size_t>n)
     if batch.count == 0:
         return 0
+    if a.grow_buffers > 0:  # before the datagrams that may bring bigger ones (protocol.md §13)
+        channel.c_size_buffers_for(a.grow_buffers)
     if a.probe:  # path-MTU probe: DF for this burst only (protocol.md §13)
         channel.c_probe_mode(True)
     sent = channel.c_send_batch(batch, wait_us)

@@ -54,12 +54,18 @@ cdef class UdpSocket:
     cdef int _pmtudisc_v4           # IP_MTU_DISCOVER as found (-1: unknown), restored after a probe
     cdef int _pmtudisc_v6
     cdef readonly long long rcvbuf_asked   # the last SO_RCVBUF asked for (0: the kernel's default)
+    # Buffers sized in datagrams of MSS 1500 grow with the largest datagram path-MTU discovery
+    # lets through (c_size_buffers_for); 0: leave that buffer as it was set.
+    cdef int _rcvbuf_base
+    cdef int _sndbuf_base
+    cdef int _buffers_datagram      # the datagram size they are sized for now
     cdef object __weakref__
 
     cdef int c_acquire(self) noexcept nogil
     cdef void c_release(self) noexcept nogil
     cdef int c_probe_mode(self, bint probe) noexcept nogil
     cdef int c_grow_rcvbuf(self, long long wanted) noexcept nogil
+    cdef int c_size_buffers_for(self, int datagram) noexcept nogil
     cdef int c_wait(self, short events, int64_t timeout_us) noexcept nogil
     cdef int c_interrupt(self) noexcept nogil
     cdef _open(self, int fd, int family)

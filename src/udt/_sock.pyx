@@ -34,6 +34,13 @@ cdef int _set_forced(int fd, int forced, int plain, int size) noexcept nogil:
     return result
 
 
+# c_size_buffers_for: the datagram size (MSS 1500) the buffers' requests were made for, and
+# the most it grows one to (a limit, not an allocation: memory is used only while the reader lags).
+cdef enum:
+    BUFFER_BASE_DATAGRAM = 1500
+    SCALED_BUFFER_MAX = 64 << 20
+
+
 cdef class UdpSocket:
     """A UDP descriptor that threads share safely: lifetime, waking, waiting, names, options.
 
@@ -105,6 +112,39 @@ cdef class UdpSocket:
         if self._pmtudisc_v6 > 0:
             rc = set_int_option(self.fd, IPPROTO_IPV6, IPV6_MTU_DISCOVER,
                                 IPV6_PMTUDISC_PROBE if probe else self._pmtudisc_v6 - 1)
+        self.c_release()
+        return rc
+
+    def scale_buffers_with_mss(self, int rcvbuf_base, int sndbuf_base) -> None:
+        """Let c_size_buffers_for grow the receive/send buffer from these bytes (what they hold
+        at MSS 1500) in proportion to a larger MSS; 0 leaves that buffer alone."""
+        self._rcvbuf_base = rcvbuf_base
+        self._sndbuf_base = sndbuf_base
+        self._buffers_datagram = BUFFER_BASE_DATAGRAM
+
+    cdef int c_size_buffers_for(self, int datagram) noexcept nogil:
+        """Path-MTU discovery lets datagrams of this size through (protocol.md §13): a kernel
+        buffer sized in 1500-byte datagrams would hold 43 times fewer 64 KiB ones and drop a
+        burst (RcvbufErrors), so it grows by datagram / 1500, up to SCALED_BUFFER_MAX; it never
+        shrinks (other connections of the port may still use the size).  Once per size: a
+        setsockopt, no lock.  0, or -errno."""
+        cdef long long target
+        cdef int rc = 0
+        if datagram <= self._buffers_datagram or (self._rcvbuf_base == 0 and self._sndbuf_base == 0):
+            return 0
+        if self.c_acquire() < 0:
+            return -EBADF
+        self._buffers_datagram = datagram
+        if self._rcvbuf_base > 0:
+            target = min(<long long>self._rcvbuf_base * datagram // BUFFER_BASE_DATAGRAM,
+                         SCALED_BUFFER_MAX)
+            if target > self.rcvbuf_asked:     # never below what c_grow_rcvbuf asked for
+                rc = _set_forced(self.fd, SO_RCVBUFFORCE, SO_RCVBUF, <int>target)
+                self.rcvbuf_asked = target
+        if self._sndbuf_base > 0:
+            target = min(<long long>self._sndbuf_base * datagram // BUFFER_BASE_DATAGRAM,
+                         SCALED_BUFFER_MAX)
+            rc = _set_forced(self.fd, SO_SNDBUFFORCE, SO_SNDBUF, <int>target)
         self.c_release()
         return rc
 

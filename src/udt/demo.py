@@ -86,6 +86,8 @@ def run_pair(send_args: list[str], recv_args: list[str], workdir: Path) -> tuple
             stdin=subprocess.DEVNULL,
             cwd=workdir,
         )
+        if sender.returncode != 0:  # it never connected, or gave up: nobody will end the receiver
+            receiver.kill()
         recv_out, _ = receiver.communicate(timeout=RUN_TIMEOUT)
     finally:
         if receiver.poll() is None:
@@ -138,7 +140,8 @@ def main(argv: list[str] | None = None) -> int:
                     f.write(block)
                     left -= len(block)
             (work / "received").mkdir()
-            sent, received = run_pair([str(source), *extra], ["--output", str(work / "received"), *extra], work)
+            # options before the file: udt-send's positionals are FILE ... HOST:PORT in one run
+            sent, received = run_pair([*extra, str(source)], ["--output", str(work / "received"), *extra], work)
             if not (
                 sent["sha256"] == received["sha256"] == received["files"][0]["sha256"]
                 and received["bytes"] == args.size

@@ -65,6 +65,9 @@ DEFAULT_BUFFER_PACKETS = 65536
 # The kernel's UDP receive buffer absorbs bursts between two receive-worker wake-ups (UDT4: 8192
 # packets): where it starts.  The multiplexer grows it with the receive window (docs/engine.md).
 DEFAULT_UDP_RCVBUF = 8192 * DEFAULT_MSS
+DEFAULT_UDP_SNDBUF = 65536
+# Left at these defaults, both are sized in MSS-1500 datagrams and grow in proportion when
+# path-MTU discovery finds a larger MSS (up to 64 MiB each: udt._sock.UdpSocket.c_size_buffers_for).
 DEFAULT_LINGER_SECONDS = 3
 DEFAULT_PEER_IDLE_TIMEOUT_MS = 10_000  # udt: a dead peer is detected within 10 s (UDT4: ~46 s)
 # What the kernel accepts for one socket buffer when asked politely; larger is clamped by it.
@@ -255,7 +258,7 @@ OPTION_SPECS: dict[SocketOption, OptionSpec] = {
         OptionSpec(
             Opt.UDP_SNDBUF,
             "int",
-            65536,
+            DEFAULT_UDP_SNDBUF,
             Phase.BEFORE_BIND,
             _range(1024, MAX_KERNEL_BUFFER),
             "kernel send buffer of the UDP socket, bytes",

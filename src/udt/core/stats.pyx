@@ -49,6 +49,11 @@ cdef void conn_stats(Conn* c, Stats* out, bint clear, int64_t now) noexcept nogi
     else:
         out.byte_avail_snd_buf = 0
         out.byte_avail_rcv_buf = 0
+    out.mss = c.mss
+    out.pmtud_max_mss = c.pmtud_max
+    out.pmtud_probes_sent = c.pmtud_probes_sent
+    out.pmtud_probes_confirmed = c.pmtud_probes_confirmed
+    out.pmtud_probes_lost = c.pmtud_probes_lost
     if clear:
         memcpy(z, s, sizeof(Stats))
         z.us_snd_duration_total = busy
@@ -101,6 +106,11 @@ cdef dict stats_dict(const Stats* s):
         "byte_avail_rcv_buf": s.byte_avail_rcv_buf,
         "pkt_duplicate_total": s.duplicate_packets,
         "pkt_late_total": s.late_packets,
+        "mss": s.mss,
+        "pmtud_max_mss": s.pmtud_max_mss,
+        "pmtud_probes_sent": s.pmtud_probes_sent,
+        "pmtud_probes_confirmed": s.pmtud_probes_confirmed,
+        "pmtud_probes_lost": s.pmtud_probes_lost,
     }
     cdef int64_t total = 0
     cdef int i
