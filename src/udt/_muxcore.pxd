@@ -22,6 +22,10 @@ cimport udt.core.engine as core
 cdef enum:
     SEND_BURST = 64     # datagrams taken from one connection per send-worker turn (GSO limit)
     DIRECT_BURST = 8    # datagrams per burst a user thread or the receive worker sends itself
+    # An encrypted burst is copied out to be sealed: its bytes, not its datagram count, bound
+    # the two areas (64 datagrams of 64 KiB took 8 MiB per port and 1 MiB per connection).
+    SEAL_AREA_BYTES = 262144
+    SEAL_ROOM = 64      # reserved past each packet in the areas: its seal (SEAL_OVERHEAD) fits
     DIRECT_ROUNDS = 2   # ... bursts in a row, at most (then the send worker takes over)
     MUX_INVALID_UNKNOWN_DESTINATION = 0   # datagram for a socket ID we do not have
     MUX_INVALID_NO_LISTENER = 1           # dest 0 handshake and nobody listens or rendezvous
@@ -48,9 +52,10 @@ cdef struct BurstArea:
     uint8_t* headers             # [limit * core.MAX_CONTROL_SIZE] headers / control packets
     int limit                    # datagrams per burst (<= SEND_BURST)
     int sealing                  # this burst: 0 in clear, n + 1 with n packets to seal, -1 no memory
-    size_t seal_slot             # bytes per slot of seal_in / seal_out
-    uint8_t* seal_in             # [limit * seal_slot] a burst in clear, packets contiguous
-    uint8_t* seal_out            # [limit * seal_slot] ... sealed
+    size_t seal_bytes            # size of seal_in and of seal_out (SEAL_AREA_BYTES, or one packet)
+    uint8_t* seal_in             # [seal_bytes] a burst in clear, packets contiguous
+    uint8_t* seal_out            # [seal_bytes] ... sealed, each at its packet's offset
+    size_t seal_off[SEND_BURST]
     size_t seal_len[SEND_BURST]
     bint probe                   # this burst ends with a path-MTU probe (protocol.md §13): sent with DF
     int grow_buffers             # datagram size a probe (or our answer to one) lets through:

@@ -116,7 +116,7 @@ cdef int burst_area_init(BurstArea* a, int limit) noexcept nogil:
     a.batch = send_batch_new(a.limit, 2 * a.limit)
     a.headers = <uint8_t*>malloc(<size_t>a.limit * core.MAX_CONTROL_SIZE)
     a.sealing = 0
-    a.seal_slot = 0
+    a.seal_bytes = 0
     a.seal_in = NULL
     a.seal_out = NULL
     if a.batch == NULL or a.headers == NULL:
@@ -134,13 +134,15 @@ cdef void burst_area_free(BurstArea* a) noexcept nogil:
     a.headers = NULL
     a.seal_in = NULL
     a.seal_out = NULL
-    a.seal_slot = 0
+    a.seal_bytes = 0
 
 
-cdef int _grow_seal_area(BurstArea* a, size_t slot) noexcept nogil:
-    """Room for a burst of packets of up to slot bytes, in clear and sealed."""
-    cdef uint8_t* clear = <uint8_t*>malloc(<size_t>a.limit * slot)
-    cdef uint8_t* sealed = <uint8_t*>malloc(<size_t>a.limit * slot)
+cdef int _grow_seal_area(BurstArea* a, size_t need) noexcept nogil:
+    """Room for a burst in clear and sealed: SEAL_AREA_BYTES, or one packet of need bytes
+    (with its SEAL_ROOM) if that is more."""
+    cdef size_t size = need if need > SEAL_AREA_BYTES else SEAL_AREA_BYTES
+    cdef uint8_t* clear = <uint8_t*>malloc(size)
+    cdef uint8_t* sealed = <uint8_t*>malloc(size)
     if clear == NULL or sealed == NULL:
         free(clear)
         free(sealed)
@@ -149,7 +151,7 @@ cdef int _grow_seal_area(BurstArea* a, size_t slot) noexcept nogil:
     free(a.seal_out)
     a.seal_in = clear
     a.seal_out = sealed
-    a.seal_slot = slot
+    a.seal_bytes = size
     return 0
 
 
@@ -166,15 +168,16 @@ cdef int burst_take(BurstArea* a, MuxConn* mc, int64_t now) noexcept nogil:
     cdef size_t payload_length
     cdef uint8_t* header
     cdef uint8_t* slot
-    cdef size_t need
+    cdef size_t need = 0
+    cdef size_t used = 0
     cdef CSendBatch* batch = a.batch
     send_batch_clear(batch)
     a.sealing = 0
     a.probe = False
     a.grow_buffers = mc.conn.pmtud_ack_size  # an answer to the peer's probe: bigger data follows
     if mc.crypto != NULL:
-        need = <size_t>max(mc.conn.mss, mc.conn.pmtud_max, core.MAX_CONTROL_SIZE) + 64  # probes too
-        if a.seal_slot < need and _grow_seal_area(a, need) != 0:
+        need = <size_t>max(mc.conn.mss, mc.conn.pmtud_max, core.MAX_CONTROL_SIZE) + SEAL_ROOM  # probes too
+        if a.seal_bytes < need and _grow_seal_area(a, need) != 0:
             a.sealing = -1
             return -1
         a.sealing = 1
@@ -182,17 +185,21 @@ cdef int burst_take(BurstArea* a, MuxConn* mc, int64_t now) noexcept nogil:
     batch.address_length = (sizeof(sockaddr_in) if mc.conn.peer_addr.ss_family == AF_INET
                             else sizeof(sockaddr_in6))
     for k in range(a.limit):
+        if a.sealing and a.seal_bytes - used < need:  # the area is full: the rest next turn
+            break
         header = a.headers + k * core.MAX_CONTROL_SIZE
         length = core.conn_next_datagram_zc(&mc.conn, now, header, core.MAX_CONTROL_SIZE,
                                             &payload, &payload_length)
         if length <= 0:
             break
         if a.sealing:  # copied out in clear, sealed by burst_send without the lock
-            slot = a.seal_in + k * a.seal_slot
+            slot = a.seal_in + used
             memcpy(slot, header, <size_t>length)
             if payload_length > 0:
                 memcpy(slot + length, payload, payload_length)
+            a.seal_off[k] = used
             a.seal_len[k] = <size_t>length + payload_length
+            used += a.seal_len[k] + SEAL_ROOM
             a.sealing += 1
         elif payload_length > 0:
             send_batch_add_pair(batch, header, <size_t>length, payload, payload_length)
@@ -222,8 +229,8 @@ cdef int burst_send(MuxCore* m, Channel channel, BurstArea* a, MuxConn* mc,
     cdef int sent
     cdef CSendBatch* batch = a.batch
     for k in range(a.sealing - 1 if a.sealing > 1 else 0):
-        clear = a.seal_in + k * a.seal_slot
-        sealed = a.seal_out + k * a.seal_slot
+        clear = a.seal_in + a.seal_off[k]
+        sealed = a.seal_out + a.seal_off[k]
         if is_handshake(clear, a.seal_len[k]):  # handshakes go as they are
             memcpy(sealed, clear, a.seal_len[k])
             n = <ssize_t>a.seal_len[k]
