@@ -88,6 +88,7 @@ cdef struct Bbr:
     bint full_bw_reached
     int queue_samples              # STARTUP: consecutive RTT samples that show a queue building
     int64_t queue_exit_round       # STARTUP ends when this round begins (0 = no queue seen)
+    int64_t queue_since            # when the current run of queue samples began
     int cycle_index
     int64_t cycle_stamp
     double probe_start_bw          # btl_bw when the up phase began
@@ -365,9 +366,17 @@ cdef void _on_delivery(CCState* cc, Bbr* b, int64_t now) noexcept nogil:
             # a queue is building: the bottleneck is full now, and waiting the 3 rounds of the
             # plateau rule at 2.77x overflows a 1-BDP queue (a burst of drops whose repairs
             # die in the same full queue, and a window stuck behind them)
-            if rtt > b.min_rtt_us + b.min_rtt_us // 4 + SYN_US // 2:
+            # (only once the model holds a few windows: a CPU stall of a user-space endpoint
+            # inflates RTT samples too, and a false exit in the first rounds left the model at
+            # 3 Mbit/s on a 200 Mbit/s link; slow links still have the plateau rule)
+            if (rtt > b.min_rtt_us + b.min_rtt_us // 4 + SYN_US // 2
+                    and _bdp(b) >= 4 * MIN_CWND):
+                if b.queue_samples == 0:
+                    b.queue_since = now
                 b.queue_samples += 1
-                if b.queue_samples == 2:
+                # two samples at least a quarter round trip apart: a queue, not a hiccup
+                if (b.queue_samples >= 2 and not b.queue_exit_round
+                        and now - b.queue_since >= b.min_rtt_us // 4):
                     # leave at the end of this round: its samples, taken while the bottleneck
                     # was already full, are the link rate (the last round's show about half)
                     b.queue_exit_round = b.round_count + 1
