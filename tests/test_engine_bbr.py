@@ -299,3 +299,33 @@ def test_long_path_one_bdp_queue_one_percent_loss(seed):
     assert r["rtt_ms"] <= 1.25 * 100, r
     assert r["queue_drops"] < 0.2 * RATE * 0.1 * 0.99, r  # a few, not a queue kept full
     assert r["retrans"] < 0.025, r
+
+
+def test_the_send_records_grow_past_the_window_announced_at_the_handshake():
+    """An auto-sizing receiver announces a small flight flag size (~512 packets) and lets the
+    window grow later; the record ring, sized from it, must grow with what is in flight, or
+    every record is overwritten before its feedback arrives (no samples: the model froze)."""
+    rate, delay = 8000, 100_000  # BDP 1600 packets, beyond a 1024-record ring
+    net = Net(
+        seed=3,
+        profile=LinkProfile(delay_us=delay, rate_pps=rate, queue_packets=int(rate * 0.2)),
+        reverse=LinkProfile(delay_us=delay),
+    )
+    net, c, s = connected_pair(
+        net, client_options={"cc": "bbr", "snd_buf": 65536}, server_options={"rcv_buf": 65536, "ffs": 512}
+    )
+    chunk = bytes(PAYLOAD * 16)
+    got = [0]
+
+    def pump() -> bool:
+        while c.write(chunk, net.now) > 0:
+            pass
+        while not isinstance(r := s.read(1 << 20, net.now), int) and r:
+            got[0] += len(r)
+        return False
+
+    net.run(2_500_000, pump)
+    before = got[0]
+    net.run(2_000_000, pump)
+    assert c.stats(net.now)["pkt_flight_size"] > 1024
+    assert (got[0] - before) / PAYLOAD / 2.0 > 0.9 * rate

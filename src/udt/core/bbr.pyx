@@ -165,9 +165,32 @@ cdef void bbr_close(CCState* cc) noexcept nogil:
         cc.user = NULL
 
 
+cdef void _grow_ring(Bbr* b) noexcept nogil:
+    """Double the ring, each record moving to its slot in the larger one.  The ring is sized
+    from the flow window at the handshake, which with auto-sized buffers is the receiver's
+    initial ~512 packets; the window then grows with the path, and a ring smaller than what is
+    in flight overwrote every record before its feedback came back (no samples, no rounds: the
+    model froze or sank on the WAN link).  Rare (at most log2(MAX_RING / 1024) times), never
+    per packet; on allocation failure the ring stays as it is."""
+    cdef int size = (b.ring_mask + 1) * 2
+    cdef SendRecord* ring = <SendRecord*>calloc(size, sizeof(SendRecord))
+    cdef int i
+    if ring == NULL:
+        return
+    for i in range(b.ring_mask + 1):
+        if b.ring[i].sent_time != 0:
+            ring[b.ring[i].seq & (size - 1)] = b.ring[i]
+    free(b.ring)
+    b.ring = ring
+    b.ring_mask = size - 1
+
+
 cdef void bbr_on_pkt_sent(CCState* cc, int32_t seq, int size, int64_t now) noexcept nogil:
     cdef Bbr* b = _bbr(cc)
-    cdef SendRecord* r = &b.ring[seq & b.ring_mask]
+    cdef SendRecord* r
+    if cc.inflight + 64 > b.ring_mask + 1 and b.ring_mask + 1 < MAX_RING:
+        _grow_ring(b)
+    r = &b.ring[seq & b.ring_mask]
     if cc.inflight <= 1:
         # nothing else in flight: intervals start now, not at the last (old) delivery
         b.first_sent_time = now
