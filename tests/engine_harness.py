@@ -55,6 +55,7 @@ class _Direction:
     duplicated: int = 0
     delivered: int = 0
     too_big: int = 0  # dropped for the path MTU
+    queue_dropped: int = 0  # dropped because the bottleneck queue was full
     reverse: bool = False  # takes the reverse profile (source address above the destination's)
 
 
@@ -186,6 +187,7 @@ class Net:
                 start = max(t, d.busy_until)
                 if start - t > p.queue_packets * gap:
                     d.dropped += 1
+                    d.queue_dropped += 1
                     continue
                 d.busy_until = start + gap
                 t = d.busy_until

@@ -70,8 +70,13 @@ def test_names_and_defaults():
 
 def test_startup_reaches_the_bottleneck_then_drain_empties_the_queue():
     f = Flow("bbr")
-    f.run(0.6)
-    assert f.pacing_pps > 0.9 * RATE  # STARTUP found the bottleneck within 0.6 s
+    f.run(0.5)
+    pacing = []
+    for _ in range(20):
+        f.run(0.01)
+        pacing.append(f.pacing_pps)
+    # STARTUP found the bottleneck within 0.5 s (the median skips the 0.75/1.25 phases)
+    assert sorted(pacing)[10] > 0.9 * RATE
     f.rtts.clear()
     rate = f.run(2.0)
     assert rate > 0.9 * RATE
@@ -219,3 +224,108 @@ def test_freed_capacity_on_a_long_path_is_found_within_two_seconds():
     f.net.set_profile(link(rate), LinkProfile(delay_us=delay))
     f.run(2.0)
     assert f.run(0.5) > 0.75 * rate
+
+
+def _long_path_run(loss: float, seed: int, seconds: float = 6.0) -> dict:
+    """100 ms RTT, RATE packets/s, a drop-tail queue of one BDP, `loss` each way; everything
+    after the first second: delivery rate, longest gap in delivery, retransmissions, mean RTT,
+    queue drops."""
+    delay, queue = 50_000, int(RATE * 0.1)
+    net = Net(
+        seed=seed,
+        profile=LinkProfile(delay_us=delay, rate_pps=RATE, queue_packets=queue, loss=loss),
+        reverse=LinkProfile(delay_us=delay, loss=loss),
+    )
+    net, c, s = connected_pair(net, client_options={"cc": "bbr", "snd_buf": 65536}, server_options={"rcv_buf": 65536})
+    chunk = bytes(PAYLOAD * 16)
+    start, got, rtts = net.now, [0], []
+    mark: dict = {}
+    last = {"got": 0, "time": net.now, "gap": 0}
+
+    def pump() -> bool:
+        while c.write(chunk, net.now) > 0:
+            pass
+        while not isinstance(r := s.read(1 << 20, net.now), int) and r:
+            got[0] += len(r)
+        settled = net.now - start > 1_000_000
+        if got[0] != last["got"]:
+            if settled:
+                last["gap"] = max(last["gap"], net.now - last["time"])
+            last["got"], last["time"] = got[0], net.now
+        if settled:
+            if not mark:
+                mark.update(c.stats(net.now), got=got[0], queue=_queue_drops(net))
+            rtts.append(c.stats(net.now)["ms_rtt"])
+        return net.now - start >= seconds * 1e6
+
+    net.run(int(seconds * 1e6) + 1_000_000, pump)
+    end = c.stats(net.now)
+    return {
+        "rate": (got[0] - mark["got"]) / PAYLOAD / (seconds - 1),
+        "gap_s": last["gap"] / 1e6,
+        "retrans": (end["pkt_retrans_total"] - mark["pkt_retrans_total"])
+        / (end["pkt_sent_total"] - mark["pkt_sent_total"]),
+        "rtt_ms": sum(rtts) / len(rtts),
+        "queue_drops": _queue_drops(net),
+        "startup_queue_drops": mark["queue"],
+    }
+
+
+def _queue_drops(net: Net) -> int:
+    return sum(d.queue_dropped for d in net._directions.values() if not d.reverse)
+
+
+@pytest.mark.parametrize("seed", [3, 4])
+def test_long_path_one_bdp_queue_clean(seed):
+    """STARTUP leaves when the RTT shows a queue building (not 3 rounds later at 2.77x, which
+    overflowed the 1-BDP queue and stalled delivery 0.5 s behind dying retransmissions), and the
+    draining phase keeps the queue short."""
+    r = _long_path_run(0.0, seed)
+    assert r["rate"] > 0.9 * RATE, r
+    assert r["gap_s"] < 0.2, r
+    assert r["retrans"] < 0.01, r
+    assert r["rtt_ms"] <= 1.25 * 100, r
+    assert r["queue_drops"] < 0.4 * RATE * 0.1, r  # less than 0.4 BDP, all in STARTUP
+    assert r["queue_drops"] == r["startup_queue_drops"], r
+
+
+@pytest.mark.parametrize("seed", [3, 4])
+def test_long_path_one_bdp_queue_one_percent_loss(seed):
+    """Rate samples count first transmissions only (a repaired hole credited to the current
+    interval put the estimate at 109 % of the link and kept the queue full), and are capped by
+    what the receiver reports it sees arriving."""
+    r = _long_path_run(0.01, seed)
+    assert r["rate"] > 0.9 * RATE, r
+    assert r["rtt_ms"] <= 1.25 * 100, r
+    assert r["queue_drops"] < 0.2 * RATE * 0.1 * 0.99, r  # a few, not a queue kept full
+    assert r["retrans"] < 0.025, r
+
+
+def test_the_send_records_grow_past_the_window_announced_at_the_handshake():
+    """An auto-sizing receiver announces a small flight flag size (~512 packets) and lets the
+    window grow later; the record ring, sized from it, must grow with what is in flight, or
+    every record is overwritten before its feedback arrives (no samples: the model froze)."""
+    rate, delay = 8000, 100_000  # BDP 1600 packets, beyond a 1024-record ring
+    net = Net(
+        seed=3,
+        profile=LinkProfile(delay_us=delay, rate_pps=rate, queue_packets=int(rate * 0.2)),
+        reverse=LinkProfile(delay_us=delay),
+    )
+    net, c, s = connected_pair(
+        net, client_options={"cc": "bbr", "snd_buf": 65536}, server_options={"rcv_buf": 65536, "ffs": 512}
+    )
+    chunk = bytes(PAYLOAD * 16)
+    got = [0]
+
+    def pump() -> bool:
+        while c.write(chunk, net.now) > 0:
+            pass
+        while not isinstance(r := s.read(1 << 20, net.now), int) and r:
+            got[0] += len(r)
+        return False
+
+    net.run(2_500_000, pump)
+    before = got[0]
+    net.run(2_000_000, pump)
+    assert c.stats(net.now)["pkt_flight_size"] > 1024
+    assert (got[0] - before) / PAYLOAD / 2.0 > 0.9 * rate
