@@ -329,3 +329,38 @@ def test_the_send_records_grow_past_the_window_announced_at_the_handshake():
     net.run(2_000_000, pump)
     assert c.stats(net.now)["pkt_flight_size"] > 1024
     assert (got[0] - before) / PAYLOAD / 2.0 > 0.9 * rate
+
+
+@pytest.mark.parametrize("seed", [3, 4])
+def test_startup_cut_short_by_a_host_stall_is_resumed(seed):
+    """100 ms RTT, 1-BDP queue: 0.5 s into STARTUP the ACKs are held back 300 ms (a sender or
+    receiver descheduled on a loaded host; no loss, the link idle).  The stall looks like a
+    plateau and ends STARTUP at a quarter of the link; the first up phase that beats that by
+    25 % resumes STARTUP, so the second after the stall runs near the link rate (the gain
+    cycle alone, 1.25x per up phase, was at 56-63 % there)."""
+    delay = 50_000
+    forward = LinkProfile(delay_us=delay, rate_pps=RATE, queue_packets=int(RATE * 0.1))
+    net = Net(seed=seed, profile=forward, reverse=LinkProfile(delay_us=delay))
+    net, c, s = connected_pair(net, client_options={"cc": "bbr", "snd_buf": 16384}, server_options={"rcv_buf": 16384})
+    chunk = bytes(PAYLOAD * 16)
+    got = [0]
+
+    def run(seconds: float) -> float:
+        start, got0 = net.now, got[0]
+
+        def pump() -> bool:
+            while c.write(chunk, net.now) > 0:
+                pass
+            while not isinstance(r := s.read(1 << 20, net.now), int) and r:
+                got[0] += len(r)
+            return net.now - start >= seconds * 1e6
+
+        net.run(int(seconds * 1e6) + 1, pump)
+        return (got[0] - got0) / PAYLOAD / ((net.now - start) / 1e6)
+
+    run(0.5)
+    net.set_profile(forward, LinkProfile(delay_us=delay + 300_000))
+    run(0.3)
+    net.set_profile(forward, LinkProfile(delay_us=delay))
+    run(1.0)
+    assert run(1.0) > 0.8 * RATE

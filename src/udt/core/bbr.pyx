@@ -94,6 +94,7 @@ cdef struct Bbr:
     double probe_start_bw          # btl_bw when the up phase began
     int64_t round_lost
     int64_t loss_round             # the last round that saw a loss
+    int64_t congestion_round       # the last round whose loss rate was above LOSS_THRESH
     int64_t round_delivered_start
     double inflight_hi             # congestion cap on the window (0 = none)
     double cwnd                    # the model's pipe; cc.cwnd adds what loss holes hold back
@@ -238,6 +239,8 @@ cdef void _end_round(CCState* cc, Bbr* b) noexcept nogil:
         loss_rate = <double>b.round_lost / <double>(delivered + b.round_lost)
     if b.round_lost > 0:
         b.loss_round = b.round_count
+    if loss_rate > LOSS_THRESH:
+        b.congestion_round = b.round_count
     if loss_rate > LOSS_THRESH and b.state == PROBE_BW:
         # (STARTUP's overshoot is drained by DRAIN; its losses are reported for a few rounds more)
         b.inflight_hi = BETA * (_pipe(cc, b) if b.inflight_hi == 0 or _pipe(cc, b) < b.inflight_hi
@@ -277,6 +280,8 @@ cdef void _update_state(CCState* cc, Bbr* b, int64_t now) noexcept nogil:
     cdef int start
     if b.state == STARTUP and b.full_bw_reached:
         b.state = DRAIN
+        if b.btl_bw > b.full_bw:
+            b.full_bw = b.btl_bw           # what a later up phase must beat by 25 % (see below)
         b.pacing_gain = 1.0 / STARTUP_CWND_GAIN
         b.cwnd_gain = STARTUP_CWND_GAIN
     if b.state == DRAIN and _pipe(cc, b) <= _bdp(b) * 1.25 + <double>MIN_CWND:
@@ -293,6 +298,21 @@ cdef void _update_state(CCState* cc, Bbr* b, int64_t now) noexcept nogil:
         # do not inflate, back near the minimum), at most 4 phases
         if (b.cycle_index == 1 and now - b.cycle_stamp < 4 * phase_us
                 and cc.rtt_us > b.min_rtt_us + b.min_rtt_us // 16 + SYN_US // 2):
+            return
+        if (b.cycle_index == 1 and b.congestion_round < b.round_count - 2
+                and b.btl_bw >= 1.25 * b.full_bw > 0):
+            # the bandwidth grew 25 % past where STARTUP stopped, and no congestion loss: STARTUP
+            # stopped early (a host stall -- the sender or receiver descheduled for a few
+            # hundred ms on a loaded machine -- looks like a queue or a plateau, and on the WAN
+            # link left the model at 10-40 % of the link for seconds); grow exponentially again
+            b.state = STARTUP
+            b.full_bw_reached = False
+            b.full_bw = b.btl_bw
+            b.full_bw_count = 0
+            b.queue_samples = 0
+            b.queue_exit_round = 0
+            b.pacing_gain = STARTUP_GAIN
+            b.cwnd_gain = STARTUP_CWND_GAIN
             return
         if b.cycle_index == 1 and b.btl_bw >= PROBE_AGAIN * b.probe_start_bw > 0:
             # the up phase found headroom (its packets, all acknowledged by the end of the
