@@ -181,11 +181,13 @@ class epoll:
         found = self._ep.poll(timeout, maxevents)
         result: list[tuple[Any, int]] = []
         udt_masks: dict[socket, int] = {}
+        watched: dict[socket, int] = {}
         with self._lock:
             for fd, kernel_mask in found:
                 member = self._by_fd.get(fd)
                 if member is not None:
                     udt_masks[member.sock] = udt_masks.get(member.sock, 0) | member.fds[fd]
+                    watched[member.sock] = member.events
                     continue
                 events = self._ssocks.get(fd)
                 if events is None:
@@ -201,7 +203,12 @@ class epoll:
                     result.append((fd, mask))
         for sock, candidates in udt_masks.items():
             # the real state decides (a recv may have drained it since the wake-up)
-            mask = sock._readiness() & candidates
+            real = sock._readiness()
+            if real & UDT_EPOLL_ERR:
+                # an error raises both eventfds, one after the other: a wake-up between the two
+                # still reports every watched condition the error sets
+                candidates |= watched[sock] & _CONDITIONS
+            mask = real & candidates
             if mask:
                 result.append((sock, mask))
         return result
