@@ -80,12 +80,6 @@ cdef enum:
     MEAN_SLOT_BYTES = 256    # the ring holds rate x time in bytes; slots assume small packets too
     FORWARDER_NICE = -10
 
-# A timer wake-up (timerfd_settime, epoll_wait's sleep and switch, the timerfd read) cost more
-# than the packet it delivered: at 1 Gbit/s packets fall due every 12 us.  After a delivery the
-# timer is armed no sooner than this later, so under load one wake-up delivers the few packets
-# due by then (each at most this late, never early); a lone packet is still delivered on time.
-cdef int64_t TIMER_COALESCE_NS = 50_000
-
 # Verdicts of Shaper.offer (and of _admit).
 cpdef enum Verdict:
     ADMITTED = 0
@@ -472,8 +466,7 @@ cdef class Forwarder:
     cdef int _loop(self) noexcept nogil:
         cdef epoll_event events[4]
         cdef itimerspec when
-        cdef int64_t now, next_fwd, next_rev, next_due, armed = -1, delivered_at = -1
-        cdef int64_t before
+        cdef int64_t now, next_fwd, next_rev, next_due, armed = -1
         cdef uint64_t expirations
         cdef int n, i, fd
         cdef bint left_ready, right_ready
@@ -507,16 +500,11 @@ cdef class Forwarder:
             if right_ready and _drain_fd(self.right_fd, rev, self.scratch) < 0:
                 return errno
             now = _now_ns()
-            before = fwd.c.delivered + rev.c.delivered
             _deliver(self.right_fd, fwd, now)
             _deliver(self.left_fd, rev, now)
-            if fwd.c.delivered + rev.c.delivered != before:
-                delivered_at = now
             next_fwd = _next_due(fwd)
             next_rev = _next_due(rev)
             next_due = next_fwd if next_rev < 0 or (0 <= next_fwd < next_rev) else next_rev
-            if 0 <= next_due < delivered_at + TIMER_COALESCE_NS:
-                next_due = delivered_at + TIMER_COALESCE_NS
             if next_due >= 0 and next_due != armed:
                 when.it_value.tv_sec = next_due // 1000000000
                 when.it_value.tv_nsec = next_due % 1000000000
