@@ -148,7 +148,8 @@ cdef inline int64_t _queued_bytes(int fd) noexcept nogil:
 def _scale_default_buffers(channel, udp_rcvbuf, udp_sndbuf) -> None:
     """UDP_RCVBUF/UDP_SNDBUF left at their defaults are counts of MSS-1500 datagrams (UDT4's 8192
     for receiving): they grow with the MSS path-MTU discovery finds (protocol.md §13), or 64 KiB
-    datagrams overflow a 12 MB receive buffer in one burst.  A value the user set stays as set."""
+    datagrams overflow a 12 MB receive buffer in one burst.  A value the user set is not scaled
+    (only _rcvbuf_for_window may still raise the receive buffer, within UDT_RCVBUF)."""
     channel.scale_buffers_with_mss(udp_rcvbuf if udp_rcvbuf == DEFAULT_UDP_RCVBUF else 0,
                                    udp_sndbuf if udp_sndbuf == DEFAULT_UDP_SNDBUF else 0)
 
