@@ -164,6 +164,19 @@ cdef uint32_t _on_ack2(Conn* c, const uint8_t* buf, size_t length, int64_t now) 
     return 0
 
 
+cdef inline int _loss_entry(const int32_t* words, int i, int32_t* first, int32_t* last) noexcept nogil:
+    """The loss entry of a validated NAK at words[i], a single sequence number or a range
+    (first word flagged): sets first/last, returns the index of the next entry."""
+    cdef uint32_t w = <uint32_t>words[i]
+    if w & LOSS_RANGE_FLAG:
+        first[0] = <int32_t>(w & SEQ_MAX)
+        last[0] = words[i + 1]
+        return i + 2
+    first[0] = <int32_t>w
+    last[0] = first[0]
+    return i + 1
+
+
 cdef uint32_t _on_nak(Conn* c, const uint8_t* buf, size_t length, int64_t now) noexcept nogil:
     cdef size_t cif = length - HEADER_SIZE
     cdef int n = <int>(cif // 4)
@@ -199,15 +212,7 @@ cdef uint32_t _on_nak(Conn* c, const uint8_t* buf, size_t length, int64_t now) n
     c.stats.pkt_recv_nak_total += 1
     i = 0
     while i < n:
-        w = <uint32_t>words[i]
-        if w & LOSS_RANGE_FLAG:
-            first = <int32_t>(w & SEQ_MAX)
-            last = words[i + 1]
-            i += 2
-        else:
-            first = <int32_t>w
-            last = first
-            i += 1
+        i = _loss_entry(words, i, &first, &last)
         if seq_cmp(last, c.snd_una) < 0:
             continue
         if seq_cmp(first, c.snd_una) < 0:
@@ -229,18 +234,9 @@ cdef int _losses_after_probe(Conn* c, int32_t* words, int n) noexcept nogil:
     count).  What the probe's NAKs name from before it is what UDT4's EXP would have re-queued
     without telling the CC more than on_timeout: it is the same signal, not a new loss."""
     cdef int i = 0, out = 0
-    cdef uint32_t w
     cdef int32_t first, last
     while i < n:
-        w = <uint32_t>words[i]
-        if w & LOSS_RANGE_FLAG:
-            first = <int32_t>(w & SEQ_MAX)
-            last = words[i + 1]
-            i += 2
-        else:
-            first = <int32_t>w
-            last = first
-            i += 1
+        i = _loss_entry(words, i, &first, &last)
         if seq_cmp(last, c.exp_probe_seq) <= 0:
             continue
         if seq_cmp(first, c.exp_probe_seq) <= 0:
