@@ -678,16 +678,17 @@ def test_console_scripts_are_installed(tool):
     assert done.returncode == 0 and f"usage: {tool}" in done.stdout
 
 
-def test_demo_runs_real_verified_transfers():
+def _demo_json(*args: str) -> dict:
+    """Run ``udt-demo ARGS --json`` and return its result (it must succeed)."""
     done = subprocess.run(
-        [sys.executable, "-m", "udt.demo", "--size", "3M", "--mem", "0.3", "--json"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=ENV,
+        [sys.executable, "-m", "udt.demo", *args, "--json"], capture_output=True, text=True, timeout=120, env=ENV
     )
     assert done.returncode == 0, done.stderr
-    result = json.loads(done.stdout)
+    return json.loads(done.stdout)
+
+
+def test_demo_runs_real_verified_transfers():
+    result = _demo_json("--size", "3M", "--mem", "0.3")
     file_run, mem_run = result["file"], result["memory"]
     assert file_run["recv"]["bytes"] == 3 << 20 and file_run["recv"]["files"][0]["status"] == "verified"
     assert file_run["send"]["sha256"] == file_run["recv"]["sha256"]
@@ -698,15 +699,7 @@ def test_demo_runs_real_verified_transfers():
 def test_demo_with_a_fixed_mss():
     """--mss once went between udt-send's FILE and HOST:PORT: the sender refused its arguments
     and the demo waited 600 s for a receiver nobody would end."""
-    done = subprocess.run(
-        [sys.executable, "-m", "udt.demo", "--size", "1M", "--mem", "0.2", "--mss", "1500", "--json"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=ENV,
-    )
-    assert done.returncode == 0, done.stderr
-    result = json.loads(done.stdout)
+    result = _demo_json("--size", "1M", "--mem", "0.2", "--mss", "1500")
     assert result["file"]["send"]["mss"] == result["memory"]["send"]["mss"] == 1500
     assert result["file"]["recv"]["files"][0]["status"] == "verified"
 
