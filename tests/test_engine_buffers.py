@@ -12,6 +12,7 @@ import pytest
 
 from engine_harness import LinkProfile, Net, connected_pair, invalid_counts, sha, transfer
 from udt import _testing
+from udt.cc import CongestionControl
 
 PAYLOAD = 1456
 INITIAL = 512  # INITIAL_RECV_PACKETS: where the receive limit starts
@@ -288,3 +289,42 @@ def test_the_flow_window_keeps_up_with_bbr_startup():
     # bounded by what the sender used (BBR's startup overshoots this path's 12,000 packets of
     # BDP and queue, and the limit holds what arrives past its holes), not straight to the cap
     assert s.buffers["rcv_limit"] <= 3 * most_in_flight + 2 * 64 < CAP, most_in_flight
+
+
+class _PacedWideWindow(CongestionControl):
+    """A sender its pacing holds back, with a window far larger than what it keeps in flight
+    (UDT4's DAIMD on loopback: its window counts the 10 ms ACK period, the flight only the RTT)."""
+
+    def init(self):
+        self.period_us = 100.0  # 10,000 packets/s
+        self.cwnd = 20_000
+
+    def on_ack(self, ack):
+        self.period_us = 100.0
+        self.cwnd = 20_000
+
+
+def test_a_paced_sender_buffers_twice_its_flight_not_twice_its_window():
+    """The send limit grows for what is unacknowledged when that is less than the window: twice
+    a 20,000-packet window queued 58 MB the writer wrote long before it was sent (out of every
+    cache); the flight here is a few hundred packets, so the initial limit holds the pipe."""
+    net = Net(seed=3, profile=LinkProfile(delay_us=5000), reverse=LinkProfile(delay_us=5000))
+    caps = {"snd_buf": CAP, "rcv_buf": CAP, "ffs": CAP}
+    net, c, s = connected_pair(net, client_options={"cc": _PacedWideWindow(), **caps}, server_options=dict(caps))
+    most_in_flight = 0
+    got = 0
+    block = bytes(PAYLOAD * 16)
+
+    def pump() -> bool:
+        nonlocal most_in_flight, got
+        while c.write(block, net.now) > 0:
+            pass
+        most_in_flight = max(most_in_flight, (c.snd_next_seq - c.snd_una) % (1 << 31))
+        while not isinstance(r := s.read(1 << 20, net.now), int) and r:
+            got += len(r)
+        return False
+
+    net.run(2_000_000, pump)
+    assert got // PAYLOAD > 0.9 * 2 * 10_000  # the pacing, not the buffer, sets the rate
+    assert c.cwnd == 20_000 and most_in_flight < INITIAL_SEND // 4
+    assert c.buffers["snd_limit"] == INITIAL_SEND  # not 2 x 20,000

@@ -30,6 +30,19 @@ cdef inline int _room(Conn* c, int idx) noexcept nogil:
     return r if r < c.payload_size else c.payload_size
 
 
+cdef inline int64_t _buffer_window(Conn* c) noexcept nogil:
+    """The window a full send buffer grows for (twice it, sndbuf_note_window): the send
+    window, or what is unacknowledged when that is less.  A sender the send window does not
+    hold back (paced, or its worker busy: loopback) keeps a fraction of UDT4's window in
+    flight, 1-3 k packets at 1 GB/s where the window asks for 13 k; twice the window queued
+    ~38 MB that the writer wrote long before the send worker read it, from memory instead
+    of the cache (both copies of the sending side).  When the buffer is what holds the
+    sender back everything in it is sent and unacknowledged, so the limit still doubles."""
+    cdef int64_t w = _send_window(c)
+    cdef int64_t flight = seq_off(c.snd_una, c.snd_next_seq)
+    return flight if flight < w else w
+
+
 cdef ssize_t conn_write(Conn* c, const uint8_t* data, size_t length, int64_t ttl_us,
                         bint inorder, int64_t now) noexcept nogil:
     cdef int64_t sent_count, npk, k
@@ -62,7 +75,7 @@ cdef ssize_t conn_write(Conn* c, const uint8_t* data, size_t length, int64_t ttl
         if npk > c.snd.capacity:
             return -ERR_MESSAGE_TOO_LARGE
         if c.snd.count + npk > c.snd.limit:
-            sndbuf_note_window(&c.snd, _send_window(c))
+            sndbuf_note_window(&c.snd, _buffer_window(c))
             if c.snd.count == 0:            # one message larger than the limit: make room for it
                 c.snd.limit = buffer_grow_limit(c.snd.limit, npk, c.snd.max_limit)
             if c.snd.count + npk > c.snd.limit:
@@ -109,7 +122,7 @@ cdef ssize_t conn_write(Conn* c, const uint8_t* data, size_t length, int64_t ttl
             msgno = msg_number(slot.msg_word)
         else:
             if c.snd.count >= c.snd.limit:
-                sndbuf_note_window(&c.snd, _send_window(c))
+                sndbuf_note_window(&c.snd, _buffer_window(c))
             if c.snd.count >= c.snd.limit:
                 return -ERR_NO_SEND_BUFFER
             msgno = c.snd.next_msgno
@@ -117,7 +130,7 @@ cdef ssize_t conn_write(Conn* c, const uint8_t* data, size_t length, int64_t ttl
         while done < length:
             if c.snd.count >= c.snd.limit:
                 # the writer has more than the limit takes: grow it if the window asks
-                sndbuf_note_window(&c.snd, _send_window(c))
+                sndbuf_note_window(&c.snd, _buffer_window(c))
                 if c.snd.count >= c.snd.limit:
                     break
             idx = sndbuf_index(&c.snd, c.snd.count)
