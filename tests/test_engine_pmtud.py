@@ -161,6 +161,19 @@ def test_buffers_in_bytes_bound_the_ceiling(packets, ceiling):
     assert c.buffers["snd_limit"] * (c.mss - 44) <= packets * 1456 or c.buffers["snd_limit"] == 64
 
 
+def test_a_side_with_small_buffers_offers_its_own_ceiling():
+    """TLV 3 carries the ceiling the side's rings allow, so both agree on it: a side that
+    lowered it only after the handshake refused the peer's probes (invalid_length) and the
+    peer stayed at the handshake's MSS for most of a transfer."""
+    net, c, s = _pair(0, server=dict(ON, rcv_buf=2000))
+    ceiling = 2000 * 1456 // 64 + 44
+    assert c.pmtud["max"] == s.pmtud["max"] == ceiling
+    _settle(net, c, s)
+    assert c.mss == s.mss == ceiling
+    assert c.pmtud["probes_lost"] == 0
+    assert c.stats(net.now)["invalid_length"] == s.stats(net.now)["invalid_length"] == 0
+
+
 def test_maxbw_stays_bytes_per_second_after_growth():
     opts = dict(ON, max_bandwidth=2_000_000)
     net, c, s = _pair(0, client=opts)
