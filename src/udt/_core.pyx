@@ -640,6 +640,8 @@ cdef ssize_t _emit_nak(Conn* c, int64_t now, uint8_t* out, size_t cap) noexcept 
     cdef int max_words, n
     if room > <size_t>(HEADER_SIZE + c.payload_size):
         room = HEADER_SIZE + c.payload_size
+    if c.pmtud_max > 0 and room > <size_t>(c.pmtud_base_mss - _ip_overhead(c)):
+        room = c.pmtud_base_mss - _ip_overhead(c)   # a NAK must cross a black hole (§13)
     max_words = <int>((room - HEADER_SIZE) // 4) if room > HEADER_SIZE else 0
     if max_words < 1:
         return -ERR_NO_SEND_BUFFER
