@@ -37,7 +37,7 @@ Header-only ``cdef inline`` functions: the engine touches the rings for every pa
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t
 from libc.stdlib cimport calloc, free
 from libc.string cimport memcpy, memset
-from posix.mman cimport MAP_ANONYMOUS, MAP_FAILED, MAP_PRIVATE, PROT_READ, PROT_WRITE, mmap, munmap
+from udt._pages cimport pages_map, pages_unmap
 from udt._core cimport (BOUNDARY_FIRST, BOUNDARY_LAST, BOUNDARY_SOLO, ChunkStore, RecvBuffer,
                         RecvSlot, SendBuffer, SendSlot)
 from udt.core.seq cimport seq_add, seq_inc, seq_off
@@ -67,14 +67,13 @@ cdef enum:
 # Chunk store (shared by both rings)
 # ---------------------------------------------------------------------------------------------
 cdef inline uint8_t* chunk_map(size_t size) noexcept nogil:
-    """A new chunk of size bytes, zero-filled, its own mapping; NULL when out of memory."""
-    cdef void* p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
-    return NULL if p == MAP_FAILED else <uint8_t*>p
+    """A new chunk of size bytes, zero-filled, its own mapping (udt/_pages.pxd); NULL when out
+    of memory."""
+    return <uint8_t*>pages_map(size)
 
 
 cdef inline void chunk_unmap(uint8_t* chunk, size_t size) noexcept nogil:
-    if chunk != NULL:
-        munmap(chunk, size)
+    pages_unmap(chunk, size)
 
 
 cdef inline size_t chunk_size(ChunkStore* s, int slot_size) noexcept nogil:
