@@ -199,8 +199,9 @@ BLACK_HOLE_RECEIVER = r"""
 import hashlib, json, sys
 import udt
 size = int(sys.argv[1])
+options = {udt.UDT_PASSPHRASE: sys.argv[2]} if len(sys.argv) > 2 else {}
 # a small receive buffer: when the reader holds off, the rest waits in the sender's ring
-with udt.create_server(("10.9.0.2", 45100), options={udt.UDT_RCVBUF: 4 << 20}) as server:
+with udt.create_server(("10.9.0.2", 45100), options={udt.UDT_RCVBUF: 4 << 20, **options}) as server:
     print("ready", flush=True)
     server.settimeout(30)
     conn, _ = server.accept()
@@ -227,7 +228,8 @@ import hashlib, json, os, sys
 import udt
 size = int(sys.argv[1])
 data = os.urandom(size)
-with udt.create_connection(("10.9.0.2", 45100), timeout=30) as conn:
+options = {udt.UDT_PASSPHRASE: sys.argv[2]} if len(sys.argv) > 2 else {}
+with udt.create_connection(("10.9.0.2", 45100), timeout=30, options=options) as conn:
     conn.settimeout(60)
     conn.sendall(data)
     conn.flush(60)
@@ -237,7 +239,8 @@ with udt.create_connection(("10.9.0.2", 45100), timeout=30) as conn:
 
 @pytest.mark.slow
 @pytest.mark.netns
-def test_black_hole_through_a_veth_whose_mtu_drops():
+@pytest.mark.parametrize("secret", [(), ("black hole passphrase",)], ids=["plain", "sealed"])
+def test_black_hole_through_a_veth_whose_mtu_drops(secret):
     """Two namespaces joined by a veth of MTU 65535: the MSS grows to it; then, mid-transfer,
     the receiving end's MTU drops to 1500, which silently drops every larger frame (no ICMP:
     a black hole).  The sender falls back to 1500 and the big packets already written cross as
@@ -247,9 +250,9 @@ def test_black_hole_through_a_veth_whose_mtu_drops():
     with Topology() as net:
         a, b = net.namespace("a"), net.namespace("b")
         link = net.veth(a, b, ipv4=("10.9.0.1/24", "10.9.0.2/24"), mtu=65535)
-        receiver = b.python_popen(BLACK_HOLE_RECEIVER, str(size))
+        receiver = b.python_popen(BLACK_HOLE_RECEIVER, str(size), *secret)
         assert receiver.stdout.readline().strip() == "ready", receiver.stderr.read()
-        sender = a.python_popen(BLACK_HOLE_SENDER, str(size))
+        sender = a.python_popen(BLACK_HOLE_SENDER, str(size), *secret)
         line = receiver.stdout.readline().split()
         assert line and line[0] == "quarter", receiver.stderr.read()
         assert int(line[1]) > 9000  # grown before the drop
