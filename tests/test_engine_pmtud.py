@@ -331,6 +331,35 @@ def test_black_hole_falls_back_to_the_base_and_joins_fragments(message_mode, los
     assert not s.pmtud["reassembly"]
 
 
+def test_black_hole_found_while_small_packets_keep_the_peer_talking():
+    """Messages of 66,000 bytes: a full packet and a 509-byte tail each.  The tails cross, so
+    the receiver NAKs the big packets again and again and no EXP ever fires; NAKs while the
+    cumulative ACK stands still make the sender check its MSS too."""
+    opts = dict(ON, sock_type=2)
+    net, c, s = connected_pair(Net(seed=7), client_options=opts, server_options=opts)
+    _settle(net, c, s)
+    data = bytes((i * 7) & 0xFF for i in range(66_000 * 60))
+    got = bytearray()
+    offset = 0
+    dropped_at: list[int] = []
+
+    def pump() -> bool:
+        nonlocal offset
+        if len(got) > len(data) // 4 and not dropped_at:
+            net.set_profile(LinkProfile(mtu=1500))
+            dropped_at.append(net.now)
+        while offset < len(data) and (n := c.write(data[offset : offset + 66_000], net.now)) > 0:
+            offset += n
+        while not isinstance(r := s.read_message(1 << 20, net.now), int):
+            got.extend(r[0])
+        return len(got) >= len(data) or c.state != ST["CONNECTED"]
+
+    assert net.run(30_000_000, pump)
+    assert c.state == ST["CONNECTED"] and bytes(got) == data
+    assert c.pmtud["black_holes"] == 1 and c.mss == 1500
+    assert net.now - dropped_at[0] < 3_000_000
+
+
 def test_after_a_black_hole_the_search_runs_again_and_regrows():
     """RFC 8899's raise timer: 60 s after the black hole the search starts from the ceiling
     again, and finds the path's MTU back at 65535; data still crosses intact."""

@@ -564,6 +564,8 @@ cdef struct Conn:
     bint pmtud_base_due         # ... and a probe of the base MSS follows each copy
     bint pmtud_base_heard       # ... which the peer confirmed: small packets cross, big ones not
     int64_t pmtud_raise_time    # the search starts again from the ceiling (0: not planned)
+    int64_t pmtud_ack_progress  # last time the cumulative ACK moved (or the MSS grew): NAKs
+                                # while it stalls also make the sender check its MSS
     int64_t pmtud_black_holes
     int64_t pmtud_fragments_sent
     int64_t pmtud_fragments_received

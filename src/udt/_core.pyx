@@ -98,6 +98,7 @@ cdef uint32_t _on_ack(Conn* c, const uint8_t* buf, size_t length, int64_t now) n
     if seq_cmp(ack, c.snd_una) > 0:
         sndbuf_release(&c.snd, seq_off(c.snd_una, ack))
         c.snd_una = ack
+        c.pmtud_ack_progress = now
         losslist_remove_before(&c.snd_loss, ack)
         if c.exp_probing and seq_cmp(ack, c.exp_probe_seq) > 0:
             c.exp_probing = False
@@ -225,6 +226,9 @@ cdef uint32_t _on_nak(Conn* c, const uint8_t* buf, size_t length, int64_t now) n
             c.stats.pkt_snd_loss_total += added
     if c.exp_probing:
         n = _losses_after_probe(c, words, n)
+    if c.pmtud_max > 0 and now - c.pmtud_ack_progress >= _pmtud_stall_time(c):
+        _pmtud_suspect(c)               # small packets cross, the ACK does not move (§13)
+        c.pmtud_ack_progress = now
     _cc_sync_inputs(c)
     if n > 0 and c.cc.ops.on_loss != NULL:
         c.cc.ops.on_loss(&c.cc, words, n, now)
@@ -374,7 +378,7 @@ cdef uint32_t _on_control(Conn* c, const uint8_t* buf, size_t length, int64_t no
             if (get_u32(buf) & 0xFFFF) == EXT_PMTU_PROBE:
                 return _pmtud_on_probe(c, buf, length)
             if (get_u32(buf) & 0xFFFF) == EXT_PMTU_ACK:
-                return _pmtud_on_ack(c, buf, length)
+                return _pmtud_on_ack(c, buf, length, now)
             if (get_u32(buf) & 0xFFFF) == EXT_PMTU_FRAGMENT and c.pmtud_fragments:
                 return _pmtud_on_fragment(c, buf, length, now)
         if c.caps & CAP_HALF_CLOSE and length >= HEADER_SIZE + 4:
@@ -1187,7 +1191,7 @@ cdef uint32_t _pmtud_on_probe(Conn* c, const uint8_t* buf, size_t length) noexce
     return EV_WANT_TRANSMIT
 
 
-cdef uint32_t _pmtud_on_ack(Conn* c, const uint8_t* buf, size_t length) noexcept nogil:
+cdef uint32_t _pmtud_on_ack(Conn* c, const uint8_t* buf, size_t length, int64_t now) noexcept nogil:
     """The peer received our probe: new packets may be that large."""
     cdef int size
     cdef int old_payload = c.payload_size
@@ -1208,6 +1212,7 @@ cdef uint32_t _pmtud_on_ack(Conn* c, const uint8_t* buf, size_t length) noexcept
     c.pmtud_tries = 0
     c.pmtud_deadline = 0
     c.pmtud_probe_due = True            # the next candidate, if any
+    c.pmtud_ack_progress = now
     if c.pmtud_confirming:              # the current MSS still crosses: that EXP was loss
         c.pmtud_confirming = False
         c.pmtud_base_due = False
@@ -1250,6 +1255,13 @@ cdef uint32_t _pmtud_on_timeout(Conn* c, int64_t now) noexcept nogil:
 # udt/core/fragments.pxd) until they are acknowledged.  The search then runs again below the
 # size that failed, and from the ceiling PMTUD_BLACK_HOLE_RAISE_US later.
 # ---------------------------------------------------------------------------------------------
+cdef inline int64_t _pmtud_stall_time(Conn* c) noexcept nogil:
+    """How long NAKs may come while the cumulative ACK stands still before the sender checks
+    its MSS: several retransmission rounds (a lost retransmission costs one), at least an EXP."""
+    cdef int64_t t = 4 * (c.rtt_us + 4 * c.rttvar_us) + SYN_US
+    return t if t > MIN_EXP_US else MIN_EXP_US
+
+
 cdef void _pmtud_suspect(Conn* c) noexcept nogil:
     """An EXP timeout with data in flight: check that the grown MSS still crosses."""
     if (c.pmtud_max == 0 or c.mss <= c.pmtud_base_mss or c.pmtud_confirming
