@@ -9,7 +9,8 @@ The reassembly area exists only after the first fragment (a connection that neve
 pays one pointer) and goes with the idle release or conn_free.  Header-only ``cdef inline``:
 the engine's receive path and lifecycle's conn_free share it."""
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
-from libc.stdlib cimport calloc, free, malloc
+from libc.stdlib cimport calloc, free
+from udt._pages cimport pages_map, pages_unmap
 from udt._core cimport FragArea, FragEntry, PMTUD_FRAG_MAX, PMTUD_FRAG_SLOTS, PMTUD_FRAG_WORDS
 
 
@@ -42,7 +43,7 @@ cdef inline void frags_free(FragArea** area) noexcept nogil:
     if area[0] == NULL:
         return
     for k in range(PMTUD_FRAG_SLOTS):
-        free(area[0].entries[k].data)
+        pages_unmap(area[0].entries[k].data, <size_t>area[0].data_bytes)
     free(area[0])
     area[0] = NULL
 
@@ -68,7 +69,7 @@ cdef inline FragEntry* frags_entry(FragArea** area, int data_bytes, int32_t seq,
         if e == NULL or (e.length > 0 and (x.length == 0 or x.started < e.started)):
             e = x
     if e.data == NULL:
-        e.data = <uint8_t*>malloc(<size_t>a.data_bytes)
+        e.data = <uint8_t*>pages_map(<size_t>a.data_bytes)    # 64 KiB: udt/_pages.pxd says why
         if e.data == NULL:
             return NULL
     e.seq = seq
