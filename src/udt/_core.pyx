@@ -1162,7 +1162,7 @@ cdef ssize_t _pmtud_emit(Conn* c, int64_t now, uint8_t* out, const uint8_t** pay
     timeout = c.rtt_us + 4 * c.rttvar_us + SYN_US
     if c.pmtud_confirming:
         c.pmtud_base_due = True
-        if c.pmtud_tries >= PMTUD_MAX_TRIES and timeout < MIN_EXP_US:
+        if c.pmtud_tries >= PMTUD_BLACK_HOLE_TRIES and timeout < MIN_EXP_US:
             timeout = MIN_EXP_US        # the peer is silent: no flood of big copies meanwhile
     c.pmtud_deadline = now + timeout
     c.pmtud_probes_sent += 1
@@ -1234,10 +1234,11 @@ cdef uint32_t _pmtud_on_timeout(Conn* c, int64_t now) noexcept nogil:
     c.pmtud_deadline = 0
     c.pmtud_probes_lost += 1
     c.pmtud_tries += 1
-    if c.pmtud_tries >= PMTUD_MAX_TRIES and c.pmtud_confirming:
-        if c.pmtud_base_heard:          # big packets lost, small ones not: a black hole
-            return _pmtud_black_hole(c, now)
-        c.pmtud_tries = PMTUD_MAX_TRIES  # nothing crosses: wait for the path, copy by copy
+    if c.pmtud_confirming:
+        if c.pmtud_tries >= PMTUD_BLACK_HOLE_TRIES:
+            if c.pmtud_base_heard:      # big packets lost, small ones not: a black hole
+                return _pmtud_black_hole(c, now)
+            c.pmtud_tries = PMTUD_BLACK_HOLE_TRIES  # nothing crosses: wait for the path, copy by copy
         c.pmtud_probe_due = True
         return EV_WANT_TRANSMIT
     if c.pmtud_tries >= PMTUD_MAX_TRIES:
