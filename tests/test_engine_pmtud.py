@@ -161,6 +161,19 @@ def test_buffers_in_bytes_bound_the_ceiling(packets, ceiling):
     assert c.buffers["snd_limit"] * (c.mss - 44) <= packets * 1456 or c.buffers["snd_limit"] == 64
 
 
+def test_a_side_with_small_buffers_offers_its_own_ceiling():
+    """TLV 3 carries the ceiling the side's rings allow, so both agree on it: a side that
+    lowered it only after the handshake refused the peer's probes (invalid_length) and the
+    peer stayed at the handshake's MSS for most of a transfer."""
+    net, c, s = _pair(0, server=dict(ON, rcv_buf=2000))
+    ceiling = 2000 * 1456 // 64 + 44
+    assert c.pmtud["max"] == s.pmtud["max"] == ceiling
+    _settle(net, c, s)
+    assert c.mss == s.mss == ceiling
+    assert c.pmtud["probes_lost"] == 0
+    assert c.stats(net.now)["invalid_length"] == s.stats(net.now)["invalid_length"] == 0
+
+
 def test_maxbw_stays_bytes_per_second_after_growth():
     opts = dict(ON, max_bandwidth=2_000_000)
     net, c, s = _pair(0, client=opts)
@@ -234,13 +247,12 @@ def test_a_reader_that_stopped_holds_the_same_bytes_after_growth():
     assert net.now - start < 5_000_000
 
 
-@pytest.mark.xfail(strict=True, reason="no black-hole fallback yet (protocol.md §13): issue 10 item 2")
 def test_black_hole_mid_transfer_keeps_data_intact():
     """The path's MTU drops to 1500 a quarter into a transfer at MSS 65535 (a relay or an
-    ICMP-filtered router dropping big datagrams).  Today the big packets already in the send
-    ring (sequence numbers are fixed when written, so they cannot be re-cut) are retransmitted
-    whole until the peer-idle timeout breaks the connection, ~10 s later.  Strict xfail: this
-    test starts passing, and must be un-marked, when the fallback lands."""
+    ICMP-filtered router dropping big datagrams).  The big packets already in the send ring
+    keep their sequence numbers; an EXP makes the sender check its MSS, three lost copies
+    (while base-size probes cross) are a black hole, the MSS goes back to 1500 and the packets
+    written before leave as fragments the receiver joins (protocol.md §13)."""
     net, c, s = _pair(0)
     _settle(net, c, s)
     assert c.mss == 65535
@@ -260,3 +272,191 @@ def test_black_hole_mid_transfer_keeps_data_intact():
     net.run(60_000_000, pump)
     assert c.state == ST["CONNECTED"], (c.state, c.error, len(got))
     assert sha(bytes(got)) == sha(DATA)
+
+
+def _black_hole_transfer(data: bytes, *, message_mode: bool = False, loss: float = 0.0, seed: int = 7):
+    """Move data at MSS 65535 while the path's MTU drops to 1500 (both ways) a quarter in."""
+    opts = dict(ON, sock_type=2 if message_mode else 1)
+    net = Net(seed=seed, profile=LinkProfile(loss=loss))
+    net, c, s = connected_pair(net, client_options=opts, server_options=opts)
+    _settle(net, c, s)
+    assert c.mss == 65535 and c.pmtud["fragments"] and s.pmtud["fragments"]
+    chunk = 200_000 if message_mode else 65536
+    got = bytearray()
+    messages: list[bytes] = []
+    offset = 0
+    dropped_at: list[int] = []
+
+    def pump() -> bool:
+        nonlocal offset
+        if len(got) > len(data) // 4 and not dropped_at:
+            net.set_profile(LinkProfile(mtu=1500, loss=loss))
+            dropped_at.append(net.now)
+        while offset < len(data) and (n := c.write(data[offset : offset + chunk], net.now)) > 0:
+            offset += n
+        while True:
+            r = s.read_message(1 << 20, net.now) if message_mode else s.read(1 << 20, net.now)
+            if isinstance(r, int) or not r:
+                break
+            messages.append(r[0] if message_mode else r)
+            got.extend(messages[-1])
+        return len(got) >= len(data) or c.state != ST["CONNECTED"]
+
+    assert net.run(60_000_000, pump), (c.state, c.error, len(got), c.pmtud)
+    return net, c, s, bytes(got), messages, dropped_at[0]
+
+
+@pytest.mark.parametrize("loss", [0.0, 0.01])
+@pytest.mark.parametrize("message_mode", [False, True])
+def test_black_hole_falls_back_to_the_base_and_joins_fragments(message_mode, loss):
+    data = bytes((i * 7) & 0xFF for i in range(4 << 20))
+    net, c, s, got, messages, dropped_at = _black_hole_transfer(data, message_mode=message_mode, loss=loss)
+    assert c.state == ST["CONNECTED"]
+    assert got == data
+    if message_mode:  # every message whole, in order, boundaries kept
+        assert messages == [data[i : i + 200_000] for i in range(0, len(data), 200_000)]
+    # one black hole, found within a second or two, not the 10 s idle timeout
+    assert c.pmtud["black_holes"] == 1 and c.mss == 1500 and c.pmtud["fail"] <= 1500 + 512
+    assert net.now - dropped_at < 3_000_000
+    st = c.stats(net.now)
+    assert st["pmtud_black_holes"] == 1 and st["mss"] == 1500
+    # the packets written before the drop crossed in pieces, which the receiver joined
+    assert st["pmtud_fragments_sent"] > 0
+    assert 0 < s.stats(net.now)["pmtud_fragments_received"] <= st["pmtud_fragments_sent"]
+    # the reverse direction (ACKs only) never grew past what crosses: no black hole there
+    assert s.pmtud["black_holes"] == 0
+    # the receiver's reassembly goes with the idle release
+    assert s.pmtud["reassembly"]
+    net.run(3_000_000)
+    assert not s.pmtud["reassembly"]
+
+
+def test_black_hole_found_while_small_packets_keep_the_peer_talking():
+    """Messages of 66,000 bytes: a full packet and a 509-byte tail each.  The tails cross, so
+    the receiver NAKs the big packets again and again and no EXP ever fires; NAKs while the
+    cumulative ACK stands still make the sender check its MSS too."""
+    opts = dict(ON, sock_type=2)
+    net, c, s = connected_pair(Net(seed=7), client_options=opts, server_options=opts)
+    _settle(net, c, s)
+    data = bytes((i * 7) & 0xFF for i in range(66_000 * 60))
+    got = bytearray()
+    offset = 0
+    dropped_at: list[int] = []
+
+    def pump() -> bool:
+        nonlocal offset
+        if len(got) > len(data) // 4 and not dropped_at:
+            net.set_profile(LinkProfile(mtu=1500))
+            dropped_at.append(net.now)
+        while offset < len(data) and (n := c.write(data[offset : offset + 66_000], net.now)) > 0:
+            offset += n
+        while not isinstance(r := s.read_message(1 << 20, net.now), int):
+            got.extend(r[0])
+        return len(got) >= len(data) or c.state != ST["CONNECTED"]
+
+    assert net.run(30_000_000, pump)
+    assert c.state == ST["CONNECTED"] and bytes(got) == data
+    assert c.pmtud["black_holes"] == 1 and c.mss == 1500
+    assert net.now - dropped_at[0] < 3_000_000
+
+
+def test_after_a_black_hole_the_search_runs_again_and_regrows():
+    """RFC 8899's raise timer: 60 s after the black hole the search starts from the ceiling
+    again, and finds the path's MTU back at 65535; data still crosses intact."""
+    net, c, s, got, _, dropped_at = _black_hole_transfer(DATA)
+    assert got == DATA and c.mss == 1500
+    raise_time = c.pmtud["raise_time"]
+    assert raise_time - dropped_at >= 59_000_000
+    net.set_profile(LinkProfile())  # the path is whole again
+    assert net.run(90_000_000, lambda: c.mss == 65535), c.pmtud
+    assert net.now >= raise_time
+    assert c.pmtud["black_holes"] == 1 and c.pmtud["raise_time"] == 0  # at the ceiling: no more
+    more = bytes((i * 11) & 0xFF for i in range(4 << 20))
+    assert sha(transfer(net, c, s, more)) == sha(more)
+
+
+def test_a_search_below_the_ceiling_raises_again_after_600_s():
+    net, c, s = _pair(9000)
+    _settle(net, c, s)
+    assert c.mss == 9000 and c.pmtud["raise_time"] > 0
+    assert c.pmtud["raise_time"] - net.now >= 590_000_000
+    net.set_profile(LinkProfile(mtu=20_000))
+    sent = c.pmtud["probes_sent"]
+    assert net.run(700_000_000, lambda: c.mss > 9000), c.pmtud
+    _settle(net, c)
+    assert 20_000 - 512 <= c.mss <= 20_000 and c.pmtud["probes_sent"] > sent
+
+
+def test_an_outage_is_not_a_black_hole():
+    """Everything lost for 2 s (a dead path, not a small MTU): the big copies are lost but so
+    are the base-size probes, so the MSS stays; once the path is back the check confirms it."""
+    net, c, s = _pair(0)
+    _settle(net, c, s)
+    got = bytearray()
+    offset = 0
+    outage: list[int] = []
+
+    def pump() -> bool:
+        nonlocal offset
+        if len(got) > len(DATA) // 4 and not outage:
+            net.set_profile(LinkProfile(loss=1.0))
+            outage.append(net.now)
+        if outage and len(outage) == 1 and net.now - outage[0] >= 2_000_000:
+            net.set_profile(LinkProfile())
+            outage.append(net.now)
+        while offset < len(DATA) and (n := c.write(DATA[offset : offset + 65536], net.now)) > 0:
+            offset += n
+        while not isinstance(r := s.read(1 << 20, net.now), int) and r:
+            got.extend(r)
+        return len(got) >= len(DATA) or c.state != ST["CONNECTED"]
+
+    sent = c.pmtud["probes_sent"]
+    assert net.run(60_000_000, pump)
+    assert sha(bytes(got)) == sha(DATA)
+    net.run(1_000_000)  # the last copy's answer
+    assert c.mss == 65535 and c.pmtud["black_holes"] == 0 and not c.pmtud["confirming"]
+    assert c.pmtud["probes_sent"] > sent  # it did check
+    assert c.pmtud["fragments_sent"] == 0
+
+
+def _fragment(s, seq: int, index: int, count: int, total: int, payload: bytes, word: int = 0xC0000001) -> bytes:
+    header = struct.pack("!IIII", 0xFFFF5505, seq, 0, s.socket_id)
+    return header + struct.pack("!III", word, index << 16 | count, total) + payload
+
+
+def test_fragments_are_joined_and_checked():
+    net, c, s = _pair(0)
+    _settle(net, c, s)
+    seq = s.peer_isn  # what c sends first
+    body = bytes(range(256)) * 12  # 3072 bytes in 3 fragments of 1024
+    invalid = s.stats(net.now)["invalid_length"]
+    bad = [
+        _fragment(s, seq, 0, 1, 3072, body[:1024]),  # count below 2
+        _fragment(s, seq, 3, 3, 3072, body[:1024]),  # index past the count
+        _fragment(s, seq, 0, 3, 3072, body[:1000]),  # size that does not match its index
+        _fragment(s, seq, 0, 3, 70_000, body[:1024]),  # longer than a receive slot
+        _fragment(s, seq, 0, 300, 3072 * 100, body[:1024]),  # more than 256 fragments
+    ]
+    for d in bad:
+        s.receive(d, net.now)
+    assert s.stats(net.now)["invalid_length"] == invalid + len(bad)
+    s.receive(_fragment(s, seq, 2, 3, 3072, body[2048:]), net.now)
+    s.receive(_fragment(s, seq, 0, 3, 3072, body[:1024]), net.now)
+    s.receive(_fragment(s, seq, 0, 3, 3072, body[:1024]), net.now)  # a duplicate fragment
+    assert s.readable_bytes == 0  # one fragment missing: nothing yet
+    s.receive(_fragment(s, seq, 1, 3, 3072, body[1024:2048]), net.now)
+    assert s.readable_bytes == 3072 and s.read(1 << 20, net.now) == body
+    before = s.stats(net.now)["pkt_duplicate_total"]
+    s.receive(_fragment(s, seq, 1, 3, 3072, body[1024:2048]), net.now)  # that packet is here
+    assert s.stats(net.now)["pkt_duplicate_total"] == before + 1
+    assert s.stats(net.now)["invalid_length"] == invalid + len(bad)
+
+
+def test_fragments_without_discovery_are_not_data():
+    """A fragment control from a peer that did not negotiate them is an ordinary user-defined
+    packet: never delivered as data."""
+    net, c, s = _pair(0, client={}, server={})
+    assert not s.pmtud["fragments"]
+    s.receive(_fragment(s, s.peer_isn, 0, 2, 2048, bytes(1024)), net.now)
+    s.receive(_fragment(s, s.peer_isn, 1, 2, 2048, bytes(1024)), net.now)
+    assert s.readable_bytes == 0

@@ -1,15 +1,18 @@
 """Path-MTU discovery over real sockets on loopback (MTU 65536): the MSS grows between udt
-peers, data stays intact, UDT_MSS fixes it, UDT_PMTUD turns it off (protocol.md §13)."""
+peers, data stays intact, UDT_MSS fixes it, UDT_PMTUD turns it off (protocol.md §13); and
+through two namespaces whose veth MTU drops mid-transfer (a black hole), data still crosses."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import threading
 
 import pytest
 
 import udt
+from netns import Topology, require_netns
 from udt.cli._common import MSS_AUTO, parse_mss
 from udt.options import OPTION_SPECS, SocketOption
 
@@ -190,3 +193,79 @@ def test_fixed_mss_and_user_set_buffers_stay_as_set():
     sender, _, c_before, c_after, s_before, s_after = _grown_pair(options)
     assert sender["mss"] > 1500  # grown (a 512 KiB UDT_RCVBUF holds few 64 KiB packets)
     assert (c_after, s_after) == (c_before, s_before)
+
+
+BLACK_HOLE_RECEIVER = r"""
+import hashlib, json, sys
+import udt
+size = int(sys.argv[1])
+options = {udt.UDT_PASSPHRASE: sys.argv[2]} if len(sys.argv) > 2 else {}
+# a small receive buffer: when the reader holds off, the rest waits in the sender's ring
+with udt.create_server(("10.9.0.2", 45100), options={udt.UDT_RCVBUF: 4 << 20, **options}) as server:
+    print("ready", flush=True)
+    server.settimeout(30)
+    conn, _ = server.accept()
+    with conn:
+        conn.settimeout(60)
+        h = hashlib.sha256()
+        got = 0
+        paused = False
+        while got < size:
+            if not paused and got >= size // 4:
+                paused = True                    # the test lowers the MTU while we hold off
+                print("quarter", json.dumps(conn.perfmon()["mss"]), flush=True)
+                sys.stdin.readline()
+            chunk = conn.recv(1 << 20)
+            if not chunk:
+                break
+            h.update(chunk)
+            got += len(chunk)
+        print(json.dumps({"sha": h.hexdigest(), "bytes": got, "perfmon": conn.perfmon()}), flush=True)
+"""
+
+BLACK_HOLE_SENDER = r"""
+import hashlib, json, os, sys
+import udt
+size = int(sys.argv[1])
+data = os.urandom(size)
+options = {udt.UDT_PASSPHRASE: sys.argv[2]} if len(sys.argv) > 2 else {}
+with udt.create_connection(("10.9.0.2", 45100), timeout=30, options=options) as conn:
+    conn.settimeout(60)
+    conn.sendall(data)
+    conn.flush(60)
+    print(json.dumps({"sha": hashlib.sha256(data).hexdigest(), "perfmon": conn.perfmon()}), flush=True)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.netns
+@pytest.mark.parametrize("secret", [(), ("black hole passphrase",)], ids=["plain", "sealed"])
+def test_black_hole_through_a_veth_whose_mtu_drops(secret):
+    """Two namespaces joined by a veth of MTU 65535: the MSS grows to it; then, mid-transfer,
+    the receiving end's MTU drops to 1500, which silently drops every larger frame (no ICMP:
+    a black hole).  The sender falls back to 1500 and the big packets already written cross as
+    fragments (protocol.md §13); every byte arrives."""
+    require_netns()
+    size = 48 << 20
+    with Topology() as net:
+        a, b = net.namespace("a"), net.namespace("b")
+        link = net.veth(a, b, ipv4=("10.9.0.1/24", "10.9.0.2/24"), mtu=65535)
+        receiver = b.python_popen(BLACK_HOLE_RECEIVER, str(size), *secret)
+        assert receiver.stdout.readline().strip() == "ready", receiver.stderr.read()
+        sender = a.python_popen(BLACK_HOLE_SENDER, str(size), *secret)
+        line = receiver.stdout.readline().split()
+        assert line and line[0] == "quarter", receiver.stderr.read()
+        assert int(line[1]) > 9000  # grown before the drop
+        b.ip("link", "set", "dev", link.right_name, "mtu", "1500")
+        receiver.stdin.write("go\n")
+        receiver.stdin.flush()
+        sent_out, sent_err = sender.communicate(timeout=90)
+        recv_out, recv_err = receiver.communicate(timeout=30)
+        assert sender.returncode == 0, sent_err
+        assert receiver.returncode == 0, recv_err
+        sent, got = json.loads(sent_out), json.loads(recv_out)
+    assert got["bytes"] == size and got["sha"] == sent["sha"]
+    pmtud = " ".join(f"{k}={v}" for k, v in sent["perfmon"].items() if k.startswith("pmtud") or k == "mss")
+    assert sent["perfmon"]["pmtud_black_holes"] >= 1 and sent["perfmon"]["mss"] <= 1500 + 512, pmtud
+    assert sent["perfmon"]["pmtud_fragments_sent"] > 0
+    assert got["perfmon"]["pmtud_fragments_received"] > 0

@@ -8,8 +8,10 @@ from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_CheckBuffer
 from cpython.bytes cimport PyBytes_FromStringAndSize
 from libc.errno cimport ENOBUFS
 from libc.stdint cimport uint16_t, uint32_t
-from libc.stdlib cimport calloc, free, malloc
+from libc.stdlib cimport calloc, free
 from libc.string cimport memcpy
+
+from udt._pages cimport pages_map, pages_unmap
 
 from udt._addr cimport address_from_sockaddr
 from udt._sys cimport (CMSG_DATA, CMSG_FIRSTHDR, CMSG_LEN, CMSG_NXTHDR, CMSG_SPACE, MSG_TRUNC,
@@ -79,7 +81,7 @@ cdef CRecvBatch* recv_batch_new(int slots, size_t slot_size, int max_datagrams) 
     elif max_datagrams < slots:
         max_datagrams = slots                  # every receive buffer needs an entry at least
     batch.max_datagrams = max_datagrams
-    batch.area = <char*>malloc(slots * slot_size)
+    batch.area = <char*>pages_map(slots * slot_size)   # touched only as far as GRO fills it
     batch.messages = <mmsghdr*>calloc(slots, sizeof(mmsghdr))
     batch.iov = <iovec*>calloc(slots, sizeof(iovec))
     batch.sources = <sockaddr_storage*>calloc(slots, sizeof(sockaddr_storage))
@@ -104,7 +106,7 @@ cdef CRecvBatch* recv_batch_new(int slots, size_t slot_size, int max_datagrams) 
 cdef void recv_batch_free(CRecvBatch* batch) noexcept nogil:
     if batch == NULL:
         return
-    free(batch.area)
+    pages_unmap(batch.area, <size_t>batch.slots * batch.slot_size)
     free(batch.messages)
     free(batch.iov)
     free(batch.sources)

@@ -43,7 +43,16 @@ cdef enum:
     MIN_FLIGHT_FLAG_SIZE = 32
     PMTUD_MAX_MSS = 65535             # largest MSS discovery tries: an IPv4 packet (UDP 65507 + 28)
     PMTUD_MAX_TRIES = 3               # copies of a probe lost before its size counts as too big
+    PMTUD_BLACK_HOLE_TRIES = 6        # ... before the confirmed MSS does (a false black hole
+                                      # under 20 % random loss: 0.2^6, 6e-5 per check)
     PMTUD_MIN_STEP = 512              # the search stops when it brackets the MTU this closely
+    PMTUD_RAISE_US = 600000000        # a search that ended below the ceiling runs again (RFC 8899)
+    PMTUD_BLACK_HOLE_RAISE_US = 60000000  # ... this soon after a black hole
+    PMTUD_BASE_PROBE_ID = 0x40000000  # id bit of a base-size probe sent while confirming
+    PMTUD_FRAG_HEADER = 28            # a fragment's header: 16 + message word, index|count, length
+    PMTUD_FRAG_MAX = 256              # fragments per packet at most (else no fallback but the MSS)
+    PMTUD_FRAG_WORDS = 4              # PMTUD_FRAG_MAX bits in 64-bit words
+    PMTUD_FRAG_SLOTS = 16             # packets a receiver joins at once
     MAX_CONTROL_SIZE = 1500           # largest control datagram the engine emits (NAKs are capped)
     ACK_HISTORY_SIZE = 1024           # ACK numbers remembered for ACK2/RTT (UDT4's ACK window)
     ARRIVAL_WINDOW = 16               # receive-rate median window
@@ -338,6 +347,25 @@ cdef struct PendingDrop:
 # ---------------------------------------------------------------------------------------------
 # Statistics (UDT4 perfmon, protocol.md §8) — conn_stats fills one
 # ---------------------------------------------------------------------------------------------
+cdef struct FragEntry:
+    # one packet being joined from its fragments (protocol.md §13, udt/core/fragments.pxd)
+    int32_t seq
+    int32_t length              # its payload bytes (0: the entry is free)
+    int32_t count               # fragments it comes in
+    int32_t received            # fragments joined so far
+    uint32_t msg_word
+    uint32_t timestamp
+    int64_t started             # FragArea.clock when it was started (the oldest is reused)
+    uint64_t have[PMTUD_FRAG_WORDS]  # a bit per fragment joined
+    uint8_t* data               # HEADER_SIZE + payload room: the packet is rebuilt in place
+
+
+cdef struct FragArea:
+    FragEntry entries[PMTUD_FRAG_SLOTS]
+    int64_t clock
+    int data_bytes              # each entry's data allocation
+
+
 cdef struct Stats:
     int64_t ms_timestamp        # ms since the connection was created
     # totals since start
@@ -382,6 +410,9 @@ cdef struct Stats:
     int64_t pmtud_probes_sent
     int64_t pmtud_probes_confirmed
     int64_t pmtud_probes_lost
+    int64_t pmtud_black_holes   # a confirmed MSS stopped crossing: back to the handshake's
+    int64_t pmtud_fragments_sent
+    int64_t pmtud_fragments_received
     # invalid datagrams dropped, per InvalidReason
     int64_t invalid[INVALID_REASON_COUNT]
     int64_t duplicate_packets   # data already received (not invalid, but worth seeing)
@@ -523,11 +554,28 @@ cdef struct Conn:
     int64_t pmtud_deadline      # the probe in flight counts as lost at this time
     int pmtud_ack_size          # receiver: datagram size of the probe to confirm (0: none)
     uint32_t pmtud_ack_id
+    uint32_t pmtud_base_ack_id  # receiver: a base-size probe to confirm (0: none), kept apart
+                                # so that it never hides the big copy sent just before it
     bint pmtud_probe_out        # a probe just left conn_next_datagram_zc: the multiplexer sends
                                 # it last in its burst, with DF (Channel.c_probe_mode), and clears this
     int64_t pmtud_probes_sent
     int64_t pmtud_probes_lost
     int64_t pmtud_probes_confirmed
+    # black holes (protocol.md §13): a suspicion probes the current MSS; its loss falls back
+    bint pmtud_confirming       # the probe in flight checks the current MSS (an EXP with data out)
+    bint pmtud_base_due         # ... and a probe of the base MSS follows each copy
+    bint pmtud_base_heard       # ... which the peer confirmed: small packets cross, big ones not
+    int64_t pmtud_raise_time    # the search starts again from the ceiling (0: not planned)
+    int64_t pmtud_ack_progress  # last time the cumulative ACK moved (or the MSS grew): NAKs
+                                # while it stalls also make the sender check its MSS
+    int64_t pmtud_black_holes
+    int64_t pmtud_fragments_sent
+    int64_t pmtud_fragments_received
+    bint pmtud_fragments        # CAP_PMTUD_FRAGMENTS negotiated: packets above the MSS go cut
+    int32_t frag_seq            # sender: the packet whose fragments are leaving
+    int frag_next               # ... the next fragment's index (frag_count: none in progress)
+    int frag_count
+    FragArea* frags             # receiver: reassembly (allocated at the first fragment)
     bint zero_window_paced      # new data spaced to UDT4's zero-window trickle in bytes
     # --- stats ---
     Stats stats

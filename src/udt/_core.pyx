@@ -31,14 +31,17 @@ from udt.core.packet cimport (CONTROL_FLAG, LOSS_RANGE_FLAG, MSG_NUMBER_26,
 from udt.core.seq cimport (SEQ_MAX, SEQ_THRESHOLD, ackno_inc, seq_add, seq_cmp, seq_dec, seq_inc,
                            seq_off)
 from udt.core.connutil cimport (HANDSHAKE_RETRY_US, MAX_NAK_WORDS, MAX_PACING_LAG_US, MIN_AVAILABLE_BUFFER,
+                                MIN_EXP_US,
                                 SHUTDOWN_GRACE_US, SHUTDOWN_SPACING_US, SYN_US, _can_send_new,
                                 _cc_after, _cc_sync_inputs, _close_may_finish, _connect_failed,
                                 _exp_deadline, _fill_handshake, _finish_close, _invalid, _is_live,
                                 _min_time, _nak_interval, _packet_period, _peer_alive,
                                 _rcv_available, _rtt_update, _timestamp)
 from udt.core.lifecycle cimport conn_on_handshake, conn_rendezvous_complete
+from udt.core.fragments cimport frag_count, frag_size, frag_stride, frag_take, frags_entry, frags_free
 from udt.core.hsext cimport (CAP_HALF_CLOSE, CAP_PMTUD, CAPS_LOCAL, EXT_EOF, EXT_EOF_ACK,
-                             EXT_PMTU_ACK, EXT_PMTU_PROBE, HSEXT_MAGIC, hsext_add_max_mss,
+                             EXT_PMTU_ACK, EXT_PMTU_FRAGMENT, EXT_PMTU_PROBE, HSEXT_MAGIC,
+                             hsext_add_max_mss,
                              hsext_encode, hsext_encode_crypto)
 from udt.core.rate cimport _link_capacity, _receive_rate, _record_arrival
 
@@ -95,6 +98,7 @@ cdef uint32_t _on_ack(Conn* c, const uint8_t* buf, size_t length, int64_t now) n
     if seq_cmp(ack, c.snd_una) > 0:
         sndbuf_release(&c.snd, seq_off(c.snd_una, ack))
         c.snd_una = ack
+        c.pmtud_ack_progress = now
         losslist_remove_before(&c.snd_loss, ack)
         if c.exp_probing and seq_cmp(ack, c.exp_probe_seq) > 0:
             c.exp_probing = False
@@ -222,6 +226,9 @@ cdef uint32_t _on_nak(Conn* c, const uint8_t* buf, size_t length, int64_t now) n
             c.stats.pkt_snd_loss_total += added
     if c.exp_probing:
         n = _losses_after_probe(c, words, n)
+    if c.pmtud_max > 0 and now - c.pmtud_ack_progress >= _pmtud_stall_time(c):
+        _pmtud_suspect(c)               # small packets cross, the ACK does not move (§13)
+        c.pmtud_ack_progress = now
     _cc_sync_inputs(c)
     if n > 0 and c.cc.ops.on_loss != NULL:
         c.cc.ops.on_loss(&c.cc, words, n, now)
@@ -371,7 +378,9 @@ cdef uint32_t _on_control(Conn* c, const uint8_t* buf, size_t length, int64_t no
             if (get_u32(buf) & 0xFFFF) == EXT_PMTU_PROBE:
                 return _pmtud_on_probe(c, buf, length)
             if (get_u32(buf) & 0xFFFF) == EXT_PMTU_ACK:
-                return _pmtud_on_ack(c, buf, length)
+                return _pmtud_on_ack(c, buf, length, now)
+            if (get_u32(buf) & 0xFFFF) == EXT_PMTU_FRAGMENT and c.pmtud_fragments:
+                return _pmtud_on_fragment(c, buf, length, now)
         if c.caps & CAP_HALF_CLOSE and length >= HEADER_SIZE + 4:
             if (get_u32(buf) & 0xFFFF) == EXT_EOF:
                 return _on_peer_eof(c, <int32_t>(get_u32(buf + 4) & SEQ_MAX))
@@ -635,6 +644,8 @@ cdef ssize_t _emit_nak(Conn* c, int64_t now, uint8_t* out, size_t cap) noexcept 
     cdef int max_words, n
     if room > <size_t>(HEADER_SIZE + c.payload_size):
         room = HEADER_SIZE + c.payload_size
+    if c.pmtud_max > 0 and room > <size_t>(c.pmtud_base_mss - _ip_overhead(c)):
+        room = c.pmtud_base_mss - _ip_overhead(c)   # a NAK must cross a black hole (§13)
     max_words = <int>((room - HEADER_SIZE) // 4) if room > HEADER_SIZE else 0
     if max_words < 1:
         return -ERR_NO_SEND_BUFFER
@@ -750,6 +761,12 @@ cdef ssize_t _next_control(Conn* c, int64_t now, uint8_t* out, size_t cap) noexc
         put_u32(out + 16, <uint32_t>c.pmtud_ack_size)
         c.pmtud_ack_size = 0
         return 20
+    if c.pmtud_base_ack_id != 0:       # the peer checks that small packets still cross (§13)
+        put_header(out, control_word0(PKT_USER_DEFINED, EXT_PMTU_ACK), c.pmtud_base_ack_id, 0,
+                   c.peer_socket_id)
+        put_u32(out + 16, <uint32_t>c.pmtud_base_mss)
+        c.pmtud_base_ack_id = 0
+        return 20
     if c.keepalive_due:
         c.keepalive_due = False
         return <ssize_t>put_control(out, PKT_KEEPALIVE, 0, c.peer_socket_id)
@@ -843,6 +860,13 @@ cdef ssize_t _emit_data(Conn* c, int32_t seq, int64_t now, bint retransmit, uint
         _cc_sync_inputs(c)
         c.cc.ops.on_pkt_sent(&c.cc, seq, slot.length, now)
         _cc_after(c)
+    if slot.length > c.payload_size and c.pmtud_fragments:
+        # written before a black hole (protocol.md §13): it leaves as base-size fragments
+        c.frag_count = frag_count(slot.length, _fragment_room(c))
+        if c.frag_count > 0:
+            c.frag_seq = seq
+            c.frag_next = 0
+            return _emit_fragment(c, now, out, payload, payload_len)
     return HEADER_SIZE
 
 
@@ -850,8 +874,13 @@ cdef ssize_t _next_data(Conn* c, int64_t now, uint8_t* out, size_t cap,
                         const uint8_t** payload, size_t* payload_len) noexcept nogil:
     cdef int32_t seq
     cdef int idx
+    cdef ssize_t n
     if not _is_live(c) or not c.buffers_ready:
         return 0
+    if c.frag_count > 0:                # the rest of a packet's fragments, back to back
+        n = _emit_fragment(c, now, out, payload, payload_len)
+        if n > 0:
+            return n
     if c.next_send_exact > <double>now:
         return 0
     if c.next_send_exact < <double>(now - MAX_PACING_LAG_US):
@@ -886,7 +915,7 @@ cdef ssize_t conn_next_datagram_zc(Conn* c, int64_t now, uint8_t* out, size_t ca
     n = _next_control(c, now, out, cap)
     if n != 0:
         return n
-    if c.pmtud_probe_due and c.state == STATE_CONNECTED:
+    if (c.pmtud_probe_due or c.pmtud_base_due) and c.state == STATE_CONNECTED:
         n = _pmtud_emit(c, now, out, payload, payload_len)
         if n != 0:
             return n
@@ -917,7 +946,7 @@ cdef inline bint _control_pending(Conn* c) noexcept nogil:
         return False
     return (c.hs_reply_due or c.pending_ack2_count > 0 or c.full_ack_due or c.light_ack_due
             or c.pending_nak_count > 0 or c.nak_report_due or c.pending_drop_count > 0
-            or c.keepalive_due or c.eof_ack_due or c.pmtud_ack_size > 0)
+            or c.keepalive_due or c.eof_ack_due or c.pmtud_ack_size > 0 or c.pmtud_base_ack_id != 0)
 
 
 cdef int64_t conn_next_send_time(Conn* c, int64_t now) noexcept nogil:
@@ -930,10 +959,12 @@ cdef int64_t conn_next_send_time(Conn* c, int64_t now) noexcept nogil:
         if c.shutdown_due > 0:
             return c.shutdown_next_time if c.shutdown_next_time > now else now
         return -1
-    if _control_pending(c) or (c.pmtud_probe_due and c.state == STATE_CONNECTED):
+    if _control_pending(c) or ((c.pmtud_probe_due or c.pmtud_base_due) and c.state == STATE_CONNECTED):
         return now
     if not _is_live(c) or not c.buffers_ready:
         return -1
+    if c.frag_count > 0:
+        return now
     t = _eof_time(c)
     if t >= 0:
         return t if t > now else now
@@ -961,6 +992,8 @@ cdef int64_t conn_next_timer(Conn* c) noexcept nogil:
     t = _min_time(t, _exp_deadline(c))
     if c.pmtud_deadline > 0:
         t = _min_time(t, c.pmtud_deadline)
+    if c.pmtud_raise_time > 0:
+        t = _min_time(t, c.pmtud_raise_time)
     t = _min_time(t, c.last_peer_activity + c.opts.broken_timeout_us + 1)
     if c.state == STATE_CLOSING:
         t = _min_time(t, c.linger_deadline)
@@ -984,6 +1017,7 @@ cdef void _release_idle_buffers(Conn* c, int64_t now) noexcept nogil:
         rcvbuf_idle_release(&c.rcv, now, seq_inc(c.rcv_largest))
         if c.rcv.store.chunks == NULL:
             losslist_shrink(&c.rcv_loss)
+            frags_free(&c.frags)
 
 
 cdef void _exp_requeue(Conn* c) noexcept nogil:
@@ -1035,11 +1069,14 @@ cdef uint32_t conn_on_timer(Conn* c, int64_t now) noexcept nogil:
         c.next_nak_time = now + _nak_interval(c)
         ev |= EV_WANT_TRANSMIT
     if c.pmtud_deadline > 0 and now >= c.pmtud_deadline:
-        ev |= _pmtud_on_timeout(c)
+        ev |= _pmtud_on_timeout(c, now)
+    if c.pmtud_raise_time > 0 and now >= c.pmtud_raise_time:
+        ev |= _pmtud_raise(c)
     if now >= _exp_deadline(c):
         if c.snd.count > 0:
             if c.snd_curr_seq != seq_dec(c.snd_una) and c.snd_loss.count == 0:
                 _exp_requeue(c)
+            _pmtud_suspect(c)           # is the grown MSS still crossing? (protocol.md §13)
             _cc_sync_inputs(c)
             if c.cc.ops.on_timeout != NULL:
                 c.cc.ops.on_timeout(&c.cc, now)
@@ -1094,6 +1131,19 @@ cdef ssize_t _pmtud_emit(Conn* c, int64_t now, uint8_t* out, const uint8_t** pay
                          size_t* payload_len) noexcept nogil:
     """The probe (a copy of the current candidate), padded to its size by pointer."""
     cdef int datagram
+    cdef int64_t timeout
+    if c.pmtud_base_due and not c.pmtud_probe_due:
+        # confirming: a base-size probe after each copy, so that a silent peer (a dead path)
+        # is not taken for a black hole
+        c.pmtud_base_due = False
+        datagram = c.pmtud_base_mss - _ip_overhead(c)
+        put_header(out, control_word0(PKT_USER_DEFINED, EXT_PMTU_PROBE),
+                   c.pmtud_probe_id | PMTUD_BASE_PROBE_ID, _timestamp(c, now), c.peer_socket_id)
+        payload[0] = _PMTUD_PAD
+        payload_len[0] = <size_t>(datagram - HEADER_SIZE)
+        c.pmtud_probes_sent += 1
+        c.pmtud_probe_out = True
+        return HEADER_SIZE
     c.pmtud_probe_due = False
     if c.pmtud_probe == 0:
         c.pmtud_probe = _pmtud_next_size(c)
@@ -1101,13 +1151,20 @@ cdef ssize_t _pmtud_emit(Conn* c, int64_t now, uint8_t* out, const uint8_t** pay
         c.pmtud_probe_id += 1
         if c.pmtud_probe == 0:
             c.pmtud_done = True
+            if c.mss < c.pmtud_max and c.pmtud_raise_time == 0:
+                c.pmtud_raise_time = now + PMTUD_RAISE_US    # the path may grow later
             return 0
     datagram = c.pmtud_probe - _ip_overhead(c)
     put_header(out, control_word0(PKT_USER_DEFINED, EXT_PMTU_PROBE), c.pmtud_probe_id,
                _timestamp(c, now), c.peer_socket_id)
     payload[0] = _PMTUD_PAD
     payload_len[0] = <size_t>(datagram - HEADER_SIZE)
-    c.pmtud_deadline = now + c.rtt_us + 4 * c.rttvar_us + SYN_US
+    timeout = c.rtt_us + 4 * c.rttvar_us + SYN_US
+    if c.pmtud_confirming:
+        c.pmtud_base_due = True
+        if c.pmtud_tries >= PMTUD_BLACK_HOLE_TRIES and timeout < MIN_EXP_US:
+            timeout = MIN_EXP_US        # the peer is silent: no flood of big copies meanwhile
+    c.pmtud_deadline = now + timeout
     c.pmtud_probes_sent += 1
     c.pmtud_probe_out = True
     return HEADER_SIZE
@@ -1120,6 +1177,9 @@ cdef uint32_t _pmtud_on_probe(Conn* c, const uint8_t* buf, size_t length) noexce
     if c.pmtud_max == 0 or size > c.pmtud_max or length < <size_t>HEADER_SIZE + 4:
         _invalid(c, INVALID_LENGTH)
         return 0
+    if (get_u32(buf + 4) & PMTUD_BASE_PROBE_ID) and size == c.pmtud_base_mss:
+        c.pmtud_base_ack_id = get_u32(buf + 4)
+        return EV_WANT_TRANSMIT
     # packets this large may follow: new receive chunks get slots for them (older ones are
     # moved to bigger slots when such a packet lands in them)
     chunks_set_slot_size(&c.rcv.store, size - _ip_overhead(c) - HEADER_SIZE)
@@ -1131,7 +1191,7 @@ cdef uint32_t _pmtud_on_probe(Conn* c, const uint8_t* buf, size_t length) noexce
     return EV_WANT_TRANSMIT
 
 
-cdef uint32_t _pmtud_on_ack(Conn* c, const uint8_t* buf, size_t length) noexcept nogil:
+cdef uint32_t _pmtud_on_ack(Conn* c, const uint8_t* buf, size_t length, int64_t now) noexcept nogil:
     """The peer received our probe: new packets may be that large."""
     cdef int size
     cdef int old_payload = c.payload_size
@@ -1139,9 +1199,24 @@ cdef uint32_t _pmtud_on_ack(Conn* c, const uint8_t* buf, size_t length) noexcept
         _invalid(c, INVALID_LENGTH)
         return 0
     size = <int>get_u32(buf + HEADER_SIZE)
+    if (c.pmtud_confirming and get_u32(buf + 4) == (c.pmtud_probe_id | PMTUD_BASE_PROBE_ID)
+            and size == c.pmtud_base_mss):
+        c.pmtud_base_heard = True       # small packets cross
+        c.pmtud_probes_confirmed += 1
+        return 0
     if c.pmtud_probe == 0 or get_u32(buf + 4) != c.pmtud_probe_id or size != c.pmtud_probe:
         c.stats.late_packets += 1       # a second confirmation, or one for a size given up
         return 0
+    c.pmtud_probes_confirmed += 1
+    c.pmtud_probe = 0
+    c.pmtud_tries = 0
+    c.pmtud_deadline = 0
+    c.pmtud_probe_due = True            # the next candidate, if any
+    c.pmtud_ack_progress = now
+    if c.pmtud_confirming:              # the current MSS still crosses: that EXP was loss
+        c.pmtud_confirming = False
+        c.pmtud_base_due = False
+        return EV_WANT_TRANSMIT
     if c.cc.max_bw_period_us > 0:       # UDT_MAXBW stays bytes per second
         c.cc.max_bw_period_us *= <double>size / <double>c.mss
     c.mss = size
@@ -1151,22 +1226,165 @@ cdef uint32_t _pmtud_on_ack(Conn* c, const uint8_t* buf, size_t length) noexcept
     c.snd.slot_size = c.snd.store.slot_size
     buffer_scale_limits(&c.snd.limit, &c.snd.initial_limit, &c.snd.max_limit, c.snd.capacity,
                         c.pmtud_base_mss - _ip_overhead(c) - HEADER_SIZE, old_payload, c.payload_size)
-    c.pmtud_probes_confirmed += 1
-    c.pmtud_probe = 0
-    c.pmtud_tries = 0
-    c.pmtud_deadline = 0
-    c.pmtud_probe_due = True            # the next candidate, if any
     return EV_WANT_TRANSMIT | EV_WRITABLE
 
 
-cdef uint32_t _pmtud_on_timeout(Conn* c) noexcept nogil:
+cdef uint32_t _pmtud_on_timeout(Conn* c, int64_t now) noexcept nogil:
     """The probe in flight is lost: again, or this size is too big for the path."""
     c.pmtud_deadline = 0
     c.pmtud_probes_lost += 1
     c.pmtud_tries += 1
+    if c.pmtud_confirming:
+        if c.pmtud_tries >= PMTUD_BLACK_HOLE_TRIES:
+            if c.pmtud_base_heard:      # big packets lost, small ones not: a black hole
+                return _pmtud_black_hole(c, now)
+            c.pmtud_tries = PMTUD_BLACK_HOLE_TRIES  # nothing crosses: wait for the path, copy by copy
+        c.pmtud_probe_due = True
+        return EV_WANT_TRANSMIT
     if c.pmtud_tries >= PMTUD_MAX_TRIES:
         if c.pmtud_fail == 0 or c.pmtud_probe < c.pmtud_fail:
             c.pmtud_fail = c.pmtud_probe
         c.pmtud_probe = 0
     c.pmtud_probe_due = True
     return EV_WANT_TRANSMIT
+
+
+# ---------------------------------------------------------------------------------------------
+# Black holes (protocol.md §13, RFC 8899 §4.3): an EXP with data out while the MSS is above the
+# handshake's probes the current MSS; three lost copies bring the MSS back to the base, and the
+# packets already written at the old size leave as fragments the peer joins (EXT_PMTU_FRAGMENT,
+# udt/core/fragments.pxd) until they are acknowledged.  The search then runs again below the
+# size that failed, and from the ceiling PMTUD_BLACK_HOLE_RAISE_US later.
+# ---------------------------------------------------------------------------------------------
+cdef inline int64_t _pmtud_stall_time(Conn* c) noexcept nogil:
+    """How long NAKs may come while the cumulative ACK stands still before the sender checks
+    its MSS: several retransmission rounds (a lost retransmission costs one), at least an EXP."""
+    cdef int64_t t = 4 * (c.rtt_us + 4 * c.rttvar_us) + SYN_US
+    return t if t > MIN_EXP_US else MIN_EXP_US
+
+
+cdef void _pmtud_suspect(Conn* c) noexcept nogil:
+    """An EXP timeout with data in flight: check that the grown MSS still crosses."""
+    if (c.pmtud_max == 0 or c.mss <= c.pmtud_base_mss or c.pmtud_confirming
+            or c.snd_curr_seq == seq_dec(c.snd_una)):
+        return
+    c.pmtud_confirming = True
+    c.pmtud_base_heard = False
+    c.pmtud_probe = c.mss               # replaces a search probe in flight (it proves no more)
+    c.pmtud_tries = 0
+    c.pmtud_probe_id += 1
+    c.pmtud_deadline = 0
+    c.pmtud_probe_due = True
+
+
+cdef uint32_t _pmtud_black_hole(Conn* c, int64_t now) noexcept nogil:
+    """The confirmed MSS no longer crosses: new packets (and the CC) go back to the base."""
+    cdef int old_payload = c.payload_size
+    c.pmtud_confirming = False
+    c.pmtud_base_due = False
+    c.pmtud_black_holes += 1
+    c.pmtud_fail = c.mss
+    c.pmtud_probe = 0
+    c.pmtud_tries = 0
+    if c.cc.max_bw_period_us > 0:       # UDT_MAXBW stays bytes per second
+        c.cc.max_bw_period_us *= <double>c.pmtud_base_mss / <double>c.mss
+    c.mss = c.pmtud_base_mss
+    c.payload_size = c.mss - _ip_overhead(c) - HEADER_SIZE
+    c.cc.mss = c.mss
+    # the ring keeps its slots (what is queued keeps its length); new packets fill them only up
+    # to payload_size (app.pyx's _room), and the limits stand for the same bytes again
+    buffer_scale_limits(&c.snd.limit, &c.snd.initial_limit, &c.snd.max_limit, c.snd.capacity,
+                        c.payload_size, old_payload, c.payload_size)
+    c.pmtud_done = False
+    c.pmtud_probe_due = True            # search again below the size that failed
+    c.pmtud_raise_time = now + PMTUD_BLACK_HOLE_RAISE_US
+    if c.next_send_exact > <double>now:
+        c.next_send_exact = <double>now
+    return EV_WANT_TRANSMIT | EV_WRITABLE
+
+
+cdef uint32_t _pmtud_raise(Conn* c) noexcept nogil:
+    """PMTU_RAISE_TIMER: the path may carry more now; search again from the ceiling."""
+    c.pmtud_raise_time = 0
+    if c.pmtud_max == 0 or c.mss >= c.pmtud_max or c.pmtud_probe != 0:
+        return 0
+    c.pmtud_fail = 0
+    c.pmtud_done = False
+    c.pmtud_probe_due = True
+    return EV_WANT_TRANSMIT
+
+
+cdef inline int _fragment_room(Conn* c) noexcept nogil:
+    """Payload bytes a fragment carries at most: a base-size datagram less its header."""
+    return c.pmtud_base_mss - _ip_overhead(c) - PMTUD_FRAG_HEADER
+
+
+cdef ssize_t _emit_fragment(Conn* c, int64_t now, uint8_t* out, const uint8_t** payload,
+                            size_t* payload_len) noexcept nogil:
+    """The next fragment of c.frag_seq (header into out, its bytes by pointer into the slot);
+    0 when that packet was acknowledged meanwhile."""
+    cdef int32_t seq = c.frag_seq
+    cdef int idx, n, index = c.frag_next
+    cdef SendSlot* slot
+    if seq_cmp(seq, c.snd_una) < 0:
+        c.frag_count = 0
+        return 0
+    idx = sndbuf_index(&c.snd, seq_off(c.snd_una, seq))
+    slot = sndbuf_slot(&c.snd, idx)
+    n = frag_size(slot.length, c.frag_count, index)
+    put_header(out, control_word0(PKT_USER_DEFINED, EXT_PMTU_FRAGMENT), <uint32_t>seq,
+               _timestamp(c, now), c.peer_socket_id)
+    put_u32(out + HEADER_SIZE, slot.msg_word)
+    put_u32(out + HEADER_SIZE + 4, (<uint32_t>index << 16) | <uint32_t>c.frag_count)
+    put_u32(out + HEADER_SIZE + 8, <uint32_t>slot.length)
+    payload[0] = sndbuf_payload(&c.snd, idx) + <size_t>index * <size_t>frag_stride(slot.length, c.frag_count)
+    payload_len[0] = <size_t>n
+    c.frag_next += 1
+    if c.frag_next >= c.frag_count:
+        c.frag_count = 0
+    c.pmtud_fragments_sent += 1
+    return PMTUD_FRAG_HEADER
+
+
+cdef uint32_t _pmtud_on_fragment(Conn* c, const uint8_t* buf, size_t length, int64_t now) noexcept nogil:
+    """A fragment of a packet the peer wrote before its black hole: join it; the last one
+    hands the whole packet to _on_data, which never knows it came in parts."""
+    cdef int32_t seq = <int32_t>(get_u32(buf + 4) & SEQ_MAX)
+    cdef uint32_t word, cut
+    cdef int index, count, total
+    cdef int64_t off
+    cdef FragEntry* e
+    if length <= <size_t>PMTUD_FRAG_HEADER or not c.buffers_ready:
+        _invalid(c, INVALID_LENGTH)
+        return 0
+    word = get_u32(buf + HEADER_SIZE)
+    cut = get_u32(buf + HEADER_SIZE + 4)
+    index = <int>(cut >> 16)
+    count = <int>(cut & 0xFFFF)
+    total = <int>get_u32(buf + HEADER_SIZE + 8)
+    if (count < 2 or count > PMTUD_FRAG_MAX or index >= count or total <= 0
+            or total > c.rcv.slot_size or total > c.pmtud_max
+            or frag_size(total, count, index) != <int>length - PMTUD_FRAG_HEADER):
+        _invalid(c, INVALID_LENGTH)
+        return 0
+    c.pmtud_fragments_received += 1
+    off = seq_off(c.rcv.read_seq, seq)
+    if off < 0 or (off < c.rcv.capacity and rcvbuf_state(&c.rcv, rcvbuf_index(&c.rcv, off)) != RSLOT_EMPTY):
+        c.stats.duplicate_packets += 1  # that packet is here already
+        return 0
+    e = frags_entry(&c.frags, HEADER_SIZE + c.pmtud_max, seq, total, count, word, get_u32(buf + 8))
+    if e == NULL:                       # out of memory: as if the buffer were full
+        _invalid(c, INVALID_BUFFER_FULL)
+        return 0
+    if e.length != total or e.count != count or e.msg_word != word:
+        _invalid(c, INVALID_LENGTH)     # not how the sender cut this packet before
+        return 0
+    if not frag_take(e, index):
+        return 0
+    memcpy(e.data + HEADER_SIZE + <size_t>index * <size_t>frag_stride(total, count),
+           buf + PMTUD_FRAG_HEADER, <size_t>(length - PMTUD_FRAG_HEADER))
+    if e.received < e.count:
+        return 0
+    put_header(e.data, <uint32_t>seq, e.msg_word, e.timestamp, c.socket_id)
+    e.length = 0                        # the entry is free again (its buffer stays)
+    return _on_data(c, e.data, <size_t>(HEADER_SIZE + total), now)

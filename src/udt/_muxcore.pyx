@@ -5,6 +5,8 @@ from libc.stdint cimport int64_t, uint8_t, uint32_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy
 
+from udt._pages cimport pages_map, pages_unmap
+
 from udt._epoll cimport READY_READ_FD, READY_WRITE_FD, conn_ready_note, ready_close
 from udt._conntable cimport (MuxConn, muxconn_decref, muxconn_incref, peer_key, same_address,
                              table_find_id, table_insert, table_remove)
@@ -128,8 +130,8 @@ cdef int burst_area_init(BurstArea* a, int limit) noexcept nogil:
 cdef void burst_area_free(BurstArea* a) noexcept nogil:
     send_batch_free(a.batch)
     free(a.headers)
-    free(a.seal_in)
-    free(a.seal_out)
+    pages_unmap(a.seal_in, a.seal_bytes)
+    pages_unmap(a.seal_out, a.seal_bytes)
     a.batch = NULL
     a.headers = NULL
     a.seal_in = NULL
@@ -141,14 +143,14 @@ cdef int _grow_seal_area(BurstArea* a, size_t need) noexcept nogil:
     """Room for a burst in clear and sealed: SEAL_AREA_BYTES, or one packet of need bytes
     (with its SEAL_ROOM) if that is more."""
     cdef size_t size = need if need > SEAL_AREA_BYTES else SEAL_AREA_BYTES
-    cdef uint8_t* clear = <uint8_t*>malloc(size)
-    cdef uint8_t* sealed = <uint8_t*>malloc(size)
+    cdef uint8_t* clear = <uint8_t*>pages_map(size)     # own pages: udt/_pages.pxd says why
+    cdef uint8_t* sealed = <uint8_t*>pages_map(size)
     if clear == NULL or sealed == NULL:
-        free(clear)
-        free(sealed)
+        pages_unmap(clear, size)
+        pages_unmap(sealed, size)
         return -1
-    free(a.seal_in)
-    free(a.seal_out)
+    pages_unmap(a.seal_in, a.seal_bytes)
+    pages_unmap(a.seal_out, a.seal_bytes)
     a.seal_in = clear
     a.seal_out = sealed
     a.seal_bytes = size

@@ -40,7 +40,8 @@ from udt.core.packet cimport (AF_INET6_VALUE, AF_INET_VALUE, CONTROL_FLAG, MSG_I
                               handshake_decode, handshake_encode, msg_word, put_header)
 from udt.core.seq cimport SEQ_MAX, msgno_inc, seq_add, seq_cmp, seq_off
 from udt.core.siphash cimport siphash24
-from udt.core.hsext cimport CAP_HALF_CLOSE, CAP_PMTUD, CAPS_LOCAL, HSEXT_SIZE, hsext_decode, hsext_encode
+from udt.core.hsext cimport (CAP_HALF_CLOSE, CAP_PMTUD, CAP_PMTUD_FRAGMENTS, CAPS_LOCAL, HSEXT_SIZE,
+                             hsext_decode, hsext_encode)
 
 from udt._core import INVALID_REASONS
 
@@ -327,6 +328,11 @@ cdef class Endpoint:
             "probe": self.c.pmtud_probe, "done": bool(self.c.pmtud_done),
             "probes_sent": self.c.pmtud_probes_sent, "probes_lost": self.c.pmtud_probes_lost,
             "peer_max": self.c.peer_pmtud_max, "slot_size": self.c.snd.slot_size,
+            "confirming": bool(self.c.pmtud_confirming), "raise_time": self.c.pmtud_raise_time,
+            "black_holes": self.c.pmtud_black_holes, "fragments": bool(self.c.pmtud_fragments),
+            "fragments_sent": self.c.pmtud_fragments_sent,
+            "fragments_received": self.c.pmtud_fragments_received,
+            "reassembly": self.c.frags != NULL,
         }
 
     @property
@@ -554,7 +560,8 @@ STATES = {"INIT": STATE_INIT, "OPENED": STATE_OPENED, "LISTENING": STATE_LISTENI
           "CONNECTING": STATE_CONNECTING, "CONNECTED": STATE_CONNECTED, "BROKEN": STATE_BROKEN,
           "CLOSING": STATE_CLOSING, "CLOSED": STATE_CLOSED, "NONEXIST": STATE_NONEXIST}
 LISTENER_VERDICTS = {"DROP": LISTENER_DROP, "REPLY": LISTENER_REPLY, "ACCEPT": LISTENER_ACCEPT}
-CAPS = {"HALF_CLOSE": CAP_HALF_CLOSE, "PMTUD": CAP_PMTUD, "LOCAL": CAPS_LOCAL}
+CAPS = {"HALF_CLOSE": CAP_HALF_CLOSE, "PMTUD": CAP_PMTUD, "PMTUD_FRAGMENTS": CAP_PMTUD_FRAGMENTS,
+        "LOCAL": CAPS_LOCAL}
 # The C enum of invalid reasons by its C names: tests pin it to udt._core.INVALID_REASONS.
 INVALID_ENUM = {
     "INVALID_TOO_SHORT": INVALID_TOO_SHORT, "INVALID_CONTROL_TYPE": INVALID_CONTROL_TYPE,

@@ -4,7 +4,7 @@ with limits that follow the path (autotuning, like Linux TCP's) up to the config
 
 The ring geometry is fixed at setup (``capacity`` slots: the option's maximum), so the indexing
 of every packet is what it always was; what changes is where a slot lives.  Slots come in chunks
-of ``BUFFER_CHUNK_PACKETS``; a chunk is taken (from the spare list, else malloc) when the first
+of ``BUFFER_CHUNK_PACKETS``; a chunk is taken (from the spare list, else mapped) when the first
 of its slots is used and goes back to the spare list when the last one is released, so memory
 follows what is queued, and a steady transfer reuses the same few chunks without allocating.
 The directory itself is allocated with the first chunk.  After ``BUFFER_IDLE_RELEASE_US`` with
@@ -21,6 +21,13 @@ window-limited (see ``rcvbuf_autotune``).
 window (min(cwnd, flow window)) asks for more, to twice that window (``tcp_sndbuf_expand``).
 Neither grows on an idle or application-limited connection.  Both stay <= ``capacity``.
 
+Chunks are mapped (``mmap``) and unmapped on their own, never taken from malloc's heap: a
+process that ran scrypt (the key exchange's 16 MiB block, protocol.md §12) has glibc's dynamic
+mmap threshold raised past a 4 MiB chunk (64 slots at MSS 64 KiB), so such chunks landed on
+the heap and, once freed, stayed in the process as glibc's reserve (~2.6 MiB per encrypted
+pair).  A mapping goes back to the kernel when it is unmapped, its pages are touched only as
+slots are used, and a chunk costs one system call only when the spare list is empty.
+
 Chunk pointers stay valid while the connection lives (spares are only freed after the idle
 time, and ``conn_free`` frees everything), so a zero-copy payload pointer handed to the send
 worker never dangles while a burst is on its way to the kernel.
@@ -28,8 +35,9 @@ worker never dangles while a burst is on its way to the kernel.
 Header-only ``cdef inline`` functions: the engine touches the rings for every packet.
 """
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t
-from libc.stdlib cimport malloc, calloc, free
+from libc.stdlib cimport calloc, free
 from libc.string cimport memcpy, memset
+from udt._pages cimport pages_map, pages_unmap
 from udt._core cimport (BOUNDARY_FIRST, BOUNDARY_LAST, BOUNDARY_SOLO, ChunkStore, RecvBuffer,
                         RecvSlot, SendBuffer, SendSlot)
 from udt.core.seq cimport seq_add, seq_inc, seq_off
@@ -58,6 +66,21 @@ cdef enum:
 # ---------------------------------------------------------------------------------------------
 # Chunk store (shared by both rings)
 # ---------------------------------------------------------------------------------------------
+cdef inline uint8_t* chunk_map(size_t size) noexcept nogil:
+    """A new chunk of size bytes, zero-filled, its own mapping (udt/_pages.pxd); NULL when out
+    of memory."""
+    return <uint8_t*>pages_map(size)
+
+
+cdef inline void chunk_unmap(uint8_t* chunk, size_t size) noexcept nogil:
+    pages_unmap(chunk, size)
+
+
+cdef inline size_t chunk_size(ChunkStore* s, int slot_size) noexcept nogil:
+    """Bytes of a chunk whose slots are slot_size bytes."""
+    return <size_t>s.meta_bytes + <size_t>BUFFER_CHUNK_PACKETS * <size_t>slot_size
+
+
 cdef inline void chunks_init(ChunkStore* s, int capacity, int meta_size, int slot_size) noexcept nogil:
     memset(s, 0, sizeof(ChunkStore))
     s.nchunks = (capacity + BUFFER_CHUNK_MASK) >> BUFFER_CHUNK_SHIFT
@@ -66,10 +89,11 @@ cdef inline void chunks_init(ChunkStore* s, int capacity, int meta_size, int slo
     s.slot_size = slot_size
 
 
-cdef inline void chunks_retire(ChunkStore* s, uint8_t* chunk) noexcept nogil:
+cdef inline void chunks_retire(ChunkStore* s, uint8_t* chunk, size_t size) noexcept nogil:
     """A chunk too small for the current slot size: kept (still counted in ``allocated``) until
     the spares are released, since a zero-copy burst may still be sending from it."""
-    (<uint8_t**>chunk)[0] = s.retired   # its first metadata word: no burst reads it
+    (<uint8_t**>chunk)[0] = s.retired   # its first metadata words: no burst reads them
+    (<size_t*>chunk)[1] = size          # (meta_bytes >= 64) what to unmap
     s.retired = chunk
     s.retired_count += 1
 
@@ -79,7 +103,7 @@ cdef inline void chunks_free_retired(ChunkStore* s) noexcept nogil:
     while s.retired != NULL:
         chunk = s.retired
         s.retired = (<uint8_t**>chunk)[0]
-        free(chunk)
+        chunk_unmap(chunk, (<size_t*>chunk)[1])
     s.allocated -= s.retired_count
     s.retired_count = 0
 
@@ -88,13 +112,14 @@ cdef inline void chunks_set_slot_size(ChunkStore* s, int slot_size) noexcept nog
     """New chunks get slots of slot_size bytes (path-MTU discovery grew the MSS); chunks in use
     keep theirs, spares of the old size are retired (a spare must fit any slot)."""
     cdef int k
+    cdef size_t old_bytes = s.chunk_bytes
     if slot_size <= s.slot_size:
         return
     s.slot_size = slot_size
-    s.chunk_bytes = <size_t>s.meta_bytes + <size_t>BUFFER_CHUNK_PACKETS * <size_t>slot_size
+    s.chunk_bytes = chunk_size(s, slot_size)
     if s.chunks != NULL:
         for k in range(s.spare_count):
-            chunks_retire(s, s.spare[k])
+            chunks_retire(s, s.spare[k], old_bytes)
         s.spare_count = 0
 
 
@@ -117,14 +142,14 @@ cdef inline int chunks_upgrade(ChunkStore* s, int idx) noexcept nogil:
     cdef int k = idx >> BUFFER_CHUNK_SHIFT
     cdef int j
     cdef uint8_t* old = s.chunks[k]
-    cdef uint8_t* chunk = <uint8_t*>malloc(s.chunk_bytes)
+    cdef uint8_t* chunk = chunk_map(s.chunk_bytes)
     if chunk == NULL:
         return -1
     memcpy(chunk, old, <size_t>s.meta_bytes)
     for j in range(BUFFER_CHUNK_PACKETS):
         memcpy(chunk + s.meta_bytes + <size_t>j * <size_t>s.slot_size,
                old + s.meta_bytes + <size_t>j * <size_t>s.sizes[k], <size_t>s.sizes[k])
-    free(old)
+    chunk_unmap(old, chunk_size(s, s.sizes[k]))
     s.chunks[k] = chunk
     s.sizes[k] = s.slot_size
     return 0
@@ -134,9 +159,10 @@ cdef inline void chunks_free(ChunkStore* s) noexcept nogil:
     cdef int k
     if s.chunks != NULL:
         for k in range(s.nchunks):
-            free(s.chunks[k])
+            if s.chunks[k] != NULL:
+                chunk_unmap(s.chunks[k], chunk_size(s, s.sizes[k]))
         for k in range(s.spare_count):
-            free(s.spare[k])
+            chunk_unmap(s.spare[k], s.chunk_bytes)
     chunks_free_retired(s)
     free(s.chunks)          # one block: chunks, spare, used, sizes
     s.chunks = NULL
@@ -173,7 +199,7 @@ cdef inline uint8_t* chunks_use(ChunkStore* s, int idx) noexcept nogil:
             s.spare_count -= 1
             chunk = s.spare[s.spare_count]
         else:
-            chunk = <uint8_t*>malloc(s.chunk_bytes)
+            chunk = chunk_map(s.chunk_bytes)
             if chunk == NULL:
                 return NULL
             s.allocated += 1
@@ -195,7 +221,7 @@ cdef inline void chunks_unuse(ChunkStore* s, int idx) noexcept nogil:
             s.spare[s.spare_count] = s.chunks[k]
             s.spare_count += 1
         else:                       # made before the MSS grew: too small to reuse
-            chunks_retire(s, s.chunks[k])
+            chunks_retire(s, s.chunks[k], chunk_size(s, s.sizes[k]))
         s.chunks[k] = NULL
 
 
@@ -205,7 +231,7 @@ cdef inline void chunks_release_spares(ChunkStore* s) noexcept nogil:
     if s.chunks == NULL:
         return
     for k in range(s.spare_count):
-        free(s.spare[k])
+        chunk_unmap(s.spare[k], s.chunk_bytes)
     s.allocated -= s.spare_count
     s.spare_count = 0
     chunks_free_retired(s)

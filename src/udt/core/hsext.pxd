@@ -27,13 +27,16 @@ cdef enum:
     HSEXT_MAX_SIZE = 256                # longest trailer accepted (room for later TLVs)
     CAP_HALF_CLOSE = 0x1                # shutdown(SHUT_WR) sends EOF, the peer may still send
     CAP_PMTUD = 0x2                     # path-MTU discovery: probes EXT_PMTU_PROBE / _ACK
-    CAPS_LOCAL = CAP_HALF_CLOSE | CAP_PMTUD    # what this implementation offers
+    CAP_PMTUD_FRAGMENTS = 0x4           # black-hole fallback: big packets as EXT_PMTU_FRAGMENTs
+    CAPS_LOCAL = CAP_HALF_CLOSE | CAP_PMTUD | CAP_PMTUD_FRAGMENTS    # what this implementation offers
     # (CAP_PMTUD counts only when both handshakes carry TLV 3 too)
     # user-defined control subtypes (word 0's extended type) of the half-close; SRT's are 1-8
     EXT_EOF = 0x5501                    # word 1: our next sequence number (all before it acked)
     EXT_EOF_ACK = 0x5502                # word 1: the sequence number of the EOF it confirms
     EXT_PMTU_PROBE = 0x5503             # word 1: probe id; padded to the candidate MSS
     EXT_PMTU_ACK = 0x5504               # word 1: probe id, CIF word: the probe's datagram size
+    EXT_PMTU_FRAGMENT = 0x5505          # word 1: data sequence number; CIF: message word,
+                                        # index << 16 | count, payload length; then the bytes
 
 
 cdef inline size_t hsext_encode(uint8_t* p, uint32_t caps) noexcept nogil:

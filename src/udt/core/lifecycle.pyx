@@ -16,10 +16,12 @@ from udt._core cimport (DEFAULT_BUFFER_PACKETS, DEFAULT_FLIGHT_FLAG_SIZE, DEFAUL
                         REQ_INDUCTION, REQ_RENDEZVOUS,
                         REQ_RENDEZVOUS_AGREEMENT, SOCK_TYPE_DGRAM, SOCK_TYPE_STREAM, STATE_CLOSED,
                         STATE_CLOSING, STATE_CONNECTED, STATE_CONNECTING, STATE_NONEXIST,
-                        STATE_OPENED, UDT_VERSION, PMTUD_MAX_MSS, AcceptRequest, Conn, ConnOptions)
+                        STATE_OPENED, UDT_VERSION, PMTUD_FRAG_HEADER, PMTUD_FRAG_MAX, PMTUD_MAX_MSS, AcceptRequest,
+                        Conn, ConnOptions)
 from udt.core.buffers cimport BUFFER_CHUNK_PACKETS, rcvbuf_alloc, rcvbuf_free, sndbuf_alloc, sndbuf_free
 from udt.core.cc cimport native_cc_ops
-from udt.core.hsext cimport (CAP_HALF_CLOSE, CAP_PMTUD, CAPS_LOCAL, HSEXT_MAGIC, HSEXT_MAX_SIZE,
+from udt.core.fragments cimport frags_free
+from udt.core.hsext cimport (CAP_HALF_CLOSE, CAP_PMTUD, CAP_PMTUD_FRAGMENTS, CAPS_LOCAL, HSEXT_MAGIC, HSEXT_MAX_SIZE,
                              hsext_add_max_mss, hsext_decode, hsext_encode, hsext_encode_crypto,
                              hsext_find_crypto, hsext_find_max_mss)
 from udt.core.losslist cimport losslist_alloc, losslist_clear, losslist_free
@@ -56,6 +58,7 @@ cdef void conn_options_default(ConnOptions* opts) noexcept nogil:
 
 
 cdef int conn_init(Conn* c, const ConnOptions* opts, uint32_t socket_id, int64_t now) noexcept nogil:
+    cdef int64_t fits
     memset(c, 0, sizeof(Conn))
     if (opts.mss < MIN_MSS or opts.mss > 65535
             or (opts.sock_type != SOCK_TYPE_STREAM and opts.sock_type != SOCK_TYPE_DGRAM)
@@ -67,6 +70,15 @@ cdef int conn_init(Conn* c, const ConnOptions* opts, uint32_t socket_id, int64_t
     c.opts = opts[0]
     if c.opts.pmtud_max_mss > PMTUD_MAX_MSS:
         c.opts.pmtud_max_mss = PMTUD_MAX_MSS
+    # the rings' bytes (UDT_SNDBUF/UDT_RCVBUF) must hold a chunk of packets at the grown size;
+    # what TLV 3 offers is that limit, so both sides agree on the ceiling (a side that lowered
+    # it only after the handshake refused the peer's bigger probes as invalid: the peer then
+    # crawled down from a ceiling it could never reach)
+    fits = <int64_t>(opts.snd_buf_packets if opts.snd_buf_packets < opts.rcv_buf_packets
+                     else opts.rcv_buf_packets) \
+        * (c.opts.mss - IP_UDP_OVERHEAD - HEADER_SIZE) // BUFFER_CHUNK_PACKETS + IP_UDP_OVERHEAD + HEADER_SIZE
+    if c.opts.pmtud_max_mss > fits:
+        c.opts.pmtud_max_mss = <int>fits
     if c.opts.pmtud_max_mss <= c.opts.mss:
         c.opts.pmtud_max_mss = 0            # nothing to discover above the handshake's MSS
     if c.opts.broken_timeout_us <= 0:
@@ -109,6 +121,7 @@ cdef void conn_free(Conn* c) noexcept nogil:
         rcvbuf_free(&c.rcv)
         losslist_free(&c.snd_loss)
         losslist_free(&c.rcv_loss)
+    frags_free(&c.frags)
     if c.state != STATE_NONEXIST:
         c.state = STATE_CLOSED
 
@@ -148,21 +161,23 @@ cdef void _pmtud_negotiate(Conn* c) noexcept nogil:
     """Both udt, both offered discovery (CAP_PMTUD and TLV 3): the ceiling is the smaller
     maximum and the first probe is due (protocol.md §13).  Otherwise the MSS stays the
     handshake's.  The rings keep their slot size: it grows with the MSS, chunk by chunk."""
-    cdef int top = c.opts.pmtud_max_mss
+    cdef int top = c.opts.pmtud_max_mss     # what our TLV 3 offered (conn_init bounds it)
     c.pmtud_max = 0
     c.pmtud_base_mss = c.mss
     cdef int64_t fits
     if c.peer_pmtud_max < top:
         top = c.peer_pmtud_max
-    # the rings' bytes (UDT_SNDBUF/UDT_RCVBUF) must hold a chunk of packets at the new size
-    fits = <int64_t>(c.snd.capacity if c.snd.capacity < c.rcv.capacity else c.rcv.capacity) \
-        * (c.mss - IP_UDP_OVERHEAD - HEADER_SIZE) // BUFFER_CHUNK_PACKETS + IP_UDP_OVERHEAD + HEADER_SIZE
-    if fits < top:
-        top = <int>fits
     if not (c.caps & CAP_PMTUD) or top <= c.mss or not c.buffers_ready:
-        c.caps &= ~(<uint32_t>CAP_PMTUD)
+        c.caps &= ~(<uint32_t>(CAP_PMTUD | CAP_PMTUD_FRAGMENTS))
         return
     c.pmtud_max = top
+    # the black-hole fallback's fragments (protocol.md §13): a packet at the ceiling must go in
+    # at most PMTUD_FRAG_MAX of them at the base MSS, else there is no fallback but a smaller MSS
+    fits = <int64_t>PMTUD_FRAG_MAX * (c.mss - (IP_UDP_OVERHEAD_V6 if c.is_ipv6 else IP_UDP_OVERHEAD)
+                                      - PMTUD_FRAG_HEADER)
+    if fits < top - IP_UDP_OVERHEAD - HEADER_SIZE:
+        c.caps &= ~(<uint32_t>CAP_PMTUD_FRAGMENTS)
+    c.pmtud_fragments = (c.caps & CAP_PMTUD_FRAGMENTS) != 0
     # a server waits for the client's first packet after the handshake: its probe must not reach
     # a client still busy with the conclusion answer (lost probes would fail the size for good)
     c.pmtud_wait_peer = c.is_server

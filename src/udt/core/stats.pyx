@@ -54,6 +54,9 @@ cdef void conn_stats(Conn* c, Stats* out, bint clear, int64_t now) noexcept nogi
     out.pmtud_probes_sent = c.pmtud_probes_sent
     out.pmtud_probes_confirmed = c.pmtud_probes_confirmed
     out.pmtud_probes_lost = c.pmtud_probes_lost
+    out.pmtud_black_holes = c.pmtud_black_holes
+    out.pmtud_fragments_sent = c.pmtud_fragments_sent
+    out.pmtud_fragments_received = c.pmtud_fragments_received
     if clear:
         memcpy(z, s, sizeof(Stats))
         z.us_snd_duration_total = busy
@@ -111,6 +114,9 @@ cdef dict stats_dict(const Stats* s):
         "pmtud_probes_sent": s.pmtud_probes_sent,
         "pmtud_probes_confirmed": s.pmtud_probes_confirmed,
         "pmtud_probes_lost": s.pmtud_probes_lost,
+        "pmtud_black_holes": s.pmtud_black_holes,
+        "pmtud_fragments_sent": s.pmtud_fragments_sent,
+        "pmtud_fragments_received": s.pmtud_fragments_received,
     }
     cdef int64_t total = 0
     cdef int i
