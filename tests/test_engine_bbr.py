@@ -316,6 +316,72 @@ def test_startup_overshoot_losses_are_not_read_as_congestion():
     assert r["rtt_ms"] <= 1.25 * 100, r
 
 
+class _StarvedSender(Net):
+    """The first endpoint (the client) gets the CPU only 2 ms in every 10 while `starved` is set:
+    a sender process descheduled on a loaded host (the engine catches up at most 2 ms of its
+    pacing schedule, so it sends about 40 % of the pace)."""
+
+    starved = False
+
+    def _asleep(self, ep) -> bool:
+        return self.starved and ep is self.endpoints[0] and self.now % 10_000 >= 2_000
+
+    def flush(self) -> None:
+        for ep in self.endpoints:
+            if self._asleep(ep):
+                continue
+            addr, peer = self.where[id(ep)]
+            while (d := ep.next_datagram(self.now)) is not None:
+                self.transmit(addr, peer, d)
+
+    def next_event_time(self) -> int | None:
+        times = [self.queue[0][0]] if self.queue else []
+        for ep in self.endpoints:
+            t = ep.next_timer()
+            if t >= 0:
+                times.append(max(t, self.now + 1))
+            t = ep.next_send_time(self.now)
+            if t >= 0:
+                t = max(t, self.now + 1)
+                if self._asleep(ep):
+                    t = max(t, self.now - self.now % 10_000 + 10_000)
+                times.append(t)
+        return min(times) if times else None
+
+
+def test_a_sender_starved_of_cpu_keeps_its_model():
+    """0.5 s without enough CPU to keep its pacing (data queued, window open): the samples then
+    measure the host, not the path, and count as app-limited.  Followed down, the model (the
+    max filter spans 10 rounds, 0.2 s here) paced at 60 % of the link when the CPU came back,
+    and the gain cycle took seconds to climb again."""
+    net = _StarvedSender(seed=3, profile=_link(), reverse=LinkProfile(delay_us=DELAY))
+    net, c, s = connected_pair(net, client_options={"cc": "bbr", "snd_buf": 16384}, server_options={"rcv_buf": 16384})
+    chunk = bytes(PAYLOAD * 16)
+    got = [0]
+
+    def run(seconds: float) -> float:
+        start, got0 = net.now, got[0]
+
+        def pump() -> bool:
+            while c.write(chunk, net.now) > 0:
+                pass
+            while not isinstance(r := s.read(1 << 20, net.now), int) and r:
+                got[0] += len(r)
+            return net.now - start >= seconds * 1e6
+
+        net.run(int(seconds * 1e6) + 1, pump)
+        return (got[0] - got0) / PAYLOAD / ((net.now - start) / 1e6)
+
+    run(1.5)
+    assert 1e6 / c.period_us > 0.9 * RATE
+    net.starved = True
+    starved = run(0.5)
+    assert starved < 0.6 * RATE  # the starvation is real
+    net.starved = False
+    assert 1e6 / c.period_us > 0.9 * RATE
+    assert run(0.3) > 0.9 * RATE
+
+
 def test_the_send_records_grow_past_the_window_announced_at_the_handshake():
     """An auto-sizing receiver announces a small flight flag size (~512 packets) and lets the
     window grow later; the record ring, sized from it, must grow with what is in flight, or

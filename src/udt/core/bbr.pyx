@@ -34,6 +34,7 @@ cdef enum:
     SYN_US = 10000               # UDT4's full ACK period
     MIN_RTT_WINDOW_US = 10000000
     MAX_RING = 1 << 20
+    SEND_LAG_US = 2000           # the engine's pacing catch-up (MAX_PACING_LAG_US): later is lost
 
 cdef double STARTUP_GAIN = 2.77           # 2 / ln 2: doubles the delivery rate every round
 cdef double STARTUP_CWND_GAIN = 2.0            # BBRv3: 2 x BDP fits the link plus a BDP of queue
@@ -74,6 +75,9 @@ cdef struct Bbr:
     int64_t delivered_time
     int64_t first_sent_time
     int64_t app_limited_until      # the delivered count that ends an app-limited period (0 = none)
+    double pace_due                # when the next packet is due at the pacing rate (0 = not sending)
+    bint send_blocked              # the last send filled the window or emptied the send buffer
+    int64_t lag_until              # packets sent before this time are marked app-limited
     int64_t round_count
     int64_t next_round_delivered
     double bw_max[BW_WINDOW]       # per-round max of the rate samples, indexed by round % window
@@ -200,6 +204,24 @@ cdef void bbr_on_pkt_sent(CCState* cc, int32_t seq, int size, int64_t now) noexc
         b.delivered_time = now
     if cc.unsent == 0 and <double>cc.inflight < cc.cwnd:
         b.app_limited_until = b.delivered + cc.inflight if b.delivered + cc.inflight > 0 else 1
+    else:
+        if (b.pace_due > 0 and not b.send_blocked
+                and <double>now > b.pace_due + SEND_LAG_US + cc.period_us):
+            # the sender fell behind its own pacing with data queued and the window open: the
+            # process did not get the CPU (2 shared cores running sender, receiver and the WAN
+            # link's forwarder).  What it sends meanwhile samples the host, not the path: treat
+            # it as app-limited, or the model follows the starved rate down (500 Mbit/s link,
+            # pacing 480 -> 420 Mbit/s in 3 s while the sender sent 350-420) and STARTUP ends
+            # at a plateau that is the CPU's.  For a round trip more: a sample's interval
+            # reaches a round trip back, and one spanning the end of a stall mixes both rates
+            b.lag_until = now + b.min_rtt_us
+        if now < b.lag_until:
+            b.app_limited_until = b.delivered + cc.inflight if b.delivered + cc.inflight > 0 else 1
+    # the engine's schedule: one period per packet, never more than SEND_LAG_US behind
+    if b.pace_due < <double>now - SEND_LAG_US:
+        b.pace_due = <double>now - SEND_LAG_US
+    b.pace_due += cc.period_us
+    b.send_blocked = cc.unsent == 0 or <double>cc.inflight + 1 > cc.cwnd
     if r.seq != seq:
         if r.hole:
             # the ring wrapped over a hole never acknowledged (a send buffer beyond the ring)
@@ -234,8 +256,9 @@ cdef void _bw_update(Bbr* b, double sample) noexcept nogil:
             b.btl_bw = b.bw_max[i]
 
 
-cdef void _end_round(CCState* cc, Bbr* b) noexcept nogil:
-    """A round trip ended: check STARTUP's plateau and whether this round's loss was congestion."""
+cdef void _end_round(CCState* cc, Bbr* b, bint app_limited) noexcept nogil:
+    """A round trip ended: check STARTUP's plateau and whether this round's loss was congestion.
+    A round that ends on an app-limited packet says nothing about a plateau (as in Linux BBR)."""
     cdef int64_t delivered = b.delivered - b.round_delivered_start
     cdef double loss_rate = 0
     cdef double probe_loss_rate = 0
@@ -264,6 +287,8 @@ cdef void _end_round(CCState* cc, Bbr* b) noexcept nogil:
         elif b.btl_bw >= b.full_bw * 1.25:
             b.full_bw = b.btl_bw
             b.full_bw_count = 0
+        elif app_limited:
+            pass
         else:
             b.full_bw_count += 1
             if b.full_bw_count >= FULL_BW_ROUNDS:
@@ -438,7 +463,7 @@ cdef void _on_delivery(CCState* cc, Bbr* b, int64_t now) noexcept nogil:
         if r.delivered >= b.next_round_delivered:
             b.next_round_delivered = b.delivered
             b.round_count += 1
-            _end_round(cc, b)
+            _end_round(cc, b, r.app_limited)
         interval = r.sent_time - r.first_sent_time
         if now - r.delivered_time > interval:
             interval = now - r.delivered_time
