@@ -284,9 +284,10 @@ def _queue_drops(net: Net) -> int:
 def test_long_path_one_bdp_queue_clean(seed):
     """STARTUP leaves when the RTT shows a queue building (not 3 rounds later at 2.77x, which
     overflowed the 1-BDP queue and stalled delivery 0.5 s behind dying retransmissions), and the
-    draining phase keeps the queue short."""
+    draining phase keeps the queue short -- and ends once the pipe is down to a BDP: waiting for
+    the smoothed RTT alone drained 2-3 phases per cycle (95-96 % of the link)."""
     r = _long_path_run(0.0, seed)
-    assert r["rate"] > 0.9 * RATE, r
+    assert r["rate"] > 0.975 * RATE, r
     assert r["gap_s"] < 0.2, r
     assert r["retrans"] < 0.01, r
     assert r["rtt_ms"] <= 1.25 * 100, r
@@ -352,8 +353,8 @@ class _StarvedSender(Net):
 def test_a_sender_starved_of_cpu_keeps_its_model():
     """0.5 s without enough CPU to keep its pacing (data queued, window open): the samples then
     measure the host, not the path, and count as app-limited.  Followed down, the model (the
-    max filter spans 10 rounds, 0.2 s here) paced at 60 % of the link when the CPU came back,
-    and the gain cycle took seconds to climb again."""
+    max filter spans 10 rounds, 0.2 s here) paced at 42 % of the link by the end of it, and
+    the gain cycle took seconds to climb again."""
     net = _StarvedSender(seed=3, profile=_link(), reverse=LinkProfile(delay_us=DELAY))
     net, c, s = connected_pair(net, client_options={"cc": "bbr", "snd_buf": 16384}, server_options={"rcv_buf": 16384})
     chunk = bytes(PAYLOAD * 16)
@@ -372,13 +373,20 @@ def test_a_sender_starved_of_cpu_keeps_its_model():
         net.run(int(seconds * 1e6) + 1, pump)
         return (got[0] - got0) / PAYLOAD / ((net.now - start) / 1e6)
 
+    def median_pacing() -> float:
+        pacing = []
+        for _ in range(11):  # a gain cycle's 0.75 and 1.25 phases are the outliers
+            run(0.01)
+            pacing.append(1e6 / c.period_us)
+        return sorted(pacing)[5]
+
     run(1.5)
-    assert 1e6 / c.period_us > 0.9 * RATE
+    assert median_pacing() > 0.9 * RATE
     net.starved = True
-    starved = run(0.5)
+    starved = run(0.4)
     assert starved < 0.6 * RATE  # the starvation is real
+    assert median_pacing() > 0.9 * RATE  # (still starved)
     net.starved = False
-    assert 1e6 / c.period_us > 0.9 * RATE
     assert run(0.3) > 0.9 * RATE
 
 

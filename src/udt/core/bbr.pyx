@@ -329,9 +329,16 @@ cdef void _update_state(CCState* cc, Bbr* b, int64_t now) noexcept nogil:
         if now - b.cycle_stamp < phase_us:
             return
         # the draining phase lasts until the queue is gone (the ACK/ACK2 RTT, which data holes
-        # do not inflate, back near the minimum), at most 4 phases
+        # do not inflate, back near the minimum), at most 4 phases.  That RTT lags the queue by
+        # half a round trip and its smoothing (7/8 per ACK), so the phase ran 2-3 phases where
+        # one drains the up phase's quarter BDP (3 % of the link lost per cycle): it also ends
+        # once the pipe is down to one BDP (what the sender knows at once) with the RTT within
+        # a quarter of the minimum.  A queue standing above that (another flow's share) still
+        # needs the RTT back near the minimum: what lets competing flows converge
         if (b.cycle_index == 1 and now - b.cycle_stamp < 4 * phase_us
-                and cc.rtt_us > b.min_rtt_us + b.min_rtt_us // 16 + SYN_US // 2):
+                and cc.rtt_us > b.min_rtt_us + b.min_rtt_us // 16 + SYN_US // 2
+                and (_pipe(cc, b) > _bdp(b)
+                     or cc.rtt_us > b.min_rtt_us + b.min_rtt_us // 4 + SYN_US // 2)):
             return
         if (b.cycle_index == 1 and b.congestion_round < b.round_count - 2
                 and b.btl_bw >= 1.25 * b.full_bw > 0):
