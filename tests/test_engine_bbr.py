@@ -226,15 +226,20 @@ def test_freed_capacity_on_a_long_path_is_found_within_two_seconds():
     assert f.run(0.5) > 0.75 * rate
 
 
-def _long_path_run(loss: float, seed: int, seconds: float = 6.0) -> dict:
-    """100 ms RTT, RATE packets/s, a drop-tail queue of one BDP, `loss` each way; everything
-    after the first second: delivery rate, longest gap in delivery, retransmissions, mean RTT,
-    queue drops."""
+def _long_path_run(loss: float, seed: int, seconds: float = 6.0, bursts: bool = False) -> dict:
+    """100 ms RTT, RATE packets/s, a drop-tail queue of one BDP, `loss` each way (random, or with
+    `bursts` Gilbert-Elliott loss of that mean in bursts of 8 packets, bench_wan's bursty path);
+    everything after the first second: delivery rate, longest gap in delivery, retransmissions,
+    mean RTT, queue drops."""
     delay, queue = 50_000, int(RATE * 0.1)
+    impairment = {"loss": loss}
+    if bursts:
+        exit_p = 1 / 8
+        impairment = {"burst_enter": exit_p * loss / (1 - loss), "burst_exit": exit_p}
     net = Net(
         seed=seed,
-        profile=LinkProfile(delay_us=delay, rate_pps=RATE, queue_packets=queue, loss=loss),
-        reverse=LinkProfile(delay_us=delay, loss=loss),
+        profile=LinkProfile(delay_us=delay, rate_pps=RATE, queue_packets=queue, **impairment),
+        reverse=LinkProfile(delay_us=delay, **impairment),
     )
     net, c, s = connected_pair(net, client_options={"cc": "bbr", "snd_buf": 65536}, server_options={"rcv_buf": 65536})
     chunk = bytes(PAYLOAD * 16)
@@ -279,9 +284,10 @@ def _queue_drops(net: Net) -> int:
 def test_long_path_one_bdp_queue_clean(seed):
     """STARTUP leaves when the RTT shows a queue building (not 3 rounds later at 2.77x, which
     overflowed the 1-BDP queue and stalled delivery 0.5 s behind dying retransmissions), and the
-    draining phase keeps the queue short."""
+    draining phase keeps the queue short -- and ends once the pipe is down to a BDP: waiting for
+    the smoothed RTT alone drained 2-3 phases per cycle (95-96 % of the link)."""
     r = _long_path_run(0.0, seed)
-    assert r["rate"] > 0.9 * RATE, r
+    assert r["rate"] > 0.975 * RATE, r
     assert r["gap_s"] < 0.2, r
     assert r["retrans"] < 0.01, r
     assert r["rtt_ms"] <= 1.25 * 100, r
@@ -299,6 +305,89 @@ def test_long_path_one_bdp_queue_one_percent_loss(seed):
     assert r["rtt_ms"] <= 1.25 * 100, r
     assert r["queue_drops"] < 0.2 * RATE * 0.1 * 0.99, r  # a few, not a queue kept full
     assert r["retrans"] < 0.025, r
+
+
+def test_startup_overshoot_losses_are_not_read_as_congestion():
+    """Bursty loss (mean 1 %, bursts of 8) on the long path: STARTUP overflows the queue while a
+    burst's hole blinds it, and those drops are reported a round trip or more after PROBE_BW
+    began.  Counted there as congestion they cut the model to 0.7x (87 % of the link for this
+    seed before); only losses of packets sent in PROBE_BW count now."""
+    r = _long_path_run(0.01, 7, bursts=True)
+    assert r["rate"] > 0.93 * RATE, r
+    assert r["rtt_ms"] <= 1.25 * 100, r
+
+
+class _StarvedSender(Net):
+    """The first endpoint (the client) gets the CPU only 2 ms in every 10 while `starved` is set:
+    a sender process descheduled on a loaded host (the engine catches up at most 2 ms of its
+    pacing schedule, so it sends about 40 % of the pace)."""
+
+    starved = False
+
+    def _asleep(self, ep) -> bool:
+        return self.starved and ep is self.endpoints[0] and self.now % 10_000 >= 2_000
+
+    def flush(self) -> None:
+        for ep in self.endpoints:
+            if self._asleep(ep):
+                continue
+            addr, peer = self.where[id(ep)]
+            while (d := ep.next_datagram(self.now)) is not None:
+                self.transmit(addr, peer, d)
+
+    def next_event_time(self) -> int | None:
+        times = [self.queue[0][0]] if self.queue else []
+        for ep in self.endpoints:
+            t = ep.next_timer()
+            if t >= 0:
+                times.append(max(t, self.now + 1))
+            t = ep.next_send_time(self.now)
+            if t >= 0:
+                t = max(t, self.now + 1)
+                if self._asleep(ep):
+                    t = max(t, self.now - self.now % 10_000 + 10_000)
+                times.append(t)
+        return min(times) if times else None
+
+
+def test_a_sender_starved_of_cpu_keeps_its_model():
+    """0.5 s without enough CPU to keep its pacing (data queued, window open): the samples then
+    measure the host, not the path, and count as app-limited.  Followed down, the model (the
+    max filter spans 10 rounds, 0.2 s here) paced at 42 % of the link by the end of it, and
+    the gain cycle took seconds to climb again."""
+    net = _StarvedSender(seed=3, profile=_link(), reverse=LinkProfile(delay_us=DELAY))
+    net, c, s = connected_pair(net, client_options={"cc": "bbr", "snd_buf": 16384}, server_options={"rcv_buf": 16384})
+    chunk = bytes(PAYLOAD * 16)
+    got = [0]
+
+    def run(seconds: float) -> float:
+        start, got0 = net.now, got[0]
+
+        def pump() -> bool:
+            while c.write(chunk, net.now) > 0:
+                pass
+            while not isinstance(r := s.read(1 << 20, net.now), int) and r:
+                got[0] += len(r)
+            return net.now - start >= seconds * 1e6
+
+        net.run(int(seconds * 1e6) + 1, pump)
+        return (got[0] - got0) / PAYLOAD / ((net.now - start) / 1e6)
+
+    def median_pacing() -> float:
+        pacing = []
+        for _ in range(11):  # a gain cycle's 0.75 and 1.25 phases are the outliers
+            run(0.01)
+            pacing.append(1e6 / c.period_us)
+        return sorted(pacing)[5]
+
+    run(1.5)
+    assert median_pacing() > 0.9 * RATE
+    net.starved = True
+    starved = run(0.4)
+    assert starved < 0.6 * RATE  # the starvation is real
+    assert median_pacing() > 0.9 * RATE  # (still starved)
+    net.starved = False
+    assert run(0.3) > 0.9 * RATE
 
 
 def test_the_send_records_grow_past_the_window_announced_at_the_handshake():

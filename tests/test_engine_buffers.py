@@ -288,7 +288,9 @@ def test_the_flow_window_keeps_up_with_bbr_startup():
     assert limited <= total // 50, (limited, total)
     # bounded by what the sender used (BBR's startup overshoots this path's 12,000 packets of
     # BDP and queue, and the limit holds what arrives past its holes), not straight to the cap
-    assert s.buffers["rcv_limit"] <= 3 * most_in_flight + 2 * 64 < CAP, most_in_flight
+    # (the sender's own flight may reach a third of the cap: past the holes of its overshoot)
+    assert s.buffers["rcv_limit"] <= 3 * most_in_flight + 2 * 64, most_in_flight
+    assert s.buffers["rcv_limit"] < CAP
 
 
 class _PacedWideWindow(CongestionControl):
