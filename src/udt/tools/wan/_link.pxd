@@ -75,7 +75,8 @@ cdef class Forwarder:
     cdef Shaper reverse           # right TUN -> left TUN
     cdef int left_fd
     cdef int right_fd
-    cdef int epoll_fd
+    cdef int epoll_fd              # idle: both TUNs, the timer, stop
+    cdef int busy_epoll_fd         # ticking: the timer and stop only
     cdef int timer_fd
     cdef int stop_fd
     cdef uint8_t* scratch

@@ -80,6 +80,10 @@ cdef enum:
     MEAN_SLOT_BYTES = 256    # the ring holds rate x time in bytes; slots assume small packets too
     FORWARDER_NICE = -10
 
+# While packets flow the forwarder wakes on a periodic tick of this length (not once per
+# packet): a packet is read and written at most this much after it could have been.
+cdef int64_t TICK_NS = 50_000
+
 # Verdicts of Shaper.offer (and of _admit).
 cpdef enum Verdict:
     ADMITTED = 0
@@ -399,6 +403,16 @@ cdef int _drain_fd(int fd, Direction* d, uint8_t* scratch) noexcept nogil:
     return 1
 
 
+cdef void _arm(int timer_fd, int64_t value_ns, int64_t interval_ns, bint absolute) noexcept nogil:
+    """Set the timer: at *value_ns* (absolute or from now; 0 disarms), then every *interval_ns*."""
+    cdef itimerspec when
+    when.it_value.tv_sec = value_ns // 1000000000
+    when.it_value.tv_nsec = value_ns % 1000000000
+    when.it_interval.tv_sec = interval_ns // 1000000000
+    when.it_interval.tv_nsec = interval_ns % 1000000000
+    timerfd_settime(timer_fd, TFD_TIMER_ABSTIME if absolute else 0, &when, NULL)
+
+
 cdef void _deliver(int fd, Direction* d, int64_t now) noexcept nogil:
     cdef Slot* slot = _due(d, now)
     while slot != NULL:
@@ -417,6 +431,7 @@ cdef class Forwarder:
 
     def __cinit__(self):
         self.epoll_fd = -1
+        self.busy_epoll_fd = -1
         self.timer_fd = -1
         self.stop_fd = -1
         self.scratch = NULL
@@ -429,18 +444,24 @@ cdef class Forwarder:
         self.reverse = reverse
         self.scratch = <uint8_t*>malloc(max(forward.d.mtu, reverse.d.mtu))
         self.epoll_fd = epoll_create1(EPOLL_CLOEXEC)
+        self.busy_epoll_fd = epoll_create1(EPOLL_CLOEXEC)
         self.timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC)
         self.stop_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)
-        if self.scratch == NULL or self.epoll_fd < 0 or self.timer_fd < 0 or self.stop_fd < 0:
+        if (self.scratch == NULL or self.epoll_fd < 0 or self.busy_epoll_fd < 0 or self.timer_fd < 0
+                or self.stop_fd < 0):
             raise OSError(errno, "forwarder setup failed")
-        for fd in (left_fd, right_fd, self.timer_fd, self.stop_fd):
-            event.events = EPOLLIN
-            event.data.fd = fd
-            if epoll_ctl(self.epoll_fd, EPOLL_CTL_ADD, fd, &event) < 0:
-                raise OSError(errno, f"epoll_ctl({fd}) failed")
+        # Idle: woken by either TUN, the timer (next due packet) or stop.  Ticking: by the
+        # timer or stop only (the TUNs are read at every tick anyway).
+        for epfd, fds in ((self.epoll_fd, (left_fd, right_fd, self.timer_fd, self.stop_fd)),
+                          (self.busy_epoll_fd, (self.timer_fd, self.stop_fd))):
+            for fd in fds:
+                event.events = EPOLLIN
+                event.data.fd = fd
+                if epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &event) < 0:
+                    raise OSError(errno, f"epoll_ctl({fd}) failed")
 
     def __dealloc__(self):
-        for fd in (self.epoll_fd, self.timer_fd, self.stop_fd):
+        for fd in (self.epoll_fd, self.busy_epoll_fd, self.timer_fd, self.stop_fd):
             if fd >= 0:
                 close(fd)
         free(self.scratch)
@@ -465,48 +486,71 @@ cdef class Forwarder:
 
     cdef int _loop(self) noexcept nogil:
         cdef epoll_event events[4]
-        cdef itimerspec when
-        cdef int64_t now, next_fwd, next_rev, next_due, armed = -1
-        cdef uint64_t expirations
-        cdef int n, i, fd
-        cdef bint left_ready, right_ready
+        cdef int64_t now, next_fwd, next_rev, next_due, armed = -1   # -1: off, -2: ticking
+        cdef uint64_t expirations, moved, seen = 0
+        cdef int n, i, fd, more_left = 0, more_right = 0
+        cdef bint left_ready = False, right_ready = False, busy = False, timer_fired
         cdef Direction* fwd = &self.forward.d
         cdef Direction* rev = &self.reverse.d
         prctl(PR_SET_TIMERSLACK, 1, 0, 0, 0)    # delays are set in microseconds, not 50 us slack
         # The link must not be the bottleneck on a busy machine: this thread goes before the
         # endpoints (needs root, like the namespaces; harmless if refused).
         setpriority(PRIO_PROCESS, gettid(), FORWARDER_NICE)
-        when.it_interval.tv_sec = 0
-        when.it_interval.tv_nsec = 0
         while True:
-            n = epoll_wait(self.epoll_fd, events, 4, -1)
+            if more_left or more_right:
+                # A read batch was full: take the rest now, without sleeping (a tick can wait).
+                n = epoll_wait(self.busy_epoll_fd, events, 4, 0)
+                left_ready = more_left != 0
+                right_ready = more_right != 0
+            else:
+                n = epoll_wait(self.busy_epoll_fd if busy else self.epoll_fd, events, 4, -1)
+                # Ticking: both TUNs are read at every tick, whatever epoll says of them.
+                left_ready = right_ready = busy
             if n < 0:
                 if errno == EINTR:
                     continue
                 return errno
-            left_ready = right_ready = False
+            timer_fired = False
             for i in range(n):
                 fd = events[i].data.fd
                 if fd == self.stop_fd:
                     return 0
                 if fd == self.timer_fd:
                     read(self.timer_fd, &expirations, sizeof(expirations))
-                    armed = -1
+                    timer_fired = True
                 left_ready = left_ready or fd == self.left_fd
                 right_ready = right_ready or fd == self.right_fd
-            # Level-triggered: whatever a batch leaves behind wakes the next epoll_wait at once.
-            if left_ready and _drain_fd(self.left_fd, fwd, self.scratch) < 0:
-                return errno
-            if right_ready and _drain_fd(self.right_fd, rev, self.scratch) < 0:
-                return errno
+            more_left = more_right = 0
+            if left_ready:
+                more_left = _drain_fd(self.left_fd, fwd, self.scratch)
+                if more_left < 0:
+                    return errno
+            if right_ready:
+                more_right = _drain_fd(self.right_fd, rev, self.scratch)
+                if more_right < 0:
+                    return errno
             now = _now_ns()
             _deliver(self.right_fd, fwd, now)
             _deliver(self.left_fd, rev, now)
+            if more_left or more_right or (busy and not timer_fired):
+                continue
+            # Tick while packets flow: one periodic timer wake-up per TICK_NS reads both TUNs
+            # and writes every packet due by then, instead of one wake-up (and one timer
+            # re-arm, a costly VM exit) per packet.  Due times stay those planned on arrival,
+            # so a late tick writes its backlog at once and never shifts later packets.
+            moved = fwd.c.arrived + rev.c.arrived + fwd.c.delivered + rev.c.delivered
+            if moved != seen:
+                seen = moved
+                if not busy:
+                    busy = True
+                    _arm(self.timer_fd, TICK_NS, TICK_NS, False)
+                    armed = -2                  # periodic: replaced whatever comes next
+                continue
+            # A tick that moved nothing: back to waiting on the TUNs and the next due packet.
+            busy = False
             next_fwd = _next_due(fwd)
             next_rev = _next_due(rev)
             next_due = next_fwd if next_rev < 0 or (0 <= next_fwd < next_rev) else next_rev
-            if next_due >= 0 and next_due != armed:
-                when.it_value.tv_sec = next_due // 1000000000
-                when.it_value.tv_nsec = next_due % 1000000000
-                timerfd_settime(self.timer_fd, TFD_TIMER_ABSTIME, &when, NULL)
+            if next_due != armed:
+                _arm(self.timer_fd, next_due if next_due >= 0 else 0, 0, True)
                 armed = next_due
