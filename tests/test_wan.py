@@ -261,6 +261,23 @@ def test_random_loss_matches_setting_and_counters(can_build):
 
 
 @pytest.mark.netns
+def test_forwarder_cpu_time_is_the_threads_own(can_build):
+    link = WanLink(LinkSpec(rate="100Mbit"))
+    with pytest.raises(RuntimeError, match="not running"):
+        link.forwarder_cpu_seconds()
+    with link as wan:
+        started = time.monotonic()
+        idle = wan.forwarder_cpu_seconds()
+        counter = ready(wan.popen_right(py(COUNT), stdout=subprocess.PIPE, text=True))
+        wan.run_left(py(SEND, wan.right_addr, "3000"), check=True, timeout=30)
+        counter.communicate(timeout=30)
+        busy = wan.forwarder_cpu_seconds()
+        wall = time.monotonic() - started
+    # 3000 packets cost the thread some CPU, never more than the time that passed
+    assert 0 < busy - idle < wall
+
+
+@pytest.mark.netns
 def test_gilbert_elliott_drops_are_counted(can_build):
     n = 3000
     ge = GilbertElliott.from_mean(0.05, 5.0)
