@@ -101,12 +101,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--gso", action="store_true", help="offer with the UDP GSO sender, not iperf3")
+    parser.add_argument("--no-offload", action="store_true", help="TUNs without UDP segmentation offload")
     parser.add_argument("--json", help="write every run here")
     args = parser.parse_args(argv)
     rates = [int(r) for r in args.rates.split(",")]
     runs: dict[int, list[dict[str, Any]]] = {rate: [] for rate in rates}
     port = 5300
-    with WanLink(LinkSpec(rate=args.link, delay_ms=2, queue_ms=20)) as wan:
+    with WanLink(LinkSpec(rate=args.link, delay_ms=2, queue_ms=20), offload=not args.no_offload) as wan:
         for run in range(args.runs):
             for rate in rates:  # rates alternate within a run: the same load for each
                 port += 1

@@ -25,7 +25,7 @@ cdef struct Counters:
 cdef struct Slot:
     int64_t depart_ns             # end of this packet's serialisation
     int64_t due_ns                # depart_ns + one-way delay (+ jitter): when it is written out
-    uint32_t offset               # into the byte ring
+    uint32_t offset               # into the byte ring (the virtio-net header, when there is one)
     uint32_t length
 
 
@@ -62,6 +62,7 @@ cdef struct Direction:
     uint64_t ring_size
     uint64_t write_pos
     uint32_t mtu
+    uint32_t vnet                 # bytes of virtio-net header before each slot's packet (0 or 10)
     Counters c
 
 
@@ -80,6 +81,7 @@ cdef class Forwarder:
     cdef int timer_fd
     cdef int stop_fd
     cdef uint8_t* scratch
+    cdef bint vnet                # the TUN fds carry virtio-net headers (UDP GSO offload)
     cdef int loop_errno
 
     cdef int _loop(self) noexcept nogil

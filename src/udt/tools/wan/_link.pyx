@@ -11,7 +11,7 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes
 from libc.errno cimport EAGAIN, EINTR, errno
 from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, malloc
-from libc.string cimport memcpy
+from libc.string cimport memcpy, memmove, memset
 
 from udt.core.siphash cimport splitmix64
 
@@ -79,6 +79,10 @@ cdef enum:
     MIN_SLOTS = 4096
     MEAN_SLOT_BYTES = 256    # the ring holds rate x time in bytes; slots assume small packets too
     FORWARDER_NICE = -10
+    VNET_HDR = 10            # struct virtio_net_hdr: flags, gso_type, hdr_len, gso_size, csum_start/offset
+    VNET_READ_MAX = 65536 + 16
+    VIRTIO_NEEDS_CSUM = 1
+    VIRTIO_GSO_UDP_L4 = 5
 
 # While packets flow the forwarder wakes on a periodic tick of this length (not once per
 # packet): a packet is read and written at most this much after it could have been.
@@ -179,7 +183,7 @@ cdef int _admit(Direction* d, int64_t now, uint8_t* packet, uint32_t length) noe
         d.c.queue_drops += 1
         return QUEUE_DROP
     slot = &d.slots[d.tail % d.nslots]
-    slot.offset = <uint32_t>(packet - d.ring)
+    slot.offset = <uint32_t>(packet - d.ring) - d.vnet
     slot.length = length
     slot.depart_ns = start + serialise
     due = slot.depart_ns + d.delay_ns
@@ -193,7 +197,7 @@ cdef int _admit(Direction* d, int64_t now, uint8_t* packet, uint32_t length) noe
     slot.due_ns = due
     d.last_due_ns = due
     d.last_depart_ns = slot.depart_ns
-    d.write_pos = slot.offset + length
+    d.write_pos = slot.offset + d.vnet + length
     d.tail += 1
     d.c.admitted += 1
     d.c.queue_delay_ns_sum += <uint64_t>backlog
@@ -268,6 +272,7 @@ cdef class Shaper:
         # Bytes in the link at most: the queue plus everything in flight for delay + jitter.
         seconds = (queue_ns + delay_ns + jitter_ns) / 1e9 + 0.01
         self.d.ring_size = <uint64_t>(capacity_bps / 8.0 * seconds) + 64 * <uint64_t>mtu
+        self.d.ring_size += self.d.ring_size // 8    # room for virtio-net headers (Forwarder)
         if queue_packets:
             self.d.ring_size = max(self.d.ring_size, (queue_packets + 64) * <uint64_t>mtu)
         self.d.nslots = max(<uint64_t>MIN_SLOTS, self.d.ring_size // MEAN_SLOT_BYTES)
@@ -339,15 +344,16 @@ cdef class Shaper:
     def offer(self, int64_t now_ns, bytes packet) -> int:
         """Feed one packet at *now_ns*; returns the verdict (ADMITTED, RANDOM_DROP, ...)."""
         cdef Py_ssize_t length = PyBytes_GET_SIZE(packet)
-        cdef uint8_t* room = _reserve(&self.d, self.d.mtu)
+        cdef uint8_t* room = _reserve(&self.d, self.d.vnet + self.d.mtu)
         if length > self.d.mtu:
             raise ValueError(f"packet of {length} bytes above the mtu {self.d.mtu}")
         if room == NULL:
             self.d.c.arrived += 1
             self.d.c.overflow_drops += 1
             return OVERFLOW_DROP
-        memcpy(room, PyBytes_AS_STRING(packet), length)
-        return _admit(&self.d, now_ns, room, <uint32_t>length)
+        memset(room, 0, self.d.vnet)
+        memcpy(room + self.d.vnet, PyBytes_AS_STRING(packet), length)
+        return _admit(&self.d, now_ns, room + self.d.vnet, <uint32_t>length)
 
     def pop_due(self, int64_t now_ns) -> list:
         """Every packet due at *now_ns*, in order (as bytes)."""
@@ -357,7 +363,7 @@ cdef class Shaper:
             slot = _due(&self.d, now_ns)
             if slot == NULL:
                 return out
-            out.append(PyBytes_FromStringAndSize(<char*>self.d.ring + slot.offset, slot.length))
+            out.append(PyBytes_FromStringAndSize(<char*>self.d.ring + slot.offset + self.d.vnet, slot.length))
             _pop(&self.d, slot)
 
     def next_due_ns(self):
@@ -391,6 +397,12 @@ cdef int _drain_fd(int fd, Direction* d, uint8_t* scratch) noexcept nogil:
     cdef ssize_t n
     cdef uint8_t* room
     for _i in range(READ_BATCH):
+        if d.vnet:
+            n = read(fd, scratch, VNET_READ_MAX)
+            if n < 0:
+                return 0 if errno == EAGAIN or errno == EINTR else -1
+            _take_vnet(d, _now_ns(), scratch, <uint32_t>n)
+            continue
         room = _reserve(d, d.mtu)
         n = read(fd, scratch if room == NULL else room, d.mtu)
         if n < 0:
@@ -403,6 +415,109 @@ cdef int _drain_fd(int fd, Direction* d, uint8_t* scratch) noexcept nogil:
     return 1
 
 
+cdef inline uint32_t _get16(const uint8_t* p) noexcept nogil:
+    return (<uint32_t>p[0] << 8) | p[1]
+
+
+cdef inline void _put16(uint8_t* p, uint32_t value) noexcept nogil:
+    p[0] = <uint8_t>(value >> 8)
+    p[1] = <uint8_t>value
+
+
+cdef uint32_t _sum16(const uint8_t* p, uint32_t length, uint32_t total) noexcept nogil:
+    """Ones'-complement sum of big-endian 16-bit words (length even), folded to 16 bits."""
+    cdef uint32_t i
+    for i in range(0, length, 2):
+        total += _get16(p + i)
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return total
+
+
+cdef void _offer_vnet(Direction* d, int64_t now, const uint8_t* hdr, const uint8_t* packet,
+                      uint32_t length) noexcept nogil:
+    """Queue one packet (and its virtio-net header) read from a TUN with offloads."""
+    cdef uint8_t* room = _reserve(d, VNET_HDR + length)
+    if room == NULL:
+        d.c.arrived += 1
+        d.c.overflow_drops += 1
+        return
+    memcpy(room, hdr, VNET_HDR)
+    memcpy(room + VNET_HDR, packet, length)
+    _admit(d, now, room + VNET_HDR, length)
+
+
+cdef void _take_vnet(Direction* d, int64_t now, uint8_t* buf, uint32_t n) noexcept nogil:
+    """One read from a TUN with UDP GSO offload: a plain packet, or a UDP super-packet that is
+    cut into the datagrams its sender wrote, each judged as if it had come alone."""
+    cdef uint8_t hdr[VNET_HDR]
+    cdef uint8_t* ip = buf + VNET_HDR
+    cdef uint32_t length, l4, gso_size, payload, chunk, done, total, i, pseudo, ipv4_id
+    cdef bint v4
+    if n < VNET_HDR + 20:
+        d.c.arrived += 1
+        d.c.invalid += 1
+        return
+    length = n - VNET_HDR
+    if buf[1] == 0:                                  # VIRTIO_NET_HDR_GSO_NONE
+        if length > d.mtu:
+            d.c.arrived += 1
+            d.c.invalid += 1
+            return
+        _offer_vnet(d, now, buf, ip, length)
+        return
+    # UDP_L4 only (the TUNs offer no TCP segmentation); csum_start is where UDP begins
+    l4 = buf[6] | (<uint32_t>buf[7] << 8)
+    gso_size = buf[4] | (<uint32_t>buf[5] << 8)
+    v4 = ip[0] >> 4 == 4
+    if (buf[1] & 0x7F) != VIRTIO_GSO_UDP_L4 or not _valid_ip(ip, length) or gso_size == 0 or (
+            l4 + 8 > length) or l4 + 8 + gso_size > d.mtu or (v4 and (ip[9] != 17 or l4 != (ip[0] & 0xF) * 4)) or (
+            not v4 and (ip[6] != 17 or l4 != 40)):
+        d.c.arrived += 1
+        d.c.invalid += 1
+        return
+    # each datagram: NEEDS_CSUM with the UDP checksum left to the receiving stack, as the
+    # sender's kernel left it for the super-packet (the checksum field: the pseudo-header sum)
+    memset(hdr, 0, VNET_HDR)
+    hdr[0] = VIRTIO_NEEDS_CSUM
+    hdr[6] = <uint8_t>l4
+    hdr[8] = 6                                       # csum_offset: UDP's checksum field
+    payload = length - l4 - 8
+    ipv4_id = _get16(ip + 4) if v4 else 0
+    done = 0
+    i = 0
+    while done < payload:
+        chunk = payload - done if payload - done < gso_size else gso_size
+        total = l4 + 8 + chunk
+        # the segment's headers in place, just before its payload (the previous segment has
+        # been copied out already; the first one's are the super-packet's own)
+        if done > 0:
+            memmove(ip + done, ip, l4 + 8)
+        if v4:
+            _put16(ip + done + 2, total)
+            _put16(ip + done + 4, (ipv4_id + i) & 0xFFFF)
+            _put16(ip + done + 10, 0)
+            _put16(ip + done + 10, (~_sum16(ip + done, l4, 0)) & 0xFFFF)
+            pseudo = _sum16(ip + done + 12, 8, 17 + 8 + chunk)
+        else:
+            _put16(ip + done + 4, 8 + chunk)
+            pseudo = _sum16(ip + done + 8, 32, 17 + 8 + chunk)
+        _put16(ip + done + l4 + 4, 8 + chunk)
+        _put16(ip + done + l4 + 6, pseudo)
+        _offer_vnet(d, now, hdr, ip + done, total)
+        done += chunk
+        i += 1
+
+
+cdef void _deliver(int fd, Direction* d, int64_t now) noexcept nogil:
+    cdef Slot* slot = _due(d, now)
+    while slot != NULL:
+        if write(fd, d.ring + slot.offset, d.vnet + slot.length) < 0:
+            d.c.write_errors += 1
+        _pop(d, slot)
+        slot = _due(d, now)
+
+
 cdef void _arm(int timer_fd, int64_t value_ns, int64_t interval_ns, bint absolute) noexcept nogil:
     """Set the timer: at *value_ns* (absolute or from now; 0 disarms), then every *interval_ns*."""
     cdef itimerspec when
@@ -411,15 +526,6 @@ cdef void _arm(int timer_fd, int64_t value_ns, int64_t interval_ns, bint absolut
     when.it_interval.tv_sec = interval_ns // 1000000000
     when.it_interval.tv_nsec = interval_ns % 1000000000
     timerfd_settime(timer_fd, TFD_TIMER_ABSTIME if absolute else 0, &when, NULL)
-
-
-cdef void _deliver(int fd, Direction* d, int64_t now) noexcept nogil:
-    cdef Slot* slot = _due(d, now)
-    while slot != NULL:
-        if write(fd, d.ring + slot.offset, slot.length) < 0:
-            d.c.write_errors += 1
-        _pop(d, slot)
-        slot = _due(d, now)
 
 
 cdef class Forwarder:
@@ -436,13 +542,18 @@ cdef class Forwarder:
         self.stop_fd = -1
         self.scratch = NULL
 
-    def __init__(self, int left_fd, int right_fd, Shaper forward, Shaper reverse):
+    def __init__(self, int left_fd, int right_fd, Shaper forward, Shaper reverse, *, bint vnet_hdr=False):
+        """``vnet_hdr``: the fds were opened with IFF_VNET_HDR and UDP segmentation offload, so
+        a read may be a UDP GSO super-packet (cut into its datagrams here) and every write
+        carries a virtio-net header.  The shapers must not be in use yet."""
         cdef epoll_event event
         self.left_fd = left_fd
         self.right_fd = right_fd
         self.forward = forward
         self.reverse = reverse
-        self.scratch = <uint8_t*>malloc(max(forward.d.mtu, reverse.d.mtu))
+        self.vnet = vnet_hdr
+        forward.d.vnet = reverse.d.vnet = VNET_HDR if vnet_hdr else 0
+        self.scratch = <uint8_t*>malloc(VNET_READ_MAX if vnet_hdr else max(forward.d.mtu, reverse.d.mtu))
         self.epoll_fd = epoll_create1(EPOLL_CLOEXEC)
         self.busy_epoll_fd = epoll_create1(EPOLL_CLOEXEC)
         self.timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC)
