@@ -17,6 +17,7 @@ cdef struct Counters:
     uint64_t overflow_drops       # the preallocated ring was full (rate above the sizing)
     uint64_t invalid              # not an IPv4/IPv6 packet
     uint64_t write_errors         # the receiving TUN refused the packet
+    uint64_t gso_writes           # UDP GSO super-packets written (each several delivered packets)
     uint64_t queue_delay_ns_sum   # time spent waiting behind earlier packets, admitted packets
     uint64_t queue_delay_ns_max
     uint64_t admitted
