@@ -17,6 +17,7 @@ cdef struct Counters:
     uint64_t overflow_drops       # the preallocated ring was full (rate above the sizing)
     uint64_t invalid              # not an IPv4/IPv6 packet
     uint64_t write_errors         # the receiving TUN refused the packet
+    uint64_t gso_writes           # UDP GSO super-packets written (each several delivered packets)
     uint64_t queue_delay_ns_sum   # time spent waiting behind earlier packets, admitted packets
     uint64_t queue_delay_ns_max
     uint64_t admitted
@@ -25,7 +26,7 @@ cdef struct Counters:
 cdef struct Slot:
     int64_t depart_ns             # end of this packet's serialisation
     int64_t due_ns                # depart_ns + one-way delay (+ jitter): when it is written out
-    uint32_t offset               # into the byte ring
+    uint32_t offset               # into the byte ring (the virtio-net header, when there is one)
     uint32_t length
 
 
@@ -62,6 +63,7 @@ cdef struct Direction:
     uint64_t ring_size
     uint64_t write_pos
     uint32_t mtu
+    uint32_t vnet                 # bytes of virtio-net header before each slot's packet (0 or 10)
     Counters c
 
 
@@ -75,10 +77,12 @@ cdef class Forwarder:
     cdef Shaper reverse           # right TUN -> left TUN
     cdef int left_fd
     cdef int right_fd
-    cdef int epoll_fd
+    cdef int epoll_fd              # idle: both TUNs, the timer, stop
+    cdef int busy_epoll_fd         # ticking: the timer and stop only
     cdef int timer_fd
     cdef int stop_fd
     cdef uint8_t* scratch
+    cdef bint vnet                # the TUN fds carry virtio-net headers (UDP GSO offload)
     cdef int loop_errno
 
     cdef int _loop(self) noexcept nogil

@@ -16,6 +16,7 @@ import dataclasses
 import os
 import subprocess
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -64,7 +65,13 @@ class WanLink:
     here and deletes every namespace made."""
 
     def __init__(
-        self, forward: LinkSpec, reverse: LinkSpec | None = None, *, senders: int = 1, mtu: int = 1500
+        self,
+        forward: LinkSpec,
+        reverse: LinkSpec | None = None,
+        *,
+        senders: int = 1,
+        mtu: int = 1500,
+        offload: bool = True,
     ) -> None:
         if senders < 1 or senders > 250:
             raise ValueError(f"senders must be 1..250, got {senders}")
@@ -74,6 +81,9 @@ class WanLink:
         self.reverse_spec = reverse
         self.senders = senders
         self.mtu = mtu
+        # UDP segmentation offload on the TUNs: a GSO sender's batch is one read, not one per
+        # datagram (docs/tools.md); False where the kernel refuses it.
+        self.offload = offload
         # Built before any namespace exists, so bad settings fail without anything to clean.
         self._shapers = {"forward": _shaper("forward", forward, mtu), "reverse": _shaper("reverse", reverse, mtu)}
         self.left_ns = netns.unique_name("left")
@@ -124,16 +134,28 @@ class WanLink:
             (self.left_ns, LEFT_ADDR, LEFT_ADDR6),
             (self.right_ns, RIGHT_ADDR, RIGHT_ADDR6),
         ):
-            self._fds.append(netns.open_tun(name, TUN_NAME))
+            self._fds.append(self._open_tun(name))
             netns.ip(name, "link", "set", TUN_NAME, "mtu", str(self.mtu), "txqueuelen", str(TUN_QUEUE), "up")
             netns.ip(name, "addr", "add", f"{addr}/24", "dev", TUN_NAME)
             netns.ip(name, "-6", "addr", "add", f"{addr6}/64", "dev", TUN_NAME, "nodad")
         if self.senders > 1:
             self._build_dumbbell()
-        self._forwarder = Forwarder(self._fds[0], self._fds[1], self._shapers["forward"], self._shapers["reverse"])
+        self._forwarder = Forwarder(
+            self._fds[0], self._fds[1], self._shapers["forward"], self._shapers["reverse"], vnet_hdr=self.offload
+        )
         self._forwarder.start_schedules()
         self._thread = threading.Thread(target=self._run, name=f"wan-{self.left_ns}", daemon=True)
         self._thread.start()
+
+    def _open_tun(self, name: str) -> int:
+        if self.offload:
+            try:
+                return netns.open_tun(name, TUN_NAME, offload=True)
+            except OSError:
+                if self._fds:  # the first TUN has offloads: the second must match
+                    raise
+                self.offload = False
+        return netns.open_tun(name, TUN_NAME)
 
     def _build_dumbbell(self) -> None:
         netns.run(["ip", "netns", "exec", self.left_ns, "sysctl", "-qw", "net.ipv4.ip_forward=1"])
@@ -225,6 +247,13 @@ class WanLink:
             side: _udp_snmp(self.exec_argv(ns, ["cat", "/proc/net/snmp"]))
             for side, ns in (("left", self.left_ns), ("right", self.right_ns))
         }
+
+    def forwarder_cpu_seconds(self) -> float:
+        """CPU time the forwarder thread has used so far (user + system): the link's own cost,
+        which on a small machine the endpoints do not get."""
+        if self._thread is None or self._thread.ident is None:
+            raise RuntimeError("the WanLink is not running")
+        return time.clock_gettime(time.pthread_getcpuclockid(self._thread.ident))
 
     def set_rate(self, direction: str, rate: str | float) -> None:
         """Change a direction's rate now (``"50Mbit"`` or bits/s, at most its ``max_rate``)."""
