@@ -43,8 +43,9 @@ cdef enum:
     MIN_FLIGHT_FLAG_SIZE = 32
     PMTUD_MAX_MSS = 65535             # largest MSS discovery tries: an IPv4 packet (UDP 65507 + 28)
     PMTUD_MAX_TRIES = 3               # copies of a probe lost before its size counts as too big
-    PMTUD_BLACK_HOLE_TRIES = 6        # ... before the confirmed MSS does (a false black hole
-                                      # under 20 % random loss: 0.2^6, 6e-5 per check)
+    # copies lost before the confirmed MSS counts as a black hole (a false one under 20 %
+    # random loss: 0.2^6, 6e-5 per check)
+    PMTUD_BLACK_HOLE_TRIES = 6
     PMTUD_MIN_STEP = 512              # the search stops when it brackets the MTU this closely
     PMTUD_RAISE_US = 600000000        # a search that ended below the ceiling runs again (RFC 8899)
     PMTUD_BLACK_HOLE_RAISE_US = 60000000  # ... this soon after a black hole
