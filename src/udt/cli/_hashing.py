@@ -44,7 +44,7 @@ class BlockHasher(threading.Thread):
             try:
                 return self._free.get(timeout=1.0)
             except queue.Empty:
-                if not self.is_alive():
+                if self._error is None and not self.is_alive():
                     raise RuntimeError("the hashing thread is gone") from None
 
     def submit(self, view: memoryview) -> None:
