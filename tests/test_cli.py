@@ -459,6 +459,24 @@ def test_digest_mismatch_discards_the_file(tmp_path):
     assert [f["status"] for f in result["files"]] == ["sha256 mismatch", "verified"]
 
 
+def test_stream_ending_mid_file_counts_every_byte_that_arrived(tmp_path):
+    """A sender gone mid-block: what arrived is counted (not rounded to whole blocks) and the
+    partial file is discarded."""
+    out = tmp_path / "out"
+    arrived = os.urandom(300_000)  # one whole 256 KiB block and part of the next
+    record = wire.Tag.FILE + wire.FILE_HEADER.pack(1_000_000, 8) + b"half.bin" + arrived
+    with Receiver(tmp_path, "--output", out, "--once", "--json") as recv:
+        host, port = parse_host_port(recv.address)
+        with udt.create_connection((host, port), timeout=10) as conn:
+            conn.sendall(wire.pack_session_header(wire.SessionKind.FILES) + record)
+        assert recv.wait() != 0
+    result = recv.json()
+    assert result["bytes"] == len(arrived), result
+    assert "half.bin" in recv.stderr
+    assert list(out.iterdir()) == []
+    no_traceback(recv)
+
+
 def test_garbage_session_is_a_protocol_error(tmp_path):
     with Receiver(tmp_path, "--mem", "--once") as recv:
         host, port = parse_host_port(recv.address)

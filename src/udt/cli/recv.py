@@ -2,10 +2,11 @@
 
 One thread waits on the listener and every connection that has not started sending (one
 ``udt.epoll``): an idle connection costs no thread.  A connection whose first bytes arrive gets a
-thread for its transfer (blocking recvfile at full speed).  A file is written under a temporary name in the
-output directory, hashed as it arrives, and renamed to its real name only when its sha256 matches
-the sender's; a sender that dies mid-file costs that file only (the temporary file is removed and
-the failure reported) and the server keeps serving.
+thread for its transfer (blocking receives at full speed).  A file is written under a temporary
+name in the output directory, each block hashed (in a second thread) as it is written, and
+renamed to its real name only when its sha256 matches the sender's; a sender that dies mid-file
+costs that file only (the temporary file is removed and the failure reported) and the server
+keeps serving.
 """
 
 from __future__ import annotations
@@ -50,17 +51,15 @@ from udt.cli._common import (
     run_main,
     supervise,
 )
-from udt.cli._hashing import FileHasher
+from udt.cli._hashing import BlockHasher
 from udt.cli._passphrase import RefusalLog, add_passphrase_argument, read_passphrase
 from udt.cli._pattern import CHUNK as PATTERN_CHUNK
 from udt.cli._pattern import Pattern, first_difference, same_bytes, stream_digest
 from udt.cli._progress import Meter, ProgressBar
-from udt.errors import ErrorCode
+from udt.errors import ErrorCode, error_from_code
 from udt.units import parse_rate_bytes_per_s
 
 PROG = "udt-recv"
-RECVFILE_STEP = 4 << 20  # bytes per recvfile call: small enough for a lively progress bar
-_FILE_WRITE_CODES = (ErrorCode.FILE_WRITE_OFFSET, ErrorCode.FILE_WRITE)  # writing the local file
 ACCEPT_POLL = 0.5  # seconds; how often the dispatcher looks at the cancel flag
 
 DESCRIPTION = """\
@@ -589,23 +588,14 @@ def _receive_files(settings: Settings, conn: udt.socket, state: _SessionState) -
         _try_reply(conn, wire.ReplyStatus.OK if ok else wire.ReplyStatus.DIGEST_MISMATCH, size, digest)
 
 
-def _count_landed(state: _SessionState, file_size: int) -> None:
-    """A failed recvfile step still wrote what arrived before the failure (in order, from the
-    step's offset): count it, so the failure message and --json tell the bytes that arrived."""
-    landed = max(0, file_size - state.current_done)
-    state.current_done += landed
-    state.nbytes += landed
-    if state.meter is not None:
-        state.meter.done, state.meter.moved = state.current_done, state.nbytes
-
-
 def _receive_one(
     settings: Settings, conn: udt.socket, state: _SessionState, name: str, size: int
 ) -> tuple[bytes, bool]:
     """Receive one file into a temporary name; rename it only if the sha256 matches.
 
-    ``recvfile`` writes the data in C without the GIL, in steps (for the progress bar); a
-    FileHasher thread hashes what has landed in the file so far.
+    Each block is received into a buffer of the BlockHasher, written with ``pwrite`` and then
+    hashed in that thread (both release the GIL): the digest covers exactly the bytes written,
+    without reading the file back.
     """
     assert settings.output is not None and state.meter is not None
     final = os.path.join(settings.output, name)
@@ -618,30 +608,35 @@ def _receive_one(
         _try_reply(conn, wire.ReplyStatus.WRITE_FAILED)
         failure = file_error(exc, settings.output, "write into")
         raise SessionFailed(failure.code, failure.message) from None
-    hasher = FileHasher(temp, size, name=f"{PROG}-hash")
+    hasher = BlockHasher(name=f"{PROG}-hash")
     hasher.start()
     try:
-        # recvfile's timeout would bound a whole step and lose the byte count when it fires:
-        # inside a file, a dead sender is left to UDT's broken-connection detection.
+        # a receive timeout inside a file would only add a way to fail: a dead sender is left
+        # to UDT's broken-connection detection.
         conn.settimeout(None)
         try:
-            with open(fd, "r+b", buffering=0) as out:
+            with open(fd, "r+b", buffering=0):  # closes fd
                 while state.current_done < size:
-                    step = min(RECVFILE_STEP, size - state.current_done)
+                    view = hasher.take()
+                    want = min(len(view), size - state.current_done)
+                    got, failure = _receive_block(conn, view[:want])
                     try:
-                        got = conn.recvfile(out, state.current_done, step)
+                        _write_all(fd, view[:got], state.current_done)
                     except OSError as exc:
-                        _count_landed(state, os.fstat(out.fileno()).st_size)
-                        if getattr(exc, "udt_code", 0) not in _FILE_WRITE_CODES:
-                            raise  # the connection, not the disk
                         _try_reply(conn, wire.ReplyStatus.WRITE_FAILED)
                         failure = file_error(exc, final, "write")
                         raise SessionFailed(failure.code, failure.message) from None
+                    hasher.submit(view[:got])
                     state.current_done += got
                     state.nbytes += got
                     state.meter.done = state.current_done
                     state.meter.moved = state.nbytes
-                    hasher.publish(state.current_done)
+                    if failure is not None:
+                        raise failure
+                    if got < want:
+                        raise error_from_code(
+                            ErrorCode.CONNECTION_BROKEN, f"stream ended after {state.current_done} of {size} bytes"
+                        )
         except BaseException:
             hasher.abandon()
             raise
@@ -665,6 +660,27 @@ def _receive_one(
                 os.unlink(temp)
             except OSError:
                 pass
+
+
+def _receive_block(conn: udt.socket, view: memoryview) -> tuple[int, OSError | None]:
+    """Fill ``view`` from the stream: the bytes received (fewer only at end of stream or on a
+    failure) and the failure, raised by the caller once what did arrive is written."""
+    got = 0
+    while got < len(view):
+        try:
+            n = conn.recv_into(view[got:])
+        except OSError as exc:
+            return got, exc
+        if not n:
+            break
+        got += n
+    return got, None
+
+
+def _write_all(fd: int, view: memoryview, offset: int) -> None:
+    while view:
+        n = os.pwrite(fd, view, offset)
+        view, offset = view[n:], offset + n
 
 
 def _read_umask() -> int:

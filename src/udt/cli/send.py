@@ -2,8 +2,8 @@
 
 All files travel over one connection, one after another, each followed by its sha256; the
 receiver checks every file and answers per file, and ``udt-send`` exits 0 only when the receiver
-has verified all of them.  File data goes out with the socket's ``sendfile`` while a second
-thread hashes the same file from the page cache, so hashing overlaps sending.
+has verified all of them.  Each block of a file is read once, queued on the socket, then hashed
+in a second thread (``_hashing.BlockHasher``), so hashing overlaps sending.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ from udt.cli._common import (
     run_main,
     supervise,
 )
-from udt.cli._hashing import FileHasher, FileShrankError
+from udt.cli._hashing import BlockHasher
 from udt.cli._passphrase import add_passphrase_argument, read_passphrase
 from udt.cli._pattern import CHUNK as PATTERN_CHUNK
 from udt.cli._pattern import Pattern, new_seed, stream_digest
@@ -55,9 +55,6 @@ from udt.options import SocketOption
 from udt.units import parse_rate_bytes_per_s
 
 PROG = "udt-send"
-# bytes per sendfile call: small, so the bytes a failing call had queued (uncounted in the
-# meter) stay a small part of the acknowledged count, and the progress bar stays lively
-SENDFILE_STEP = 256 << 10
 MEM_CHUNK = PATTERN_CHUNK  # bytes per memory-mode chunk record
 REPLY_TIMEOUT = 120.0  # seconds to wait for the receiver's verdict after the last byte
 
@@ -387,36 +384,38 @@ def _raise_with_reply(replies: Replies, exc: OSError, peer: str, what: str) -> N
 
 
 def _send_one(sock: udt.socket, source: SourceFile, meter: Meter, sent_before: int) -> bytes:
+    """Read each block once, queue it, then hash it in the BlockHasher thread: the digest covers
+    exactly the bytes sent (no second read of the file)."""
     try:
-        f = open(source.path, "rb")
+        f = open(source.path, "rb", buffering=0)
     except OSError as exc:
         raise file_error(exc, source.path, "read") from None
     with f:
-        size = os.fstat(f.fileno()).st_size
+        fd = f.fileno()
+        size = os.fstat(fd).st_size
         if size != source.size:
             raise CliError(ExitCode.FILE_ERROR, f"{source.path} changed size while queued")
-        hasher = FileHasher(source.path, size, name=f"{PROG}-hash")
-        hasher.publish(size)
+        hasher = BlockHasher(name=f"{PROG}-hash")
         hasher.start()
         try:
             sock.sendall(wire.pack_file_header(source.name, size))
             offset = 0
             while offset < size:
-                count = min(SENDFILE_STEP, size - offset)
-                sent = sock.sendfile(f, offset, count)
-                if not sent:
+                view = hasher.take()
+                try:
+                    got = os.preadv(fd, [view[: min(len(view), size - offset)]], offset)
+                except OSError as exc:
+                    raise file_error(exc, source.path, "read") from None
+                if not got:
                     raise CliError(ExitCode.FILE_ERROR, f"{source.path} shrank while being sent")
-                offset += sent
+                sock.sendall(view[:got])
+                hasher.submit(view[:got])
+                offset += got
                 meter.queued = sent_before + offset
         except BaseException:
             hasher.abandon()
             raise
-        try:
-            digest = hasher.result()
-        except OSError as exc:
-            raise file_error(exc, source.path, "read") from None
-        except FileShrankError as exc:
-            raise CliError(ExitCode.FILE_ERROR, str(exc)) from None
+        digest = hasher.result()
         sock.sendall(wire.pack_digest(digest))
         return digest
 
