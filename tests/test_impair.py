@@ -388,9 +388,12 @@ def test_jitter_spreads_delay_uniformly_within_bounds(ab):
     assert min(delays) >= delay - jitter - 0.0002
     assert sorted(delays)[int(0.9 * len(delays))] <= delay + jitter + 0.003
     assert abs(statistics.mean(delays) - delay) <= 0.0015, f"mean {statistics.mean(delays) * 1e3:.2f} ms"
-    # Uniform on ±4 ms has sd 2.31 ms; a fixed delay would have ~0.
-    assert 0.0015 <= statistics.pstdev(delays) <= 0.0035
-    print(f"\njitter 20±4 ms: mean {statistics.mean(delays) * 1e3:.2f} ms, sd {statistics.pstdev(delays) * 1e3:.2f} ms")
+    # Uniform on ±4 ms has an interquartile range of 4 ms; a fixed delay would have ~0.  The
+    # quartiles, not the standard deviation: one datagram a loaded host held back for 50 ms
+    # would double the deviation (seen: 6.1 ms in a CI run) but moves a quartile by one rank.
+    q1, _, q3 = statistics.quantiles(delays, n=4)
+    assert 0.0025 <= q3 - q1 <= 0.0055, f"interquartile range {(q3 - q1) * 1e3:.2f} ms"
+    print(f"\njitter 20±4 ms: mean {statistics.mean(delays) * 1e3:.2f} ms, IQR {(q3 - q1) * 1e3:.2f} ms")
 
 
 def test_jitter_never_reorders(ab):
