@@ -43,6 +43,8 @@ cdef double LOSS_THRESH = 0.1             # round loss rate above which loss mea
 cdef double BETA = 0.7
 cdef double PROBE_AGAIN = 1.15            # bandwidth growth in an up phase that means headroom
 cdef double[8] PROBE_GAINS = [1.25, 0.75, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]
+cdef int CRUISE_MIN = 4                   # cruising phases per cycle: 4-8 at random, 6 on average
+cdef int CRUISE_SPREAD = 5
 
 
 cdef struct SendRecord:
@@ -95,6 +97,7 @@ cdef struct Bbr:
     int64_t queue_exit_round       # STARTUP ends when this round begins (0 = no queue seen)
     int64_t queue_since            # when the current run of queue samples began
     int cycle_index
+    int cruise_left                # cruising phases (gain 1) left before the next up phase
     int64_t cycle_stamp
     double probe_start_bw          # btl_bw when the up phase began
     int64_t round_lost
@@ -312,6 +315,7 @@ cdef void _enter_cycle_phase(CCState* cc, Bbr* b, int index, int64_t now) noexce
 cdef void _update_state(CCState* cc, Bbr* b, int64_t now) noexcept nogil:
     cdef int64_t phase_us
     cdef int start
+    cdef bint extended
     if b.state == STARTUP and b.full_bw_reached:
         b.state = DRAIN
         if b.btl_bw > b.full_bw:
@@ -323,7 +327,9 @@ cdef void _update_state(CCState* cc, Bbr* b, int64_t now) noexcept nogil:
         b.cwnd_gain = CWND_GAIN
         # a random phase other than the draining one, so competing flows do not probe in step
         start = <int>(splitmix64(&cc.rng) % (CYCLE_LEN - 1))
-        _enter_cycle_phase(cc, b, 0 if start == 0 else start + 1, now)
+        _enter_cycle_phase(cc, b, 0 if start == 0 else 2, now)
+        if start > 0:
+            b.cruise_left = CYCLE_LEN - 1 - start
     elif b.state == PROBE_BW:
         phase_us = b.min_rtt_us if b.min_rtt_us > 2 * SYN_US else 2 * SYN_US
         if now - b.cycle_stamp < phase_us:
@@ -362,7 +368,27 @@ cdef void _update_state(CCState* cc, Bbr* b, int64_t now) noexcept nogil:
             # about 2 round trips per 1.25x, not 8
             _enter_cycle_phase(cc, b, 0, now)
             return
-        _enter_cycle_phase(cc, b, (b.cycle_index + 1) % CYCLE_LEN, now)
+        if b.cycle_index == 2:
+            b.cruise_left -= 1
+            if b.cruise_left > 0:
+                b.cycle_stamp = now
+                return
+            _enter_cycle_phase(cc, b, 0, now)
+            return
+        if b.cycle_index == 0:
+            _enter_cycle_phase(cc, b, 1, now)
+            return
+        extended = now - b.cycle_stamp >= 3 * phase_us
+        _enter_cycle_phase(cc, b, 2, now)
+        b.cruise_left = CRUISE_MIN + CRUISE_SPREAD // 2
+        if extended:
+            # the draining phase waited 3 phases or more for the queue: the queue of flows
+            # that share the bottleneck, and they all leave the phase when it is gone.  With a
+            # fixed cycle they then probe in step for good, each up phase raising every flow by
+            # the same ratio, so a late flow kept the share its STARTUP found (fake clock, 100 ms
+            # path, 1-BDP queue, second flow 1.5 s later: 0.29-0.32 of the other's rate after
+            # 15 s).  A cruise of random length lets each flow probe alone next cycle
+            b.cruise_left = CRUISE_MIN + <int>(splitmix64(&cc.rng) % CRUISE_SPREAD)
 
 
 cdef void _set_output(CCState* cc, Bbr* b, int64_t newly) noexcept nogil:
