@@ -619,7 +619,7 @@ def _receive_one(
                 while state.current_done < size:
                     view = hasher.take()
                     want = min(len(view), size - state.current_done)
-                    got, failure = _receive_block(conn, view[:want])
+                    got, broken = _receive_block(conn, view[:want])
                     try:
                         _write_all(fd, view[:got], state.current_done)
                     except OSError as exc:
@@ -631,8 +631,8 @@ def _receive_one(
                     state.nbytes += got
                     state.meter.done = state.current_done
                     state.meter.moved = state.nbytes
-                    if failure is not None:
-                        raise failure
+                    if broken is not None:
+                        raise broken
                     if got < want:
                         raise error_from_code(
                             ErrorCode.CONNECTION_BROKEN, f"stream ended after {state.current_done} of {size} bytes"
