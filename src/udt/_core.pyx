@@ -1251,8 +1251,9 @@ cdef uint32_t _pmtud_on_timeout(Conn* c, int64_t now) noexcept nogil:
 
 # ---------------------------------------------------------------------------------------------
 # Black holes (protocol.md §13, RFC 8899 §4.3): an EXP with data out while the MSS is above the
-# handshake's probes the current MSS; three lost copies bring the MSS back to the base, and the
-# packets already written at the old size leave as fragments the peer joins (EXT_PMTU_FRAGMENT,
+# handshake's probes the current MSS; PMTUD_BLACK_HOLE_TRIES lost copies, while base-size probes
+# are answered, bring the MSS back to the base, and the packets already written at the old size
+# leave as fragments the peer joins (EXT_PMTU_FRAGMENT,
 # udt/core/fragments.pxd) until they are acknowledged.  The search then runs again below the
 # size that failed, and from the ceiling PMTUD_BLACK_HOLE_RAISE_US later.
 # ---------------------------------------------------------------------------------------------
