@@ -352,6 +352,24 @@ class _StarvedSender(Net):
         return min(times) if times else None
 
 
+def _bulk_run(net: Net, c, s, seconds: float) -> float:
+    """Keep the client's send buffer full and drain the server for `seconds` of simulated time;
+    the delivery rate over them, packets/s."""
+    start, got = net.now, 0
+    chunk = bytes(PAYLOAD * 16)
+
+    def pump() -> bool:
+        nonlocal got
+        while c.write(chunk, net.now) > 0:
+            pass
+        while not isinstance(r := s.read(1 << 20, net.now), int) and r:
+            got += len(r)
+        return net.now - start >= seconds * 1e6
+
+    net.run(int(seconds * 1e6) + 1, pump)
+    return got / PAYLOAD / ((net.now - start) / 1e6)
+
+
 def test_a_sender_starved_of_cpu_keeps_its_model():
     """0.5 s without enough CPU to keep its pacing (data queued, window open): the samples then
     measure the host, not the path, and count as app-limited.  Followed down, the model (the
@@ -359,21 +377,9 @@ def test_a_sender_starved_of_cpu_keeps_its_model():
     the gain cycle took seconds to climb again."""
     net = _StarvedSender(seed=3, profile=_link(), reverse=LinkProfile(delay_us=DELAY))
     net, c, s = connected_pair(net, client_options={"cc": "bbr", "snd_buf": 16384}, server_options={"rcv_buf": 16384})
-    chunk = bytes(PAYLOAD * 16)
-    got = [0]
 
     def run(seconds: float) -> float:
-        start, got0 = net.now, got[0]
-
-        def pump() -> bool:
-            while c.write(chunk, net.now) > 0:
-                pass
-            while not isinstance(r := s.read(1 << 20, net.now), int) and r:
-                got[0] += len(r)
-            return net.now - start >= seconds * 1e6
-
-        net.run(int(seconds * 1e6) + 1, pump)
-        return (got[0] - got0) / PAYLOAD / ((net.now - start) / 1e6)
+        return _bulk_run(net, c, s, seconds)
 
     def median_pacing() -> float:
         pacing = []
@@ -433,21 +439,9 @@ def test_startup_cut_short_by_a_host_stall_is_resumed(seed):
     forward = LinkProfile(delay_us=delay, rate_pps=RATE, queue_packets=int(RATE * 0.1))
     net = Net(seed=seed, profile=forward, reverse=LinkProfile(delay_us=delay))
     net, c, s = connected_pair(net, client_options={"cc": "bbr", "snd_buf": 16384}, server_options={"rcv_buf": 16384})
-    chunk = bytes(PAYLOAD * 16)
-    got = [0]
 
     def run(seconds: float) -> float:
-        start, got0 = net.now, got[0]
-
-        def pump() -> bool:
-            while c.write(chunk, net.now) > 0:
-                pass
-            while not isinstance(r := s.read(1 << 20, net.now), int) and r:
-                got[0] += len(r)
-            return net.now - start >= seconds * 1e6
-
-        net.run(int(seconds * 1e6) + 1, pump)
-        return (got[0] - got0) / PAYLOAD / ((net.now - start) / 1e6)
+        return _bulk_run(net, c, s, seconds)
 
     run(0.5)
     net.set_profile(forward, LinkProfile(delay_us=delay + 300_000))
