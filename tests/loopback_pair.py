@@ -5,6 +5,7 @@ fix to it (an accept timeout, the close order) reaches every test that uses it."
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -40,3 +41,21 @@ def connected_pair(
         finally:
             if relay:
                 relay.close()
+
+
+def send_and_receive(client: udt.socket, conn: udt.socket, payload: bytes, timeout: float) -> bytes:
+    """``payload`` sent on ``client`` and read on ``conn`` by a second thread (so neither side's
+    buffers bound the transfer); what ``conn`` received, up to ``len(payload)`` or end of stream."""
+    got = bytearray()
+
+    def read() -> None:
+        conn.settimeout(timeout)
+        while len(got) < len(payload) and (chunk := conn.recv(1 << 20)):
+            got.extend(chunk)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    client.sendall(payload)
+    client.flush(timeout=timeout)
+    reader.join(timeout)
+    return bytes(got)

@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 import udt
+from loopback_pair import send_and_receive
 from test_connect_close import relayed_pair
 
 LOOP4 = "127.0.0.1"
@@ -128,19 +129,7 @@ def test_rss_of_100_encrypted_pairs_after_a_transfer():
             pairs.append(server.accept()[0])
         connected = rss() - before
         for client, conn in zip(pairs[::2], pairs[1::2]):
-            got = bytearray()
-
-            def read(conn=conn, got=got) -> None:
-                conn.settimeout(30)
-                while len(got) < len(payload):
-                    got.extend(conn.recv(MB))
-
-            reader = threading.Thread(target=read)
-            reader.start()
-            client.sendall(payload)
-            client.flush(timeout=30)
-            reader.join(30)
-            assert bytes(got) == payload
+            assert send_and_receive(client, conn, payload, 30) == payload
         assert pairs[0].perfmon()["mss"] > 9000  # the chunks are the big ones
         time.sleep(3)  # the idle release
         idle = rss() - before

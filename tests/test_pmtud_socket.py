@@ -12,6 +12,7 @@ import threading
 import pytest
 
 import udt
+from loopback_pair import send_and_receive
 from netns import Topology, require_netns
 from udt.cli._common import MSS_AUTO, parse_mss
 from udt.options import OPTION_SPECS, SocketOption
@@ -142,19 +143,7 @@ def _grown_pair(options: dict) -> tuple[dict, dict, int, int, int, int]:
         server.settimeout(10)
         conn, _ = server.accept()
         with client, conn:
-            got = bytearray()
-
-            def read() -> None:
-                conn.settimeout(20)
-                while len(got) < len(DATA) and (chunk := conn.recv(1 << 20)):
-                    got.extend(chunk)
-
-            reader = threading.Thread(target=read)
-            reader.start()
-            client.sendall(DATA)
-            client.flush(timeout=20)
-            reader.join(20)
-            assert bytes(got) == DATA
+            assert send_and_receive(client, conn, DATA, 20) == DATA
             return (
                 client.perfmon(),
                 conn.perfmon(),
