@@ -184,22 +184,28 @@ def _shared_pair(seconds_apart: float):
     return net, clients, host
 
 
+def _pump_flows(net: Net, clients: list, servers: list, got: list[int]) -> bool:
+    """One pump step of bulk flows: every client's send buffer filled, every server drained
+    (``got[i]`` counts server i's bytes); never done by itself (run until the time is up)."""
+    chunk = bytes(PAYLOAD * 16)
+    for c in clients:
+        while c.write(chunk, net.now) > 0:
+            pass
+    for i, s in enumerate(servers):
+        while not isinstance(r := s.read(1 << 20, net.now), int) and r:
+            got[i] += len(r)
+    return False
+
+
 @pytest.mark.slow
 def test_two_flows_share_one_bottleneck_fairly():
     net, clients, host = _shared_pair(0.5)
     servers = list(host.accepted)
     assert len(servers) == 2
     got = [0, 0]
-    chunk = bytes(PAYLOAD * 16)
 
     def pump() -> bool:
-        for c in clients:
-            while c.write(chunk, net.now) > 0:
-                pass
-        for i, s in enumerate(servers):
-            while not isinstance(r := s.read(1 << 20, net.now), int) and r:
-                got[i] += len(r)
-        return False
+        return _pump_flows(net, clients, servers, got)
 
     net.run(10_000_000, pump)
     before = list(got)
@@ -465,16 +471,9 @@ def _late_pair_rates(seed: int, seconds_apart: float, seconds: float, last: floa
     host = net.listen(server, rcv_buf=65536)
     clients: list = []
     got = [0, 0]
-    chunk = bytes(PAYLOAD * 16)
 
     def pump() -> bool:
-        for c in clients:
-            while c.write(chunk, net.now) > 0:
-                pass
-        for i, s in enumerate(host.accepted):
-            while not isinstance(r := s.read(1 << 20, net.now), int) and r:
-                got[i] += len(r)
-        return False
+        return _pump_flows(net, clients, host.accepted, got)
 
     for i, addr in enumerate((("10.0.0.1", 5000), ("10.0.0.3", 5000))):
         if i:
