@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -23,6 +24,16 @@ try:
     from udt.tools.wan import GilbertElliott, LinkSpec, WanLink
 except ImportError:
     WanLink = None
+
+
+def close_links_on_sigterm() -> None:
+    """Let SIGTERM (a ``timeout``, a cancelled job) unwind the bench like Ctrl-C does.
+
+    Its default action ends the process on the spot: no ``with`` block or ``atexit`` hook runs,
+    and the run's namespaces and their processes stay behind.  As SystemExit, every open link
+    closes on the way out."""
+    signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
+
 
 GE_MEAN_BURST = 8  # packets per loss burst of the Gilbert–Elliott path
 

@@ -31,7 +31,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _wan_link import open_link  # noqa: E402
+from _wan_link import close_links_on_sigterm, open_link  # noqa: E402
 from _wan_paths import PATHS  # noqa: E402
 
 WORKERS = str(Path(__file__).resolve().parent / "_wan_workers.py")
@@ -190,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--json", metavar="FILE")
     args = parser.parse_args(argv)
+    close_links_on_sigterm()
     systems = args.systems.split(",")
     runs: list[dict[str, Any]] = []
     for i in range(args.runs):

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Long, fat, lossy paths: udt (each controller) next to TCP bbr/cubic, SRT and UDT4, one run.
 
-    python bench/bench_wan.py [--paths clean,loss1] [--systems udt,bbr] [--duration 7] [--runs 3]
+    python bench/bench_wan.py [--paths clean,loss1] [--systems udt,bbr] [--duration 20] [--runs 3]
                               [--other-runs 1] [--json FILE] [--plots DIR] [--quick]
 
 Every path is an emulated link between network namespaces (``udt.tools.wan.WanLink``: rate,
@@ -30,7 +30,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _wan_link import EMULATES_PATHS, LINK_BACKEND, open_link  # noqa: E402
+from _wan_link import EMULATES_PATHS, LINK_BACKEND, close_links_on_sigterm, open_link  # noqa: E402
 from _wan_paths import PATHS, WanPath, verdict  # noqa: E402
 from _wan_systems import Flow, Skip, System, discover_systems  # noqa: E402
 
@@ -159,7 +159,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--paths", help="comma-separated path names (default: all): " + ",".join(PATHS))
     parser.add_argument("--systems", help="comma-separated substrings of system names (default: all)")
-    parser.add_argument("--duration", type=float, default=7.0, help="seconds per run (default 7)")
+    parser.add_argument(
+        "--duration", type=float, default=20.0, help="seconds per run (default 20, the length of issue 7's own runs)"
+    )
     parser.add_argument(
         "--runs", type=int, default=3, help="runs of udt's default and TCP bbr per path (default 3; median)"
     )
@@ -188,6 +190,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    close_links_on_sigterm()
     wanted = [w.strip().lower() for w in args.systems.split(",")] if args.systems else None
     systems, skipped, default_system = discover_systems(wanted)
     if args.judge:

@@ -119,6 +119,7 @@ class WanLink:
         reason = netns.unavailable_reason()
         if reason is not None:
             raise WanUnavailable(reason)
+        netns.sweep_orphans()
         _live.add(self)
         try:
             self._build()

@@ -20,7 +20,16 @@ import threading
 import time
 from collections.abc import Sequence
 
-__all__ = ["add_netns", "delete_netns", "ip", "open_tun", "unavailable_reason", "unique_name", "wait_up"]
+__all__ = [
+    "add_netns",
+    "delete_netns",
+    "ip",
+    "open_tun",
+    "sweep_orphans",
+    "unavailable_reason",
+    "unique_name",
+    "wait_up",
+]
 
 CLONE_NEWNET = 0x40000000
 TUNSETIFF = 0x400454CA
@@ -41,6 +50,35 @@ def unique_name(label: str) -> str:
     with _counter_lock:
         number = next(_counter)
     return f"wan-{os.getpid()}-{number}-{label}"
+
+
+def _owner_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def sweep_orphans() -> list[str]:
+    """Delete the ``wan-<pid>-...`` namespaces whose process is gone; return their names.
+
+    A process killed by a signal it does not handle (SIGKILL, or SIGTERM without a handler)
+    runs no ``atexit`` hook, so its namespaces outlive it; the next link made on the machine
+    removes them.  Namespaces of a live process are never touched."""
+    swept = []
+    for line in run(["ip", "netns", "list"], check=False).stdout.splitlines():
+        name = line.split(" ", 1)[0]
+        parts = name.split("-")
+        if len(parts) < 4 or parts[0] != "wan" or not parts[1].isdigit():
+            continue
+        if int(parts[1]) == os.getpid() or _owner_alive(int(parts[1])):
+            continue
+        delete_netns(name)
+        swept.append(name)
+    return swept
 
 
 def run(argv: Sequence[str], *, check: bool = True) -> subprocess.CompletedProcess:
