@@ -57,6 +57,7 @@ from udt._muxcore cimport (DIRECT_BURST, RX_DROP, RX_OPENED, RX_PLAIN, MUX_INVAL
                            WAKE_EVENTS, BurstArea, MuxCore, MuxListener, after_engine_call,
                            allocate_socket_id, burst_area_free, burst_area_init, burst_send, burst_take,
                            closed_peer_to_answer, listener_ready_note, register_conn, schedule_send, schedule_timer,
+                           send_heap_key,
                            unregister_conn, unschedule)
 from udt._net cimport (AF_INET, Channel, CRecvBatch, CSendBatch, recv_batch_free, recv_batch_new,
                        recv_batch_source, send_batch_add, send_batch_clear,
@@ -719,7 +720,7 @@ cdef class Multiplexer:
             if not mc.mux_dead:
                 taken = burst_take(area, mc, now)
             if taken >= 0 and not mc.mux_dead:
-                next_time = core.conn_next_send_time(&mc.conn, now)
+                next_time = send_heap_key(&mc.conn, core.conn_next_send_time(&mc.conn, now), now)
                 owes_shutdown = mc.conn.state == core.STATE_CLOSED and mc.conn.shutdown_due > 0
                 schedule_timer(m, self.channel, mc, now, False)
                 if mc.waiters > 0 and mc.conn.state >= core.STATE_BROKEN:

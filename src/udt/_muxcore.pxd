@@ -27,6 +27,12 @@ cdef enum:
     SEAL_AREA_BYTES = 262144
     SEAL_ROOM = 64      # reserved past each packet in the areas: its seal (SEAL_OVERHEAD) fits
     DIRECT_ROUNDS = 2   # ... bursts in a row, at most (then the send worker takes over)
+    # A paced connection's send-worker wake-up may come late by this many packets' schedule (the
+    # engine then sends all that is due in one burst), at most PACING_SLACK_MAX_US, and only when
+    # that batches at least PACING_SLACK_MIN_PACKETS (a slow flow keeps its exact times).
+    PACING_SLACK_PACKETS = 32
+    PACING_SLACK_MIN_PACKETS = 4
+    PACING_SLACK_MAX_US = 500
     MUX_INVALID_UNKNOWN_DESTINATION = 0   # datagram for a socket ID we do not have
     MUX_INVALID_NO_LISTENER = 1           # dest 0 handshake and nobody listens or rendezvous
     MUX_INVALID_WRONG_SOURCE = 2          # datagram for a socket ID from another address
@@ -157,6 +163,7 @@ cdef struct MuxCore:
 
 
 # scheduling (called with the connection lock held)
+cdef int64_t send_heap_key(core.Conn* c, int64_t when, int64_t now) noexcept nogil
 cdef void schedule_send(MuxCore* m, MuxConn* mc, int64_t now) noexcept nogil
 cdef void schedule_timer(MuxCore* m, Channel channel, MuxConn* mc, int64_t now,
                          bint from_receive_worker) noexcept nogil
