@@ -761,7 +761,10 @@ cdef class Multiplexer:
                     refuse_connects(m, self.channel, now_us())
                 pthread_mutex_lock(&mc.lock)
                 mc.tx_inflight = 0
-                schedule_send(m, mc, now_us())  # what others queued meanwhile (send_now left it)
+                # what others queued meanwhile (send_now left it), and what came due while the
+                # burst was sent: keyed from the burst's time, so that paced data still waits for
+                # its slack (send_heap_key) instead of leaving at once as a burst of one or two
+                schedule_send(m, mc, now)
                 pthread_mutex_unlock(&mc.lock)
             pthread_mutex_lock(m.send_lock)
             if next_time >= 0 and (not stopping or owes_shutdown):
