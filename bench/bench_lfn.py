@@ -171,6 +171,10 @@ def one_run(system: str, args: argparse.Namespace, seed: int) -> dict[str, Any]:
         "mbit_per_s": total * 8 / args.seconds / 1e6,
         "mbit_after_ramp": (total - at_ramp) * 8 / (args.seconds - args.ramp) / 1e6,
         "cpu_pct": {name: 100 * value / elapsed for name, value in cpu.items()},
+        # CPU seconds per GB delivered: robust to the machine's load, unlike the Mbit/s
+        "cpu_s_per_gb": {
+            name: cpu[name] / (total / 1e9) if total else float("nan") for name in ("sender", "receiver", "link")
+        },
         "idle_pct_of_2_cores": 100 * idle / elapsed / 2,
         "queue_drops": counters["queue_drops"],
         "random_drops": counters["random_drops"],
@@ -201,16 +205,20 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"run {i + 1} {system}: {r['mbit_per_s']:.1f} Mbit/s, {r['mbit_after_ramp']:.1f} after "
                 f"{args.ramp:g} s; % of a core: {cpu}; idle {r['idle_pct_of_2_cores']:.0f} % of 2 cores; "
-                f"queue drops {r['queue_drops']}",
+                f"queue drops {r['queue_drops']}; CPU s/GB: "
+                + ", ".join(f"{name} {value:.2f}" for name, value in r["cpu_s_per_gb"].items()),
                 flush=True,
             )
     for system in systems:
         rs = [r for r in runs if r["system"] == system]
         med = {key: statistics.median(r[key] for r in rs) for key in ("mbit_per_s", "mbit_after_ramp")}
         cpu = {name: statistics.median(r["cpu_pct"][name] for r in rs) for name in rs[0]["cpu_pct"]}
+        per_gb = {name: statistics.median(r["cpu_s_per_gb"][name] for r in rs) for name in rs[0]["cpu_s_per_gb"]}
         print(
             f"{system}: median {med['mbit_per_s']:.1f} Mbit/s, {med['mbit_after_ramp']:.1f} after the ramp; "
             + ", ".join(f"{name} {value:.0f} %" for name, value in cpu.items())
+            + "; CPU s/GB "
+            + ", ".join(f"{name} {value:.2f}" for name, value in per_gb.items())
         )
     if args.json:
         Path(args.json).write_text(json.dumps({"args": vars(args), "runs": runs}, indent=1))

@@ -57,6 +57,7 @@ from udt._muxcore cimport (DIRECT_BURST, RX_DROP, RX_OPENED, RX_PLAIN, MUX_INVAL
                            WAKE_EVENTS, BurstArea, MuxCore, MuxListener, after_engine_call,
                            allocate_socket_id, burst_area_free, burst_area_init, burst_send, burst_take,
                            closed_peer_to_answer, listener_ready_note, register_conn, schedule_send, schedule_timer,
+                           send_heap_key, RX_NAP_MAX_US, RX_NAP_MIN_DATAGRAMS, RX_NAP_MIN_US, RX_NAP_RTT_SHARE,
                            unregister_conn, unschedule)
 from udt._net cimport (AF_INET, Channel, CRecvBatch, CSendBatch, recv_batch_free, recv_batch_new,
                        recv_batch_source, send_batch_add, send_batch_clear,
@@ -152,6 +153,21 @@ def _scale_default_buffers(channel, udp_rcvbuf, udp_sndbuf) -> None:
     (only _rcvbuf_for_window may still raise the receive buffer, within UDT_RCVBUF)."""
     channel.scale_buffers_with_mss(udp_rcvbuf if udp_rcvbuf == DEFAULT_UDP_RCVBUF else 0,
                                    udp_sndbuf if udp_sndbuf == DEFAULT_UDP_SNDBUF else 0)
+
+
+cdef inline int64_t _rx_nap(int datagrams, int64_t smallest_rtt) noexcept nogil:
+    """How long the receive worker may nap after a turn that drained the channel (udt/_pool.pyx):
+    a stream of data on a long path only.  At 1 Gbit/s through the WAN link a turn found about a
+    dozen datagrams, so the wake-ups (epoll, a context switch, two recvmmsg) cost more than the
+    datagrams; a nap of 1/64 RTT (at most RX_NAP_MAX_US) lets the next turn find a few dozen,
+    and delays what the packets answer (ACKs, NAKs) by a negligible share of the round trip."""
+    cdef int64_t nap
+    if datagrams < RX_NAP_MIN_DATAGRAMS or smallest_rtt <= 0:
+        return 0
+    nap = smallest_rtt // RX_NAP_RTT_SHARE
+    if nap < RX_NAP_MIN_US:
+        return 0
+    return nap if nap < RX_NAP_MAX_US else RX_NAP_MAX_US
 
 
 cdef class Multiplexer:
@@ -391,14 +407,18 @@ cdef class Multiplexer:
         cdef const sockaddr* source
         cdef bint opened
         cdef long long grow = 0
+        cdef int datagrams = 0
+        cdef int64_t smallest_rtt = -1     # of the connections served; 0: a handshake was too
         while batches > 0:
             batches -= 1
             n = self.channel.c_recv_batch(rx, 0)
             if n == -EBADF or n == -EAGAIN:
+                m.rx_nap_us = _rx_nap(datagrams, smallest_rtt)
                 return False
             now = now_us()
             if n > 0:
                 mux_count(&m.datagrams_in, n)
+                datagrams += n
                 m.hs_reply_budget = -1
                 if rx.pending_messages >= RECV_SLOTS:  # the receive came back full
                     queued = _queued_bytes(self.channel.fd)
@@ -427,6 +447,7 @@ cdef class Multiplexer:
                         current = NULL
                     if current == NULL:
                         if info.dst_id == 0:
+                            smallest_rtt = 0
                             current = self._route_handshake(<const uint8_t*>rx.data[i], rx.length[i],
                                                             source, &info, now)
                         else:
@@ -450,6 +471,10 @@ cdef class Multiplexer:
                             continue
                         pthread_mutex_lock(&current.lock)
                         events = 0
+                        if not current.conn.rtt_sampled:
+                            smallest_rtt = 0           # the 100 ms initial RTT is no measure
+                        elif smallest_rtt < 0 or current.conn.rtt_us < smallest_rtt:
+                            smallest_rtt = current.conn.rtt_us
                     if (current.crypto != NULL and not (opened and m.rx_mark[i] == RX_OPENED)
                             and not is_handshake(<const uint8_t*>rx.data[i], rx.length[i])):
                         current.crypto_unsealed += 1  # plain packets never reach an encrypted one
@@ -477,6 +502,7 @@ cdef class Multiplexer:
                 refuse_connects(m, self.channel, now_us())  # only a pinned channel hears ICMP
             elif n < 0 and n != -ETIMEDOUT and n != -EAGAIN and n != -EINTR:
                 mux_count(&m.send_errors, 1)  # a receive error (ICMP errors on some kernels): go on
+        m.rx_nap_us = 0  # batches may be left: no nap
         return True
 
     cdef bint _open_batch(self, CRecvBatch* rx, int n) noexcept nogil:
@@ -719,7 +745,7 @@ cdef class Multiplexer:
             if not mc.mux_dead:
                 taken = burst_take(area, mc, now)
             if taken >= 0 and not mc.mux_dead:
-                next_time = core.conn_next_send_time(&mc.conn, now)
+                next_time = send_heap_key(&mc.conn, core.conn_next_send_time(&mc.conn, now), now)
                 owes_shutdown = mc.conn.state == core.STATE_CLOSED and mc.conn.shutdown_due > 0
                 schedule_timer(m, self.channel, mc, now, False)
                 if mc.waiters > 0 and mc.conn.state >= core.STATE_BROKEN:
@@ -735,7 +761,10 @@ cdef class Multiplexer:
                     refuse_connects(m, self.channel, now_us())
                 pthread_mutex_lock(&mc.lock)
                 mc.tx_inflight = 0
-                schedule_send(m, mc, now_us())  # what others queued meanwhile (send_now left it)
+                # what others queued meanwhile (send_now left it), and what came due while the
+                # burst was sent: keyed from the burst's time, so that paced data still waits for
+                # its slack (send_heap_key) instead of leaving at once as a burst of one or two
+                schedule_send(m, mc, now)
                 pthread_mutex_unlock(&mc.lock)
             pthread_mutex_lock(m.send_lock)
             if next_time >= 0 and (not stopping or owes_shutdown):

@@ -27,6 +27,19 @@ cdef enum:
     SEAL_AREA_BYTES = 262144
     SEAL_ROOM = 64      # reserved past each packet in the areas: its seal (SEAL_OVERHEAD) fits
     DIRECT_ROUNDS = 2   # ... bursts in a row, at most (then the send worker takes over)
+    # A paced connection's send-worker wake-up may come late by this many packets' schedule (the
+    # engine then sends all that is due in one burst), at most PACING_SLACK_MAX_US, and only when
+    # that batches at least PACING_SLACK_MIN_PACKETS (a slow flow keeps its exact times).
+    PACING_SLACK_PACKETS = 32
+    PACING_SLACK_MIN_PACKETS = 4
+    PACING_SLACK_MAX_US = 500
+    # After a receive turn that dispatched a stream of data on a long path, the receive worker naps
+    # before it waits again, so that its next turn finds a batch, not the one or two datagrams a
+    # link delivers per tick (udt/_mux.pyx, Multiplexer._receive_ready; udt/_pool.pyx, rx_loop):
+    RX_NAP_MIN_DATAGRAMS = 8     # ... only after a turn of at least this many datagrams
+    RX_NAP_RTT_SHARE = 64        # ... for 1/64 of the smallest RTT among the connections served
+    RX_NAP_MIN_US = 50           # ... when that is at least this long (loopback, a LAN: no nap)
+    RX_NAP_MAX_US = 500          # ... and at most this long
     MUX_INVALID_UNKNOWN_DESTINATION = 0   # datagram for a socket ID we do not have
     MUX_INVALID_NO_LISTENER = 1           # dest 0 handshake and nobody listens or rendezvous
     MUX_INVALID_WRONG_SOURCE = 2          # datagram for a socket ID from another address
@@ -136,6 +149,7 @@ cdef struct MuxCore:
     CSendBatch* reply_batch      # receive worker only: handshake answers
     uint8_t* reply_area          # [core.MAX_CONTROL_SIZE]
     int hs_reply_budget          # receive worker only: induction answers left this batch (-1: any)
+    int64_t rx_nap_us            # receive worker only: the nap its last turn asks for (0: none)
     # counters (atomic adds; read for perfmon)
     int64_t invalid[MUX_INVALID_COUNT]
     int64_t invalid_reason[core.INVALID_REASON_COUNT]
@@ -157,6 +171,7 @@ cdef struct MuxCore:
 
 
 # scheduling (called with the connection lock held)
+cdef int64_t send_heap_key(core.Conn* c, int64_t when, int64_t now) noexcept nogil
 cdef void schedule_send(MuxCore* m, MuxConn* mc, int64_t now) noexcept nogil
 cdef void schedule_timer(MuxCore* m, Channel channel, MuxConn* mc, int64_t now,
                          bint from_receive_worker) noexcept nogil

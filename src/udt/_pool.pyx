@@ -26,6 +26,7 @@ import threading
 
 from libc.stdint cimport int64_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, realloc
+from posix.time cimport nanosleep, timespec
 
 from udt._heap cimport HEAP_SEND, HEAP_TIMER
 from udt._mux cimport Multiplexer
@@ -104,6 +105,27 @@ cdef RxWorker* _rx[MAX_PAIRS]   # never freed: a port may lock its pair's locks 
 cdef TxWorker* _tx[MAX_PAIRS]
 
 
+cdef inline int64_t _shorter_nap(int64_t nap, int64_t asked) noexcept nogil:
+    """A round naps only if every port it served asked to (-1: none served yet)."""
+    return asked if nap < 0 or asked < nap else nap
+
+
+cdef void _nap(int64_t us, int64_t deadline) noexcept nogil:
+    """Sleep `us` µs, never past the nearest timer deadline (udt/_mux.pyx, _rx_nap says why).
+    The port stays in the epoll set: what arrives meanwhile is queued in its socket."""
+    cdef timespec ts
+    cdef int64_t now
+    if deadline >= 0:
+        now = now_us()
+        if deadline - now < us:
+            us = deadline - now
+    if us <= 0:
+        return
+    ts.tv_sec = <long>(us // 1000000)
+    ts.tv_nsec = <long>((us % 1000000) * 1000)
+    nanosleep(&ts, NULL)
+
+
 cdef void rx_loop(RxWorker* w) noexcept nogil:
     """The receive worker (GIL released): wait on the epoll set until a port is readable or the
     nearest timer is due, dispatch, run timers."""
@@ -115,6 +137,7 @@ cdef void rx_loop(RxWorker* w) noexcept nogil:
     cdef uint64_t drained
     cdef RxSlot* slot
     cdef MuxCore* m
+    cdef int64_t nap = -1       # this round's nap: the shortest its ports' turns asked for
     while not mux_atomic_load(&w.stopping):
         pthread_mutex_lock(&w.list_lock)
         # the batches left from the last round, then the due timers
@@ -124,6 +147,7 @@ cdef void rx_loop(RxWorker* w) noexcept nogil:
             if slot.mux != NULL and slot.again:
                 slot.again = (<Multiplexer>slot.mux)._receive_ready(RX_BATCHES)
                 again = again or slot.again
+                nap = _shorter_nap(nap, (<Multiplexer>slot.mux)._m.rx_nap_us)
         now = now_us()
         pthread_mutex_lock(&w.timer_lock)
         for i in range(w.capacity):
@@ -151,6 +175,9 @@ cdef void rx_loop(RxWorker* w) noexcept nogil:
         w.sleep_until = -2 if again else deadline
         pthread_mutex_unlock(&w.timer_lock)
         pthread_mutex_unlock(&w.list_lock)
+        if not again and nap > 0:
+            _nap(nap, deadline)
+        nap = -1
         if again:
             timeout_ms = 0
         elif deadline < 0:
@@ -184,6 +211,7 @@ cdef void rx_loop(RxWorker* w) noexcept nogil:
                 continue
             mux_count(&(<Multiplexer>slot.mux)._m.rx_wakeups, 1)
             slot.again = (<Multiplexer>slot.mux)._receive_ready(RX_BATCHES)
+            nap = _shorter_nap(nap, (<Multiplexer>slot.mux)._m.rx_nap_us)
         pthread_mutex_unlock(&w.list_lock)
 
 
