@@ -1,0 +1,45 @@
+"""MappedFile: the file tools' mapped file side; a page that cannot be had is an OSError, not a SIGBUS."""
+
+import errno
+import os
+
+import pytest
+
+from udt.cli._mapped import open_mapped
+
+
+def test_an_empty_file_is_not_mapped(tmp_path):
+    path = tmp_path / "empty"
+    path.write_bytes(b"")
+    with open(path, "rb") as f:
+        assert open_mapped(f.fileno(), 0, writable=False) is None
+
+
+def test_windows_read_the_file_and_a_shrunk_file_raises(tmp_path):
+    path = tmp_path / "data"
+    data = os.urandom(1 << 20)
+    path.write_bytes(data)
+    with open(path, "r+b") as f:
+        mapped = open_mapped(f.fileno(), len(data), writable=False)
+        if mapped is None:
+            pytest.skip("no MADV_POPULATE_READ on this kernel")
+        assert bytes(mapped.window(65536, 4096)) == data[65536 : 65536 + 4096]
+        f.truncate(8192)
+        with pytest.raises(OSError) as info:
+            mapped.window(1 << 19, 4096)
+        assert info.value.errno == errno.EFAULT
+        mapped.close()
+
+
+def test_writes_through_a_window_land_in_the_file(tmp_path):
+    path = tmp_path / "out"
+    with open(path, "w+b") as f:
+        f.truncate(3 * 4096)
+        mapped = open_mapped(f.fileno(), 3 * 4096, writable=True)
+        if mapped is None:
+            pytest.skip("no MADV_POPULATE_WRITE on this kernel")
+        window = mapped.window(4096, 4096)
+        window[:] = b"u" * 4096
+        window.release()
+        mapped.close()
+    assert path.read_bytes() == bytes(4096) + b"u" * 4096 + bytes(4096)
