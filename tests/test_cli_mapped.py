@@ -43,3 +43,38 @@ def test_writes_through_a_window_land_in_the_file(tmp_path):
         window.release()
         mapped.close()
     assert path.read_bytes() == bytes(4096) + b"u" * 4096 + bytes(4096)
+
+
+class _CollectingSocket:
+    def __init__(self) -> None:
+        self.data = bytearray()
+
+    def sendall(self, view) -> None:
+        self.data += view
+
+
+class _ReleasingHasher:
+    """Releases each lent view at once: the hasher thread may be that fast."""
+
+    def lend(self, view) -> None:
+        view.release()
+
+
+def test_udt_send_touches_no_window_after_lending_it(tmp_path):
+    from udt.cli._hashing import BLOCK
+    from udt.cli._progress import Meter
+    from udt.cli.send import SourceFile, _send_mapped
+
+    path = tmp_path / "data"
+    data = os.urandom(2 * BLOCK + 1000)
+    path.write_bytes(data)
+    sock, meter = _CollectingSocket(), Meter("data", len(data))
+    with open(path, "rb") as f:
+        mapped = open_mapped(f.fileno(), len(data), writable=False)
+        if mapped is None:
+            pytest.skip("no MADV_POPULATE_READ on this kernel")
+        source = SourceFile(path=str(path), name="data", size=len(data))
+        _send_mapped(sock, mapped, source, _ReleasingHasher(), meter, 0)  # type: ignore[arg-type]
+        mapped.close()
+    assert sock.data == data
+    assert meter.queued == len(data)

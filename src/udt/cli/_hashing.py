@@ -55,7 +55,8 @@ class BlockHasher(threading.Thread):
 
     def lend(self, view: memoryview) -> None:
         """Hash ``view``, the caller's, after what was submitted before; it is released once
-        hashed, so the caller may close what it points into after ``result()``."""
+        hashed (so the caller must not touch it after this call) and the caller may close what it
+        points into after ``result()``."""
         self._wait(self._lent)
         self._full.put((view, False))
 

@@ -425,13 +425,14 @@ def _send_mapped(
     sock: udt.socket, mapped: MappedFile, source: SourceFile, hasher: BlockHasher, meter: Meter, sent_before: int
 ) -> None:
     for offset in range(0, mapped.size, BLOCK):
+        length = min(BLOCK, mapped.size - offset)
         try:
-            block = mapped.window(offset, min(BLOCK, mapped.size - offset))
+            block = mapped.window(offset, length)
         except OSError as exc:  # EFAULT: the file shrank under us
             raise CliError(ExitCode.FILE_ERROR, f"{source.path} shrank while being sent ({exc.strerror})") from None
         sock.sendall(block)
-        hasher.lend(block)
-        meter.queued = sent_before + offset + len(block)
+        hasher.lend(block)  # the hasher releases it: not to be touched after this
+        meter.queued = sent_before + offset + length
 
 
 def _send_read(
