@@ -436,7 +436,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--baseline",
         metavar="PYTHON",
-        help="also run udt --mem with this interpreter (another build of udt), interleaved: an A/B row",
+        help="also run udt --mem and the udt file rows with this interpreter (another build of udt), "
+        "interleaved: A/B rows",
     )
     args = parser.parse_args(argv)
     if args.quick:
@@ -497,6 +498,18 @@ def main(argv: list[str] | None = None) -> int:
                     lambda: run_udt(work, memory=True, source=source, seconds=args.seconds, mss=mss, python=baseline),
                 ),
             )
+            systems[2:2] = [  # the file rows of the other build, right after this build's
+                (
+                    Row("udt udt-send → udt-recv, --baseline build", "file", f"{args.size} file, {baseline}"),
+                    lambda: run_udt(work, memory=False, source=source, seconds=args.seconds, mss=mss, python=baseline),
+                ),
+                (
+                    Row("udt udt-send → udt-recv, --mss auto, --baseline", "file", f"{args.size} file, {baseline}"),
+                    lambda: run_udt(
+                        work, memory=False, source=source, seconds=args.seconds, mss="auto", python=baseline
+                    ),
+                ),
+            ]
         if args.only:
             wanted = [w.strip().lower() for w in args.only.split(",")]
             systems = [(row, fn) for row, fn in systems if any(w in row.system.lower() for w in wanted)]
