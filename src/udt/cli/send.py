@@ -2,8 +2,9 @@
 
 All files travel over one connection, one after another, each followed by its sha256; the
 receiver checks every file and answers per file, and ``udt-send`` exits 0 only when the receiver
-has verified all of them.  Each block of a file is read once, queued on the socket, then hashed
-in a second thread (``_hashing.BlockHasher``), so hashing overlaps sending.
+has verified all of them.  Each block of a file is a window of the mapped file (``_mapped``),
+queued on the socket straight from the page cache, then hashed in a second thread
+(``_hashing.BlockHasher``), so hashing overlaps sending.
 """
 
 from __future__ import annotations
