@@ -78,3 +78,50 @@ def test_udt_send_touches_no_window_after_lending_it(tmp_path):
         mapped.close()
     assert sock.data == data
     assert meter.queued == len(data)
+
+
+def test_a_page_that_vanished_under_a_window_reads_as_zeros_and_is_reported(tmp_path):
+    path = tmp_path / "data"
+    data = os.urandom(1 << 20)
+    path.write_bytes(data)
+    with open(path, "r+b") as f:
+        mapped = open_mapped(f.fileno(), len(data), writable=False)
+        if mapped is None:
+            pytest.skip("no MADV_POPULATE_READ on this kernel")
+        window = mapped.window(1 << 19, 8192)  # populated, then the file shrinks under it
+        assert not mapped.shrank()
+        f.truncate(4096)
+        assert bytes(window) == bytes(8192)  # a SIGBUS without the guard
+        assert mapped.shrank()
+        window.release()
+        mapped.close()
+
+
+class _TruncatingSocket(_CollectingSocket):
+    def __init__(self, f) -> None:
+        super().__init__()
+        self.file = f
+
+    def sendall(self, view) -> None:
+        self.file.truncate(0)  # someone truncates the file while the window waits for room
+        super().sendall(view)
+
+
+def test_udt_send_fails_cleanly_when_the_file_shrinks_under_a_window(tmp_path):
+    from udt.cli._common import CliError, ExitCode
+    from udt.cli._hashing import BLOCK
+    from udt.cli._progress import Meter
+    from udt.cli.send import SourceFile, _send_mapped
+
+    path = tmp_path / "data"
+    data = os.urandom(2 * BLOCK)
+    path.write_bytes(data)
+    with open(path, "r+b") as f:
+        mapped = open_mapped(f.fileno(), len(data), writable=False)
+        if mapped is None:
+            pytest.skip("no MADV_POPULATE_READ on this kernel")
+        source = SourceFile(path=str(path), name="data", size=len(data))
+        with pytest.raises(CliError, match="shrank") as info:
+            _send_mapped(_TruncatingSocket(f), mapped, source, _ReleasingHasher(), Meter("data", len(data)), 0)  # type: ignore[arg-type]
+        assert info.value.code == ExitCode.FILE_ERROR
+        mapped.close()

@@ -7,14 +7,18 @@ straight into the send buffer (``preadv`` into a buffer first was one more copy 
 bulk instead of a fault per page, and a page that cannot be had (the file shrank, the file
 system is full) becomes an ``OSError`` there instead of a ``SIGBUS`` on the access.  Without
 that ``madvise`` (older kernels) or without ``mmap`` (some file systems) ``open_mapped`` returns
-None and the caller keeps its read/write path.  What is left unguarded: a file truncated by
-someone else between a window's ``madvise`` and its copy still raises ``SIGBUS``.
+None and the caller keeps its read/write path.  A file truncated by someone else after a
+window's ``madvise`` (the copy into the send buffer may wait long for room) would still fault:
+a mapping for reading is guarded by ``_sigbus``, which turns that fault into zeros and the flag
+``shrank``, checked after each window.
 """
 
 from __future__ import annotations
 
 import errno
 import mmap
+
+from udt.cli import _sigbus
 
 MADV_POPULATE_READ = getattr(mmap, "MADV_POPULATE_READ", 22)  # Linux's numbers; Python 3.13 names them
 MADV_POPULATE_WRITE = getattr(mmap, "MADV_POPULATE_WRITE", 23)
@@ -30,6 +34,11 @@ class MappedFile:
         self._view = memoryview(self._map)
         self._advice = MADV_POPULATE_WRITE if writable else MADV_POPULATE_READ
         self.size = size
+        self._guarded = not writable and _sigbus.guard(self._view)
+
+    def shrank(self) -> bool:
+        """Whether a page of the file vanished under a window since it was mapped (read only)."""
+        return self._guarded and _sigbus.shrank()
 
     def window(self, offset: int, length: int) -> memoryview:
         """``length`` bytes at ``offset`` (a multiple of the page size), their pages present."""
@@ -37,6 +46,9 @@ class MappedFile:
         return self._view[offset : offset + length]
 
     def close(self) -> None:
+        if self._guarded:
+            _sigbus.unguard()
+            self._guarded = False
         self._view.release()
         try:
             self._map.close()

@@ -411,6 +411,8 @@ def _send_one(sock: udt.socket, source: SourceFile, meter: Meter, sent_before: i
             else:
                 _send_read(sock, fd, source, hasher, meter, sent_before)
             digest = hasher.result()
+            if mapped is not None and mapped.shrank():  # the hasher met a vanished page
+                raise CliError(ExitCode.FILE_ERROR, f"{source.path} shrank while being sent")
         except BaseException:
             hasher.abandon()
             raise
@@ -432,6 +434,8 @@ def _send_mapped(
         except OSError as exc:  # EFAULT: the file shrank under us
             raise CliError(ExitCode.FILE_ERROR, f"{source.path} shrank while being sent ({exc.strerror})") from None
         sock.sendall(block)
+        if mapped.shrank():  # what was sent of this window may be zeros: never followed by a digest
+            raise CliError(ExitCode.FILE_ERROR, f"{source.path} shrank while being sent")
         hasher.lend(block)  # the hasher releases it: not to be touched after this
         meter.queued = sent_before + offset + length
 
