@@ -18,7 +18,7 @@ from __future__ import annotations
 import errno
 import mmap
 
-from udt.cli import _sigbus
+from udt.cli._sigbus import guard, shrank, unguard
 
 MADV_POPULATE_READ = getattr(mmap, "MADV_POPULATE_READ", 22)  # Linux's numbers; Python 3.13 names them
 MADV_POPULATE_WRITE = getattr(mmap, "MADV_POPULATE_WRITE", 23)
@@ -34,11 +34,11 @@ class MappedFile:
         self._view = memoryview(self._map)
         self._advice = MADV_POPULATE_WRITE if writable else MADV_POPULATE_READ
         self.size = size
-        self._guarded = not writable and _sigbus.guard(self._view)
+        self._guarded = not writable and guard(self._view)
 
     def shrank(self) -> bool:
         """Whether a page of the file vanished under a window since it was mapped (read only)."""
-        return self._guarded and _sigbus.shrank()
+        return self._guarded and shrank()
 
     def window(self, offset: int, length: int) -> memoryview:
         """``length`` bytes at ``offset`` (a multiple of the page size), their pages present."""
@@ -47,7 +47,7 @@ class MappedFile:
 
     def close(self) -> None:
         if self._guarded:
-            _sigbus.unguard()
+            unguard()
             self._guarded = False
         self._view.release()
         try:
