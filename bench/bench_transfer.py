@@ -8,6 +8,9 @@ times; the table shows the median, the spread (min–max), the ratio to udt of t
 (file transfer or memory to memory) and the CPU seconds per GB moved (user + system time of the
 sender and receiver processes, from ``getrusage(RUSAGE_CHILDREN)`` around each run).
 Missing peers are skipped with a note.  ``--json FILE`` keeps the raw numbers for ``udt.tools.benchplot``.
+The files live on tmpfs (``/dev/shm``) unless ``$UDT_BENCH_DIR`` names another place: issue 10
+measures the file rows "1 GiB on tmpfs", so a disk's speed and its page-cache writeback do not
+decide them, and every system reads and writes the same kind of memory.
 See bench/README.md.
 """
 
@@ -74,6 +77,23 @@ def measure(fn: Callable[[], tuple[float, int]]) -> tuple[float, float]:
 
 
 # --------------------------------------------------------------------------- helpers
+
+TMPFS = "/dev/shm"
+
+
+def bench_dir(size: int) -> str | None:
+    """Where the files go: ``$UDT_BENCH_DIR``, else tmpfs when it has room for the source and two
+    copies, else the system temporary directory (None)."""
+    chosen = os.environ.get("UDT_BENCH_DIR")
+    if chosen:
+        return chosen
+    try:
+        st = os.statvfs(TMPFS)
+    except OSError:
+        return None
+    if os.access(TMPFS, os.W_OK | os.X_OK) and st.f_bavail * st.f_frsize >= 3 * size:
+        return TMPFS
+    return None
 
 
 def parse_size(text: str) -> int:
@@ -416,13 +436,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--baseline",
         metavar="PYTHON",
-        help="also run udt --mem with this interpreter (another build of udt), interleaved: an A/B row",
+        help="also run udt --mem and the udt file rows with this interpreter (another build of udt), "
+        "interleaved: A/B rows",
     )
     args = parser.parse_args(argv)
     if args.quick:
         args.size, args.runs, args.seconds = "64M", 1, 1.0
     size = parse_size(args.size)
-    with tempfile.TemporaryDirectory(prefix="udt-bench-", dir=os.environ.get("UDT_BENCH_DIR")) as tmp:
+    with tempfile.TemporaryDirectory(prefix="udt-bench-", dir=bench_dir(size)) as tmp:
         work = Path(tmp)
         source = work / "payload.bin"
         with open(source, "wb") as f:  # random content, written in blocks (no 1 GiB in memory)
@@ -477,12 +498,24 @@ def main(argv: list[str] | None = None) -> int:
                     lambda: run_udt(work, memory=True, source=source, seconds=args.seconds, mss=mss, python=baseline),
                 ),
             )
+            systems[2:2] = [  # the file rows of the other build, right after this build's
+                (
+                    Row("udt udt-send → udt-recv, --baseline build", "file", f"{args.size} file, {baseline}"),
+                    lambda: run_udt(work, memory=False, source=source, seconds=args.seconds, mss=mss, python=baseline),
+                ),
+                (
+                    Row("udt udt-send → udt-recv, --mss auto, --baseline", "file", f"{args.size} file, {baseline}"),
+                    lambda: run_udt(
+                        work, memory=False, source=source, seconds=args.seconds, mss="auto", python=baseline
+                    ),
+                ),
+            ]
         if args.only:
             wanted = [w.strip().lower() for w in args.only.split(",")]
             systems = [(row, fn) for row, fn in systems if any(w in row.system.lower() for w in wanted)]
         print(
             f"# bulk transfer over loopback: {args.size} files, {args.seconds:g} s timed runs, "
-            f"{args.runs} run(s) each, MSS {mss}",
+            f"{args.runs} run(s) each, MSS {mss}, files in {tmp}",
             flush=True,
         )
         # Runs are interleaved (every system once, then again) so that load changes on a shared
@@ -516,6 +549,7 @@ def main(argv: list[str] | None = None) -> int:
                         "runs": args.runs,
                         "seconds": args.seconds,
                         "mss": mss,
+                        "files_in": tmp,
                         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                         "host": platform.node(),
                         "cpus": os.cpu_count(),

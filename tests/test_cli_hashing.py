@@ -49,3 +49,29 @@ def test_a_failure_in_the_thread_reaches_take_and_result():
         hasher.take()
     with pytest.raises(TypeError):
         hasher.result()
+
+
+def test_lent_views_are_hashed_in_order_and_released():
+    data = os.urandom(5 * 4096)
+    backing = bytearray(data)
+    whole = memoryview(backing)
+    hasher = BlockHasher(block=4096, buffers=2)  # fewer tokens than views: lend() must wait
+    hasher.start()
+    for offset in range(0, len(data), 4096):
+        hasher.lend(whole[offset : offset + 4096])
+    assert hasher.result() == hashlib.sha256(data).digest()
+    whole.release()
+    backing.extend(b"!")  # resizing fails while any lent view is still held
+
+
+def test_an_abandoned_hasher_releases_what_was_lent():
+    backing = bytearray(64)
+    whole = memoryview(backing)
+    hasher = BlockHasher(block=16, buffers=4)
+    hasher.start()
+    for offset in range(0, 64, 16):
+        hasher.lend(whole[offset : offset + 16])
+    hasher.abandon()
+    hasher.join()
+    whole.release()
+    backing.extend(b"!")

@@ -4,7 +4,8 @@ The transfer thread reads (sender) or receives (receiver) each block into a buff
 from here, sends or writes it, then hands the same buffer over; this thread hashes it and gives
 the buffer back.  So the hash covers exactly the bytes sent or written, the file is never read a
 second time (re-reading it from the page cache cost about 8 % of a 1 GiB transfer's CPU), and
-hashing overlaps with the network: ``hashlib`` releases the GIL on large buffers.
+hashing overlaps with the network: ``hashlib`` releases the GIL on large buffers.  A caller that
+maps the file (``_mapped.py``) lends slices of the mapping instead of copying into our buffers.
 """
 
 from __future__ import annotations
@@ -21,16 +22,21 @@ class BlockHasher(threading.Thread):
     """Hash, in order, the blocks handed over with ``submit``.
 
     ``take()`` waits for a free buffer (a memoryview of ``BLOCK`` bytes); ``submit(view)`` queues
-    a prefix of it for hashing and gives up the buffer; ``result()`` waits for every submitted
-    block and returns the digest; ``abandon()`` stops early (the transfer failed).
+    a prefix of it for hashing and gives up the buffer; ``lend(view)`` queues a view the caller
+    owns (a slice of a mapped file), waiting while ``buffers`` lent views are not hashed yet, and
+    releases it once hashed; ``result()`` waits for every submitted block and returns the digest;
+    ``abandon()`` stops early (the transfer failed).
     """
 
     def __init__(self, *, name: str = "udt-cli-hash", block: int = BLOCK, buffers: int = BUFFERS) -> None:
         super().__init__(name=name, daemon=True)
         self._free: queue.SimpleQueue[memoryview] = queue.SimpleQueue()
-        self._full: queue.SimpleQueue[memoryview | None] = queue.SimpleQueue()
+        self._full: queue.SimpleQueue[tuple[memoryview, bool] | None] = queue.SimpleQueue()
+        self._block, self._buffers = block, buffers
+        self._made = 0  # our own buffers, made at the first take(): a lending caller needs none
+        self._lent: queue.SimpleQueue[None] = queue.SimpleQueue()  # a token per view that may be lent
         for _ in range(buffers):
-            self._free.put(memoryview(bytearray(block)))
+            self._lent.put(None)
         self._abandoned = False
         self._finished = False
         self._digest: bytes | None = None
@@ -38,18 +44,31 @@ class BlockHasher(threading.Thread):
 
     def take(self) -> memoryview:
         """A free buffer; raises what went wrong in the hashing thread, if anything did."""
+        if self._made < self._buffers:
+            self._made += 1
+            return memoryview(bytearray(self._block))
+        return self._wait(self._free)
+
+    def submit(self, view: memoryview) -> None:
+        """Hash ``view`` (a prefix of a buffer from ``take``) after what was submitted before."""
+        self._full.put((view, True))
+
+    def lend(self, view: memoryview) -> None:
+        """Hash ``view``, the caller's, after what was submitted before; it is released once
+        hashed (so the caller must not touch it after this call) and the caller may close what it
+        points into after ``result()``."""
+        self._wait(self._lent)
+        self._full.put((view, False))
+
+    def _wait(self, source: queue.SimpleQueue):
         while True:
             if self._error is not None:
                 raise self._error
             try:
-                return self._free.get(timeout=1.0)
+                return source.get(timeout=1.0)
             except queue.Empty:
                 if self._error is None and not self.is_alive():
                     raise RuntimeError("the hashing thread is gone") from None
-
-    def submit(self, view: memoryview) -> None:
-        """Hash ``view`` (a prefix of a buffer from ``take``) after what was submitted before."""
-        self._full.put(view)
 
     def abandon(self) -> None:
         if not self._finished:
@@ -72,11 +91,29 @@ class BlockHasher(threading.Thread):
         try:
             hasher = hashlib.sha256()
             while True:
-                view = self._full.get()
-                if view is None or self._abandoned:
+                item = self._full.get()
+                if item is None:
                     break
-                hasher.update(view)
-                self._free.put(memoryview(view.obj))  # the whole buffer, free again
+                view, ours = item
+                if not self._abandoned:  # after abandon() only give back what is still queued
+                    hasher.update(view)
+                if ours:
+                    self._free.put(memoryview(view.obj))  # the whole buffer, free again
+                else:
+                    view.release()
+                    self._lent.put(None)
             self._digest = hasher.digest()
-        except BaseException as exc:  # handed to take() and result()
+        except BaseException as exc:  # handed to take(), lend() and result()
             self._error = exc
+        finally:
+            self._release_lent()
+
+    def _release_lent(self) -> None:
+        """Views lent but not hashed (abandoned, failed) are released too: their mapping may close."""
+        while True:
+            try:
+                item = self._full.get_nowait()
+            except queue.Empty:
+                return
+            if item is not None and not item[1]:
+                item[0].release()

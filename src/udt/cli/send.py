@@ -2,8 +2,9 @@
 
 All files travel over one connection, one after another, each followed by its sha256; the
 receiver checks every file and answers per file, and ``udt-send`` exits 0 only when the receiver
-has verified all of them.  Each block of a file is read once, queued on the socket, then hashed
-in a second thread (``_hashing.BlockHasher``), so hashing overlaps sending.
+has verified all of them.  Each block of a file is a window of the mapped file (``_mapped``),
+queued on the socket straight from the page cache, then hashed in a second thread
+(``_hashing.BlockHasher``), so hashing overlaps sending.
 """
 
 from __future__ import annotations
@@ -45,7 +46,8 @@ from udt.cli._common import (
     run_main,
     supervise,
 )
-from udt.cli._hashing import BlockHasher
+from udt.cli._hashing import BLOCK, BlockHasher
+from udt.cli._mapped import MappedFile, open_mapped
 from udt.cli._passphrase import add_passphrase_argument, read_passphrase
 from udt.cli._pattern import CHUNK as PATTERN_CHUNK
 from udt.cli._pattern import Pattern, new_seed, stream_digest
@@ -384,8 +386,9 @@ def _raise_with_reply(replies: Replies, exc: OSError, peer: str, what: str) -> N
 
 
 def _send_one(sock: udt.socket, source: SourceFile, meter: Meter, sent_before: int) -> bytes:
-    """Read each block once, queue it, then hash it in the BlockHasher thread: the digest covers
-    exactly the bytes sent (no second read of the file)."""
+    """Queue each block once and hash it in the BlockHasher thread: the digest covers exactly the
+    bytes sent.  The blocks are slices of the mapped file (``_mapped``: no copy before the send
+    buffer's), or read with ``preadv`` where mapping is not available."""
     try:
         f = open(source.path, "rb", buffering=0)
     except OSError as exc:
@@ -395,29 +398,64 @@ def _send_one(sock: udt.socket, source: SourceFile, meter: Meter, sent_before: i
         size = os.fstat(fd).st_size
         if size != source.size:
             raise CliError(ExitCode.FILE_ERROR, f"{source.path} changed size while queued")
+        try:
+            mapped = open_mapped(fd, size, writable=False)
+        except OSError as exc:
+            raise file_error(exc, source.path, "read") from None
         hasher = BlockHasher(name=f"{PROG}-hash")
         hasher.start()
         try:
             sock.sendall(wire.pack_file_header(source.name, size))
-            offset = 0
-            while offset < size:
-                view = hasher.take()
-                try:
-                    got = os.preadv(fd, [view[: min(len(view), size - offset)]], offset)
-                except OSError as exc:
-                    raise file_error(exc, source.path, "read") from None
-                if not got:
-                    raise CliError(ExitCode.FILE_ERROR, f"{source.path} shrank while being sent")
-                sock.sendall(view[:got])
-                hasher.submit(view[:got])
-                offset += got
-                meter.queued = sent_before + offset
+            if mapped is not None:
+                _send_mapped(sock, mapped, source, hasher, meter, sent_before)
+            else:
+                _send_read(sock, fd, source, hasher, meter, sent_before)
+            digest = hasher.result()
+            if mapped is not None and mapped.shrank():  # the hasher met a vanished page
+                raise CliError(ExitCode.FILE_ERROR, f"{source.path} shrank while being sent")
         except BaseException:
             hasher.abandon()
             raise
-        digest = hasher.result()
+        finally:
+            if mapped is not None:
+                hasher.join()  # it gives back every lent window before the mapping goes
+                mapped.close()
         sock.sendall(wire.pack_digest(digest))
         return digest
+
+
+def _send_mapped(
+    sock: udt.socket, mapped: MappedFile, source: SourceFile, hasher: BlockHasher, meter: Meter, sent_before: int
+) -> None:
+    for offset in range(0, mapped.size, BLOCK):
+        length = min(BLOCK, mapped.size - offset)
+        try:
+            block = mapped.window(offset, length)
+        except OSError as exc:  # EFAULT: the file shrank under us
+            raise CliError(ExitCode.FILE_ERROR, f"{source.path} shrank while being sent ({exc.strerror})") from None
+        sock.sendall(block)
+        if mapped.shrank():  # what was sent of this window may be zeros: never followed by a digest
+            raise CliError(ExitCode.FILE_ERROR, f"{source.path} shrank while being sent")
+        hasher.lend(block)  # the hasher releases it: not to be touched after this
+        meter.queued = sent_before + offset + length
+
+
+def _send_read(
+    sock: udt.socket, fd: int, source: SourceFile, hasher: BlockHasher, meter: Meter, sent_before: int
+) -> None:
+    offset, size = 0, source.size
+    while offset < size:
+        view = hasher.take()
+        try:
+            got = os.preadv(fd, [view[: min(len(view), size - offset)]], offset)
+        except OSError as exc:
+            raise file_error(exc, source.path, "read") from None
+        if not got:
+            raise CliError(ExitCode.FILE_ERROR, f"{source.path} shrank while being sent")
+        sock.sendall(view[:got])
+        hasher.submit(view[:got])
+        offset += got
+        meter.queued = sent_before + offset
 
 
 def _send_memory(sock: udt.socket, peer: str, seconds: float, bar: ProgressBar, cancel: Cancel) -> dict[str, Any]:
