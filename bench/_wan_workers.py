@@ -117,6 +117,8 @@ def udt_send(opts: argparse.Namespace) -> None:
             "snd_buf_avail": stats["byte_avail_snd_buf"],
             "flight": stats["pkt_flight_size"],
             "snd_loss": stats["pkt_snd_loss_total"],
+            # the model of a controller that reports one (bbr): every bbr_* perfmon key
+            **{k: v for k, v in stats.items() if k.startswith("bbr_")},
         }
 
     sampler = Sampler(take)

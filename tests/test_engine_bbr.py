@@ -68,6 +68,29 @@ def test_names_and_defaults():
         Flow("vegas")
 
 
+def test_perfmon_shows_the_model():
+    """perfmon's bbr_* keys: the state, rounds per state, why STARTUP ended, the model's
+    bandwidth and min RTT.  DAIMD has no model to show."""
+    f = Flow("bbr")
+    f.run(2.0)
+    stats = f.c.stats(f.net.now)
+    assert stats["bbr_state"] == "probe_bw"
+    assert stats["bbr_rounds_startup"] >= 3
+    assert stats["bbr_rounds_drain"] >= 1
+    assert stats["bbr_rounds_probe_bw"] > stats["bbr_rounds_startup"]
+    exits = [stats[f"bbr_startup_exit_{why}"] for why in ("plateau", "queue", "loss")]
+    assert sum(exits) == 1 + stats["bbr_startup_resumes"], exits
+    link_mbps = RATE * PAYLOAD * 8 / 1e6
+    assert 0.9 * link_mbps < stats["bbr_mbps_btl_bw"] < 1.1 * link_mbps
+    assert 2 * DELAY / 1000 <= stats["bbr_ms_min_rtt"] < 2 * DELAY / 1000 + 2
+    assert stats["bbr_pkt_model_cwnd"] >= 16
+    assert stats["bbr_pacing_gain"] in (0.75, 1.0, 1.25)
+    assert stats["bbr_congestion_rounds"] == 0  # a clean link
+    daimd = Flow("udt4")
+    daimd.run(0.2)
+    assert not [k for k in daimd.c.stats(daimd.net.now) if k.startswith("bbr_")]
+
+
 def test_startup_reaches_the_bottleneck_then_drain_empties_the_queue():
     f = Flow("bbr")
     f.run(0.5)
@@ -396,10 +419,15 @@ def test_a_sender_starved_of_cpu_keeps_its_model():
 
     run(1.5)
     assert median_pacing() > 0.9 * RATE
+    lag = c.stats(net.now)
     net.starved = True
     starved = run(0.4)
     assert starved < 0.6 * RATE  # the starvation is real
     assert median_pacing() > 0.9 * RATE  # (still starved)
+    # perfmon shows why: the pacing-lag rule fired and marked what was sent late
+    starving = c.stats(net.now)
+    assert starving["bbr_pacing_lag_events"] > lag["bbr_pacing_lag_events"]
+    assert starving["bbr_pkt_pacing_lag"] - lag["bbr_pkt_pacing_lag"] > 0.1 * RATE * 0.4
     net.starved = False
     assert run(0.3) > 0.9 * RATE
 

@@ -19,7 +19,7 @@
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t
 from libc.stdlib cimport calloc, free
 from udt.core.cc cimport native_cc_ops
-from udt.core.ccapi cimport CCOps, CCState
+from udt.core.ccapi cimport CCOps, CCReport, CCState
 from udt.core.seq cimport SEQ_MAX, seq_cmp, seq_dec, seq_inc, seq_off
 from udt.core.siphash cimport splitmix64
 
@@ -109,6 +109,7 @@ cdef struct Bbr:
     double cwnd                    # the model's pipe; cc.cwnd adds what loss holes hold back
     double pacing_gain
     double cwnd_gain
+    CCReport counters              # perfmon's view (bbr_report): counts kept here, model copied there
 
 
 cdef inline Bbr* _bbr(CCState* cc) noexcept nogil:
@@ -217,8 +218,11 @@ cdef void bbr_on_pkt_sent(CCState* cc, int32_t seq, int size, int64_t now) noexc
             # pacing 480 -> 420 Mbit/s in 3 s while the sender sent 350-420) and STARTUP ends
             # at a plateau that is the CPU's.  For a round trip more: a sample's interval
             # reaches a round trip back, and one spanning the end of a stall mixes both rates
+            if now >= b.lag_until:
+                b.counters.pacing_lag_events += 1
             b.lag_until = now + b.min_rtt_us
         if now < b.lag_until:
+            b.counters.pacing_lag_packets += 1
             b.app_limited_until = b.delivered + cc.inflight if b.delivered + cc.inflight > 0 else 1
     # the engine's schedule: one period per packet, never more than SEND_LAG_US behind
     if b.pace_due < <double>now - SEND_LAG_US:
@@ -270,8 +274,10 @@ cdef void _end_round(CCState* cc, Bbr* b, bint app_limited) noexcept nogil:
         probe_loss_rate = <double>b.round_lost_probe / <double>(delivered + b.round_lost)
     if b.round_lost > 0:
         b.loss_round = b.round_count
+        b.counters.loss_rounds += 1
     if loss_rate > LOSS_THRESH:
         b.congestion_round = b.round_count
+        b.counters.congestion_rounds += 1
     if probe_loss_rate > LOSS_THRESH and b.state == PROBE_BW:
         # Only losses of packets sent in PROBE_BW count: STARTUP's overshoot is drained by DRAIN,
         # and its losses, reported a round trip or more later (the repairs of a full queue die
@@ -287,6 +293,7 @@ cdef void _end_round(CCState* cc, Bbr* b, bint app_limited) noexcept nogil:
     elif not b.full_bw_reached:
         if b.queue_exit_round and b.round_count >= b.queue_exit_round:
             b.full_bw_reached = True
+            b.counters.startup_exit_queue += 1
         elif b.btl_bw >= b.full_bw * 1.25:
             b.full_bw = b.btl_bw
             b.full_bw_count = 0
@@ -296,6 +303,7 @@ cdef void _end_round(CCState* cc, Bbr* b, bint app_limited) noexcept nogil:
             b.full_bw_count += 1
             if b.full_bw_count >= FULL_BW_ROUNDS:
                 b.full_bw_reached = True
+                b.counters.startup_exit_plateau += 1
     b.round_lost = 0
     b.round_lost_probe = 0
     b.round_delivered_start = b.delivered
@@ -353,6 +361,7 @@ cdef void _update_state(CCState* cc, Bbr* b, int64_t now) noexcept nogil:
             # hundred ms on a loaded machine -- looks like a queue or a plateau, and on the WAN
             # link left the model at 10-40 % of the link for seconds); grow exponentially again
             b.state = STARTUP
+            b.counters.startup_resumes += 1
             b.full_bw_reached = False
             b.full_bw = b.btl_bw
             b.full_bw_count = 0
@@ -496,6 +505,7 @@ cdef void _on_delivery(CCState* cc, Bbr* b, int64_t now) noexcept nogil:
         if r.delivered >= b.next_round_delivered:
             b.next_round_delivered = b.delivered
             b.round_count += 1
+            b.counters.rounds[b.state] += 1
             _end_round(cc, b, r.app_limited)
         interval = r.sent_time - r.first_sent_time
         if now - r.delivered_time > interval:
@@ -602,8 +612,24 @@ cdef void bbr_on_loss(CCState* cc, const int32_t* loss, int count, int64_t now) 
     if (b.state == STARTUP and b.round_lost >= MIN_CWND
             and <double>b.round_lost > LOSS_THRESH * <double>sent):
         b.full_bw_reached = True
+        b.counters.startup_exit_loss += 1
         _update_state(cc, b, now)
     _on_delivery(cc, b, now)
+
+
+cdef bint bbr_report(CCState* cc, CCReport* out) noexcept nogil:
+    cdef Bbr* b = _bbr(cc)
+    if b == NULL:
+        return False          # closed (an init out of memory runs DAIMD, whose ops have none)
+    out[0] = b.counters
+    out.state = b.state
+    out.btl_bw = b.btl_bw
+    out.bw_lo = b.bw_lo
+    out.inflight_hi = b.inflight_hi
+    out.model_cwnd = b.cwnd
+    out.pacing_gain = b.pacing_gain
+    out.min_rtt_us = b.min_rtt_us
+    return True
 
 
 cdef CCOps BBR_CC_OPS
@@ -615,6 +641,7 @@ BBR_CC_OPS.on_timeout = NULL
 BBR_CC_OPS.on_pkt_sent = bbr_on_pkt_sent
 BBR_CC_OPS.on_pkt_received = NULL
 BBR_CC_OPS.on_custom = NULL
+BBR_CC_OPS.report = bbr_report
 
 
 cdef const CCOps* bbr_cc_ops() noexcept nogil:
