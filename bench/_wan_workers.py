@@ -6,7 +6,8 @@ Roles: ``udt-recv``/``udt-send`` (udt's Python API), ``udt4-recv``/``udt4-send``
 library through udt4py-ng).  Each prints JSON lines on stdout: ``{"event": "ready", "port"}``
 from a receiver once it listens, ``{"event": "sample", ...}`` every SAMPLE seconds and one
 ``{"event": "done", ...}`` at the end.  Receivers sample the bytes delivered (what throughput is
-computed from); udt's sender samples its perfmon (packets sent, retransmitted, RTT).  Kept out of
+computed from); udt's sender samples its perfmon (packets sent, retransmitted, RTT, and the
+model's ``bbr_*`` keys with bbr).  Kept out of
 bench_wan.py so that a child loads only what its role needs (udt4py loads a C++ library).
 """
 

@@ -86,6 +86,8 @@ def test_perfmon_shows_the_model():
     assert stats["bbr_pkt_model_cwnd"] >= 16
     assert stats["bbr_pacing_gain"] in (0.75, 1.0, 1.25)
     assert stats["bbr_congestion_rounds"] == 0  # a clean link
+    assert stats["bbr_overflow_rounds"] == 0
+    assert stats["bbr_probes_skipped"] == 0  # the draining phase empties bbr's own queue
     daimd = Flow("udt4")
     daimd.run(0.2)
     assert not [k for k in daimd.c.stats(daimd.net.now) if k.startswith("bbr_")]
@@ -118,6 +120,8 @@ def test_random_loss_is_not_congestion(loss, floor):
     base = daimd.run(2.0)
     assert got > floor * RATE * (1 - loss)
     assert got > 5 * base  # DAIMD reads each loss as congestion
+    # over 2 % in a round, but the queue never stood all round: not an overflow
+    assert bbr.c.stats(bbr.net.now)["bbr_overflow_rounds"] == 0
 
 
 def test_follows_a_rate_drop_and_recovers():
@@ -584,3 +588,58 @@ def test_senders_behind_their_pacing_still_share_a_queue(seed):
     rates = _late_pair_rates(seed, 1.5, 15.0, 5.0, stall=3_000)
     assert sum(rates) > 0.85 * RATE, rates
     assert min(rates) >= 0.6 * max(rates), rates
+
+
+class _FixedWindow(udt.cc.CongestionControl):
+    """A window-limited flow that backs off from neither delay nor loss: a loss-based flow
+    (TCP cubic) at its plateau, keeping the shared queue full."""
+
+    def __init__(self, window: float) -> None:
+        super().__init__()
+        self.window = window
+
+    def init(self) -> None:
+        self.cwnd = self.window
+        self.period_us = 1e6 / (2 * RATE)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [5, 8])
+def test_bbr_yields_to_a_flow_that_keeps_the_queue_full(seed):
+    """bbr first, then a 1.5-BDP fixed window on the 100 ms, 1-BDP queue path.  The queue then
+    outlives bbr's draining phase, and an up phase into it only takes the other flow's share
+    (bbr's samples grow with its share of the queue's arrivals; the max filter keeps them):
+    the other flow kept 0.60-0.61 of the link.  Every other up phase is skipped while the
+    queue stands (0.72-0.74), and bbr is not starved."""
+    delay = 50_000
+    net = Net(
+        seed=seed,
+        profile=LinkProfile(delay_us=delay, rate_pps=RATE, queue_packets=int(RATE * 0.1)),
+        reverse=LinkProfile(delay_us=delay),
+        shared=True,
+    )
+    server = ("10.0.1.1", 9000)
+    host = net.listen(server, rcv_buf=65536)
+    clients: list = []
+    got = [0, 0]
+
+    def pump() -> bool:
+        return _pump_flows(net, clients, host.accepted, got)
+
+    for i, (addr, cc) in enumerate(((("10.0.0.1", 5000), "bbr"), (("10.0.0.3", 5000), _FixedWindow(1.5 * RATE * 0.1)))):
+        if i:
+            net.run(1_500_000, pump)
+        ep = net.endpoint(addr, server, cc=cc, snd_buf=65536)
+        net.connect(ep)
+        assert net.run(
+            5_000_000, lambda n=i + 1, ep=ep: pump() or (len(host.accepted) == n and ep.state == ST["CONNECTED"])
+        )
+        clients.append(ep)
+    net.run(10_000_000, pump)
+    before = list(got)
+    net.run(5_000_000, pump)
+    bbr, other = ((got[i] - before[i]) / PAYLOAD / 5.0 / RATE for i in range(2))
+    stats = clients[0].stats(net.now)
+    assert stats["bbr_probes_skipped"] > 0
+    assert other >= 0.68, (bbr, other)
+    assert bbr >= 0.12, (bbr, other)

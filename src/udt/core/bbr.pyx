@@ -40,6 +40,7 @@ cdef double STARTUP_GAIN = 2.77           # 2 / ln 2: doubles the delivery rate 
 cdef double STARTUP_CWND_GAIN = 2.0            # BBRv3: 2 x BDP fits the link plus a BDP of queue
 cdef double CWND_GAIN = 2.0
 cdef double LOSS_THRESH = 0.1             # round loss rate above which loss means congestion
+cdef double QUEUE_LOSS_THRESH = 0.02      # the same while the RTT shows the queue full (BBRv2's 2 %)
 cdef double BETA = 0.7
 cdef double PROBE_AGAIN = 1.15            # bandwidth growth in an up phase that means headroom
 cdef double[8] PROBE_GAINS = [1.25, 0.75, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]
@@ -87,6 +88,7 @@ cdef struct Bbr:
     double btl_bw                  # packets/s
     double bw_lo                   # congestion cap on the bandwidth (0 = none)
     double round_max_sample
+    int64_t round_min_rtt          # smallest RTT sample of the round (0 = none)
     int64_t min_rtt_us
     int64_t min_rtt_stamp
     bint rtt_measured              # min_rtt_us is a sample, not the engine's 100 ms placeholder
@@ -98,6 +100,8 @@ cdef struct Bbr:
     int64_t queue_since            # when the current run of queue samples began
     int cycle_index
     int cruise_left                # cruising phases (gain 1) left before the next up phase
+    bint queue_stuck               # the last draining phase ran out with a queue still there
+    bint probe_skipped             # so the last cycle had no up phase (the next one has)
     int64_t cycle_stamp
     double probe_start_bw          # btl_bw when the up phase began
     int64_t round_lost
@@ -277,6 +281,7 @@ cdef void _end_round(CCState* cc, Bbr* b, bint app_limited) noexcept nogil:
     cdef int64_t delivered = b.delivered - b.round_delivered_start
     cdef double loss_rate = 0
     cdef double probe_loss_rate = 0
+    cdef bint overflow
     if delivered + b.round_lost > 0:
         loss_rate = <double>b.round_lost / <double>(delivered + b.round_lost)
         probe_loss_rate = <double>b.round_lost_probe / <double>(delivered + b.round_lost)
@@ -286,7 +291,16 @@ cdef void _end_round(CCState* cc, Bbr* b, bint app_limited) noexcept nogil:
     if loss_rate > LOSS_THRESH:
         b.congestion_round = b.round_count
         b.counters.congestion_rounds += 1
-    if probe_loss_rate > LOSS_THRESH and b.state == PROBE_BW:
+    # a random drop happens at any queue depth, an overflow drop when the queue is full: with
+    # every RTT sample of the round half the minimum above it (a queue standing all round; bbr
+    # alone under 1-3 % random loss keeps it within 1.25x, and one sample inflated by a host
+    # stall does not count), 2 % is a queue overflowing, as BBRv2 reads any loss over 2 %
+    overflow = (b.round_min_rtt > b.min_rtt_us + b.min_rtt_us // 2 + SYN_US // 2
+                and probe_loss_rate > QUEUE_LOSS_THRESH)
+    if overflow:
+        b.congestion_round = b.round_count
+        b.counters.overflow_rounds += 1
+    if (probe_loss_rate > LOSS_THRESH or overflow) and b.state == PROBE_BW:
         # Only losses of packets sent in PROBE_BW count: STARTUP's overshoot is drained by DRAIN,
         # and its losses, reported a round trip or more later (the repairs of a full queue die
         # in it too), once read as congestion in the first PROBE_BW rounds cut the model to
@@ -316,6 +330,7 @@ cdef void _end_round(CCState* cc, Bbr* b, bint app_limited) noexcept nogil:
     b.round_lost_probe = 0
     b.round_delivered_start = b.delivered
     b.round_max_sample = 0
+    b.round_min_rtt = 0
 
 
 cdef void _enter_cycle_phase(CCState* cc, Bbr* b, int index, int64_t now) noexcept nogil:
@@ -390,12 +405,24 @@ cdef void _update_state(CCState* cc, Bbr* b, int64_t now) noexcept nogil:
             if b.cruise_left > 0:
                 b.cycle_stamp = now
                 return
+            if b.queue_stuck and not b.probe_skipped:
+                # the queue outlived the last draining phase: a flow that does not yield to
+                # delay holds it (a loss-based one, TCP cubic), and an up phase into it only
+                # takes its share (samples grow with the queue's arrival share, and the max
+                # filter keeps them).  Drain again instead, and probe once the queue can go
+                b.counters.probes_skipped += 1
+                b.probe_skipped = True
+                _enter_cycle_phase(cc, b, 1, now)
+                return
+            b.probe_skipped = False
             _enter_cycle_phase(cc, b, 0, now)
             return
         if b.cycle_index == 0:
             _enter_cycle_phase(cc, b, 1, now)
             return
         extended = now - b.cycle_stamp >= 3 * phase_us
+        b.queue_stuck = (now - b.cycle_stamp >= 4 * phase_us
+                         and cc.rtt_us > b.min_rtt_us + b.min_rtt_us // 4 + SYN_US // 2)
         _enter_cycle_phase(cc, b, 2, now)
         b.cruise_left = CRUISE_MIN + CRUISE_SPREAD // 2
         if extended:
@@ -489,6 +516,8 @@ cdef void _on_delivery(CCState* cc, Bbr* b, int64_t now) noexcept nogil:
             b.min_rtt_us = rtt
             b.min_rtt_stamp = now
             b.rtt_measured = True
+        if rtt > 0 and (rtt < b.round_min_rtt or b.round_min_rtt == 0):
+            b.round_min_rtt = rtt
         if b.state == STARTUP and rtt > 0 and b.rtt_measured:
             # a queue is building: the bottleneck is full now, and waiting the 3 rounds of the
             # plateau rule at 2.77x overflows a 1-BDP queue (a burst of drops whose repairs

@@ -21,6 +21,8 @@ cdef struct CCReport:
     int64_t pacing_lag_packets      # packets marked app-limited by those periods
     int64_t loss_rounds             # rounds with any loss
     int64_t congestion_rounds       # rounds whose loss rate read as congestion
+    int64_t overflow_rounds         # rounds with loss and an RTT that shows the queue full
+    int64_t probes_skipped          # up phases not begun: the queue outlived the draining phase
     double btl_bw               # bottleneck bandwidth estimate, packets/s
     double bw_lo                # congestion cap on it (0 = none)
     double inflight_hi          # congestion cap on the window, packets (0 = none)

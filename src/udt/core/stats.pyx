@@ -95,6 +95,8 @@ cdef dict _cc_report_dict(const CCReport* r, int64_t payload_size):
         "bbr_pkt_pacing_lag": r.pacing_lag_packets,
         "bbr_loss_rounds": r.loss_rounds,
         "bbr_congestion_rounds": r.congestion_rounds,
+        "bbr_overflow_rounds": r.overflow_rounds,
+        "bbr_probes_skipped": r.probes_skipped,
         "bbr_mbps_btl_bw": r.btl_bw * mbit,
         "bbr_mbps_bw_lo": r.bw_lo * mbit,
         "bbr_pkt_inflight_hi": r.inflight_hi,
