@@ -2,8 +2,9 @@
 # Native BBR-family congestion control ("bbr"; docs/engine.md, "BBR").  A model of the path --
 # the bottleneck bandwidth (windowed max of delivery-rate samples) and the round-trip
 # propagation time (windowed min RTT) -- sets the pacing rate (gain x bandwidth) and the window
-# (gain x BDP).  Random loss below LOSS_THRESH per round does not move the model; above it the
-# round counts as congestion and caps the window and the bandwidth by BETA (as BBRv3 does).
+# (gain x BDP).  Random loss below LOSS_THRESH per round does not move the model; above it, or
+# above QUEUE_LOSS_THRESH with a queue standing all round (an overflow), the round counts as
+# congestion and caps the window and the bandwidth by BETA (as BBRv3 does).
 #
 # It learns only from what a UDT4/SRT receiver sends: the cumulative ACK sequence of full ACKs,
 # the loss ranges of NAKs, plus its own per-packet send times (on_pkt_sent).  Each sent packet
