@@ -6,7 +6,8 @@ Roles: ``udt-recv``/``udt-send`` (udt's Python API), ``udt4-recv``/``udt4-send``
 library through udt4py-ng).  Each prints JSON lines on stdout: ``{"event": "ready", "port"}``
 from a receiver once it listens, ``{"event": "sample", ...}`` every SAMPLE seconds and one
 ``{"event": "done", ...}`` at the end.  Receivers sample the bytes delivered (what throughput is
-computed from); udt's sender samples its perfmon (packets sent, retransmitted, RTT).  Kept out of
+computed from); udt's sender samples its perfmon (packets sent, retransmitted, RTT, and the
+model's ``bbr_*`` keys with bbr).  Kept out of
 bench_wan.py so that a child loads only what its role needs (udt4py loads a C++ library).
 """
 
@@ -117,6 +118,8 @@ def udt_send(opts: argparse.Namespace) -> None:
             "snd_buf_avail": stats["byte_avail_snd_buf"],
             "flight": stats["pkt_flight_size"],
             "snd_loss": stats["pkt_snd_loss_total"],
+            # the model of a controller that reports one (bbr): every bbr_* perfmon key
+            **{k: v for k, v in stats.items() if k.startswith("bbr_")},
         }
 
     sampler = Sampler(take)

@@ -68,6 +68,31 @@ def test_names_and_defaults():
         Flow("vegas")
 
 
+def test_perfmon_shows_the_model():
+    """perfmon's bbr_* keys: the state, rounds per state, why STARTUP ended, the model's
+    bandwidth and min RTT.  DAIMD has no model to show."""
+    f = Flow("bbr")
+    f.run(2.0)
+    stats = f.c.stats(f.net.now)
+    assert stats["bbr_state"] == "probe_bw"
+    assert stats["bbr_rounds_startup"] >= 3
+    assert stats["bbr_rounds_drain"] >= 1
+    assert stats["bbr_rounds_probe_bw"] > stats["bbr_rounds_startup"]
+    exits = [stats[f"bbr_startup_exit_{why}"] for why in ("plateau", "queue", "loss")]
+    assert sum(exits) == 1 + stats["bbr_startup_resumes"], exits
+    link_mbps = RATE * PAYLOAD * 8 / 1e6
+    assert 0.9 * link_mbps < stats["bbr_mbps_btl_bw"] < 1.1 * link_mbps
+    assert 2 * DELAY / 1000 <= stats["bbr_ms_min_rtt"] < 2 * DELAY / 1000 + 2
+    assert stats["bbr_pkt_model_cwnd"] >= 16
+    assert stats["bbr_pacing_gain"] in (0.75, 1.0, 1.25)
+    assert stats["bbr_congestion_rounds"] == 0  # a clean link
+    assert stats["bbr_overflow_rounds"] == 0
+    assert stats["bbr_probes_skipped"] == 0  # the draining phase empties bbr's own queue
+    daimd = Flow("udt4")
+    daimd.run(0.2)
+    assert not [k for k in daimd.c.stats(daimd.net.now) if k.startswith("bbr_")]
+
+
 def test_startup_reaches_the_bottleneck_then_drain_empties_the_queue():
     f = Flow("bbr")
     f.run(0.5)
@@ -95,6 +120,8 @@ def test_random_loss_is_not_congestion(loss, floor):
     base = daimd.run(2.0)
     assert got > floor * RATE * (1 - loss)
     assert got > 5 * base  # DAIMD reads each loss as congestion
+    # over 2 % in a round, but the queue never stood all round: not an overflow
+    assert bbr.c.stats(bbr.net.now)["bbr_overflow_rounds"] == 0
 
 
 def test_follows_a_rate_drop_and_recovers():
@@ -396,10 +423,15 @@ def test_a_sender_starved_of_cpu_keeps_its_model():
 
     run(1.5)
     assert median_pacing() > 0.9 * RATE
+    lag = c.stats(net.now)
     net.starved = True
     starved = run(0.4)
     assert starved < 0.6 * RATE  # the starvation is real
     assert median_pacing() > 0.9 * RATE  # (still starved)
+    # perfmon shows why: the pacing-lag rule fired and marked what was sent late
+    starving = c.stats(net.now)
+    assert starving["bbr_pacing_lag_events"] > lag["bbr_pacing_lag_events"]
+    assert starving["bbr_pkt_pacing_lag"] - lag["bbr_pkt_pacing_lag"] > 0.1 * RATE * 0.4
     net.starved = False
     assert run(0.3) > 0.9 * RATE
 
@@ -457,11 +489,51 @@ def test_startup_cut_short_by_a_host_stall_is_resumed(seed):
     assert run(1.0) > 0.8 * RATE
 
 
-def _late_pair_rates(seed: int, seconds_apart: float, seconds: float, last: float) -> list[float]:
+class _SlicedSenders(Net):
+    """Every client sleeps `stall` µs in every 10 ms, each at its own offset: sender processes
+    that a loaded host's scheduler runs in slices, always a few ms behind their pacing."""
+
+    stall = 0
+    PERIOD = 10_000
+    sleepers: list = []  # the clients
+
+    def _wake_offset(self, ep) -> int:
+        return (self.endpoints.index(ep) * 3_700) % self.PERIOD
+
+    def _asleep(self, ep) -> bool:
+        if not self.stall or not any(ep is c for c in self.sleepers):
+            return False
+        return (self.now + self._wake_offset(ep)) % self.PERIOD < self.stall
+
+    def flush(self) -> None:
+        for ep in self.endpoints:
+            if self._asleep(ep):
+                continue
+            addr, peer = self.where[id(ep)]
+            while (d := ep.next_datagram(self.now)) is not None:
+                self.transmit(addr, peer, d)
+
+    def next_event_time(self) -> int | None:
+        times = [self.queue[0][0]] if self.queue else []
+        for ep in self.endpoints:
+            t = ep.next_timer()
+            if t >= 0:
+                times.append(max(t, self.now + 1))
+            t = ep.next_send_time(self.now)
+            if t >= 0:
+                t = max(t, self.now + 1)
+                if self._asleep(ep):
+                    t = max(t, self.now - (self.now + self._wake_offset(ep)) % self.PERIOD + self.stall)
+                times.append(t)
+        return min(times) if times else None
+
+
+def _late_pair_rates(seed: int, seconds_apart: float, seconds: float, last: float, stall: int = 0) -> list[float]:
     """Two bbr flows on one 100 ms, 1-BDP drop-tail bottleneck, the second starting later:
-    each flow's delivery rate over the last `last` seconds of `seconds`."""
+    each flow's delivery rate over the last `last` seconds of `seconds` (`stall`: each sender
+    sleeps that many µs in every 10 ms, see _SlicedSenders)."""
     delay = 50_000
-    net = Net(
+    net = _SlicedSenders(
         seed=seed,
         profile=LinkProfile(delay_us=delay, rate_pps=RATE, queue_packets=int(RATE * 0.1)),
         reverse=LinkProfile(delay_us=delay),
@@ -470,6 +542,7 @@ def _late_pair_rates(seed: int, seconds_apart: float, seconds: float, last: floa
     server = ("10.0.1.1", 9000)
     host = net.listen(server, rcv_buf=65536)
     clients: list = []
+    net.stall, net.sleepers = stall, clients
     got = [0, 0]
 
     def pump() -> bool:
@@ -502,3 +575,71 @@ def test_a_late_flow_on_a_long_path_is_not_held_to_its_startup_share(seed):
     rates = _late_pair_rates(seed, 1.5, 20.0, 5.0)
     assert sum(rates) > 0.85 * RATE, rates
     assert min(rates) >= 0.45 * max(rates), rates
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [5, 8])
+def test_senders_behind_their_pacing_still_share_a_queue(seed):
+    """Both senders lose the CPU 3 ms in every 10 (a loaded host), so they send behind their
+    pacing schedule all the time.  The pacing-lag rule marked all they sent app-limited, and a
+    model that app-limited samples can only raise froze: the first flow kept 0.82-0.88 of the
+    link and the late one 0.09-0.14 (these seeds, 15 s).  Behind a standing queue the samples
+    are the path's, so the rule marks nothing there (0.54/0.41 and 0.46/0.49)."""
+    rates = _late_pair_rates(seed, 1.5, 15.0, 5.0, stall=3_000)
+    assert sum(rates) > 0.85 * RATE, rates
+    assert min(rates) >= 0.6 * max(rates), rates
+
+
+class _FixedWindow(udt.cc.CongestionControl):
+    """A window-limited flow that backs off from neither delay nor loss: a loss-based flow
+    (TCP cubic) at its plateau, keeping the shared queue full."""
+
+    def __init__(self, window: float) -> None:
+        super().__init__()
+        self.window = window
+
+    def init(self) -> None:
+        self.cwnd = self.window
+        self.period_us = 1e6 / (2 * RATE)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [5, 8])
+def test_bbr_yields_to_a_flow_that_keeps_the_queue_full(seed):
+    """bbr first, then a 1.5-BDP fixed window on the 100 ms, 1-BDP queue path.  The queue then
+    outlives bbr's draining phase, and an up phase into it only takes the other flow's share
+    (bbr's samples grow with its share of the queue's arrivals; the max filter keeps them):
+    the other flow kept 0.60-0.61 of the link.  Every other up phase is skipped while the
+    queue stands (0.72-0.74), and bbr is not starved."""
+    delay = 50_000
+    net = Net(
+        seed=seed,
+        profile=LinkProfile(delay_us=delay, rate_pps=RATE, queue_packets=int(RATE * 0.1)),
+        reverse=LinkProfile(delay_us=delay),
+        shared=True,
+    )
+    server = ("10.0.1.1", 9000)
+    host = net.listen(server, rcv_buf=65536)
+    clients: list = []
+    got = [0, 0]
+
+    def pump() -> bool:
+        return _pump_flows(net, clients, host.accepted, got)
+
+    for i, (addr, cc) in enumerate(((("10.0.0.1", 5000), "bbr"), (("10.0.0.3", 5000), _FixedWindow(1.5 * RATE * 0.1)))):
+        if i:
+            net.run(1_500_000, pump)
+        ep = net.endpoint(addr, server, cc=cc, snd_buf=65536)
+        net.connect(ep)
+        assert net.run(
+            5_000_000, lambda n=i + 1, ep=ep: pump() or (len(host.accepted) == n and ep.state == ST["CONNECTED"])
+        )
+        clients.append(ep)
+    net.run(10_000_000, pump)
+    before = list(got)
+    net.run(5_000_000, pump)
+    bbr, other = ((got[i] - before[i]) / PAYLOAD / 5.0 / RATE for i in range(2))
+    stats = clients[0].stats(net.now)
+    assert stats["bbr_probes_skipped"] > 0
+    assert other >= 0.68, (bbr, other)
+    assert bbr >= 0.12, (bbr, other)

@@ -199,7 +199,7 @@ cdef struct AcceptRequest
 # (udt/core/cc.pyx) is one implementation; udt/cc.py's Python base class is another, reached
 # through a GIL-taking trampoline (udt/core/pycc.pyx):
 # ---------------------------------------------------------------------------------------------
-from udt.core.ccapi cimport CCOps, CCState
+from udt.core.ccapi cimport CCOps, CCReport, CCState
 # The trampoline into a udt.cc.CongestionControl instance: set ConnOptions.cc_ops to this and
 # cc_user to the instance (borrowed; the engine INCREFs it in init and DECREFs it in close).
 # Each callback takes the GIL for that connection only (~1 µs per call); on_packet_sent /
@@ -419,6 +419,10 @@ cdef struct Stats:
     int64_t duplicate_packets   # data already received (not invalid, but worth seeing)
     int64_t late_packets        # well-formed stragglers (delayed or duplicated by the network)
                                 # that came after the step they belong to: not invalid either
+    # the congestion controller's model (bbr_* keys), when its ops.report has one
+    bint cc_reported
+    int64_t cc_payload_size     # bytes per packet, for the model's rates in Mbit/s
+    CCReport cc
 
 
 # ---------------------------------------------------------------------------------------------

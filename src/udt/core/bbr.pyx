@@ -2,8 +2,9 @@
 # Native BBR-family congestion control ("bbr"; docs/engine.md, "BBR").  A model of the path --
 # the bottleneck bandwidth (windowed max of delivery-rate samples) and the round-trip
 # propagation time (windowed min RTT) -- sets the pacing rate (gain x bandwidth) and the window
-# (gain x BDP).  Random loss below LOSS_THRESH per round does not move the model; above it the
-# round counts as congestion and caps the window and the bandwidth by BETA (as BBRv3 does).
+# (gain x BDP).  Random loss below LOSS_THRESH per round does not move the model; above it, or
+# above QUEUE_LOSS_THRESH with a queue standing all round (an overflow), the round counts as
+# congestion and caps the window and the bandwidth by BETA (as BBRv3 does).
 #
 # It learns only from what a UDT4/SRT receiver sends: the cumulative ACK sequence of full ACKs,
 # the loss ranges of NAKs, plus its own per-packet send times (on_pkt_sent).  Each sent packet
@@ -19,7 +20,7 @@
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t
 from libc.stdlib cimport calloc, free
 from udt.core.cc cimport native_cc_ops
-from udt.core.ccapi cimport CCOps, CCState
+from udt.core.ccapi cimport CCOps, CCReport, CCState
 from udt.core.seq cimport SEQ_MAX, seq_cmp, seq_dec, seq_inc, seq_off
 from udt.core.siphash cimport splitmix64
 
@@ -40,6 +41,7 @@ cdef double STARTUP_GAIN = 2.77           # 2 / ln 2: doubles the delivery rate 
 cdef double STARTUP_CWND_GAIN = 2.0            # BBRv3: 2 x BDP fits the link plus a BDP of queue
 cdef double CWND_GAIN = 2.0
 cdef double LOSS_THRESH = 0.1             # round loss rate above which loss means congestion
+cdef double QUEUE_LOSS_THRESH = 0.02      # the same while the RTT shows the queue full (BBRv2's 2 %)
 cdef double BETA = 0.7
 cdef double PROBE_AGAIN = 1.15            # bandwidth growth in an up phase that means headroom
 cdef double[8] PROBE_GAINS = [1.25, 0.75, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]
@@ -87,6 +89,7 @@ cdef struct Bbr:
     double btl_bw                  # packets/s
     double bw_lo                   # congestion cap on the bandwidth (0 = none)
     double round_max_sample
+    int64_t round_min_rtt          # smallest RTT sample of the round (0 = none)
     int64_t min_rtt_us
     int64_t min_rtt_stamp
     bint rtt_measured              # min_rtt_us is a sample, not the engine's 100 ms placeholder
@@ -98,6 +101,8 @@ cdef struct Bbr:
     int64_t queue_since            # when the current run of queue samples began
     int cycle_index
     int cruise_left                # cruising phases (gain 1) left before the next up phase
+    bint queue_stuck               # the last draining phase ran out with a queue still there
+    bint probe_skipped             # so the last cycle had no up phase (the next one has)
     int64_t cycle_stamp
     double probe_start_bw          # btl_bw when the up phase began
     int64_t round_lost
@@ -109,6 +114,7 @@ cdef struct Bbr:
     double cwnd                    # the model's pipe; cc.cwnd adds what loss holes hold back
     double pacing_gain
     double cwnd_gain
+    CCReport counters              # perfmon's view (bbr_report): counts kept here, model copied there
 
 
 cdef inline Bbr* _bbr(CCState* cc) noexcept nogil:
@@ -217,8 +223,19 @@ cdef void bbr_on_pkt_sent(CCState* cc, int32_t seq, int size, int64_t now) noexc
             # pacing 480 -> 420 Mbit/s in 3 s while the sender sent 350-420) and STARTUP ends
             # at a plateau that is the CPU's.  For a round trip more: a sample's interval
             # reaches a round trip back, and one spanning the end of a stall mixes both rates
+            if now >= b.lag_until:
+                b.counters.pacing_lag_events += 1
             b.lag_until = now + b.min_rtt_us
+        if now < b.lag_until and cc.rtt_us > b.min_rtt_us + b.min_rtt_us // 8 + SYN_US // 2:
+            # but a queue stands at the bottleneck: the path, not the host, limits what gets
+            # through, and the samples are the path's.  A sender behind its schedule all the time
+            # (the scheduler's slices on a loaded host) marked everything, and its model, which
+            # app-limited samples can only raise, froze where it was: sharing a 1-BDP queue, the
+            # first flow kept 0.82-0.88 of the link against the late one's 0.09-0.14 (fake clock,
+            # a 3 ms stall in every 10), and on the WAN link's fair2 both models summed to 118 %
+            b.lag_until = 0
         if now < b.lag_until:
+            b.counters.pacing_lag_packets += 1
             b.app_limited_until = b.delivered + cc.inflight if b.delivered + cc.inflight > 0 else 1
     # the engine's schedule: one period per packet, never more than SEND_LAG_US behind
     if b.pace_due < <double>now - SEND_LAG_US:
@@ -265,14 +282,26 @@ cdef void _end_round(CCState* cc, Bbr* b, bint app_limited) noexcept nogil:
     cdef int64_t delivered = b.delivered - b.round_delivered_start
     cdef double loss_rate = 0
     cdef double probe_loss_rate = 0
+    cdef bint overflow
     if delivered + b.round_lost > 0:
         loss_rate = <double>b.round_lost / <double>(delivered + b.round_lost)
         probe_loss_rate = <double>b.round_lost_probe / <double>(delivered + b.round_lost)
     if b.round_lost > 0:
         b.loss_round = b.round_count
+        b.counters.loss_rounds += 1
     if loss_rate > LOSS_THRESH:
         b.congestion_round = b.round_count
-    if probe_loss_rate > LOSS_THRESH and b.state == PROBE_BW:
+        b.counters.congestion_rounds += 1
+    # a random drop happens at any queue depth, an overflow drop when the queue is full: with
+    # every RTT sample of the round half the minimum above it (a queue standing all round; bbr
+    # alone under 1-3 % random loss keeps it within 1.25x, and one sample inflated by a host
+    # stall does not count), 2 % is a queue overflowing, as BBRv2 reads any loss over 2 %
+    overflow = (b.round_min_rtt > b.min_rtt_us + b.min_rtt_us // 2 + SYN_US // 2
+                and probe_loss_rate > QUEUE_LOSS_THRESH)
+    if overflow:
+        b.congestion_round = b.round_count
+        b.counters.overflow_rounds += 1
+    if (probe_loss_rate > LOSS_THRESH or overflow) and b.state == PROBE_BW:
         # Only losses of packets sent in PROBE_BW count: STARTUP's overshoot is drained by DRAIN,
         # and its losses, reported a round trip or more later (the repairs of a full queue die
         # in it too), once read as congestion in the first PROBE_BW rounds cut the model to
@@ -287,6 +316,7 @@ cdef void _end_round(CCState* cc, Bbr* b, bint app_limited) noexcept nogil:
     elif not b.full_bw_reached:
         if b.queue_exit_round and b.round_count >= b.queue_exit_round:
             b.full_bw_reached = True
+            b.counters.startup_exit_queue += 1
         elif b.btl_bw >= b.full_bw * 1.25:
             b.full_bw = b.btl_bw
             b.full_bw_count = 0
@@ -296,10 +326,12 @@ cdef void _end_round(CCState* cc, Bbr* b, bint app_limited) noexcept nogil:
             b.full_bw_count += 1
             if b.full_bw_count >= FULL_BW_ROUNDS:
                 b.full_bw_reached = True
+                b.counters.startup_exit_plateau += 1
     b.round_lost = 0
     b.round_lost_probe = 0
     b.round_delivered_start = b.delivered
     b.round_max_sample = 0
+    b.round_min_rtt = 0
 
 
 cdef void _enter_cycle_phase(CCState* cc, Bbr* b, int index, int64_t now) noexcept nogil:
@@ -353,6 +385,7 @@ cdef void _update_state(CCState* cc, Bbr* b, int64_t now) noexcept nogil:
             # hundred ms on a loaded machine -- looks like a queue or a plateau, and on the WAN
             # link left the model at 10-40 % of the link for seconds); grow exponentially again
             b.state = STARTUP
+            b.counters.startup_resumes += 1
             b.full_bw_reached = False
             b.full_bw = b.btl_bw
             b.full_bw_count = 0
@@ -373,12 +406,24 @@ cdef void _update_state(CCState* cc, Bbr* b, int64_t now) noexcept nogil:
             if b.cruise_left > 0:
                 b.cycle_stamp = now
                 return
+            if b.queue_stuck and not b.probe_skipped:
+                # the queue outlived the last draining phase: a flow that does not yield to
+                # delay holds it (a loss-based one, TCP cubic), and an up phase into it only
+                # takes its share (samples grow with the queue's arrival share, and the max
+                # filter keeps them).  Drain again instead, and probe once the queue can go
+                b.counters.probes_skipped += 1
+                b.probe_skipped = True
+                _enter_cycle_phase(cc, b, 1, now)
+                return
+            b.probe_skipped = False
             _enter_cycle_phase(cc, b, 0, now)
             return
         if b.cycle_index == 0:
             _enter_cycle_phase(cc, b, 1, now)
             return
         extended = now - b.cycle_stamp >= 3 * phase_us
+        b.queue_stuck = (now - b.cycle_stamp >= 4 * phase_us
+                         and cc.rtt_us > b.min_rtt_us + b.min_rtt_us // 4 + SYN_US // 2)
         _enter_cycle_phase(cc, b, 2, now)
         b.cruise_left = CRUISE_MIN + CRUISE_SPREAD // 2
         if extended:
@@ -472,6 +517,8 @@ cdef void _on_delivery(CCState* cc, Bbr* b, int64_t now) noexcept nogil:
             b.min_rtt_us = rtt
             b.min_rtt_stamp = now
             b.rtt_measured = True
+        if rtt > 0 and (rtt < b.round_min_rtt or b.round_min_rtt == 0):
+            b.round_min_rtt = rtt
         if b.state == STARTUP and rtt > 0 and b.rtt_measured:
             # a queue is building: the bottleneck is full now, and waiting the 3 rounds of the
             # plateau rule at 2.77x overflows a 1-BDP queue (a burst of drops whose repairs
@@ -496,6 +543,7 @@ cdef void _on_delivery(CCState* cc, Bbr* b, int64_t now) noexcept nogil:
         if r.delivered >= b.next_round_delivered:
             b.next_round_delivered = b.delivered
             b.round_count += 1
+            b.counters.rounds[b.state] += 1
             _end_round(cc, b, r.app_limited)
         interval = r.sent_time - r.first_sent_time
         if now - r.delivered_time > interval:
@@ -602,8 +650,24 @@ cdef void bbr_on_loss(CCState* cc, const int32_t* loss, int count, int64_t now) 
     if (b.state == STARTUP and b.round_lost >= MIN_CWND
             and <double>b.round_lost > LOSS_THRESH * <double>sent):
         b.full_bw_reached = True
+        b.counters.startup_exit_loss += 1
         _update_state(cc, b, now)
     _on_delivery(cc, b, now)
+
+
+cdef bint bbr_report(CCState* cc, CCReport* out) noexcept nogil:
+    cdef Bbr* b = _bbr(cc)
+    if b == NULL:
+        return False          # closed (an init out of memory runs DAIMD, whose ops have none)
+    out[0] = b.counters
+    out.state = b.state
+    out.btl_bw = b.btl_bw
+    out.bw_lo = b.bw_lo
+    out.inflight_hi = b.inflight_hi
+    out.model_cwnd = b.cwnd
+    out.pacing_gain = b.pacing_gain
+    out.min_rtt_us = b.min_rtt_us
+    return True
 
 
 cdef CCOps BBR_CC_OPS
@@ -615,6 +679,7 @@ BBR_CC_OPS.on_timeout = NULL
 BBR_CC_OPS.on_pkt_sent = bbr_on_pkt_sent
 BBR_CC_OPS.on_pkt_received = NULL
 BBR_CC_OPS.on_custom = NULL
+BBR_CC_OPS.report = bbr_report
 
 
 cdef const CCOps* bbr_cc_ops() noexcept nogil:

@@ -131,6 +131,7 @@ NATIVE_CC_OPS.on_timeout = native_cc_on_timeout
 NATIVE_CC_OPS.on_pkt_sent = NULL
 NATIVE_CC_OPS.on_pkt_received = NULL
 NATIVE_CC_OPS.on_custom = NULL
+NATIVE_CC_OPS.report = NULL
 
 
 cdef const CCOps* native_cc_ops() noexcept nogil:

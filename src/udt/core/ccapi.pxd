@@ -8,6 +8,28 @@ from libc.stdint cimport int32_t, int64_t, uint8_t, uint64_t
 
 cdef struct CCOps
 
+cdef struct CCReport:
+    # What a model-based controller shows in perfmon (the bbr_* keys, docs/engine.md "BBR"):
+    # filled by ops.report; DAIMD and Python controllers have none.
+    int state                   # 0 STARTUP, 1 DRAIN, 2 PROBE_BW
+    int64_t rounds[3]           # round trips counted in each state
+    int64_t startup_exit_plateau    # STARTUP ended: 3 rounds without 25 % growth
+    int64_t startup_exit_queue      # STARTUP ended: RTT samples showed a queue building
+    int64_t startup_exit_loss       # STARTUP ended: a round lost over the loss threshold
+    int64_t startup_resumes         # an up phase found 25 % more: back to STARTUP
+    int64_t pacing_lag_events       # the sender fell behind its pacing (a marking period began)
+    int64_t pacing_lag_packets      # packets marked app-limited by those periods
+    int64_t loss_rounds             # rounds with any loss
+    int64_t congestion_rounds       # rounds whose loss rate read as congestion
+    int64_t overflow_rounds         # rounds with loss and an RTT that shows the queue full
+    int64_t probes_skipped          # up phases not begun: the queue outlived the draining phase
+    double btl_bw               # bottleneck bandwidth estimate, packets/s
+    double bw_lo                # congestion cap on it (0 = none)
+    double inflight_hi          # congestion cap on the window, packets (0 = none)
+    double model_cwnd           # the model's pipe, packets (cwnd less what holes hold back)
+    double pacing_gain
+    int64_t min_rtt_us
+
 cdef struct CCState:
     # --- knobs the algorithm sets (read by the engine after every callback) ---
     double period_us            # µs between data packets (pacing); >= 0
@@ -57,3 +79,5 @@ cdef struct CCOps:
     void (*on_pkt_sent)(CCState* cc, int32_t seq, int size, int64_t now) noexcept nogil
     void (*on_pkt_received)(CCState* cc, int32_t seq, int size, int64_t now) noexcept nogil
     void (*on_custom)(CCState* cc, const uint8_t* data, int size, int64_t now) noexcept nogil
+    # perfmon: fill *out and return 1, or 0 when there is nothing to show
+    bint (*report)(CCState* cc, CCReport* out) noexcept nogil

@@ -156,6 +156,7 @@ PYTHON_CC_OPS.on_timeout = _py_cc_on_timeout
 PYTHON_CC_OPS.on_pkt_sent = _py_cc_on_pkt_sent
 PYTHON_CC_OPS.on_pkt_received = _py_cc_on_pkt_received
 PYTHON_CC_OPS.on_custom = _py_cc_on_custom
+PYTHON_CC_OPS.report = NULL
 
 
 cdef const CCOps* python_cc_ops() noexcept nogil:

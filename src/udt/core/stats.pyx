@@ -4,7 +4,7 @@
 from libc.stdint cimport int64_t
 from libc.string cimport memcpy
 
-from udt._core cimport INVALID_REASON_COUNT, Conn, Stats
+from udt._core cimport INVALID_REASON_COUNT, CCReport, Conn, Stats
 from udt.core.seq cimport seq_off
 from udt.core.connutil cimport _is_live, _pacing_period
 
@@ -57,6 +57,9 @@ cdef void conn_stats(Conn* c, Stats* out, bint clear, int64_t now) noexcept nogi
     out.pmtud_black_holes = c.pmtud_black_holes
     out.pmtud_fragments_sent = c.pmtud_fragments_sent
     out.pmtud_fragments_received = c.pmtud_fragments_received
+    out.cc_reported = (c.cc.ops != NULL and c.cc.ops.report != NULL
+                       and c.cc.ops.report(&c.cc, &out.cc))
+    out.cc_payload_size = c.payload_size
     if clear:
         memcpy(z, s, sizeof(Stats))
         z.us_snd_duration_total = busy
@@ -69,6 +72,38 @@ INVALID_REASONS = (
     "too_short", "control_type", "length", "handshake", "ack_range", "nak_range", "ack2",
     "data_seq", "data_length", "drop_request", "state", "wrong_peer", "cookie", "buffer_full",
 )
+
+
+# Names of the states in CCReport.state, indexed by its values
+CC_STATES = ("startup", "drain", "probe_bw")
+
+
+cdef dict _cc_report_dict(const CCReport* r, int64_t payload_size):
+    """The controller's model as perfmon keys (protocol.md, perfmon): rates in Mbit/s of payload,
+    as mbps_bandwidth, windows in packets."""
+    cdef double mbit = <double>payload_size * 8.0 / 1e6
+    return {
+        "bbr_state": CC_STATES[r.state] if 0 <= r.state < 3 else "",
+        "bbr_rounds_startup": r.rounds[0],
+        "bbr_rounds_drain": r.rounds[1],
+        "bbr_rounds_probe_bw": r.rounds[2],
+        "bbr_startup_exit_plateau": r.startup_exit_plateau,
+        "bbr_startup_exit_queue": r.startup_exit_queue,
+        "bbr_startup_exit_loss": r.startup_exit_loss,
+        "bbr_startup_resumes": r.startup_resumes,
+        "bbr_pacing_lag_events": r.pacing_lag_events,
+        "bbr_pkt_pacing_lag": r.pacing_lag_packets,
+        "bbr_loss_rounds": r.loss_rounds,
+        "bbr_congestion_rounds": r.congestion_rounds,
+        "bbr_overflow_rounds": r.overflow_rounds,
+        "bbr_probes_skipped": r.probes_skipped,
+        "bbr_mbps_btl_bw": r.btl_bw * mbit,
+        "bbr_mbps_bw_lo": r.bw_lo * mbit,
+        "bbr_pkt_inflight_hi": r.inflight_hi,
+        "bbr_pkt_model_cwnd": r.model_cwnd,
+        "bbr_pacing_gain": r.pacing_gain,
+        "bbr_ms_min_rtt": r.min_rtt_us / 1000.0,
+    }
 
 
 cdef dict stats_dict(const Stats* s):
@@ -120,6 +155,8 @@ cdef dict stats_dict(const Stats* s):
     }
     cdef int64_t total = 0
     cdef int i
+    if s.cc_reported:
+        result.update(_cc_report_dict(&s.cc, s.cc_payload_size))
     for i in range(INVALID_REASON_COUNT):
         result["invalid_" + INVALID_REASONS[i]] = s.invalid[i]
         total += s.invalid[i]
