@@ -24,6 +24,7 @@ from typing import Any
 
 SAMPLE = 0.25  # seconds between samples
 BLOCK = 1 << 20
+LATE_WRITE = 0.002  # seconds: a block's copy takes ~0.2 ms; a write with room that takes longer waited
 
 
 def emit(**fields: Any) -> None:
@@ -121,7 +122,8 @@ def udt_send(opts: argparse.Namespace) -> None:
     block = os.urandom(BLOCK)
     # the writer's side: seconds spent inside sendall (blocked for room) and calls made, so a
     # slow second shows whether the writer waited for room or the engine did not send
-    writer = {"blocked_s": 0.0, "calls": 0}
+    # late_*: writes that took over LATE_WRITE although the buffer had room for the whole block
+    writer = {"blocked_s": 0.0, "calls": 0, "late": 0, "late_s": 0.0}
 
     def take() -> dict[str, Any]:
         stats = sock.perfmon()
@@ -131,6 +133,8 @@ def udt_send(opts: argparse.Namespace) -> None:
             "cpu_wait_s": cpu_wait,
             "blocked_s": round(writer["blocked_s"], 4),
             "writes": writer["calls"],
+            "late_writes": writer["late"],
+            "late_write_s": round(writer["late_s"], 4),
             "snd_data": sock.getsockopt(udt.SOL_UDT, udt.UDT_SNDDATA),
             "sent": stats["pkt_sent_total"],
             "retrans": stats["pkt_retrans_total"],
@@ -157,10 +161,16 @@ def udt_send(opts: argparse.Namespace) -> None:
     else:
         deadline = sampler.start + opts.seconds
         try:
-            while (before := time.monotonic()) < deadline:
+            while time.monotonic() < deadline:
+                room = sock.perfmon()["byte_avail_snd_buf"] >= BLOCK
+                before = time.monotonic()
                 sock.sendall(block)
-                writer["blocked_s"] += time.monotonic() - before
+                took = time.monotonic() - before
+                writer["blocked_s"] += took
                 writer["calls"] += 1
+                if room and took > LATE_WRITE:
+                    writer["late"] += 1
+                    writer["late_s"] += took
                 total += BLOCK
                 sampler.maybe()
         except OSError:
