@@ -6,8 +6,10 @@ Roles: ``udt-recv``/``udt-send`` (udt's Python API), ``udt4-recv``/``udt4-send``
 library through udt4py-ng).  Each prints JSON lines on stdout: ``{"event": "ready", "port"}``
 from a receiver once it listens, ``{"event": "sample", ...}`` every SAMPLE seconds and one
 ``{"event": "done", ...}`` at the end.  Receivers sample the bytes delivered (what throughput is
-computed from); udt's sender samples its perfmon (packets sent, retransmitted, RTT, and the
-model's ``bbr_*`` keys with bbr).  Kept out of
+computed from); udt's sender samples its perfmon (packets sent, retransmitted, RTT, windows,
+flight, send buffer, and the model's ``bbr_*`` keys with bbr), the time its writer spent blocked
+in ``sendall`` and both ends their own CPU run and wait time (bench_lfn.py's ``slow_reason``
+reads them).  Kept out of
 bench_wan.py so that a child loads only what its role needs (udt4py loads a C++ library).
 """
 
@@ -23,6 +25,7 @@ from typing import Any
 
 SAMPLE = 0.25  # seconds between samples
 BLOCK = 1 << 20
+LATE_WRITE = 0.002  # seconds: a block's copy takes ~0.2 ms; a write with room that takes longer waited
 
 
 def emit(**fields: Any) -> None:
@@ -50,6 +53,20 @@ def past(sampler: Sampler, opts: argparse.Namespace) -> bool:
     return time.monotonic() > sampler.start + opts.seconds + 0.5
 
 
+def own_cpu() -> tuple[float, float]:
+    """Seconds this process's threads ran and were runnable without a CPU (schedstat): a slow
+    second with a high wait is the machine's, not the engine's."""
+    run = wait = 0.0
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            fields = open(f"/proc/self/task/{tid}/schedstat").read().split()
+        except OSError:
+            continue
+        run += int(fields[0]) / 1e9
+        wait += int(fields[1]) / 1e9
+    return round(run, 4), round(wait, 4)
+
+
 def udt_recv(opts: argparse.Namespace) -> None:
     import udt
 
@@ -63,7 +80,7 @@ def udt_recv(opts: argparse.Namespace) -> None:
     conn.settimeout(SAMPLE)
     buf = bytearray(BLOCK)
     total = 0
-    sampler = Sampler(lambda: {"bytes": total})
+    sampler = Sampler(lambda: dict(zip(("bytes", "cpu_run_s", "cpu_wait_s"), (total, *own_cpu()))))
     last = sampler.start
     while opts.bytes is not None and total < opts.bytes or opts.bytes is None and not past(sampler, opts):
         try:
@@ -104,10 +121,22 @@ def udt_send(opts: argparse.Namespace) -> None:
     sock.setsockopt(udt.UDT_LINGER, (True, 10 if opts.bytes is not None else 1))
     sock.connect((opts.host, opts.port))
     block = os.urandom(BLOCK)
+    # the writer's side: seconds spent inside sendall (blocked for room) and calls made, so a
+    # slow second shows whether the writer waited for room or the engine did not send
+    # late_*: writes that took over LATE_WRITE although the buffer had room for the whole block
+    writer = {"blocked_s": 0.0, "calls": 0, "late": 0, "late_s": 0.0}
 
     def take() -> dict[str, Any]:
         stats = sock.perfmon()
+        cpu_run, cpu_wait = own_cpu()
         return {
+            "cpu_run_s": cpu_run,
+            "cpu_wait_s": cpu_wait,
+            "blocked_s": round(writer["blocked_s"], 4),
+            "writes": writer["calls"],
+            "late_writes": writer["late"],
+            "late_write_s": round(writer["late_s"], 4),
+            "snd_data": sock.getsockopt(udt.SOL_UDT, udt.UDT_SNDDATA),
             "sent": stats["pkt_sent_total"],
             "retrans": stats["pkt_retrans_total"],
             "rtt_ms": stats["ms_rtt"],
@@ -118,6 +147,8 @@ def udt_send(opts: argparse.Namespace) -> None:
             "snd_buf_avail": stats["byte_avail_snd_buf"],
             "flight": stats["pkt_flight_size"],
             "snd_loss": stats["pkt_snd_loss_total"],
+            "send_wakeups": stats["mux_send_wakeups"],
+            "datagrams_out": stats["mux_datagrams_out"],
             # the model of a controller that reports one (bbr): every bbr_* perfmon key
             **{k: v for k, v in stats.items() if k.startswith("bbr_")},
         }
@@ -134,7 +165,15 @@ def udt_send(opts: argparse.Namespace) -> None:
         deadline = sampler.start + opts.seconds
         try:
             while time.monotonic() < deadline:
+                room = sock.perfmon()["byte_avail_snd_buf"] >= BLOCK
+                before = time.monotonic()
                 sock.sendall(block)
+                took = time.monotonic() - before
+                writer["blocked_s"] += took
+                writer["calls"] += 1
+                if room and took > LATE_WRITE:
+                    writer["late"] += 1
+                    writer["late_s"] += took
                 total += BLOCK
                 sampler.maybe()
         except OSError:

@@ -94,6 +94,50 @@ class CpuWatch:
         return {name: self.last[name] - self.start[name] for name in self.pids}
 
 
+SLOW_SHARE = 0.6  # an interval is slow when the sender sent less than this share of its pacing rate
+
+
+def slow_reason(before: dict[str, Any], after: dict[str, Any], payload: int = 1456) -> str | None:
+    """Why the udt sender sent less than SLOW_SHARE of its pacing rate between two of its samples
+    (None: it did not), the first that holds at either end: "flow window" / "cwnd": the flight
+    reached that window (after a loss burst the ACK point waits on the hole's repair); "send
+    buffer": under 1000 packets unsent in a full buffer (full of unacknowledged ones); "writer":
+    as few unsent with room in the buffer (the application was late); "cpu": the sender's
+    threads waited for a CPU more than half the interval; else "other"."""
+    dt = after["t"] - before["t"]
+    if (
+        dt <= 0
+        or after["period_us"] <= 0
+        or (after["sent"] - before["sent"]) / dt >= SLOW_SHARE * 1e6 / after["period_us"]
+    ):
+        return None
+    ends = (before, after)
+    if any(e["flight"] >= 0.9 * e["flow_window"] for e in ends):
+        return "flow window"
+    if any(e["flight"] >= 0.9 * e["cwnd"] for e in ends):
+        return "cwnd"
+    if min(e["snd_data"] / payload - e["flight"] for e in ends) < 1000:
+        full = any(e["snd_buf_avail"] < 0.02 * (e["snd_buf_avail"] + e["snd_data"]) for e in ends)
+        return "send buffer" if full else "writer"
+    if "cpu_wait_s" in after and (after["cpu_wait_s"] - before["cpu_wait_s"]) / dt > 0.5:
+        return "cpu"
+    return "other"
+
+
+def slow_intervals(samples: list[dict[str, Any]], after_t: float) -> dict[str, int]:
+    """The sender's sample intervals after after_t (start-up left out): how many, and how many
+    were slow for each slow_reason."""
+    out: dict[str, int] = {"intervals": 0}
+    for before, after in zip(samples, samples[1:]):
+        if after["t"] <= after_t or after["t"] - before["t"] < 0.1:
+            continue
+        out["intervals"] += 1
+        reason = slow_reason(before, after)
+        if reason:
+            out[reason] = out.get(reason, 0) + 1
+    return out
+
+
 def run_flow(link: Any, system: str, args: argparse.Namespace) -> tuple[list[tuple[float, float]], dict, float]:
     """Run one flow: its (time, bytes received) samples, CPU seconds per party, the run's seconds."""
     common = ["--seconds", str(args.seconds)]
@@ -137,12 +181,16 @@ def run_flow(link: Any, system: str, args: argparse.Namespace) -> tuple[list[tup
     cpu.update({f"{name} waiting": seconds for name, seconds in watch.waits().items()})
     out, _ = send.communicate(timeout=60)
     received: list[tuple[float, float]] = []
+    cpu["sender_samples"], cpu["receiver_samples"] = [], []
     if system == "udt":
+        # both ends' samples (window, flight, buffer, writer's blocked time, CPU waits): --json keeps them
+        cpu["sender_samples"] = [e for e in map(json.loads, out.splitlines()) if e.get("event") == "sample"]
         rout, _ = recv.communicate(timeout=60)
         for line in rout.splitlines():
             event = json.loads(line)
             if event.get("event") == "sample":
                 received.append((event["t"], event["bytes"]))
+                cpu["receiver_samples"].append(event)
     else:
         recv.communicate(timeout=60)
         total = 0.0
@@ -164,8 +212,14 @@ def one_run(system: str, args: argparse.Namespace, seed: int) -> dict[str, Any]:
     total = max((b for t, b in received if t <= args.seconds), default=0.0)
     at_ramp = max((b for t, b in received if t <= args.ramp), default=0.0)
     threads = cpu.pop("threads")
+    sender_samples = cpu.pop("sender_samples")
+    receiver_samples = cpu.pop("receiver_samples")
     return {
         "threads": threads,
+        "sender_samples": sender_samples,
+        "receiver_samples": receiver_samples,
+        "received": received,
+        "slow_intervals": slow_intervals(sender_samples, args.ramp),
         "system": system,
         "seed": seed,
         "mbit_per_s": total * 8 / args.seconds / 1e6,
@@ -209,6 +263,9 @@ def main(argv: list[str] | None = None) -> int:
                 + ", ".join(f"{name} {value:.2f}" for name, value in r["cpu_s_per_gb"].items()),
                 flush=True,
             )
+            if system == "udt":
+                slow = dict(r["slow_intervals"])
+                print(f"  sender intervals after the ramp: {slow.pop('intervals')}, slow: {slow or 'none'}", flush=True)
     for system in systems:
         rs = [r for r in runs if r["system"] == system]
         med = {key: statistics.median(r[key] for r in rs) for key in ("mbit_per_s", "mbit_after_ramp")}
