@@ -352,15 +352,15 @@ def test_startup_overshoot_losses_are_not_read_as_congestion():
     assert r["rtt_ms"] <= 1.25 * 100, r
 
 
-class _StarvedSender(Net):
-    """The first endpoint (the client) gets the CPU only 2 ms in every 10 while `starved` is set:
-    a sender process descheduled on a loaded host (the engine catches up at most 2 ms of its
-    pacing schedule, so it sends about 40 % of the pace)."""
-
-    starved = False
+class _SleepingSenders(Net):
+    """A net whose endpoints may be asleep (a process without the CPU): an asleep endpoint sends
+    nothing, and its next send waits for `_wake_time`.  Subclasses say who sleeps when."""
 
     def _asleep(self, ep) -> bool:
-        return self.starved and ep is self.endpoints[0] and self.now % 10_000 >= 2_000
+        return False
+
+    def _wake_time(self, ep) -> int:
+        return self.now
 
     def flush(self) -> None:
         for ep in self.endpoints:
@@ -380,9 +380,23 @@ class _StarvedSender(Net):
             if t >= 0:
                 t = max(t, self.now + 1)
                 if self._asleep(ep):
-                    t = max(t, self.now - self.now % 10_000 + 10_000)
+                    t = max(t, self._wake_time(ep))
                 times.append(t)
         return min(times) if times else None
+
+
+class _StarvedSender(_SleepingSenders):
+    """The first endpoint (the client) gets the CPU only 2 ms in every 10 while `starved` is set:
+    a sender process descheduled on a loaded host (the engine catches up at most 2 ms of its
+    pacing schedule, so it sends about 40 % of the pace)."""
+
+    starved = False
+
+    def _asleep(self, ep) -> bool:
+        return self.starved and ep is self.endpoints[0] and self.now % 10_000 >= 2_000
+
+    def _wake_time(self, ep) -> int:
+        return self.now - self.now % 10_000 + 10_000
 
 
 def _bulk_run(net: Net, c, s, seconds: float) -> float:
@@ -492,7 +506,7 @@ def test_startup_cut_short_by_a_host_stall_is_resumed(seed):
     assert run(1.0) > 0.8 * RATE
 
 
-class _SlicedSenders(Net):
+class _SlicedSenders(_SleepingSenders):
     """Every client sleeps `stall` µs in every 10 ms, each at its own offset: sender processes
     that a loaded host's scheduler runs in slices, always a few ms behind their pacing."""
 
@@ -508,27 +522,8 @@ class _SlicedSenders(Net):
             return False
         return (self.now + self._wake_offset(ep)) % self.PERIOD < self.stall
 
-    def flush(self) -> None:
-        for ep in self.endpoints:
-            if self._asleep(ep):
-                continue
-            addr, peer = self.where[id(ep)]
-            while (d := ep.next_datagram(self.now)) is not None:
-                self.transmit(addr, peer, d)
-
-    def next_event_time(self) -> int | None:
-        times = [self.queue[0][0]] if self.queue else []
-        for ep in self.endpoints:
-            t = ep.next_timer()
-            if t >= 0:
-                times.append(max(t, self.now + 1))
-            t = ep.next_send_time(self.now)
-            if t >= 0:
-                t = max(t, self.now + 1)
-                if self._asleep(ep):
-                    t = max(t, self.now - (self.now + self._wake_offset(ep)) % self.PERIOD + self.stall)
-                times.append(t)
-        return min(times) if times else None
+    def _wake_time(self, ep) -> int:
+        return self.now - (self.now + self._wake_offset(ep)) % self.PERIOD + self.stall
 
 
 def _late_pair_rates(seed: int, seconds_apart: float, seconds: float, last: float, stall: int = 0) -> list[float]:
