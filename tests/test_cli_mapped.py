@@ -1,5 +1,6 @@
 """MappedFile: the file tools' mapped file side; a page that cannot be had is an OSError, not a SIGBUS."""
 
+import contextlib
 import errno
 import os
 
@@ -15,14 +16,20 @@ def test_an_empty_file_is_not_mapped(tmp_path):
         assert open_mapped(f.fileno(), 0, writable=False) is None
 
 
-def test_windows_read_the_file_and_a_shrunk_file_raises(tmp_path):
-    path = tmp_path / "data"
-    data = os.urandom(1 << 20)
+@contextlib.contextmanager
+def _mapped_random_file(path, size: int = 1 << 20):
+    """A file of ``size`` random bytes, open for writing too, and its read-only mapping."""
+    data = os.urandom(size)
     path.write_bytes(data)
     with open(path, "r+b") as f:
         mapped = open_mapped(f.fileno(), len(data), writable=False)
         if mapped is None:
             pytest.skip("no MADV_POPULATE_READ on this kernel")
+        yield f, mapped, data
+
+
+def test_windows_read_the_file_and_a_shrunk_file_raises(tmp_path):
+    with _mapped_random_file(tmp_path / "data") as (f, mapped, data):
         assert bytes(mapped.window(65536, 4096)) == data[65536 : 65536 + 4096]
         f.truncate(8192)
         with pytest.raises(OSError) as info:
@@ -81,13 +88,7 @@ def test_udt_send_touches_no_window_after_lending_it(tmp_path):
 
 
 def test_a_page_that_vanished_under_a_window_reads_as_zeros_and_is_reported(tmp_path):
-    path = tmp_path / "data"
-    data = os.urandom(1 << 20)
-    path.write_bytes(data)
-    with open(path, "r+b") as f:
-        mapped = open_mapped(f.fileno(), len(data), writable=False)
-        if mapped is None:
-            pytest.skip("no MADV_POPULATE_READ on this kernel")
+    with _mapped_random_file(tmp_path / "data") as (f, mapped, _data):
         window = mapped.window(1 << 19, 8192)  # populated, then the file shrinks under it
         assert not mapped.shrank()
         f.truncate(4096)
@@ -114,12 +115,7 @@ def test_udt_send_fails_cleanly_when_the_file_shrinks_under_a_window(tmp_path):
     from udt.cli.send import SourceFile, _send_mapped
 
     path = tmp_path / "data"
-    data = os.urandom(2 * BLOCK)
-    path.write_bytes(data)
-    with open(path, "r+b") as f:
-        mapped = open_mapped(f.fileno(), len(data), writable=False)
-        if mapped is None:
-            pytest.skip("no MADV_POPULATE_READ on this kernel")
+    with _mapped_random_file(path, 2 * BLOCK) as (f, mapped, data):
         source = SourceFile(path=str(path), name="data", size=len(data))
         with pytest.raises(CliError, match="shrank") as info:
             _send_mapped(_TruncatingSocket(f), mapped, source, _ReleasingHasher(), Meter("data", len(data)), 0)  # type: ignore[arg-type]
