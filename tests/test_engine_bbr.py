@@ -526,19 +526,25 @@ class _SlicedSenders(_SleepingSenders):
         return self.now - (self.now + self._wake_offset(ep)) % self.PERIOD + self.stall
 
 
-def _late_pair_rates(seed: int, seconds_apart: float, seconds: float, last: float, stall: int = 0) -> list[float]:
-    """Two bbr flows on one 100 ms, 1-BDP drop-tail bottleneck, the second starting later:
-    each flow's delivery rate over the last `last` seconds of `seconds` (`stall`: each sender
-    sleeps that many µs in every 10 ms, see _SlicedSenders)."""
+def _one_bdp_dumbbell(net_class, seed: int):
+    """A 100 ms path whose bottleneck has a 1-BDP drop-tail queue, shared by every flow, and a
+    server listening on it: (net, server address, listener)."""
     delay = 50_000
-    net = _SlicedSenders(
+    net = net_class(
         seed=seed,
         profile=LinkProfile(delay_us=delay, rate_pps=RATE, queue_packets=int(RATE * 0.1)),
         reverse=LinkProfile(delay_us=delay),
         shared=True,
     )
     server = ("10.0.1.1", 9000)
-    host = net.listen(server, rcv_buf=65536)
+    return net, server, net.listen(server, rcv_buf=65536)
+
+
+def _late_pair_rates(seed: int, seconds_apart: float, seconds: float, last: float, stall: int = 0) -> list[float]:
+    """Two bbr flows on one 100 ms, 1-BDP drop-tail bottleneck, the second starting later:
+    each flow's delivery rate over the last `last` seconds of `seconds` (`stall`: each sender
+    sleeps that many µs in every 10 ms, see _SlicedSenders)."""
+    net, server, host = _one_bdp_dumbbell(_SlicedSenders, seed)
     clients: list = []
     net.stall, net.sleepers = stall, clients
     got = [0, 0]
@@ -605,15 +611,7 @@ def _against_a_fixed_window(seed: int) -> tuple[float, float, list[float], dict]
     """bbr first, then a 1.5-BDP fixed window 1.5 s later on the 100 ms, 1-BDP queue path: the
     two flows' shares of the link over seconds 10-15 of the pair, bbr's pacing gain sampled
     every 50 ms over them, and bbr's perfmon at the end."""
-    delay = 50_000
-    net = Net(
-        seed=seed,
-        profile=LinkProfile(delay_us=delay, rate_pps=RATE, queue_packets=int(RATE * 0.1)),
-        reverse=LinkProfile(delay_us=delay),
-        shared=True,
-    )
-    server = ("10.0.1.1", 9000)
-    host = net.listen(server, rcv_buf=65536)
+    net, server, host = _one_bdp_dumbbell(Net, seed)
     clients: list = []
     got = [0, 0]
     gains: list[float] = []
