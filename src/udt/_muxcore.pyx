@@ -19,6 +19,7 @@ from udt._sync cimport mux_atomic_load, mux_count
 from udt._sync cimport (mux_atomic_add, cond_wait_until, now_us, pthread_cond_broadcast, pthread_cond_signal,
                         pthread_mutex_lock, pthread_mutex_unlock)
 cimport udt.core.engine as core
+from udt.core.connutil cimport _pacing_period
 
 
 # ---------------------------------------------------------------------------------------------
@@ -40,7 +41,7 @@ cdef int64_t send_heap_key(core.Conn* c, int64_t when, int64_t now) noexcept nog
     cdef double period, slack
     if when <= now:
         return when
-    period = c.cc.period_us if c.cc.period_us > c.cc.max_bw_period_us else c.cc.max_bw_period_us
+    period = _pacing_period(c)
     if period <= 0 or period * PACING_SLACK_MIN_PACKETS > PACING_SLACK_MAX_US:
         return when
     slack = period * PACING_SLACK_PACKETS
