@@ -17,5 +17,7 @@ cdef class Connection:
     cdef object _peer_address
     cdef object _cc
     cdef bint _closed
+    cdef bint _file_receiving     # a recvfile is writing from the ring's slots: no other reader
     cdef BurstArea* _direct      # the user threads' direct sends (one at a time: tx_inflight)
     cdef BurstArea* _direct_area(self)
+    cdef _no_file_receive(self)

@@ -6,11 +6,14 @@ cimport cython
 import os
 
 from cpython.buffer cimport PyBUF_SIMPLE, PyBUF_WRITABLE, PyBuffer_Release, PyObject_GetBuffer
-from libc.errno cimport EINTR
+from libc.errno cimport EINTR, EIO
+from libc.string cimport memcpy
+from posix.uio cimport iovec, pwritev
 from libc.stdint cimport int64_t, uint8_t, uint32_t
 from libc.stdlib cimport calloc, free, malloc
 
 from udt._conntable cimport MuxConn, muxconn_decref
+from udt._digest cimport Sha256
 from udt._seal cimport SEAL_OVERHEAD
 from udt._epoll cimport (READY_ERR, READY_IN, READY_OUT, READY_READ_FD, READY_WRITE_FD,
                          conn_readiness, conn_ready_note, ready_open)
@@ -31,7 +34,6 @@ from udt.errors import BadSocketError, ErrorCode, error_from_code
 
 cdef extern from "<unistd.h>" nogil:
     ssize_t pread(int fd, void* buf, size_t count, long long offset)
-    ssize_t pwrite(int fd, const void* buf, size_t count, long long offset)
 
 
 cdef enum:
@@ -109,6 +111,123 @@ cdef ssize_t conn_recv_wait(MuxCore* m, Channel channel, MuxConn* mc, uint8_t* o
         if result != 0:
             break
     pthread_mutex_unlock(&mc.lock)
+    return result
+
+
+cdef enum:
+    RECVFILE_IOV = 64                   # iovecs per pwritev (a chunk's full slots merge into one)
+    RECVFILE_WRITE = 256 << 10          # bytes per pwritev: still in L2 when the hash reads them
+    RC_DIGEST = -1                      # the digest's update failed (OpenSSL)
+
+
+cdef size_t _write_iov(int fd, const iovec* iov, int n, long long offset, int* os_error) noexcept nogil:
+    """pwritev all of iov (n entries) at offset, again after a short write; the bytes written
+    (fewer only on an error, in *os_error)."""
+    cdef iovec work[RECVFILE_IOV]
+    cdef int first = 0
+    cdef ssize_t put
+    cdef size_t done = 0, k
+    memcpy(work, iov, <size_t>n * sizeof(iovec))
+    while first < n:
+        put = pwritev(fd, work + first, n - first, offset + <long long>done)
+        if put < 0:
+            if mux_errno() == EINTR:
+                continue
+            os_error[0] = mux_errno()
+            break
+        if put == 0:
+            os_error[0] = EIO
+            break
+        done += <size_t>put
+        k = <size_t>put
+        while first < n and k >= work[first].iov_len:
+            k -= work[first].iov_len
+            first += 1
+        if first < n:
+            work[first].iov_base = <uint8_t*>work[first].iov_base + k
+            work[first].iov_len -= k
+    return done
+
+
+cdef int _feed_iov(Sha256 digest, const iovec* iov, int n, size_t count) noexcept nogil:
+    """Hash the first count bytes of iov."""
+    cdef int k
+    cdef size_t length
+    for k in range(n):
+        if count == 0:
+            break
+        length = iov[k].iov_len if iov[k].iov_len < count else count
+        if digest.feed(iov[k].iov_base, length) != 0:
+            return RC_DIGEST
+        count -= length
+    return 0
+
+
+cdef ssize_t conn_recvfile_wait(MuxCore* m, MuxConn* mc, int fd, long long offset, long long count,
+                                Sha256 digest, int64_t deadline, bint main_thread, long long* done,
+                                int* os_error) noexcept nogil:
+    """recvfile's loop: describe what is readable as iovecs over the ring (conn_read_iov), write
+    them with the lock released, hash them, then release them (conn_read_consume).  A slot that
+    may still move (path-MTU discovery) goes through one copy into a bounce buffer instead.
+    0 when count bytes were written or at EOF, else a negative code."""
+    cdef iovec iov[RECVFILE_IOV]
+    cdef uint8_t* bounce = NULL
+    cdef size_t total = 0, put, want
+    cdef ssize_t result = 0, got
+    cdef int n
+    cdef int64_t signal_check = 0, now
+    pthread_mutex_lock(&mc.lock)
+    while count < 0 or done[0] < count:
+        if mc.local_closed or mc.mux_dead:
+            result = RC_CLOSED
+            break
+        want = RECVFILE_WRITE
+        if count >= 0 and count - done[0] < <long long>want:
+            want = <size_t>(count - done[0])
+        n = core.conn_read_iov(&mc.conn, iov, RECVFILE_IOV, want, &total)
+        if n == 0 and total > 0:           # not lendable: one copy, as conn_read does
+            if bounce == NULL:
+                bounce = <uint8_t*>malloc(RECVFILE_WRITE)
+                if bounce == NULL:
+                    result = -core.ERR_NO_MEMORY
+                    break
+            got = core.conn_read(&mc.conn, bounce, want, now_us())
+            if got <= 0:
+                result = got
+                break
+            iov[0].iov_base = bounce
+            iov[0].iov_len = <size_t>got
+            n = 1
+            total = <size_t>got
+            schedule_send(m, mc, now_us())
+            conn_ready_note(mc)
+        elif n <= 0:
+            result = n
+            if n != RC_NO_DATA or deadline == 0:
+                break
+            result = wait_changed(&mc.changed, &mc.lock, &mc.waiters, deadline, main_thread,
+                                  &signal_check)
+            if result != 0:
+                break
+            continue
+        pthread_mutex_unlock(&mc.lock)
+        put = _write_iov(fd, iov, n, offset + done[0], os_error)
+        if digest is not None and put > 0 and _feed_iov(digest, iov, n, put) != 0:
+            result = RC_DIGEST
+        pthread_mutex_lock(&mc.lock)
+        if iov[0].iov_base != bounce and put > 0:
+            now = now_us()
+            core.conn_read_consume(&mc.conn, put)
+            # reading frees receive buffer: the engine may want to tell the peer
+            schedule_send(m, mc, now)
+            conn_ready_note(mc)
+        done[0] += <long long>put
+        if os_error[0] != 0:
+            result = RC_OS_ERROR
+        if result != 0:
+            break
+    pthread_mutex_unlock(&mc.lock)
+    free(bounce)
     return result
 
 
@@ -359,6 +478,7 @@ cdef class Connection:
         cdef size_t message_length = 0
         cdef int64_t deadline = deadline_from(timeout)
         cdef bint main_thread = on_main_thread()
+        self._no_file_receive()
         PyObject_GetBuffer(buffer, &view, PyBUF_WRITABLE)
         try:
             if view.len == 0:
@@ -380,6 +500,7 @@ cdef class Connection:
         cdef size_t message_length = 0
         cdef int64_t deadline = deadline_from(timeout)
         cdef bint main_thread = on_main_thread()
+        self._no_file_receive()
         PyObject_GetBuffer(buffer, &view, PyBUF_WRITABLE)
         try:
             with nogil:
@@ -431,49 +552,44 @@ cdef class Connection:
             raise_result(result, True, os_error, mc.conn.peer_reset)
         return done
 
-    def recvfile(self, int fd, long long offset, long long count, timeout, size_t block):
-        """Receive count bytes (-1: until EOF) into fd at offset; returns the bytes written."""
+    def recvfile(self, int fd, long long offset, long long count, timeout, Sha256 digest=None):
+        """Receive count bytes (-1: until EOF) into fd at offset, written by pwritev straight
+        from the receive ring's slots and fed to digest (if given) from the same slots before
+        they are released; all GIL-free.  Returns the bytes written; an error raised after some
+        were carries their count as ``bytes_written``."""
         cdef MuxConn* mc = self._conn()
-        cdef uint8_t* area = <uint8_t*>malloc(block)
         cdef long long done = 0
-        cdef ssize_t got = 0, put, result = 0
-        cdef size_t want, written, message_length = 0
+        cdef ssize_t result = 0
         cdef int os_error = 0
         cdef int64_t deadline = deadline_from(timeout)
         cdef bint main_thread = on_main_thread()
-        if area == NULL:
-            raise MemoryError()
+        self._no_file_receive()
+        self._file_receiving = True
         try:
             with nogil:
-                while count < 0 or done < count:
-                    want = block if count < 0 else <size_t>min(<long long>block, count - done)
-                    got = conn_recv_wait(self.m, self.channel, mc, area, want, False,
-                                         deadline, main_thread, &message_length)
-                    if got <= 0:
-                        result = got
-                        break
-                    written = 0
-                    while written < <size_t>got:
-                        put = pwrite(fd, area + written, <size_t>got - written, offset + done + written)
-                        if put < 0:
-                            if mux_errno() == EINTR:
-                                continue
-                            os_error = mux_errno()
-                            break
-                        written += <size_t>put
-                    if os_error:
-                        result = RC_OS_ERROR
-                        break
-                    done += got
+                result = conn_recvfile_wait(self.m, mc, fd, offset, count, digest, deadline,
+                                            main_thread, &done, &os_error)
         finally:
-            free(area)
+            self._file_receiving = False
         if result < 0:
-            if result == RC_OS_ERROR:
-                raise _errors.FileTransferError(ErrorCode.FILE_WRITE,
-                                                f"writing the file failed: {os.strerror(os_error)}",
-                                                errno=os_error)
-            raise_result(result, False, 0, mc.conn.peer_reset)
+            try:
+                if result == RC_OS_ERROR:
+                    raise _errors.FileTransferError(ErrorCode.FILE_WRITE,
+                                                    f"writing the file failed: {os.strerror(os_error)}",
+                                                    errno=os_error)
+                if result == RC_DIGEST:
+                    raise RuntimeError("SHA-256 update failed")
+                raise_result(result, False, 0, mc.conn.peer_reset)
+            except BaseException as exc:
+                exc.bytes_written = done
+                raise
         return done
+
+    cdef _no_file_receive(self):
+        """recvfile writes from slots it has not released yet: another reader would free them."""
+        if self._file_receiving:
+            raise _errors.InvalidParameterError(ErrorCode.BAD_PARAMETER,
+                                                "another thread is receiving a file on this socket")
 
     cdef int64_t _unacknowledged(self):
         """Bytes written that the peer has not acknowledged (queued, in flight or lost)."""

@@ -36,6 +36,7 @@ import weakref
 from typing import IO, Any, Literal, NoReturn, cast
 
 import udt._mux as _mux
+from udt._digest import Sha256
 
 from . import _sockopt
 from ._files import FileHandle, check_file_range
@@ -74,11 +75,10 @@ SHUT_RDWR = _pysocket.SHUT_RDWR
 
 _Buffer = bytes | bytearray | memoryview  # what send() takes (any C-contiguous buffer works)
 _File = str | bytes | os.PathLike[str] | IO[bytes]  # a path or a binary file object
-# bytes per step of sendfile/recvfile (all steps run in C without the GIL): small enough that
-# a block is still in the L2 cache when it is copied the second time (pread, then into the send
-# ring; out of the receive ring, then pwrite).  Against 8 MiB in udt-recv's 4 MiB recvfile
-# steps (udt-send's steps are 256 KiB already), 1 GiB files on tmpfs, 9 interleaved runs:
-# CPU per GB -3 % (3.10 vs 3.18 s/GB), throughput higher in most pairs.
+# bytes per step of sendfile (all steps run in C without the GIL): small enough that a block is
+# still in the L2 cache when it is copied the second time (pread, then into the send ring).
+# Against 8 MiB, 1 GiB files on tmpfs, 9 interleaved runs: CPU per GB -3 % (3.10 vs 3.18 s/GB).
+# recvfile writes from the receive ring's slots, 256 KiB per pwritev (udt/_connection.pyx).
 _FILE_BLOCK = 256 << 10
 _GLOBAL_DEFAULT_TIMEOUT = _pysocket._GLOBAL_DEFAULT_TIMEOUT  # type: ignore[attr-defined]
 
@@ -699,11 +699,26 @@ class socket:
         offset, count = check_file_range(offset, count)
         conn = self._connected()
         with FileHandle(file, writing=True) as handle:
-            received = conn.recvfile(handle.fd, offset, -1 if count is None else count, self._recv_wait(), _FILE_BLOCK)
+            received = conn.recvfile(handle.fd, offset, -1 if count is None else count, self._recv_wait())
             handle.advance(offset + received)
         if count is not None and received < count:
             raise error_from_code(ErrorCode.CONNECTION_BROKEN, f"stream ended after {received} of {count} bytes")
         return received
+
+    def _recvfile_into(self, fd: int, offset: int, count: int, digest: Sha256 | None = None) -> int:
+        """Receive up to *count* bytes into the file descriptor *fd* at *offset*, written
+        straight from the receive ring (no copy of ours, GIL released) and fed to *digest* (a
+        ``udt._digest.Sha256``) from the same bytes; returns the bytes written, fewer than
+        *count* only at end of stream.  An error raised after some bytes were written (the
+        connection broke, the file could not be written) carries their count as
+        ``bytes_written``.  ``udt-recv``'s file path; the fd's position does not move."""
+        if self._type != SOCK_STREAM:
+            raise error_from_code(ErrorCode.NOT_STREAM_MODE)
+        offset, count = check_file_range(offset, count)
+        conn = self._connected()
+        if self._read_shut or not count:
+            return 0
+        return conn.recvfile(fd, offset, count, self._recv_wait(), digest)
 
     # ---- statistics -----------------------------------------------------------------------
     def perfmon(self, clear: bool = False) -> PerfMon:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import udt
+from udt._digest import Sha256
 from udt.cli import _wire as wire
 from udt.cli._common import (
     EXIT_CODES_HELP,
@@ -51,12 +52,11 @@ from udt.cli._common import (
     run_main,
     supervise,
 )
-from udt.cli._hashing import BlockHasher
 from udt.cli._passphrase import RefusalLog, add_passphrase_argument, read_passphrase
 from udt.cli._pattern import CHUNK as PATTERN_CHUNK
 from udt.cli._pattern import Pattern, first_difference, same_bytes, stream_digest
 from udt.cli._progress import Meter, ProgressBar
-from udt.errors import ErrorCode, error_from_code
+from udt.errors import ErrorCode, FileTransferError, error_from_code
 from udt.units import parse_rate_bytes_per_s
 
 PROG = "udt-recv"
@@ -593,9 +593,9 @@ def _receive_one(
 ) -> tuple[bytes, bool]:
     """Receive one file into a temporary name; rename it only if the sha256 matches.
 
-    Each block is received into a buffer of the BlockHasher, written with ``pwrite`` and then
-    hashed in that thread (both release the GIL): the digest covers exactly the bytes written,
-    without reading the file back.
+    Each step is written by ``_recvfile_into`` straight from the receive ring's slots
+    (``pwritev``, GIL released) and hashed from the same slots before they are released: the
+    digest covers exactly the bytes written, with no copy of ours and no reading back.
     """
     assert settings.output is not None and state.meter is not None
     final = os.path.join(settings.output, name)
@@ -608,44 +608,35 @@ def _receive_one(
         _try_reply(conn, wire.ReplyStatus.WRITE_FAILED)
         failure = file_error(exc, settings.output, "write into")
         raise SessionFailed(failure.code, failure.message) from None
-    hasher = BlockHasher(name=f"{PROG}-hash")
-    hasher.start()
+    digest = Sha256()
     try:
         # a receive timeout inside a file would only add a way to fail: a dead sender is left
         # to UDT's broken-connection detection.
         conn.settimeout(None)
-        try:
-            with open(fd, "r+b", buffering=0):  # closes fd
-                while state.current_done < size:
-                    view = hasher.take()
-                    want = min(len(view), size - state.current_done)
-                    got, broken = _receive_block(conn, view[:want])
-                    try:
-                        _write_all(fd, view[:got], state.current_done)
-                    except OSError as exc:
-                        _try_reply(conn, wire.ReplyStatus.WRITE_FAILED)
-                        failure = file_error(exc, final, "write")
-                        raise SessionFailed(failure.code, failure.message) from None
-                    hasher.submit(view[:got])
-                    state.current_done += got
-                    state.nbytes += got
-                    state.meter.done = state.current_done
-                    state.meter.moved = state.nbytes
-                    if broken is not None:
-                        raise broken
-                    if got < want:
-                        raise error_from_code(
-                            ErrorCode.CONNECTION_BROKEN, f"stream ended after {state.current_done} of {size} bytes"
-                        )
-        except BaseException:
-            hasher.abandon()
-            raise
+        with open(fd, "r+b", buffering=0):  # closes fd
+            while state.current_done < size:
+                want = min(_STEP, size - state.current_done)
+                got, broken = _receive_step(conn, fd, state.current_done, want, digest)
+                state.current_done += got
+                state.nbytes += got
+                state.meter.done = state.current_done
+                state.meter.moved = state.nbytes
+                if isinstance(broken, FileTransferError) and broken.udt_code == ErrorCode.FILE_WRITE:
+                    _try_reply(conn, wire.ReplyStatus.WRITE_FAILED)
+                    failure = file_error(broken, final, "write")
+                    raise SessionFailed(failure.code, failure.message) from None
+                if broken is not None:
+                    raise broken
+                if got < want:
+                    raise error_from_code(
+                        ErrorCode.CONNECTION_BROKEN, f"stream ended after {state.current_done} of {size} bytes"
+                    )
         conn.settimeout(settings.idle_timeout)
-        tag, digest = recv_exact(conn, 1), recv_exact(conn, wire.DIGEST_BODY.size)
+        tag, theirs = recv_exact(conn, 1), recv_exact(conn, wire.DIGEST_BODY.size)
         if tag != wire.Tag.DIGEST:
             raise wire.ProtocolError(f"expected the sha256 record after {name}, got tag {tag!r}")
-        ours = hasher.result()
-        if ours != digest:
+        ours = digest.digest()
+        if ours != theirs:
             return ours, False
         os.chmod(temp, 0o666 & ~_UMASK)
         os.replace(temp, final)
@@ -653,8 +644,6 @@ def _receive_one(
         state.current = None
         return ours, True
     finally:
-        hasher.abandon()
-        hasher.join()
         if temp is not None:
             try:
                 os.unlink(temp)
@@ -662,25 +651,17 @@ def _receive_one(
                 pass
 
 
-def _receive_block(conn: udt.socket, view: memoryview) -> tuple[int, OSError | None]:
-    """Fill ``view`` from the stream: the bytes received (fewer only at end of stream or on a
-    failure) and the failure, raised by the caller once what did arrive is written."""
-    got = 0
-    while got < len(view):
-        try:
-            n = conn.recv_into(view[got:])
-        except OSError as exc:
-            return got, exc
-        if not n:
-            break
-        got += n
-    return got, None
+_STEP = 4 << 20  # bytes per _recvfile_into call: the progress meter moves this often
 
 
-def _write_all(fd: int, view: memoryview, offset: int) -> None:
-    while view:
-        n = os.pwrite(fd, view, offset)
-        view, offset = view[n:], offset + n
+def _receive_step(conn: udt.socket, fd: int, offset: int, want: int, digest: Sha256) -> tuple[int, OSError | None]:
+    """Up to ``want`` bytes of the stream into ``fd`` at ``offset``: the bytes written (fewer
+    only at end of stream or on a failure) and the failure, raised by the caller once what did
+    arrive is counted."""
+    try:
+        return conn._recvfile_into(fd, offset, want, digest), None
+    except OSError as exc:
+        return getattr(exc, "bytes_written", 0), exc
 
 
 def _read_umask() -> int:

@@ -3,10 +3,12 @@
 bytes, state and poll events.  One call per user operation; uses only inline helpers."""
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t
 from libc.string cimport memcpy
+from posix.uio cimport iovec
 
 from udt._core cimport (BOUNDARY_FIRST, BOUNDARY_LAST, BOUNDARY_MIDDLE, BOUNDARY_SOLO,
                         ERR_BAD_PARAMETER, ERR_CONNECTION_BROKEN, ERR_MESSAGE_TOO_LARGE,
                         ERR_NOT_MESSAGE_MODE, ERR_NOT_STREAM_MODE, ERR_NO_CONNECTION, ERR_NO_DATA,
+                        HEADER_SIZE, IP_UDP_OVERHEAD, IP_UDP_OVERHEAD_V6,
                         ERR_NO_SEND_BUFFER, SOCK_TYPE_DGRAM, SOCK_TYPE_STREAM, STATE_BROKEN,
                         STATE_CLOSED, STATE_CLOSING, STATE_CONNECTED, Conn, RecvBuffer, RecvSlot,
                         SendSlot)
@@ -209,6 +211,79 @@ cdef ssize_t conn_read(Conn* c, uint8_t* out, size_t cap, int64_t now) noexcept 
     if done == 0 and cap > 0:
         return _eof_or_wait(c)
     return <ssize_t>done
+
+
+cdef int conn_read_iov(Conn* c, iovec* iov, int max_iov, size_t cap, size_t* total) noexcept nogil:
+    """Stream: up to cap readable bytes from the read position as iovecs over the ring's slots
+    (contiguous payloads merged), consumed only by conn_read_consume, so that a writer can hand
+    them to the kernel with the lock released.  The worker never touches a filled slot before
+    the frontier, except to move a chunk of smaller slots when a larger packet lands in it
+    (chunks_upgrade, after path-MTU discovery grew the MSS): a slot is lent only if its chunk
+    holds the largest payload the peer may ever send."""
+    cdef RecvBuffer* b = &c.rcv
+    cdef int64_t off = 0, limit
+    cdef int n = 0, idx
+    cdef int ceiling = 0
+    cdef size_t done = 0, length, skip
+    cdef uint8_t* p
+    cdef RecvSlot* slot
+    total[0] = 0
+    if c.opts.sock_type != SOCK_TYPE_STREAM:
+        return -ERR_NOT_STREAM_MODE
+    if not c.buffers_ready:
+        return <int>_eof_or_wait(c)
+    if c.pmtud_max > 0:
+        ceiling = c.pmtud_max - (IP_UDP_OVERHEAD_V6 if c.is_ipv6 else IP_UDP_OVERHEAD) - HEADER_SIZE
+    while seq_off(b.read_seq, b.frontier_seq) > 0 and rcvbuf_state(b, b.head) != RSLOT_FILLED:
+        rcvbuf_consume_head(b)          # what conn_read skips too
+    limit = seq_off(b.read_seq, b.frontier_seq)
+    if limit == 0:
+        return <int>_eof_or_wait(c)
+    while done < cap and off < limit:
+        idx = rcvbuf_index(b, off)
+        if rcvbuf_state(b, idx) != RSLOT_FILLED or chunks_slot_size(&b.store, idx) < ceiling:
+            break
+        slot = rcvbuf_slot(b, idx)
+        skip = <size_t>b.read_offset if off == 0 else 0
+        length = <size_t>slot.length - skip
+        if length > cap - done:
+            length = cap - done
+        p = rcvbuf_payload(b, idx) + skip
+        if n > 0 and <uint8_t*>iov[n - 1].iov_base + iov[n - 1].iov_len == p:
+            iov[n - 1].iov_len += length
+        elif n < max_iov:
+            iov[n].iov_base = p
+            iov[n].iov_len = length
+            n += 1
+        else:
+            break
+        done += length
+        off += 1
+    total[0] = done
+    return n
+
+
+cdef size_t conn_read_consume(Conn* c, size_t count) noexcept nogil:
+    """Stream: forget count readable bytes (conn_read without the copy); returns how many."""
+    cdef RecvBuffer* b = &c.rcv
+    cdef RecvSlot* slot
+    cdef size_t done = 0, n
+    if c.opts.sock_type != SOCK_TYPE_STREAM or not c.buffers_ready:
+        return 0
+    while done < count and seq_off(b.read_seq, b.frontier_seq) > 0:
+        if rcvbuf_state(b, b.head) != RSLOT_FILLED:
+            rcvbuf_consume_head(b)
+            continue
+        slot = rcvbuf_slot(b, b.head)
+        n = <size_t>(slot.length - b.read_offset)
+        if n > count - done:
+            n = count - done
+        b.read_offset += <int32_t>n
+        b.contiguous_bytes -= <int64_t>n
+        done += n
+        if b.read_offset >= slot.length:
+            rcvbuf_consume_head(b)
+    return done
 
 
 cdef int64_t _message_at(Conn* c, int64_t off, int64_t limit, int64_t* npk) noexcept nogil:
