@@ -203,3 +203,70 @@ def test_byte_identical_through_loss_and_reordering(tmp_path):
     assert stats["pkt_rcv_loss_total"] > 0
     assert (tmp_path / "lossy.bin").read_bytes() == payload
     assert digest.digest() == hashlib.sha256(payload).digest()
+
+
+@pytest.mark.parametrize("options", [FIXED, GROWING], ids=["mss1500", "pmtud"])
+def test_leases_are_hashed_elsewhere_and_released_in_order(tmp_path, options):
+    payload = os.urandom(9 << 20)
+    with connected_pair(options) as (client, conn):
+        conn.settimeout(30)
+        sender = _send_then(client, payload, close=False)
+        digest = Sha256()
+        leases: list = []
+        with open(tmp_path / "leased.bin", "wb") as f:
+            done = 0
+            while done < len(payload):
+                lease = conn._recvfile_lend(f.fileno(), done, len(payload) - done)
+                assert lease is not None and 0 < lease.nbytes <= 1 << 20
+                done += lease.nbytes
+                leases.append(lease)
+                if len(leases) == 3:  # three held at once: the next ones come from past them
+                    with pytest.raises(udt.errors.InvalidParameterError):
+                        conn.recv(1)  # their slots are not released: nobody else reads
+                    hasher = threading.Thread(
+                        target=lambda held=leases[:]: [(x.feed(digest), x.release()) for x in held]
+                    )
+                    hasher.start()
+                    hasher.join(30)
+                    leases.clear()
+            for lease in leases:
+                lease.feed(digest)
+                lease.release()
+                lease.release()  # once only
+        sender.join(30)
+        client.sendall(b"more")
+        assert conn.recv(4) == b"more"  # every lease released: reads as usual
+    assert (tmp_path / "leased.bin").read_bytes() == payload
+    assert digest.digest() == hashlib.sha256(payload).digest()
+
+
+def test_a_dropped_lease_gives_its_bytes_back_and_eof_is_none(tmp_path):
+    with connected_pair(FIXED) as (client, conn):
+        conn.settimeout(30)
+        sender = _send_then(client, b"z" * 5000, close=True)
+        with open(tmp_path / "dropped.bin", "wb") as f:
+            lease = conn._recvfile_lend(f.fileno(), 0, 3000)
+            assert lease.nbytes == 3000
+            del lease  # never released by hand: its bytes leave the ring all the same
+            rest = conn._recvfile_lend(f.fileno(), 3000, 10_000)
+            assert rest.nbytes == 2000
+            rest.release()
+            assert conn._recvfile_lend(f.fileno(), 5000, 10) is None
+        sender.join(30)
+    assert (tmp_path / "dropped.bin").read_bytes() == b"z" * 5000
+
+
+def test_a_lease_that_cannot_be_written_raises_and_lends_nothing(tmp_path):
+    path = tmp_path / "read-only.bin"
+    path.write_bytes(b"")
+    with connected_pair(FIXED) as (client, conn):
+        conn.settimeout(30)
+        client.sendall(b"q" * 1000)
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            with pytest.raises(FileTransferError) as info:
+                conn._recvfile_lend(fd, 0, 1000)
+        finally:
+            os.close(fd)
+        assert info.value.errno == errno.EBADF
+        assert conn.recv(1000) == b"q" * 1000  # nothing lent, nothing lost

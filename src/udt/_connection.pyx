@@ -117,6 +117,7 @@ cdef ssize_t conn_recv_wait(MuxCore* m, Channel channel, MuxConn* mc, uint8_t* o
 cdef enum:
     RECVFILE_IOV = 64                   # iovecs per pwritev (a chunk's full slots merge into one)
     RECVFILE_WRITE = 256 << 10          # bytes per pwritev: still in L2 when the hash reads them
+    RECVFILE_LEASE = 1 << 20            # the most one lease (recvfile_lend) holds
     RC_DIGEST = -1                      # the digest's update failed (OpenSSL)
 
 
@@ -163,19 +164,50 @@ cdef int _feed_iov(Sha256 digest, const iovec* iov, int n, size_t count) noexcep
     return 0
 
 
+cdef int _describe(MuxConn* mc, size_t skip, size_t cap, iovec* iov, size_t* total,
+                   uint8_t** bounce) noexcept nogil:
+    """Under mc.lock: up to cap readable bytes past skip as iovecs over the ring (conn_read_iov).
+    Slots that may still move (path-MTU discovery) are copied into *bounce (cap bytes, made
+    here if NULL) and described by one iovec over it.  The iovec count, or a code <= 0."""
+    cdef bint movable = False
+    cdef int n = core.conn_read_iov(&mc.conn, skip, iov, RECVFILE_IOV, cap, total, &movable)
+    cdef int k
+    cdef size_t at = 0
+    if n <= 0 or not movable:
+        return n
+    if bounce[0] == NULL:
+        bounce[0] = <uint8_t*>malloc(cap)
+        if bounce[0] == NULL:
+            return -core.ERR_NO_MEMORY
+    for k in range(n):
+        memcpy(bounce[0] + at, iov[k].iov_base, iov[k].iov_len)
+        at += iov[k].iov_len
+    iov[0].iov_base = bounce[0]
+    iov[0].iov_len = at
+    return 1
+
+
+cdef void _release_read(MuxCore* m, MuxConn* mc, size_t count) noexcept nogil:
+    """Under mc.lock: forget count bytes written from the ring; the freed room may be news for
+    the peer."""
+    core.conn_read_consume(&mc.conn, count)
+    if not mc.local_closed and not mc.mux_dead:
+        schedule_send(m, mc, now_us())
+        conn_ready_note(mc)  # drained: no longer readable
+
+
 cdef ssize_t conn_recvfile_wait(MuxCore* m, MuxConn* mc, int fd, long long offset, long long count,
                                 Sha256 digest, int64_t deadline, bint main_thread, long long* done,
                                 int* os_error) noexcept nogil:
-    """recvfile's loop: describe what is readable as iovecs over the ring (conn_read_iov), write
-    them with the lock released, hash them, then release them (conn_read_consume).  A slot that
-    may still move (path-MTU discovery) goes through one copy into a bounce buffer instead.
-    0 when count bytes were written or at EOF, else a negative code."""
+    """recvfile's loop: describe what is readable as iovecs over the ring, write them with the
+    lock released, hash them, then release them.  0 when count bytes were written or at EOF,
+    else a negative code."""
     cdef iovec iov[RECVFILE_IOV]
     cdef uint8_t* bounce = NULL
     cdef size_t total = 0, put, want
-    cdef ssize_t result = 0, got
+    cdef ssize_t result = 0
     cdef int n
-    cdef int64_t signal_check = 0, now
+    cdef int64_t signal_check = 0
     pthread_mutex_lock(&mc.lock)
     while count < 0 or done[0] < count:
         if mc.local_closed or mc.mux_dead:
@@ -184,24 +216,8 @@ cdef ssize_t conn_recvfile_wait(MuxCore* m, MuxConn* mc, int fd, long long offse
         want = RECVFILE_WRITE
         if count >= 0 and count - done[0] < <long long>want:
             want = <size_t>(count - done[0])
-        n = core.conn_read_iov(&mc.conn, iov, RECVFILE_IOV, want, &total)
-        if n == 0 and total > 0:           # not lendable: one copy, as conn_read does
-            if bounce == NULL:
-                bounce = <uint8_t*>malloc(RECVFILE_WRITE)
-                if bounce == NULL:
-                    result = -core.ERR_NO_MEMORY
-                    break
-            got = core.conn_read(&mc.conn, bounce, want, now_us())
-            if got <= 0:
-                result = got
-                break
-            iov[0].iov_base = bounce
-            iov[0].iov_len = <size_t>got
-            n = 1
-            total = <size_t>got
-            schedule_send(m, mc, now_us())
-            conn_ready_note(mc)
-        elif n <= 0:
+        n = _describe(mc, 0, want, iov, &total, &bounce)
+        if n <= 0:
             result = n
             if n != RC_NO_DATA or deadline == 0:
                 break
@@ -215,12 +231,8 @@ cdef ssize_t conn_recvfile_wait(MuxCore* m, MuxConn* mc, int fd, long long offse
         if digest is not None and put > 0 and _feed_iov(digest, iov, n, put) != 0:
             result = RC_DIGEST
         pthread_mutex_lock(&mc.lock)
-        if iov[0].iov_base != bounce and put > 0:
-            now = now_us()
-            core.conn_read_consume(&mc.conn, put)
-            # reading frees receive buffer: the engine may want to tell the peer
-            schedule_send(m, mc, now)
-            conn_ready_note(mc)
+        if put > 0:
+            _release_read(m, mc, put)
         done[0] += <long long>put
         if os_error[0] != 0:
             result = RC_OS_ERROR
@@ -229,6 +241,56 @@ cdef ssize_t conn_recvfile_wait(MuxCore* m, MuxConn* mc, int fd, long long offse
     pthread_mutex_unlock(&mc.lock)
     free(bounce)
     return result
+
+
+cdef int conn_lend_wait(MuxConn* mc, size_t* lent, size_t cap, int64_t deadline, bint main_thread,
+                        iovec* iov, uint8_t** bounce, size_t* total) noexcept nogil:
+    """recvfile_lend's wait: describe up to cap readable bytes past the *lent ones and lend
+    them (*lent grows by *total).  The iovec count, 0 at EOF, or a negative code."""
+    cdef int n = 0
+    cdef int64_t signal_check = 0
+    pthread_mutex_lock(&mc.lock)
+    while True:
+        if mc.local_closed or mc.mux_dead:
+            n = RC_CLOSED
+            break
+        n = _describe(mc, lent[0], cap, iov, total, bounce)
+        if n > 0:
+            lent[0] += total[0]
+            break
+        if n != RC_NO_DATA or deadline == 0:
+            break
+        n = wait_changed(&mc.changed, &mc.lock, &mc.waiters, deadline, main_thread, &signal_check)
+        if n != 0:
+            break
+    pthread_mutex_unlock(&mc.lock)
+    return n
+
+
+@cython.no_gc  # holds its connection, which is no_gc too
+cdef class RingLease:
+    """Bytes that ``Connection.recvfile_lend`` wrote to a file straight from the receive ring
+    and has not released yet: ``feed`` hashes them from the ring, ``release`` gives their
+    slots back (in the order they were lent: the ring releases from its read position)."""
+
+    def __dealloc__(self):
+        if not self.released and self.conn is not None:
+            self.conn._release_lent(self.nbytes)
+        free(self.bounce)
+        self.bounce = NULL
+
+    def feed(self, Sha256 digest not None):
+        """Hash the bytes, GIL released."""
+        cdef int result
+        with nogil:
+            result = _feed_iov(digest, self.iov, self.n, self.nbytes)
+        if result != 0:
+            raise RuntimeError("SHA-256 update failed")
+
+    def release(self):
+        if not self.released:
+            self.released = True
+            self.conn._release_lent(self.nbytes)
 
 
 @cython.no_gc  # freed by reference count only: never from a GC pass inside a worker's CC callback
@@ -585,9 +647,66 @@ cdef class Connection:
                 raise
         return done
 
-    cdef _no_file_receive(self):
-        """recvfile writes from slots it has not released yet: another reader would free them."""
+    def recvfile_lend(self, int fd, long long offset, size_t cap, timeout):
+        """Write up to cap readable bytes (at most 1 MiB) past those already lent to fd at
+        offset, straight from the receive ring's slots, waiting for data (GIL released), and
+        lend them: a RingLease to hash and release, in order, from any thread; None at EOF.
+        Other readers are refused until every lease is released."""
+        cdef MuxConn* mc = self._conn()
+        cdef RingLease lease
+        cdef size_t* lent = &self._lent
+        cdef size_t total = 0, put = 0
+        cdef int n = 0, os_error = 0
+        cdef int64_t deadline = deadline_from(timeout)
+        cdef bint main_thread = on_main_thread()
         if self._file_receiving:
+            self._no_file_receive()
+        if cap > RECVFILE_LEASE:
+            cap = RECVFILE_LEASE
+        lease = RingLease.__new__(RingLease)
+        lease.conn = self
+        lease.released = True       # nothing to give back until something is lent
+        self._file_receiving = True
+        try:
+            with nogil:
+                n = conn_lend_wait(mc, lent, cap, deadline, main_thread, lease.iov, &lease.bounce, &total)
+                if n > 0:
+                    put = _write_iov(fd, lease.iov, n, offset, &os_error)
+                    if put < total:     # what was not written is lent again by the next call
+                        pthread_mutex_lock(&mc.lock)
+                        lent[0] -= total - put
+                        pthread_mutex_unlock(&mc.lock)
+        finally:
+            self._file_receiving = False
+        if n > 0 and put > 0:
+            lease.n = n
+            lease.nbytes = put
+            lease.released = False
+            self._leases += 1
+            return lease                # an error after a short write comes back next call
+        if n == 0:
+            return None
+        if n > 0:
+            raise _errors.FileTransferError(ErrorCode.FILE_WRITE,
+                                            f"writing the file failed: {os.strerror(os_error)}",
+                                            errno=os_error)
+        raise_result(n, False, 0, mc.conn.peer_reset)
+
+    cdef _release_lent(self, size_t count):
+        """A lease is done: its bytes leave the ring."""
+        cdef MuxConn* mc = self.c
+        if mc != NULL and count > 0:
+            with nogil:
+                pthread_mutex_lock(&mc.lock)
+                _release_read(self.m, mc, count)
+                self._lent -= count
+                pthread_mutex_unlock(&mc.lock)
+        self._leases -= 1
+
+    cdef _no_file_receive(self):
+        """recvfile writes from slots it has not released yet (so do leases): another reader
+        would free them."""
+        if self._file_receiving or self._leases > 0:
             raise _errors.InvalidParameterError(ErrorCode.BAD_PARAMETER,
                                                 "another thread is receiving a file on this socket")
 

@@ -36,6 +36,7 @@ import weakref
 from typing import IO, Any, Literal, NoReturn, cast
 
 import udt._mux as _mux
+from udt._connection import RingLease
 from udt._digest import Sha256
 
 from . import _sockopt
@@ -714,11 +715,26 @@ class socket:
         ``bytes_written``.  ``udt-recv``'s file path; the fd's position does not move."""
         if self._type != SOCK_STREAM:
             raise error_from_code(ErrorCode.NOT_STREAM_MODE)
-        offset, count = check_file_range(offset, count)
+        offset, _ = check_file_range(offset, count)
         conn = self._connected()
         if self._read_shut or not count:
             return 0
         return conn.recvfile(fd, offset, count, self._recv_wait(), digest)
+
+    def _recvfile_lend(self, fd: int, offset: int, count: int) -> RingLease | None:
+        """Like ``_recvfile_into`` for at most 1 MiB, but the bytes written stay in the receive
+        ring, lent: a ``RingLease`` whose ``feed(digest)`` hashes them from there (GIL released)
+        and whose ``release()`` gives them back, in the order they were lent and from any
+        thread, so that hashing runs beside receiving (``udt-recv``'s hashing thread); None at
+        end of stream.  Other reads of this socket are refused until every lease is released.
+        A file error is raised only when nothing could be written."""
+        if self._type != SOCK_STREAM:
+            raise error_from_code(ErrorCode.NOT_STREAM_MODE)
+        offset, _ = check_file_range(offset, count)
+        conn = self._connected()
+        if self._read_shut or not count:
+            return None
+        return conn.recvfile_lend(fd, offset, count, self._recv_wait())
 
     # ---- statistics -----------------------------------------------------------------------
     def perfmon(self, clear: bool = False) -> PerfMon:

@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import udt
-from udt._digest import Sha256
 from udt.cli import _wire as wire
 from udt.cli._common import (
     EXIT_CODES_HELP,
@@ -52,6 +51,7 @@ from udt.cli._common import (
     run_main,
     supervise,
 )
+from udt.cli._hashing import BlockHasher
 from udt.cli._passphrase import RefusalLog, add_passphrase_argument, read_passphrase
 from udt.cli._pattern import CHUNK as PATTERN_CHUNK
 from udt.cli._pattern import Pattern, first_difference, same_bytes, stream_digest
@@ -593,9 +593,10 @@ def _receive_one(
 ) -> tuple[bytes, bool]:
     """Receive one file into a temporary name; rename it only if the sha256 matches.
 
-    Each step is written by ``_recvfile_into`` straight from the receive ring's slots
-    (``pwritev``, GIL released) and hashed from the same slots before they are released: the
-    digest covers exactly the bytes written, with no copy of ours and no reading back.
+    Each step is written by ``_recvfile_lend`` straight from the receive ring's slots
+    (``pwritev``, GIL released) and lent to the BlockHasher's thread, which hashes it from the
+    same slots and then gives them back to the ring: the digest covers exactly the bytes
+    written, with no copy of ours, no reading back, and the hash beside the receive.
     """
     assert settings.output is not None and state.meter is not None
     final = os.path.join(settings.output, name)
@@ -608,34 +609,40 @@ def _receive_one(
         _try_reply(conn, wire.ReplyStatus.WRITE_FAILED)
         failure = file_error(exc, settings.output, "write into")
         raise SessionFailed(failure.code, failure.message) from None
-    digest = Sha256()
+    hasher = BlockHasher(name=f"{PROG}-hash", buffers=_LEASES)
+    hasher.start()
     try:
         # a receive timeout inside a file would only add a way to fail: a dead sender is left
         # to UDT's broken-connection detection.
         conn.settimeout(None)
-        with open(fd, "r+b", buffering=0):  # closes fd
-            while state.current_done < size:
-                want = min(_STEP, size - state.current_done)
-                got, broken = _receive_step(conn, fd, state.current_done, want, digest)
-                state.current_done += got
-                state.nbytes += got
-                state.meter.done = state.current_done
-                state.meter.moved = state.nbytes
-                if isinstance(broken, FileTransferError) and broken.udt_code == ErrorCode.FILE_WRITE:
-                    _try_reply(conn, wire.ReplyStatus.WRITE_FAILED)
-                    failure = file_error(broken, final, "write")
-                    raise SessionFailed(failure.code, failure.message) from None
-                if broken is not None:
-                    raise broken
-                if got < want:
-                    raise error_from_code(
-                        ErrorCode.CONNECTION_BROKEN, f"stream ended after {state.current_done} of {size} bytes"
-                    )
+        try:
+            with open(fd, "r+b", buffering=0):  # closes fd
+                while state.current_done < size:
+                    try:
+                        lease = conn._recvfile_lend(fd, state.current_done, min(_LEASE, size - state.current_done))
+                    except FileTransferError as exc:
+                        if exc.udt_code != ErrorCode.FILE_WRITE:
+                            raise
+                        _try_reply(conn, wire.ReplyStatus.WRITE_FAILED)
+                        failure = file_error(exc, final, "write")
+                        raise SessionFailed(failure.code, failure.message) from None
+                    if lease is None:
+                        raise error_from_code(
+                            ErrorCode.CONNECTION_BROKEN, f"stream ended after {state.current_done} of {size} bytes"
+                        )
+                    hasher.lend_lease(lease)
+                    state.current_done += lease.nbytes
+                    state.nbytes += lease.nbytes
+                    state.meter.done = state.current_done
+                    state.meter.moved = state.nbytes
+            ours = hasher.result()  # every lease released: the socket reads normally again
+        except BaseException:
+            hasher.abandon()
+            raise
         conn.settimeout(settings.idle_timeout)
         tag, theirs = recv_exact(conn, 1), recv_exact(conn, wire.DIGEST_BODY.size)
         if tag != wire.Tag.DIGEST:
             raise wire.ProtocolError(f"expected the sha256 record after {name}, got tag {tag!r}")
-        ours = digest.digest()
         if ours != theirs:
             return ours, False
         os.chmod(temp, 0o666 & ~_UMASK)
@@ -644,6 +651,8 @@ def _receive_one(
         state.current = None
         return ours, True
     finally:
+        hasher.abandon()
+        hasher.join()
         if temp is not None:
             try:
                 os.unlink(temp)
@@ -651,17 +660,8 @@ def _receive_one(
                 pass
 
 
-_STEP = 4 << 20  # bytes per _recvfile_into call: the progress meter moves this often
-
-
-def _receive_step(conn: udt.socket, fd: int, offset: int, want: int, digest: Sha256) -> tuple[int, OSError | None]:
-    """Up to ``want`` bytes of the stream into ``fd`` at ``offset``: the bytes written (fewer
-    only at end of stream or on a failure) and the failure, raised by the caller once what did
-    arrive is counted."""
-    try:
-        return conn._recvfile_into(fd, offset, want, digest), None
-    except OSError as exc:
-        return getattr(exc, "bytes_written", 0), exc
+_LEASE = 1 << 20  # bytes per lease: the most _recvfile_lend writes and lends at once
+_LEASES = 4  # leases in flight to the hashing thread (their slots are held in the ring meanwhile)
 
 
 def _read_umask() -> int:

@@ -17,12 +17,14 @@ cdef ssize_t conn_write(Conn* conn, const uint8_t* data, size_t length, int64_t 
 # Returns bytes, 0 at EOF (peer shut down or we closed, nothing left), -6002 nothing yet,
 # -2001 broken and nothing left, -5009 not a stream socket.
 cdef ssize_t conn_read(Conn* conn, uint8_t* out, size_t cap, int64_t now) noexcept nogil
-# Stream read without a copy: up to cap readable bytes as at most max_iov iovecs over the
-# receive ring (*total = their bytes), left in place until conn_read_consume(conn, n) forgets
-# n of them; the slots stay valid with the lock released while nobody else reads.  Returns the
-# iovec count; 0 when the next readable bytes are in a slot that may still move (read them
-# with conn_read); conn_read's 0 / negative codes when nothing is readable.
-cdef int conn_read_iov(Conn* conn, iovec* iov, int max_iov, size_t cap, size_t* total) noexcept nogil
+# Stream read without a copy: up to cap readable bytes, from skip bytes after the read
+# position, as at most max_iov iovecs over the receive ring (*total = their bytes), left in
+# place until conn_read_consume(conn, n) forgets the first n readable bytes.  Slots with
+# *movable = 0 stay valid with the lock released while nobody else reads; *movable = 1: they
+# may move (path-MTU discovery), copy them before unlocking.  Returns the iovec count, or
+# conn_read's 0 / negative codes when nothing is readable past skip.
+cdef int conn_read_iov(Conn* conn, size_t skip, iovec* iov, int max_iov, size_t cap, size_t* total,
+                       bint* movable) noexcept nogil
 cdef size_t conn_read_consume(Conn* conn, size_t count) noexcept nogil
 # Message read: one whole message (boundaries kept).  Copies min(size, cap) bytes; a longer
 # message is truncated (the rest is discarded, *truncated = 1).  *msg_length = full size.

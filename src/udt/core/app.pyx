@@ -213,21 +213,25 @@ cdef ssize_t conn_read(Conn* c, uint8_t* out, size_t cap, int64_t now) noexcept 
     return <ssize_t>done
 
 
-cdef int conn_read_iov(Conn* c, iovec* iov, int max_iov, size_t cap, size_t* total) noexcept nogil:
-    """Stream: up to cap readable bytes from the read position as iovecs over the ring's slots
-    (contiguous payloads merged), consumed only by conn_read_consume, so that a writer can hand
-    them to the kernel with the lock released.  The worker never touches a filled slot before
-    the frontier, except to move a chunk of smaller slots when a larger packet lands in it
-    (chunks_upgrade, after path-MTU discovery grew the MSS): a slot is lent only if its chunk
-    holds the largest payload the peer may ever send."""
+cdef int conn_read_iov(Conn* c, size_t skip, iovec* iov, int max_iov, size_t cap, size_t* total,
+                       bint* movable) noexcept nogil:
+    """Stream: up to cap readable bytes, starting skip bytes after the read position, as iovecs
+    over the ring's slots (contiguous payloads merged), consumed only by conn_read_consume, so
+    that a writer can hand them to the kernel with the lock released.  The worker never touches
+    a filled slot before the frontier, except to move a chunk of smaller slots when a larger
+    packet lands in it (chunks_upgrade, after path-MTU discovery grew the MSS): *movable says
+    whether the slots described are in such a chunk (the caller copies them before unlocking);
+    one call never mixes both kinds."""
     cdef RecvBuffer* b = &c.rcv
     cdef int64_t off = 0, limit
     cdef int n = 0, idx
     cdef int ceiling = 0
-    cdef size_t done = 0, length, skip
+    cdef size_t done = 0, length, at
     cdef uint8_t* p
     cdef RecvSlot* slot
+    cdef bint moves
     total[0] = 0
+    movable[0] = False
     if c.opts.sock_type != SOCK_TYPE_STREAM:
         return -ERR_NOT_STREAM_MODE
     if not c.buffers_ready:
@@ -237,18 +241,28 @@ cdef int conn_read_iov(Conn* c, iovec* iov, int max_iov, size_t cap, size_t* tot
     while seq_off(b.read_seq, b.frontier_seq) > 0 and rcvbuf_state(b, b.head) != RSLOT_FILLED:
         rcvbuf_consume_head(b)          # what conn_read skips too
     limit = seq_off(b.read_seq, b.frontier_seq)
-    if limit == 0:
-        return <int>_eof_or_wait(c)
+    at = <size_t>b.read_offset + skip   # bytes into the slot at off
+    while off < limit:
+        idx = rcvbuf_index(b, off)
+        if rcvbuf_state(b, idx) != RSLOT_FILLED or at < <size_t>rcvbuf_slot(b, idx).length:
+            break
+        at -= <size_t>rcvbuf_slot(b, idx).length
+        off += 1
     while done < cap and off < limit:
         idx = rcvbuf_index(b, off)
-        if rcvbuf_state(b, idx) != RSLOT_FILLED or chunks_slot_size(&b.store, idx) < ceiling:
+        if rcvbuf_state(b, idx) != RSLOT_FILLED:
+            break
+        moves = chunks_slot_size(&b.store, idx) < ceiling
+        if n == 0:
+            movable[0] = moves
+        elif moves != movable[0]:
             break
         slot = rcvbuf_slot(b, idx)
-        skip = <size_t>b.read_offset if off == 0 else 0
-        length = <size_t>slot.length - skip
+        length = <size_t>slot.length - at
         if length > cap - done:
             length = cap - done
-        p = rcvbuf_payload(b, idx) + skip
+        p = rcvbuf_payload(b, idx) + at
+        at = 0
         if n > 0 and <uint8_t*>iov[n - 1].iov_base + iov[n - 1].iov_len == p:
             iov[n - 1].iov_len += length
         elif n < max_iov:
@@ -260,6 +274,8 @@ cdef int conn_read_iov(Conn* c, iovec* iov, int max_iov, size_t cap, size_t* tot
         done += length
         off += 1
     total[0] = done
+    if n == 0:
+        return <int>_eof_or_wait(c)
     return n
 
 
