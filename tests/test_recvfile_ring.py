@@ -270,3 +270,28 @@ def test_a_lease_that_cannot_be_written_raises_and_lends_nothing(tmp_path):
             os.close(fd)
         assert info.value.errno == errno.EBADF
         assert conn.recv(1000) == b"q" * 1000  # nothing lent, nothing lost
+
+
+def test_a_step_waits_for_256_kib_rather_than_writing_each_dribble(tmp_path):
+    """A paced sender makes a few datagrams readable at a time: a lease (and a recvfile step)
+    waits for 256 KiB or the rest of its count instead of writing each dribble."""
+    piece = os.urandom(30_000)
+    with connected_pair(FIXED) as (client, conn):
+        conn.settimeout(30)
+
+        def dribble() -> None:
+            for _ in range(12):
+                client.sendall(piece)
+                time.sleep(0.02)
+
+        sender = threading.Thread(target=dribble, name="udt-test-dribble")
+        sender.start()
+        with open(tmp_path / "dribbled.bin", "wb") as f:
+            lease = conn._recvfile_lend(f.fileno(), 0, 1 << 20)
+            assert lease.nbytes >= 256 << 10
+            lease.release()
+            got = lease.nbytes
+            while got < 12 * len(piece):  # the rest: its count is what is left, not 256 KiB
+                got += conn._recvfile_into(f.fileno(), got, 12 * len(piece) - got)
+        sender.join(30)
+    assert (tmp_path / "dribbled.bin").read_bytes() == piece * 12

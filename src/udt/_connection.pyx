@@ -26,6 +26,7 @@ from udt._sync cimport cond_wait_until, mux_errno, now_us, pthread_mutex_lock, p
 from udt._waits cimport (RC_CLOSED, RC_NO_BUFFER, RC_NO_DATA, RC_OS_ERROR, RC_SIGNAL, RC_TIMEOUT,
                          deadline_from, on_main_thread, raise_result, wait_changed)
 cimport udt.core.engine as core
+from udt.core.seq cimport seq_off
 
 from udt import errors as _errors
 from udt._waits import _rejection_text
@@ -118,6 +119,7 @@ cdef enum:
     RECVFILE_IOV = 64                   # iovecs per pwritev (a chunk's full slots merge into one)
     RECVFILE_WRITE = 256 << 10          # bytes per pwritev: still in L2 when the hash reads them
     RECVFILE_LEASE = 1 << 20            # the most one lease (recvfile_lend) holds
+    RECVFILE_LOWAT = 256 << 10          # a step waits for this much (or the rest of its count)
     RC_DIGEST = -1                      # the digest's update failed (OpenSSL)
 
 
@@ -187,6 +189,23 @@ cdef int _describe(MuxConn* mc, size_t skip, size_t cap, iovec* iov, size_t* tot
     return 1
 
 
+cdef bint _too_little(MuxConn* mc, size_t lent, size_t cap) noexcept nogil:
+    """Under mc.lock: fewer than min(cap, RECVFILE_LOWAT) bytes are readable past lent while
+    more can come: connected, no EOF, and less than half the receive limit is held (packets,
+    whatever their size: after path-MTU discovery old small packets fill slots meant for
+    large ones).  A paced sender makes a few datagrams readable per wake-up: writing (and
+    lending) each dribble cost 4.6 times the pwritev calls of 256 KiB steps.  Waiting for the
+    rest moves no byte later than a full step would, and what is lent comes back without us
+    (the hashing thread)."""
+    cdef core.Conn* c = &mc.conn
+    cdef int64_t want = <int64_t>(cap if cap < RECVFILE_LOWAT else RECVFILE_LOWAT)
+    if not c.buffers_ready or c.state != core.STATE_CONNECTED or c.peer_shutdown or c.peer_eof:
+        return False
+    if 2 * seq_off(c.rcv.read_seq, c.rcv.frontier_seq) >= c.rcv.limit:
+        return False
+    return c.rcv.contiguous_bytes - <int64_t>lent < want
+
+
 cdef void _release_read(MuxCore* m, MuxConn* mc, size_t count) noexcept nogil:
     """Under mc.lock: forget count bytes written from the ring; the freed room may be news for
     the peer."""
@@ -216,7 +235,7 @@ cdef ssize_t conn_recvfile_wait(MuxCore* m, MuxConn* mc, int fd, long long offse
         want = RECVFILE_WRITE
         if count >= 0 and count - done[0] < <long long>want:
             want = <size_t>(count - done[0])
-        n = _describe(mc, 0, want, iov, &total, &bounce)
+        n = RC_NO_DATA if deadline != 0 and _too_little(mc, 0, want) else _describe(mc, 0, want, iov, &total, &bounce)
         if n <= 0:
             result = n
             if n != RC_NO_DATA or deadline == 0:
@@ -254,7 +273,10 @@ cdef int conn_lend_wait(MuxConn* mc, size_t* lent, size_t cap, int64_t deadline,
         if mc.local_closed or mc.mux_dead:
             n = RC_CLOSED
             break
-        n = _describe(mc, lent[0], cap, iov, total, bounce)
+        if deadline != 0 and _too_little(mc, lent[0], cap):
+            n = RC_NO_DATA
+        else:
+            n = _describe(mc, lent[0], cap, iov, total, bounce)
         if n > 0:
             lent[0] += total[0]
             break
