@@ -727,8 +727,9 @@ class socket:
         and whose ``release()`` gives them back, in the order they were lent and from any
         thread, so that hashing runs beside receiving (``udt-recv``'s hashing thread); None at
         end of stream.  It waits for min(*count*, 256 KiB) bytes (less only at end of stream or
-        when half the receive buffer is held), not for each few datagrams a paced peer sends.  Other reads of this socket are refused until every lease is released.
-        A file error is raised only when nothing could be written."""
+        when half the receive buffer is held), not for each few datagrams a paced peer sends.
+        Other reads of this socket are refused until every lease is released.  A file error is
+        raised only when nothing could be written."""
         if self._type != SOCK_STREAM:
             raise error_from_code(ErrorCode.NOT_STREAM_MODE)
         offset, _ = check_file_range(offset, count)
