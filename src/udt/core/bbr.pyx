@@ -93,6 +93,9 @@ cdef struct Bbr:
     int64_t round_min_rtt          # smallest RTT sample of the round (0 = none)
     int64_t min_rtt_us
     int64_t min_rtt_stamp
+    int64_t rtt_half_min           # lowest RTT sample of the current half min-RTT window (0 = none)
+    int64_t rtt_prev_half_min      # of the half window before it: what an expired window keeps
+    int64_t rtt_half_stamp         # when the current half window began
     bint rtt_measured              # min_rtt_us is a sample, not the engine's 100 ms placeholder
     double full_bw
     int full_bw_count
@@ -497,6 +500,32 @@ cdef void _advance_hi_recv(CCState* cc, Bbr* b, int32_t seq) noexcept nogil:
         b.hi_moved = True
 
 
+cdef void _min_rtt_update(Bbr* b, int64_t rtt, int64_t now) noexcept nogil:
+    """The min-RTT filter: the lowest sample of the last 10 s, kept as two half windows.  When
+    the minimum is 10 s old it gives way to the lowest sample of the last 5-10 s, not to the
+    current one: behind a loss-based flow's standing queue (TCP cubic's: it shrinks only on
+    cubic's own losses) the current sample is that queue, and adopting it (122-139 ms on the WAN
+    link's 100 ms tcpshare path, seconds 10-15) made every queue rule blind while bbr took more
+    of the link.  There is no PROBE_RTT: the draining phase brings the true minimum back."""
+    if now - b.rtt_half_stamp >= MIN_RTT_WINDOW_US // 2:
+        b.rtt_prev_half_min = b.rtt_half_min
+        b.rtt_half_min = 0
+        b.rtt_half_stamp = now
+    if rtt < b.rtt_half_min or b.rtt_half_min == 0:
+        b.rtt_half_min = rtt
+    if rtt < b.min_rtt_us or not b.rtt_measured:
+        # (the first sample replaces the guess: a 200 ms path measured as 100 ms would halve the
+        # BDP and STARTUP would grow the window linearly, not double it)
+        b.min_rtt_us = rtt
+        b.min_rtt_stamp = now
+        b.rtt_measured = True
+    elif now - b.min_rtt_stamp > MIN_RTT_WINDOW_US:
+        b.min_rtt_us = b.rtt_half_min
+        if 0 < b.rtt_prev_half_min < b.min_rtt_us:
+            b.min_rtt_us = b.rtt_prev_half_min
+        b.min_rtt_stamp = now
+
+
 cdef void _on_delivery(CCState* cc, Bbr* b, int64_t now) noexcept nogil:
     """What the receiver holds grew (hi_recv moved, or the cumulative ACK passed holes): a
     delivery-rate sample from the record of hi_recv, the newest packet known to have arrived.
@@ -521,15 +550,8 @@ cdef void _on_delivery(CCState* cc, Bbr* b, int64_t now) noexcept nogil:
         # (Karn: the feedback for a resent packet may answer its first copy; and when only the
         # cumulative ACK moved, past repaired holes, hi_recv arrived long ago: no RTT sample)
         rtt = now - r.sent_time if fresh and not r.resent else 0
-        if rtt > 0 and (rtt < b.min_rtt_us or now - b.min_rtt_stamp > MIN_RTT_WINDOW_US
-                        or not b.rtt_measured):
-            # the window expired: restart from current samples (the 0.75 phase drains the queue
-            # once per cycle, so the true minimum comes back within one cycle; no PROBE_RTT)
-            # (and the first sample replaces the guess: a 200 ms path measured as 100 ms would
-            # halve the BDP and STARTUP would grow the window linearly, not double it)
-            b.min_rtt_us = rtt
-            b.min_rtt_stamp = now
-            b.rtt_measured = True
+        if rtt > 0:
+            _min_rtt_update(b, rtt, now)
         if rtt > 0 and (rtt < b.round_min_rtt or b.round_min_rtt == 0):
             b.round_min_rtt = rtt
         if b.state == STARTUP and rtt > 0 and b.rtt_measured:
