@@ -25,6 +25,7 @@ import os
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -138,6 +139,29 @@ def slow_intervals(samples: list[dict[str, Any]], after_t: float) -> dict[str, i
     return out
 
 
+class Drain:
+    """A child's output, read while it runs.  The bench samples CPU meanwhile, and a child whose
+    output outgrows the pipe (64 KiB: the udt sender's 0.25 s samples of a 20 s run come to
+    61-65 KB, iperf3's JSON to more) blocked on its next write until the bench's timeout, 30 s
+    after the run (and a run with longer samples would block within it)."""
+
+    def __init__(self, proc: subprocess.Popen) -> None:
+        self.proc = proc
+        self.out = ""
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        self.out, _ = self.proc.communicate()
+
+    def result(self, timeout: float) -> str:
+        """The whole stdout once the child has exited (TimeoutExpired if it has not)."""
+        self.thread.join(timeout)
+        if self.thread.is_alive():
+            raise subprocess.TimeoutExpired(self.proc.args, timeout)
+        return self.out
+
+
 def run_flow(link: Any, system: str, args: argparse.Namespace) -> tuple[list[tuple[float, float]], dict, float]:
     """Run one flow: its (time, bytes received) samples, CPU seconds per party, the run's seconds."""
     common = ["--seconds", str(args.seconds)]
@@ -170,6 +194,7 @@ def run_flow(link: Any, system: str, args: argparse.Namespace) -> tuple[list[tup
         time.sleep(0.3)
         argv = ["iperf3", "-c", link.receiver_host, "-p", "5201", "-C", "bbr", "-J", "-i", "0.25"]
         send = link.popen_sender([*nice, *argv, "-t", str(args.seconds)])
+    send_out, recv_out = Drain(send), Drain(recv)
     watch = CpuWatch({"sender": send.pid, "receiver": recv.pid})
     start = time.monotonic()
     cpu_link = link.wan.forwarder_cpu_seconds()
@@ -179,20 +204,20 @@ def run_flow(link: Any, system: str, args: argparse.Namespace) -> tuple[list[tup
     watch.sample()
     cpu = {**watch.used(), "link": link.wan.forwarder_cpu_seconds() - cpu_link}
     cpu.update({f"{name} waiting": seconds for name, seconds in watch.waits().items()})
-    out, _ = send.communicate(timeout=60)
+    out = send_out.result(60)
     received: list[tuple[float, float]] = []
     cpu["sender_samples"], cpu["receiver_samples"] = [], []
     if system == "udt":
         # both ends' samples (window, flight, buffer, writer's blocked time, CPU waits): --json keeps them
         cpu["sender_samples"] = [e for e in map(json.loads, out.splitlines()) if e.get("event") == "sample"]
-        rout, _ = recv.communicate(timeout=60)
+        rout = recv_out.result(60)
         for line in rout.splitlines():
             event = json.loads(line)
             if event.get("event") == "sample":
                 received.append((event["t"], event["bytes"]))
                 cpu["receiver_samples"].append(event)
     else:
-        recv.communicate(timeout=60)
+        recv_out.result(60)
         total = 0.0
         for interval in json.loads(out)["intervals"]:
             s = interval["sum"]

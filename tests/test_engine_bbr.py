@@ -506,6 +506,30 @@ def test_startup_cut_short_by_a_host_stall_is_resumed(seed):
     assert run(1.0) > 0.8 * RATE
 
 
+@pytest.mark.slow
+def test_a_startup_that_left_on_loss_is_not_resumed_at_the_link_rate():
+    """The WAN link's lfn path scaled down: 200 ms RTT, a drop-tail queue of half a BDP, 0.01 %
+    loss.  STARTUP overflows the queue and leaves on that loss mid-round, its model at about
+    three quarters of the link (the round that filled the link is not sampled yet); the cruise
+    finds the rest in steps of a few percent.  Resuming STARTUP because the model beat that exit
+    by 25 % (with no headroom found: the link was already full) overflowed the queue a second
+    time, 4,023 drops in all for this seed; now only the up phase that finds headroom resumes."""
+    rate, delay = 20_000, 100_000
+    net = Net(
+        seed=3,
+        profile=LinkProfile(delay_us=delay, rate_pps=rate, queue_packets=rate // 10, loss=0.0001),
+        reverse=LinkProfile(delay_us=delay, loss=0.0001),
+    )
+    caps = {"snd_buf": 65536, "rcv_buf": 65536, "ffs": 65536}
+    net, c, s = connected_pair(net, client_options={"cc": "bbr", **caps}, server_options=dict(caps))
+    delivered = _bulk_run(net, c, s, 7.0)
+    st = c.stats(net.now)
+    assert st["bbr_startup_exit_loss"] == 1, st
+    assert st["bbr_startup_resumes"] == 0, st
+    assert _queue_drops(net) < 0.4 * rate * 2 * delay / 1e6, _queue_drops(net)  # STARTUP's overshoot only
+    assert delivered > 0.65 * rate
+
+
 class _SlicedSenders(_SleepingSenders):
     """Every client sleeps `stall` µs in every 10 ms, each at its own offset: sender processes
     that a loaded host's scheduler runs in slices, always a few ms behind their pacing."""
