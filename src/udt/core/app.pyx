@@ -186,14 +186,12 @@ cdef ssize_t _eof_or_wait(Conn* c) noexcept nogil:
     return -ERR_NO_DATA
 
 
-cdef ssize_t conn_read(Conn* c, uint8_t* out, size_t cap, int64_t now) noexcept nogil:
+cdef size_t _take_readable(Conn* c, uint8_t* out, size_t cap) noexcept nogil:
+    """Consume up to cap readable bytes from the read position, copying them to out unless it
+    is NULL (conn_read_consume: the caller wrote them from the ring itself)."""
     cdef size_t done = 0, n
     cdef RecvBuffer* b = &c.rcv
     cdef RecvSlot* slot
-    if c.opts.sock_type != SOCK_TYPE_STREAM:
-        return -ERR_NOT_STREAM_MODE
-    if not c.buffers_ready:
-        return _eof_or_wait(c)
     while done < cap and seq_off(b.read_seq, b.frontier_seq) > 0:
         if rcvbuf_state(b, b.head) != RSLOT_FILLED:
             rcvbuf_consume_head(b)
@@ -202,12 +200,23 @@ cdef ssize_t conn_read(Conn* c, uint8_t* out, size_t cap, int64_t now) noexcept 
         n = <size_t>(slot.length - b.read_offset)
         if n > cap - done:
             n = cap - done
-        memcpy(out + done, rcvbuf_payload(b, b.head) + b.read_offset, n)
+        if out != NULL:
+            memcpy(out + done, rcvbuf_payload(b, b.head) + b.read_offset, n)
         b.read_offset += <int32_t>n
         b.contiguous_bytes -= <int64_t>n
         done += n
         if b.read_offset >= slot.length:
             rcvbuf_consume_head(b)     # slot may point into a spare chunk from here on
+    return done
+
+
+cdef ssize_t conn_read(Conn* c, uint8_t* out, size_t cap, int64_t now) noexcept nogil:
+    cdef size_t done
+    if c.opts.sock_type != SOCK_TYPE_STREAM:
+        return -ERR_NOT_STREAM_MODE
+    if not c.buffers_ready:
+        return _eof_or_wait(c)
+    done = _take_readable(c, out, cap)
     if done == 0 and cap > 0:
         return _eof_or_wait(c)
     return <ssize_t>done
@@ -281,25 +290,9 @@ cdef int conn_read_iov(Conn* c, size_t skip, iovec* iov, int max_iov, size_t cap
 
 cdef size_t conn_read_consume(Conn* c, size_t count) noexcept nogil:
     """Stream: forget count readable bytes (conn_read without the copy); returns how many."""
-    cdef RecvBuffer* b = &c.rcv
-    cdef RecvSlot* slot
-    cdef size_t done = 0, n
     if c.opts.sock_type != SOCK_TYPE_STREAM or not c.buffers_ready:
         return 0
-    while done < count and seq_off(b.read_seq, b.frontier_seq) > 0:
-        if rcvbuf_state(b, b.head) != RSLOT_FILLED:
-            rcvbuf_consume_head(b)
-            continue
-        slot = rcvbuf_slot(b, b.head)
-        n = <size_t>(slot.length - b.read_offset)
-        if n > count - done:
-            n = count - done
-        b.read_offset += <int32_t>n
-        b.contiguous_bytes -= <int64_t>n
-        done += n
-        if b.read_offset >= slot.length:
-            rcvbuf_consume_head(b)
-    return done
+    return _take_readable(c, NULL, count)
 
 
 cdef int64_t _message_at(Conn* c, int64_t off, int64_t limit, int64_t* npk) noexcept nogil:
