@@ -238,8 +238,11 @@ def test_rtt_is_twice_the_one_way_delay(can_build):
         ready(wan.popen_right(py(ECHO), stdout=subprocess.PIPE, text=True))
         out = wan.run_left(py(RTT, wan.right_addr, "40"), capture_output=True, text=True, timeout=30)
         rtts = json.loads(out.stdout)
-    assert min(rtts) >= 40.0
-    assert statistics.median(rtts) <= 41.0
+    # the ping's two Python processes and four TUN/veth crossings add about 0.7 ms on a quiet
+    # machine (minimum 40.69-40.74 ms, median 40.95-40.98 over three runs): the minimum shows
+    # the link's delay, the median how much the suite's load adds (41.12 once in CI)
+    assert 40.0 <= min(rtts) <= 41.0
+    assert statistics.median(rtts) <= 41.5
 
 
 @pytest.mark.netns
