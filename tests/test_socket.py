@@ -171,7 +171,7 @@ def test_socket_arguments_are_checked():
 def test_option_defaults_and_validation():
     with udt.socket() as s:
         assert s.getsockopt(udt.UDT_MSS) == 1500
-        assert s.getsockopt(udt.UDT_FC) == 131072  # caps the buffers grow to (engine.md)
+        assert s.getsockopt(udt.UDT_FC) == 65536  # caps the buffers grow to (engine.md)
         assert s.getsockopt(udt.UDT_SNDSYN) is True and s.getsockopt(udt.UDT_RCVSYN) is True
         assert s.getsockopt(udt.UDT_RENDEZVOUS) is False
         assert s.getsockopt(udt.UDT_REUSEADDR) is True
@@ -179,7 +179,7 @@ def test_option_defaults_and_validation():
         assert s.getsockopt(udt.UDT_SNDTIMEO) == -1 and s.getsockopt(udt.UDT_RCVTIMEO) == -1
         assert s.getsockopt(udt.UDT_LINGER) == (True, 3)
         assert s.getsockopt(udt.UDT_STATE) == udt.SocketState.INIT
-        assert s.getsockopt(udt.UDT_SNDBUF) == 131072 * 1456
+        assert s.getsockopt(udt.UDT_SNDBUF) == 65536 * 1456
         s.setsockopt(udt.UDT_MSS, 9000)
         assert s.getsockopt(udt.UDT_MSS) == 9000
         for option, bad in (

@@ -38,8 +38,8 @@ cdef enum:
     IP_UDP_OVERHEAD_V6 = 48           # what udt subtracts when *sending* over IPv6
     MIN_MSS = 76
     DEFAULT_MSS = 1500
-    DEFAULT_FLIGHT_FLAG_SIZE = 131072  # caps, not allocations: 1 Gbit/s x 200 ms is ~17,000 packets
-    DEFAULT_BUFFER_PACKETS = 131072
+    DEFAULT_FLIGHT_FLAG_SIZE = 65536  # caps, not allocations: 1 Gbit/s x 200 ms is ~17,000 packets
+    DEFAULT_BUFFER_PACKETS = 65536
     MIN_FLIGHT_FLAG_SIZE = 32
     PMTUD_MAX_MSS = 65535             # largest MSS discovery tries: an IPv4 packet (UDP 65507 + 28)
     PMTUD_MAX_TRIES = 3               # copies of a probe lost before its size counts as too big
@@ -213,9 +213,9 @@ from udt.core.pycc cimport python_cc_ops
 cdef struct ConnOptions:
     int mss                     # whole IP packet (UDT_MSS), >= 76, default 1500
     int sock_type               # SOCK_TYPE_STREAM / SOCK_TYPE_DGRAM
-    int flight_flag_size        # UDT_FC, packets, >= 32, default 131072
-    int snd_buf_packets         # UDT_SNDBUF converted to packets (bytes // (mss - 28)), default 131072
-    int rcv_buf_packets         # UDT_RCVBUF converted to packets, default 131072 (caps: the
+    int flight_flag_size        # UDT_FC, packets, >= 32, default 65536
+    int snd_buf_packets         # UDT_SNDBUF converted to packets (bytes // (mss - 28)), default 65536
+    int rcv_buf_packets         # UDT_RCVBUF converted to packets, default 65536 (caps: the
                                 # rings grow to them with the path, udt/core/buffers.pxd)
     int buf_initial_packets     # where both buffer limits start and return after idle;
                                 # 0 = INITIAL_RECV/SEND_PACKETS, = the caps: fixed-size buffers

@@ -57,13 +57,11 @@ DEFAULT_MSS = 1500
 MIN_MSS = 76
 MAX_MSS = 65535 - 1  # largest UDP/IP datagram we will build
 # UDT_FC, UDT_SNDBUF and UDT_RCVBUF are caps, not allocations: the buffers start small, grow with
-# the path's bandwidth x RTT up to them and shrink after idle (docs/engine.md, "Buffers").  131072
-# packets (~190 MB at MSS 1500) hold 1.57 s at 1 Gbit/s: a 200 ms path (~17,000 packets in flight)
-# keeps sending while a loss burst's repair (up to ~1 s when a retransmission dies in the same full
-# queue) holds the ACK point; 65536 (0.79 s) stalled it there.
-DEFAULT_FC = 131072
+# the path's bandwidth x RTT up to them and shrink after idle (docs/engine.md, "Buffers").  65536
+# packets (~95 MB at MSS 1500) leave a 1 Gbit/s x 200 ms path (~17,000 packets) room to spare.
+DEFAULT_FC = 65536
 MIN_FC = 32
-DEFAULT_BUFFER_PACKETS = 131072
+DEFAULT_BUFFER_PACKETS = 65536
 # The kernel's UDP receive buffer absorbs bursts between two receive-worker wake-ups (UDT4: 8192
 # packets): where it starts.  The multiplexer grows it with the receive window (docs/engine.md).
 DEFAULT_UDP_RCVBUF = 8192 * DEFAULT_MSS
