@@ -289,6 +289,13 @@ cdef int conn_lend_wait(MuxConn* mc, size_t* lent, size_t cap, int64_t deadline,
     return n
 
 
+def _file_write_error(int os_error):
+    """recvfile's and recvfile_lend's error for a pwritev that failed with os_error."""
+    return _errors.FileTransferError(ErrorCode.FILE_WRITE,
+                                     f"writing the file failed: {os.strerror(os_error)}",
+                                     errno=os_error)
+
+
 @cython.no_gc  # holds its connection, which is no_gc too
 cdef class RingLease:
     """Bytes that ``Connection.recvfile_lend`` wrote to a file straight from the receive ring
@@ -658,9 +665,7 @@ cdef class Connection:
         if result < 0:
             try:
                 if result == RC_OS_ERROR:
-                    raise _errors.FileTransferError(ErrorCode.FILE_WRITE,
-                                                    f"writing the file failed: {os.strerror(os_error)}",
-                                                    errno=os_error)
+                    raise _file_write_error(os_error)
                 if result == RC_DIGEST:
                     raise RuntimeError("SHA-256 update failed")
                 raise_result(result, False, 0, mc.conn.peer_reset)
@@ -709,9 +714,7 @@ cdef class Connection:
         if n == 0:
             return None
         if n > 0:
-            raise _errors.FileTransferError(ErrorCode.FILE_WRITE,
-                                            f"writing the file failed: {os.strerror(os_error)}",
-                                            errno=os_error)
+            raise _file_write_error(os_error)
         raise_result(n, False, 0, mc.conn.peer_reset)
 
     cdef _release_lent(self, size_t count):
