@@ -17,10 +17,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+from typing import TYPE_CHECKING
 
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.hashes import SHA256
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+    from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 __all__ = [
     "NONCE_SIZE",
@@ -38,14 +40,27 @@ _SCRYPT_R = 8
 _SALT_PREFIX = b"udt-crypt-v1 "
 
 
+def _kdfs() -> tuple[type[Scrypt], type[HKDF], type[SHA256]]:
+    """cryptography's scrypt, HKDF and SHA-256, imported by the first encrypted socket rather
+    than with udt: a process without a passphrase (udt-send, udt-recv) never loads it, 15-25 ms
+    of each one's start-up."""
+    from cryptography.hazmat.primitives.hashes import SHA256
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+    from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
+
+    return Scrypt, HKDF, SHA256
+
+
 def stretch(passphrase: str, client_nonce: bytes) -> bytes:
     """The master secret: scrypt over the passphrase, salted with the client's nonce."""
+    Scrypt = _kdfs()[0]
     kdf = Scrypt(salt=_SALT_PREFIX + client_nonce, length=32, n=SCRYPT_N, r=_SCRYPT_R, p=1)
     return kdf.derive(passphrase.encode("utf-8"))
 
 
 def _hkdf(master: bytes, salt: bytes, info: bytes, length: int) -> bytes:
-    return HKDF(algorithm=hashes.SHA256(), length=length, salt=salt, info=info).derive(master)
+    _, HKDF, SHA256 = _kdfs()
+    return HKDF(algorithm=SHA256(), length=length, salt=salt, info=info).derive(master)
 
 
 def _proof(key: bytes, data: bytes) -> bytes:
@@ -84,6 +99,7 @@ class ListenerKeys:
 
     def __init__(self, passphrase: str) -> None:
         self._passphrase = passphrase
+        _kdfs()  # imported here, in the listening thread, not in the accepting thread later
         self.refused_mismatch = 0  # conclusions whose proof failed (wrong passphrase)
 
     def answer(self, offer: bytes) -> tuple[bytes, bytes, bytes] | None:

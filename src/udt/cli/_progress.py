@@ -7,7 +7,6 @@ is disabled entirely, so logs and JSON consumers never see carriage returns.
 
 from __future__ import annotations
 
-import shutil
 import sys
 import threading
 import time
@@ -117,6 +116,8 @@ class ProgressBar:
             self.clear()
             return
         line = self._format(meters, done, rate, now)
+        import shutil  # here, not at the top: only a terminal draws, and shutil costs ~4 ms of start-up
+
         width = shutil.get_terminal_size((80, 24)).columns
         self.stream.write("\r" + line[: max(width - 1, 10)] + "\x1b[K")
         self.stream.flush()
