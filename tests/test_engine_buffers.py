@@ -330,3 +330,34 @@ def test_a_paced_sender_buffers_twice_its_flight_not_twice_its_window():
     assert got // PAYLOAD > 0.9 * 2 * 10_000  # the pacing, not the buffer, sets the rate
     assert c.cwnd == 20_000 and most_in_flight < INITIAL_SEND // 4
     assert c.buffers["snd_limit"] == INITIAL_SEND  # not 2 x 20,000
+
+
+class _PacedFast(CongestionControl):
+    """A sender paced at 200,000 packets/s with a window it never fills (loopback's DAIMD)."""
+
+    def init(self):
+        self.period_us = 5.0
+        self.cwnd = 100_000
+
+    def on_ack(self, ack):
+        self.period_us = 5.0
+        self.cwnd = 100_000
+
+
+def test_a_short_fast_path_grows_the_receive_limit_for_its_rate_not_its_ack_clock():
+    """The receive limit is checked at full ACKs, 10 ms apart, and its interval (RTT + 10 ms) is
+    about 10 ms on a short path: the check came at twice the interval and the limit grew for
+    two intervals' reading, 4.3 times what the path needs here (loopback at 1 GB/s: 40,000 of
+    65,536 packets in 3 s, the cap with a stall).  Grown from the rate read, it stays within
+    three times rate x (RTT + ACK period).  (The limit starts above that need, so the sender is
+    never window-limited: loopback's growth from 7,000 to 40,000 packets came after its ramp.)"""
+    rate, delay = 200_000, 100
+    need = rate * (2 * delay + 10_000) // 1_000_000  # what the sender learns of one ACK late
+    net = Net(seed=3, profile=LinkProfile(delay_us=delay), reverse=LinkProfile(delay_us=delay))
+    caps = {"snd_buf": 131072, "rcv_buf": 131072, "ffs": 131072}
+    server = dict(caps, buf_initial=2 * need)
+    net, c, s = connected_pair(net, client_options={"cc": _PacedFast(), **caps}, server_options=server)
+    got = pump_for(net, c, s, 0.6)
+    assert got > 0.9 * rate * 0.6  # the pacing, not a window, sets the rate
+    assert s.buffers["rcv_limit"] <= 3 * need + 2 * 64, (s.buffers["rcv_limit"], need)
+    assert c.flow_window <= 3 * need + 2 * 64
