@@ -23,6 +23,7 @@ cdef struct CCReport:
     int64_t congestion_rounds       # rounds whose loss rate read as congestion
     int64_t overflow_rounds         # rounds with loss and an RTT that shows the queue full
     int64_t probes_skipped          # up phases not begun: the queue outlived the draining phase
+    int64_t spurious_losses         # NAKed packets whose first transmission arrived (reordering)
     double btl_bw               # bottleneck bandwidth estimate, packets/s
     double bw_lo                # congestion cap on it (0 = none)
     double inflight_hi          # congestion cap on the window, packets (0 = none)

@@ -97,6 +97,7 @@ cdef dict _cc_report_dict(const CCReport* r, int64_t payload_size):
         "bbr_congestion_rounds": r.congestion_rounds,
         "bbr_overflow_rounds": r.overflow_rounds,
         "bbr_probes_skipped": r.probes_skipped,
+        "bbr_pkt_spurious_loss": r.spurious_losses,
         "bbr_mbps_btl_bw": r.btl_bw * mbit,
         "bbr_mbps_bw_lo": r.bw_lo * mbit,
         "bbr_pkt_inflight_hi": r.inflight_hi,
