@@ -300,40 +300,6 @@ class Net:
         return until() if until is not None else False
 
 
-class _Held(bytes):
-    """A datagram a napping host holds until its next turn."""
-
-
-class NappingNet(Net):
-    """A net whose hosts in `napping` take datagrams the way udt's receive worker does on a long
-    path: after a turn that handed some over it naps `nap_us`, and whatever arrived meanwhile is
-    handed over at the nap's end, in arrival order, all at one time (one receive batch)."""
-
-    def __init__(self, *args, napping: tuple = (), nap_us: int = 500, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.napping = set(napping)
-        self.nap_us = nap_us
-        self._next_turn: dict[tuple, int] = {}
-        self._held: dict[tuple, int] = {}
-
-    def deliver(self, src: tuple, dst: tuple, data: bytes) -> None:
-        if dst not in self.napping:
-            super().deliver(src, dst, data)
-            return
-        turn, held = self._next_turn.get(dst, 0), self._held.get(dst, 0)
-        if isinstance(data, _Held):
-            self._held[dst] = held - 1
-            if self.now >= turn:
-                self._next_turn[dst] = self.now + self.nap_us
-            super().deliver(src, dst, bytes(data))
-        elif self.now < turn or held:  # asleep, or older datagrams wait: keep the order
-            self._held[dst] = held + 1
-            heapq.heappush(self.queue, (max(turn, self.now), next(self._counter), src, dst, _Held(data)))
-        else:
-            self._next_turn[dst] = self.now + self.nap_us
-            super().deliver(src, dst, data)
-
-
 def connected_pair(
     net: Net | None = None,
     *,

@@ -332,15 +332,12 @@ cdef struct RateEstimator:
     int64_t arrival_gap[ARRIVAL_WINDOW]
     int arrival_pos
     int arrival_count
-    int64_t last_arrival        # when the latest packets arrived (one receive batch shares it)
-    int64_t batch_from          # the arrival before them: the batch came in after it
-    int batch_packets           # packets that arrived at last_arrival
+    int64_t last_arrival
     int64_t probe_gap[PROBE_WINDOW]
     int probe_pos
     int probe_count
-    int64_t probe1_time         # a pair's first packet, when it arrived alone (else 0)
+    int64_t probe1_time
     int32_t probe1_seq
-    int64_t pair_gap            # a pair's gap, counted once the packet after it came later
 
 cdef struct PendingDrop:
     int32_t msgno
